@@ -1,0 +1,58 @@
+# The two commands: `make run` and `make test`. Everything else is a helper of those or a benchmark.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OPENBLAS_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+
+# Embedded defaults: everything under var/ (datasets, MLflow SQLite store, event log); nothing to install.
+VAR ?= var
+WORLD ?= $(VAR)/data/world-50k
+MEMBERS ?= 50000
+SEED ?= 42
+export RECSYS_DATA_DIR ?= $(WORLD)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(abspath $(VAR))/mlflow.db
+export RECSYS_MLFLOW_TRACKING_URI ?= $(MLFLOW_TRACKING_URI)
+
+.PHONY: run test venv lint typecheck world champion clean bench-data bench-train bench-serve
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+$(WORLD)/manifest.json: | $(STAMP)
+	$(BIN)/recsys data generate --members $(MEMBERS) --seed $(SEED) --out $(WORLD)
+
+world: $(WORLD)/manifest.json
+
+champion: world
+	$(BIN)/recsys models ensure-champion --data $(WORLD)
+
+run: world champion
+	$(BIN)/recsys data describe $(WORLD)
+	$(BIN)/python -m serving
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check recsys training serving tests bench
+	$(BIN)/mypy
+
+bench-data: $(STAMP)
+	$(BIN)/python bench/bench_data.py
+
+bench-train: $(STAMP)
+	$(BIN)/python bench/bench_train.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python bench/bench_serve.py
+
+clean:
+	rm -rf $(VAR)

@@ -1,0 +1,38 @@
+"""The ``recsys`` command line: data, segmentation, training, evaluation and the model registry.
+
+Each group's commands live in ``training/commands/<group>.py``; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import os
+
+# implicit runs its own threads; BLAS threads on top of them only oversubscribe the cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import typer  # noqa: E402
+
+from training.commands import data as data_commands  # noqa: E402
+from training.commands import models as models_commands  # noqa: E402
+from training.commands import segment as segment_commands  # noqa: E402
+from training.commands import train as train_commands  # noqa: E402
+
+app = typer.Typer(
+    name="recsys",
+    help="Offer recommendation for an airline loyalty programme: data, models, evaluation, registry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_commands.app, name="data")
+
+train_commands.register(app)  # train, evaluate
+models_commands.register(app)  # models list|promote
+segment_commands.register(app)  # segment
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""Placeholder: registers this module's `recsys data` commands."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `data` group."""
