@@ -310,6 +310,14 @@ class Col:
     EVENT_TYPE = "event_type"
     EVENT_TIME = "event_time"
 
+    # member aggregates (LRFMC source fields, as in the airline customer-value data)
+    FFP_DATE = "ffp_date"
+    LOAD_TIME = "load_time"
+    FLIGHT_COUNT = "flight_count"
+    SEG_KM_SUM = "seg_km_sum"
+    LAST_TO_END = "last_to_end"
+    AVG_DISCOUNT = "avg_discount"
+
     # generic interactions import
     USER_ID = "user_id"
     ITEM_ID = "item_id"
@@ -448,9 +456,27 @@ INTERACTIONS = TableSpec(
     partitioned=True,
 )
 
+# Optional table: per-member aggregates when flights themselves are not available (the imported airline
+# customer-value data). LRFMC features are computed from flights when present, from this table otherwise.
+MEMBER_AGGREGATES = TableSpec(
+    "member_aggregates",
+    Col.MEMBER_ID,
+    {
+        Col.MEMBER_ID: "str",
+        Col.FFP_DATE: "date",
+        Col.LOAD_TIME: "date",
+        Col.FLIGHT_COUNT: "int",
+        Col.SEG_KM_SUM: "int",
+        Col.LAST_TO_END: "int",
+        Col.AVG_DISCOUNT: "float",
+    },
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t for t in (MEMBERS, FLIGHTS, ANCILLARIES, REDEMPTIONS, OFFERS, INTERACTIONS)
 }
+OPTIONAL_TABLES: dict[str, TableSpec] = {MEMBER_AGGREGATES.name: MEMBER_AGGREGATES}
+ALL_TABLES: dict[str, TableSpec] = {**TABLES, **OPTIONAL_TABLES}
 
 # Which columns may be null (empty string / NaN / None) per table; every other column is required.
 NULLABLE: dict[str, frozenset[str]] = {
@@ -460,4 +486,5 @@ NULLABLE: dict[str, frozenset[str]] = {
     REDEMPTIONS.name: frozenset({Col.OFFER_ID, Col.DESTINATION}),
     OFFERS.name: frozenset({Col.TARGET_CABIN, Col.DESTINATION, Col.REGION, Col.MEAL, Col.VALID_TO}),
     INTERACTIONS.name: frozenset({Col.FLIGHT_ID, Col.REQUEST_ID}),
+    MEMBER_AGGREGATES.name: frozenset(),
 }

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.schema import TABLES, TableSpec
+from recsys.schema import ALL_TABLES, TABLES, TableSpec
 
 MANIFEST = "manifest.json"
 TRUTH_DIR = "truth"
@@ -52,7 +52,7 @@ def table_path(root: Path, spec: TableSpec) -> Path:
 
 
 def has_table(root: Path, name: str) -> bool:
-    spec = TABLES[name]
+    spec = ALL_TABLES[name]
     path = table_path(Path(root), spec)
     return path.is_dir() and any(path.glob("*.parquet")) if spec.partitioned else path.is_file()
 
@@ -60,7 +60,7 @@ def has_table(root: Path, name: str) -> bool:
 def read_table(root: Path | str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Read one canonical table as a DataFrame (all parts of a partitioned table, in part order)."""
     root = Path(root)
-    spec = TABLES[name]
+    spec = ALL_TABLES[name]
     path = table_path(root, spec)
     if not path.exists():
         raise DatasetError(f"{root}: table '{name}' is missing (expected {path})")
@@ -74,7 +74,7 @@ def read_table(root: Path | str, name: str, columns: list[str] | None = None) ->
 
 def iter_table(root: Path | str, name: str, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """Yield a partitioned table part by part, so large tables can be processed in bounded memory."""
-    spec = TABLES[name]
+    spec = ALL_TABLES[name]
     path = table_path(Path(root), spec)
     if not spec.partitioned:
         yield read_table(root, name, columns)
@@ -112,7 +112,7 @@ class DatasetWriter:
     # -- writing -------------------------------------------------------------------------------------------
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         """Write a whole table (or, for a partitioned table, one more part)."""
-        spec = TABLES[name]
+        spec = ALL_TABLES[name]
         if spec.partitioned:
             self.append_part(name, df)
             return
@@ -120,7 +120,7 @@ class DatasetWriter:
         self._rows[name] = self._rows.get(name, 0) + len(df)
 
     def append_part(self, name: str, df: pd.DataFrame) -> None:
-        spec = TABLES[name]
+        spec = ALL_TABLES[name]
         if not spec.partitioned:
             raise ValueError(f"table '{name}' is not partitioned")
         n = self._parts.get(name, 0)
@@ -189,8 +189,8 @@ def fingerprint(root: Path | str) -> str:
     """
     root = Path(root)
     digest = hashlib.sha256()
-    for name in sorted(TABLES):
-        path = table_path(root, TABLES[name])
+    for name in sorted(ALL_TABLES):
+        path = table_path(root, ALL_TABLES[name])
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.exists() else []
         for f in files:
             digest.update(f.relative_to(root).as_posix().encode())
