@@ -1,0 +1,250 @@
+"""Public types of the recommend pipeline: the request, the trip context, the result and the configuration.
+
+These are domain objects (plain dataclasses), not API schemas: the web service maps its pydantic
+request/response models onto them. Every constructor validates its input and raises
+:class:`InvalidRequest` naming the field, so a bad request becomes a clear 4xx at the edge and never a 500
+deep inside the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from recsys.schema import FARE_CLASS_CABIN, Cabin, OfferFamily, Placement
+
+MAX_LIMIT = 50
+
+
+class InvalidRequest(ValueError):
+    """A request field is invalid. ``field`` names it (dotted for nested fields, e.g. ``trip.cabin``)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+def _require_aware(name: str, value: datetime | None) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise InvalidRequest(name, "must be a timezone-aware datetime (e.g. 2026-11-22T11:30:00Z)")
+
+
+def _iata(name: str, value: str | None) -> None:
+    if value is not None and not (len(value) == 3 and value.isalpha() and value.isupper()):
+        raise InvalidRequest(name, f"must be a 3-letter upper-case IATA airport code, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TripContext:
+    """The booked trip the offers are for (all optional: the home screen may have no trip).
+
+    ``seats_left`` maps a cabin code (``F``/``C``/``W``/``Y``) to seats still for sale in it; upgrades
+    need it. Airport codes are checked for shape here; whether the airport exists is checked by the
+    pipeline against the network it was given (``InvalidRequest`` on ``trip.origin``/``trip.destination``).
+    """
+
+    origin: str | None = None
+    destination: str | None = None
+    departure_time: datetime | None = None
+    cabin: str | None = None
+    fare_class: str | None = None
+    flight_number: str | None = None
+    seats_left: Mapping[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        _iata("trip.origin", self.origin)
+        _iata("trip.destination", self.destination)
+        if self.origin is not None and self.origin == self.destination:
+            raise InvalidRequest("trip.destination", "must differ from trip.origin")
+        _require_aware("trip.departure_time", self.departure_time)
+        if self.cabin is not None and self.cabin not in Cabin.__members__.values():
+            raise InvalidRequest(
+                "trip.cabin", f"unknown cabin {self.cabin!r}; one of {[c.value for c in Cabin]}"
+            )
+        if self.fare_class is not None:
+            fc_cabin = FARE_CLASS_CABIN.get(self.fare_class)
+            if fc_cabin is None:
+                raise InvalidRequest("trip.fare_class", f"unknown fare class {self.fare_class!r}")
+            if self.cabin is not None and fc_cabin != self.cabin:
+                raise InvalidRequest(
+                    "trip.fare_class",
+                    f"fare class {self.fare_class} books cabin {fc_cabin}, not {self.cabin}",
+                )
+        if self.seats_left is not None:
+            for cabin, n in self.seats_left.items():
+                if cabin not in Cabin.__members__.values():
+                    raise InvalidRequest("trip.seats_left", f"unknown cabin {cabin!r}")
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    raise InvalidRequest(f"trip.seats_left.{cabin}", f"must be an integer >= 0, got {n!r}")
+            object.__setattr__(self, "seats_left", MappingProxyType(dict(self.seats_left)))
+
+    @property
+    def booked_cabin(self) -> str | None:
+        """The booked cabin: given, or implied by the fare class."""
+        if self.cabin is not None:
+            return self.cabin
+        if self.fare_class is not None:
+            return str(FARE_CLASS_CABIN[self.fare_class])
+        return None
+
+    def trip_key(self) -> str | None:
+        """A key identifying this trip for per-trip online state ("already bought for this trip").
+
+        ``flight_number|YYYY-MM-DD`` when both are known, else ``origin-destination|YYYY-MM-DD``; None when
+        the trip cannot be identified (no departure time).
+        """
+        if self.departure_time is None:
+            return None
+        day = self.departure_time.date().isoformat()
+        if self.flight_number:
+            return f"{self.flight_number}|{day}"
+        if self.origin and self.destination:
+            return f"{self.origin}-{self.destination}|{day}"
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecommendRequest:
+    """What the app asks: offers for ``member_id`` at ``placement``, optionally for a trip, at time ``now``.
+
+    Keyword-only. ``now`` is the request time (aware); it is injected so tests and replays control the clock.
+    """
+
+    member_id: str
+    placement: str
+    trip: TripContext | None = None
+    limit: int = 10
+    families: frozenset[str] | None = None
+    locale: str = "en"
+    now: datetime
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.member_id, str) or not self.member_id.strip():
+            raise InvalidRequest("member_id", "must be a non-empty string")
+        if self.placement not in Placement.__members__.values():
+            raise InvalidRequest(
+                "placement", f"unknown placement {self.placement!r}; one of {[p.value for p in Placement]}"
+            )
+        _require_aware("now", self.now)
+        if (
+            not isinstance(self.limit, int)
+            or isinstance(self.limit, bool)
+            or not 1 <= self.limit <= MAX_LIMIT
+        ):
+            raise InvalidRequest("limit", f"must be an integer between 1 and {MAX_LIMIT}, got {self.limit!r}")
+        if self.families is not None:
+            fams = frozenset(self.families)
+            unknown = sorted(f for f in fams if f not in OfferFamily.__members__.values())
+            if unknown:
+                raise InvalidRequest(
+                    "families", f"unknown families {unknown}; one of {[f.value for f in OfferFamily]}"
+                )
+            if not fams:
+                raise InvalidRequest("families", "must not be empty (omit it for all families)")
+            object.__setattr__(self, "families", fams)
+
+
+@dataclass
+class RankedOffer:
+    """One offer returned to the app, ranked 1..k."""
+
+    offer_id: str
+    family: str
+    category: str
+    title: str
+    price_cash: float | None
+    price_miles: int | None
+    score: float
+    acceptance_probability: float
+    expected_value: float
+    rank: int
+    expires_at: datetime
+    reasons: list[str]
+
+
+@dataclass
+class SuppressedCandidate:
+    """A candidate dropped at some stage, with a machine reason code and a human detail."""
+
+    offer_id: str
+    stage: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class RecommendResult:
+    """The pipeline's answer. ``suppressed`` lists every dropped candidate (the debug response shows them)."""
+
+    offers: list[RankedOffer]
+    suppressed: list[SuppressedCandidate]
+    cap_degraded: str | None
+    cold_start: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Stage:
+    """Stage names used in :class:`SuppressedCandidate.stage`."""
+
+    CANDIDATES = "candidates"
+    ELIGIBILITY = "eligibility"
+    VALUE = "value"
+    DIVERSITY = "diversity"
+    CAPS = "caps"
+    TOP_K = "top_k"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Tunable behaviour of the pipeline (plain values; the service maps its settings onto them).
+
+    - ``retrieval_k``: candidates asked from the model's retrieval.
+    - ``max_per_category``: at most this many offers of one category in the answer (diversity).
+    - ``max_per_family``: optional hard limit per family.
+    - ``family_repeat_penalty``: in the diversity re-rank, each offer of the same family already chosen
+      multiplies a candidate's expected value by this factor (1.0 = no mixing; smaller = stronger mixing).
+    - ``close_fraction``: a redemption the member cannot afford yet is still offered as "you're close"
+      when the balance is at least this fraction of its miles price.
+    - ``close_value_factor``: the expected value of a "you're close" offer is multiplied by this (it cannot
+      be accepted before more miles are earned).
+    - ``miles_liability_cost_cny``: what one mile costs the airline on its books (liability per mile, CNY).
+      Redeeming miles retires that liability, so a redemption is worth
+      ``price_miles × miles_liability_cost_cny`` plus its cash margin, if any (see ``recsys.pipeline.value``).
+    - ``require_seat_inventory``: an upgrade needs ``trip.seats_left`` for the target cabin; when the app
+      sends no seat inventory, upgrades are suppressed (``seats_unknown``) rather than sold into a full cabin.
+    - ``offer_ttl_hours``: expiry of an offer with no earlier closing (validity end, sale window).
+    - ``default_tier``: tier assumed for a member the member store does not know (a brand-new member).
+    """
+
+    retrieval_k: int = 60
+    max_per_category: int = 2
+    max_per_family: int | None = None
+    family_repeat_penalty: float = 0.8
+    close_fraction: float = 0.8
+    close_value_factor: float = 0.5
+    miles_liability_cost_cny: float = 0.05
+    require_seat_inventory: bool = True
+    offer_ttl_hours: float = 24.0
+    default_tier: str = "basic"
+
+    def __post_init__(self) -> None:
+        if self.retrieval_k < 0:
+            raise ValueError("retrieval_k must be >= 0")
+        if self.max_per_category < 1:
+            raise ValueError("max_per_category must be >= 1")
+        if self.max_per_family is not None and self.max_per_family < 1:
+            raise ValueError("max_per_family must be >= 1 or None")
+        if not 0.0 < self.family_repeat_penalty <= 1.0:
+            raise ValueError("family_repeat_penalty must be in (0, 1]")
+        if not 0.0 < self.close_fraction <= 1.0:
+            raise ValueError("close_fraction must be in (0, 1]")
+        if not 0.0 <= self.close_value_factor <= 1.0:
+            raise ValueError("close_value_factor must be in [0, 1]")
+        if self.miles_liability_cost_cny < 0:
+            raise ValueError("miles_liability_cost_cny must be >= 0")
+        if self.offer_ttl_hours <= 0:
+            raise ValueError("offer_ttl_hours must be > 0")
