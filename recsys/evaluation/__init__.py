@@ -1,0 +1,37 @@
+"""Offline evaluation: time-based split, ranking metrics, slices, oracle bound, comparison table."""
+
+from recsys.evaluation.evaluator import (
+    DEFAULT_KS,
+    PRIMARY_K,
+    PRIMARY_METRIC,
+    ModelEvaluation,
+    collect_recommendations,
+    evaluate_recommender,
+)
+from recsys.evaluation.metrics import EvaluationError, metric_name, metrics_at, ranking_metrics
+from recsys.evaluation.oracle import OracleRecommender
+from recsys.evaluation.report import ORACLE, best_model, comparison_table, to_markdown
+from recsys.evaluation.slices import slice_metrics
+from recsys.evaluation.split import DEFAULT_TEST_DAYS, TimeSplit, time_split
+
+__all__ = [
+    "DEFAULT_KS",
+    "DEFAULT_TEST_DAYS",
+    "ORACLE",
+    "PRIMARY_K",
+    "PRIMARY_METRIC",
+    "EvaluationError",
+    "ModelEvaluation",
+    "OracleRecommender",
+    "TimeSplit",
+    "best_model",
+    "collect_recommendations",
+    "comparison_table",
+    "evaluate_recommender",
+    "metric_name",
+    "metrics_at",
+    "ranking_metrics",
+    "slice_metrics",
+    "time_split",
+    "to_markdown",
+]

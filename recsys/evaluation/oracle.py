@@ -1,0 +1,61 @@
+"""The oracle: the ranking a model would produce if it knew each member's true acceptance probabilities.
+
+The generator keeps the probabilities it sampled behaviour from in the dataset's hidden ``truth/``; only this
+module reads them (through :func:`recsys.data.truth.true_acceptance`). Ranking every offer by its true
+probability is the best any model can hope to do *in expectation*, so it is the upper bound every model's
+metrics are compared with. (A lucky model can beat it on a finite sample; a model far below it has room to
+improve.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.evaluation.metrics import RANK, EvaluationError
+from recsys.schema import Col
+
+
+class OracleRecommender:
+    """Recommends each member's ``k`` offers with the highest true acceptance probability."""
+
+    def __init__(self, dataset_dir: Path | str, offer_ids: Sequence[str] | np.ndarray) -> None:
+        self.dataset_dir = Path(dataset_dir)
+        self.offer_ids = np.asarray(offer_ids, dtype=object)
+        if len(self.offer_ids) == 0:
+            raise EvaluationError("the oracle needs at least one offer")
+
+    def recommend(self, member_ids: Sequence[str] | np.ndarray, k: int = 10) -> pd.DataFrame:
+        """member_id, offer_id, score (true acceptance probability), rank — like ``ModelBundle.recommend``."""
+        from recsys.data.truth import true_acceptance  # the only reader of the hidden truth
+
+        members = np.asarray(member_ids, dtype=object)
+        probs = np.asarray(true_acceptance(self.dataset_dir, members, self.offer_ids), dtype=np.float64)
+        if probs.shape != (len(members), len(self.offer_ids)):
+            raise EvaluationError(
+                f"true_acceptance returned shape {probs.shape}, "
+                f"expected {(len(members), len(self.offer_ids))}"
+            )
+        if np.isnan(probs).any():
+            raise EvaluationError("the hidden truth has NaN acceptance probabilities")
+        k = min(k, len(self.offer_ids))
+        top = (
+            np.argpartition(-probs, k - 1, axis=1)[:, :k]
+            if k < probs.shape[1]
+            else np.tile(np.arange(probs.shape[1]), (len(members), 1))
+        )
+        top_scores = np.take_along_axis(probs, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        return pd.DataFrame(
+            {
+                Col.MEMBER_ID: np.repeat(members, k),
+                Col.OFFER_ID: self.offer_ids[top.ravel()],
+                "score": top_scores.ravel(),
+                RANK: np.tile(np.arange(1, k + 1), len(members)),
+            }
+        )

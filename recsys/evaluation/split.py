@@ -1,0 +1,173 @@
+"""Time-based train/test split of a dataset for honest offline evaluation.
+
+Models are trained on everything that happened *before* the cut-off ``T``
+(``ModelBundle.train(before=T)``) and judged on what members did in the test period ``[T, end]``, where
+``end`` is the dataset's ``as_of`` (or its last event). No information from the test period reaches training.
+
+Relevance: an offer is relevant to a member if the member *accepted* it in the test period — a ``purchase``
+event in ``interactions``, an ancillary purchase or a redemption that names the offer. With
+``relevance="click"`` clicks count as well (a weaker, noisier signal; purchases are the default because they
+are what the business values). A member is *cold* if they have no event of any kind (flight, purchase,
+redemption, interaction) before ``T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.layout import DatasetError, has_table, iter_table, read_manifest, read_table
+from recsys.evaluation.metrics import EvaluationError
+from recsys.schema import Col, EventType
+
+Relevance = Literal["purchase", "click"]
+DEFAULT_TEST_DAYS = 90
+
+# (table, time column) of every kind of member history.
+_HISTORY: tuple[tuple[str, str], ...] = (
+    ("interactions", Col.EVENT_TIME),
+    ("ancillaries", Col.PURCHASE_TIME),
+    ("redemptions", Col.REDEEM_TIME),
+    ("flights", Col.DEPARTURE_TIME),
+)
+
+
+def to_utc_naive(values: pd.Series | pd.Timestamp | datetime | str) -> pd.Series | pd.Timestamp:
+    """Timestamps as naive UTC (aware values are converted, naive ones are taken to be UTC already)."""
+    if isinstance(values, pd.Series):
+        s = pd.to_datetime(values)
+        if getattr(s.dt, "tz", None) is not None:
+            s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+        return s
+    ts = pd.Timestamp(values)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """A cut-off, the test period's relevant (member, offer) pairs and who had history before the cut-off."""
+
+    cutoff: pd.Timestamp
+    end: pd.Timestamp
+    relevant: pd.DataFrame  # member_id, offer_id: accepted in [cutoff, end]
+    warm_members: np.ndarray = field(repr=False)  # members with any event before the cut-off
+    relevance: Relevance = "purchase"
+
+    @property
+    def test_members(self) -> np.ndarray:
+        """Members with at least one relevant offer in the test period (the evaluated members)."""
+        return pd.unique(self.relevant[Col.MEMBER_ID])
+
+    @property
+    def cold_members(self) -> np.ndarray:
+        """Test members without any history before the cut-off."""
+        test = self.test_members
+        return test[~pd.Index(test).isin(self.warm_members)]
+
+    @property
+    def before(self) -> datetime:
+        """The cut-off as a ``datetime`` for ``ModelBundle.train(before=...)``."""
+        return self.cutoff.to_pydatetime()
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "cutoff": self.cutoff.isoformat(),
+            "end": self.end.isoformat(),
+            "relevance": self.relevance,
+            "test_members": len(self.test_members),
+            "cold_test_members": len(self.cold_members),
+            "relevant_pairs": len(self.relevant),
+        }
+
+
+def dataset_end(dataset_dir: Path | str) -> pd.Timestamp:
+    """The dataset's ``as_of`` from its manifest, else the time of its last event."""
+    manifest = read_manifest(dataset_dir)
+    as_of = manifest.get("as_of")
+    if as_of:
+        return to_utc_naive(pd.Timestamp(as_of))
+    last: pd.Timestamp | None = None
+    for table, col in _HISTORY[:3]:
+        if not has_table(Path(dataset_dir), table):
+            continue
+        for part in iter_table(dataset_dir, table, columns=[col]):
+            if len(part):
+                m = to_utc_naive(part[col]).max()
+                if pd.notna(m) and (last is None or m > last):
+                    last = m
+    if last is None:
+        raise EvaluationError(
+            f"{dataset_dir}: the dataset has no events (interactions, purchases, redemptions)"
+        )
+    return last
+
+
+def time_split(
+    dataset_dir: Path | str,
+    cutoff: datetime | str | None = None,
+    test_days: int = DEFAULT_TEST_DAYS,
+    relevance: Relevance = "purchase",
+) -> TimeSplit:
+    """Split ``dataset_dir`` at ``cutoff`` (default: ``test_days`` before the dataset's end).
+
+    Raises :class:`EvaluationError` when the dataset has no events, the cut-off leaves no training history, or
+    nobody accepted an offer in the test period.
+    """
+    root = Path(dataset_dir)
+    try:
+        end = dataset_end(root)
+    except DatasetError as exc:
+        raise EvaluationError(str(exc)) from exc
+    if cutoff is None:
+        if test_days < 1:
+            raise EvaluationError(f"test_days must be >= 1, got {test_days}")
+        t = end - timedelta(days=test_days)
+    else:
+        t = to_utc_naive(cutoff)
+    if t >= end:
+        raise EvaluationError(f"cut-off {t} is not before the dataset's end {end}: the test period is empty")
+
+    relevant_parts: list[pd.DataFrame] = []
+    warm_parts: list[np.ndarray] = []
+    accepted = {EventType.PURCHASE.value} | ({EventType.CLICK.value} if relevance == "click" else set())
+    for table, col in _HISTORY:
+        if not has_table(root, table):
+            continue
+        cols = [Col.MEMBER_ID, col] + ([Col.OFFER_ID] if table != "flights" else [])
+        if table == "interactions":
+            cols.append(Col.EVENT_TYPE)
+        for part in iter_table(root, table, columns=cols):
+            if not len(part):
+                continue
+            times = to_utc_naive(part[col])
+            before = (times < t).to_numpy()
+            warm_parts.append(pd.unique(part.loc[before, Col.MEMBER_ID]))
+            if table == "flights":
+                continue
+            test = ~before & (times <= end).to_numpy() & part[Col.OFFER_ID].notna().to_numpy()
+            if table == "interactions":
+                test &= part[Col.EVENT_TYPE].isin(accepted).to_numpy()
+            relevant_parts.append(part.loc[test, [Col.MEMBER_ID, Col.OFFER_ID]])
+    if not warm_parts:
+        raise EvaluationError(f"{root}: the dataset has no events")
+    warm = pd.unique(np.concatenate(warm_parts)) if warm_parts else np.array([], dtype=object)
+    if len(warm) == 0:
+        raise EvaluationError(f"no event before the cut-off {t}: nothing to train on")
+    relevant = (
+        pd.concat(relevant_parts, ignore_index=True).drop_duplicates(ignore_index=True)
+        if relevant_parts
+        else pd.DataFrame(columns=[Col.MEMBER_ID, Col.OFFER_ID])
+    )
+    if relevant.empty:
+        raise EvaluationError(
+            f"no member accepted an offer between {t} and {end}: the test period has nothing to evaluate "
+            "(use an earlier cut-off or a longer test period)"
+        )
+    offers = read_table(root, "offers", columns=[Col.OFFER_ID])
+    relevant = relevant[relevant[Col.OFFER_ID].isin(offers[Col.OFFER_ID])].reset_index(drop=True)
+    return TimeSplit(cutoff=t, end=end, relevant=relevant, warm_members=warm, relevance=relevance)
