@@ -1,0 +1,146 @@
+"""Interaction matrix: weights checked against values computed by hand on a tiny dataset."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from recsys.data.layout import DatasetWriter
+from recsys.interactions import InteractionConfig, build_interactions
+from recsys.schema import Col
+
+T = datetime(2026, 1, 1)
+
+
+def _d(days: float) -> pd.Timestamp:
+    return pd.Timestamp(T - timedelta(days=days))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("tiny") / "world"
+    members = pd.DataFrame({Col.MEMBER_ID: ["m1", "m2", "m3"], Col.TIER: ["gold", "basic", "basic"]})
+    offers = pd.DataFrame({Col.OFFER_ID: ["o1", "o2", "o3"]})
+    events = pd.DataFrame(
+        [
+            ("m1", "o1", "impression", _d(10)),
+            ("m1", "o1", "click", _d(10)),
+            ("m1", "o1", "purchase", _d(20)),
+            ("m1", "o2", "impression", _d(10)),
+            ("m1", "o2", "dismiss", _d(10)),
+            ("m2", "o2", "purchase", _d(-1)),  # after the cut-off
+            ("m2", "o3", "click", _d(30)),
+            ("mX", "o1", "click", _d(5)),  # unknown member
+            ("m2", "zz", "click", _d(5)),  # unknown offer
+        ],
+        columns=[Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME],
+    )
+    flights = pd.DataFrame(
+        [
+            ("m1", "PEK", "CTU", "C", "VGML", _d(10)),
+            ("m1", "PEK", "CTU", "Y", "STD", _d(20)),
+            ("m2", "CTU", "PEK", "Y", "NONE", _d(10)),
+        ],
+        columns=[Col.MEMBER_ID, Col.ORIGIN, Col.DESTINATION, Col.CABIN, Col.MEAL_CODE, Col.DEPARTURE_TIME],
+    )
+    ancillaries = pd.DataFrame(
+        [("m2", "o3", "seat", _d(10))],
+        columns=[Col.MEMBER_ID, Col.OFFER_ID, Col.CATEGORY, Col.PURCHASE_TIME],
+    )
+    redemptions = pd.DataFrame(
+        [("m1", "o2", "CTU", _d(20))],
+        columns=[Col.MEMBER_ID, Col.OFFER_ID, Col.DESTINATION, Col.REDEEM_TIME],
+    )
+    with DatasetWriter(dest) as w:
+        w.write_table("members", members)
+        w.write_table("offers", offers)
+        w.write_table("interactions", events.iloc[:4])  # two parts: the build must sum across parts
+        w.write_table("interactions", events.iloc[4:])
+        w.write_table("flights", flights)
+        w.write_table("ancillaries", ancillaries)
+        w.write_table("redemptions", redemptions)
+        w.commit({"source": "test"})
+    return dest
+
+
+def _dense(result) -> dict[tuple[str, str], float]:
+    m = result.matrix.tocoo()
+    return {
+        (result.member_ids.external_ids[r], result.item_ids.external_ids[c]): float(v)
+        for r, c, v in zip(m.row, m.col, m.data, strict=True)
+    }
+
+
+def test_hand_computed_weights_with_cutoff_and_half_life(tiny: Path) -> None:
+    cfg = InteractionConfig(half_life_days=10.0)
+    res = build_interactions(tiny, cfg, before=T)
+    cells = _dense(res)
+    # offer:o1 for m1: impression 0.05*0.5 + click 2*0.5 + purchase 5*0.25
+    expected = {
+        ("m1", "offer:o1"): 0.025 + 1.0 + 1.25,
+        # o2: impression 0.025, dismiss -1.0, redemption 5*0.25 = 1.25 -> 0.275
+        ("m1", "offer:o2"): 0.025 - 1.0 + 1.25,
+        ("m2", "offer:o3"): 2 * 0.125,  # click 30 days back; ancillary_offer weight is 0 by default
+        ("m2", "category:seat"): 0.5,
+        ("m1", "dest:CTU"): 0.5 + 0.25 + 2 * 0.25,  # two flights + the redemption's destination
+        ("m1", "route:PEK-CTU"): 0.5 + 0.25,
+        ("m1", "cabin:C"): 0.25,
+        ("m1", "cabin:Y"): 0.125,
+        ("m1", "meal:VGML"): 0.5,  # STD is skipped
+        ("m2", "dest:PEK"): 0.5,
+        ("m2", "route:CTU-PEK"): 0.5,
+        ("m2", "cabin:Y"): 0.25,  # meal NONE skipped
+    }
+    assert cells.keys() == expected.keys()
+    for key, value in expected.items():
+        assert cells[key] == pytest.approx(value, rel=1e-6), key
+    assert list(res.item_ids.external_ids) == [
+        "offer:o1", "offer:o2", "offer:o3",
+        "cabin:C", "cabin:Y", "category:seat", "dest:CTU", "dest:PEK", "meal:VGML", "route:CTU-PEK",
+        "route:PEK-CTU",
+    ]  # fmt: skip
+    assert res.n_offers == 3
+    assert list(res.member_has_history()) == [True, True, False]
+    assert res.stats["interactions.unknown_member"] == 1
+    assert res.stats["interactions.unknown_offer"] == 1
+    bought = res.purchased.tocoo()
+    pairs = {(res.member_ids.external_ids[r], res.item_ids.external_ids[c]) for r, c in zip(bought.row, bought.col)}
+    assert pairs == {("m1", "offer:o1"), ("m1", "offer:o2"), ("m2", "offer:o3")}  # m2/o2 is after the cut-off
+
+
+def test_dismiss_only_cell_is_dropped_not_negative(tiny: Path) -> None:
+    cfg = InteractionConfig(half_life_days=None, sources={"redemption_offer": 0.0})
+    cells = _dense(build_interactions(tiny, cfg, before=T))
+    assert ("m1", "offer:o2") not in cells  # impression 0.05 + dismiss -2 < 0
+    assert min(cells.values()) > 0
+
+
+def test_without_cutoff_reads_everything_and_decays_from_latest_event(tiny: Path) -> None:
+    cfg = InteractionConfig(half_life_days=None)
+    res = build_interactions(tiny, cfg)
+    cells = _dense(res)
+    assert cells[("m2", "offer:o2")] == pytest.approx(5.0)  # the purchase after T is now in
+    assert cells[("m1", "offer:o1")] == pytest.approx(0.05 + 2.0 + 5.0)
+    assert res.reference_time == pd.Timestamp(_d(-1))
+
+
+def test_config_is_strict_and_flattens(tiny: Path) -> None:
+    with pytest.raises(ValidationError):
+        InteractionConfig(half_life=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        InteractionConfig(events={"purchse": 1.0})
+    flat = InteractionConfig().flat()
+    assert flat["interactions.events.purchase"] == 5.0
+    assert flat["interactions.meal_skip"] == "STD,NONE"
+
+
+def test_matrix_is_float32_csr_with_sorted_indices(tiny: Path) -> None:
+    res = build_interactions(tiny, before=T)
+    assert res.matrix.dtype == np.float32
+    assert res.matrix.has_sorted_indices
+    assert res.matrix.shape == (3, 11)
