@@ -1,0 +1,29 @@
+"""Settings of the offline jobs: the only place training reads the environment (prefix ``RECSYS_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys.evaluation import DEFAULT_TEST_DAYS, PRIMARY_METRIC
+from recsys.registry import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
+
+
+class TrainingSettings(BaseSettings):
+    """Every field can be set as ``RECSYS_<FIELD>``, e.g. ``RECSYS_MLFLOW_TRACKING_URI``."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
+
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///var/mlflow.db",
+        description="MLflow tracking + registry URI: sqlite:///path.db (default), http://host:5000 (a "
+        "tracking server) or a database URL such as postgresql+psycopg://user@host/db.",
+    )
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, min_length=1, description="Registered model name.")
+    experiment_name: str = Field(default=DEFAULT_EXPERIMENT, min_length=1, description="MLflow experiment.")
+    data_dir: Path | None = Field(default=None, description="Default dataset directory for train/evaluate.")
+    test_days: int = Field(default=DEFAULT_TEST_DAYS, ge=1, description="Held-out days before the end.")
+    seed: int = Field(default=42, description="Seed of every random step.")
+    primary_metric: str = Field(default=PRIMARY_METRIC, description="Metric that picks and promotes models.")
