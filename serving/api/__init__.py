@@ -1,0 +1,1 @@
+"""HTTP layer: schemas, dependencies and thin routers."""

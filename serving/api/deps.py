@@ -1,0 +1,75 @@
+"""Request dependencies as ``Annotated`` aliases. Routes declare what they need; the app state provides it."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from serving.errors import ApiError
+from serving.model_holder import ServedModel
+from serving.services import Services
+
+
+async def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_model(services: ServicesDep) -> ServedModel:
+    """The model serving now (one snapshot for the whole request); 503 until one is loaded."""
+    model = services.holder.current
+    if model is None:
+        raise ApiError(
+            503, "model_not_loaded", "no model loaded yet; see /readyz", headers={"Retry-After": "5"}
+        )
+    return model
+
+
+ModelDep = Annotated[ServedModel, Depends(get_model)]
+
+
+async def is_internal_caller(
+    services: ServicesDep,
+    x_debug_token: Annotated[
+        str | None, Header(description="Internal callers' token (enables debug).")
+    ] = None,
+) -> bool:
+    """True when the caller sent the configured debug token (constant-time comparison)."""
+    expected = services.settings.debug_token
+    if expected is None or x_debug_token is None:
+        return False
+    return hmac.compare_digest(x_debug_token.encode(), expected.get_secret_value().encode())
+
+
+InternalCallerDep = Annotated[bool, Depends(is_internal_caller)]
+
+
+async def require_internal_caller(internal: InternalCallerDep) -> None:
+    """Admin endpoints: 403 without a valid X-Debug-Token (403 for everybody when none is configured)."""
+    if not internal:
+        raise ApiError(
+            403,
+            "forbidden",
+            "a valid X-Debug-Token header is required",
+            field="x-debug-token",
+            location="header",
+        )
+
+
+async def require_json(
+    content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Bodies must be JSON: anything else is 415 naming the Content-Type header."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be application/json, got {content_type or 'nothing'!r}",
+            field="content-type",
+            location="header",
+        )

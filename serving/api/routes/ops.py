@@ -1,0 +1,115 @@
+"""Health, readiness, metrics and the framework-floor endpoint."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from fastapi import APIRouter
+from starlette.responses import PlainTextResponse, Response
+
+from serving.api.deps import ServicesDep
+from serving.api.schemas import HealthOut, ReadyOut
+from serving.responses import OrjsonResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return OrjsonResponse({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "Not ready: a check failed (named in `checks`)."}},
+    summary="Readiness: a model is loaded, Redis (when configured) and the event log answer",
+)
+async def readyz(services: ServicesDep) -> Response:
+    checks: dict[str, str] = {}
+    ready = True
+    model = services.holder.current
+    if model is None:
+        ready = False
+        checks["model"] = "not loaded" + (
+            f" ({services.holder.last_error})" if services.holder.last_error else ""
+        )
+    else:
+        checks["model"] = f"{model.name} v{model.version} ({model.alias})"
+    if services.redis is not None:
+        try:
+            await anyio.to_thread.run_sync(services.redis.ping)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            ready = False
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+    try:
+        await anyio.to_thread.run_sync(services.event_log.ping)
+        checks["event_log"] = "ok"
+    except Exception as exc:
+        ready = False
+        checks["event_log"] = f"unreachable: {type(exc).__name__}"
+    return OrjsonResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus text: requests, suppressions by reason, events, served model (this worker)",
+    responses={
+        200: {
+            "content": {
+                "text/plain": {
+                    "example": 'recsys_http_requests_total{method="POST",'
+                    'route="/v1/recommendations",status="200"} 1042\n'
+                }
+            }
+        }
+    },
+)
+async def metrics(services: ServicesDep) -> PlainTextResponse:
+    extra: dict[str, float] = {
+        "recsys_model_reloads_total": services.holder.reloads,
+        "recsys_model_reload_failures_total": services.holder.failed_reloads,
+    }
+    model = services.holder.current
+    extra["recsys_model_loaded"] = 1.0 if model is not None else 0.0
+    if model is not None and model.version.isdigit():
+        extra["recsys_model_version"] = float(model.version)
+    text = services.metrics.render(extra)
+    enforcer = services.cap_enforcer
+    if enforcer is not None:
+        counts = enforcer.counters.snapshot()
+        text += "# TYPE recsys_cap_suppressions_total counter\n" + "".join(
+            f'recsys_cap_suppressions_total{{reason="{r}"}} {n}\n' for r, n in sorted(counts.items())
+        )
+    return PlainTextResponse(text)
+
+
+FLOOR_BODY = {
+    "request_id": "00000000000000000000000000000000",
+    "offers": [
+        {
+            "offer_id": f"FLOOR-{i:02d}",
+            "family": "ancillary",
+            "category": "seat",
+            "title": f"Offer {i}",
+            "price_cash": 100.0 + i,
+            "price_miles": None,
+            "score": 1.0 - i / 10,
+            "rank": i + 1,
+            "expires_at": "2026-11-23T00:00:00Z",
+            "reasons": ["Framework floor"],
+            "tracking_token": "x" * 64,
+        }
+        for i in range(10)
+    ],
+}
+
+floor_router = APIRouter(tags=["operations"])
+
+
+@floor_router.get("/v1/_floor", summary="Benchmark floor: a fixed 10-offer body (enabled by a setting)")
+async def floor() -> Response:
+    return OrjsonResponse(FLOOR_BODY)

@@ -1,0 +1,53 @@
+"""POST /v1/recommendations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from serving.api.deps import InternalCallerDep, ModelDep, ServicesDep, require_json
+from serving.api.schemas import ErrorResponse, RecommendationRequest, RecommendationResponse
+from serving.recommendations import check_airports, new_request_id, to_domain, to_response
+from serving.responses import OrjsonResponse
+
+router = APIRouter(tags=["recommendations"])
+
+ERRORS = {
+    415: {"model": ErrorResponse, "description": "Body is not JSON."},
+    422: {"model": ErrorResponse, "description": "Invalid field (named in `error.fields`)."},
+    503: {"model": ErrorResponse, "description": "No model loaded yet."},
+}
+
+
+@router.post(
+    "/v1/recommendations",
+    response_model=RecommendationResponse,
+    response_class=OrjsonResponse,
+    responses=ERRORS,  # type: ignore[arg-type]
+    dependencies=[Depends(require_json)],
+    summary="Ranked, eligible, explained and capped offers for one member and placement",
+)
+async def recommend(
+    body: RecommendationRequest, services: ServicesDep, model: ModelDep, internal: InternalCallerDep
+) -> Response:
+    check_airports(body.trip, services.airports)
+    debug = body.debug and internal
+    request = to_domain(body, now=services.clock(), debug=debug)
+    result = model.pipeline.recommend(request)
+    metrics = services.metrics
+    metrics.record_suppressed(result.suppressed)
+    for offer in result.offers:
+        metrics.offers_served[offer.family] += 1
+    if result.cold_start:
+        metrics.cold_start += 1
+    if result.cap_degraded:
+        metrics.cap_degraded[str(result.cap_degraded).split(":", 1)[0]] += 1
+    payload = to_response(
+        request_id=new_request_id(),
+        body=body,
+        model=model,
+        result=result,
+        signer=services.signer,
+        debug=debug,
+    )
+    return OrjsonResponse(payload)

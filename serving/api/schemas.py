@@ -1,0 +1,365 @@
+"""API schemas (request/response bodies), separate from the pipeline's domain objects.
+
+Every model carries an OpenAPI example. Requests forbid unknown fields, so a misspelt field is a 422 naming it
+instead of a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from recsys.schema import Cabin, EventType, OfferFamily, Placement
+
+MEMBER_ID_PATTERN = r"^[A-Za-z0-9_\-:.]{1,64}$"
+IATA_PATTERN = r"^[A-Z]{3}$"
+EXAMPLE_TIME = "2026-11-23T09:40:00+08:00"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str = Field(
+        description="Dotted path of the offending field, e.g. `trip.origin` or `events[3].offer_id`."
+    )
+    location: str = Field(description="Where the field is: body, query, path or header.")
+    message: str
+    type: str = Field(description="Machine-readable error type.")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.")
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer has this shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "error": {
+                    "code": "validation_error",
+                    "message": "limit: Input should be less than or equal to 50",
+                    "fields": [
+                        {
+                            "field": "limit",
+                            "location": "body",
+                            "message": "Input should be less than or equal to 50",
+                            "type": "less_than_equal",
+                        }
+                    ],
+                }
+            }
+        }
+    )
+    error: ErrorBody
+
+
+# ----------------------------------------------------------------------------------------------------
+# Recommendations
+# ----------------------------------------------------------------------------------------------------
+
+
+class TripIn(_Request):
+    """The booked trip the offers are for (optional on the home screen)."""
+
+    origin: str | None = Field(
+        default=None, pattern=IATA_PATTERN, description="IATA code of the departure airport."
+    )
+    destination: str | None = Field(
+        default=None, pattern=IATA_PATTERN, description="IATA code of the arrival airport."
+    )
+    departure_time: AwareDatetime | None = Field(
+        default=None, description="ISO-8601 departure time with a UTC offset."
+    )
+    cabin: Cabin | None = Field(default=None, description="Booked cabin: F, C, W or Y.")
+    fare_class: str | None = Field(
+        default=None, pattern=r"^[A-Z]$", description="Booking class, e.g. `Y`, `J`."
+    )
+    flight_number: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2}[0-9]{1,4}[A-Z]?$")
+    seats_left: dict[Cabin, int] | None = Field(default=None, description="Seats still for sale per cabin.")
+
+
+class RecommendationRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "member_id": "M0000042",
+                "placement": "booking",
+                "trip": {
+                    "origin": "PEK",
+                    "destination": "CTU",
+                    "departure_time": EXAMPLE_TIME,
+                    "cabin": "Y",
+                    "fare_class": "B",
+                    "flight_number": "CA1405",
+                    "seats_left": {"F": 0, "C": 3, "W": 8, "Y": 40},
+                },
+                "limit": 5,
+                "families": ["upsell", "ancillary"],
+                "locale": "en",
+            }
+        }
+    )
+
+    member_id: str = Field(pattern=MEMBER_ID_PATTERN, description="Loyalty member id.")
+    placement: Placement = Field(description="Where the app shows the offers.")
+    trip: TripIn | None = None
+    limit: int = Field(default=10, ge=1, le=50, description="How many offers at most (1–50).")
+    families: list[OfferFamily] | None = Field(
+        default=None, min_length=1, description="Only these offer families (omit for all)."
+    )
+    locale: str = Field(
+        default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$", description="Language of titles/reasons."
+    )
+    debug: bool = Field(
+        default=False,
+        description="Also list every suppressed candidate and why (only with a valid X-Debug-Token header).",
+    )
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
+class OfferOut(BaseModel):
+    offer_id: str
+    family: OfferFamily
+    category: str
+    title: str
+    price_cash: float | None = Field(description="Price in CNY, if payable in cash.")
+    price_miles: int | None = Field(description="Price in miles, if payable in miles.")
+    score: float
+    acceptance_probability: float
+    expected_value: float
+    rank: int = Field(ge=1)
+    expires_at: datetime
+    reasons: list[str]
+    tracking_token: str = Field(description="Send it back with events about this offer.")
+
+
+class SuppressedOut(BaseModel):
+    offer_id: str
+    stage: str
+    reason: str
+    detail: str
+
+
+class RecommendationResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "request_id": "5f0c6a1e9d7c4b1f8a2e3d4c5b6a7980",
+                "member_id": "M0000042",
+                "placement": "booking",
+                "model": {"name": "loyalty-offers", "version": "3", "alias": "champion"},
+                "cold_start": False,
+                "cap_degraded": None,
+                "offers": [
+                    {
+                        "offer_id": "UPG-Y-W-PEK",
+                        "family": "upsell",
+                        "category": "cabin_upgrade",
+                        "title": "Upgrade to Premium Economy",
+                        "price_cash": 880.0,
+                        "price_miles": None,
+                        "score": 0.83,
+                        "acceptance_probability": 0.12,
+                        "expected_value": 42.2,
+                        "rank": 1,
+                        "expires_at": "2026-11-22T09:40:00+08:00",
+                        "reasons": ["You flew PEK–CTU in Business 4 times this year"],
+                        "tracking_token": "djF8NWYwYzZh...",
+                    }
+                ],
+                "suppressed": None,
+            }
+        }
+    )
+
+    request_id: str
+    member_id: str
+    placement: Placement
+    model: ModelOut
+    cold_start: bool = Field(description="The member is unknown to the model: segment/content offers.")
+    cap_degraded: str | None = Field(
+        description="Set when the cap store was unreachable and the outage policy applied."
+    )
+    offers: list[OfferOut]
+    suppressed: list[SuppressedOut] | None = Field(description="Debug only: every dropped candidate and why.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Events
+# ----------------------------------------------------------------------------------------------------
+
+
+class EventIn(_Request):
+    event_id: str = Field(min_length=1, max_length=128, description="Client-generated id; retries reuse it.")
+    event_type: EventType
+    member_id: str = Field(pattern=MEMBER_ID_PATTERN)
+    offer_id: str = Field(min_length=1, max_length=64)
+    placement: Placement
+    event_time: AwareDatetime = Field(description="When it happened on the device (ISO-8601 with offset).")
+    tracking_token: str | None = Field(default=None, max_length=512, description="From the recommendation.")
+    trip_key: str | None = Field(
+        default=None, max_length=128, description="The trip a purchase was for (`flight_number|YYYY-MM-DD`)."
+    )
+
+
+class EventBatchIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "events": [
+                    {
+                        "event_id": "3c1d8a52-6f0e-4d8e-9a51-0b7e1f2a9c11",
+                        "event_type": "click",
+                        "member_id": "M0000042",
+                        "offer_id": "UPG-Y-W-PEK",
+                        "placement": "booking",
+                        "event_time": EXAMPLE_TIME,
+                        "tracking_token": "djF8NWYwYzZh...",
+                        "trip_key": "CA1405|2026-11-23",
+                    }
+                ]
+            }
+        }
+    )
+
+    events: list[EventIn] = Field(
+        min_length=1, description="At most the configured batch size (default 500)."
+    )
+
+
+class EventBatchOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "received": 3,
+                "accepted": 2,
+                "duplicates": 1,
+                "duplicate_ids": ["3c1d8a52-6f0e-4d8e-9a51-0b7e1f2a9c11"],
+                "apply_errors": 0,
+            }
+        }
+    )
+
+    received: int
+    accepted: int = Field(description="New events, appended to the log and applied to online state.")
+    duplicates: int = Field(description="Events whose id was already logged (retries): ignored.")
+    duplicate_ids: list[str]
+    apply_errors: int = Field(description="New events logged durably but not applied to online state.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Members
+# ----------------------------------------------------------------------------------------------------
+
+
+class ProfileOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "member_id": "M0000042",
+                "tier": "silver",
+                "next_tier": "gold",
+                "km_to_next_tier": 12500,
+                "segments_to_next_tier": 9,
+                "segment": "develop",
+                "value_score": 64.2,
+                "miles_balance": 48200,
+            }
+        }
+    )
+
+    member_id: str
+    tier: str
+    next_tier: str | None = Field(description="None at the top tier.")
+    km_to_next_tier: int | None
+    segments_to_next_tier: int | None
+    segment: str | None
+    value_score: float | None = Field(description="Customer value 0-100.")
+    miles_balance: int | None
+
+
+class CapsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "member_id": "M0000042",
+                "as_of": "2026-11-22T11:30:00+00:00",
+                "state": {
+                    "caps": [
+                        {
+                            "scope": "member",
+                            "window": "24h",
+                            "count": 3,
+                            "limit": 6,
+                            "resets_at": "2026-11-23T03:10:00+00:00",
+                        }
+                    ],
+                    "cooldowns": [],
+                },
+            }
+        }
+    )
+
+    member_id: str
+    as_of: datetime
+    state: dict[str, Any] = Field(description="Current counts per cap and cool-downs, with reset times.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Operations
+# ----------------------------------------------------------------------------------------------------
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"status": "ok"}})
+    status: str
+
+
+class ReadyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "status": "ready",
+                "checks": {"model": "loyalty-offers v3 (champion)", "redis": "ok", "event_log": "ok"},
+            }
+        }
+    )
+    status: str
+    checks: dict[str, str]
+
+
+class ReloadOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "status": "loaded",
+                "version": "4",
+                "previous_version": "3",
+                "error": None,
+                "seconds": 1.9,
+            }
+        }
+    )
+    status: str = Field(description="loaded, unchanged or failed (the previous model keeps serving).")
+    version: str | None
+    previous_version: str | None
+    error: str | None
+    seconds: float

@@ -1,0 +1,240 @@
+"""The FastAPI application factory and its lifespan.
+
+``create_app(settings)`` builds everything from settings; tests and benchmarks hand in what they want instead
+(a bundle loader that needs no registry, their own event log, cap enforcer or member store). No module-level
+app or settings: ``python -m serving`` and the tests each build their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from recsys.events import EventLog
+from serving.api.routes import admin, events, members, ops, recommendations
+from serving.config import Settings
+from serving.errors import install_error_handlers
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
+from serving.services import Services
+from serving.tracking import TrackingSigner
+
+logger = logging.getLogger("serving")
+
+# (bundle, member_store, cap_enforcer) -> pipeline
+PipelineFactory = Callable[[Any, Any, Any], Any]
+
+DESCRIPTION = """
+Offers for an airline loyalty programme's members: upsell, ancillary and redemption offers that this
+member can accept for this trip, ranked by expected value, explained, and frequency-capped.
+
+* `POST /v1/recommendations` — what should this member see now?
+* `POST /v1/events` — impressions, clicks, purchases and dismissals from the app (idempotent on
+  `event_id`).
+* `GET /v1/members/{id}/profile`, `GET /v1/members/{id}/caps` — status screen and cap state.
+* `/healthz`, `/readyz`, `/metrics`, `POST /v1/admin/reload` — operations.
+
+Every error has the shape
+`{"error": {"code", "message", "fields": [{"field", "location", "message", "type"}]}}`.
+"""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Default wiring from settings (each piece replaceable through create_app's keyword arguments)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def registry_loader(settings: Settings) -> BundleLoader:
+    def load() -> tuple[Any, Any]:
+        from recsys.registry import load_bundle
+
+        return load_bundle(settings.mlflow_tracking_uri, settings.model_name, settings.model_alias)
+
+    return load
+
+
+def registry_resolver(settings: Settings) -> VersionResolver:
+    def resolve() -> str | None:
+        from recsys.registry import alias_version
+
+        return alias_version(settings.mlflow_tracking_uri, settings.model_name, settings.model_alias)
+
+    return resolve
+
+
+def default_pipeline_factory(bundle: Any, member_store: Any, cap_enforcer: Any) -> Any:
+    from recsys.data.network import load_network
+    from recsys.pipeline.pipeline import OfferPipeline
+
+    return OfferPipeline(bundle, member_store, cap_enforcer=cap_enforcer, network=load_network())
+
+
+def catalogue_index(bundle: Any) -> dict[str, Any]:
+    """offer id -> catalogue offer (family, category, exempt...) of a bundle."""
+    from recsys.pipeline.catalogue import Catalogue
+
+    catalogue = Catalogue(bundle.offers)
+    return {o.offer_id: o for o in catalogue.offers}
+
+
+def default_airports() -> frozenset[str]:
+    from recsys.data.network import load_network
+
+    return frozenset(load_network().iata.tolist())
+
+
+def build_cap_enforcer(settings: Settings) -> Any:
+    from recsys.capping.api import PolicyHolder, build_enforcer
+
+    if not settings.capping_policy_path.exists():
+        raise FileNotFoundError(
+            f"cap policy {settings.capping_policy_path} not found (cwd {Path.cwd()}); "
+            "set RECSYS_CAPPING_POLICY_PATH or RECSYS_CAPPING_ENABLED=false"
+        )
+    holder = PolicyHolder(settings.capping_policy_path, poll_interval_s=settings.capping_policy_poll_s)
+    return build_enforcer(
+        settings.redis_url,
+        holder,
+        key_prefix=settings.caps_key_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+    )
+
+
+def build_member_store(settings: Settings) -> Any:
+    from recsys.stores.member_store import build_member_store as build
+
+    return build(settings.redis_url, prefix=settings.members_key_prefix)
+
+
+def redis_client(settings: Settings) -> Any | None:
+    if not settings.redis_url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Factory
+# ------------------------------------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    bundle_loader: BundleLoader | None = None,
+    version_resolver: VersionResolver | None = None,
+    pipeline_factory: PipelineFactory | None = None,
+    index_offers: Callable[[Any], Any] | None = None,
+    member_store: Any | None = None,
+    cap_enforcer: Any | None = None,
+    event_log: EventLog | None = None,
+    airports: frozenset[str] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """Build the service. Anything not handed in is built from ``settings`` in the lifespan.
+
+    ``bundle_loader``/``version_resolver`` replace the MLflow registry (loader: ``() -> (bundle, info)``
+    where ``info`` has ``name``, ``version``, ``alias``; resolver: ``() -> version | None``). Components
+    handed in are not closed by the app.
+    """
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        closers: list[Callable[[], Any]] = []
+        log = event_log
+        if log is None:
+            log = EventLog(settings.database_url, schema=settings.database_schema)
+            closers.append(log.close)
+        store = member_store
+        if store is None:
+            store = build_member_store(settings)
+            if hasattr(store, "close"):
+                closers.append(store.close)
+        enforcer = cap_enforcer
+        if enforcer is None and settings.capping_enabled:
+            enforcer = build_cap_enforcer(settings)
+            closers.append(enforcer.close)
+        factory = pipeline_factory or default_pipeline_factory
+        holder = ModelHolder(
+            bundle_loader or registry_loader(settings),
+            lambda bundle: factory(bundle, store, enforcer),
+            resolver=version_resolver
+            if bundle_loader is not None
+            else (version_resolver or registry_resolver(settings)),
+            index_offers=index_offers or catalogue_index,
+            default_name=settings.model_name,
+            default_alias=settings.model_alias,
+        )
+        if settings.tracking_secret is not None:
+            key = settings.tracking_secret.get_secret_value().encode()
+        else:
+            key = secrets.token_bytes(32)
+            if settings.workers > 1:
+                logger.warning(
+                    "RECSYS_TRACKING_SECRET is unset with %d workers: tracking tokens signed by one "
+                    "worker will not verify in another; set it",
+                    settings.workers,
+                )
+        redis = redis_client(settings)
+        if redis is not None:
+            closers.append(redis.close)
+        services = Services(
+            settings=settings,
+            holder=holder,
+            event_log=log,
+            member_store=store,
+            cap_enforcer=enforcer,
+            airports=airports if airports is not None else default_airports(),
+            signer=TrackingSigner(key),
+            metrics=metrics,
+            clock=clock or (lambda: datetime.now(UTC)),
+            redis=redis,
+            closers=closers,
+        )
+        app.state.services = services
+        outcome = await holder.reload(force=True)
+        if outcome.status == "failed":
+            logger.error("no model loaded at start-up (%s); /readyz is 503 until one loads", outcome.error)
+        poll: asyncio.Task[None] | None = None
+        if settings.reload_interval_s > 0:
+            poll = asyncio.create_task(holder.poll_forever(settings.reload_interval_s), name="model-poll")
+        try:
+            yield
+        finally:
+            if poll is not None:
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+            for close in reversed(closers):
+                try:
+                    close()
+                except Exception:
+                    logger.exception("error while closing %s", close)
+
+    app = FastAPI(
+        title="Loyalty offers",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(recommendations.router)
+    app.include_router(events.router)
+    app.include_router(members.router)
+    app.include_router(admin.router)
+    app.include_router(ops.router)
+    if settings.enable_floor_endpoint:
+        app.include_router(ops.floor_router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

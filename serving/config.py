@@ -1,0 +1,88 @@
+"""Service settings: the only place the service reads the environment (prefix ``RECSYS_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that must never reach production; the validator refuses them.
+PLACEHOLDER_SECRETS = frozenset({"changethis", "change-me", "changeme", "secret", "password", ""})
+
+
+class Settings(BaseSettings):
+    """Settings of the recommend service. Every field can be set as ``RECSYS_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore", populate_by_name=True)
+
+    # --- storage ---------------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("redis_url", "RECSYS_REDIS_URL", "REDIS_URL"),
+        description="Redis for caps and the online member store; unset = embedded single-process stores.",
+    )
+    members_key_prefix: str = Field(default="members", description="Key prefix of the online member store.")
+    caps_key_prefix: str = Field(default="caps", description="Key prefix of the cap counters.")
+    redis_timeout_ms: float = Field(
+        default=20.0, gt=0, description="Socket timeout of the request-path Redis calls."
+    )
+    database_url: str = Field(
+        default="sqlite:///var/events.db",
+        validation_alias=AliasChoices("database_url", "RECSYS_DATABASE_URL", "DATABASE_URL"),
+        description="Event log (SQLAlchemy URL): SQLite file by default, postgresql+psycopg://... in prod.",
+    )
+    database_schema: str | None = Field(default=None, description="PostgreSQL schema of the event log.")
+
+    # --- models ----------------------------------------------------------------------------------------
+    mlflow_tracking_uri: str = Field(default="sqlite:///var/mlflow.db")
+    model_name: str = Field(default="loyalty-offers", description="Registered model name.")
+    model_alias: str = Field(default="champion", description="Registry alias served (models:/name@alias).")
+    reload_interval_s: float = Field(
+        default=30.0, ge=0, description="How often to check whether the alias moved; 0 disables the poll."
+    )
+
+    # --- capping ---------------------------------------------------------------------------------------
+    capping_enabled: bool = Field(default=True, description="Apply frequency caps in the recommend pipeline.")
+    capping_policy_path: Path = Field(
+        default=Path("config/caps.yaml"), description="Cap policy file (YAML), re-read when it changes."
+    )
+    capping_policy_poll_s: float = Field(default=5.0, ge=0, description="How often to check the policy file.")
+
+    # --- API -------------------------------------------------------------------------------------------
+    debug_token: SecretStr | None = Field(
+        default=None,
+        description="Internal callers send it as the X-Debug-Token header to get suppressed candidates; "
+        "unset = debug output disabled.",
+    )
+    tracking_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of tracking tokens, shared by all workers; unset = a random per-process key "
+        "(fine for one worker; tokens do not survive a restart).",
+    )
+    events_max_batch: int = Field(default=500, ge=1, le=10_000, description="Largest accepted event batch.")
+    enable_floor_endpoint: bool = Field(
+        default=False, description="Expose GET /v1/_floor, a fixed 10-offer body used as the framework floor."
+    )
+
+    # --- process ---------------------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+
+    @field_validator("debug_token", "tracking_secret")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder; set a real secret (or leave it unset)")
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

@@ -1,0 +1,151 @@
+"""Event intake: validate a batch, append it idempotently to the event log, apply the new events online.
+
+Order matters for "a retried batch never double counts": the batch is first appended in one transaction
+with ``ON CONFLICT DO NOTHING``; only the events that were actually new are then applied to online state
+(purchase → member store + cap enforcer; dismiss → cool-downs; impression → cap counts when the policy counts
+on events).
+A failure while applying is logged and reported (``apply_errors``) — the event itself is safely logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from typing import Any
+
+from recsys.events import AppendResult, EventLog, EventRecord
+from recsys.schema import Col, EventType
+from serving.api.schemas import EventIn
+from serving.errors import ApiError
+from serving.members import profile_of
+from serving.tracking import InvalidTrackingToken, TrackingSigner
+
+logger = logging.getLogger("serving.events")
+
+# How long "already bought for this trip" is remembered after the event (the trip is over by then).
+PURCHASE_MEMORY = timedelta(days=60)
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    received: int
+    append: AppendResult
+    apply_errors: int
+
+
+def validate_batch(
+    events: list[EventIn], *, max_batch: int, offers: Mapping[str, Any], signer: TrackingSigner
+) -> list[EventRecord]:
+    """Domain records of a valid batch; raises :class:`ApiError` naming the first bad item."""
+    if len(events) > max_batch:
+        raise ApiError(
+            413, "batch_too_large", f"at most {max_batch} events per batch, got {len(events)}", field="events"
+        )
+    records: list[EventRecord] = []
+    for i, ev in enumerate(events):
+        if ev.offer_id not in offers:
+            raise ApiError(
+                422, "unknown_offer", f"unknown offer {ev.offer_id!r}", field=f"events[{i}].offer_id"
+            )
+        request_id = model_version = None
+        if ev.tracking_token:
+            try:
+                claims = signer.verify(ev.tracking_token)
+            except InvalidTrackingToken as exc:
+                raise ApiError(
+                    422, "invalid_tracking_token", str(exc), field=f"events[{i}].tracking_token"
+                ) from exc
+            if claims.offer_id != ev.offer_id:
+                raise ApiError(
+                    422,
+                    "invalid_tracking_token",
+                    f"tracking token is for offer {claims.offer_id!r}, not {ev.offer_id!r}",
+                    field=f"events[{i}].tracking_token",
+                )
+            request_id, model_version = claims.request_id, claims.model_version
+        records.append(
+            EventRecord(
+                event_id=ev.event_id,
+                member_id=ev.member_id,
+                offer_id=ev.offer_id,
+                event_type=ev.event_type.value,
+                placement=ev.placement.value,
+                event_time=ev.event_time.astimezone(UTC),
+                trip_key=ev.trip_key,
+                request_id=request_id,
+                model_version=model_version,
+            )
+        )
+    return records
+
+
+def cap_member(member_store: Any, member_id: str) -> Any:
+    """The capping view of a member (tier and time zone from the member store; basic/UTC when unknown)."""
+    from recsys.capping.api import CapMember
+
+    tier, tz = "basic", "UTC"
+    if member_store is not None:
+        try:
+            profile = member_store.get(member_id)
+        except Exception:  # store down: cap with defaults rather than drop the event
+            logger.warning("member store unavailable for %s; capping with defaults", member_id)
+            profile = None
+        data = profile_of(profile)
+        tier = str(data.get(Col.TIER) or tier)
+        tz = str(data.get(Col.TIME_ZONE) or tz)
+    return CapMember(member_id, tier=tier, time_zone=tz)
+
+
+def apply_online(
+    accepted: list[EventRecord], *, offers: Mapping[str, Any], member_store: Any, cap_enforcer: Any | None
+) -> int:
+    """Apply new events to online state; returns how many could not be applied (logged)."""
+    if not accepted:
+        return 0
+    from recsys.capping.api import CapCandidate
+
+    errors = 0
+    members: dict[str, Any] = {}
+    for ev in accepted:
+        try:
+            if ev.event_type == EventType.CLICK:
+                continue
+            if ev.event_type == EventType.PURCHASE and ev.trip_key and member_store is not None:
+                member_store.add_purchase(ev.member_id, ev.trip_key, ev.offer_id, PURCHASE_MEMORY)
+            if cap_enforcer is not None:
+                member = members.get(ev.member_id)
+                if member is None:
+                    member = members[ev.member_id] = cap_member(member_store, ev.member_id)
+                o = offers[ev.offer_id]
+                candidate = CapCandidate(
+                    ev.offer_id,
+                    family=str(o.family),
+                    category=str(o.category),
+                    exempt=bool(getattr(o, "exempt", False)),
+                )
+                cap_enforcer.record_event(member, candidate, ev.event_type, ev.placement, ev.event_time)
+        except Exception:
+            errors += 1
+            logger.exception("event %s logged but not applied to online state", ev.event_id)
+    return errors
+
+
+def ingest(
+    events: list[EventIn],
+    *,
+    max_batch: int,
+    offers: Mapping[str, Any],
+    signer: TrackingSigner,
+    event_log: EventLog,
+    member_store: Any,
+    cap_enforcer: Any | None,
+) -> IntakeResult:
+    """Validate, append (idempotent) and apply one batch."""
+    records = validate_batch(events, max_batch=max_batch, offers=offers, signer=signer)
+    result = event_log.append(records)
+    errors = apply_online(
+        result.accepted, offers=offers, member_store=member_store, cap_enforcer=cap_enforcer
+    )
+    return IntakeResult(received=len(events), append=result, apply_errors=errors)

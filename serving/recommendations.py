@@ -1,0 +1,113 @@
+"""Mapping between the recommend API and the pipeline: request schema → domain request, result → body.
+
+Kept out of the router so the route stays a few lines and this logic is testable on its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from recsys.pipeline import RecommendRequest, RecommendResult, TripContext
+from serving.api.schemas import RecommendationRequest, TripIn
+from serving.errors import ApiError
+from serving.model_holder import ServedModel
+from serving.tracking import TrackingSigner
+
+
+def check_airports(trip: TripIn | None, airports: Collection[str]) -> None:
+    """422 naming ``trip.origin``/``trip.destination`` for an airport not in the network."""
+    if trip is None or not airports:
+        return
+    for name in ("origin", "destination"):
+        code = getattr(trip, name)
+        if code is not None and code not in airports:
+            raise ApiError(
+                422,
+                "unknown_airport",
+                f"unknown airport {code!r} (not in the route network)",
+                field=f"trip.{name}",
+            )
+
+
+def to_domain(body: RecommendationRequest, *, now: datetime, debug: bool) -> RecommendRequest:
+    """The pipeline request (raises :class:`recsys.pipeline.InvalidRequest` naming a field on bad input)."""
+    trip = None
+    if body.trip is not None:
+        t = body.trip
+        trip = TripContext(
+            origin=t.origin,
+            destination=t.destination,
+            departure_time=t.departure_time,
+            cabin=t.cabin.value if t.cabin is not None else None,
+            fare_class=t.fare_class,
+            flight_number=t.flight_number,
+            seats_left={c.value: n for c, n in t.seats_left.items()} if t.seats_left is not None else None,
+        )
+    return RecommendRequest(
+        member_id=body.member_id,
+        placement=body.placement.value,
+        trip=trip,
+        limit=body.limit,
+        families=frozenset(f.value for f in body.families) if body.families else None,
+        locale=body.locale,
+        now=now,
+        debug=debug,
+    )
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def to_response(
+    *,
+    request_id: str,
+    body: RecommendationRequest,
+    model: ServedModel,
+    result: RecommendResult,
+    signer: TrackingSigner,
+    debug: bool,
+) -> dict[str, Any]:
+    """The response body as plain JSON-able data (rendered by orjson; shape = ``RecommendationResponse``)."""
+    placement = body.placement.value
+    version = model.version
+    sign = signer.sign
+    offers = [
+        {
+            "offer_id": o.offer_id,
+            "family": o.family,
+            "category": o.category,
+            "title": o.title,
+            "price_cash": o.price_cash,
+            "price_miles": o.price_miles,
+            "score": float(o.score),
+            "acceptance_probability": float(o.acceptance_probability),
+            "expected_value": float(o.expected_value),
+            "rank": o.rank,
+            "expires_at": o.expires_at,
+            "reasons": list(o.reasons),
+            "tracking_token": sign(request_id, o.offer_id, version, placement),
+        }
+        for o in result.offers
+    ]
+    suppressed = (
+        [
+            {"offer_id": s.offer_id, "stage": s.stage, "reason": s.reason, "detail": s.detail}
+            for s in result.suppressed
+        ]
+        if debug
+        else None
+    )
+    return {
+        "request_id": request_id,
+        "member_id": body.member_id,
+        "placement": placement,
+        "model": {"name": model.name, "version": version, "alias": model.alias},
+        "cold_start": bool(result.cold_start),
+        "cap_degraded": result.cap_degraded,
+        "offers": offers,
+        "suppressed": suppressed,
+    }

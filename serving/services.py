@@ -1,0 +1,29 @@
+"""Everything a request may need, built once by the lifespan and kept on ``app.state.services``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from recsys.events import EventLog
+from serving.config import Settings
+from serving.metrics import Metrics
+from serving.model_holder import ModelHolder
+from serving.tracking import TrackingSigner
+
+
+@dataclass
+class Services:
+    settings: Settings
+    holder: ModelHolder
+    event_log: EventLog
+    member_store: Any
+    cap_enforcer: Any | None
+    airports: frozenset[str]
+    signer: TrackingSigner
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    redis: Any | None = None  # a client used only for readiness pings
+    closers: list[Callable[[], Any]] = field(default_factory=list)
