@@ -1,9 +1,106 @@
-"""Placeholder: registers this module's `recsys` commands (filled in by the offline-training work)."""
+"""``recsys models``: list registered versions, promote a challenger, make sure a champion exists."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from training.commands.common import cli_errors, print_table, resolve_data, settings
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+app = typer.Typer(help="The MLflow model registry: list, promote, ensure a champion.", no_args_is_help=True)
+
+UriOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow URI (default: RECSYS_MLFLOW_TRACKING_URI).")
+]
+NameOpt = Annotated[str | None, typer.Option("--model-name", help="Registered model name.")]
+
+
+@app.command("list")
+def list_models(tracking_uri: UriOpt = None, model_name: NameOpt = None) -> None:
+    """Show every version with its aliases and held-out metrics."""
+    from recsys.registry import list_versions, versions_table
+
+    cfg = settings()
+    uri, name = tracking_uri or cfg.mlflow_tracking_uri, model_name or cfg.model_name
+    with cli_errors():
+        versions = list_versions(uri, name)
+    typer.echo(f"{name} at {uri}: {len(versions)} version(s)")
+    if versions:
+        print_table(
+            versions_table(versions, (cfg.primary_metric, "precision_at_10", "recall_at_10", "map_at_10"))
+        )
+
+
+@app.command("promote")
+def promote(
+    version: Annotated[
+        str | None, typer.Option("--version", "-v", help="Version to promote (default: the challenger).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if it does not beat the champion.")
+    ] = False,
+    tracking_uri: UriOpt = None,
+    model_name: NameOpt = None,
+) -> None:
+    """Move 'champion' to the challenger (or --version) if it beats the champion on the primary metric."""
+    from recsys.registry import promote as do_promote
+
+    cfg = settings()
+    uri, name = tracking_uri or cfg.mlflow_tracking_uri, model_name or cfg.model_name
+    with cli_errors():
+        result = do_promote(uri, name, version, force=force, metric=cfg.primary_metric)
+    if result.promoted:
+        typer.echo(f"promoted {name} version {result.candidate.version} to champion: {result.reason}")
+    else:
+        typer.echo(f"not promoted: {result.reason}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("ensure-champion")
+def ensure_champion(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset to train on if there is no champion.")
+    ] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model kind or all.")] = "all",
+    tracking_uri: UriOpt = None,
+    model_name: NameOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Do nothing if a champion exists; otherwise train, register and promote one (used by `make run`)."""
+    from recsys.registry import CHAMPION, get_version
+    from recsys.registry import promote as do_promote
+    from training.pipeline import train_pipeline
+
+    cfg = settings()
+    uri, name = tracking_uri or cfg.mlflow_tracking_uri, model_name or cfg.model_name
+    with cli_errors():
+        current = get_version(uri, name, CHAMPION)
+        if current is not None:
+            typer.echo(
+                f"{name}@champion is version {current.version} ({current.kind}, {cfg.primary_metric}="
+                f"{current.metrics.get(cfg.primary_metric, float('nan')):.4f}); nothing to do"
+            )
+            return
+        typer.echo(f"no {name}@champion at {uri}: training one")
+        result = train_pipeline(
+            resolve_data(data, cfg),
+            model,
+            tracking_uri=uri,
+            model_name=name,
+            experiment=cfg.experiment_name,
+            test_days=cfg.test_days,
+            seed=cfg.seed,
+            primary_metric=cfg.primary_metric,
+            progress=progress,
+        )
+        print_table(result.report.table)
+        assert result.published is not None and result.published.version is not None
+        promoted = do_promote(uri, name, result.published.version.version, metric=cfg.primary_metric)
+    typer.echo(f"{name} version {promoted.candidate.version} ({result.kind}) is champion: {promoted.reason}")
+
+
+def register(app_: typer.Typer) -> None:
+    """Add the ``models`` group to the top-level app."""
+    app_.add_typer(app, name="models")

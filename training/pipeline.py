@@ -1,0 +1,386 @@
+"""The offline training pipeline: validate data, split in time, train every model, evaluate against the
+baseline and the oracle, pick the best, refit it on all data, log and register it in MLflow.
+
+Steps and where they live:
+
+1. ``check_dataset`` — bad input is refused up front with a message naming the problem (no dataset, no
+   members, a single member, no offers, NaN in a required member/offer attribute).
+2. ``recsys.evaluation.time_split`` — train before ``T``, test on ``[T, end]``.
+3. ``ModelBundle.train(..., before=T)`` per model kind, then ``evaluate_recommender`` on the test period; the
+   oracle (true acceptance probabilities from the hidden truth) when the dataset has one.
+4. The model to register: ``--model`` if one was named, else the best on the primary metric (NDCG@10).
+   It is refitted on all data up to the dataset's end (``refit=True``) — its logged metrics are those of the
+   same configuration trained before ``T`` — and published via :func:`recsys.registry.publish` as
+   ``challenger``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recsys.data.layout import TRUTH_DIR, DatasetError, fingerprint, read_manifest, read_table
+from recsys.evaluation import (
+    DEFAULT_KS,
+    DEFAULT_TEST_DAYS,
+    ORACLE,
+    PRIMARY_METRIC,
+    EvaluationError,
+    ModelEvaluation,
+    OracleRecommender,
+    TimeSplit,
+    best_model,
+    comparison_table,
+    evaluate_recommender,
+    time_split,
+    to_markdown,
+)
+from recsys.registry import (
+    CHALLENGER,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_MODEL_NAME,
+    PublishResult,
+    dumps_params,
+    publish,
+)
+from recsys.schema import NULLABLE, Col
+
+MODEL_KINDS: tuple[str, ...] = ("popularity", "als", "bpr", "lightfm", "hybrid")
+BASELINE = "popularity"
+
+
+class PipelineError(ValueError):
+    """The pipeline cannot run on this input; the message says why."""
+
+
+@dataclass
+class EvaluationReport:
+    """Everything the evaluation produced: the split, per-model results, the oracle and the table."""
+
+    split: TimeSplit
+    evaluations: list[ModelEvaluation]
+    oracle: ModelEvaluation | None
+    table: pd.DataFrame
+    bundles: dict[str, Any] = field(repr=False, default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def evaluation(self, kind: str) -> ModelEvaluation:
+        for e in self.evaluations:
+            if e.name == kind:
+                return e
+        raise KeyError(kind)
+
+    @property
+    def markdown(self) -> str:
+        return to_markdown(self.table)
+
+
+@dataclass
+class TrainResult:
+    report: EvaluationReport
+    kind: str
+    bundle: Any
+    published: PublishResult | None
+    fingerprint: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_dataset(dataset_dir: Path | str) -> dict[str, Any]:
+    """Refuse unusable data with a clear :class:`PipelineError`; return the manifest."""
+    root = Path(dataset_dir)
+    if not root.exists():
+        raise PipelineError(f"{root}: no such dataset directory")
+    try:
+        manifest = read_manifest(root)
+        members = read_table(root, "members")
+        offers = read_table(root, "offers")
+    except DatasetError as exc:
+        raise PipelineError(str(exc)) from exc
+    if members.empty:
+        raise PipelineError(f"{root}: the dataset has no members")
+    if members[Col.MEMBER_ID].nunique() < 2:
+        raise PipelineError(
+            f"{root}: the dataset has a single member; collaborative models need at least two members"
+        )
+    if offers.empty:
+        raise PipelineError(f"{root}: the dataset has no offers to recommend")
+    for name, frame in (("members", members), ("offers", offers)):
+        for col in frame.columns:
+            if col in NULLABLE.get(name, frozenset()):
+                continue
+            values = frame[col]
+            if values.dtype.kind in "fc" and np.isnan(values.to_numpy(dtype=float)).any():
+                n = int(values.isna().sum())
+                raise PipelineError(f"{root}: {name}.{col} has {n} NaN value(s); it is a required feature")
+            if values.dtype == object and values.isna().any():
+                n = int(values.isna().sum())
+                raise PipelineError(
+                    f"{root}: {name}.{col} has {n} missing value(s); it is a required feature"
+                )
+    return manifest
+
+
+def data_fingerprint(dataset_dir: Path | str, manifest: Mapping[str, Any] | None = None) -> str:
+    """The manifest's fingerprint (computed when the dataset was written), else a fresh one."""
+    manifest = manifest if manifest is not None else read_manifest(dataset_dir)
+    value = manifest.get("fingerprint")
+    return str(value) if value else fingerprint(dataset_dir)
+
+
+def flatten_params(value: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested configuration as flat ``a.b.c`` parameters (lists/tuples serialised as JSON)."""
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            out.update(flatten_params(item, f"{name}."))
+        elif isinstance(item, list | tuple | set):
+            out[name] = dumps_params(list(item))
+        else:
+            out[name] = str(item)
+    return out
+
+
+def _kinds(model: str | Sequence[str]) -> list[str]:
+    kinds = list(MODEL_KINDS) if model == "all" else [model] if isinstance(model, str) else list(model)
+    unknown = [k for k in kinds if k not in MODEL_KINDS]
+    if unknown or not kinds:
+        raise PipelineError(f"unknown model kind(s) {unknown}; choose from {', '.join(MODEL_KINDS)} or all")
+    return kinds
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def evaluate_models(
+    dataset_dir: Path | str,
+    model: str | Sequence[str] = "all",
+    *,
+    cutoff: str | None = None,
+    test_days: int = DEFAULT_TEST_DAYS,
+    ks: Sequence[int] = DEFAULT_KS,
+    seed: int = 42,
+    configs: Mapping[str, Any] | None = None,
+    with_oracle: bool = True,
+    with_baseline: bool = True,
+    progress: bool = False,
+) -> EvaluationReport:
+    """Train each model on events before the cut-off and evaluate it on the test period.
+
+    The popularity baseline is always included (``with_baseline``) so every table has its reference row.
+    """
+    from recsys.models.bundle import ModelBundle
+
+    root = Path(dataset_dir)
+    kinds = _kinds(model)
+    if with_baseline and BASELINE not in kinds:
+        kinds = [BASELINE, *kinds]
+    check_dataset(root)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    split = time_split(root, cutoff=cutoff, test_days=test_days)
+    offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
+    timings["split_s"] = time.perf_counter() - t0
+
+    evaluations: list[ModelEvaluation] = []
+    bundles: dict[str, Any] = {}
+    for kind in tqdm(kinds, desc="models", unit="model", disable=not progress):
+        t1 = time.perf_counter()
+        bundle = ModelBundle.train(
+            root, kind, (configs or {}).get(kind), before=split.before, seed=seed, progress=progress
+        )
+        train_s = time.perf_counter() - t1
+        ev = evaluate_recommender(kind, _recommend_fn(bundle), split, offers, ks=ks, progress=progress)
+        ev.train_seconds = train_s
+        evaluations.append(ev)
+        bundles[kind] = bundle
+        timings[f"{kind}.train_s"] = train_s
+        timings[f"{kind}.eval_s"] = ev.eval_seconds
+
+    oracle = None
+    if with_oracle and (root / TRUTH_DIR).is_dir():
+        oracle = evaluate_recommender(
+            ORACLE,
+            OracleRecommender(root, offers[Col.OFFER_ID]).recommend,
+            split,
+            offers,
+            ks=ks,
+            progress=progress,
+        )
+        timings["oracle.eval_s"] = oracle.eval_seconds
+    table = comparison_table(evaluations, oracle)
+    return EvaluationReport(split, evaluations, oracle, table, bundles, timings)
+
+
+def _recommend_fn(bundle: Any) -> Any:
+    def recommend(member_ids: np.ndarray, k: int) -> pd.DataFrame:
+        return bundle.recommend(list(member_ids), k=k)
+
+    return recommend
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training + registration
+# ----------------------------------------------------------------------------------------------------------
+
+
+def train_pipeline(
+    dataset_dir: Path | str,
+    model: str | Sequence[str] = "all",
+    *,
+    tracking_uri: str,
+    model_name: str = DEFAULT_MODEL_NAME,
+    experiment: str = DEFAULT_EXPERIMENT,
+    register: bool = True,
+    log: bool = True,
+    refit: bool = True,
+    cutoff: str | None = None,
+    test_days: int = DEFAULT_TEST_DAYS,
+    seed: int = 42,
+    configs: Mapping[str, Any] | None = None,
+    primary_metric: str = PRIMARY_METRIC,
+    progress: bool = False,
+) -> TrainResult:
+    """Evaluate, choose, refit and publish. ``model`` = one kind (registered even if another scores higher)
+    or ``"all"`` (the best on ``primary_metric`` is registered)."""
+    from recsys.registry import check_tracking
+
+    root = Path(dataset_dir)
+    _kinds(model)
+    if log:
+        check_tracking(tracking_uri)  # fail before spending minutes on training
+    manifest = check_dataset(root)
+    from recsys.models.bundle import ModelBundle
+    t0 = time.perf_counter()
+    report = evaluate_models(
+        root, model, cutoff=cutoff, test_days=test_days, seed=seed, configs=configs, progress=progress
+    )
+    timings = dict(report.timings)
+    timings["evaluation_total_s"] = time.perf_counter() - t0
+    requested = _kinds(model)
+    kind = requested[0] if len(requested) == 1 else best_model(report.table, primary_metric)
+    chosen_eval = report.evaluation(kind)
+    if not np.isfinite(chosen_eval.metrics.get(primary_metric, np.nan)):
+        raise EvaluationError(f"{kind}: no {primary_metric} was computed; cannot register it")
+
+    t1 = time.perf_counter()
+    if refit:
+        bundle = ModelBundle.train(
+            root, kind, (configs or {}).get(kind), before=None, seed=seed, progress=progress
+        )
+    else:
+        bundle = report.bundles[kind]
+    timings["refit_s"] = time.perf_counter() - t1
+    fp = data_fingerprint(root, manifest)
+
+    published = None
+    if log:
+        t2 = time.perf_counter()
+        published = _publish(
+            root, manifest, fp, report, kind, bundle, tracking_uri, model_name, experiment, register,
+            refit, seed, configs, primary_metric,
+        )  # fmt: skip
+        timings["mlflow_s"] = time.perf_counter() - t2
+    return TrainResult(report, kind, bundle, published, fp, timings)
+
+
+def _publish(
+    root: Path,
+    manifest: Mapping[str, Any],
+    fp: str,
+    report: EvaluationReport,
+    kind: str,
+    bundle: Any,
+    tracking_uri: str,
+    model_name: str,
+    experiment: str,
+    register: bool,
+    refit: bool,
+    seed: int,
+    configs: Mapping[str, Any] | None,
+    primary_metric: str,
+) -> PublishResult:
+    split = report.split
+    params: dict[str, Any] = {
+        "model.kind": kind,
+        "model.refit_on_all_data": refit,
+        "seed": seed,
+        "data.dir": str(root.resolve()),
+        "data.fingerprint": fp,
+        "data.generator": manifest.get("generator", manifest.get("source", "")),
+        "data.seed": manifest.get("seed", ""),
+        "split.cutoff": split.cutoff.isoformat(),
+        "split.end": split.end.isoformat(),
+        "split.relevance": split.relevance,
+        "eval.primary_metric": primary_metric,
+        "eval.ks": list(DEFAULT_KS),
+        "models_compared": [e.name for e in report.evaluations],
+    }
+    for name, b in report.bundles.items():
+        params.update(flatten_params(getattr(b, "params", {}) or {}, f"{name}."))
+    params = flatten_params(params)
+    metrics: dict[str, float] = {}
+    for e in [*report.evaluations, *([report.oracle] if report.oracle else [])]:
+        metrics.update({f"{e.name}.{k}": v for k, v in e.metrics.items()})
+        if e.train_seconds is not None:
+            metrics[f"{e.name}.train_seconds"] = e.train_seconds
+        metrics[f"{e.name}.eval_seconds"] = e.eval_seconds
+    model_metrics = dict(report.evaluation(kind).metrics)
+    row = report.table.set_index("model").loc[kind]
+    for extra in ("frac_of_oracle", "vs_baseline"):
+        if pd.notna(row[extra]):
+            model_metrics[extra] = float(row[extra])
+    slices = pd.concat(
+        [
+            e.slices.assign(model=e.name)
+            for e in [*report.evaluations, *([report.oracle] if report.oracle else [])]
+        ],
+        ignore_index=True,
+    )
+    texts = {
+        "evaluation/comparison.md": report.markdown,
+        "evaluation/comparison.csv": report.table.to_csv(index=False),
+        "evaluation/slices.csv": slices.to_csv(index=False),
+        "evaluation/split.json": json.dumps(split.summary(), indent=2),
+        "data/manifest.json": json.dumps(manifest, indent=2, sort_keys=True, default=str),
+    }
+    tags = {
+        "kind": kind,
+        "data_fingerprint": fp,
+        "cutoff": split.cutoff.isoformat(),
+        "primary_metric": primary_metric,
+        "metrics_from": f"held-out evaluation of the same configuration trained before {split.cutoff.date()}",
+        "python": platform.python_version(),
+    }
+    input_ids = split.test_members[:3]
+    return publish(
+        tracking_uri,
+        bundle,
+        model_name=model_name,
+        experiment=experiment,
+        params=params,
+        metrics=metrics,
+        model_metrics=model_metrics,
+        texts=texts,
+        tags=tags,
+        input_member_ids=[str(m) for m in input_ids],
+        register=register,
+        alias=CHALLENGER,
+        run_name=f"{kind}-{fp[:8]}",
+    )
