@@ -1,0 +1,580 @@
+"""``make bench-serve``: the recommend service under load, against its own framework floor.
+
+What it does, in one run:
+
+1. makes sure the 50,000-member world and its champion exist (``recsys data generate`` /
+   ``recsys models ensure-champion``), and that ``wrk`` is installed (Debian package ``wrk``);
+2. starts the service (``python -m serving``, ONE uvicorn worker, real Redis for caps and the member store,
+   the champion from the registry) with the benchmark floor endpoint ``GET /v1/_floor`` enabled — a fixed
+   10-offer JSON body served by the same app, middleware and server;
+3. drives it with ``wrk`` from a separate process (a Lua script cycling over thousands of distinct members,
+   placements and trips): throughput and p50/p99 of the floor and of ``POST /v1/recommendations``;
+4. a fixed-rate (open-loop) run at 300 requests/s from a separate process (``--loadgen`` mode of this script,
+   latency measured from each request's *scheduled* send time, so a stall is not hidden): p50/p99;
+5. restarts the service with capping OFF and repeats 3–4 for recommendations: the cost of capping;
+6. the service's RSS; then a simulated month of traffic through the cap enforcer over the world's members
+   and the Redis memory per active member, checking every cap key has a TTL.
+
+Figures are printed and written to ``var/bench/serve.json``. Targets: recommend throughput >= 35 % of the
+floor; p99 <= 15 ms at 300 req/s; RSS <= 1.5 GB; capping adds <= 1 ms p50 and <= 3 ms p99.
+
+Options: ``--duration`` seconds per wrk run (default 15), ``--rate`` (300), ``--fixed-duration`` (20),
+``--connections`` (32), ``--members`` distinct members in the request mix (5000), ``--quick`` (short runs).
+Environment: ``REDIS_URL`` (default redis://127.0.0.1:6379/0), ``RECSYS_DATA_DIR`` (default
+var/data/world-50k), ``RECSYS_MLFLOW_TRACKING_URI`` (default sqlite:///<repo>/var/mlflow.db).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+VAR = ROOT / "var"
+BIN = Path(sys.executable).parent
+
+TARGET_RATIO = 0.35
+TARGET_P99_MS = 15.0
+TARGET_RSS = 1.5 * 1024**3
+TARGET_CAP_P50_MS = 1.0
+TARGET_CAP_P99_MS = 3.0
+
+FARE_BY_CABIN = {"F": ["F", "A"], "C": ["J", "C", "D"], "W": ["G", "E"], "Y": ["Y", "B", "M", "H", "Q", "K"]}
+PLACEMENTS = ["home", "booking", "check_in", "post_booking", "in_trip"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench-serve {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Preparation
+# ------------------------------------------------------------------------------------------------------------
+
+
+def recsys_cli() -> str:
+    exe = BIN / "recsys"
+    return str(exe) if exe.exists() else "recsys"
+
+
+def ensure_world_and_champion(world: Path, tracking_uri: str, members: int, seed: int) -> None:
+    env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": "1",
+        "RECSYS_MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+    }
+    if not (world / "manifest.json").exists():
+        log(f"no world at {world}: generating {members} members (seed {seed})")
+        subprocess.run(
+            [
+                recsys_cli(),
+                "data",
+                "generate",
+                "--members",
+                str(members),
+                "--seed",
+                str(seed),
+                "--out",
+                str(world),
+            ],
+            check=True,
+            env=env,
+            cwd=ROOT,
+        )
+    log("ensuring a champion is registered")
+    subprocess.run(
+        [recsys_cli(), "models", "ensure-champion", "--data", str(world), "--no-progress"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk (Debian package)")
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        path = shutil.which("wrk")
+        if path:
+            return path
+    sys.exit("wrk is not installed: run `sudo apt-get install wrk` (Debian/Ubuntu) and retry")
+
+
+def check_redis(url: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        sys.exit(
+            f"Redis is not reachable at {url} ({exc}); start it (`redis-server --daemonize yes`) and retry"
+        )
+    return client
+
+
+def request_mix(world: Path, n_members: int, seed: int) -> list[dict[str, Any]]:
+    """Distinct members (5 % unknown ones: cold start) × placements × trips over the real network."""
+    import pandas as pd
+
+    from recsys.data.network import load_network
+
+    rng = random.Random(seed)
+    ids = pd.read_parquet(world / "members.parquet", columns=["member_id"])["member_id"].astype(str).tolist()
+    known = rng.sample(ids, min(n_members, len(ids)))
+    cold = [f"NEW{seed}{i:06d}" for i in range(max(1, n_members // 20))]
+    routes = load_network().routes[["origin", "destination"]].itertuples(index=False, name=None)
+    routes = list(routes)
+    now = datetime.now(UTC)
+    bodies = []
+    for member in known + cold:
+        placement = rng.choice(PLACEMENTS)
+        body: dict[str, Any] = {"member_id": member, "placement": placement, "limit": 10}
+        if placement != "home":
+            origin, destination = rng.choice(routes)
+            cabin = rng.choices(["Y", "W", "C", "F"], weights=[70, 12, 14, 4])[0]
+            dep = now + timedelta(hours=rng.uniform(2, 24 * 14))
+            body["trip"] = {
+                "origin": origin,
+                "destination": destination,
+                "departure_time": dep.astimezone().isoformat(timespec="seconds"),
+                "cabin": cabin,
+                "fare_class": rng.choice(FARE_BY_CABIN[cabin]),
+                "flight_number": f"CA{rng.randint(100, 9999)}",
+                "seats_left": {c: rng.randint(0, 12) for c in "FCWY"},
+            }
+        bodies.append(body)
+    rng.shuffle(bodies)
+    return bodies
+
+
+# ------------------------------------------------------------------------------------------------------------
+# wrk (closed loop: maximum throughput)
+# ------------------------------------------------------------------------------------------------------------
+
+LUA_DONE = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+               + summary.errors.status + summary.errors.timeout
+  io.write(string.format('BENCH {"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f}\\n',
+    summary.requests, summary.duration, errors, summary.errors.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def lua_for_posts(path: str, bodies: list[dict[str, Any]], out: Path) -> Path:
+    lines = ["local bodies = {"]
+    for b in bodies:
+        lines.append("  [==[" + json.dumps(b, separators=(",", ":")) + "]==],")
+    lines.append("}")
+    lines.append(f"""
+local reqs = {{}}
+local i = 0
+init = function(args)
+  for k, b in ipairs(bodies) do
+    reqs[k] = wrk.format("POST", "{path}", {{["Content-Type"] = "application/json"}}, b)
+  end
+  i = math.random(#reqs)
+end
+request = function()
+  i = i + 1
+  if i > #reqs then i = 1 end
+  return reqs[i]
+end
+response = function(status, headers, body)
+  if status ~= 200 then io.write("status " .. status .. ": " .. body:sub(1, 300) .. "\\n") end
+end
+""")
+    lines.append(LUA_DONE)
+    out.write_text("\n".join(lines))
+    return out
+
+
+def lua_for_get(out: Path) -> Path:
+    out.write_text(LUA_DONE)
+    return out
+
+
+def run_wrk(wrk: str, url: str, script: Path, duration: float, connections: int) -> dict[str, Any]:
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{int(duration)}s", "--timeout", "5s", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    raw = json.loads(line[len("BENCH ") :])
+    bad = [x for x in out.splitlines() if x.startswith("status ")][:3]
+    return {
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "requests": raw["requests"],
+        "errors": raw["errors"],
+        "non2xx": raw["non2xx"],
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "mean_ms": raw["mean_us"] / 1000,
+        "bad_samples": bad,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Open-loop fixed-rate load generator (run in its own process: `bench_serve.py --loadgen ...`)
+# ------------------------------------------------------------------------------------------------------------
+
+
+async def _open_loop(
+    host: str, port: int, path: str, bodies: list[bytes], rate: float, duration: float, connections: int
+) -> dict[str, Any]:
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection(host, port))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+
+    async def one(payload: bytes, scheduled: float) -> None:
+        nonlocal errors
+        reader, writer = await pool.get()
+        try:
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - scheduled)
+            statuses[status] = statuses.get(status, 0) + 1
+            pool.put_nowait((reader, writer))
+        except Exception:
+            errors += 1
+            writer.close()
+            pool.put_nowait(await asyncio.open_connection(host, port))
+
+    payloads = [
+        (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(b)}\r\n\r\n"
+        ).encode()
+        + b
+        for b in bodies
+    ]
+    n = int(rate * duration)
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(payloads[i % len(payloads)], scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000 if lat else float("nan")
+
+    return {
+        "rate": rate,
+        "achieved_rps": len(lat) / elapsed,
+        "requests": n,
+        "ok": statuses.get(200, 0),
+        "statuses": statuses,
+        "errors": errors,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": lat[-1] * 1000 if lat else float("nan"),
+        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+    }
+
+
+def loadgen_main(args: argparse.Namespace) -> None:
+    bodies = [
+        json.dumps(b, separators=(",", ":")).encode() for b in json.loads(Path(args.bodies).read_text())
+    ]
+    result = asyncio.run(
+        _open_loop(args.host, args.port, args.path, bodies, args.rate, args.fixed_duration, args.connections)
+    )
+    print(json.dumps(result))
+
+
+def run_open_loop(port: int, bodies_file: Path, rate: float, duration: float) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--loadgen",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--path",
+        "/v1/recommendations",
+        "--bodies",
+        str(bodies_file),
+        "--rate",
+        str(rate),
+        "--fixed-duration",
+        str(duration),
+        "--connections",
+        "64",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Simulated month of cap traffic → Redis memory per active member
+# ------------------------------------------------------------------------------------------------------------
+
+
+def simulate_month(redis_url: str, prefix: str, world: Path, members: int, seed: int) -> dict[str, Any]:
+    import pandas as pd
+
+    from recsys.capping.api import CapCandidate, CapMember, PolicyHolder, build_enforcer
+    from recsys.capping.redis_store import memory_report
+
+    rng = random.Random(seed)
+    offers = pd.read_parquet(world / "offers.parquet", columns=["offer_id", "family", "category", "exempt"])
+    catalogue = [
+        CapCandidate(str(r.offer_id), str(r.family), str(r.category), bool(r.exempt))
+        for r in offers.itertuples(index=False)
+    ]
+    mdf = pd.read_parquet(world / "members.parquet", columns=["member_id", "tier", "time_zone"])
+    sample = mdf.sample(n=min(members, len(mdf)), random_state=seed)
+    people = [
+        CapMember(str(r.member_id), str(r.tier), str(r.time_zone)) for r in sample.itertuples(index=False)
+    ]
+    enforcer = build_enforcer(
+        redis_url,
+        PolicyHolder(ROOT / "config" / "caps.yaml", poll_interval_s=0),
+        key_prefix=prefix,
+        timeout_ms=200,
+    )
+    start = datetime.now(UTC) - timedelta(days=30)
+    calls = 0
+    t0 = time.perf_counter()
+    try:
+        for day in range(30):
+            for member in people:
+                for _ in range(rng.choice((0, 1, 1, 2, 3))):
+                    now = start + timedelta(days=day, seconds=rng.uniform(0, 86_400))
+                    ranked = rng.sample(catalogue, 20)
+                    enforcer.select_and_record(member, ranked, k=5, placement=rng.choice(PLACEMENTS), now=now)
+                    calls += 1
+                    if rng.random() < 0.05:
+                        enforcer.record_event(member, ranked[0], "dismiss", "home", now)
+        report = memory_report(
+            enforcer.client if hasattr(enforcer, "client") else check_redis(redis_url), prefix
+        )
+    finally:
+        enforcer.close()
+    report = dict(report)
+    report["simulated_members"] = len(people)
+    report["simulated_requests"] = calls
+    report["simulation_seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def delete_prefix(client: Any, prefix: str) -> int:
+    n = 0
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            n += client.unlink(*batch)
+            batch = []
+    if batch:
+        n += client.unlink(*batch)
+    return n
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--path", default="/v1/recommendations", help=argparse.SUPPRESS)
+    p.add_argument("--bodies", default="", help=argparse.SUPPRESS)
+    p.add_argument("--duration", type=float, default=15.0)
+    p.add_argument("--fixed-duration", type=float, default=20.0)
+    p.add_argument("--rate", type=float, default=300.0)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--members", type=int, default=5000)
+    p.add_argument("--month-members", type=int, default=2000)
+    p.add_argument("--world-members", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--quick", action="store_true", help="short runs (smoke test of the benchmark itself)")
+    args = p.parse_args()
+    if args.loadgen:
+        loadgen_main(args)
+        return
+    if args.quick:
+        args.duration, args.fixed_duration, args.month_members = 4.0, 5.0, 200
+
+    from serving.launcher import run_service
+
+    world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
+    world = world if world.is_absolute() else ROOT / world
+    tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
+    redis_url = (
+        os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    )
+    wrk = ensure_wrk()
+    client = check_redis(redis_url)
+    ensure_world_and_champion(world, tracking, args.world_members, args.seed)
+
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"bench-{run_id}"
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    bodies = request_mix(world, args.members, args.seed)
+    bodies_file = work / "bodies.json"
+    bodies_file.write_text(json.dumps(bodies))
+    rec_lua = lua_for_posts("/v1/recommendations", bodies, work / "recommend.lua")
+    get_lua = lua_for_get(work / "floor.lua")
+    log(f"{len(bodies)} distinct requests; Redis {redis_url} prefix {prefix}; logs in {work}")
+
+    base_env = {
+        "RECSYS_REDIS_URL": redis_url,
+        "RECSYS_MLFLOW_TRACKING_URI": tracking,
+        "RECSYS_DATABASE_URL": f"sqlite:///{work}/events.db",
+        "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
+        "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
+        "RECSYS_CAPPING_POLICY_PATH": str(ROOT / "config" / "caps.yaml"),
+        "RECSYS_ENABLE_FLOOR_ENDPOINT": "true",
+        "RECSYS_RELOAD_INTERVAL_S": "0",
+        "RECSYS_LOG_LEVEL": "warning",
+        "RECSYS_TRACKING_SECRET": uuid.uuid4().hex,
+    }
+    results: dict[str, Any] = {
+        "run": run_id,
+        "world": str(world),
+        "distinct_requests": len(bodies),
+        "connections": args.connections,
+        "duration_s": args.duration,
+    }
+    try:
+        for capping in (True, False):
+            tag = "caps_on" if capping else "caps_off"
+            env = {**base_env, "RECSYS_CAPPING_ENABLED": str(capping).lower()}
+            log(f"starting the service ({tag})")
+            t0 = time.perf_counter()
+            with run_service(
+                env, workers=1, ready_timeout_s=600, log_path=work / f"service-{tag}.log"
+            ) as svc:
+                results[f"startup_s_{tag}"] = round(time.perf_counter() - t0, 1)
+                log(f"ready in {results[f'startup_s_{tag}']}s; warming up")
+                run_wrk(wrk, f"{svc.url}/v1/recommendations", rec_lua, 3, args.connections)
+                if capping:
+                    log("wrk: framework floor GET /v1/_floor")
+                    results["floor"] = run_wrk(
+                        wrk, f"{svc.url}/v1/_floor", get_lua, args.duration, args.connections
+                    )
+                log(f"wrk: POST /v1/recommendations ({tag})")
+                results[f"recommend_{tag}"] = run_wrk(
+                    wrk, f"{svc.url}/v1/recommendations", rec_lua, args.duration, args.connections
+                )
+                log(f"open loop: {args.rate:.0f} req/s for {args.fixed_duration:.0f}s ({tag})")
+                results[f"fixed_rate_{tag}"] = run_open_loop(
+                    svc.port, bodies_file, args.rate, args.fixed_duration
+                )
+                results[f"rss_bytes_{tag}"] = svc.rss_bytes()
+        log(f"simulating a month of cap traffic for {args.month_members} members")
+        results["month"] = simulate_month(redis_url, f"{prefix}:month", world, args.month_members, args.seed)
+    finally:
+        removed = delete_prefix(client, prefix)
+        log(f"removed {removed} benchmark keys from Redis")
+    report(results)
+    out = VAR / "bench" / "serve.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    log(f"figures written to {out}")
+
+
+def report(r: dict[str, Any]) -> None:
+    floor, rec, off = r["floor"], r["recommend_caps_on"], r["recommend_caps_off"]
+    fixed_on, fixed_off = r["fixed_rate_caps_on"], r["fixed_rate_caps_off"]
+    ratio = rec["rps"] / floor["rps"]
+    rss = max(r["rss_bytes_caps_on"], r["rss_bytes_caps_off"])
+    d50 = fixed_on["p50_ms"] - fixed_off["p50_ms"]
+    d99 = fixed_on["p99_ms"] - fixed_off["p99_ms"]
+    month = r["month"]
+
+    def ok(flag: bool) -> str:
+        return "PASS" if flag else "FAIL"
+
+    print()
+    print(f"{'':34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}{'non-2xx':>9}")
+    for name, x in (
+        ("floor GET /v1/_floor", floor),
+        ("recommend (caps on), wrk", rec),
+        ("recommend (caps off), wrk", off),
+    ):
+        print(
+            f"{name:34}{x['rps']:>10.0f}{x['p50_ms']:>10.2f}{x['p99_ms']:>10.2f}{x['errors']:>9}"
+            f"{x['non2xx']:>9}"
+        )
+    for name, x in (
+        (f"recommend @{fixed_on['rate']:.0f}/s (caps on)", fixed_on),
+        (f"recommend @{fixed_off['rate']:.0f}/s (caps off)", fixed_off),
+    ):
+        bad = x["requests"] - x["ok"]
+        print(
+            f"{name:34}{x['achieved_rps']:>10.0f}{x['p50_ms']:>10.2f}{x['p99_ms']:>10.2f}{x['errors']:>9}"
+            f"{bad:>9}"
+        )
+    print()
+    print(
+        f"throughput ratio recommend/floor   {ratio:6.1%}   target >= {TARGET_RATIO:.0%}   "
+        f"{ok(ratio >= TARGET_RATIO)}"
+    )
+    print(
+        f"p99 at {fixed_on['rate']:.0f} req/s (caps on)       {fixed_on['p99_ms']:6.2f} ms target <= "
+        f"{TARGET_P99_MS:.0f} ms  {ok(fixed_on['p99_ms'] <= TARGET_P99_MS)}"
+    )
+    print(
+        f"service RSS                        {rss / 2**20:6.0f} MB target <= 1536 MB {ok(rss <= TARGET_RSS)}"
+    )
+    print(
+        f"capping cost at {fixed_on['rate']:.0f} req/s         p50 {d50:+.2f} ms (<= {TARGET_CAP_P50_MS} "
+        f"{ok(d50 <= TARGET_CAP_P50_MS)}), p99 {d99:+.2f} ms (<= {TARGET_CAP_P99_MS} "
+        f"{ok(d99 <= TARGET_CAP_P99_MS)})"
+    )
+    per_member = month.get("bytes_per_member")
+    no_ttl = int(month.get("n_keys_without_ttl", len(month.get("keys_without_ttl") or [])))
+    print(
+        f"simulated month: {month['simulated_requests']} requests over {month['simulated_members']} members; "
+        f"cap keys {month.get('keys')}; Redis bytes per active member {per_member}; "
+        f"keys without TTL {no_ttl} {ok(no_ttl == 0)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
