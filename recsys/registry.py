@@ -330,6 +330,7 @@ def publish(
     ``tags`` (run and version tags, e.g. ``data_fingerprint``). All-or-nothing: see the module docstring.
     """
     import mlflow.pyfunc
+    from mlflow.environment_variables import MLFLOW_RUN_ID
 
     import mlflow
     from recsys.mlflow_pyfunc import BUNDLE_ARTIFACT, SIGNATURE, RecsysPyfuncModel
@@ -342,8 +343,9 @@ def publish(
     run_tags = dict(tags or {})
     created: ModelVersion | None = None
     with _mlflow_errors("publishing the training run"):
-        _ensure_experiment(client, tracking_uri, experiment)
-        mlflow.set_experiment(experiment)
+        if not MLFLOW_RUN_ID.get():  # under `mlflow run` the project's run (and its experiment) is resumed
+            _ensure_experiment(client, tracking_uri, experiment)
+            mlflow.set_experiment(experiment)
         run = mlflow.start_run(run_name=run_name, tags=run_tags)
     run_id = run.info.run_id
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.evaluation import DEFAULT_TEST_DAYS, PRIMARY_METRIC
@@ -12,12 +12,14 @@ from recsys.registry import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 
 
 class TrainingSettings(BaseSettings):
-    """Every field can be set as ``RECSYS_<FIELD>``, e.g. ``RECSYS_MLFLOW_TRACKING_URI``."""
+    """Every field can be set as ``RECSYS_<FIELD>``, e.g. ``RECSYS_MLFLOW_TRACKING_URI`` (which falls back to
+    MLflow's own ``MLFLOW_TRACKING_URI``, so ``mlflow run`` projects log where they were told to)."""
 
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
 
     mlflow_tracking_uri: str = Field(
         default="sqlite:///var/mlflow.db",
+        validation_alias=AliasChoices("RECSYS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking + registry URI: sqlite:///path.db (default), http://host:5000 (a "
         "tracking server) or a database URL such as postgresql+psycopg://user@host/db.",
     )

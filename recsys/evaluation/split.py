@@ -1,7 +1,7 @@
 """Time-based train/test split of a dataset for honest offline evaluation.
 
 Models are trained on everything that happened *before* the cut-off ``T``
-(``ModelBundle.train(before=T)``) and judged on what members did in the test period ``[T, end]``, where
+(``ModelBundle.train(before=T)``) and judged on what members did in the test period ``[T, end)``, where
 ``end`` is the dataset's ``as_of`` (or its last event). No information from the test period reaches training.
 
 Relevance: an offer is relevant to a member if the member *accepted* it in the test period — a ``purchase``
@@ -54,7 +54,7 @@ class TimeSplit:
 
     cutoff: pd.Timestamp
     end: pd.Timestamp
-    relevant: pd.DataFrame  # member_id, offer_id: accepted in [cutoff, end]
+    relevant: pd.DataFrame  # member_id, offer_id: accepted in [cutoff, end)
     warm_members: np.ndarray = field(repr=False)  # members with any event before the cut-off
     relevance: Relevance = "purchase"
 
@@ -86,11 +86,14 @@ class TimeSplit:
 
 
 def dataset_end(dataset_dir: Path | str) -> pd.Timestamp:
-    """The dataset's ``as_of`` from its manifest, else the time of its last event."""
+    """The (exclusive) end of the dataset: its manifest's ``as_of`` (a date = the end of that day), else the
+    time of its last event plus a second."""
     manifest = read_manifest(dataset_dir)
     as_of = manifest.get("as_of")
     if as_of:
-        return to_utc_naive(pd.Timestamp(as_of))
+        end = to_utc_naive(pd.Timestamp(as_of))
+        # A date names the last day of history: the data ends at the next midnight.
+        return end + timedelta(days=1) if len(str(as_of)) == 10 else end
     last: pd.Timestamp | None = None
     for table, col in _HISTORY[:3]:
         if not has_table(Path(dataset_dir), table):
@@ -104,7 +107,7 @@ def dataset_end(dataset_dir: Path | str) -> pd.Timestamp:
         raise EvaluationError(
             f"{dataset_dir}: the dataset has no events (interactions, purchases, redemptions)"
         )
-    return last
+    return last + pd.Timedelta(seconds=1)
 
 
 def time_split(
@@ -149,7 +152,7 @@ def time_split(
             warm_parts.append(pd.unique(part.loc[before, Col.MEMBER_ID]))
             if table == "flights":
                 continue
-            test = ~before & (times <= end).to_numpy() & part[Col.OFFER_ID].notna().to_numpy()
+            test = ~before & (times < end).to_numpy() & part[Col.OFFER_ID].notna().to_numpy()
             if table == "interactions":
                 test &= part[Col.EVENT_TYPE].isin(accepted).to_numpy()
             relevant_parts.append(part.loc[test, [Col.MEMBER_ID, Col.OFFER_ID]])

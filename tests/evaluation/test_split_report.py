@@ -18,7 +18,7 @@ from recsys.evaluation import (
     to_markdown,
 )
 
-AS_OF = "2025-12-31T00:00:00"
+AS_OF = "2025-12-31"  # a date: the data ends at 2026-01-01 00:00
 OFFERS = pd.DataFrame(
     {"offer_id": ["up1", "up2", "an1", "rd1"], "family": ["upsell", "upsell", "ancillary", "redemption"]}
 )
@@ -50,7 +50,7 @@ def world(tmp_path: Path) -> Path:
     return _world(
         tmp_path,
         [
-            # before the cut-off (2025-10-02): history of m1, m2
+            # before the cut-off (2025-10-03): history of m1, m2
             _event("m1", "up1", "purchase", "2025-03-01"),
             _event("m2", "an1", "click", "2025-05-01"),
             # test period: m1 buys up2 and an1, m2 clicks rd1 only, m3 (cold) buys up1, m4 only sees an offer
@@ -65,8 +65,8 @@ def world(tmp_path: Path) -> Path:
 
 def test_default_split_is_last_90_days_with_purchases_relevant(world: Path) -> None:
     split = time_split(world)
-    assert split.cutoff == pd.Timestamp("2025-10-02")
-    assert split.end == pd.Timestamp("2025-12-31")
+    assert split.end == pd.Timestamp("2026-01-01")
+    assert split.cutoff == pd.Timestamp("2025-10-03")
     pairs = set(map(tuple, split.relevant[["member_id", "offer_id"]].to_numpy()))
     assert pairs == {("m1", "up2"), ("m1", "an1"), ("m3", "up1")}
     assert set(split.test_members) == {"m1", "m3"}
