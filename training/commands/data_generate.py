@@ -1,9 +1,70 @@
-"""Placeholder: registers this module's `recsys data` commands."""
+"""``recsys data generate`` and ``recsys data describe``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `data` group."""
+    """Add the ``generate`` and ``describe`` commands to the ``data`` group."""
+
+    @app.command("generate")
+    def generate(
+        out: Annotated[Path, typer.Option("--out", help="Directory to write the dataset to.")],
+        members: Annotated[
+            int, typer.Option("--members", help="Number of members (1 to 9,999,999).")
+        ] = 50_000,
+        seed: Annotated[
+            int, typer.Option("--seed", help="Random seed; the same seed gives identical files.")
+        ] = 42,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing dataset at --out.")
+        ] = False,
+        progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+        ] = True,
+    ) -> None:
+        """Generate a synthetic loyalty world (members, flights, offers, interactions, hidden truth)."""
+        from recsys.data.generator import GeneratorError, generate_world
+        from recsys.data.layout import DatasetError
+
+        if members <= 0:
+            typer.echo(f"error: --members must be a positive integer, got {members}", err=True)
+            raise typer.Exit(2)
+        if seed < 0:
+            typer.echo(f"error: --seed must be a non-negative integer, got {seed}", err=True)
+            raise typer.Exit(2)
+        if out.exists() and not out.is_dir():
+            typer.echo(f"error: --out {out} exists and is not a directory", err=True)
+            raise typer.Exit(2)
+        if out.exists() and not overwrite:
+            typer.echo(f"error: {out} already exists; pass --overwrite to replace it", err=True)
+            raise typer.Exit(1)
+        try:
+            path = generate_world(out, members, seed, overwrite=overwrite, progress=progress)
+        except (GeneratorError, DatasetError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(f"generated {members:,} members (seed {seed}) into {path}")
+
+    @app.command("describe")
+    def describe_cmd(
+        directory: Annotated[Path, typer.Argument(help="Dataset directory.")],
+        top_routes: Annotated[int, typer.Option("--top-routes", min=1, help="How many routes to list.")] = 10,
+    ) -> None:
+        """Print a dataset's tier mix, flying frequency, cabins, routes, meals and acceptance rates."""
+        from recsys.data.describe import describe
+        from recsys.data.layout import DatasetError
+
+        if not directory.is_dir():
+            typer.echo(f"error: {directory} is not a directory", err=True)
+            raise typer.Exit(1)
+        try:
+            text = describe(directory, top_routes=top_routes)
+        except (DatasetError, OSError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(text, nl=False)

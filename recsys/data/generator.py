@@ -1,0 +1,1166 @@
+"""The loyalty world generator: members with hidden traits, three years of flights, offers and responses.
+
+``generate_world(out, n_members, seed)`` writes a dataset in the canonical layout (:mod:`recsys.data.layout`),
+built member chunk by member chunk so memory stays bounded, fully vectorised with numpy, and deterministic for a
+seed (chunk ``k`` draws from ``numpy.random.default_rng([seed, k])``; the chunk size is a constant, so a world's
+first members are the same whatever its size).
+
+What drives what (the hidden truth goes to ``truth/`` only):
+
+* traits: an archetype (business / leisure / family) and a trip-purpose mix, comfort preference, price sensitivity,
+  a special meal, a home airport weighted by hub size, destination-region affinities and favourite destinations,
+  channel habits, a tolerance for repeated offers, a flying intensity band (domain.md: a quarter never fly; of
+  flyers ~70 % fly 1-3 times a year, ~16 % 4-7, ~10 % 8+ with a heavy tail);
+* flights: round trips from home to (mostly favourite) destinations over the network; cabin from comfort, trip
+  purpose and price sensitivity; fare class from price sensitivity; fares, miles earned (distance x fare-class
+  multiplier), meals (special-meal members order their code), seats, bags, lounge use; tiers COMPUTED from the
+  rolling-12-month qualification and retention rules of ``schema.TIER_RULES``;
+* organic ancillary purchases (extra bags, paid seats, lounge passes...) derived from the flights;
+* an offer log over the last 12 months: requests at the app's placements (booking, post-booking, check-in, in-trip
+  for each trip; home at random), impressions chosen by a legacy policy (popularity-weighted random among the
+  eligible offers), responses drawn from the hidden acceptance model (:mod:`recsys.data.world.acceptance`) with
+  fatigue; purchases land in ``ancillaries`` / ``redemptions``; redemptions never overdraw the miles balance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from recsys.data.layout import NETWORK_DIR, TRUTH_DIR, DatasetWriter
+from recsys.data.network import (
+    DESTINATION,
+    HAS_LOUNGE,
+    HUB_SIZE,
+    IATA,
+    ORIGIN,
+    REGION,
+    REGIONS,
+    TZ,
+    Network,
+    load_network,
+)
+from recsys.data.world import acceptance as acc
+from recsys.data.world.catalogue import build_catalogue
+from recsys.schema import (
+    ANCILLARIES,
+    CABIN_ORDER,
+    FARE_CLASS_CABIN,
+    FARE_CLASSES,
+    FLIGHTS,
+    INTERACTIONS,
+    MEMBERS,
+    OFFERS,
+    REDEMPTIONS,
+    TIER_ORDER,
+    TIER_RULES,
+    Cabin,
+    Col,
+    EventType,
+    MealCode,
+    OfferCategory,
+    OfferFamily,
+    Placement,
+    RedemptionKind,
+    SeatType,
+    TableSpec,
+)
+
+GENERATOR = "recsys.data.generator"
+GENERATOR_VERSION = 1
+AS_OF = datetime(2026, 6, 30)  # last day of history; the world ends at AS_OF + 1 day 00:00
+HISTORY_YEARS = 3
+OFFER_LOG_DAYS = 365  # the offer programme's log covers the last 12 months
+CHUNK_MEMBERS = 25_000
+
+END = AS_OF + timedelta(days=1)
+START = END - timedelta(days=round(365.25 * HISTORY_YEARS))
+LOG_START = END - timedelta(days=OFFER_LOG_DAYS)
+_MIN = 60  # seconds per minute; times are int64 minutes since START inside the generator
+_HORIZON_MIN = int((END - START).total_seconds() // _MIN)
+_LOG_START_MIN = int((LOG_START - START).total_seconds() // _MIN)
+_DAY_MIN = 24 * 60
+_YEAR_MIN = 365.25 * _DAY_MIN
+
+# Frequency bands: (share among all members, annual flights low, high). domain.md figures; 4 % of flyers fly
+# less than once a year.
+BANDS: tuple[tuple[str, float, float, float], ...] = (
+    ("never", 0.25, 0.0, 0.0),
+    ("occasional", 0.75 * 0.04, 0.3, 1.0),
+    ("1-3", 0.75 * 0.70, 1.0, 4.0),
+    ("4-7", 0.75 * 0.16, 4.0, 8.0),
+    ("8+", 0.75 * 0.10, 8.0, 250.0),
+)
+ARCHETYPES = ("business", "leisure", "family")
+# P(archetype | band): heavy flyers are mostly business travellers.
+_ARCHETYPE_GIVEN_BAND = np.array(
+    [
+        [0.15, 0.57, 0.28],
+        [0.15, 0.57, 0.28],
+        [0.20, 0.53, 0.27],
+        [0.40, 0.40, 0.20],
+        [0.62, 0.28, 0.10],
+    ]
+)
+_SPECIAL_MEAL_SHARE = 0.07
+_SPECIAL_MEAL_WEIGHTS = {
+    "VGML": 0.22,
+    "AVML": 0.12,
+    "MOML": 0.18,
+    "KSML": 0.04,
+    "HNML": 0.08,
+    "DBML": 0.12,
+    "GFML": 0.08,
+    "LSML": 0.08,
+    "CHML": 0.08,
+}
+_REGION_BASE = np.array([6.0, 1.0, 1.5, 0.8, 0.6, 0.4])  # Dirichlet base of region affinities (REGIONS order)
+_CHANNELS = ("app", "web", "call_centre", "agent")
+_CHANNEL_BASE = np.array([2.5, 1.5, 0.5, 0.5])
+_N_CANDIDATES = 8  # destinations a member considers, by preference rank
+_RANK_WEIGHTS = np.array([0.30, 0.20, 0.14, 0.10, 0.08, 0.07, 0.06, 0.05])
+
+# Fare class -> miles multiplier (share of distance credited) and fare factor (share of full fare paid).
+_FC_MILES = {
+    "F": 1.5,
+    "A": 1.25,
+    "J": 1.5,
+    "C": 1.25,
+    "D": 1.25,
+    "Z": 1.0,
+    "R": 1.0,
+    "G": 1.1,
+    "E": 1.0,
+    "Y": 1.0,
+    "B": 1.0,
+    "M": 0.75,
+    "U": 0.75,
+    "H": 0.75,
+    "Q": 0.5,
+    "V": 0.5,
+    "W": 0.5,
+    "S": 0.5,
+    "T": 0.25,
+    "L": 0.25,
+    "P": 0.25,
+    "N": 0.25,
+    "K": 0.25,
+}
+_CABIN_FARE_MULT = {Cabin.Y: 1.0, Cabin.W: 1.6, Cabin.C: 3.2, Cabin.F: 5.5}
+_LONG_HAUL_KM = 3000
+
+# Requests per trip-linked placement: probability (times the member's digital share) and offers per request.
+_PLACEMENT_PLAN = {
+    Placement.BOOKING: (0.9, 3),
+    Placement.POST_BOOKING: (0.6, 2),
+    Placement.CHECK_IN: (0.8, 2),
+    Placement.IN_TRIP: (0.4, 1),
+    Placement.HOME: (0.0, 2),
+}
+_HOME_REQUESTS_PER_YEAR = 6.0  # times the app share, for an active member
+
+_TIERS = [t.value for t in TIER_ORDER]
+_CABINS = [c.value for c in CABIN_ORDER]  # Y W C F
+_FARE_CLASS_LIST = sorted(FARE_CLASS_CABIN)
+_PLACEMENTS = acc.PLACEMENTS
+_CATEGORIES = acc.CATEGORIES
+_REDEMPTION_KIND = {
+    OfferCategory.AWARD_FLIGHT.value: RedemptionKind.AWARD_FLIGHT.value,
+    OfferCategory.AWARD_UPGRADE.value: RedemptionKind.AWARD_UPGRADE.value,
+    OfferCategory.HOTEL.value: RedemptionKind.HOTEL.value,
+    OfferCategory.MERCHANDISE.value: RedemptionKind.MERCHANDISE.value,
+    OfferCategory.MILES_DONATION.value: RedemptionKind.DONATION.value,
+}
+
+
+class GeneratorError(ValueError):
+    """Bad arguments to the generator."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def generate_world(
+    out: Path | str, n_members: int, seed: int, *, overwrite: bool = False, progress: bool = True
+) -> Path:
+    """Generate a loyalty world of ``n_members`` members into ``out`` (atomically) and return its path.
+
+    Raises :class:`GeneratorError` on bad arguments and ``recsys.data.layout.DatasetError`` if ``out`` exists
+    and ``overwrite`` is false.
+    """
+    if isinstance(n_members, bool) or not isinstance(n_members, int | np.integer) or n_members <= 0:
+        raise GeneratorError(f"n_members must be a positive integer, got {n_members!r}")
+    if n_members > 9_999_999:
+        raise GeneratorError(
+            f"n_members must be at most 9,999,999 (member ids have 7 digits), got {n_members}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise GeneratorError(f"seed must be a non-negative integer, got {seed!r}")
+    n_members, seed = int(n_members), int(seed)
+    network = load_network()
+    world = _World(network, seed)
+    with DatasetWriter(out, overwrite=overwrite) as writer:
+        writer.write_table(OFFERS.name, _conform(world.offers, OFFERS))
+        writer.write_extra(f"{NETWORK_DIR}/airports.parquet", network.airports)
+        writer.write_extra(f"{NETWORK_DIR}/routes.parquet", network.routes)
+        members_parts: list[pd.DataFrame] = []
+        n_chunks = math.ceil(n_members / CHUNK_MEMBERS)
+        with tqdm(
+            total=n_members, unit="member", desc="generating", disable=not progress, dynamic_ncols=True
+        ) as bar:
+            for k in range(n_chunks):
+                first = k * CHUNK_MEMBERS
+                size = min(CHUNK_MEMBERS, n_members - first)
+                tables = world.chunk(k, first, size)
+                members_parts.append(tables.pop(MEMBERS.name))
+                for name, df in tables.items():
+                    if name == "truth":
+                        writer.write_extra(f"{TRUTH_DIR}/member_traits/part-{k:05d}.parquet", df)
+                    else:
+                        writer.append_part(name, df)
+                bar.update(size)
+        writer.write_table(MEMBERS.name, pd.concat(members_parts, ignore_index=True))
+        writer.write_json(f"{TRUTH_DIR}/acceptance.json", world.truth_parameters())
+        manifest = {
+            "generator": GENERATOR,
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "n_members": n_members,
+            "as_of": AS_OF.date().isoformat(),
+            "history_start": START.date().isoformat(),
+            "offer_log_start": LOG_START.date().isoformat(),
+            "chunk_members": CHUNK_MEMBERS,
+            "timestamps": "naive, UTC",
+            "network": "Air China routes derived from OpenFlights (ODbL); see network/ and recsys/resources",
+        }
+        return writer.commit(manifest)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _ids(
+    prefix: str, major: np.ndarray, major_width: int, minor: np.ndarray | None = None, minor_width: int = 0
+) -> pa.Array:
+    """Readable ids ``<prefix><major zero-padded>[-<minor zero-padded>]`` built with Arrow compute (fast)."""
+    s = pc.utf8_lpad(pc.cast(pa.array(np.asarray(major, dtype=np.int64)), pa.string()), major_width, "0")
+    parts = [pa.scalar(prefix), s]
+    if minor is not None:
+        m = pc.utf8_lpad(pc.cast(pa.array(np.asarray(minor, dtype=np.int64)), pa.string()), minor_width, "0")
+        parts += [pa.scalar("-"), m]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _strings(arr: pa.Array | np.ndarray) -> pd.Series:
+    if isinstance(arr, pa.Array | pa.ChunkedArray):
+        return arr.to_pandas()
+    return pd.Series(arr, dtype=object)
+
+
+def _timestamps(minutes: np.ndarray) -> pd.Series:
+    """int64 minutes since START -> naive datetime64[s] Series."""
+    base = np.datetime64(START, "s")
+    return pd.Series(
+        base + np.asarray(minutes, dtype=np.int64).astype("timedelta64[m]").astype("timedelta64[s]")
+    )
+
+
+def _dates(minutes: np.ndarray) -> pd.Series:
+    days = np.datetime64(START, "D") + (np.asarray(minutes, dtype=np.int64) // _DAY_MIN).astype(
+        "timedelta64[D]"
+    )
+    return pd.Series(pa.array(days, type=pa.date32()), dtype=pd.ArrowDtype(pa.date32()))
+
+
+def _conform(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """Exactly the spec's columns, in its order (a programming error if one is missing)."""
+    missing = [c for c in spec.columns if c not in df.columns]
+    if missing:  # pragma: no cover - generator bug
+        raise AssertionError(f"generator produced {spec.name} without columns {missing}")
+    return df[list(spec.columns)].reset_index(drop=True)
+
+
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """For a sorted key array: index within its run of equal keys (0, 1, 2, ... restarting at each new key)."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.r_[True, keys[1:] != keys[:-1]]
+    start_idx = np.flatnonzero(new)
+    run_id = np.cumsum(new) - 1
+    return np.arange(n) - start_idx[run_id]
+
+
+def _gumbel_topk(rng: np.random.Generator, logw: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ``k`` draws without replacement per row, with probabilities ∝ exp(logw) (−inf excluded)."""
+    g = logw + rng.gumbel(size=logw.shape)
+    k = min(k, logw.shape[1])
+    top = np.argpartition(-g, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(g, top, axis=1), axis=1)
+    return np.take_along_axis(top, order, axis=1)
+
+
+def _tier_levels(segments: np.ndarray, km: np.ndarray, retain: bool) -> np.ndarray:
+    level = np.zeros(len(segments), dtype=np.int64)
+    for rule in TIER_RULES:
+        seg, dist = (
+            (rule.retain_segments, rule.retain_km) if retain else (rule.qualify_segments, rule.qualify_km)
+        )
+        ok = (segments >= seg) | (km >= dist)
+        level = np.where(ok, TIER_ORDER.index(rule.tier), level)
+    return level
+
+
+def compute_tiers(
+    prev_segments: np.ndarray, prev_km: np.ndarray, segments: np.ndarray, km: np.ndarray
+) -> np.ndarray:
+    """Tier level (index into TIER_ORDER) from the last 12 months' flying and the 12 months before.
+
+    A member holds the highest tier they qualify for on the last 12 months, or keeps the tier they qualified for
+    in the previous 12 months if the last 12 months meet that tier's retention thresholds (else the highest
+    lower tier whose retention thresholds they meet).
+    """
+    qualified = _tier_levels(segments, km, retain=False)
+    previous = _tier_levels(prev_segments, prev_km, retain=False)
+    retained = np.minimum(previous, _tier_levels(segments, km, retain=True))
+    return np.maximum(qualified, retained)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the world
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _World:
+    """Everything global to a world (network, catalogue, parameters); generates member chunks."""
+
+    def __init__(self, network: Network, seed: int) -> None:
+        self.net = network
+        self.seed = seed
+        rng = np.random.default_rng([seed, 10**6])
+        a = network.airports
+        self.n_airports = len(a)
+        self.iata = a[IATA].to_numpy(object)
+        self.tz = a[TZ].to_numpy(object)
+        self.region = np.array([REGIONS.index(r) for r in a[REGION]], dtype=np.int64)
+        self.has_lounge = a[HAS_LOUNGE].to_numpy(bool)
+        routes = network.routes
+        self.r_origin = network.index_of(routes[ORIGIN].to_numpy(object))
+        self.r_dest = network.index_of(routes[DESTINATION].to_numpy(object))
+        self.r_km = routes["distance_km"].to_numpy(np.int64)
+        self.route_of = {
+            (int(o), int(d)): i for i, (o, d) in enumerate(zip(self.r_origin, self.r_dest, strict=True))
+        }
+        # route lookup matrix origin x destination -> route index (-1 none); 188^2 is tiny
+        self.route_idx = np.full((self.n_airports, self.n_airports), -1, dtype=np.int64)
+        self.route_idx[self.r_origin, self.r_dest] = np.arange(len(routes))
+        # padded destination lists per origin
+        deg = np.bincount(self.r_origin, minlength=self.n_airports)
+        self.max_deg = int(deg.max())
+        self.dest_pad = np.full((self.n_airports, self.max_deg), -1, dtype=np.int64)
+        order = np.lexsort((self.r_dest, self.r_origin))
+        pos = _run_starts(self.r_origin[order])
+        self.dest_pad[self.r_origin[order], pos] = self.r_dest[order]
+        hub = a[HUB_SIZE].to_numpy(float)
+        self.home_weight = np.where(deg > 0, hub, 0.0) ** 1.3
+        self.home_weight /= self.home_weight.sum()
+        self.dest_logw = np.log(hub + 1.0)
+        # flight numbers and departure slots per route and slot (2 daily slots)
+        self.route_dep_min = rng.integers(6 * 60 // 5, 22 * 60 // 5, size=(len(routes), 2)) * 5
+        # offers
+        self.offers = build_catalogue(network, LOG_START, END)
+        self._offer_tables()
+        self.params = acc.default_parameters()
+        appeal = rng.normal(0.0, 0.35, size=len(self.offers))
+        self.params["offer_appeal"] = {
+            str(o): round(float(v), 4) for o, v in zip(self.offers[Col.OFFER_ID], appeal, strict=True)
+        }
+        self.offer_arr = acc.offer_arrays(self.offers, self.params)
+        # legacy policy: popularity weights (Zipf over a seeded order of offers)
+        ranks = rng.permutation(len(self.offers)) + 1
+        self.popularity = 1.0 / ranks**0.8
+        self.log_popularity = np.log(self.popularity)
+
+    # -- offers as arrays for eligibility --------------------------------------------------------------------
+    def _offer_tables(self) -> None:
+        o = self.offers
+        m = len(o)
+        tier_ix = {t: i for i, t in enumerate(_TIERS)}
+        cabin_ix = {c: i for i, c in enumerate(_CABINS)}
+        fc_ix = {f: i for i, f in enumerate(_FARE_CLASS_LIST)}
+        place_ix = {p: i for i, p in enumerate(_PLACEMENTS)}
+        self.o_tiers = np.ones((m, len(_TIERS)), dtype=bool)
+        self.o_cabins = np.zeros((m, len(_CABINS)), dtype=bool)
+        self.o_fc = np.ones((m, len(_FARE_CLASS_LIST)), dtype=bool)
+        self.o_origins = np.ones((m, self.n_airports), dtype=bool)
+        self.o_place = np.zeros((m, len(_PLACEMENTS)), dtype=bool)
+        self.o_blackout = np.zeros((m, 13), dtype=bool)
+        airport_ix = {c: i for i, c in enumerate(self.iata)}
+        for j, row in enumerate(o.itertuples(index=False)):
+            r = row._asdict()
+            if r[Col.ELIGIBLE_TIERS]:
+                self.o_tiers[j] = False
+                self.o_tiers[j, [tier_ix[t] for t in r[Col.ELIGIBLE_TIERS]]] = True
+            for c in r[Col.ELIGIBLE_CABINS]:
+                self.o_cabins[j, cabin_ix[c]] = True
+            if r[Col.ELIGIBLE_FARE_CLASSES]:
+                self.o_fc[j] = False
+                self.o_fc[j, [fc_ix[f] for f in r[Col.ELIGIBLE_FARE_CLASSES]]] = True
+            if r[Col.ELIGIBLE_ORIGINS]:
+                self.o_origins[j] = False
+                self.o_origins[j, [airport_ix[a] for a in r[Col.ELIGIBLE_ORIGINS]]] = True
+            for p in r[Col.PLACEMENTS]:
+                self.o_place[j, place_ix[p]] = True
+            for mo in r[Col.BLACKOUT_MONTHS]:
+                self.o_blackout[j, int(mo)] = True
+        self.o_trip = self.o_cabins.any(axis=1)
+        self.o_open = o[Col.WINDOW_OPEN_HOURS].to_numpy(float)
+        self.o_close = o[Col.WINDOW_CLOSE_HOURS].to_numpy(float)
+        self.o_lounge = o[Col.REQUIRES_LOUNGE].to_numpy(bool)
+        self.o_min_miles = o[Col.MIN_MILES].to_numpy(np.int64)
+        self.o_price_miles = o[Col.PRICE_MILES].to_numpy(np.int64)
+        self.o_price_cash = o[Col.PRICE_CASH].to_numpy(float)
+        to_min = lambda ts: (ts - pd.Timestamp(START)).total_seconds() / 60  # noqa: E731
+        self.o_from = np.array([to_min(t) for t in o[Col.VALID_FROM]])
+        self.o_to = np.array([to_min(t) if pd.notna(t) else np.inf for t in o[Col.VALID_TO]])
+        self.o_family = o[Col.FAMILY].to_numpy(object)
+        self.o_category = o[Col.CATEGORY].to_numpy(object)
+        self.o_dest = o[Col.DESTINATION].to_numpy(object)
+        self.o_ids = o[Col.OFFER_ID].to_numpy(object)
+
+    def truth_parameters(self) -> dict[str, Any]:
+        return {
+            "model": "recsys.data.world.acceptance",
+            "as_of": AS_OF.date().isoformat(),
+            "parameters": self.params,
+            "legacy_policy": {
+                "description": "impressions: per request, offers drawn without replacement among the eligible "
+                "ones with probability proportional to popularity",
+                "popularity": {str(o): float(p) for o, p in zip(self.o_ids, self.popularity, strict=True)},
+            },
+        }
+
+    # -- a chunk of members ----------------------------------------------------------------------------------
+    def chunk(self, k: int, first: int, n: int) -> dict[str, pd.DataFrame]:
+        rng = np.random.default_rng([self.seed, k])
+        m = self._members(rng, first, n)
+        m["ids"] = np.asarray(_ids("M", m["num"], 7).to_pylist(), dtype=object)
+        m["truth"] = self._truth_frame(m, m["ids"])
+        m["acc"] = acc.member_arrays(m["truth"])  # the acceptance model sees exactly what truth/ records
+        fl = self._flights(rng, m)
+        tiers = self._tiers(m, fl)
+        m["tier"] = tiers
+        anc_org = self._organic_ancillaries(rng, m, fl)
+        log = self._offer_log(rng, m, fl)
+        red = self._redemptions(rng, m, fl, log)
+        return self._tables(m, fl, anc_org, log, red)
+
+    def _members(self, rng: np.random.Generator, first: int, n: int) -> dict[str, Any]:
+        m: dict[str, Any] = {"n": n, "num": np.arange(first + 1, first + n + 1)}
+        band = rng.choice(len(BANDS), size=n, p=np.array([b[1] for b in BANDS]))
+        cum = _ARCHETYPE_GIVEN_BAND[band].cumsum(axis=1)
+        arche = (rng.random(n)[:, None] > cum).sum(axis=1)
+        alpha = 1.0 + 5.0 * np.eye(3)[arche]
+        mix = rng.gamma(alpha)
+        mix /= mix.sum(axis=1, keepdims=True)
+        comfort = np.clip(0.55 * rng.beta(2.0, 3.0, n) + 0.45 * mix[:, 0] + rng.normal(0, 0.08, n), 0, 1)
+        price = np.clip(
+            0.6 * rng.beta(2.0, 2.0, n) + 0.3 * mix[:, 2] - 0.35 * comfort + 0.25 + rng.normal(0, 0.08, n),
+            0,
+            1,
+        )
+        special = np.where(
+            rng.random(n) < _SPECIAL_MEAL_SHARE,
+            rng.choice(
+                len(acc.SPECIAL_MEAL_CODES),
+                size=n,
+                p=np.array([_SPECIAL_MEAL_WEIGHTS[c] for c in acc.SPECIAL_MEAL_CODES]),
+            ),
+            -1,
+        )
+        home = rng.choice(self.n_airports, size=n, p=self.home_weight)
+        affinity = rng.gamma(_REGION_BASE[None, :] * np.ones((n, 1)))
+        affinity /= affinity.sum(axis=1, keepdims=True)
+        # candidate destinations: routes out of home, weighted by hub size and region affinity
+        dests = self.dest_pad[home]  # (n, max_deg)
+        valid = dests >= 0
+        dsafe = np.maximum(dests, 0)
+        logw = np.where(
+            valid,
+            self.dest_logw[dsafe] + 1.5 * np.log(affinity[np.arange(n)[:, None], self.region[dsafe]]),
+            -np.inf,
+        )
+        cand = _gumbel_topk(rng, logw, _N_CANDIDATES)
+        cand_dest = np.take_along_axis(dests, cand, axis=1)
+        cand_ok = np.take_along_axis(valid, cand, axis=1)
+        channel = rng.gamma(_CHANNEL_BASE[None, :] * np.ones((n, 1)))
+        channel /= channel.sum(axis=1, keepdims=True)
+        tolerance = 1.0 + rng.lognormal(np.log(2.5), 0.5, n)
+        # enrolment: 80 % before the window, the rest inside it
+        before = rng.random(n) < 0.8
+        enrol = np.where(
+            before,
+            -rng.integers(1, 18 * 365, n) * _DAY_MIN,
+            rng.integers(0, _HORIZON_MIN - 30 * _DAY_MIN, n) // _DAY_MIN * _DAY_MIN,
+        )
+        active_from = np.maximum(enrol, 0)
+        years = (_HORIZON_MIN - active_from) / _YEAR_MIN
+        lo = np.array([b[2] for b in BANDS])[band]
+        hi = np.array([b[3] for b in BANDS])[band]
+        u = rng.random(n)
+        rate = np.select(
+            [band == 1, band == 2, band == 3, band == 4],
+            [
+                0.3 + 0.7 * u,
+                1.0 + 3.0 * rng.beta(1.0, 1.6, n),
+                4.0 + 4.0 * rng.beta(1.1, 1.6, n),
+                np.minimum(8.0 * (1.0 + rng.pareto(3.0, n)), 250.0),
+            ],
+            0.0,
+        )
+        n_seg = np.round(rate * years).astype(np.int64)
+        low_n = np.ceil(lo * years - 1e-9).astype(np.int64)
+        high_n = np.maximum(np.ceil(hi * years - 1e-9).astype(np.int64) - 1, low_n)
+        n_seg = np.where(band > 0, np.clip(n_seg, np.maximum(low_n, 1), np.maximum(high_n, 1)), 0)
+        birth = rng.normal(1983, 11, n).round().clip(1940, 2008).astype(np.int64)
+        partner = np.where(rng.random(n) < 0.35, rng.lognormal(np.log(300), 0.8, n), 0.0)
+        m.update(
+            band=band,
+            arche=arche,
+            mix=mix,
+            comfort=comfort,
+            price=price,
+            special=special,
+            home=home,
+            affinity=affinity,
+            cand_dest=cand_dest,
+            cand_ok=cand_ok,
+            channel=channel,
+            tolerance=tolerance,
+            enrol=enrol,
+            active_from=active_from,
+            rate=rate,
+            n_seg=n_seg,
+            birth=birth,
+            birth_known=rng.random(n) > 0.04,
+            gender=rng.random(n) < 0.58,
+            gender_known=rng.random(n) > 0.03,
+            partner=partner,
+        )
+        return m
+
+    def _flights(self, rng: np.random.Generator, m: dict[str, Any]) -> dict[str, Any]:
+        n_seg = m["n_seg"]
+        n_trips = (n_seg + 1) // 2
+        t_member = np.repeat(np.arange(m["n"]), n_trips)
+        nt = len(t_member)
+        mix = m["mix"][t_member]
+        purpose = (rng.random(nt)[:, None] > mix.cumsum(axis=1)).sum(axis=1).clip(0, 2)
+        # destination: one of the member's candidates by preference rank
+        ok = m["cand_ok"][t_member]
+        w = np.where(ok, _RANK_WEIGHTS[None, : ok.shape[1]], 0.0)
+        w /= w.sum(axis=1, keepdims=True)
+        rank = (rng.random(nt)[:, None] > w.cumsum(axis=1)).sum(axis=1).clip(0, ok.shape[1] - 1)
+        dest = m["cand_dest"][t_member, rank]
+        home = m["home"][t_member]
+        length_days = np.select(
+            [purpose == 0, purpose == 1],
+            [1 + rng.geometric(0.45, nt), 2 + rng.geometric(0.18, nt)],
+            3 + rng.geometric(0.11, nt),
+        ).clip(1, 30)
+        start = m["active_from"][t_member]
+        span = np.maximum(_HORIZON_MIN - start - (length_days + 1) * _DAY_MIN, _DAY_MIN)
+        day0 = (start + (rng.random(nt) * span).astype(np.int64)) // _DAY_MIN * _DAY_MIN
+        # segments: outbound for every trip, return for all but the odd last one of a member
+        seq_in_member = _run_starts(t_member)
+        has_return = (2 * seq_in_member + 1) < n_seg[t_member]
+        s_trip = np.concatenate([np.arange(nt), np.flatnonzero(has_return)])
+        is_ret = np.concatenate([np.zeros(nt, bool), np.ones(int(has_return.sum()), bool)])
+        s_member = t_member[s_trip]
+        o = np.where(is_ret, dest[s_trip], home[s_trip])
+        d = np.where(is_ret, home[s_trip], dest[s_trip])
+        route = self.route_idx[o, d]
+        # a missing reverse route (rare) is flown on the outbound route's distance with its flight number
+        missing = route < 0
+        route = np.where(missing, self.route_idx[d, o], route)
+        ns = len(s_trip)
+        slot = rng.integers(0, 2, ns)
+        dep = (
+            day0[s_trip]
+            + np.where(is_ret, length_days[s_trip] * _DAY_MIN, 0)
+            + self.route_dep_min[route, slot]
+        )
+        dep = np.minimum(dep, _HORIZON_MIN - 1)
+        km = self.r_km[route]
+        trip_purpose = purpose[s_trip]
+        business = trip_purpose == 0
+        comfort = m["comfort"][s_member]
+        price = m["price"][s_member]
+        long_haul = km >= _LONG_HAUL_KM
+        # cabin: ordered logit on a comfort / purpose / price score
+        z = -2.9 + 3.2 * comfort + 1.3 * business - 1.6 * price + 0.3 * long_haul + rng.logistic(0.0, 0.7, ns)
+        w_ok = km >= 1500
+        f_ok = km >= 2500
+        cabin = np.zeros(ns, dtype=np.int64)  # Y
+        cabin = np.where(z > 0.0, np.where(w_ok, 1, 0), cabin)
+        cabin = np.where(z > 0.9, 2, cabin)
+        cabin = np.where((z > 1.9) & f_ok, 3, cabin)
+        # fare class: position in the cabin's list (expensive first) from price sensitivity
+        pos = np.clip(0.1 + 0.75 * price - 0.25 * business + rng.normal(0, 0.2, ns), 0, 0.999)
+        fc_idx = np.empty(ns, dtype=np.int64)
+        fare_factor = np.empty(ns)
+        miles_mult = np.empty(ns)
+        fc_global = {f: i for i, f in enumerate(_FARE_CLASS_LIST)}
+        for ci, cab in enumerate(CABIN_ORDER):
+            sel = cabin == ci
+            classes = FARE_CLASSES[cab]
+            local = (pos[sel] * len(classes)).astype(np.int64)
+            fc_idx[sel] = np.array([fc_global[c] for c in classes])[local]
+            fare_factor[sel] = 1.0 - 0.65 * local / max(len(classes) - 1, 1)
+            miles_mult[sel] = np.array([_FC_MILES[c] for c in classes])[local]
+        cabin_mult = np.array([_CABIN_FARE_MULT[c] for c in CABIN_ORDER])[cabin]
+        fare = np.round((150 + 0.8 * km) * cabin_mult * fare_factor * rng.uniform(0.92, 1.08, ns) / 10) * 10
+        miles = np.round(km * miles_mult).astype(np.int64)
+        # meal
+        special = m["special"][s_member]
+        premium = cabin >= 2
+        meal_codes = np.array(acc.MEAL_CODES, dtype=object)
+        std, sig, none = (
+            acc.MEAL_CODES.index(MealCode.STANDARD.value),
+            acc.MEAL_CODES.index(MealCode.SIGNATURE.value),
+            acc.MEAL_CODES.index(MealCode.NONE.value),
+        )
+        sp_code = np.array([acc.MEAL_CODES.index(c) for c in acc.SPECIAL_MEAL_CODES])
+        u = rng.random(ns)
+        meal = np.where(premium & (u < 0.35 + 0.5 * comfort), sig, std)
+        meal = np.where(~premium & (km < 700) & (u < 0.4), none, meal)
+        meal = np.where((special >= 0) & (rng.random(ns) < 0.88), sp_code[np.maximum(special, 0)], meal)
+        # seat
+        fam = trip_purpose == 2
+        seat_logw = np.column_stack(
+            [
+                np.log(0.30 + 0.4 * fam),
+                np.log(0.30 + 0.3 * business),
+                np.full(ns, np.log(0.12)),
+                np.log(0.03 + 0.08 * comfort * (cabin == 0)),
+                np.log(0.02 + 0.15 * comfort * (cabin == 0)),
+                np.full(ns, np.log(0.12)),
+            ]
+        )
+        seat = np.argmax(seat_logw + rng.gumbel(size=seat_logw.shape), axis=1)  # 5 = no seat chosen (null)
+        # bags
+        lam = 0.25 + 0.6 * (trip_purpose == 1) + 1.3 * fam + 0.4 * long_haul + 0.3 * premium
+        bags = np.minimum(rng.poisson(lam), 4)
+        lounge_here = self.has_lounge[o]
+        lounge = lounge_here & np.where(
+            premium, rng.random(ns) < 0.85, rng.random(ns) < 0.05 + 0.15 * comfort
+        )
+        order = np.lexsort((dep, s_member))
+        fl = {
+            "member": s_member,
+            "dep": dep,
+            "origin": o,
+            "dest": d,
+            "route": route,
+            "slot": slot,
+            "cabin": cabin,
+            "fc": fc_idx,
+            "km": km,
+            "fare": fare,
+            "miles": miles,
+            "meal": meal,
+            "seat": seat,
+            "bags": bags,
+            "lounge": lounge,
+            "purpose": trip_purpose,
+            "trip": s_trip,
+            "is_ret": is_ret,
+            "long_haul": long_haul,
+            "trip_len": length_days[s_trip],
+        }
+        fl = {k: v[order] for k, v in fl.items()}
+        fl["seq"] = _run_starts(fl["member"])
+        fl["meal_codes"] = meal_codes
+        return fl
+
+    def _tiers(self, m: dict[str, Any], fl: dict[str, Any]) -> np.ndarray:
+        n = m["n"]
+        last = fl["dep"] >= _HORIZON_MIN - 365 * _DAY_MIN
+        prev = (fl["dep"] >= _HORIZON_MIN - 730 * _DAY_MIN) & ~last
+        seg1 = np.bincount(fl["member"][last], minlength=n)
+        km1 = np.bincount(fl["member"][last], weights=fl["km"][last], minlength=n)
+        seg0 = np.bincount(fl["member"][prev], minlength=n)
+        km0 = np.bincount(fl["member"][prev], weights=fl["km"][prev], minlength=n)
+        return compute_tiers(seg0, km0, seg1, km1)
+
+    def _organic_ancillaries(
+        self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """Extras bought directly (not through an offer): bags beyond the allowance, paid seats, lounge passes,
+        Wi-Fi, insurance."""
+        ns = len(fl["member"])
+        econ = fl["cabin"] <= 1
+        price_s = m["price"][fl["member"]]
+        kinds = [
+            (
+                OfferCategory.BAGGAGE,
+                econ & (fl["bags"] >= 2) & (rng.random(ns) < 0.7),
+                200.0 + 0.05 * fl["km"],
+            ),
+            (
+                OfferCategory.SEAT,
+                econ & np.isin(fl["seat"], [3, 4]) & (rng.random(ns) < 0.8),
+                np.full(ns, 120.0),
+            ),
+            (OfferCategory.LOUNGE, econ & fl["lounge"], np.full(ns, 300.0)),
+            (
+                OfferCategory.WIFI,
+                (fl["purpose"] == 0) & fl["long_haul"] & (rng.random(ns) < 0.3),
+                np.full(ns, 100.0),
+            ),
+            (
+                OfferCategory.INSURANCE,
+                (fl["purpose"] == 2) & ~fl["is_ret"] & (rng.random(ns) < 0.25 * (1.2 - price_s)),
+                np.full(ns, 50.0),
+            ),
+        ]
+        idx, cat, price = [], [], []
+        for c, sel, p in kinds:
+            w = np.flatnonzero(sel)
+            idx.append(w)
+            cat.append(np.full(len(w), _CATEGORIES.index(c.value)))
+            price.append(np.round(p[w] / 10) * 10)
+        flight = np.concatenate(idx)
+        hours_before = rng.uniform(1, 72, len(flight))
+        return {
+            "flight": flight,
+            "category": np.concatenate(cat),
+            "price": np.concatenate(price),
+            "time": np.maximum(fl["dep"][flight] - (hours_before * 60).astype(np.int64), 0),
+        }
+
+    # -- the offer log -----------------------------------------------------------------------------------------
+    def _requests(
+        self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        digital = m["channel"][:, 0] + m["channel"][:, 1]
+        in_log = fl["dep"] >= _LOG_START_MIN + 3 * _DAY_MIN
+        outbound = in_log & ~fl["is_ret"]
+        parts: list[dict[str, np.ndarray]] = []
+
+        def add(sel: np.ndarray, place: Placement, hours_to_dep: np.ndarray) -> None:
+            p, _ = _PLACEMENT_PLAN[place]
+            keep = sel & (rng.random(len(sel)) < p * digital[fl["member"]])
+            w = np.flatnonzero(keep)
+            t = fl["dep"][w] - (hours_to_dep[w] * 60).astype(np.int64)
+            parts.append(
+                {
+                    "member": fl["member"][w],
+                    "flight": w,
+                    "time": t,
+                    "place": np.full(len(w), _PLACEMENTS.index(place.value)),
+                    "hours": hours_to_dep[w],
+                }
+            )
+
+        ns = len(fl["member"])
+        business = fl["purpose"] == 0
+        lead = np.where(business, rng.uniform(24, 240, ns), rng.uniform(120, 1400, ns))
+        add(outbound, Placement.BOOKING, lead)
+        add(outbound, Placement.POST_BOOKING, rng.uniform(0.05, 0.95, ns) * lead + 2)
+        add(in_log, Placement.CHECK_IN, rng.uniform(1, 24, ns))
+        add(in_log & fl["is_ret"], Placement.IN_TRIP, rng.uniform(2, 24, ns) * np.minimum(fl["trip_len"], 3))
+        # home requests: not tied to a trip
+        active_log = np.maximum(m["active_from"], _LOG_START_MIN)
+        years = np.maximum(_HORIZON_MIN - active_log, 0) / _YEAR_MIN
+        flyer = (m["n_seg"] > 0).astype(float)
+        lam = _HOME_REQUESTS_PER_YEAR * m["channel"][:, 0] * years * (0.3 + 0.7 * flyer + 0.02 * m["rate"])
+        k = rng.poisson(lam)
+        hm = np.repeat(np.arange(m["n"]), k)
+        ht = active_log[hm] + (rng.random(len(hm)) * (_HORIZON_MIN - active_log[hm])).astype(np.int64)
+        parts.append(
+            {
+                "member": hm,
+                "flight": np.full(len(hm), -1),
+                "time": ht,
+                "place": np.full(len(hm), _PLACEMENTS.index(Placement.HOME.value)),
+                "hours": np.full(len(hm), np.nan),
+            }
+        )
+        req = {k2: np.concatenate([p[k2] for p in parts]) for k2 in parts[0]}
+        keep = req["time"] >= _LOG_START_MIN
+        req = {k2: v[keep] for k2, v in req.items()}
+        order = np.lexsort((req["place"], req["time"], req["member"]))
+        return {k2: v[order] for k2, v in req.items()}
+
+    def _balance_at(
+        self, m: dict[str, Any], fl: dict[str, Any], member: np.ndarray, time: np.ndarray
+    ) -> np.ndarray:
+        """Miles earned (flights + partners) by each (member, time): flights departed before ``time``."""
+        key_f = fl["member"].astype(np.int64) * (_HORIZON_MIN + 1) + fl["dep"]
+        cum = np.r_[0, np.cumsum(fl["miles"])]
+        first = np.searchsorted(key_f, member.astype(np.int64) * (_HORIZON_MIN + 1), side="left")
+        upto = np.searchsorted(key_f, member.astype(np.int64) * (_HORIZON_MIN + 1) + time, side="left")
+        flown = cum[upto] - cum[first]
+        months = np.maximum(time - m["active_from"][member], 0) / (_YEAR_MIN / 12)
+        return np.asarray(flown + (m["partner"][member] * months).astype(np.int64))
+
+    def _eligible(
+        self,
+        m: dict[str, Any],
+        fl: dict[str, Any],
+        req: dict[str, np.ndarray],
+        tiers: np.ndarray,
+        balance: np.ndarray,
+    ) -> np.ndarray:
+        """(requests x offers) eligibility by the catalogue's rules."""
+        member = req["member"]
+        has_trip = req["flight"] >= 0
+        f = np.maximum(req["flight"], 0)
+        e = self.o_place[:, req["place"]].T.copy()
+        e &= self.o_tiers[:, tiers[member]].T
+        trip_ok = (
+            self.o_cabins[:, fl["cabin"][f]].T
+            & self.o_fc[:, fl["fc"][f]].T
+            & self.o_origins[:, fl["origin"][f]].T
+        )
+        hours = np.nan_to_num(req["hours"], nan=-1.0)
+        trip_ok &= (hours[:, None] <= self.o_open[None, :]) & (hours[:, None] >= self.o_close[None, :])
+        trip_ok &= ~self.o_lounge[None, :] | self.has_lounge[fl["origin"][f]][:, None]
+        e &= np.where(self.o_trip[None, :], trip_ok & has_trip[:, None], True)
+        # non-trip offers restricted to origins (award flights, route promotions): the member's home airport
+        e &= np.where(self.o_trip[None, :], True, self.o_origins[:, m["home"][member]].T)
+        e &= balance[:, None] >= self.o_min_miles[None, :]
+        t = req["time"]
+        e &= (t[:, None] >= self.o_from[None, :]) & (t[:, None] < self.o_to[None, :])
+        e &= ~self.o_blackout[:, _month_of(t)].T
+        return np.asarray(e)
+
+    def _offer_log(self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any]) -> dict[str, Any]:
+        req = self._requests(rng, m, fl)
+        nr = len(req["member"])
+        req["seq"] = _run_starts(req["member"])
+        balance = self._balance_at(m, fl, req["member"], req["time"])
+        tiers = m["tier"]
+        shown_r: list[np.ndarray] = []
+        shown_o: list[np.ndarray] = []
+        shown_pos: list[np.ndarray] = []
+        block = 50_000
+        k_per_place = np.array([_PLACEMENT_PLAN[Placement(p)][1] for p in _PLACEMENTS])
+        for s in range(0, nr, block):
+            sub = {k2: v[s : s + block] for k2, v in req.items()}
+            e = self._eligible(m, fl, sub, tiers, balance[s : s + block])
+            logw = np.where(e, self.log_popularity[None, :], -np.inf)
+            top = _gumbel_topk(rng, logw, 3)
+            ok = np.take_along_axis(e, top, axis=1)
+            ok &= np.arange(top.shape[1])[None, :] < k_per_place[sub["place"]][:, None]
+            r_idx, pos = np.nonzero(ok)
+            shown_r.append(r_idx + s)
+            shown_o.append(top[r_idx, pos])
+            shown_pos.append(pos)
+        imp_r = np.concatenate(shown_r)
+        imp_o = np.concatenate(shown_o)
+        imp_pos = np.concatenate(shown_pos)
+        imp_member = req["member"][imp_r]
+        imp_time = req["time"][imp_r]
+        # prior exposures of the same offer to the same member
+        order = np.lexsort((imp_pos, imp_time, imp_o, imp_member))
+        prior = np.empty(len(order), dtype=np.int64)
+        prior[order] = _run_starts(imp_member[order] * len(self.o_ids) + imp_o[order])
+        # response
+        f = req["flight"][imp_r]
+        has_trip = f >= 0
+        fs = np.maximum(f, 0)
+        purpose = np.where(has_trip, fl["purpose"][fs], -1)
+        members = m["acc"]
+        logit = acc.pair_logit(
+            self.params,
+            members,
+            self.offer_arr,
+            imp_member,
+            imp_o,
+            purpose=purpose,
+            long_haul=has_trip & fl["long_haul"][fs],
+            premium=has_trip & (fl["cabin"][fs] >= 2),
+            placement=req["place"][imp_r],
+        )
+        excess = acc.fatigue_excess(self.params, members.tolerance[imp_member], prior)
+        p_buy, p_click, p_dismiss = acc.response_probabilities(
+            self.params, logit, excess, members.price_sensitivity[imp_member]
+        )
+        u = rng.random(len(imp_r))
+        buy = u < p_buy
+        click = buy | (rng.random(len(imp_r)) < p_click)
+        dismiss = ~click & (rng.random(len(imp_r)) < p_dismiss)
+        # redemptions must be affordable: cumulative miles spent never exceeds miles earned at that time
+        spend = np.where(buy, self.o_price_miles[imp_o], 0)
+        if spend.any():
+            buy = self._affordable(m, fl, imp_member, imp_time, spend, buy)
+        return {
+            "req": req,
+            "imp_r": imp_r,
+            "imp_o": imp_o,
+            "imp_pos": imp_pos,
+            "imp_member": imp_member,
+            "imp_time": imp_time,
+            "click": click,
+            "buy": buy,
+            "dismiss": dismiss,
+            "prior": prior,
+            "flight": f,
+        }
+
+    def _affordable(
+        self,
+        m: dict[str, Any],
+        fl: dict[str, Any],
+        member: np.ndarray,
+        time: np.ndarray,
+        spend: np.ndarray,
+        buy: np.ndarray,
+    ) -> np.ndarray:
+        buy = buy.copy()
+        for _ in range(3):
+            s = np.where(buy, spend, 0)
+            w = np.flatnonzero(s > 0)
+            if len(w) == 0:
+                break
+            order = w[np.lexsort((time[w], member[w]))]
+            cum = np.cumsum(s[order])
+            starts = np.r_[True, member[order][1:] != member[order][:-1]]
+            base = np.maximum.accumulate(np.where(starts, cum - s[order], 0))
+            spent_so_far = cum - base
+            earned = self._balance_at(m, fl, member[order], time[order])
+            bad = order[spent_so_far > earned]
+            if len(bad) == 0:
+                break
+            buy[bad] = False
+        return buy
+
+    def _redemptions(
+        self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any], log: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        w = np.flatnonzero(
+            log["buy"]
+            & (self.o_family[log["imp_o"]] == OfferFamily.REDEMPTION.value)
+            & (self.o_price_miles[log["imp_o"]] > 0)
+        )
+        return {
+            "member": log["imp_member"][w],
+            "offer": log["imp_o"][w],
+            "time": log["imp_time"][w] + 3,
+            "miles": self.o_price_miles[log["imp_o"][w]],
+        }
+
+    # -- assemble tables ---------------------------------------------------------------------------------------
+    def _tables(
+        self,
+        m: dict[str, Any],
+        fl: dict[str, Any],
+        anc: dict[str, np.ndarray],
+        log: dict[str, Any],
+        red: dict[str, np.ndarray],
+    ) -> dict[str, pd.DataFrame]:
+        num = m["num"]
+        n = m["n"]
+        mid_np = m["ids"]
+        # flights
+        fmem = fl["member"]
+        flight_ids = _ids("F", num[fmem], 7, fl["seq"], 4)
+        route_num = 1001 + 2 * fl["route"] + fl["slot"]
+        flights = pd.DataFrame(
+            {
+                Col.FLIGHT_ID: _strings(flight_ids),
+                Col.MEMBER_ID: pd.Series(mid_np[fmem]),
+                Col.FLIGHT_DATE: _dates(fl["dep"]),
+                Col.DEPARTURE_TIME: _timestamps(fl["dep"]),
+                Col.FLIGHT_NUMBER: _strings(_ids("CA", route_num, 4)),
+                Col.ORIGIN: pd.Series(self.iata[fl["origin"]]),
+                Col.DESTINATION: pd.Series(self.iata[fl["dest"]]),
+                Col.CABIN: pd.Series(np.array(_CABINS, dtype=object)[fl["cabin"]]),
+                Col.FARE_CLASS: pd.Series(np.array(_FARE_CLASS_LIST, dtype=object)[fl["fc"]]),
+                Col.DISTANCE_KM: fl["km"].astype(np.int64),
+                Col.FARE_PAID: fl["fare"].astype(float),
+                Col.MILES_EARNED: fl["miles"].astype(np.int64),
+                Col.MEAL_CODE: pd.Series(fl["meal_codes"][fl["meal"]]),
+                Col.SEAT_TYPE: pd.Series(
+                    np.array([*(s.value for s in SeatType), None], dtype=object)[fl["seat"]]
+                ),
+                Col.BAGS: fl["bags"].astype(np.int64),
+                Col.LOUNGE_USED: fl["lounge"].astype(bool),
+            }
+        )
+        # interactions
+        req = log["req"]
+        imp_r = log["imp_r"]
+        req_ids = np.asarray(_ids("R", num[req["member"]], 7, req["seq"], 5).to_pylist(), dtype=object)
+        ni = len(imp_r)
+        ev_kind = [np.zeros(ni, np.int64)]
+        ev_src = [np.arange(ni)]
+        ev_dt = [np.zeros(ni, np.int64)]
+        for code, sel, delay in ((1, log["click"], 1), (2, log["buy"], 4), (3, log["dismiss"], 1)):
+            w = np.flatnonzero(sel)
+            ev_kind.append(np.full(len(w), code))
+            ev_src.append(w)
+            ev_dt.append(np.full(len(w), delay))
+        kind = np.concatenate(ev_kind)
+        src = np.concatenate(ev_src)
+        evt = log["imp_time"][src] + np.concatenate(ev_dt)
+        emem = log["imp_member"][src]
+        order = np.lexsort((kind, log["imp_pos"][src], evt - np.concatenate(ev_dt), emem))
+        kind, src, evt, emem = kind[order], src[order], evt[order], emem[order]
+        ev_seq = _run_starts(emem)
+        event_types = np.array(
+            [e.value for e in (EventType.IMPRESSION, EventType.CLICK, EventType.PURCHASE, EventType.DISMISS)],
+            dtype=object,
+        )
+        flight_id_np = np.asarray(flight_ids.to_pylist(), dtype=object) if len(fmem) else np.zeros(0, object)
+        f_of_ev = log["flight"][src]
+        interactions = pd.DataFrame(
+            {
+                Col.EVENT_ID: _strings(_ids("E", num[emem], 7, ev_seq, 6)),
+                Col.REQUEST_ID: pd.Series(req_ids[imp_r[src]]),
+                Col.MEMBER_ID: pd.Series(mid_np[emem]),
+                Col.OFFER_ID: pd.Series(self.o_ids[log["imp_o"][src]]),
+                Col.FLIGHT_ID: pd.Series(_take_or_none(flight_id_np, f_of_ev)),
+                Col.PLACEMENT: pd.Series(np.array(_PLACEMENTS, dtype=object)[req["place"][imp_r[src]]]),
+                Col.EVENT_TYPE: pd.Series(event_types[kind]),
+                Col.EVENT_TIME: _timestamps(evt),
+            }
+        )
+        # ancillaries: organic + purchased through offers (upsell and ancillary families)
+        buy = np.flatnonzero(
+            log["buy"] & (self.o_family[log["imp_o"]] != OfferFamily.REDEMPTION.value) & (log["flight"] >= 0)
+        )
+        a_flight = np.concatenate([anc["flight"], log["flight"][buy]])
+        a_member = fl["member"][a_flight]
+        a_offer = np.concatenate([np.full(len(anc["flight"]), -1), log["imp_o"][buy]])
+        a_cat = np.concatenate(
+            [np.array(_CATEGORIES, dtype=object)[anc["category"]], self.o_category[log["imp_o"][buy]]]
+        )
+        a_price = np.concatenate([anc["price"], self.o_price_cash[log["imp_o"][buy]]])
+        a_time = np.concatenate([anc["time"], log["imp_time"][buy] + 4])
+        order = np.lexsort((a_offer, a_time, a_member))
+        a_flight, a_member, a_offer, a_cat, a_price, a_time = (
+            x[order] for x in (a_flight, a_member, a_offer, a_cat, a_price, a_time)
+        )
+        ancillaries = pd.DataFrame(
+            {
+                Col.PURCHASE_ID: _strings(_ids("A", num[a_member], 7, _run_starts(a_member), 5)),
+                Col.MEMBER_ID: pd.Series(mid_np[a_member]),
+                Col.FLIGHT_ID: pd.Series(flight_id_np[a_flight] if len(a_flight) else np.zeros(0, object)),
+                Col.OFFER_ID: pd.Series(np.where(a_offer >= 0, self.o_ids[np.maximum(a_offer, 0)], None)),
+                Col.PURCHASE_TIME: _timestamps(a_time),
+                Col.CATEGORY: pd.Series(a_cat),
+                Col.PRICE_CASH: a_price.astype(float),
+            }
+        )
+        # redemptions
+        r_order = np.lexsort((red["time"], red["member"]))
+        r_member, r_offer, r_time, r_miles = (red[k][r_order] for k in ("member", "offer", "time", "miles"))
+        redemptions = pd.DataFrame(
+            {
+                Col.REDEMPTION_ID: _strings(_ids("X", num[r_member], 7, _run_starts(r_member), 4)),
+                Col.MEMBER_ID: pd.Series(mid_np[r_member]),
+                Col.OFFER_ID: pd.Series(self.o_ids[r_offer]),
+                Col.REDEEM_TIME: _timestamps(r_time),
+                Col.KIND: pd.Series([_REDEMPTION_KIND[c] for c in self.o_category[r_offer]], dtype=object),
+                Col.MILES_SPENT: r_miles.astype(np.int64),
+                Col.DESTINATION: pd.Series(self.o_dest[r_offer]),
+            }
+        )
+        # members
+        earned = self._balance_at(m, fl, np.arange(n), np.full(n, _HORIZON_MIN))
+        spent = np.bincount(r_member, weights=r_miles, minlength=n).astype(np.int64)
+        enrol_days = np.datetime64(START, "D") + (m["enrol"] // _DAY_MIN).astype("timedelta64[D]")
+        members = pd.DataFrame(
+            {
+                Col.MEMBER_ID: pd.Series(mid_np),
+                Col.ENROL_DATE: pd.Series(
+                    pa.array(enrol_days, type=pa.date32()), dtype=pd.ArrowDtype(pa.date32())
+                ),
+                Col.TIER: pd.Series(np.array(_TIERS, dtype=object)[m["tier"]]),
+                Col.HOME_AIRPORT: pd.Series(self.iata[m["home"]]),
+                Col.TIME_ZONE: pd.Series(self.tz[m["home"]]),
+                Col.MILES_BALANCE: np.maximum(earned - spent, 0).astype(np.int64),
+                Col.BIRTH_YEAR: pd.array(np.where(m["birth_known"], m["birth"], 0), dtype="Int64"),
+                Col.GENDER: pd.Series(
+                    np.where(m["gender_known"], np.where(m["gender"], "M", "F"), None), dtype=object
+                ),
+                Col.CHANNEL: pd.Series(np.array(_CHANNELS, dtype=object)[np.argmax(m["channel"], axis=1)]),
+            }
+        )
+        members.loc[~m["birth_known"], Col.BIRTH_YEAR] = pd.NA
+        truth = m["truth"]
+        return {
+            MEMBERS.name: _conform(members, MEMBERS),
+            FLIGHTS.name: _conform(flights, FLIGHTS),
+            INTERACTIONS.name: _conform(interactions, INTERACTIONS),
+            ANCILLARIES.name: _conform(ancillaries, ANCILLARIES),
+            REDEMPTIONS.name: _conform(redemptions, REDEMPTIONS),
+            "truth": truth,
+        }
+
+    def _truth_frame(self, m: dict[str, Any], mid: np.ndarray) -> pd.DataFrame:
+        fav = np.where(m["cand_ok"][:, :3], self.iata[np.maximum(m["cand_dest"][:, :3], 0)], None)
+        special = np.where(
+            m["special"] >= 0,
+            np.array(acc.SPECIAL_MEAL_CODES, dtype=object)[np.maximum(m["special"], 0)],
+            None,
+        )
+        cols: dict[str, Any] = {
+            Col.MEMBER_ID: mid,
+            "archetype": np.array(ARCHETYPES, dtype=object)[m["arche"]],
+            "business": m["mix"][:, 0],
+            "leisure": m["mix"][:, 1],
+            "family": m["mix"][:, 2],
+            "comfort": m["comfort"],
+            "price_sensitivity": m["price"],
+            "special_meal": special,
+            "home_airport": self.iata[m["home"]],
+            **{f"affinity_{r}": m["affinity"][:, i] for i, r in enumerate(REGIONS)},
+            "favourite_1": fav[:, 0],
+            "favourite_2": fav[:, 1],
+            "favourite_3": fav[:, 2],
+            **{f"channel_{c}": m["channel"][:, i] for i, c in enumerate(_CHANNELS)},
+            "fatigue_tolerance": m["tolerance"],
+            "flyer_band": np.array([b[0] for b in BANDS], dtype=object)[m["band"]],
+            "annual_flights": m["rate"],
+            "partner_miles_per_month": m["partner"],
+        }
+        df = pd.DataFrame(cols)
+        return df[list(acc.TRAIT_COLUMNS)]
+
+
+def _take_or_none(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``values[idx]`` where ``idx >= 0``, None elsewhere (object array)."""
+    out = np.full(len(idx), None, dtype=object)
+    ok = idx >= 0
+    out[ok] = values[idx[ok]]
+    return out
+
+
+def _month_of(minutes: np.ndarray) -> np.ndarray:
+    """Calendar month (1-12) of int64 minutes since START."""
+    days = np.datetime64(START, "D") + (np.asarray(minutes, dtype=np.int64) // _DAY_MIN).astype(
+        "timedelta64[D]"
+    )
+    return np.asarray(days.astype("datetime64[M]").astype(np.int64) % 12 + 1)
+
+
+def read_truth_parameters(dataset_dir: Path | str) -> dict[str, Any]:
+    """The acceptance parameters recorded in ``truth/acceptance.json`` (evaluation only)."""
+    return dict(json.loads((Path(dataset_dir) / TRUTH_DIR / "acceptance.json").read_text()))
