@@ -1,19 +1,79 @@
-"""The orchestrator: :class:`OfferPipeline` wires the stages (implementation lands in the next commit)."""
+"""The orchestrator: :class:`OfferPipeline` wires the stages for one request.
+
+::
+
+    member store (profile, embedding, purchases for this trip — one round trip)
+      → candidates   model retrieval (cold-start path for unknown members) + trip/family-specific offers
+      → eligibility  tier, next cabin, seats, fare class, sale windows, lounge, miles, bought, validity...
+      → score        model score and acceptance probability of the eligible offers
+      → value        expected value = p(accept) × margin; rank by it
+      → diversity    families mixed, at most N per category
+      → caps         frequency caps (``recsys.capping``; a no-op without an enforcer), fills from the next
+      → top k        explained, with expiry times
+
+Everything the catalogue allows is precomputed at construction (:class:`~recsys.pipeline.catalogue.Catalogue`,
+margins, lounge airports, city names); a request runs plain loops over at most a few hundred candidates.
+Every candidate dropped at any stage is returned in ``RecommendResult.suppressed`` with stage, reason, detail.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from recsys.pipeline.types import PipelineConfig, RecommendRequest, RecommendResult
+import numpy as np
+
+from recsys.pipeline.candidates import gather_candidates
+from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
+from recsys.pipeline.diversity import diversify
+from recsys.pipeline.eligibility import EligibilityContext, filter_eligible
+from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
+from recsys.pipeline.types import (
+    InvalidRequest,
+    PipelineConfig,
+    RankedOffer,
+    RecommendRequest,
+    RecommendResult,
+    Stage,
+    SuppressedCandidate,
+    TripContext,
+)
+from recsys.pipeline.value import expected_values, offer_values, rank_by_value
+
+logger = logging.getLogger(__name__)
+
+BELOW_TOP_K = "below_top_k"
+
+
+def _network_tables(network: Any) -> tuple[frozenset[str] | None, dict[str, str], frozenset[str] | None]:
+    """(airports with a lounge, city per airport, all known airports) of a ``Network``."""
+    if network is None:
+        return None, {}, None
+    from recsys.data.network import CITY, HAS_LOUNGE, IATA
+
+    airports = network.airports
+    codes = [str(c) for c in airports[IATA]]
+    lounges = frozenset(c for c, has in zip(codes, airports[HAS_LOUNGE], strict=True) if bool(has))
+    cities = {c: str(city) for c, city in zip(codes, airports[CITY], strict=True) if city}
+    return lounges, cities, frozenset(codes)
 
 
 class OfferPipeline:
     """candidates → eligibility → score → expected value → diversity → frequency caps → top k.
 
-    ``bundle`` is a :class:`recsys.models.bundle.ModelBundle`; ``member_store`` a
-    :class:`recsys.stores.member_store.MemberStore`; ``cap_enforcer`` a
-    :class:`recsys.capping.api.CapEnforcer`
-    (None: the caps stage is a no-op); ``network`` the airport network (lounges, airports known).
+    - ``bundle``: a :class:`recsys.models.bundle.ModelBundle` (``offers``, ``retrieve``, ``score``,
+      ``acceptance_probability``, ``is_known``); the catalogue is ``bundle.offers``.
+    - ``member_store``: a :class:`recsys.stores.member_store.MemberStore`.
+    - ``cap_enforcer``: a :class:`recsys.capping.api.CapEnforcer`; ``None`` makes the caps stage a no-op.
+    - ``network``: a :class:`recsys.data.network.Network` (lounges at departure airports, city names for the
+      explanations, known airports for request validation). ``None`` loads the network shipped with the
+      package (``recsys.data.network.load_network()``); pass ``False`` to run without one (lounge offers then
+      need explicit ``eligible_origins``, airports are not validated).
+
+    Thread-safe: construction precomputes everything; :meth:`recommend` only reads shared state.
     """
 
     def __init__(
@@ -28,8 +88,186 @@ class OfferPipeline:
         self.member_store = member_store
         self.cap_enforcer = cap_enforcer
         self.config = config
-        self.network = network
+        if network is None:
+            from recsys.data.network import load_network
+
+            network = load_network()
+        self.network = network or None
+        self.catalogue = Catalogue(bundle.offers)
+        self.values = offer_values(self.catalogue, config.miles_liability_cost_cny)
+        self.lounge_airports, self.city, self.airports = _network_tables(self.network)
+        self._families = [o.family for o in self.catalogue.offers]
+        self._categories = [o.category for o in self.catalogue.offers]
+        self._cap_candidates: list[Any] | None = None
+        self._cap_member_cls: Any = None
+        if cap_enforcer is not None:
+            from recsys.capping.api import CapCandidate, CapMember
+
+            self._cap_member_cls = CapMember
+            self._cap_candidates = [
+                CapCandidate(o.offer_id, family=o.family, category=o.category, exempt=o.exempt)
+                for o in self.catalogue.offers
+            ]
+
+    # ------------------------------------------------------------------------------------------------------
+    def validate(self, request: RecommendRequest) -> None:
+        """Checks that need the pipeline's data (airports known to the network); raises InvalidRequest."""
+        trip = request.trip
+        if trip is None or self.airports is None:
+            return
+        for name, code in (("trip.origin", trip.origin), ("trip.destination", trip.destination)):
+            if code is not None and code not in self.airports:
+                raise InvalidRequest(name, f"unknown airport {code!r}")
 
     def recommend(self, request: RecommendRequest) -> RecommendResult:
-        """Ranked, eligible, explained and capped offers for one request."""
-        raise NotImplementedError
+        """Ranked, eligible, explained and capped offers for one request (see the module doc).
+
+        Raises :class:`InvalidRequest` for request fields the pipeline cannot serve (unknown airports).
+        Never raises for an unknown member: the model's cold-start path and a default profile serve them.
+        """
+        timings: dict[str, float] = {}
+        t0 = t = time.perf_counter()
+        self.validate(request)
+        cfg = self.config
+        trip = request.trip
+        member_id = request.member_id
+        now = request.now
+
+        trip_key = trip.trip_key() if trip is not None else None
+        record, purchased = self.member_store.get_with_purchases(member_id, trip_key)
+        profile = record.profile if record is not None else None
+        member = MemberFacts.from_profile(profile, cfg.default_tier)
+        t = _lap(timings, "member_store", t)
+
+        # -- candidates ----------------------------------------------------------------------------------
+        cold_start = not self.bundle.is_known(member_id)
+        retrieved: Sequence[str] = ()
+        if cfg.retrieval_k > 0:
+            ids, _ = self.bundle.retrieve(member_id, cfg.retrieval_k, member_features=profile)
+            retrieved = [str(x) for x in ids]
+        cands = gather_candidates(self.catalogue, retrieved, trip, member.likely_destinations)
+        t = _lap(timings, "candidates", t)
+
+        # -- eligibility ---------------------------------------------------------------------------------
+        ctx = EligibilityContext(
+            placement=request.placement,
+            now=now,
+            tier=member.tier,
+            miles_balance=member.miles_balance,
+            trip=trip,
+            purchased=purchased,
+            families=request.families,
+            lounge_airports=self.lounge_airports,
+            close_fraction=cfg.close_fraction,
+            require_seat_inventory=cfg.require_seat_inventory,
+        )
+        elig = filter_eligible(cands.indices, self.catalogue, ctx)
+        suppressed: list[SuppressedCandidate] = elig.suppressed
+        t = _lap(timings, "eligibility", t)
+        if not elig.eligible:
+            timings["total"] = (time.perf_counter() - t0) * 1e3
+            return RecommendResult([], suppressed, None, cold_start, timings)
+
+        # -- score and value -----------------------------------------------------------------------------
+        eligible = elig.eligible
+        offer_ids = [self.catalogue.offers[i].offer_id for i in eligible]
+        scores = np.asarray(self.bundle.score(member_id, offer_ids, member_features=profile), dtype=float)
+        probs = np.asarray(
+            self.bundle.acceptance_probability(member_id, offer_ids, member_features=profile), dtype=float
+        )
+        probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0)
+        scores = np.nan_to_num(scores, nan=-np.inf)
+        ev = expected_values(eligible, probs, self.values, elig.close, cfg.close_value_factor)
+        order = rank_by_value(ev, scores)
+        t = _lap(timings, "score", t)
+
+        # -- diversity -----------------------------------------------------------------------------------
+        fams = [self._families[eligible[p]] for p in order]
+        cats = [self._categories[eligible[p]] for p in order]
+        div = diversify(
+            fams, cats, ev[order], cfg.max_per_category, cfg.max_per_family, cfg.family_repeat_penalty
+        )
+        for pos, reason, detail in div.dropped:
+            suppressed.append(SuppressedCandidate(offer_ids[order[pos]], Stage.DIVERSITY, reason, detail))
+        ranked = [int(order[p]) for p in div.order]  # positions into `eligible`, final order
+        t = _lap(timings, "diversity", t)
+
+        # -- frequency caps ------------------------------------------------------------------------------
+        cap_degraded: str | None = None
+        if self.cap_enforcer is not None and self._cap_candidates is not None and ranked:
+            cap_member = self._cap_member_cls(member_id, tier=member.tier, time_zone=member.time_zone)
+            decision = self.cap_enforcer.select_and_record(
+                cap_member,
+                [self._cap_candidates[eligible[p]] for p in ranked],
+                k=request.limit,
+                placement=request.placement,
+                now=now,
+                record=True,
+            )
+            cap_degraded = decision.degraded
+            for s in decision.suppressed:
+                suppressed.append(SuppressedCandidate(s.offer_id, Stage.CAPS, s.reason, s.detail))
+            pos_of = {offer_ids[p]: p for p in ranked}
+            selected = [pos_of[o] for o in decision.selected if o in pos_of]
+            seen = set(decision.selected) | {s.offer_id for s in decision.suppressed}
+            rest = [p for p in ranked if offer_ids[p] not in seen]
+        else:
+            selected, rest = ranked[: request.limit], ranked[request.limit :]
+        for p in rest:
+            suppressed.append(
+                SuppressedCandidate(
+                    offer_ids[p], Stage.TOP_K, BELOW_TOP_K, f"ranked below the {request.limit} returned"
+                )
+            )
+        t = _lap(timings, "caps", t)
+
+        # -- top k: explain ------------------------------------------------------------------------------
+        ectx = ExplainContext(trip=trip, now=now, city=self.city)
+        out: list[RankedOffer] = []
+        for rank, p in enumerate(selected, start=1):
+            o = self.catalogue.offers[eligible[p]]
+            out.append(
+                RankedOffer(
+                    offer_id=o.offer_id,
+                    family=o.family,
+                    category=o.category,
+                    title=o.title,
+                    price_cash=o.price_cash,
+                    price_miles=o.price_miles,
+                    score=float(scores[p]),
+                    acceptance_probability=float(probs[p]),
+                    expected_value=float(ev[p]),
+                    rank=rank,
+                    expires_at=self._expires_at(o, trip, now),
+                    reasons=explain(o, member, ectx, elig.close.get(o.index, 0)),
+                )
+            )
+        _lap(timings, "explain", t)
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return RecommendResult(out, suppressed, cap_degraded, cold_start, timings)
+
+    def _expires_at(self, o: CatalogueOffer, trip: TripContext | None, now: datetime) -> datetime:
+        """The earliest of: the offer's validity end, its sale window closing, now + ``offer_ttl_hours``."""
+        expiry = now + timedelta(hours=self.config.offer_ttl_hours)
+        if o.valid_to is not None:
+            expiry = min(expiry, o.valid_to)
+        if o.trip_bound and trip is not None and trip.departure_time is not None:
+            close = trip.departure_time - timedelta(hours=o.window_close_hours or 0.0)
+            expiry = min(expiry, close)
+        return expiry
+
+    def offer(self, offer_id: str) -> CatalogueOffer | None:
+        """The catalogue entry of an offer id (for the events endpoint's validation), or None."""
+        i = self.catalogue.index_of.get(offer_id)
+        return None if i is None else self.catalogue.offers[i]
+
+    @property
+    def offer_ids(self) -> Mapping[str, int]:
+        """Known offer ids → catalogue index."""
+        return self.catalogue.index_of
+
+
+def _lap(timings: dict[str, float], name: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[name] = (now - since) * 1e3
+    return now

@@ -1,0 +1,307 @@
+"""Eligibility: may this member accept this offer, for this trip, at this placement, now?
+
+Each rule is a small pure function ``rule(offer, ctx) -> (reason, detail) | None``; :func:`check` runs them in
+order and returns the first failure. :func:`filter_eligible` applies them to the candidates and records every
+dropped offer with its reason code (stage ``eligibility``), so the debug response explains every absence.
+
+Rules (reason codes in brackets):
+
+- families filter of the request [``family_not_requested``]
+- placement allowed by the offer [``placement_not_allowed``]
+- validity dates: ``valid_from <= now < valid_to`` [``not_yet_valid``, ``expired``]
+- tier among the offer's eligible tiers [``tier_not_eligible``]
+- trip-bound offers (upgrades, ancillaries, award upgrades) need a trip with a booked cabin
+  [``requires_trip``]
+- booked cabin among the offer's eligible cabins [``cabin_not_eligible``]
+- upgrades go to the NEXT cabin only [``not_next_cabin``], need seats left in it [``seats_unknown``,
+  ``no_seats_left``] and an upgrade-eligible fare class (``schema.UPGRADE_ELIGIBLE_FARE_CLASSES``)
+  [``fare_class_unknown``, ``fare_class_not_eligible``]
+- fare class among the offer's eligible fare classes [``fare_class_unknown``, ``fare_class_not_eligible``]
+- departure airport among the offer's origins [``origin_not_eligible``]; a lounge offer needs a lounge at the
+  departure airport [``no_lounge_at_origin``]
+- sale windows relative to departure: open ``window_open_hours`` before, close ``window_close_hours`` before
+  (meal orders close 24 h before, upgrade bids about a day before) [``departure_unknown``, ``departed``,
+  ``window_not_open``, ``window_closed``]
+- award seats are not sold in blackout months (the trip's departure month for an award upgrade, the current
+  month for an award flight) [``blackout_month``]
+- miles: balance below the offer's ``min_miles`` [``below_min_miles``]; an offer paid in miles only needs
+  the balance [``insufficient_miles``] — except a redemption within reach (balance >= ``close_fraction`` of
+  the price), which stays as a "you're close" offer
+- already bought for this trip [``already_purchased``]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from recsys.pipeline.catalogue import AWARD_CATEGORIES, Catalogue, CatalogueOffer
+from recsys.pipeline.types import Stage, SuppressedCandidate, TripContext
+from recsys.schema import UPGRADE_ELIGIBLE_FARE_CLASSES, OfferCategory, OfferFamily, next_cabin
+
+CABIN_NAMES = {"F": "First", "C": "Business", "W": "Premium Economy", "Y": "Economy"}
+
+
+class Reason:
+    """Reason codes of the eligibility stage."""
+
+    FAMILY_NOT_REQUESTED = "family_not_requested"
+    PLACEMENT_NOT_ALLOWED = "placement_not_allowed"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    TIER_NOT_ELIGIBLE = "tier_not_eligible"
+    REQUIRES_TRIP = "requires_trip"
+    CABIN_NOT_ELIGIBLE = "cabin_not_eligible"
+    NOT_NEXT_CABIN = "not_next_cabin"
+    SEATS_UNKNOWN = "seats_unknown"
+    NO_SEATS_LEFT = "no_seats_left"
+    FARE_CLASS_UNKNOWN = "fare_class_unknown"
+    FARE_CLASS_NOT_ELIGIBLE = "fare_class_not_eligible"
+    ORIGIN_NOT_ELIGIBLE = "origin_not_eligible"
+    NO_LOUNGE_AT_ORIGIN = "no_lounge_at_origin"
+    DEPARTURE_UNKNOWN = "departure_unknown"
+    DEPARTED = "departed"
+    WINDOW_NOT_OPEN = "window_not_open"
+    WINDOW_CLOSED = "window_closed"
+    BLACKOUT_MONTH = "blackout_month"
+    BELOW_MIN_MILES = "below_min_miles"
+    INSUFFICIENT_MILES = "insufficient_miles"
+    ALREADY_PURCHASED = "already_purchased"
+
+
+@dataclass(frozen=True, slots=True)
+class EligibilityContext:
+    """Everything the rules look at besides the offer. Built once per request.
+
+    ``lounge_airports``: airports with a lounge (from the network); ``None`` means unknown, and then a lounge
+    offer is eligible only at the origins it lists itself.
+    """
+
+    placement: str
+    now: datetime
+    tier: str
+    miles_balance: int
+    trip: TripContext | None = None
+    purchased: frozenset[str] = frozenset()
+    families: frozenset[str] | None = None
+    lounge_airports: frozenset[str] | None = None
+    close_fraction: float = 0.8
+    require_seat_inventory: bool = True
+
+
+Verdict = tuple[str, str] | None
+Rule = Callable[[CatalogueOffer, EligibilityContext], Verdict]
+
+
+def _cabin(c: str | None) -> str:
+    return CABIN_NAMES.get(c or "", str(c))
+
+
+def rule_family(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if ctx.families is not None and o.family not in ctx.families:
+        return Reason.FAMILY_NOT_REQUESTED, f"family {o.family} not among requested {sorted(ctx.families)}"
+    return None
+
+
+def rule_placement(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.placements and ctx.placement not in o.placements:
+        return Reason.PLACEMENT_NOT_ALLOWED, f"placement {ctx.placement} not in {sorted(o.placements)}"
+    return None
+
+
+def rule_validity(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.valid_from is not None and ctx.now < o.valid_from:
+        return Reason.NOT_YET_VALID, f"valid from {o.valid_from.isoformat()}"
+    if o.valid_to is not None and ctx.now >= o.valid_to:
+        return Reason.EXPIRED, f"expired at {o.valid_to.isoformat()}"
+    return None
+
+
+def rule_tier(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.eligible_tiers and ctx.tier not in o.eligible_tiers:
+        return Reason.TIER_NOT_ELIGIBLE, f"tier {ctx.tier} not in {sorted(o.eligible_tiers)}"
+    return None
+
+
+def rule_trip(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.trip_bound and (ctx.trip is None or ctx.trip.booked_cabin is None):
+        return Reason.REQUIRES_TRIP, f"{o.category} is sold for a booked flight; no trip cabin given"
+    return None
+
+
+def rule_cabin(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if not o.eligible_cabins or ctx.trip is None:
+        return None
+    cabin = ctx.trip.booked_cabin
+    if cabin is not None and cabin not in o.eligible_cabins:
+        return Reason.CABIN_NOT_ELIGIBLE, f"booked cabin {cabin} not in {sorted(o.eligible_cabins)}"
+    return None
+
+
+def rule_upgrade(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if not o.is_upgrade or ctx.trip is None or ctx.trip.booked_cabin is None:
+        return None
+    trip = ctx.trip
+    booked = trip.booked_cabin
+    nxt = next_cabin(booked) if booked else None
+    if nxt is None or o.target_cabin != nxt:
+        return Reason.NOT_NEXT_CABIN, (
+            f"upgrade to {_cabin(o.target_cabin)} from {_cabin(booked)}; only the next cabin "
+            f"({_cabin(nxt) if nxt else 'none above First'}) is allowed"
+        )
+    if trip.seats_left is None or nxt not in trip.seats_left:
+        if ctx.require_seat_inventory:
+            return Reason.SEATS_UNKNOWN, f"no seat inventory for {_cabin(nxt)} in the trip context"
+    elif trip.seats_left[nxt] <= 0:
+        return Reason.NO_SEATS_LEFT, f"no seats left in {_cabin(nxt)}"
+    if trip.fare_class is None:
+        return Reason.FARE_CLASS_UNKNOWN, "upgrades need the booked fare class"
+    if trip.fare_class not in UPGRADE_ELIGIBLE_FARE_CLASSES:
+        return Reason.FARE_CLASS_NOT_ELIGIBLE, f"fare class {trip.fare_class} is not upgrade-eligible"
+    return None
+
+
+def rule_fare_class(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if not o.eligible_fare_classes:
+        return None
+    fc = ctx.trip.fare_class if ctx.trip is not None else None
+    if fc is None:
+        return Reason.FARE_CLASS_UNKNOWN, f"needs one of fare classes {sorted(o.eligible_fare_classes)}"
+    if fc not in o.eligible_fare_classes:
+        return Reason.FARE_CLASS_NOT_ELIGIBLE, f"fare class {fc} not in {sorted(o.eligible_fare_classes)}"
+    return None
+
+
+def rule_origin(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    origin = ctx.trip.origin if ctx.trip is not None else None
+    if o.eligible_origins and origin not in o.eligible_origins:
+        return Reason.ORIGIN_NOT_ELIGIBLE, f"departure airport {origin} not in {sorted(o.eligible_origins)}"
+    if o.requires_lounge or o.category == OfferCategory.LOUNGE:
+        if origin is None:
+            return Reason.NO_LOUNGE_AT_ORIGIN, "no departure airport given"
+        if ctx.lounge_airports is not None and origin not in ctx.lounge_airports:
+            return Reason.NO_LOUNGE_AT_ORIGIN, f"no lounge at {origin}"
+        if ctx.lounge_airports is None and not o.eligible_origins:
+            return Reason.NO_LOUNGE_AT_ORIGIN, f"lounge availability at {origin} unknown"
+    return None
+
+
+def hours_to_departure(trip: TripContext | None, now: datetime) -> float | None:
+    """Hours from ``now`` to the trip's departure (negative once departed), or None without a departure."""
+    if trip is None or trip.departure_time is None:
+        return None
+    return (trip.departure_time - now).total_seconds() / 3600.0
+
+
+def rule_window(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.window_open_hours is None and o.window_close_hours is None:
+        return None
+    if not o.trip_bound:
+        return None
+    hours = hours_to_departure(ctx.trip, ctx.now)
+    if hours is None:
+        return Reason.DEPARTURE_UNKNOWN, f"{o.category} has a sale window; no departure time given"
+    if hours <= 0:
+        return Reason.DEPARTED, f"flight departed {-hours:.1f} h ago"
+    if o.window_close_hours is not None and hours < o.window_close_hours:
+        return Reason.WINDOW_CLOSED, (
+            f"sales close {o.window_close_hours:g} h before departure; departure in {hours:.1f} h"
+        )
+    if o.window_open_hours is not None and hours > o.window_open_hours:
+        return Reason.WINDOW_NOT_OPEN, (
+            f"sales open {o.window_open_hours:g} h before departure; departure in {hours:.1f} h"
+        )
+    return None
+
+
+def rule_blackout(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if not o.blackout_months or o.category not in AWARD_CATEGORIES:
+        return None
+    when = ctx.now
+    if o.trip_bound and ctx.trip is not None and ctx.trip.departure_time is not None:
+        when = ctx.trip.departure_time
+    if when.month in o.blackout_months:
+        return Reason.BLACKOUT_MONTH, f"award seats blacked out in month {when.month}"
+    return None
+
+
+def miles_gap(o: CatalogueOffer, miles_balance: int) -> int:
+    """Miles the member still lacks to pay for ``o`` in miles (0 when affordable or not paid in miles)."""
+    if o.price_miles is None or o.price_cash is not None:
+        return 0
+    return max(0, o.price_miles - miles_balance)
+
+
+def rule_miles(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.min_miles and ctx.miles_balance < o.min_miles:
+        return Reason.BELOW_MIN_MILES, f"needs a balance of {o.min_miles:,} miles; has {ctx.miles_balance:,}"
+    gap = miles_gap(o, ctx.miles_balance)
+    if gap > 0:
+        assert o.price_miles is not None
+        close = o.family == OfferFamily.REDEMPTION and ctx.miles_balance >= ctx.close_fraction * o.price_miles
+        if not close:
+            return Reason.INSUFFICIENT_MILES, f"costs {o.price_miles:,} miles; has {ctx.miles_balance:,}"
+    return None
+
+
+def rule_purchased(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.offer_id in ctx.purchased:
+        return Reason.ALREADY_PURCHASED, "already bought for this trip"
+    return None
+
+
+RULES: tuple[Rule, ...] = (
+    rule_family,
+    rule_placement,
+    rule_validity,
+    rule_tier,
+    rule_trip,
+    rule_cabin,
+    rule_upgrade,
+    rule_fare_class,
+    rule_origin,
+    rule_window,
+    rule_blackout,
+    rule_miles,
+    rule_purchased,
+)
+
+
+def check(offer: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    """The first rule ``offer`` fails as ``(reason, detail)``, or None when it is eligible."""
+    for rule in RULES:
+        verdict = rule(offer, ctx)
+        if verdict is not None:
+            return verdict
+    return None
+
+
+@dataclass
+class EligibilityResult:
+    """Eligible catalogue indices (candidate order kept), "you're close" ones with the miles they lack."""
+
+    eligible: list[int]
+    close: dict[int, int] = field(default_factory=dict)
+    suppressed: list[SuppressedCandidate] = field(default_factory=list)
+
+
+def filter_eligible(
+    candidates: Iterable[int], catalogue: Catalogue, ctx: EligibilityContext
+) -> EligibilityResult:
+    """Apply every rule to each candidate index; keep the eligible, record the others."""
+    result = EligibilityResult(eligible=[])
+    offers = catalogue.offers
+    for i in candidates:
+        o = offers[i]
+        verdict = check(o, ctx)
+        if verdict is None:
+            result.eligible.append(i)
+            gap = miles_gap(o, ctx.miles_balance)
+            if gap > 0:
+                result.close[i] = gap
+        else:
+            result.suppressed.append(
+                SuppressedCandidate(o.offer_id, Stage.ELIGIBILITY, verdict[0], verdict[1])
+            )
+    return result

@@ -1,0 +1,21 @@
+"""Online stores the service reads per request (the member store: profiles, embeddings, per-trip state)."""
+
+from recsys.stores.member_store import (
+    EmbeddedMemberStore,
+    MemberRecord,
+    MemberStore,
+    PublishReport,
+    RedisMemberStore,
+    build_member_store,
+    publish_profiles,
+)
+
+__all__ = [
+    "EmbeddedMemberStore",
+    "MemberRecord",
+    "MemberStore",
+    "PublishReport",
+    "RedisMemberStore",
+    "build_member_store",
+    "publish_profiles",
+]
