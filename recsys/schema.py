@@ -488,3 +488,40 @@ NULLABLE: dict[str, frozenset[str]] = {
     INTERACTIONS.name: frozenset({Col.FLIGHT_ID, Col.REQUEST_ID}),
     MEMBER_AGGREGATES.name: frozenset(),
 }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Imported data (``recsys data import``). Sources other than the generator do not carry every attribute.
+# ---------------------------------------------------------------------------------------------------------------
+
+# Columns a table MAY have in addition to its spec; when present they are typed and validated like the others.
+# ``interactions.weight``: the strength of an implicit-feedback event from the generic interactions format.
+OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {INTERACTIONS.name: {Col.WEIGHT: "float"}}
+
+# Family and category of offers imported from the generic interactions format (items of any kind, not airline offers).
+GENERIC_FAMILY = "generic"
+GENERIC_CATEGORY = "generic"
+
+# Import formats (the ``import_format`` recorded in the manifest) and the columns, per table, that such a dataset
+# leaves null because the source has no such attribute — in addition to NULLABLE. Validation applies them by manifest.
+IMPORT_FORMATS: tuple[str, ...] = ("canonical", "interactions", "air-data")
+SOURCE_NULLABLE: dict[str, dict[str, frozenset[str]]] = {
+    "air-data": {
+        MEMBERS.name: frozenset({Col.HOME_AIRPORT, Col.TIME_ZONE, Col.MILES_BALANCE, Col.CHANNEL}),
+    },
+    "interactions": {
+        MEMBERS.name: frozenset(
+            {Col.ENROL_DATE, Col.TIER, Col.HOME_AIRPORT, Col.TIME_ZONE, Col.MILES_BALANCE, Col.CHANNEL}
+        ),
+        OFFERS.name: frozenset(
+            {
+                Col.PRICE_CASH,
+                Col.PRICE_MILES,
+                Col.MARGIN,
+                Col.MIN_MILES,
+                Col.WINDOW_OPEN_HOURS,
+                Col.WINDOW_CLOSE_HOURS,
+                Col.VALID_FROM,
+            }
+        ),
+    },
+}

@@ -1,0 +1,911 @@
+"""Validation of datasets and of tables on their way in: types, ranges, known codes, references and duplicate ids.
+
+Every check is vectorised over whole columns (pandas), so millions of rows validate in seconds. A check never
+stops at the first problem: it records *every* offending row, grouped by (file, column, kind), and a
+:class:`ValidationReport` prints them with a cap per group plus a count of the rest.
+
+Row numbers are 1-based *data* row numbers: for a CSV file, row 1 is the first line after the header (so row N is
+line N + 1 when no field holds a line break); for a Parquet file, row N is the N-th row of that file (of that part
+file, for partitioned tables).
+
+The same building blocks serve ``recsys data validate DIR`` (:func:`validate_dataset`, which streams partitioned
+tables part by part so memory stays bounded) and the importers (:func:`check_tables`, which also returns the typed
+tables and which rows to reject).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zoneinfo
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.layout import MANIFEST, NETWORK_DIR, read_manifest, table_path
+from recsys.schema import (
+    ALL_TABLES,
+    CATEGORY_FAMILY,
+    FARE_CLASS_CABIN,
+    GENERIC_CATEGORY,
+    GENERIC_FAMILY,
+    NULLABLE,
+    OPTIONAL_COLUMNS,
+    OPTIONAL_TABLES,
+    SOURCE_NULLABLE,
+    TABLES,
+    Cabin,
+    Channel,
+    Col,
+    EventType,
+    MealCode,
+    OfferCategory,
+    OfferFamily,
+    Placement,
+    RedemptionKind,
+    SeatType,
+    Tier,
+)
+
+# Dates before this or more than FAR_FUTURE_YEARS after "now" are out of range.
+EARLIEST_DATE = pd.Timestamp("1900-01-01")
+FAR_FUTURE_YEARS = 10
+DEFAULT_LIMIT = 10  # problems printed per (file, column, kind)
+
+# Kinds of problems.
+MISSING_TABLE = "missing table"
+UNREADABLE = "unreadable file"
+MISSING_COLUMN = "missing column"
+BAD_ROW = "malformed row"
+MISSING_VALUE = "missing value"
+MALFORMED = "malformed value"
+UNKNOWN_CODE = "unknown code"
+OUT_OF_RANGE = "out of range"
+INCONSISTENT = "inconsistent"
+UNKNOWN_REFERENCE = "unknown reference"
+DUPLICATE_ID = "duplicate id"
+
+# Tables in dependency order: a table is checked after the tables it refers to.
+TABLE_ORDER: tuple[str, ...] = (
+    "members",
+    "offers",
+    "flights",
+    "ancillaries",
+    "redemptions",
+    "interactions",
+    "member_aggregates",
+)
+
+# (table, column) -> (referenced table, what to call one of its rows)
+REFERENCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("flights", Col.MEMBER_ID): ("members", "member"),
+    ("ancillaries", Col.MEMBER_ID): ("members", "member"),
+    ("ancillaries", Col.OFFER_ID): ("offers", "offer"),
+    ("ancillaries", Col.FLIGHT_ID): ("flights", "flight"),
+    ("redemptions", Col.MEMBER_ID): ("members", "member"),
+    ("redemptions", Col.OFFER_ID): ("offers", "offer"),
+    ("interactions", Col.MEMBER_ID): ("members", "member"),
+    ("interactions", Col.OFFER_ID): ("offers", "offer"),
+    ("member_aggregates", Col.MEMBER_ID): ("members", "member"),
+}
+# member_aggregates may stand alone: an aggregates-only dataset (the cleaned air-data file has no member profile).
+REFERENCES_IF_TARGET_NONEMPTY: frozenset[tuple[str, str]] = frozenset({("member_aggregates", Col.MEMBER_ID)})
+
+# Columns that must be >= 0.
+NON_NEGATIVE: dict[str, tuple[str, ...]] = {
+    "members": (Col.MILES_BALANCE,),
+    "flights": (Col.DISTANCE_KM, Col.FARE_PAID, Col.MILES_EARNED, Col.BAGS),
+    "ancillaries": (Col.PRICE_CASH,),
+    "redemptions": (Col.MILES_SPENT,),
+    "offers": (Col.PRICE_CASH, Col.PRICE_MILES, Col.MIN_MILES),
+    "interactions": (Col.WEIGHT,),
+    "member_aggregates": (Col.FLIGHT_COUNT, Col.SEG_KM_SUM, Col.LAST_TO_END, Col.AVG_DISCOUNT),
+}
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
+
+
+def _values(enum: Iterable[Any]) -> frozenset[str]:
+    return frozenset(str(e) for e in enum)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the checks accept beyond the schema: the airport set, extra nullable columns, generic offers, now."""
+
+    airports: frozenset[str] | None = None  # None: airport codes are not checked (a note says so)
+    extra_nullable: dict[str, frozenset[str]] = field(default_factory=dict)
+    allow_generic_offers: bool = False
+    now: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now().normalize())
+
+    @classmethod
+    def for_format(
+        cls, import_format: str | None, airports: Collection[str] | None, now: pd.Timestamp | None = None
+    ) -> Rules:
+        """Rules for a dataset made by ``import_format`` (None or "canonical": a full loyalty dataset)."""
+        return cls(
+            airports=frozenset(airports) if airports is not None else None,
+            extra_nullable=SOURCE_NULLABLE.get(import_format or "", {}),
+            allow_generic_offers=import_format == "interactions",
+            now=now if now is not None else pd.Timestamp.now().normalize(),
+        )
+
+    def nullable(self, table: str) -> frozenset[str]:
+        return NULLABLE.get(table, frozenset()) | self.extra_nullable.get(table, frozenset())
+
+    @property
+    def latest_date(self) -> pd.Timestamp:
+        return self.now + pd.DateOffset(years=FAR_FUTURE_YEARS)
+
+    def codes(self, table: str) -> dict[str, tuple[frozenset[str] | None, str]]:
+        """column -> (allowed values, what a value is called); scalar and list columns alike."""
+        airports = (self.airports, "airport")
+        families = _values(OfferFamily) | ({GENERIC_FAMILY} if self.allow_generic_offers else set())
+        categories = _values(OfferCategory) | ({GENERIC_CATEGORY} if self.allow_generic_offers else set())
+        per_table: dict[str, dict[str, tuple[frozenset[str] | None, str]]] = {
+            "members": {
+                Col.TIER: (_values(Tier), "tier"),
+                Col.CHANNEL: (_values(Channel), "channel"),
+                Col.HOME_AIRPORT: airports,
+                Col.TIME_ZONE: (_time_zones(), "time zone"),
+            },
+            "flights": {
+                Col.ORIGIN: airports,
+                Col.DESTINATION: airports,
+                Col.CABIN: (_values(Cabin), "cabin"),
+                Col.FARE_CLASS: (frozenset(FARE_CLASS_CABIN), "fare class"),
+                Col.MEAL_CODE: (_values(MealCode), "meal code"),
+                Col.SEAT_TYPE: (_values(SeatType), "seat type"),
+            },
+            "ancillaries": {Col.CATEGORY: (categories, "offer category")},
+            "redemptions": {Col.KIND: (_values(RedemptionKind), "redemption kind"), Col.DESTINATION: airports},
+            "offers": {
+                Col.FAMILY: (families, "offer family"),
+                Col.CATEGORY: (categories, "offer category"),
+                Col.TARGET_CABIN: (_values(Cabin), "cabin"),
+                Col.DESTINATION: airports,
+                Col.MEAL: (_values(MealCode), "meal code"),
+                Col.ELIGIBLE_TIERS: (_values(Tier), "tier"),
+                Col.ELIGIBLE_CABINS: (_values(Cabin), "cabin"),
+                Col.ELIGIBLE_FARE_CLASSES: (frozenset(FARE_CLASS_CABIN), "fare class"),
+                Col.ELIGIBLE_ORIGINS: airports,
+                Col.PLACEMENTS: (_values(Placement), "placement"),
+                Col.BLACKOUT_MONTHS: (frozenset(str(m) for m in range(1, 13)), "month"),
+            },
+            "interactions": {
+                Col.PLACEMENT: (_values(Placement), "placement"),
+                Col.EVENT_TYPE: (_values(EventType), "event type"),
+            },
+        }
+        return per_table.get(table, {})
+
+
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Problems and the report
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: where (file, 1-based data row, column) and what."""
+
+    file: str
+    row: int | None
+    column: str | None
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.row is None else f"{self.file} row {self.row}"
+        if self.column is not None:
+            where += f", column {self.column}"
+        return f"{where}: {self.message}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return repr(int(value)) if abs(value) < 1e15 else repr(value)
+    if isinstance(value, pd.Timestamp):
+        return f"'{value.isoformat()}'"
+    return repr(value) if isinstance(value, str) else repr(value) if not hasattr(value, "item") else repr(value.item())
+
+
+@dataclass
+class ProblemGroup:
+    """Every occurrence of one kind of problem in one column of one file.
+
+    ``template`` holds ``{value}`` where each row's offending value goes. A group with no rows is a problem of the
+    file as a whole (a missing column or table).
+    """
+
+    table: str
+    file: str
+    column: str | None
+    kind: str
+    template: str
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    positions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    values: np.ndarray | None = None
+    chunk: int = 0  # which chunk of the table the positions refer to
+
+    @property
+    def table_level(self) -> bool:
+        return len(self.rows) == 0
+
+    def __len__(self) -> int:
+        return 1 if self.table_level else len(self.rows)
+
+    def problems(self, limit: int | None = None) -> Iterator[Problem]:
+        if self.table_level:
+            yield Problem(self.file, None, self.column, self.kind, self.template)
+            return
+        n = len(self.rows) if limit is None else min(limit, len(self.rows))
+        for i in range(n):
+            msg = self.template
+            if self.values is not None:
+                msg = msg.replace("{value}", _show(self.values[i]))
+            yield Problem(self.file, int(self.rows[i]), self.column, self.kind, msg)
+
+
+@dataclass
+class ValidationReport:
+    """All problems found, grouped; plus notes (checks that could not run, and why)."""
+
+    groups: list[ProblemGroup] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.groups
+
+    @property
+    def n_problems(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def add(self, group: ProblemGroup) -> None:
+        if group.table_level or len(group.rows):
+            self.groups.append(group)
+
+    def extend(self, other: ValidationReport) -> None:
+        self.groups.extend(other.groups)
+        self.notes.extend(n for n in other.notes if n not in self.notes)
+
+    def problems(self) -> Iterator[Problem]:
+        for g in self.groups:
+            yield from g.problems()
+
+    def has_table_level(self) -> bool:
+        return any(g.table_level for g in self.groups)
+
+    def format(self, limit: int = DEFAULT_LIMIT) -> list[str]:
+        """Lines to print: at most ``limit`` problems per (file, column, kind), then a count of the rest."""
+        lines: list[str] = []
+        merged: dict[tuple[str, str | None, str], list[ProblemGroup]] = {}
+        for g in self.groups:
+            merged.setdefault((g.file, g.column, g.kind), []).append(g)
+        for (file, column, kind), groups in merged.items():
+            shown = 0
+            total = sum(len(g) for g in groups)
+            for g in groups:
+                for p in g.problems(limit - shown):
+                    lines.append(str(p))
+                    shown += 1
+            if total > shown:
+                col = f", column {column}" if column else ""
+                lines.append(f"{file}{col}: ... and {total - shown} more '{kind}' problems")
+        return lines
+
+    def summary(self) -> str:
+        files = len({g.file for g in self.groups})
+        return f"{self.n_problems} problem(s) in {files} file(s)"
+
+    def rejects_frame(self) -> pd.DataFrame:
+        """Every row-level problem as a rejects table: file, row, column, kind, message."""
+        records = [
+            (p.file, p.row, p.column, p.kind, p.message)
+            for g in self.groups
+            if not g.table_level
+            for p in g.problems()
+        ]
+        return pd.DataFrame.from_records(records, columns=["file", "row", "column", "kind", "message"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chunks: a piece of one table (a whole CSV file, a Parquet file, one part of a partitioned table)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    """Rows of one table from one file. ``rows`` are the 1-based data row numbers of the frame's rows."""
+
+    table: str
+    label: str
+    frame: pd.DataFrame
+    rows: np.ndarray
+    from_text: bool = False  # values are strings to parse (CSV), not typed values (Parquet)
+    display: dict[str, str] = field(default_factory=dict)  # canonical column -> the source's name, for messages
+
+    @classmethod
+    def of(cls, table: str, label: str, frame: pd.DataFrame, from_text: bool = False) -> Chunk:
+        frame = frame.reset_index(drop=True)
+        return cls(table, label, frame, np.arange(1, len(frame) + 1, dtype=np.int64), from_text)
+
+    def name(self, column: str) -> str:
+        return self.display.get(column, column)
+
+
+def _columns_of(table: str, present: Iterable[str]) -> dict[str, str]:
+    """Logical types of the table's columns: its spec, plus its optional columns that are present."""
+    cols = dict(ALL_TABLES[table].columns)
+    present = set(present)
+    for name, ltype in OPTIONAL_COLUMNS.get(table, {}).items():
+        if name in present:
+            cols[name] = ltype
+    return cols
+
+
+def _is_null(s: pd.Series) -> np.ndarray:
+    null = s.isna().to_numpy()
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        as_str = s.astype("str")
+        blank = (as_str.str.strip() == "").fillna(False).to_numpy(dtype=bool)
+        null = null | blank
+    return np.asarray(null, dtype=bool)
+
+
+def _first_valid(s: pd.Series) -> Any:
+    idx = s.first_valid_index()
+    return None if idx is None else s.loc[idx]
+
+
+def _parse_datetime(s: pd.Series) -> pd.Series:
+    """ISO 8601 strings (or typed values) -> naive datetime64; tz-aware values are converted to UTC."""
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        out = s
+    else:
+        text = s.astype("str").str.strip() if not _holds_dates(s) else s
+        try:
+            out = pd.to_datetime(text, format="ISO8601", errors="coerce")
+        except ValueError:  # mixed offsets
+            out = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    if getattr(out.dtype, "tz", None) is not None:
+        out = out.dt.tz_convert("UTC").dt.tz_localize(None)
+    return out
+
+
+def _holds_dates(s: pd.Series) -> bool:
+    return isinstance(_first_valid(s), dt.date | pd.Timestamp)
+
+
+def _parse_list(value: Any) -> list[Any] | None:
+    """A list cell: a list/array (Parquet), a JSON array or a ``|``-separated string (CSV); '' is an empty list."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, list | tuple | np.ndarray):
+        return list(value)
+    text = str(value).strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        return parsed if isinstance(parsed, list) else None
+    return [part.strip() for part in text.split("|")]
+
+
+def _coerce(s: pd.Series, ltype: str) -> tuple[pd.Series, np.ndarray]:
+    """Parse a column into its logical type; returns (typed values, mask of malformed non-null cells)."""
+    null = _is_null(s)
+    if ltype == "str":
+        typed = s.astype("str")
+        typed = typed.where(~null, None) if null.any() else typed
+        return typed, np.zeros(len(s), dtype=bool)
+    if ltype in ("int", "float"):
+        if pd.api.types.is_bool_dtype(s.dtype):
+            num = pd.Series(np.full(len(s), np.nan), index=s.index)
+        else:
+            src = s.astype("str").str.strip() if not pd.api.types.is_numeric_dtype(s.dtype) else s
+            num = pd.to_numeric(src, errors="coerce").astype("float64")
+        bad = ~null & num.isna().to_numpy()
+        finite = np.isfinite(num.to_numpy(dtype="float64", na_value=np.nan))
+        bad |= ~null & ~finite & ~num.isna().to_numpy()
+        if ltype == "int":
+            with np.errstate(invalid="ignore"):
+                frac = num.to_numpy(dtype="float64", na_value=np.nan) % 1 != 0
+            bad |= ~null & frac & ~num.isna().to_numpy()
+        return num.where(~bad), bad
+    if ltype == "bool":
+        if pd.api.types.is_bool_dtype(s.dtype):
+            return s.astype("boolean"), np.zeros(len(s), dtype=bool)
+        low = s.astype("str").str.strip().str.lower()
+        is_true = low.isin(_TRUE).to_numpy(dtype=bool)
+        is_false = low.isin(_FALSE).to_numpy(dtype=bool)
+        bad = ~null & ~is_true & ~is_false
+        typed = pd.Series(pd.array(np.where(is_true, True, False), dtype="boolean"), index=s.index)
+        typed[~(is_true | is_false)] = pd.NA
+        return typed, bad
+    if ltype in ("date", "datetime"):
+        typed = _parse_datetime(s)
+        bad = ~null & typed.isna().to_numpy()
+        if ltype == "date" and not bad.all():
+            has_time = (typed.notna() & (typed != typed.dt.normalize())).to_numpy(dtype=bool)
+            bad |= has_time
+            typed = typed.where(~has_time)
+        return typed, bad
+    if ltype.startswith("list["):
+        parsed = s.map(_parse_list) if len(s) else s
+        bad = parsed.isna().to_numpy() & ~null
+        if ltype == "list[int]" and len(s):
+
+            def to_ints(items: list[Any] | None) -> list[int] | None:
+                if items is None:
+                    return None
+                try:
+                    out = [int(str(i).strip()) for i in items]
+                except ValueError:
+                    return None
+                return out
+
+            ints = parsed.map(to_ints)
+            bad |= ints.isna().to_numpy() & ~parsed.isna().to_numpy()
+            parsed = ints
+        return parsed, bad
+    raise ValueError(f"unknown logical type {ltype!r}")
+
+
+_TYPE_WORDS = {
+    "int": "not an integer",
+    "float": "not a number",
+    "bool": "not a boolean (true/false)",
+    "date": "malformed date (expected YYYY-MM-DD)",
+    "datetime": "malformed datetime (expected ISO 8601, e.g. 2024-03-01T08:30:00)",
+    "list[str]": "malformed list (expected a|b|c or a JSON array)",
+    "list[int]": "malformed list of integers (expected 1|2|3 or a JSON array)",
+}
+
+
+def _native(s: pd.Series, ltype: str) -> bool:
+    """Whether a typed (Parquet) column already holds its logical type, so it is kept exactly as it is."""
+    if ltype == "str":
+        return s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
+    if ltype == "int":
+        return pd.api.types.is_integer_dtype(s.dtype)
+    if ltype == "float":
+        return pd.api.types.is_float_dtype(s.dtype)
+    if ltype == "bool":
+        return pd.api.types.is_bool_dtype(s.dtype)
+    if ltype in ("date", "datetime"):
+        return pd.api.types.is_datetime64_any_dtype(s.dtype) or (s.dtype == object and _holds_dates(s))
+    return s.dtype == object and (len(s) == 0 or isinstance(_first_valid(s), list | tuple | np.ndarray))
+
+
+@dataclass
+class Typed:
+    """A chunk after type checks: ``checked`` holds parsed values for the value checks, ``output`` what to write."""
+
+    chunk: Chunk
+    checked: pd.DataFrame
+    output: pd.DataFrame
+    missing_columns: set[str]
+    bad: np.ndarray  # rows with any row-level problem so far
+
+
+def coerce_chunk(chunk: Chunk, rules: Rules, report: ValidationReport, index: int = 0) -> Typed:
+    """Check presence, nulls and types of every column of a chunk; record problems in ``report``."""
+    cols = _columns_of(chunk.table, chunk.frame.columns)
+    nullable = rules.nullable(chunk.table)
+    frame = chunk.frame
+    n = len(frame)
+    checked: dict[str, pd.Series] = {}
+    output: dict[str, pd.Series] = {}
+    missing: set[str] = set()
+    bad = np.zeros(n, dtype=bool)
+    for col, ltype in cols.items():
+        if col not in frame.columns:
+            missing.add(col)
+            report.add(
+                ProblemGroup(
+                    chunk.table, chunk.label, chunk.name(col), MISSING_COLUMN,
+                    f"missing column '{chunk.name(col)}' (the file needs: "
+                    f"{', '.join(chunk.name(c) for c in cols)})",
+                )
+            )
+            empty = pd.Series([None] * n, index=frame.index, dtype=object)
+            checked[col] = output[col] = empty
+            continue
+        s = frame[col]
+        null = _is_null(s)
+        if col not in nullable and null.any():
+            report.add(_group(chunk, col, MISSING_VALUE, "missing value (the column is required)", null, index))
+            bad |= null
+        typed, malformed = _coerce(s, ltype)
+        if malformed.any():
+            report.add(_group(chunk, col, MALFORMED, f"{_TYPE_WORDS[ltype]}: {{value}}", malformed, index, s))
+            bad |= malformed
+        checked[col] = typed
+        output[col] = s if (not chunk.from_text and _native(s, ltype)) else typed
+    return Typed(chunk, pd.DataFrame(checked, index=frame.index), pd.DataFrame(output, index=frame.index),
+                 missing, bad)
+
+
+def _group(
+    chunk: Chunk,
+    column: str | None,
+    kind: str,
+    template: str,
+    mask: np.ndarray,
+    index: int,
+    values: pd.Series | np.ndarray | None = None,
+) -> ProblemGroup:
+    pos = np.flatnonzero(mask)
+    vals = None
+    if values is not None:
+        arr = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else np.asarray(values, dtype=object)
+        vals = arr[pos]
+    shown = chunk.name(column) if column is not None else None
+    return ProblemGroup(chunk.table, chunk.label, shown, kind, template, chunk.rows[pos], pos, vals, index)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Value checks: codes, ranges, consistency
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_values(typed: Typed, rules: Rules, report: ValidationReport, index: int = 0) -> None:
+    """Known codes, ranges and within-row consistency of one typed chunk."""
+    chunk, df, table = typed.chunk, typed.checked, typed.chunk.table
+    ltypes = _columns_of(table, df.columns)
+    usable = [c for c in df.columns if c not in typed.missing_columns]
+
+    def add(column: str, kind: str, template: str, mask: np.ndarray, values: Any = None) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            report.add(_group(chunk, column, kind, template, mask, index, values))
+            typed.bad |= mask
+
+    for col, (allowed, what) in rules.codes(table).items():
+        if col not in usable:
+            continue
+        if allowed is None:
+            note = f"{what} codes not checked: no route network given"
+            if note not in report.notes:
+                report.notes.append(note)
+            continue
+        if ltypes[col].startswith("list["):
+            cells = df[col]
+            lengths = cells.map(lambda v: len(v) if isinstance(v, list) else 0).to_numpy()
+            if lengths.sum() == 0:
+                continue
+            flat = cells.map(lambda v: v if isinstance(v, list) else []).explode()
+            flat = flat[np.repeat(lengths > 0, np.maximum(lengths, 1))]
+            flat_str = flat.astype("str")
+            unknown = ~flat_str.isin(allowed)
+            if unknown.any():
+                first_bad = flat_str[unknown].groupby(level=0).first()
+                mask = np.zeros(len(df), dtype=bool)
+                pos = df.index.get_indexer(first_bad.index)
+                mask[pos] = True
+                vals = np.empty(len(df), dtype=object)
+                vals[pos] = first_bad.to_numpy(dtype=object)
+                add(col, UNKNOWN_CODE, f"unknown {what} {{value}} in list{_allowed_hint(allowed, what)}", mask, vals)
+            continue
+        s = df[col]
+        present = ~_is_null(s)
+        unknown = present & ~s.astype("str").isin(allowed).to_numpy(dtype=bool)
+        add(col, UNKNOWN_CODE, f"unknown {what} {{value}}{_allowed_hint(allowed, what)}", unknown, s)
+
+    for col in NON_NEGATIVE.get(table, ()):
+        if col in usable:
+            v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            with np.errstate(invalid="ignore"):
+                add(col, OUT_OF_RANGE, "negative value {value} (must be >= 0)", v < 0, df[col])
+
+    for col, ltype in ltypes.items():
+        if ltype in ("date", "datetime") and col in usable:
+            ts = df[col]
+            too_old = (ts < EARLIEST_DATE).to_numpy(dtype=bool, na_value=False)
+            too_new = (ts > rules.latest_date).to_numpy(dtype=bool, na_value=False)
+            add(col, OUT_OF_RANGE, f"{ltype} {{value}} is before {EARLIEST_DATE.date()}", too_old, ts)
+            add(col, OUT_OF_RANGE, f"{ltype} {{value}} is in the far future (after "
+                f"{rules.latest_date.date()})", too_new, ts)
+
+    _check_consistency(table, df, usable, rules, add)
+
+
+def _allowed_hint(allowed: frozenset[str], what: str) -> str:
+    if what == "airport":
+        return " (not an airport of the route network)"
+    if len(allowed) <= 25:
+        return f" (allowed: {', '.join(sorted(allowed))})"
+    return ""
+
+
+def _check_consistency(
+    table: str, df: pd.DataFrame, usable: list[str], rules: Rules, add: Callable[..., None]
+) -> None:
+    def both(*cols: str) -> bool:
+        return all(c in usable for c in cols)
+
+    if table == "members" and Col.BIRTH_YEAR in usable:
+        y = pd.to_numeric(df[Col.BIRTH_YEAR], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            add(Col.BIRTH_YEAR, OUT_OF_RANGE, f"birth year {{value}} outside 1900..{rules.now.year}",
+                (y < 1900) | (y > rules.now.year), df[Col.BIRTH_YEAR])
+    if table == "flights":
+        if both(Col.ORIGIN, Col.DESTINATION):
+            same = (df[Col.ORIGIN].astype("str") == df[Col.DESTINATION].astype("str")).to_numpy(dtype=bool)
+            add(Col.DESTINATION, INCONSISTENT, "destination {value} is the same as the origin", same,
+                df[Col.DESTINATION])
+        if both(Col.FARE_CLASS, Col.CABIN):
+            expected = df[Col.FARE_CLASS].astype("str").map({k: str(v) for k, v in FARE_CLASS_CABIN.items()})
+            wrong = (expected.notna() & (expected != df[Col.CABIN].astype("str"))).to_numpy(dtype=bool)
+            shown = df[Col.FARE_CLASS].astype("str") + " belongs to cabin " + expected.fillna("")
+            shown = shown + ", not " + df[Col.CABIN].astype("str")
+            add(Col.FARE_CLASS, INCONSISTENT, "fare class {value}", wrong, shown)
+    if table in ("offers", "ancillaries") and both(Col.CATEGORY) and (table == "ancillaries" or both(Col.FAMILY)):
+        if table == "offers":
+            fam_of = {str(k): str(v) for k, v in CATEGORY_FAMILY.items()}
+            if rules.allow_generic_offers:
+                fam_of[GENERIC_CATEGORY] = GENERIC_FAMILY
+            expected = df[Col.CATEGORY].astype("str").map(fam_of)
+            wrong = (expected.notna() & (expected != df[Col.FAMILY].astype("str"))).to_numpy(dtype=bool)
+            shown = ("category " + df[Col.CATEGORY].astype("str") + " belongs to family " + expected.fillna("")
+                     + ", not " + df[Col.FAMILY].astype("str"))
+            add(Col.FAMILY, INCONSISTENT, "{value}", wrong, shown.map(lambda x: _Raw(x)))
+    if table == "offers" and both(Col.VALID_FROM, Col.VALID_TO):
+        wrong = (df[Col.VALID_TO] < df[Col.VALID_FROM]).to_numpy(dtype=bool, na_value=False)
+        add(Col.VALID_TO, INCONSISTENT, "valid_to {value} is before valid_from", wrong, df[Col.VALID_TO])
+    if table == "member_aggregates" and both(Col.FFP_DATE, Col.LOAD_TIME):
+        wrong = (df[Col.FFP_DATE] > df[Col.LOAD_TIME]).to_numpy(dtype=bool, na_value=False)
+        add(Col.FFP_DATE, INCONSISTENT, "enrolment date {value} is after load_time", wrong, df[Col.FFP_DATE])
+
+
+class _Raw(str):
+    """A value shown as it is (not quoted) in a message."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keys and references across chunks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyIndex:
+    """The key values of one table across its chunks, to find duplicates and to resolve references."""
+
+    table: str
+    values: list[pd.Series] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    chunk_ids: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the key column's name in each chunk's source
+
+    def add(self, chunk: Chunk, values: pd.Series, chunk_id: int) -> None:
+        key = ALL_TABLES[self.table].key
+        self.names.append(chunk.name(key) if key is not None else "")
+        self.values.append(values.astype("str").reset_index(drop=True))
+        self.labels.append(chunk.label)
+        self.rows.append(chunk.rows)
+        self.chunk_ids.append(chunk_id)
+
+    def ids(self) -> pd.Index:
+        if not self.values:
+            return pd.Index([], dtype="str")
+        return pd.Index(pd.concat(self.values, ignore_index=True)).unique()
+
+    def check_duplicates(self, report: ValidationReport, exclude: dict[int, np.ndarray] | None = None) -> None:
+        """Every occurrence of a key after its first is a problem naming where the first one is."""
+        key = ALL_TABLES[self.table].key
+        if not self.values or key is None:
+            return
+        allv = pd.concat(self.values, ignore_index=True)
+        sizes = [len(v) for v in self.values]
+        which = np.repeat(np.arange(len(sizes)), sizes)
+        local = np.concatenate([np.arange(s) for s in sizes]) if sizes else np.empty(0, dtype=np.int64)
+        keep = np.ones(len(allv), dtype=bool)
+        if exclude:
+            for j, cid in enumerate(self.chunk_ids):
+                if cid in exclude and len(exclude[cid]):
+                    keep[np.flatnonzero(which == j)[exclude[cid]]] = False
+        null = _is_null(allv)
+        considered = keep & ~null
+        dup = np.zeros(len(allv), dtype=bool)
+        dup[considered] = allv[considered].duplicated(keep="first").to_numpy()
+        if not dup.any():
+            return
+        first_pos = pd.Series(np.flatnonzero(considered), index=allv[considered].to_numpy())
+        first_pos = first_pos[~first_pos.index.duplicated(keep="first")]
+        for j in np.unique(which[dup]):
+            sel = dup & (which == j)
+            pos_local = local[sel]
+            vals = allv[sel].to_numpy(dtype=object)
+            firsts = first_pos.loc[vals].to_numpy()
+            where = [f"{self.labels[which[f]]} row {self.rows[which[f]][local[f]]}" for f in firsts]
+            shown = np.array([_Raw(f"{v!r} (first at {w})") for v, w in zip(vals, where, strict=True)],
+                             dtype=object)
+            name = self.names[j]
+            report.add(ProblemGroup(self.table, self.labels[j], name, DUPLICATE_ID, f"duplicated {name} {{value}}",
+                                    self.rows[j][pos_local], pos_local, shown, self.chunk_ids[j]))
+
+
+def check_references(
+    typed: Typed, targets: dict[str, pd.Index], report: ValidationReport, index: int = 0,
+    rows_mask: np.ndarray | None = None,
+) -> None:
+    """Rows whose member/offer/flight id is not in the referenced table."""
+    chunk, df = typed.chunk, typed.checked
+    for (table, col), (target, what) in REFERENCES.items():
+        if table != chunk.table or col in typed.missing_columns or col not in df.columns:
+            continue
+        ids = targets.get(target)
+        if ids is None:
+            continue
+        if (table, col) in REFERENCES_IF_TARGET_NONEMPTY and len(ids) == 0:
+            continue
+        s = df[col]
+        present = ~_is_null(s)
+        unknown = present & ~s.astype("str").isin(ids).to_numpy(dtype=bool)
+        if rows_mask is not None:
+            unknown &= rows_mask
+        if unknown.any():
+            key = ALL_TABLES[target].key
+            report.add(_group(chunk, col, UNKNOWN_REFERENCE, f"unknown {what} {{value}} (no such {key} in {target})",
+                              unknown, index, s))
+            typed.bad |= unknown
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole sets of tables (import) and whole datasets (validate)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckedTables:
+    """The result of :func:`check_tables`: typed chunks per table and the report."""
+
+    typed: dict[str, list[Typed]]
+    report: ValidationReport
+
+    def rejected_positions(self) -> dict[tuple[str, int], np.ndarray]:
+        return {
+            (t, i): np.flatnonzero(tc.bad) for t, tcs in self.typed.items() for i, tc in enumerate(tcs)
+        }
+
+
+def check_tables(chunks: dict[str, list[Chunk]], rules: Rules, cascade: bool = False) -> CheckedTables:
+    """Check in-memory tables (an import): types, values, duplicate ids and references between them.
+
+    With ``cascade`` (``--skip-invalid``), rows rejected for their own problems are treated as absent when
+    references are resolved, so a flight of a rejected member is rejected too (naming the unknown member).
+    """
+    report = ValidationReport()
+    typed: dict[str, list[Typed]] = {}
+    for table in _ordered(chunks):
+        typed[table] = []
+        for i, chunk in enumerate(chunks[table]):
+            tc = coerce_chunk(chunk, rules, report, i)
+            check_values(tc, rules, report, i)
+            typed[table].append(tc)
+    for table in _ordered(typed):
+        key = ALL_TABLES[table].key
+        index = KeyIndex(table)
+        for i, tc in enumerate(typed[table]):
+            if key is not None and key not in tc.missing_columns:
+                index.add(tc.chunk, tc.checked[key], i)
+        dup_report = ValidationReport()
+        index.check_duplicates(dup_report)
+        for g in dup_report.groups:
+            typed[table][g.chunk].bad[g.positions] = True
+        report.extend(dup_report)
+    # References, in dependency order so that rejections cascade.
+    targets: dict[str, pd.Index] = {}
+    for table in _ordered(typed):
+        for i, tc in enumerate(typed[table]):
+            check_references(tc, targets, report, i)
+        key = ALL_TABLES[table].key
+        if key is not None:
+            kept = [
+                tc.checked[key][~tc.bad] if cascade else tc.checked[key]
+                for tc in typed[table]
+                if key not in tc.missing_columns
+            ]
+            targets[table] = pd.Index(pd.concat(kept).astype("str")).unique() if kept else pd.Index([])
+    return CheckedTables(typed, report)
+
+
+def _ordered(tables: Iterable[str]) -> list[str]:
+    present = set(tables)
+    return [t for t in TABLE_ORDER if t in present] + sorted(present - set(TABLE_ORDER))
+
+
+def dataset_airports(root: Path | str) -> frozenset[str] | None:
+    """The airports a dataset was built on: its ``network/airports.parquet`` if any, else the shipped network."""
+    path = Path(root) / NETWORK_DIR / "airports.parquet"
+    if path.is_file():
+        try:
+            frame = pd.read_parquet(path)
+            col = "iata" if "iata" in frame.columns else frame.columns[0]
+            return frozenset(frame[col].astype("str"))
+        except Exception:  # unreadable: fall back to the shipped network
+            pass
+    return default_airports()
+
+
+def default_airports() -> frozenset[str] | None:
+    """IATA codes of the route network shipped with the project (``recsys.data.network``), or None."""
+    try:
+        from recsys.data.network import load_network
+    except ImportError:
+        return None
+    try:
+        return frozenset(load_network().airports["iata"].astype("str"))
+    except (OSError, KeyError):
+        return None
+
+
+def validate_dataset(
+    root: Path | str, airports: Collection[str] | None = None, now: pd.Timestamp | None = None
+) -> ValidationReport:
+    """Validate every table of a dataset directory, streaming partitioned tables part by part.
+
+    ``airports``: the known airport codes; by default the dataset's own network table, else the shipped one.
+    The manifest's ``import_format`` decides which columns an imported dataset may leave null.
+    """
+    root = Path(root)
+    report = ValidationReport()
+    if not root.is_dir():
+        report.add(ProblemGroup("", str(root), None, MISSING_TABLE, "not a directory"))
+        return report
+    manifest: dict[str, Any] = {}
+    try:
+        manifest = read_manifest(root)
+    except Exception as exc:  # missing or malformed manifest: still check the tables
+        report.add(ProblemGroup("", MANIFEST, None, UNREADABLE, f"not a readable dataset manifest ({exc})"))
+    airport_set = frozenset(airports) if airports is not None else dataset_airports(root)
+    rules = Rules.for_format(manifest.get("import_format"), airport_set, now)
+    targets: dict[str, pd.Index] = {}
+    for table in TABLE_ORDER:
+        spec = ALL_TABLES[table]
+        path = table_path(root, spec)
+        if not path.exists():
+            if table in TABLES:
+                report.add(ProblemGroup(table, path.name, None, MISSING_TABLE,
+                                        f"missing table '{table}' (expected {path.relative_to(root)})"))
+            elif table in OPTIONAL_TABLES:
+                continue
+            continue
+        files = sorted(path.glob("part-*.parquet")) if spec.partitioned else [path]
+        keys = KeyIndex(table)
+        for i, file in enumerate(files):
+            label = file.relative_to(root).as_posix()
+            try:
+                frame = pd.read_parquet(file)
+            except Exception as exc:
+                report.add(ProblemGroup(table, label, None, UNREADABLE, f"cannot read Parquet file: {exc}"))
+                continue
+            chunk = Chunk.of(table, label, frame)
+            tc = coerce_chunk(chunk, rules, report, i)
+            check_values(tc, rules, report, i)
+            check_references(tc, targets, report, i)
+            if spec.key is not None and spec.key not in tc.missing_columns:
+                keys.add(chunk, tc.checked[spec.key], i)
+            del tc, chunk, frame
+        keys.check_duplicates(report)
+        if spec.key is not None:
+            targets[table] = keys.ids()
+    return report
