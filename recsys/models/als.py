@@ -1,0 +1,55 @@
+"""implicit's alternating least squares (CPU), wrapped: an adapter, never a fork."""
+
+from __future__ import annotations
+
+import numpy as np
+from implicit.cpu.als import AlternatingLeastSquares
+from pydantic import Field
+from threadpoolctl import threadpool_limits
+
+from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, deep_copied
+
+
+class ALSConfig(ModelConfig):
+    """Parameters of :class:`implicit.cpu.als.AlternatingLeastSquares` (confidence = ``alpha`` × weight)."""
+
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(2.0, gt=0)
+    iterations: int = Field(15, ge=1)
+    num_threads: int = Field(0, ge=0, description="0 = all cores; ALS is deterministic for any count")
+
+
+class ALSRecommender(Recommender):
+    """Implicit-feedback matrix factorisation (Hu, Koren, Volinsky 2008) over the weighted member × item matrix."""
+
+    kind = "als"
+    Config = ALSConfig
+    config: ALSConfig
+
+    def _estimator(self) -> AlternatingLeastSquares:
+        c = self.config
+        return AlternatingLeastSquares(
+            factors=c.factors,
+            regularization=c.regularization,
+            alpha=c.alpha,
+            iterations=c.iterations,
+            num_threads=c.num_threads,
+            random_state=c.random_state,
+            calculate_training_loss=False,
+        )
+
+    def _fit(self, data: RecDataset) -> Vectors:
+        with threadpool_limits(limits=1, user_api="blas"):  # implicit checks BLAS threads when built
+            template = self._estimator()
+        return factor_vectors(template, data)
+
+
+def factor_vectors(template: object, data: RecDataset) -> Vectors:
+    """Fit a deep copy of an implicit estimator and take its factors as the model's vectors."""
+    est = deep_copied(template)
+    with threadpool_limits(limits=1, user_api="blas"):  # implicit runs its own threads
+        est.fit(data.user_items, show_progress=False)  # type: ignore[attr-defined]
+    user = np.asarray(est.user_factors, dtype=np.float32)  # type: ignore[attr-defined]
+    item = np.asarray(est.item_factors, dtype=np.float32)  # type: ignore[attr-defined]
+    return Vectors(user=user, item=item, group=np.zeros((0, user.shape[1]), dtype=np.float32))

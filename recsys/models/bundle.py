@@ -1,0 +1,609 @@
+"""The served artefact: a trained model with everything needed to use it — the one object MLflow wraps and the
+service loads.
+
+A :class:`ModelBundle` holds the model (any kind, behind :class:`~recsys.models.base.Recommender`), the member and
+item id maps, the offer catalogue it was trained with, the faiss indexes over offer and destination vectors, the
+members' purchases (to exclude them) and the acceptance-probability calibration. ``save`` writes a directory::
+
+    bundle.json        kind, flattened params, configuration, cut-off, calibration, training statistics
+    model/             the model: model.json + state.npz (vectors, id maps, member groups and features)
+    offers.parquet     the offer catalogue
+    purchased.npz      member × item purchases before the cut-off (``exclude_purchased``)
+    index/             offers.faiss, destinations.faiss (+ ids and vectors)
+
+Per-request methods (:meth:`score`, :meth:`acceptance_probability`, :meth:`retrieve`) use dict lookups and one
+small matrix-vector product — no pandas.
+
+Cold-start policy (see :mod:`recsys.models.base`): a member without training history is scored by the content
+model from ``member_features`` (LightFM, hybrid), else by the popularity of their group (segment or tier, from
+``member_features`` or the training data), else by global popularity — never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.data.layout import atomic_file, has_table, iter_table, read_table
+from recsys.ids import IdMap
+from recsys.interactions import (
+    DEST_PREFIX,
+    OFFER_PREFIX,
+    InteractionConfig,
+    InteractionMatrix,
+    build_interactions,
+    to_utc_naive,
+)
+from recsys.models.base import RecDataset, Recommender
+from recsys.models.features import (
+    MEMBER_FEATURE_KEYS,
+    build_item_features,
+    build_member_features,
+    member_feature_names,
+    member_feature_table,
+)
+from recsys.models.registry import MODEL_KINDS, config_class, model_class
+from recsys.retrieval.index import IndexConfig, ItemIndex, recall_at_k
+from recsys.schema import INTERACTIONS, MEMBERS, OFFERS, Col, EventType
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+BUNDLE_FILE = "bundle.json"
+MODEL_DIR = "model"
+OFFERS_FILE = "offers.parquet"
+PURCHASED_FILE = "purchased.npz"
+INDEX_DIR = "index"
+OFFERS_INDEX = "offers"
+DESTINATIONS_INDEX = "destinations"
+SCORE = "score"
+RANK = "rank"
+
+
+class BundleError(ValueError):
+    """The data cannot make a model (empty dataset, no interactions...) or a saved bundle is unusable."""
+
+
+class CalibrationConfig(BaseModel):
+    """How model scores become P(accept | impression), learned on the training period's impressions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["isotonic", "platt"] = "isotonic"
+    window_days: float = Field(7.0, gt=0, description="a purchase this soon after an impression accepts it")
+    max_impressions: int = Field(300_000, ge=100)
+    min_impressions: int = Field(50, ge=1, description="below this, a constant base rate")
+
+
+class BundleConfig(BaseModel):
+    """Everything :meth:`ModelBundle.train` can be told (strict: unknown keys are an error).
+
+    ``model`` holds the kind's own parameters (validated by its config class); ``groups`` chooses the member
+    groups of popularity and of the cold-start policy.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: dict[str, Any] = Field(default_factory=dict)
+    interactions: InteractionConfig = InteractionConfig()
+    groups: Literal["segment", "tier", "none"] = "segment"
+    retrieval: IndexConfig = IndexConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    recall_queries: int = Field(500, ge=1, description="members sampled to measure the index's recall@k")
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Monotone map score → probability: piecewise linear (isotonic) or logistic (Platt), clipped to [0, 1]."""
+
+    kind: str  # "isotonic" | "platt" | "constant"
+    x: np.ndarray
+    y: np.ndarray
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if self.kind == "constant":
+            out = np.full(s.shape, float(self.y[0]))
+        elif self.kind == "platt":
+            out = 1.0 / (1.0 + np.exp(-(self.x[0] * s + self.x[1])))
+        else:
+            out = np.interp(s, self.x, self.y)
+        out = np.where(np.isfinite(s), out, 0.0)
+        return np.clip(out, 0.0, 1.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "x": self.x.tolist(), "y": self.y.tolist()}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Calibrator:
+        return cls(obj["kind"], np.asarray(obj["x"], dtype=np.float64), np.asarray(obj["y"], dtype=np.float64))
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, cfg: CalibrationConfig) -> Calibrator:
+        n = len(scores)
+        positives = int(np.sum(labels))
+        base = (positives + 1.0) / (n + 2.0)  # Laplace: never exactly 0 or 1 from few examples
+        if n < cfg.min_impressions or positives == 0 or positives == n:
+            return cls("constant", np.zeros(1), np.asarray([base]))
+        if cfg.method == "platt":
+            from sklearn.linear_model import LogisticRegression
+
+            lr = LogisticRegression(C=1e4).fit(scores[:, None], labels)
+            return cls("platt", np.asarray([lr.coef_[0, 0], lr.intercept_[0]]), np.zeros(0))
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(scores, labels)
+        return cls("isotonic", np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
+
+
+class ModelBundle:
+    """A trained model, its id maps, offer catalogue, faiss indexes and calibration. See the module docstring."""
+
+    def __init__(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        offers: pd.DataFrame,
+        model: Recommender,
+        purchased: sp.csr_matrix,
+        offers_index: ItemIndex,
+        destinations_index: ItemIndex,
+        calibration: dict[str, Calibrator],
+        info: dict[str, Any],
+    ) -> None:
+        assert model.member_ids is not None and model.item_ids is not None
+        self.kind = kind
+        self.params = params
+        self.offers = offers
+        self.model = model
+        self.member_ids: IdMap = model.member_ids
+        self.item_ids: IdMap = model.item_ids
+        self.purchased = purchased
+        self.offers_index = offers_index
+        self.destinations_index = destinations_index
+        self.calibration = calibration
+        self.info = info
+        self.groups_key: str | None = info.get("groups")
+        item_ext = self.item_ids.external_ids
+        is_offer = np.asarray([str(i).startswith(OFFER_PREFIX) for i in item_ext])
+        self._offer_items = np.flatnonzero(is_offer)
+        self._offer_pos: dict[str, int] = {str(item_ext[i])[len(OFFER_PREFIX) :]: int(i) for i in self._offer_items}
+        self._vectors = model._check_fitted()
+        assert model.has_history_ is not None
+        self._has_history = model.has_history_
+        model.member_index("")  # build the member lookup now, not on the first request
+
+    # ------------------------------------------------------------------------------------------- training
+    @classmethod
+    def train(
+        cls,
+        dataset_dir: Path,
+        kind: str,
+        config: dict[str, Any] | None = None,
+        before: datetime | None = None,
+        seed: int = 42,
+        progress: bool = False,
+    ) -> ModelBundle:
+        """Train a ``kind`` model on ``dataset_dir`` (only history before ``before`` when given).
+
+        ``config`` follows :class:`BundleConfig` (``{"model": {...}, "interactions": {...}, "groups": ...}``);
+        ``seed`` sets every random state. Raises :class:`BundleError` on data that cannot make a model.
+        """
+        if kind not in MODEL_KINDS:
+            raise BundleError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+        cfg = BundleConfig.model_validate(config or {})
+        model_cfg = config_class(kind).model_validate({**cfg.model, "random_state": seed})
+        root = Path(dataset_dir)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        offers = read_table(root, OFFERS.name)
+        if offers.empty:
+            raise BundleError(f"{root}: the offer catalogue is empty")
+        members = read_table(root, MEMBERS.name, [Col.MEMBER_ID, Col.TIER, Col.HOME_AIRPORT])
+        if members.empty:
+            raise BundleError(f"{root}: there are no members")
+        inter = build_interactions(root, cfg.interactions, before, progress=progress)
+        if inter.matrix.nnz == 0:
+            when = f" before {before}" if before is not None else ""
+            raise BundleError(f"{root}: no interactions{when}; nothing to learn from")
+        timings["matrix_seconds"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        segments, groups_used = _member_segments(root, before, cfg.groups)
+        table = member_feature_table(members, inter, segments)
+        group_labels = (
+            table["segment"] if groups_used == "segment" else table["tier"] if groups_used == "tier" else None
+        )
+        group_codes, group_names = _group_codes(group_labels, len(table))
+        model = model_class(kind)(model_cfg)
+        data = RecDataset(
+            user_items=inter.matrix,
+            member_ids=inter.member_ids,
+            item_ids=inter.item_ids,
+            member_groups=group_codes,
+            group_names=group_names,
+            member_features=build_member_features(table) if model.uses_features else None,
+            item_features=build_item_features(offers, inter.item_ids) if model.uses_features else None,
+        )
+        timings["features_seconds"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        model.fit(data)
+        timings["fit_seconds"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        offers_index, dest_index = _build_indexes(model, cfg.retrieval)
+        recall = _index_recall(model, offers_index, cfg.recall_queries, seed)
+        timings["index_seconds"] = time.perf_counter() - t3
+
+        t4 = time.perf_counter()
+        calibration, cal_stats = _calibrate(root, model, inter, before, cfg.calibration, seed)
+        timings["calibration_seconds"] = time.perf_counter() - t4
+
+        params = {
+            "kind": kind,
+            "seed": seed,
+            "before": before.isoformat() if before is not None else None,
+            "groups": groups_used,
+            **model.params(),
+            **cfg.interactions.flat(),
+            **{f"retrieval.{k}": v for k, v in cfg.retrieval.model_dump(mode="json").items()},
+            **{f"calibration.{k}": v for k, v in cfg.calibration.model_dump(mode="json").items()},
+        }
+        info = {
+            "format": BUNDLE_FORMAT,
+            "kind": kind,
+            "groups": None if groups_used == "none" else groups_used,
+            "config": cfg.model_dump(mode="json"),
+            "model_config": model_cfg.model_dump(mode="json"),
+            "before": before.isoformat() if before is not None else None,
+            "reference_time": inter.reference_time.isoformat(),
+            "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "stats": {
+                **inter.stats,
+                "members": len(inter.member_ids),
+                "members_with_history": int(inter.member_has_history().sum()),
+                "items": len(inter.item_ids),
+                "offers": int(len(offers)),
+                **cal_stats,
+            },
+            "index": {"offers": offers_index.kind, "destinations": dest_index.kind, **recall},
+            "timings": {**timings, "total_seconds": time.perf_counter() - t0},
+        }
+        log.info("trained %s bundle: %s", kind, info["timings"])
+        return cls(kind, params, offers, model, inter.purchased, offers_index, dest_index, calibration, info)
+
+    # -------------------------------------------------------------------------------------------- save/load
+    def save(self, path: Path | str) -> None:
+        """Write the bundle directory (see the module docstring). Overwrites files of an earlier save."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save(path / MODEL_DIR)
+        self.offers.to_parquet(path / OFFERS_FILE, index=False)
+        sp.save_npz(path / PURCHASED_FILE, self.purchased)
+        self.offers_index.save(path / INDEX_DIR, OFFERS_INDEX)
+        self.destinations_index.save(path / INDEX_DIR, DESTINATIONS_INDEX)
+        meta = {
+            **self.info,
+            "params": self.params,
+            "calibration": {k: c.to_json() for k, c in self.calibration.items()},
+        }
+        with atomic_file(path / BUNDLE_FILE) as fh:  # written last: its presence marks a complete bundle
+            fh.write(json.dumps(meta, indent=2, default=str))
+
+    @classmethod
+    def load(cls, path: Path | str) -> ModelBundle:
+        """Load a bundle saved by :meth:`save`; a missing or damaged part is a :class:`BundleError`."""
+        path = Path(path)
+        if not (path / BUNDLE_FILE).is_file():
+            raise BundleError(f"{path}: not a model bundle (no {BUNDLE_FILE})")
+        try:
+            meta = json.loads((path / BUNDLE_FILE).read_text())
+            if meta.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"{path}: bundle format {meta.get('format')} is not {BUNDLE_FORMAT}")
+            model = Recommender.load(path / MODEL_DIR)
+            offers = pd.read_parquet(path / OFFERS_FILE)
+            purchased = sp.csr_matrix(sp.load_npz(path / PURCHASED_FILE))
+            offers_index = ItemIndex.load(path / INDEX_DIR, OFFERS_INDEX)
+            dest_index = ItemIndex.load(path / INDEX_DIR, DESTINATIONS_INDEX)
+        except BundleError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{path}: cannot load the model bundle: {exc}") from exc
+        calibration = {k: Calibrator.from_json(v) for k, v in meta.pop("calibration").items()}
+        params = meta.pop("params")
+        return cls(meta["kind"], params, offers, model, purchased, offers_index, dest_index, calibration, meta)
+
+    # --------------------------------------------------------------------------------------- batch ranking
+    def recommend(
+        self,
+        member_ids: Sequence[str],
+        k: int = 10,
+        *,
+        offers_only: bool = True,
+        exclude_purchased: bool = False,
+    ) -> pd.DataFrame:
+        """Top-``k`` offers per member: columns member_id, offer_id, score, rank (1 = best), members in input order.
+
+        Unknown members get the cold-start policy, never an error. ``offers_only=False`` ranks every item (offer
+        ids, and tokens such as ``dest:CTU`` under their item id). ``exclude_purchased`` drops offers the member
+        bought before the training cut-off.
+        """
+        if isinstance(member_ids, str):
+            raise TypeError("member_ids must be a sequence of ids, not one string")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        ids = np.asarray([str(m) for m in member_ids], dtype=object)
+        if len(ids) == 0:
+            return pd.DataFrame({Col.MEMBER_ID: [], Col.OFFER_ID: [], SCORE: [], RANK: []})
+        user_items = None
+        if exclude_purchased:
+            rows = self.member_ids.to_index(ids, missing=-1)
+            user_items = self.purchased[np.maximum(rows, 0)]
+            user_items = sp.csr_matrix(user_items.multiply((rows >= 0)[:, None].astype(np.float32)))
+        items = self.item_ids.external_ids[self._offer_items] if offers_only else None
+        top_ids, top_scores = self.model.recommend(
+            ids,
+            user_items=user_items,
+            N=k,
+            filter_already_liked_items=exclude_purchased,
+            items=items,
+        )
+        n, kk = top_ids.shape
+        flat_ids = top_ids.ravel()
+        keep = np.asarray([i is not None for i in flat_ids])
+        out_ids = pd.Series(flat_ids[keep], dtype=object)
+        if offers_only:
+            out_ids = out_ids.str.slice(len(OFFER_PREFIX))
+        else:
+            out_ids = out_ids.where(~out_ids.str.startswith(OFFER_PREFIX), out_ids.str.slice(len(OFFER_PREFIX)))
+        return pd.DataFrame(
+            {
+                Col.MEMBER_ID: np.repeat(ids, kk)[keep],
+                Col.OFFER_ID: out_ids.to_numpy(dtype=object),
+                SCORE: top_scores.ravel()[keep].astype(np.float64),
+                RANK: np.tile(np.arange(1, kk + 1), n)[keep],
+            }
+        )
+
+    # ---------------------------------------------------------------------------------- per-request scoring
+    def is_known(self, member_id: str) -> bool:
+        """True when the member had history before the cut-off (learned, not cold-start, vector)."""
+        idx = self.model.member_index(member_id)
+        return idx is not None and bool(self._has_history[idx])
+
+    def member_embedding(self, member_id: str) -> np.ndarray | None:
+        """The member's learned vector (a copy), or None for a member without training history."""
+        idx = self.model.member_index(member_id)
+        if idx is None or not self._has_history[idx]:
+            return None
+        return np.array(self._vectors.user[idx])
+
+    def member_vector(self, member_id: str, member_features: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The vector the model scores a member with, applying the cold-start policy (never fails)."""
+        idx = self.model.member_index(member_id)
+        if idx is not None and self._has_history[idx]:
+            return self._vectors.user[idx]
+        if member_features:
+            cv = self.model.content_vector(member_feature_names(member_features))
+            if cv is not None:
+                return cv
+            group = member_features.get(self.groups_key) if self.groups_key else None
+            if group is not None and group in self.model.group_names:
+                return self._vectors.group[self.model.group_index(str(group))]
+        if idx is not None:
+            return self.model.user_vectors(np.asarray([idx]))[0]
+        return self._vectors.group[-1]
+
+    def _offer_index(self, offer_ids: Sequence[str]) -> np.ndarray:
+        pos = self._offer_pos
+        return np.fromiter((pos.get(o, -1) for o in offer_ids), dtype=np.int64, count=len(offer_ids))
+
+    def score(
+        self, member_id: str, offer_ids: Sequence[str], member_features: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
+        """Model score of each candidate offer for a member (higher = better); offers the bundle does not know
+        score ``-inf``. Unknown members: cold-start policy from ``member_features`` (keys
+        ``tier, segment, home_airport, cabin, meal``), else their group's or the global popularity."""
+        u = self.member_vector(member_id, member_features)
+        idx = self._offer_index(offer_ids)
+        out = np.full(len(idx), -np.inf, dtype=np.float64)
+        ok = idx >= 0
+        out[ok] = self._vectors.item[idx[ok]] @ u
+        return out
+
+    def acceptance_probability(
+        self, member_id: str, offer_ids: Sequence[str], member_features: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
+        """Calibrated P(accept | impression) per offer, in [0, 1] (0 for offers the bundle does not know).
+
+        The calibration was fitted on the training period's impressions — separately for learned members and
+        for the cold-start path, whose scores live on different scales.
+        """
+        scores = self.score(member_id, offer_ids, member_features)
+        cal = self.calibration["known" if self.is_known(member_id) else "cold"]
+        return cal(scores)
+
+    def retrieve(
+        self, member_id: str, k: int, member_features: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (offer_ids, scores) from the faiss offer index for the member's (or cold-start) vector."""
+        u = self.member_vector(member_id, member_features)
+        ids, scores = self.offers_index.search(u[None, :], k)
+        keep = np.asarray([i is not None for i in ids[0]], dtype=bool)
+        offer_ids = np.asarray([str(i)[len(OFFER_PREFIX) :] for i in ids[0][keep]], dtype=object)
+        return offer_ids, scores[0][keep]
+
+    def similar_destinations(
+        self, member_id: str, k: int = 5, member_features: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Destinations (IATA codes) whose vectors score highest for the member — for award-flight offers."""
+        u = self.member_vector(member_id, member_features)
+        ids, scores = self.destinations_index.search(u[None, :], k)
+        keep = np.asarray([i is not None for i in ids[0]], dtype=bool)
+        codes = np.asarray([str(i)[len(DEST_PREFIX) :] for i in ids[0][keep]], dtype=object)
+        return codes, scores[0][keep]
+
+    def destination_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(IATA codes, vectors) of every destination token — to find destinations similar to each other."""
+        ids = self.destinations_index.ids
+        codes = np.asarray([str(i)[len(DEST_PREFIX) :] for i in ids], dtype=object)
+        return codes, self.destinations_index.vectors
+
+    def item_embedding(self, item_id: str) -> np.ndarray | None:
+        """The vector of an item id (``offer:<id>``, ``dest:CTU``...), or None when unknown."""
+        idx = self.item_ids.index_of(item_id)
+        return None if idx is None else np.array(self._vectors.item[idx])
+
+    @property
+    def member_feature_keys(self) -> tuple[str, ...]:
+        """Keys of the ``member_features`` dict the content cold-start path reads."""
+        return MEMBER_FEATURE_KEYS
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _member_segments(root: Path, before: datetime | None, wanted: str) -> tuple[pd.Series | None, str]:
+    """Segment label per member id from ``recsys.features`` when available (and leak-free for ``before``);
+    otherwise the groups fall back to tier. Returns (segments or None, groups actually used)."""
+    if wanted != "segment":
+        return None, wanted
+    try:
+        import inspect
+
+        from recsys import features as feats
+
+        build = getattr(feats, "build_member_profiles", None)
+        if build is None:
+            raise ImportError("recsys.features.build_member_profiles is not available")
+        accepts_before = "before" in inspect.signature(build).parameters
+        if before is not None and not accepts_before:
+            log.warning("segments: build_member_profiles takes no cut-off; using tier to avoid leakage")
+            return None, "tier"
+        profiles = build(root, before=before) if accepts_before else build(root)
+        if "segment" not in profiles or Col.MEMBER_ID not in profiles:
+            raise ImportError("member profiles have no segment column")
+        return profiles.set_index(Col.MEMBER_ID)["segment"].astype(str), "segment"
+    except ImportError as exc:
+        log.warning("segments unavailable (%s); cold-start groups use tier", exc)
+        return None, "tier"
+
+
+def _group_codes(labels: pd.Series | None, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int64), ()
+    codes, names = pd.factorize(pd.Series(labels).reset_index(drop=True), sort=True)
+    return codes.astype(np.int64), tuple(str(x) for x in names)
+
+
+def _build_indexes(model: Recommender, cfg: IndexConfig) -> tuple[ItemIndex, ItemIndex]:
+    vec = model._check_fitted()
+    assert model.item_ids is not None
+    ids = model.item_ids.external_ids
+    starts = pd.Series(ids, dtype=object).str
+    offers = np.flatnonzero(starts.startswith(OFFER_PREFIX).to_numpy())
+    dests = np.flatnonzero(starts.startswith(DEST_PREFIX).to_numpy())
+    return (
+        ItemIndex.build(ids[offers], vec.item[offers], cfg),
+        ItemIndex.build(ids[dests], vec.item[dests], cfg),
+    )
+
+
+def _index_recall(model: Recommender, index: ItemIndex, n_queries: int, seed: int) -> dict[str, float]:
+    vec = model._check_fitted()
+    assert model.has_history_ is not None
+    known = np.flatnonzero(model.has_history_)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(known, size=min(n_queries, len(known)), replace=False)
+    queries = np.vstack([vec.user[pick], vec.group])
+    return {f"offers_recall_at_{k}": recall_at_k(index, queries, k) for k in (10,)}
+
+
+def _calibration_rows(
+    root: Path, inter: InteractionMatrix, before: datetime | None, cfg: CalibrationConfig, seed: int
+) -> pd.DataFrame:
+    """Training-period impressions (sampled) with label 1 when the member bought the offer within the window."""
+    if not has_table(root, INTERACTIONS.name):
+        return pd.DataFrame(columns=["row", "col", "label"])
+    cutoff = to_utc_naive(before) if before is not None else None
+    rng = np.random.default_rng(seed)
+    imps, purchases = [], []
+    cols = [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME]
+    for df in iter_table(root, INTERACTIONS.name, cols):
+        t = to_utc_naive(df[Col.EVENT_TIME])
+        ok = t.notna()
+        if cutoff is not None:
+            ok &= t < cutoff
+        df = df.loc[ok].assign(**{Col.EVENT_TIME: t[ok]})
+        et = df[Col.EVENT_TYPE].astype(str)
+        purchases.append(df.loc[et == EventType.PURCHASE.value, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]])
+        imp = df.loc[et == EventType.IMPRESSION.value, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]]
+        if len(imp) > cfg.max_impressions:
+            imp = imp.iloc[np.sort(rng.choice(len(imp), cfg.max_impressions, replace=False))]
+        imps.append(imp)
+    if not imps:
+        return pd.DataFrame(columns=["row", "col", "label"])
+    imp = pd.concat(imps, ignore_index=True)
+    if len(imp) > cfg.max_impressions:
+        imp = imp.iloc[np.sort(rng.choice(len(imp), cfg.max_impressions, replace=False))]
+    pur = pd.concat(purchases, ignore_index=True) if purchases else imp.iloc[:0]
+    imp = imp.sort_values(Col.EVENT_TIME, kind="stable")
+    pur = pur.sort_values(Col.EVENT_TIME, kind="stable").assign(_bought=1)
+    for frame in (imp, pur):
+        frame[Col.MEMBER_ID] = frame[Col.MEMBER_ID].astype(str)
+        frame[Col.OFFER_ID] = frame[Col.OFFER_ID].astype(str)
+    merged = pd.merge_asof(
+        imp,
+        pur,
+        on=Col.EVENT_TIME,
+        by=[Col.MEMBER_ID, Col.OFFER_ID],
+        direction="forward",
+        tolerance=pd.Timedelta(days=cfg.window_days),
+    )
+    rows = inter.member_ids.to_index(merged[Col.MEMBER_ID].to_numpy(), missing=-1)
+    items = inter.item_ids.to_index((OFFER_PREFIX + merged[Col.OFFER_ID]).to_numpy(), missing=-1)
+    ok = (rows >= 0) & (items >= 0)
+    return pd.DataFrame(
+        {"row": rows[ok], "col": items[ok], "label": merged["_bought"].fillna(0).to_numpy()[ok].astype(int)}
+    )
+
+
+def _calibrate(
+    root: Path,
+    model: Recommender,
+    inter: InteractionMatrix,
+    before: datetime | None,
+    cfg: CalibrationConfig,
+    seed: int,
+) -> tuple[dict[str, Calibrator], dict[str, Any]]:
+    rows = _calibration_rows(root, inter, before, cfg, seed)
+    vec = model._check_fitted()
+    assert model.has_history_ is not None
+    r = rows["row"].to_numpy(dtype=np.int64)
+    c = rows["col"].to_numpy(dtype=np.int64)
+    y = rows["label"].to_numpy(dtype=np.int64)
+    known = model.has_history_[r] if len(r) else np.zeros(0, dtype=bool)
+    s_known = np.einsum("ij,ij->i", vec.user[r[known]], vec.item[c[known]])
+    cold_vectors = model.user_vectors(r, force_cold=True) if len(r) else np.zeros((0, vec.item.shape[1]))
+    s_cold = np.einsum("ij,ij->i", cold_vectors, vec.item[c])
+    cal = {
+        "known": Calibrator.fit(s_known, y[known], cfg),
+        "cold": Calibrator.fit(s_cold, y, cfg),
+    }
+    stats = {
+        "calibration_impressions": len(rows),
+        "calibration_purchases": int(y.sum()),
+        "calibration_known": cal["known"].kind,
+        "calibration_cold": cal["cold"].kind,
+    }
+    return cal, stats
