@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -263,6 +263,25 @@ class ResolvedPolicy:
     exempt_offers: frozenset[str]
     exempt_categories: frozenset[str]
     honour_offer_flag: bool
+    _applicable: dict[tuple[str, str, str], tuple[ResolvedCap, ...]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+
+    def caps_for(self, family: str, category: str, placement: str) -> tuple[ResolvedCap, ...]:
+        """The caps whose family/category/placement filters admit this combination (offer filters aside)."""
+        key = (family, category, placement)
+        caps = self._applicable.get(key)
+        if caps is None:
+            caps = tuple(
+                c
+                for c in self.caps
+                if (c.families is None or family in c.families)
+                and (c.categories is None or category in c.categories)
+                and (c.placements is None or placement in c.placements)
+            )
+            if len(self._applicable) < 10_000:
+                self._applicable[key] = caps
+        return caps
 
     def is_exempt(self, offer_id: str, category: str, flag: bool) -> bool:
         return (
@@ -338,8 +357,8 @@ class PolicyError(ValueError):
         self.source = source
         self.issues = list(issues)
         lines = [
-            f"{source}{f' line {ln}' if ln is not None else ''}, {field or '<top>'}: {msg}"
-            for ln, field, msg in self.issues
+            f"{source}{f' line {ln}' if ln is not None else ''}, {path or '<top>'}: {msg}"
+            for ln, path, msg in self.issues
         ]
         super().__init__("invalid cap policy:\n  " + "\n  ".join(lines))
 
@@ -467,6 +486,11 @@ class PolicyHolder:
     @classmethod
     def static(cls, policy: CapPolicy) -> PolicyHolder:
         return cls(policy=policy, poll_interval_s=0)
+
+    def replace(self, policy: CapPolicy) -> None:
+        """Put a policy in force directly (already validated), e.g. one built in code."""
+        with self._lock:
+            self._policy = policy
 
     def _stat(self) -> float | None:
         try:

@@ -1,0 +1,466 @@
+"""Cap counters in Redis: one Lua script checks and records a whole request atomically, in one round trip.
+
+- **Atomic per member**: the script reads every counter the candidates touch, walks the candidates in rank
+  order (counting the ones it has already taken), and records the impressions of those it selects — all
+  inside one ``EVALSHA``, so concurrent requests for one member (from any number of processes) can never
+  together exceed a cap.
+- **Cluster-ready**: every key of a member carries the member in a hash tag (``caps:{M0000001}:...``), and the
+  script only touches keys passed in ``KEYS``.
+- **Bounded memory**: every key gets a TTL — rolling windows: the window + 1 min; calendar windows: to the end
+  of the member's local day/week + 1 min; lifetime counters: the policy's ``lifetime_ttl`` (default 400 days,
+  refreshed on every impression); cool-downs: their duration + 1 min; the member's key index: its longest key.
+  Rolling sorted sets keep at most the largest limit any tier has. :func:`memory_report` checks all of this.
+- **Injected time**: the script uses the ``now`` it is given, never Redis ``TIME``.
+- **Outage**: socket timeouts of ``timeout_ms`` (no retries) and a circuit breaker (back-off doubling from
+  ``breaker_backoff_ms`` to ``breaker_max_backoff_ms``, one trial call at a time) — nothing raises, nothing
+  waits more than about ``timeout_ms``; ``fail_closed`` serves only exempt offers, ``fail_open`` serves
+  through an in-process limiter (the policy's caps plus ``outage.local_cap``). Recovery is automatic.
+  A call that timed out may still have been applied by Redis: an outage can over-count, never under-count.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from recsys.capping.api import (
+    REASON_OUTAGE_CLOSED,
+    CapCandidate,
+    CapDecision,
+    CapMember,
+    CapPolicy,
+    PolicyHolder,
+    Suppression,
+)
+from recsys.capping.engine import (
+    LOCAL_CAP_NAME,
+    KeySpace,
+    Plan,
+    PlanEnforcer,
+    RawResult,
+    StoredKey,
+    StoreUnavailable,
+    new_nonce,
+)
+from recsys.capping.memory_store import EmbeddedCapEnforcer
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The check-and-record script: the same algorithm as engine.run_plan (keep the two in step).
+# KEYS: counter keys (nc), the member's cool-down hash, the member's key index.
+# ARGV: now_ms, k, mode (check | check_record | force), nonce, plan JSON:
+#   {"c": [[kind (r|c|l), window_ms, limit, keep, ttl_ms], ...],   one per counter key, in KEYS order
+#    "f": [cool-down hash field, ...], "d": [cool-down duration_ms, ...],
+#    "x": [[exempt (0|1), [cool-down indices], [counter indices]], ...]}   one per candidate, in rank order
+# Returns {selected candidate indices (1-based), flat suppressions {cand, kind, ref, value, hint} ...}.
+CHECK_AND_RECORD_LUA = """
+local now = tonumber(ARGV[1])
+local k = tonumber(ARGV[2])
+local mode = ARGV[3]
+local nonce = ARGV[4]
+local plan = cjson.decode(ARGV[5])
+local specs, fields, cddur, cands = plan['c'], plan['f'], plan['d'], plan['x']
+local nc = #specs
+local check = mode ~= 'force'
+local record = mode == 'check_record' or mode == 'force'
+local count, stored, added = {}, {}, {}
+for i = 1, nc do
+  local sp = specs[i]
+  local n
+  if sp[1] == 'r' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - sp[2])
+    n = redis.call('ZCARD', KEYS[i])
+  else
+    n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  count[i] = n; stored[i] = n; added[i] = 0
+end
+local cdt = {}
+if #fields > 0 then
+  local vals = redis.call('HMGET', KEYS[nc + 1], unpack(fields))
+  for j = 1, #fields do
+    if vals[j] then cdt[j] = tonumber(vals[j]) else cdt[j] = false end
+  end
+end
+local selected, suppressed = {}, {}
+for c = 1, #cands do
+  if check and #selected >= k then break end
+  local cand = cands[c]
+  if cand[1] == 1 then
+    selected[#selected + 1] = c
+  else
+    local blocked = false
+    if check then
+      for _, j in ipairs(cand[2]) do
+        local t = cdt[j]
+        if t and now < t + cddur[j] then
+          suppressed[#suppressed + 1] = {c, 1, j, t, 0}
+          blocked = true
+          break
+        end
+      end
+      if not blocked then
+        for _, i in ipairs(cand[3]) do
+          local lim = specs[i][3]
+          if count[i] + 1 > lim then
+            local hint = 0
+            if specs[i][1] == 'r' then
+              hint = now
+              local rank = count[i] - lim
+              if rank < stored[i] then
+                local e = redis.call('ZRANGE', KEYS[i], rank, rank, 'WITHSCORES')
+                if e[2] then hint = tonumber(e[2]) end
+              end
+            end
+            suppressed[#suppressed + 1] = {c, 2, i, count[i], hint}
+            blocked = true
+            break
+          end
+        end
+      end
+    end
+    if not blocked then
+      selected[#selected + 1] = c
+      for _, i in ipairs(cand[3]) do count[i] = count[i] + 1; added[i] = added[i] + 1 end
+    end
+  end
+end
+if record then
+  local idx = KEYS[nc + 2]
+  local maxttl = 0
+  for i = 1, nc do
+    if added[i] > 0 then
+      local key, sp = KEYS[i], specs[i]
+      if sp[1] == 'r' then
+        for m = 1, added[i] do redis.call('ZADD', key, now, nonce .. ':' .. i .. ':' .. m) end
+        local card = stored[i] + added[i]
+        if card > sp[4] then redis.call('ZREMRANGEBYRANK', key, 0, card - sp[4] - 1) end
+      else
+        redis.call('INCRBY', key, added[i])
+      end
+      redis.call('PEXPIRE', key, sp[5])
+      redis.call('ZADD', idx, now + sp[5], key)
+      if sp[5] > maxttl then maxttl = sp[5] end
+    end
+  end
+  if maxttl > 0 then
+    redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
+    if redis.call('PTTL', idx) < maxttl then redis.call('PEXPIRE', idx, maxttl) end
+  end
+end
+local flat = {}
+for _, s in ipairs(suppressed) do
+  for _, x in ipairs(s) do flat[#flat + 1] = x end
+end
+return {selected, flat}
+"""
+
+# Cool-downs: remember the time of the last dismissal / purchase per field (never move it backwards), drop
+# fields older than the longest cool-down, keep the hash alive as long as the longest cool-down.
+# KEYS: the cool-down hash, the member's key index.  ARGV: now_ms, ttl_ms, field...
+SET_COOLDOWNS_LUA = """
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local cd, idx = KEYS[1], KEYS[2]
+for i = 3, #ARGV do
+  local old = redis.call('HGET', cd, ARGV[i])
+  if not old or tonumber(old) <= now then redis.call('HSET', cd, ARGV[i], now) end
+end
+local all = redis.call('HGETALL', cd)
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) + ttl <= now then redis.call('HDEL', cd, all[i]) end
+end
+if redis.call('PTTL', cd) < ttl then redis.call('PEXPIRE', cd, ttl) end
+redis.call('ZADD', idx, now + ttl, cd)
+if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end
+return 1
+"""
+
+
+class CircuitBreaker:
+    """Closed → (failure) → open for a back-off → one trial call → closed on success, longer back-off on
+    failure."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until = 0.0  # 0 = closed
+        self._backoff_s: float | None = None
+        self._trial = False
+        self.last_error: str | None = None
+        self.failures = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until != 0.0
+
+    def allow(self) -> bool:
+        if self._open_until == 0.0:
+            return True
+        with self._lock:
+            if self._open_until == 0.0:
+                return True
+            if self._clock() >= self._open_until and not self._trial:
+                self._trial = True
+                return True
+            return False
+
+    def success(self) -> None:
+        if self._open_until != 0.0 or self._backoff_s is not None:
+            with self._lock:
+                if self._open_until != 0.0:
+                    logger.warning("cap store back after %d failed calls", self.failures)
+                self._open_until = 0.0
+                self._backoff_s = None
+                self._trial = False
+                self.failures = 0
+
+    def failure(self, error: str, backoff_s: float, max_backoff_s: float) -> None:
+        with self._lock:
+            if self._open_until == 0.0:
+                logger.error("cap store unavailable (%s); outage policy applies", error)
+            b = backoff_s if self._backoff_s is None else min(self._backoff_s * 2, max_backoff_s)
+            self._backoff_s = b
+            # Jitter so that many processes do not all retry at the same instant.
+            self._open_until = self._clock() + b * random.uniform(0.8, 1.0)
+            self._trial = False
+            self.last_error = error
+            self.failures += 1
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, redis.exceptions.TimeoutError | TimeoutError):
+        return "redis timeout"
+    if isinstance(e, redis.exceptions.ConnectionError | ConnectionError | OSError):
+        return "redis unreachable"
+    return f"redis error: {type(e).__name__}"
+
+
+def _local_policy(policy: CapPolicy) -> CapPolicy:
+    """The policy's caps plus the outage.local_cap member-wide cap, for the fail-open local limiter."""
+    data = policy.model_dump(mode="json")
+    lc = policy.outage.local_cap
+    data["caps"] = [c for c in data["caps"] if c["name"] != LOCAL_CAP_NAME] + [
+        {"name": LOCAL_CAP_NAME, "scope": "member", "limit": lc.limit, "window": lc.window}
+    ]
+    return CapPolicy.model_validate(data)
+
+
+class RedisCapEnforcer(PlanEnforcer):
+    """Cap enforcement over Redis (shared by every service process)."""
+
+    store_name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        holder: PolicyHolder,
+        *,
+        key_prefix: str = "caps",
+        timeout_ms: float | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
+        super().__init__(holder, key_prefix)
+        self.timeout_s = (timeout_ms if timeout_ms is not None else holder.policy.timeout_ms) / 1000.0
+        self._own_client = client is None
+        self.client: redis.Redis = client or redis.Redis.from_url(
+            url,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._check_script = self.client.register_script(CHECK_AND_RECORD_LUA)
+        self._cooldown_script = self.client.register_script(SET_COOLDOWNS_LUA)
+        self.breaker = CircuitBreaker()
+        self._local_lock = threading.Lock()
+        self._local: EmbeddedCapEnforcer | None = None
+        self._local_src: CapPolicy | None = None
+
+    # -- calls through the breaker ------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], T]) -> T:
+        if not self.breaker.allow():
+            raise StoreUnavailable(self.breaker.last_error or "redis unavailable")
+        try:
+            result = fn()
+        except Exception as e:  # never let a store failure escape into the request
+            if not isinstance(e, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+                logger.exception("unexpected cap store error")
+            outage = self.holder.policy.outage
+            self.breaker.failure(
+                _describe(e), outage.breaker_backoff_ms / 1000.0, outage.breaker_max_backoff_ms / 1000.0
+            )
+            raise StoreUnavailable(_describe(e)) from e
+        self.breaker.success()
+        return result
+
+    def _execute(self, plan: Plan, k: int, mode: str) -> RawResult:
+        keys, args = plan.lua_args(k, mode, new_nonce())
+        reply = self._call(lambda: self._check_script(keys=keys, args=args))
+        sel, flat = reply
+        suppressed = [
+            (int(flat[i]) - 1, int(flat[i + 1]), int(flat[i + 2]) - 1, int(flat[i + 3]), int(flat[i + 4]))
+            for i in range(0, len(flat), 5)
+        ]
+        return RawResult([int(c) - 1 for c in sel], suppressed)
+
+    def _write_cooldowns(self, keys: KeySpace, fields: list[str], now_ms: int, ttl_ms: int) -> None:
+        self._call(
+            lambda: self._cooldown_script(keys=[keys.cooldowns, keys.index], args=[now_ms, ttl_ms, *fields])
+        )
+
+    def _read(self, keys: KeySpace, now_ms: int) -> dict[str, StoredKey]:
+        def read() -> dict[str, StoredKey]:
+            raw = self.client.zrangebyscore(keys.index, f"({now_ms}", "+inf")
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+            pipe = self.client.pipeline(transaction=False)
+            for n in names:
+                if n == keys.cooldowns:
+                    pipe.hgetall(n)
+                elif n[len(keys.base) + 1 :].startswith("r:"):
+                    pipe.zrange(n, 0, -1, withscores=True)
+                else:
+                    pipe.get(n)
+            out: dict[str, StoredKey] = {}
+            for n, v in zip(names, pipe.execute(), strict=True):
+                if isinstance(v, dict):
+                    out[n] = StoredKey(fields={f.decode(): int(t) for f, t in v.items()})
+                elif isinstance(v, list):
+                    out[n] = StoredKey(scores=[int(s) for _, s in v])
+                elif v is not None:
+                    out[n] = StoredKey(value=int(v))
+            return out
+
+        return self._call(read)
+
+    # -- outage policy ------------------------------------------------------------------------------------
+    def local_enforcer(self) -> EmbeddedCapEnforcer:
+        """The per-process limiter used while Redis is unavailable under ``fail_open``."""
+        policy = self.holder.policy
+        with self._local_lock:
+            if self._local is None or self._local_src is not policy:
+                local = _local_policy(policy)
+                if self._local is None:
+                    self._local = EmbeddedCapEnforcer(
+                        PolicyHolder.static(local),
+                        key_prefix=self.key_prefix,
+                        max_members=policy.outage.local_cap.max_members,
+                    )
+                else:
+                    self._local.holder.replace(local)
+                self._local_src = policy
+            return self._local
+
+    def _degraded(
+        self,
+        error: StoreUnavailable,
+        member: CapMember,
+        candidates: Sequence[CapCandidate],
+        k: int,
+        placement: str,
+        now: datetime,
+        record: bool,
+    ) -> CapDecision:
+        policy = self.holder.policy
+        if policy.outage.mode == "fail_open":
+            d = self.local_enforcer().select_and_record(member, candidates, k, placement, now, record)
+            return CapDecision(d.selected, d.suppressed, degraded=f"fail_open: {error}")
+        rp = policy.resolved(member.tier)
+        selected: list[str] = []
+        suppressed: list[Suppression] = []
+        detail = f"cap counters unavailable ({error}); the fail_closed policy shows only exempt offers"
+        for c in candidates:
+            if len(selected) >= k:
+                break
+            if rp.is_exempt(c.offer_id, c.category, c.exempt):
+                selected.append(c.offer_id)
+            else:
+                suppressed.append(Suppression(c.offer_id, REASON_OUTAGE_CLOSED, detail))
+        return CapDecision(selected, suppressed, degraded=f"fail_closed: {error}")
+
+    def _degraded_event(
+        self,
+        error: StoreUnavailable,
+        member: CapMember,
+        offer: CapCandidate,
+        event: str,
+        placement: str,
+        now: datetime,
+    ) -> None:
+        if self.holder.policy.outage.mode == "fail_open":
+            self.local_enforcer().record_event(member, offer, event, placement, now)
+        else:
+            logger.warning(
+                "cap store unavailable (%s): %s event for %s not applied", error, event, member.member_id
+            )
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        if self._own_client:
+            self.client.close()
+
+
+def memory_report(
+    client: redis.Redis, prefix: str = "caps", *, sample: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Memory and TTL audit of the cap keys under ``prefix``: for the service benchmark after simulated
+    traffic.
+
+    Scans every key ``<prefix>:*``, checks each has a TTL (``keys_without_ttl`` lists up to 100 that do not),
+    measures ``MEMORY USAGE`` on a seeded sample and extrapolates. ``bytes_per_member`` is the estimated cap
+    memory per member that has any key; ``used_memory`` is Redis's own ``INFO memory`` figure (whole server).
+    """
+    names: list[bytes] = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    members = {n[: n.index(b"}") + 1] for n in names if b"}" in n}
+    no_ttl: list[str] = []
+    ttl_sum = 0.0
+    pipe = client.pipeline(transaction=False)
+    for i in range(0, len(names), 1000):
+        for n in names[i : i + 1000]:
+            pipe.pttl(n)
+        for n, t in zip(names[i : i + 1000], pipe.execute(), strict=True):
+            if t == -1:
+                no_ttl.append(n.decode())
+            elif t > 0:
+                ttl_sum += t
+    rng = random.Random(seed)
+    picked = names if len(names) <= sample else rng.sample(names, sample)
+    for n in picked:
+        pipe.memory_usage(n, samples=0)
+    usages = [u for u in pipe.execute() if u is not None]
+    avg = sum(usages) / len(usages) if usages else 0.0
+    total = avg * len(names)
+    by_kind: dict[str, int] = {}
+    for n in names:
+        kind = n.split(b"}:", 1)[1].split(b":", 1)[0].decode() if b"}:" in n else "?"
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+    info = client.info("memory")
+    return {
+        "prefix": prefix,
+        "keys": len(names),
+        "keys_by_kind": by_kind,
+        "members": len(members),
+        "keys_without_ttl": no_ttl[:100],
+        "n_keys_without_ttl": len(no_ttl),
+        "mean_ttl_hours": round(ttl_sum / max(len(names) - len(no_ttl), 1) / 3.6e6, 2),
+        "sampled_keys": len(usages),
+        "mean_key_bytes": round(avg, 1),
+        "estimated_bytes": int(total),
+        "bytes_per_member": round(total / len(members), 1) if members else 0.0,
+        "used_memory": int(info.get("used_memory", 0)),
+    }
