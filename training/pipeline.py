@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recsys.data.layout import TRUTH_DIR, DatasetError, fingerprint, read_manifest, read_table
+from recsys.data.layout import DatasetError, fingerprint, read_manifest, read_table
 from recsys.evaluation import (
     DEFAULT_KS,
     DEFAULT_TEST_DAYS,
     ORACLE,
+    ORACLE_UNCONSTRAINED,
     PRIMARY_METRIC,
     EvaluationError,
     ModelEvaluation,
@@ -41,6 +42,7 @@ from recsys.evaluation import (
     best_model,
     comparison_table,
     evaluate_recommender,
+    has_oracle,
     time_split,
     to_markdown,
 )
@@ -72,6 +74,7 @@ class EvaluationReport:
     table: pd.DataFrame
     bundles: dict[str, Any] = field(repr=False, default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    references: list[ModelEvaluation] = field(default_factory=list)
 
     def evaluation(self, kind: str) -> ModelEvaluation:
         for e in self.evaluations:
@@ -213,19 +216,29 @@ def evaluate_models(
         timings[f"{kind}.train_s"] = train_s
         timings[f"{kind}.eval_s"] = ev.eval_seconds
 
-    oracle = None
-    if with_oracle and (root / TRUTH_DIR).is_dir():
+    oracle, references = None, []
+    if with_oracle and has_oracle(root):
         oracle = evaluate_recommender(
             ORACLE,
-            OracleRecommender(root, offers[Col.OFFER_ID]).recommend,
+            OracleRecommender(root, offers[Col.OFFER_ID], candidates=split.exposed).recommend,
             split,
             offers,
             ks=ks,
             progress=progress,
         )
         timings["oracle.eval_s"] = oracle.eval_seconds
-    table = comparison_table(evaluations, oracle)
-    return EvaluationReport(split, evaluations, oracle, table, bundles, timings)
+        unconstrained = evaluate_recommender(
+            ORACLE_UNCONSTRAINED,
+            OracleRecommender(root, offers[Col.OFFER_ID]).recommend,
+            split,
+            offers,
+            ks=ks,
+            progress=progress,
+        )
+        references.append(unconstrained)
+        timings["oracle_all_offers.eval_s"] = unconstrained.eval_seconds
+    table = comparison_table(evaluations, oracle, references=references)
+    return EvaluationReport(split, evaluations, oracle, table, bundles, timings, references)
 
 
 def _recommend_fn(bundle: Any) -> Any:
@@ -267,6 +280,7 @@ def train_pipeline(
         check_tracking(tracking_uri)  # fail before spending minutes on training
     manifest = check_dataset(root)
     from recsys.models.bundle import ModelBundle
+
     t0 = time.perf_counter()
     report = evaluate_models(
         root, model, cutoff=cutoff, test_days=test_days, seed=seed, configs=configs, progress=progress
@@ -336,7 +350,7 @@ def _publish(
         params.update(flatten_params(getattr(b, "params", {}) or {}, f"{name}."))
     params = flatten_params(params)
     metrics: dict[str, float] = {}
-    for e in [*report.evaluations, *([report.oracle] if report.oracle else [])]:
+    for e in [*report.evaluations, *([report.oracle] if report.oracle else []), *report.references]:
         metrics.update({f"{e.name}.{k}": v for k, v in e.metrics.items()})
         if e.train_seconds is not None:
             metrics[f"{e.name}.train_seconds"] = e.train_seconds
@@ -349,7 +363,7 @@ def _publish(
     slices = pd.concat(
         [
             e.slices.assign(model=e.name)
-            for e in [*report.evaluations, *([report.oracle] if report.oracle else [])]
+            for e in [*report.evaluations, *([report.oracle] if report.oracle else []), *report.references]
         ],
         ignore_index=True,
     )

@@ -9,8 +9,8 @@ from recsys.evaluation.evaluator import (
     evaluate_recommender,
 )
 from recsys.evaluation.metrics import EvaluationError, metric_name, metrics_at, ranking_metrics
-from recsys.evaluation.oracle import OracleRecommender
-from recsys.evaluation.report import ORACLE, best_model, comparison_table, to_markdown
+from recsys.evaluation.oracle import OracleRecommender, has_oracle
+from recsys.evaluation.report import ORACLE, ORACLE_UNCONSTRAINED, best_model, comparison_table, to_markdown
 from recsys.evaluation.slices import slice_metrics
 from recsys.evaluation.split import DEFAULT_TEST_DAYS, TimeSplit, time_split
 
@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_KS",
     "DEFAULT_TEST_DAYS",
     "ORACLE",
+    "ORACLE_UNCONSTRAINED",
     "PRIMARY_K",
     "PRIMARY_METRIC",
     "EvaluationError",
@@ -28,6 +29,7 @@ __all__ = [
     "collect_recommendations",
     "comparison_table",
     "evaluate_recommender",
+    "has_oracle",
     "metric_name",
     "metrics_at",
     "ranking_metrics",

@@ -11,6 +11,7 @@ from recsys.evaluation.evaluator import PRIMARY_METRIC, ModelEvaluation
 from recsys.evaluation.metrics import EvaluationError
 
 ORACLE = "oracle"
+ORACLE_UNCONSTRAINED = "oracle_all_offers"
 BASELINE = "popularity"
 
 _HEAD = (
@@ -33,13 +34,15 @@ def comparison_table(
     oracle: ModelEvaluation | None = None,
     primary: str = PRIMARY_METRIC,
     baseline: str = BASELINE,
+    references: Sequence[ModelEvaluation] = (),
 ) -> pd.DataFrame:
     """One row per model (oracle last): main metrics, per-family NDCG, ``frac_of_oracle``, ``vs_baseline``.
 
+    ``references`` are extra reference rows (e.g. the oracle over all offers) after the oracle.
     ``frac_of_oracle`` = model's primary metric / the oracle's; ``vs_baseline`` = model's / the baseline's
     (popularity). Both are NaN when the reference is missing or zero.
     """
-    rows = list(evaluations) + ([oracle] if oracle is not None else [])
+    rows = list(evaluations) + ([oracle] if oracle is not None else []) + list(references)
     if not rows:
         raise EvaluationError("no evaluated model to compare")
     family_cols = sorted(
@@ -59,12 +62,15 @@ def comparison_table(
     base = next((e.metrics.get(primary) for e in evaluations if e.name == baseline), None)
     table["frac_of_oracle"] = table[primary] / oracle_value if oracle_value else np.nan
     table["vs_baseline"] = table[primary] / base if base else np.nan
+    for ref in references:
+        value = ref.metrics.get(primary)
+        table[f"frac_of_{ref.name}"] = table[primary] / value if value else np.nan
     return table
 
 
 def best_model(table: pd.DataFrame, primary: str = PRIMARY_METRIC) -> str:
     """The name of the model (never the oracle) with the highest primary metric."""
-    models = table[table["model"] != ORACLE]
+    models = table[~table["model"].isin([ORACLE, ORACLE_UNCONSTRAINED])]
     if models.empty:
         raise EvaluationError("no model in the comparison table")
     return str(models.sort_values(primary, ascending=False, kind="stable").iloc[0]["model"])

@@ -57,6 +57,9 @@ class TimeSplit:
     relevant: pd.DataFrame  # member_id, offer_id: accepted in [cutoff, end)
     warm_members: np.ndarray = field(repr=False)  # members with any event before the cut-off
     relevance: Relevance = "purchase"
+    # member_id, offer_id: offers shown to (or acted on by) test members in the test period — the eligible set
+    # the oracle ranks; never given to models.
+    exposed: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def test_members(self) -> np.ndarray:
@@ -136,6 +139,7 @@ def time_split(
         raise EvaluationError(f"cut-off {t} is not before the dataset's end {end}: the test period is empty")
 
     relevant_parts: list[pd.DataFrame] = []
+    exposed_parts: list[pd.DataFrame] = []
     warm_parts: list[np.ndarray] = []
     accepted = {EventType.PURCHASE.value} | ({EventType.CLICK.value} if relevance == "click" else set())
     for table, col in _HISTORY:
@@ -153,6 +157,7 @@ def time_split(
             if table == "flights":
                 continue
             test = ~before & (times < end).to_numpy() & part[Col.OFFER_ID].notna().to_numpy()
+            exposed_parts.append(part.loc[test, [Col.MEMBER_ID, Col.OFFER_ID]].drop_duplicates())
             if table == "interactions":
                 test &= part[Col.EVENT_TYPE].isin(accepted).to_numpy()
             relevant_parts.append(part.loc[test, [Col.MEMBER_ID, Col.OFFER_ID]])
@@ -173,4 +178,9 @@ def time_split(
         )
     offers = read_table(root, "offers", columns=[Col.OFFER_ID])
     relevant = relevant[relevant[Col.OFFER_ID].isin(offers[Col.OFFER_ID])].reset_index(drop=True)
-    return TimeSplit(cutoff=t, end=end, relevant=relevant, warm_members=warm, relevance=relevance)
+    exposed = pd.concat(exposed_parts, ignore_index=True)
+    exposed = exposed[exposed[Col.MEMBER_ID].isin(relevant[Col.MEMBER_ID].unique())]
+    exposed = exposed.drop_duplicates(ignore_index=True)
+    return TimeSplit(
+        cutoff=t, end=end, relevant=relevant, warm_members=warm, relevance=relevance, exposed=exposed
+    )
