@@ -20,11 +20,13 @@ import json
 import zoneinfo
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.types as pa_types
 
 from recsys.data.layout import MANIFEST, NETWORK_DIR, read_manifest, table_path
 from recsys.schema import (
@@ -185,6 +187,7 @@ class Rules:
         return per_table.get(table, {})
 
 
+@cache
 def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
@@ -292,7 +295,11 @@ class ValidationReport:
         merged: dict[tuple[str, str | None, str], list[ProblemGroup]] = {}
         for g in self.groups:
             merged.setdefault((g.file, g.column, g.kind), []).append(g)
-        for (file, column, kind), groups in merged.items():
+        def first_row(item: tuple[tuple[str, str | None, str], list[ProblemGroup]]) -> tuple[str, int]:
+            rows = [int(g.rows.min()) for g in item[1] if len(g.rows)]
+            return item[0][0], min(rows) if rows else 0
+
+        for (file, column, kind), groups in sorted(merged.items(), key=first_row):
             shown = 0
             total = sum(len(g) for g in groups)
             for g in groups:
@@ -370,6 +377,10 @@ def _first_valid(s: pd.Series) -> Any:
 
 def _parse_datetime(s: pd.Series) -> pd.Series:
     """ISO 8601 strings (or typed values) -> naive datetime64; tz-aware values are converted to UTC."""
+    if isinstance(s.dtype, pd.ArrowDtype) and (
+        pa_types.is_date(s.dtype.pyarrow_dtype) or pa_types.is_timestamp(s.dtype.pyarrow_dtype)
+    ):
+        s = s.astype("datetime64[us]")
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         out = s
     else:
@@ -487,6 +498,8 @@ def _native(s: pd.Series, ltype: str) -> bool:
     if ltype == "bool":
         return pd.api.types.is_bool_dtype(s.dtype)
     if ltype in ("date", "datetime"):
+        if isinstance(s.dtype, pd.ArrowDtype):
+            return pa_types.is_date(s.dtype.pyarrow_dtype) or pa_types.is_timestamp(s.dtype.pyarrow_dtype)
         return pd.api.types.is_datetime64_any_dtype(s.dtype) or (s.dtype == object and _holds_dates(s))
     return s.dtype == object and (len(s) == 0 or isinstance(_first_valid(s), list | tuple | np.ndarray))
 
@@ -527,6 +540,8 @@ def coerce_chunk(chunk: Chunk, rules: Rules, report: ValidationReport, index: in
             continue
         s = frame[col]
         null = _is_null(s)
+        if ltype.startswith("list[") and chunk.from_text:
+            null = np.zeros(n, dtype=bool)  # an empty cell is an empty list
         if col not in nullable and null.any():
             report.add(_group(chunk, col, MISSING_VALUE, "missing value (the column is required)", null, index))
             bad |= null

@@ -25,6 +25,7 @@ from recsys.data.validate import (
 )
 from recsys.schema import ALL_TABLES, OPTIONAL_COLUMNS, TABLES
 
+DATE_DTYPE = pd.ArrowDtype(pa.date32())
 PART_ROWS = 1_000_000  # rows per part file of a partitioned table
 REJECT_COLUMNS = ["file", "row", "column", "kind", "message"]
 
@@ -171,15 +172,17 @@ def finalize(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
             df[col] = s.astype(bool) if s.notna().all() else s.astype("boolean")
         elif ltype == "float" and not pd.api.types.is_float_dtype(s.dtype):
             df[col] = pd.to_numeric(s, errors="coerce").astype("float64")
-        elif ltype == "str" and s.dtype == object and s.isna().all() and len(s):
+        elif ltype == "str" and s.dtype == object:
             df[col] = s.astype("str")
+        elif ltype == "date" and pd.api.types.is_datetime64_any_dtype(s.dtype):
+            df[col] = s.astype(DATE_DTYPE)  # dates as the generator writes them: Arrow date32
     return df[list(cols)]
 
 
 def empty_table(table: str) -> pd.DataFrame:
     """A zero-row frame of a table with the right dtypes."""
-    dtypes = {"str": "str", "int": "int64", "float": "float64", "bool": "bool", "date": "datetime64[us]",
-              "datetime": "datetime64[us]"}
+    dtypes: dict[str, Any] = {"str": "str", "int": "int64", "float": "float64", "bool": "bool",
+                              "date": DATE_DTYPE, "datetime": "datetime64[us]"}
     return pd.DataFrame(
         {c: pd.Series(dtype=dtypes.get(t, "object")) for c, t in ALL_TABLES[table].columns.items()}
     )

@@ -31,7 +31,15 @@ from recsys.data.importers._common import (
     read_table_file,
     write_dataset,
 )
-from recsys.data.validate import MISSING_COLUMN, Chunk, ProblemGroup, Rules, ValidationReport, check_tables
+from recsys.data.validate import (
+    MISSING_COLUMN,
+    Chunk,
+    ProblemGroup,
+    Rules,
+    ValidationReport,
+    check_tables,
+    default_airports,
+)
 from recsys.schema import (
     GENERIC_CATEGORY,
     GENERIC_FAMILY,
@@ -95,13 +103,13 @@ def import_interactions(
     offer_chunks, item_features = _entities(
         items_path, interactions, Col.ITEM_ID, Col.OFFER_ID, OFFERS.columns, OFFERS.name, report
     )
-    chunks[MEMBERS.name] = member_chunks
+    chunks[MEMBERS.name] = [_fill_missing(c, MEMBERS.columns) for c in member_chunks]
     chunks[OFFERS.name] = [_offer_defaults(c) for c in offer_chunks]
     if user_features is not None:
         extras[USER_FEATURES] = user_features
     if item_features is not None:
         extras[ITEM_FEATURES] = item_features
-    rules = Rules.for_format(FORMAT, None)
+    rules = Rules.for_format(FORMAT, default_airports())
     checked = check_tables(chunks, rules, cascade=skip_invalid)
     sources = [p for p in (events_path, users_path, items_path) if p is not None]
     return write_dataset(checked, dest=dest, overwrite=overwrite, skip_invalid=skip_invalid, import_format=FORMAT,
@@ -197,6 +205,16 @@ def _numeric_where_possible(frame: pd.DataFrame) -> pd.DataFrame:
         if (num.notna() | (text == "")).all():
             out[col] = num
     return out
+
+
+def _fill_missing(chunk: Chunk, columns: dict[str, str]) -> Chunk:
+    """Members have only what the source gives: absent member columns are null (allowed for this format)."""
+    f = chunk.frame.copy()
+    for col in columns:
+        if col not in f.columns:
+            f[col] = pd.Series([None] * len(f), index=f.index, dtype=object)
+    return Chunk(chunk.table, chunk.label, f[list(columns)], np.asarray(chunk.rows), from_text=chunk.from_text,
+                 display=chunk.display)
 
 
 def _offer_defaults(chunk: Chunk) -> Chunk:
