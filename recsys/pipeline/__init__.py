@@ -1,5 +1,6 @@
 """The recommend pipeline: candidates → eligibility → score → expected value → diversity → caps → top k."""
 
+from recsys.pipeline.pipeline import OfferPipeline
 from recsys.pipeline.types import (
     InvalidRequest,
     PipelineConfig,
@@ -13,6 +14,7 @@ from recsys.pipeline.types import (
 
 __all__ = [
     "InvalidRequest",
+    "OfferPipeline",
     "PipelineConfig",
     "RankedOffer",
     "RecommendRequest",

@@ -5,7 +5,7 @@ now, whatever the model says. :func:`gather_candidates` unions, in this order (f
 
 1. ``model``: the bundle's retrieval for the member (its cold-start path for members it does not know);
 2. ``trip:upgrade``: upgrades to the cabin above the booked one (other cabins are never candidates);
-3. ``trip:lounge``: lounge offers at the departure airport;
+3. ``trip:origin``: offers restricted to the departure airport (lounges, fast track, awards from there);
 4. ``trip:ancillary``: trip-bound offers open to any airport whose eligible cabins include the booked one
    (meals, seats, bags, Wi-Fi, priority boarding, fast track, insurance...);
 5. ``trip:destination``: offers at the trip's destination (partner hotels, award flights there and back);
@@ -26,7 +26,7 @@ from recsys.schema import OfferCategory, next_cabin
 
 SOURCE_MODEL = "model"
 SOURCE_UPGRADE = "trip:upgrade"
-SOURCE_LOUNGE = "trip:lounge"
+SOURCE_ORIGIN = "trip:origin"
 SOURCE_ANCILLARY = "trip:ancillary"
 SOURCE_DESTINATION = "trip:destination"
 SOURCE_AFFINITY = "affinity"
@@ -67,7 +67,7 @@ def gather_candidates(
             if nxt is not None:
                 cands.add(catalogue.upgrades_by_target.get(nxt, ()), SOURCE_UPGRADE)
         if trip.origin is not None:
-            cands.add(catalogue.by_origin.get(trip.origin, ()), SOURCE_LOUNGE)
+            cands.add(catalogue.by_origin.get(trip.origin, ()), SOURCE_ORIGIN)
         if booked is not None:
             cands.add(catalogue.trip_generic_by_cabin.get(booked, ()), SOURCE_ANCILLARY)
         if trip.destination is not None:

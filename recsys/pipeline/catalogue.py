@@ -4,7 +4,17 @@ The pipeline answers in a few milliseconds, so no pandas runs per request: :clas
 the ``offers`` table (``schema.OFFERS`` columns) into one immutable :class:`CatalogueOffer` per offer (sets
 for the list columns, ``None`` for nulls, aware datetimes) plus lookup indexes used by the candidate stage.
 
-Empty eligibility lists mean "no restriction" (every tier, cabin, fare class, origin, placement).
+Conventions of the columns (those of the world generator, ``recsys.data.world.catalogue``):
+
+* empty eligibility lists mean "no restriction" (every tier, fare class, origin, placement);
+* an offer is *trip-bound* (sold for a booked flight) when its ``eligible_cabins`` is non-empty or its
+  category is one of :data:`TRIP_BOUND_CATEGORIES`; its sale window is ``window_open_hours`` ..
+  ``window_close_hours`` before departure (an open of 0 or null means no opening limit). Offers that are not
+  trip-bound have no timing rule;
+* ``eligible_origins`` of a trip-bound offer is checked against the trip's departure airport; of any other
+  offer (award flights "from your airport", route promotions) against the trip origin or the member's home;
+* ``min_miles`` is the balance needed; for redemptions it equals the miles price;
+* ``margin`` is the net value to the airline of one acceptance, CNY (see ``recsys.pipeline.value``).
 """
 
 from __future__ import annotations
@@ -78,10 +88,7 @@ class CatalogueOffer:
     valid_from: datetime | None
     valid_to: datetime | None
     exempt: bool
-
-    @property
-    def trip_bound(self) -> bool:
-        return self.category in TRIP_BOUND_CATEGORIES
+    trip_bound: bool
 
     @property
     def is_upgrade(self) -> bool:
@@ -153,18 +160,20 @@ class Catalogue:
             raise ValueError(f"offers catalogue has duplicated offer ids {dup}")
         rows: list[CatalogueOffer] = []
         for i, r in enumerate(offers.to_dict("records")):
+            cabins = _strset(r[Col.ELIGIBLE_CABINS])
+            category = str(r[Col.CATEGORY])
             rows.append(
                 CatalogueOffer(
                     index=i,
                     offer_id=str(r[Col.OFFER_ID]),
                     family=str(r[Col.FAMILY]),
-                    category=str(r[Col.CATEGORY]),
+                    category=category,
                     title=str(_none(r[Col.TITLE]) or r[Col.OFFER_ID]),
                     price_cash=_positive_or_none(_float(r[Col.PRICE_CASH])),
                     price_miles=_positive_int_or_none(_int(r[Col.PRICE_MILES])),
                     margin=_float(r[Col.MARGIN]),
                     eligible_tiers=_strset(r[Col.ELIGIBLE_TIERS]),
-                    eligible_cabins=_strset(r[Col.ELIGIBLE_CABINS]),
+                    eligible_cabins=cabins,
                     eligible_fare_classes=_strset(r[Col.ELIGIBLE_FARE_CLASSES]),
                     eligible_origins=_strset(r[Col.ELIGIBLE_ORIGINS]),
                     target_cabin=_none(r[Col.TARGET_CABIN]),
@@ -180,6 +189,7 @@ class Catalogue:
                     valid_from=_dt(r[Col.VALID_FROM]),
                     valid_to=_dt(r[Col.VALID_TO]),
                     exempt=bool(_none(r[Col.EXEMPT]) or False),
+                    trip_bound=bool(cabins) or category in TRIP_BOUND_CATEGORIES,
                 )
             )
         self.offers: tuple[CatalogueOffer, ...] = tuple(rows)

@@ -14,19 +14,20 @@ Rules (reason codes in brackets):
   [``requires_trip``]
 - booked cabin among the offer's eligible cabins [``cabin_not_eligible``]
 - upgrades go to the NEXT cabin only [``not_next_cabin``], need seats left in it [``seats_unknown``,
-  ``no_seats_left``] and an upgrade-eligible fare class (``schema.UPGRADE_ELIGIBLE_FARE_CLASSES``)
-  [``fare_class_unknown``, ``fare_class_not_eligible``]
+  ``no_seats_left``] and a known fare class [``fare_class_unknown``]: the offer's eligible fare classes, or
+  by default ``schema.UPGRADE_ELIGIBLE_FARE_CLASSES`` [``fare_class_not_eligible``]
 - fare class among the offer's eligible fare classes [``fare_class_unknown``, ``fare_class_not_eligible``]
-- departure airport among the offer's origins [``origin_not_eligible``]; a lounge offer needs a lounge at the
-  departure airport [``no_lounge_at_origin``]
+- origin among the offer's origins [``origin_not_eligible``]: the departure airport for trip-bound offers,
+  the trip origin or the member's home airport for others (award flights from the member's airport); a
+  lounge offer needs a lounge at the departure airport [``no_lounge_at_origin``]
 - sale windows relative to departure: open ``window_open_hours`` before, close ``window_close_hours`` before
   (meal orders close 24 h before, upgrade bids about a day before) [``departure_unknown``, ``departed``,
   ``window_not_open``, ``window_closed``]
 - award seats are not sold in blackout months (the trip's departure month for an award upgrade, the current
   month for an award flight) [``blackout_month``]
-- miles: balance below the offer's ``min_miles`` [``below_min_miles``]; an offer paid in miles only needs
-  the balance [``insufficient_miles``] — except a redemption within reach (balance >= ``close_fraction`` of
-  the price), which stays as a "you're close" offer
+- miles: an offer paid in miles only needs its price in the balance [``insufficient_miles``] — except a
+  redemption within reach (balance >= ``close_fraction`` of the price), which stays as a "you're close"
+  offer; a ``min_miles`` above the price is a hard threshold [``below_min_miles``]
 - already bought for this trip [``already_purchased``]
 """
 
@@ -83,6 +84,7 @@ class EligibilityContext:
     tier: str
     miles_balance: int
     trip: TripContext | None = None
+    home_airport: str | None = None
     purchased: frozenset[str] = frozenset()
     families: frozenset[str] | None = None
     lounge_airports: frozenset[str] | None = None
@@ -157,9 +159,9 @@ def rule_upgrade(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
         return Reason.NO_SEATS_LEFT, f"no seats left in {_cabin(nxt)}"
     if trip.fare_class is None:
         return Reason.FARE_CLASS_UNKNOWN, "upgrades need the booked fare class"
-    if trip.fare_class not in UPGRADE_ELIGIBLE_FARE_CLASSES:
+    if not o.eligible_fare_classes and trip.fare_class not in UPGRADE_ELIGIBLE_FARE_CLASSES:
         return Reason.FARE_CLASS_NOT_ELIGIBLE, f"fare class {trip.fare_class} is not upgrade-eligible"
-    return None
+    return None  # offer-specific fare classes: rule_fare_class
 
 
 def rule_fare_class(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
@@ -173,10 +175,24 @@ def rule_fare_class(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     return None
 
 
+def _origins_text(origins: frozenset[str]) -> str:
+    listed = sorted(origins)
+    return f"{listed[:8]}{' and others' if len(listed) > 8 else ''}"
+
+
 def rule_origin(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     origin = ctx.trip.origin if ctx.trip is not None else None
-    if o.eligible_origins and origin not in o.eligible_origins:
-        return Reason.ORIGIN_NOT_ELIGIBLE, f"departure airport {origin} not in {sorted(o.eligible_origins)}"
+    if o.eligible_origins:
+        if o.trip_bound:
+            if origin not in o.eligible_origins:
+                return Reason.ORIGIN_NOT_ELIGIBLE, (
+                    f"departure airport {origin} not in {_origins_text(o.eligible_origins)}"
+                )
+        elif origin not in o.eligible_origins and ctx.home_airport not in o.eligible_origins:
+            return Reason.ORIGIN_NOT_ELIGIBLE, (
+                f"neither trip origin {origin} nor home airport {ctx.home_airport} in "
+                f"{_origins_text(o.eligible_origins)}"
+            )
     if o.requires_lounge or o.category == OfferCategory.LOUNGE:
         if origin is None:
             return Reason.NO_LOUNGE_AT_ORIGIN, "no departure airport given"
@@ -208,7 +224,7 @@ def rule_window(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
         return Reason.WINDOW_CLOSED, (
             f"sales close {o.window_close_hours:g} h before departure; departure in {hours:.1f} h"
         )
-    if o.window_open_hours is not None and hours > o.window_open_hours:
+    if o.window_open_hours is not None and o.window_open_hours > 0 and hours > o.window_open_hours:
         return Reason.WINDOW_NOT_OPEN, (
             f"sales open {o.window_open_hours:g} h before departure; departure in {hours:.1f} h"
         )
@@ -226,22 +242,26 @@ def rule_blackout(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     return None
 
 
-def miles_gap(o: CatalogueOffer, miles_balance: int) -> int:
-    """Miles the member still lacks to pay for ``o`` in miles (0 when affordable or not paid in miles)."""
+def miles_price(o: CatalogueOffer) -> int:
+    """Miles the member must hold to accept ``o``: its miles price when paid in miles only, else 0."""
     if o.price_miles is None or o.price_cash is not None:
         return 0
-    return max(0, o.price_miles - miles_balance)
+    return o.price_miles
+
+
+def miles_gap(o: CatalogueOffer, miles_balance: int) -> int:
+    """Miles the member still lacks to pay for ``o`` in miles (0 when affordable or not paid in miles)."""
+    return max(0, miles_price(o) - miles_balance)
 
 
 def rule_miles(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
-    if o.min_miles and ctx.miles_balance < o.min_miles:
+    price = miles_price(o)
+    if o.min_miles > price and ctx.miles_balance < o.min_miles:
         return Reason.BELOW_MIN_MILES, f"needs a balance of {o.min_miles:,} miles; has {ctx.miles_balance:,}"
-    gap = miles_gap(o, ctx.miles_balance)
-    if gap > 0:
-        assert o.price_miles is not None
-        close = o.family == OfferFamily.REDEMPTION and ctx.miles_balance >= ctx.close_fraction * o.price_miles
+    if ctx.miles_balance < price:
+        close = o.family == OfferFamily.REDEMPTION and ctx.miles_balance >= ctx.close_fraction * price
         if not close:
-            return Reason.INSUFFICIENT_MILES, f"costs {o.price_miles:,} miles; has {ctx.miles_balance:,}"
+            return Reason.INSUFFICIENT_MILES, f"costs {price:,} miles; has {ctx.miles_balance:,}"
     return None
 
 

@@ -155,6 +155,7 @@ class OfferPipeline:
             tier=member.tier,
             miles_balance=member.miles_balance,
             trip=trip,
+            home_airport=member.home_airport,
             purchased=purchased,
             families=request.families,
             lounge_airports=self.lounge_airports,

@@ -211,9 +211,8 @@ class PipelineConfig:
       when the balance is at least this fraction of its miles price.
     - ``close_value_factor``: the expected value of a "you're close" offer is multiplied by this (it cannot
       be accepted before more miles are earned).
-    - ``miles_liability_cost_cny``: what one mile costs the airline on its books (liability per mile, CNY).
-      Redeeming miles retires that liability, so a redemption is worth
-      ``price_miles × miles_liability_cost_cny`` plus its cash margin, if any (see ``recsys.pipeline.value``).
+    - ``miles_liability_cost_cny``: what one mile costs the airline on its books (liability per mile, CNY);
+      values a miles-only offer whose catalogue row has no ``margin`` (see ``recsys.pipeline.value``).
     - ``require_seat_inventory``: an upgrade needs ``trip.seats_left`` for the target cabin; when the app
       sends no seat inventory, upgrades are suppressed (``seats_unknown``) rather than sold into a full cabin.
     - ``offer_ttl_hours``: expiry of an offer with no earlier closing (validity end, sale window).
@@ -226,7 +225,7 @@ class PipelineConfig:
     family_repeat_penalty: float = 0.8
     close_fraction: float = 0.8
     close_value_factor: float = 0.5
-    miles_liability_cost_cny: float = 0.05
+    miles_liability_cost_cny: float = 0.005
     require_seat_inventory: bool = True
     offer_ttl_hours: float = 24.0
     default_tier: str = "basic"

@@ -2,15 +2,16 @@
 
 Margin per accepted offer, in CNY (:func:`offer_values`, computed once per catalogue):
 
-- the offer's ``margin`` column when it is set — the cash margin of a sale (upgrade fee minus its cost, a
-  meal's or a bag's contribution...);
-- plus, for an offer paid in miles only (``price_miles`` set, no ``price_cash``), the miles liability it
-  retires: ``price_miles × miles_liability_cost_cny``. Miles a member holds are a liability on the airline's
-  books (deferred revenue, valued per mile); a redemption releases it, which is the redemption's value to the
-  airline. 0.05 CNY/mile is the default (``PipelineConfig.miles_liability_cost_cny``): the order of
-  magnitude of the fair value per mile that Chinese carriers report for their programmes; set it from
-  finance's figure.
-- An offer priced in both cash and miles (pay either way) is valued at its cash margin only.
+- the offer's ``margin`` column when it is set: the catalogue's net value of one acceptance — for a cash
+  sale the fee minus its cost (an upgrade, a meal, a bag); for a redemption the miles liability it retires
+  net of the cost of providing the award. (The world generator's catalogue values redemptions at
+  0.002–0.006 CNY per mile redeemed.)
+- when ``margin`` is missing (imported catalogues): for an offer paid in miles only (``price_miles`` set,
+  no ``price_cash``) the liability it retires, ``price_miles × miles_liability_cost_cny`` — miles a member
+  holds are deferred revenue on the airline's books, valued per mile, and a redemption releases them; for a
+  cash offer, nothing is assumed (0: it ranks on acceptance alone among equals). The default cost per mile
+  (``PipelineConfig.miles_liability_cost_cny`` = 0.005 CNY) matches the generator's catalogue; set it from
+  finance's figure for a real programme.
 
 A "you're close" redemption (the member lacks some miles) is worth ``close_value_factor`` of its value: it
 cannot be accepted before the member earns the rest.
@@ -29,9 +30,12 @@ def offer_values(catalogue: Catalogue, miles_liability_cost_cny: float) -> np.nd
     """Margin in CNY of accepting each catalogue offer (index-aligned with ``catalogue.offers``)."""
     values = np.zeros(len(catalogue), dtype=np.float64)
     for o in catalogue.offers:
-        v = o.margin if o.margin is not None else 0.0
-        if o.price_miles is not None and o.price_cash is None:
-            v += o.price_miles * miles_liability_cost_cny
+        if o.margin is not None:
+            v = o.margin
+        elif o.price_miles is not None and o.price_cash is None:
+            v = o.price_miles * miles_liability_cost_cny
+        else:
+            v = 0.0
         values[o.index] = max(v, 0.0)
     return values
 

@@ -45,12 +45,16 @@ def ctx(**kw: Any) -> EligibilityContext:
 ROWS = [
     offer("UP_W", "upsell", "cabin_upgrade", target_cabin="W", price_cash=800.0),
     offer("UP_C", "upsell", "cabin_upgrade", target_cabin="C", price_cash=3000.0),
-    offer("BID_W", "upsell", "upgrade_bid", target_cabin="W", window_close_hours=24.0),
+    offer("BID_W", "upsell", "upgrade_bid", target_cabin="W", window_close_hours=24.0,
+          eligible_fare_classes=["Y", "B", "K"]),
     offer("MEAL", "ancillary", "meal", meal="VGML", window_open_hours=720.0, window_close_hours=24.0),
     offer("LOUNGE", "ancillary", "lounge", requires_lounge=True, price_cash=200.0),
     offer("FLEX", "upsell", "flexible_fare", eligible_fare_classes=["Y", "B"]),
     offer("AWARD", "redemption", "award_flight", destination="NRT", target_cabin="C", price_miles=40_000,
-          blackout_months=[1, 2]),
+          min_miles=40_000, blackout_months=[1, 2]),
+    offer("AWARD_PEK", "redemption", "award_flight", destination="FRA", price_miles=30_000, min_miles=30_000,
+          eligible_origins=["PEK", "PVG"]),
+    offer("FAST", "ancillary", "fast_track", eligible_cabins=["Y", "W"], eligible_origins=["PEK"]),
     offer("AWUP", "redemption", "award_upgrade", target_cabin="W", price_miles=15_000, blackout_months=[12]),
     offer("GOLD", "ancillary", "fast_track", eligible_tiers=["gold", "platinum"]),
     offer("BOOKONLY", "ancillary", "insurance", placements=["booking"]),
@@ -91,6 +95,22 @@ def test_fare_class_rules() -> None:
     # offer-specific fare classes
     assert verdict("FLEX", ctx(trip=trip(fare_class="B"))) is None
     assert verdict("FLEX", ctx(trip=trip(fare_class="Q"))) == Reason.FARE_CLASS_NOT_ELIGIBLE
+
+
+def test_upgrade_bid_fare_classes_come_from_the_offer() -> None:
+    # bids list their own fare classes (K included, although K is not upgrade-eligible by default)
+    assert verdict("BID_W", ctx(trip=trip(fare_class="K"))) is None
+    assert verdict("BID_W", ctx(trip=trip(fare_class="Q"))) == Reason.FARE_CLASS_NOT_ELIGIBLE
+
+
+def test_origins_departure_airport_for_trip_offers_home_airport_for_others() -> None:
+    assert verdict("FAST", ctx()) is None  # departs PEK
+    assert verdict("FAST", ctx(trip=trip(origin="CTU", destination="PEK"))) == Reason.ORIGIN_NOT_ELIGIBLE
+    # an award flight "from your airport": no trip needed, the member's home airport counts
+    assert verdict("AWARD_PEK", ctx(trip=None, home_airport="PVG")) is None
+    assert verdict("AWARD_PEK", ctx(trip=None, home_airport="CTU")) == Reason.ORIGIN_NOT_ELIGIBLE
+    assert verdict("AWARD_PEK", ctx(trip=None, home_airport=None)) == Reason.ORIGIN_NOT_ELIGIBLE
+    assert verdict("AWARD_PEK", ctx(home_airport="CTU")) is None  # the booked trip departs PEK
 
 
 def test_meal_orders_close_24h_before_departure() -> None:
