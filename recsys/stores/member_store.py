@@ -384,6 +384,7 @@ class RedisMemberStore(MemberStore):
             keys.append(key)
             if len(keys) % self.batch_size == 0:
                 pipe.execute()
+                self._after_batch(version, len(keys))
         meta_key = self.member_key(version, META)
         pipe.hset(
             meta_key,
@@ -407,6 +408,9 @@ class RedisMemberStore(MemberStore):
             self._expire(self.version_keys(previous_version), self.old_version_ttl)
             self.client.zrem(self._versions, previous_version)
         return PublishReport(version, previous_version, len(keys) - 1, n_emb, time.perf_counter() - t0)
+
+    def _after_batch(self, version: str, loaded: int) -> None:
+        """Hook called after each loaded batch (progress logging; tests use it to read mid-load)."""
 
     def _unlink(self, keys: Iterator[bytes]) -> None:
         batch: list[bytes] = []

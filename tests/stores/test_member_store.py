@@ -1,0 +1,298 @@
+"""The online member store: the Redis implementation against the real server, and the embedded one."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from recsys.stores.member_store import (
+    EmbeddedMemberStore,
+    MemberStore,
+    MemberStoreError,
+    RedisMemberStore,
+    build_member_store,
+    publish_profiles,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as e:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}); start it with: {START_REDIS}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A unique key prefix per test; every key under it is removed afterwards."""
+    p = f"test-members-{uuid.uuid4().hex[:10]}"
+    yield p
+    keys = list(redis_client.scan_iter(match=f"{p}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+def profiles(n: int, gen: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "member_id": [f"M{i:05d}" for i in range(n)],
+            "tier": ["gold" if i % 7 == 0 else "basic" for i in range(n)],
+            "miles_balance": np.arange(n, dtype=np.int64) * 100,
+            "value_score": np.linspace(0, 100, n),
+            "top_route": ["PEK-CTU"] * n,
+            "gen": [gen] * n,
+            "missing": [np.nan] * n,
+        }
+    )
+
+
+def embeddings(n: int, gen: int) -> np.ndarray:
+    rng = np.random.default_rng(gen)
+    return rng.normal(size=(n, 8)).astype(np.float32)
+
+
+def test_redis_publish_then_read_one_member(redis_client: redis.Redis, prefix: str) -> None:
+    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    assert store.active_version() is None
+    assert store.get("M00001") is None
+    report = store.publish(profiles(50, gen=1), embeddings(50, 1), "1")
+    assert (report.version, report.previous_version, report.members, report.with_embedding) == (
+        "1",
+        None,
+        50,
+        50,
+    )
+    rec = store.get("M00003")
+    assert rec is not None and rec.version == "1"
+    assert rec.profile["tier"] == "basic" and rec.profile["miles_balance"] == 300
+    assert rec.profile["missing"] is None and rec.profile["top_route"] == "PEK-CTU"
+    assert rec.embedding is not None
+    np.testing.assert_array_equal(rec.embedding, embeddings(50, 1)[3])
+    assert store.get("NOPE") is None
+    # keys are under the versioned prefix; the pointer names the version
+    assert redis_client.exists(f"{prefix}:v1:M00003") and redis_client.get(f"{prefix}:active") == b"1"
+
+
+def test_redis_members_without_embedding(redis_client: redis.Redis, prefix: str) -> None:
+    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    df = profiles(3, 1)
+    store.publish(df, {"M00001": np.ones(4, dtype=np.float32)}, "a")
+    rec0, rec1 = store.get("M00000"), store.get("M00001")
+    assert rec0 is not None and rec0.embedding is None
+    assert rec1 is not None and rec1.embedding is not None and rec1.embedding.tolist() == [1.0] * 4
+
+
+class _SpyStore(RedisMemberStore):
+    """Calls ``on_batch`` after each loaded batch, so a test can read while a publish is half-way."""
+
+    on_batch: Any = None
+
+    def _after_batch(self, version: str, loaded: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(version, loaded)
+
+
+def test_redis_switch_is_atomic_readers_see_old_version_during_load(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    n = 2000
+    store = _SpyStore(client=redis_client, prefix=prefix, batch_size=100)
+    store.publish(profiles(n, gen=1), embeddings(n, 1), "1")
+    reader = RedisMemberStore(REDIS_URL, prefix=prefix)
+    seen_mid_load: list[tuple[str | None, int]] = []
+
+    def read_mid_load(version: str, loaded: int) -> None:
+        for mid in ("M00000", f"M{loaded - 1:05d}", f"M{n - 1:05d}"):
+            rec = reader.get(mid)
+            assert rec is not None
+            seen_mid_load.append((rec.version, rec.profile["gen"]))
+
+    # a concurrent reader thread hammering during the whole publish
+    stop = threading.Event()
+    observed: list[tuple[str | None, int]] = []
+
+    def hammer() -> None:
+        r = RedisMemberStore(REDIS_URL, prefix=prefix)
+        i = 0
+        while not stop.is_set():
+            rec = r.get(f"M{(i * 37) % n:05d}")
+            assert rec is not None
+            observed.append((rec.version, rec.profile["gen"]))
+            i += 1
+        r.close()
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    store.on_batch = read_mid_load
+    try:
+        store.publish(profiles(n, gen=2), embeddings(n, 2), "2")
+    finally:
+        stop.set()
+        t.join()
+    # mid-load, even members already written in v2 are read from v1
+    assert len(seen_mid_load) == 3 * (n // 100)
+    assert set(seen_mid_load) == {("1", 1)}
+    # never a mix: every record's content matches its version, and versions only move forward
+    assert observed and all(int(v or 0) == gen for v, gen in observed)
+    versions = [v for v, _ in observed]
+    first_new = versions.index("2") if "2" in versions else len(versions)
+    assert all(v == "1" for v in versions[:first_new]) and all(v == "2" for v in versions[first_new:])
+    rec = store.get("M00010")
+    assert rec is not None and rec.version == "2" and rec.profile["gen"] == 2
+    reader.close()
+
+
+def test_redis_old_versions_expire(redis_client: redis.Redis, prefix: str) -> None:
+    store = RedisMemberStore(client=redis_client, prefix=prefix, old_version_ttl=1)
+    store.publish(profiles(20, 1), embeddings(20, 1), "1")
+    assert redis_client.ttl(f"{prefix}:v1:M00001") == -1  # the active version never expires
+    report = store.publish(profiles(20, 2), embeddings(20, 2), "2")
+    assert report.previous_version == "1"
+    old_keys = list(store.version_keys("1"))
+    assert len(old_keys) == 21  # 20 members + meta
+    assert all(0 < redis_client.pttl(k) <= 1000 for k in old_keys)
+    assert redis_client.ttl(f"{prefix}:v2:M00001") == -1
+    assert redis_client.ttl(f"{prefix}:active") == -1
+    time.sleep(1.3)
+    assert list(store.version_keys("1")) == []
+    rec = store.get("M00001")
+    assert rec is not None and rec.version == "2"
+
+
+def test_redis_failed_publish_keeps_the_old_version_and_leaves_only_expiring_keys(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    store = _SpyStore(client=redis_client, prefix=prefix, batch_size=10)
+    store.publish(profiles(30, 1), None, "1")
+
+    def boom(version: str, loaded: int) -> None:
+        if loaded >= 20:
+            raise RuntimeError("training job killed")
+
+    store.on_batch = boom
+    with pytest.raises(RuntimeError):
+        store.publish(profiles(30, 2), None, "2")
+    assert store.active_version() == "1"
+    rec = store.get("M00005")
+    assert rec is not None and rec.version == "1"
+    partial = list(store.version_keys("2"))
+    assert partial and all(redis_client.ttl(k) > 0 for k in partial)  # staging TTL: nothing stays forever
+    store.on_batch = None
+    store.publish(profiles(30, 2), None, "2")  # a retry of the same version clears the leftovers
+    assert store.active_version() == "2" and len(list(store.version_keys("2"))) == 31
+
+
+def test_redis_refuses_to_republish_the_active_version_and_bad_versions(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    store.publish(profiles(3, 1), None, "7")
+    with pytest.raises(MemberStoreError, match="already active"):
+        store.publish(profiles(3, 1), None, "7")
+    with pytest.raises(ValueError, match="version"):
+        store.publish(profiles(3, 1), None, "bad version*")
+    with pytest.raises(ValueError, match="duplicated member ids"):
+        store.publish(pd.concat([profiles(3, 1), profiles(3, 1)]), None, "8")
+    assert store.active_version() == "7"
+
+
+def test_redis_purchases_per_trip_with_ttl_in_the_same_round_trip(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    store.publish(profiles(3, 1), None, "1")
+    store.add_purchase("M00001", "CA4101|2026-11-24", "MEAL-1", ttl=1)
+    store.add_purchase("M00001", "CA4101|2026-11-24", "BAG-1", ttl=60)
+    assert store.purchases("M00001", "CA4101|2026-11-24") == {"MEAL-1", "BAG-1"}
+    assert store.purchases("M00001", "CA999|2026-11-24") == frozenset()
+    rec, bought = store.get_with_purchases("M00001", "CA4101|2026-11-24")
+    assert rec is not None and bought == {"MEAL-1", "BAG-1"}
+    rec, bought = store.get_with_purchases("NEW", "CA4101|2026-11-24")
+    assert rec is None and bought == frozenset()
+    assert redis_client.ttl(store.purchases_key("M00001", "CA4101|2026-11-24")) > 0
+
+
+def test_build_member_store_by_url(redis_client: redis.Redis) -> None:
+    assert isinstance(build_member_store(None), EmbeddedMemberStore)
+    assert isinstance(build_member_store("memory://"), EmbeddedMemberStore)
+    s = build_member_store(REDIS_URL, prefix="x-unused")
+    assert isinstance(s, RedisMemberStore) and s.ping()
+    s.close()
+    with pytest.raises(ValueError, match="unsupported member store URL"):
+        build_member_store("ftp://example")
+
+
+def test_unreachable_redis_store_reports_not_ready() -> None:
+    s = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)
+    assert s.ping() is False
+
+
+# -- embedded ------------------------------------------------------------------------------------------------
+
+
+def test_embedded_publish_read_switch() -> None:
+    store = EmbeddedMemberStore()
+    assert store.get("M00001") is None and store.active_version() is None
+    store.publish(profiles(10, 1), embeddings(10, 1), "1")
+    rec = store.get("M00001")
+    assert rec is not None and rec.version == "1" and rec.profile["gen"] == 1
+    np.testing.assert_array_equal(rec.embedding, embeddings(10, 1)[1])
+    store.publish(profiles(5, 2), None, "2")
+    rec = store.get("M00001")
+    assert rec is not None and rec.version == "2" and rec.profile["gen"] == 2 and rec.embedding is None
+    assert store.get("M00007") is None  # not in the new version
+    with pytest.raises(MemberStoreError):
+        store.publish(profiles(5, 2), None, "2")
+
+
+def test_embedded_purchases_expire() -> None:
+    clock = [1000.0]
+    store = EmbeddedMemberStore(clock=lambda: clock[0])
+    store.add_purchase("M1", "T1", "O1", ttl=10)
+    store.add_purchase("M1", "T1", "O2", ttl=100)
+    assert store.get_with_purchases("M1", "T1") == (None, frozenset({"O1", "O2"}))
+    clock[0] += 11
+    assert store.purchases("M1", "T1") == {"O2"}
+    clock[0] += 100
+    assert store.purchases("M1", "T1") == frozenset()
+    with pytest.raises(ValueError):
+        store.add_purchase("M1", "T1", "O3", ttl=0)
+
+
+class _Bundle:
+    def is_known(self, member_id: str) -> bool:
+        return member_id != "M00002"
+
+    def member_embedding(self, member_id: str) -> np.ndarray:
+        return np.full(3, int(member_id[1:]), dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+def test_publish_profiles_takes_embeddings_from_the_bundle(kind: str, request: pytest.FixtureRequest) -> None:
+    store: MemberStore
+    if kind == "redis":
+        client = request.getfixturevalue("redis_client")
+        store = RedisMemberStore(client=client, prefix=request.getfixturevalue("prefix"))
+    else:
+        store = EmbeddedMemberStore()
+    report = publish_profiles(store, profiles(4, 1), _Bundle(), "20261122")
+    assert report.members == 4 and report.with_embedding == 3
+    rec = store.get("M00003")
+    assert rec is not None and rec.embedding is not None and rec.embedding.tolist() == [3.0, 3.0, 3.0]
+    rec = store.get("M00002")
+    assert rec is not None and rec.embedding is None
