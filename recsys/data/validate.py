@@ -416,9 +416,11 @@ def _parse_list(value: Any) -> list[Any] | None:
     return [part.strip() for part in text.split("|")]
 
 
-def _coerce(s: pd.Series, ltype: str) -> tuple[pd.Series, np.ndarray]:
-    """Parse a column into its logical type; returns (typed values, mask of malformed non-null cells)."""
-    null = _is_null(s)
+def _coerce(s: pd.Series, ltype: str, null: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Parse a column into its logical type; returns (typed values, mask of malformed non-null cells).
+
+    ``null`` marks the empty cells (None, NaN or blank text).
+    """
     if ltype == "str":
         typed = s.astype("str")
         typed = typed.where(~null, None) if null.any() else typed
@@ -545,7 +547,7 @@ def coerce_chunk(chunk: Chunk, rules: Rules, report: ValidationReport, index: in
         if col not in nullable and null.any():
             report.add(_group(chunk, col, MISSING_VALUE, "missing value (the column is required)", null, index))
             bad |= null
-        typed, malformed = _coerce(s, ltype)
+        typed, malformed = _coerce(s, ltype, _is_null(s) if ltype.startswith("list[") else null)
         if malformed.any():
             report.add(_group(chunk, col, MALFORMED, f"{_TYPE_WORDS[ltype]}: {{value}}", malformed, index, s))
             bad |= malformed
@@ -617,8 +619,8 @@ def check_values(typed: Typed, rules: Rules, report: ValidationReport, index: in
                 add(col, UNKNOWN_CODE, f"unknown {what} {{value}} in list{_allowed_hint(allowed, what)}", mask, vals)
             continue
         s = df[col]
-        present = ~_is_null(s)
-        unknown = present & ~s.astype("str").isin(allowed).to_numpy(dtype=bool)
+        present = s.notna().to_numpy(dtype=bool)
+        unknown = present & ~s.isin(allowed).to_numpy(dtype=bool)
         add(col, UNKNOWN_CODE, f"unknown {what} {{value}}{_allowed_hint(allowed, what)}", unknown, s)
 
     for col in NON_NEGATIVE.get(table, ()):
@@ -664,27 +666,39 @@ def _check_consistency(
             add(Col.DESTINATION, INCONSISTENT, "destination {value} is the same as the origin", same,
                 df[Col.DESTINATION])
         if both(Col.FARE_CLASS, Col.CABIN):
-            expected = df[Col.FARE_CLASS].astype("str").map({k: str(v) for k, v in FARE_CLASS_CABIN.items()})
-            wrong = (expected.notna() & (expected != df[Col.CABIN].astype("str"))).to_numpy(dtype=bool)
-            shown = df[Col.FARE_CLASS].astype("str") + " belongs to cabin " + expected.fillna("")
-            shown = shown + ", not " + df[Col.CABIN].astype("str")
-            add(Col.FARE_CLASS, INCONSISTENT, "fare class {value}", wrong, shown)
-    if table in ("offers", "ancillaries") and both(Col.CATEGORY) and (table == "ancillaries" or both(Col.FAMILY)):
-        if table == "offers":
-            fam_of = {str(k): str(v) for k, v in CATEGORY_FAMILY.items()}
-            if rules.allow_generic_offers:
-                fam_of[GENERIC_CATEGORY] = GENERIC_FAMILY
-            expected = df[Col.CATEGORY].astype("str").map(fam_of)
-            wrong = (expected.notna() & (expected != df[Col.FAMILY].astype("str"))).to_numpy(dtype=bool)
-            shown = ("category " + df[Col.CATEGORY].astype("str") + " belongs to family " + expected.fillna("")
-                     + ", not " + df[Col.FAMILY].astype("str"))
-            add(Col.FAMILY, INCONSISTENT, "{value}", wrong, shown.map(lambda x: _Raw(x)))
+            fare_class = df[Col.FARE_CLASS].astype("str")
+            expected = fare_class.map({k: str(v) for k, v in FARE_CLASS_CABIN.items()})
+            cabin = df[Col.CABIN].astype("str")
+            wrong = (expected.notna() & (expected != cabin) & cabin.isin(_values(Cabin))).to_numpy(dtype=bool)
+            add(Col.FARE_CLASS, INCONSISTENT, "{value}", wrong,
+                _explain(wrong, "fare class {} belongs to cabin {}, not {}", fare_class, expected, cabin))
+    if table == "offers" and both(Col.CATEGORY, Col.FAMILY):
+        fam_of = {str(k): str(v) for k, v in CATEGORY_FAMILY.items()}
+        if rules.allow_generic_offers:
+            fam_of[GENERIC_CATEGORY] = GENERIC_FAMILY
+        category = df[Col.CATEGORY].astype("str")
+        expected = category.map(fam_of)
+        family = df[Col.FAMILY].astype("str")
+        known_family = family.isin(_values(OfferFamily) | {GENERIC_FAMILY})
+        wrong = (expected.notna() & (expected != family) & known_family).to_numpy(dtype=bool)
+        add(Col.FAMILY, INCONSISTENT, "{value}", wrong,
+            _explain(wrong, "category {} belongs to family {}, not {}", category, expected, family))
     if table == "offers" and both(Col.VALID_FROM, Col.VALID_TO):
         wrong = (df[Col.VALID_TO] < df[Col.VALID_FROM]).to_numpy(dtype=bool, na_value=False)
         add(Col.VALID_TO, INCONSISTENT, "valid_to {value} is before valid_from", wrong, df[Col.VALID_TO])
     if table == "member_aggregates" and both(Col.FFP_DATE, Col.LOAD_TIME):
         wrong = (df[Col.FFP_DATE] > df[Col.LOAD_TIME]).to_numpy(dtype=bool, na_value=False)
         add(Col.FFP_DATE, INCONSISTENT, "enrolment date {value} is after load_time", wrong, df[Col.FFP_DATE])
+
+
+def _explain(mask: np.ndarray, text: str, *columns: pd.Series) -> np.ndarray:
+    """Per-row explanations, built only for the rows in ``mask`` (the others stay None)."""
+    out = np.full(len(mask), None, dtype=object)
+    pos = np.flatnonzero(mask)
+    if len(pos):
+        parts = [c.to_numpy(dtype=object)[pos] for c in columns]
+        out[pos] = [_Raw(text.format(*vals)) for vals in zip(*parts, strict=True)]
+    return out
 
 
 class _Raw(str):
