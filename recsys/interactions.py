@@ -31,11 +31,11 @@ flight → dest / route / cabin / meal     1.0 / 1.0 / 0.5 / 1.0
 measured back from the reference time — ``before`` when given (the training cut-off), otherwise the latest
 event time in the data. ``half_life_days=None`` disables decay.
 
-**Negative cells**: contributions are summed per (member, item) cell first; a cell whose total is ≤ 0 is dropped
-(policy ``drop``): a dismissal cancels the weak positive of its impression and a click, but never turns an offer
-into a positive signal, and a later purchase outweighs an earlier dismissal. implicit's ALS would read negative
-values as "confident dislike", BPR and LightFM would read any non-zero as a positive — dropping is the one
-policy all models share.
+**Negative cells**: contributions are summed per (member, item) cell first; a cell whose total is ≤ 0 is
+dropped (policy ``drop``): a dismissal cancels the weak positive of its impression and a click, but never
+turns an offer into a positive signal, and a later purchase outweighs an earlier dismissal. implicit's ALS
+would read negative values as "confident dislike", BPR and LightFM would read any non-zero as a positive —
+dropping is the one policy all models share.
 
 **Cut-off**: with ``before=T`` only events strictly before ``T`` are read (flights by departure time).
 
@@ -101,14 +101,14 @@ class SourceWeights(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ancillary_offer: float = Field(0.0, ge=0)
-    ancillary_category: float = Field(1.0, ge=0)
-    redemption_offer: float = Field(5.0, ge=0)
-    redemption_destination: float = Field(2.0, ge=0)
-    flight_destination: float = Field(1.0, ge=0)
-    flight_route: float = Field(1.0, ge=0)
-    flight_cabin: float = Field(0.5, ge=0)
-    flight_meal: float = Field(1.0, ge=0)
+    ancillary_offer: float = Field(default=0.0, ge=0)
+    ancillary_category: float = Field(default=1.0, ge=0)
+    redemption_offer: float = Field(default=5.0, ge=0)
+    redemption_destination: float = Field(default=2.0, ge=0)
+    flight_destination: float = Field(default=1.0, ge=0)
+    flight_route: float = Field(default=1.0, ge=0)
+    flight_cabin: float = Field(default=0.5, ge=0)
+    flight_meal: float = Field(default=1.0, ge=0)
 
 
 class InteractionConfig(BaseModel):
@@ -118,9 +118,9 @@ class InteractionConfig(BaseModel):
 
     events: EventWeights = EventWeights()
     sources: SourceWeights = SourceWeights()
-    half_life_days: float | None = Field(180.0, gt=0)
+    half_life_days: float | None = Field(default=180.0, gt=0)
     meal_skip: tuple[str, ...] = (MealCode.STANDARD.value, MealCode.NONE.value)
-    min_weight: float = Field(0.0, ge=0, description="cells with a total weight <= this are dropped")
+    min_weight: float = Field(default=0.0, ge=0, description="cells with a total weight <= this are dropped")
 
     def flat(self, prefix: str = "interactions.") -> dict[str, Any]:
         """Flattened parameters, loggable to a tracking server."""
@@ -143,10 +143,11 @@ def _flatten(obj: dict[str, Any], prefix: str) -> dict[str, Any]:
 class InteractionMatrix:
     """The result of :func:`build_interactions`.
 
-    ``matrix`` is members × items (CSR, float32, only positive cells); rows follow ``member_ids`` (every member of
-    the members table, including those without history), columns follow ``item_ids`` (every catalogue offer first,
-    in catalogue order, as ``offer:<id>``; then the tokens seen, sorted). ``purchased`` has the same shape and
-    marks (1.0) the offers each member bought or redeemed before the cut-off.
+    ``matrix`` is members × items (CSR, float32, only positive cells); rows follow ``member_ids`` (every
+    member of the members table, including those without history), columns follow ``item_ids`` (every
+    catalogue offer first, in catalogue order, as ``offer:<id>``; then the tokens seen, sorted).
+    ``purchased`` has the same shape and marks (1.0) the offers each member bought or redeemed before the
+    cut-off.
     """
 
     matrix: sp.csr_matrix
@@ -243,9 +244,7 @@ def _encode(prefix: str, *columns: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         rest = rest // max(len(uniques), 1)
     parts.append(uniques_list[0][rest])
     parts.reverse()
-    tokens = np.asarray(
-        [prefix + "-".join(str(p[i]) for p in parts) for i in range(len(uniq))], dtype=object
-    )
+    tokens = np.asarray([prefix + "-".join(str(p[i]) for p in parts) for i in range(len(uniq))], dtype=object)
     return out, tokens
 
 
@@ -268,7 +267,8 @@ class _Accumulator:
         self.acc = self.acc + part
 
     def result(self, n_cols: int, col_order: np.ndarray, min_weight: float) -> sp.csr_matrix:
-        """The final matrix with columns renumbered by ``col_order[old] = new``; cells <= min_weight dropped."""
+        """The final matrix with columns renumbered by ``col_order[old] = new``; cells <= min_weight
+        dropped."""
         m = self.acc.tocoo()
         keep = m.data > min_weight
         out = sp.csr_matrix(
@@ -289,8 +289,9 @@ def build_interactions(
 ) -> InteractionMatrix:
     """Build the weighted member × item matrix of a dataset (see the module docstring for the weights).
 
-    ``before`` keeps only events strictly before that time (train on the period before T). Members come from the
-    members table, offers from the offers table; events of unknown members or offers are dropped and counted in
+    ``before`` keeps only events strictly before that time (train on the period before T). Members come from
+    the members table, offers from the offers table; events of unknown members or offers are dropped and
+    counted in
     ``stats``.
     """
     cfg = config if isinstance(config, InteractionConfig) else InteractionConfig.model_validate(config or {})
@@ -317,11 +318,11 @@ def build_interactions(
     def parts(table: str, columns: list[str], time_col: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         if not has_table(root, table):
             return
-        it = iter_table(root, table, columns)
-        if progress:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            it = tqdm(it, desc=f"interactions: {table}", unit="part")
+        it = tqdm(
+            iter_table(root, table, columns), desc=f"interactions: {table}", unit="part", disable=not progress
+        )
         for df in it:
             times = to_utc_naive(df[time_col])
             in_window = times.notna().to_numpy().copy()
@@ -368,8 +369,9 @@ def build_interactions(
         EventType.IMPRESSION.value: cfg.events.impression,
         EventType.DISMISS.value: cfg.events.dismiss,
     }
-    for df, dec in parts(INTERACTIONS.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME],
-                         Col.EVENT_TIME):
+    for df, dec in parts(
+        INTERACTIONS.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME], Col.EVENT_TIME
+    ):
         etype = df[Col.EVENT_TYPE].astype(str)
         w = etype.map(event_weight).to_numpy(dtype=np.float64)
         bad = np.isnan(w)
@@ -385,8 +387,9 @@ def build_interactions(
         bought.add(rows[is_purchase], cols[is_purchase], np.ones(int(is_purchase.sum())))
 
     # Ancillary purchases.
-    for df, dec in parts(ANCILLARIES.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.CATEGORY, Col.PURCHASE_TIME],
-                         Col.PURCHASE_TIME):
+    for df, dec in parts(
+        ANCILLARIES.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.CATEGORY, Col.PURCHASE_TIME], Col.PURCHASE_TIME
+    ):
         rows = df["_row"].to_numpy()
         cols = offer_cols(df, ANCILLARIES.name)
         weights.add(rows, cols, cfg.sources.ancillary_offer * dec)
@@ -394,13 +397,16 @@ def build_interactions(
         weights.add(rows, token_cols(CATEGORY_PREFIX, df[Col.CATEGORY]), cfg.sources.ancillary_category * dec)
 
     # Redemptions.
-    for df, dec in parts(REDEMPTIONS.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.DESTINATION, Col.REDEEM_TIME],
-                         Col.REDEEM_TIME):
+    for df, dec in parts(
+        REDEMPTIONS.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.DESTINATION, Col.REDEEM_TIME], Col.REDEEM_TIME
+    ):
         rows = df["_row"].to_numpy()
         cols = offer_cols(df, REDEMPTIONS.name)
         weights.add(rows, cols, cfg.sources.redemption_offer * dec)
         bought.add(rows, cols, np.ones(len(rows)))
-        weights.add(rows, token_cols(DEST_PREFIX, df[Col.DESTINATION]), cfg.sources.redemption_destination * dec)
+        weights.add(
+            rows, token_cols(DEST_PREFIX, df[Col.DESTINATION]), cfg.sources.redemption_destination * dec
+        )
 
     # Flights: destination, route, cabin and meal tokens.
     s = cfg.sources

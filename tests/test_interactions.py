@@ -109,7 +109,10 @@ def test_hand_computed_weights_with_cutoff_and_half_life(tiny: Path) -> None:
     assert res.stats["interactions.unknown_member"] == 1
     assert res.stats["interactions.unknown_offer"] == 1
     bought = res.purchased.tocoo()
-    pairs = {(res.member_ids.external_ids[r], res.item_ids.external_ids[c]) for r, c in zip(bought.row, bought.col)}
+    pairs = {
+        (res.member_ids.external_ids[r], res.item_ids.external_ids[c])
+        for r, c in zip(bought.row, bought.col, strict=True)
+    }
     assert pairs == {("m1", "offer:o1"), ("m1", "offer:o2"), ("m2", "offer:o3")}  # m2/o2 is after the cut-off
 
 

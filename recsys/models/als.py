@@ -13,15 +13,16 @@ from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, de
 class ALSConfig(ModelConfig):
     """Parameters of :class:`implicit.cpu.als.AlternatingLeastSquares` (confidence = ``alpha`` × weight)."""
 
-    factors: int = Field(64, ge=1)
-    regularization: float = Field(0.05, ge=0)
-    alpha: float = Field(2.0, gt=0)
-    iterations: int = Field(15, ge=1)
-    num_threads: int = Field(0, ge=0, description="0 = all cores; ALS is deterministic for any count")
+    factors: int = Field(default=64, ge=1)
+    regularization: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=2.0, gt=0)
+    iterations: int = Field(default=15, ge=1)
+    num_threads: int = Field(default=0, ge=0, description="0 = all cores; ALS is deterministic for any count")
 
 
 class ALSRecommender(Recommender):
-    """Implicit-feedback matrix factorisation (Hu, Koren, Volinsky 2008) over the weighted member × item matrix."""
+    """Implicit-feedback matrix factorisation (Hu, Koren, Volinsky 2008) over the weighted member × item
+    matrix."""
 
     kind = "als"
     Config = ALSConfig
@@ -49,7 +50,7 @@ def factor_vectors(template: object, data: RecDataset) -> Vectors:
     """Fit a deep copy of an implicit estimator and take its factors as the model's vectors."""
     est = deep_copied(template)
     with threadpool_limits(limits=1, user_api="blas"):  # implicit runs its own threads
-        est.fit(data.user_items, show_progress=False)  # type: ignore[attr-defined]
-    user = np.asarray(est.user_factors, dtype=np.float32)  # type: ignore[attr-defined]
-    item = np.asarray(est.item_factors, dtype=np.float32)  # type: ignore[attr-defined]
+        est.fit(data.user_items, show_progress=False)
+    user = np.asarray(est.user_factors, dtype=np.float32)
+    item = np.asarray(est.item_factors, dtype=np.float32)
     return Vectors(user=user, item=item, group=np.zeros((0, user.shape[1]), dtype=np.float32))

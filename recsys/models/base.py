@@ -2,20 +2,22 @@
 
 The shape follows implicit's ``RecommenderBase`` and RecTools' ``ModelBase``:
 
-* public :meth:`Recommender.fit` / :meth:`Recommender.recommend` validate their input and map external ids through
-  the one :class:`~recsys.ids.IdMap` of members and of items; protected :meth:`Recommender._fit` works on indices;
+* public :meth:`Recommender.fit` / :meth:`Recommender.recommend` validate their input and map external ids
+  through the one :class:`~recsys.ids.IdMap` of members and of items; protected :meth:`Recommender._fit`
+  works on indices;
 * every fitted model is reduced to **vectors**: a member vector and an item vector whose inner product is the
-  model's score (factor models: the factors, with biases folded in as extra dimensions; popularity: a one-hot of
-  the member's group against the items' per-group popularity; the hybrid: the weighted concatenation of its
-  parts). Scoring, filtering and top-k are therefore written once, here; the same vectors feed the faiss index
-  and the per-request scoring of the service, and save/load is one generic array file;
+  model's score (factor models: the factors, with biases folded in as extra dimensions; popularity: a
+  one-hot of the member's group against the items' per-group popularity; the hybrid: the weighted
+  concatenation of its parts). Scoring, filtering and top-k are therefore written once, here; the same
+  vectors feed the faiss index and the per-request scoring of the service, and save/load is one generic
+  array file;
 * **cold-start policy**, the same for all models: a member with history gets the learned vector; a member
   without history gets, for content models (LightFM, hybrid), the vector built from their member features
-  (tier, segment, home airport, cabin and meal habits), and otherwise the popularity of their group (segment or
-  tier; global popularity when the group is unknown). Every model's item vectors carry that popularity block as
-  their last dimensions, so a cold member's vector is zero on the learned part and a one-hot on the block. An
-  offer without interactions gets its content score in LightFM and the hybrid (item features); in pure CF
-  models its factors are zero, so it ranks after every positively scored item;
+  (tier, segment, home airport, cabin and meal habits), and otherwise the popularity of their group (segment
+  or tier; global popularity when the group is unknown). Every model's item vectors carry that popularity
+  block as their last dimensions, so a cold member's vector is zero on the learned part and a one-hot on the
+  block. An offer without interactions gets its content score in LightFM and the hybrid (item features); in
+  pure CF models its factors are zero, so it ranks after every positively scored item;
 * unsupported options raise :class:`UnsupportedOption` instead of being ignored.
 """
 
@@ -54,7 +56,9 @@ class ModelConfig(BaseModel):
 
     random_state: int = 42
     popularity_shrinkage: float = Field(
-        20.0, ge=0, description="members' worth of global popularity mixed into each group's popularity"
+        default=20.0,
+        ge=0,
+        description="members' worth of global popularity mixed into each group's popularity",
     )
 
     def flat(self, prefix: str = "") -> dict[str, Any]:
@@ -81,9 +85,9 @@ class FeatureMatrix:
 class RecDataset:
     """What a model is fitted on: the weighted member × item matrix, its id maps and optional side data.
 
-    ``member_groups`` gives each member's group index into ``group_names`` (segment or tier; -1 unknown), used by
-    popularity and by the cold-start policy. ``member_features`` / ``item_features`` (no identity columns) are
-    used by content models.
+    ``member_groups`` gives each member's group index into ``group_names`` (segment or tier; -1 unknown),
+    used by popularity and by the cold-start policy. ``member_features`` / ``item_features`` (no identity
+    columns) are used by content models.
     """
 
     user_items: sp.csr_matrix
@@ -158,7 +162,9 @@ class Recommender(ABC):
             raise UnsupportedOption("give either a config or keyword parameters, not both")
         if isinstance(config, ModelConfig):
             if not isinstance(config, self.Config):
-                raise UnsupportedOption(f"{self.kind} needs a {self.Config.__name__}, got {type(config).__name__}")
+                raise UnsupportedOption(
+                    f"{self.kind} needs a {self.Config.__name__}, got {type(config).__name__}"
+                )
             self.config = config
         else:
             self.config = self.Config.model_validate(config if config is not None else params)
@@ -185,14 +191,16 @@ class Recommender(ABC):
         if not self._use_groups():
             data = replace(data, member_groups=None, group_names=())
         vectors = self._fit(data)
-        n_users, n_items = data.user_items.shape
+        n_users = data.user_items.shape[0]
         pop = popularity_block(data, self.config.popularity_shrinkage)
         n_groups = pop.shape[1]
         d = vectors.user.shape[1]
         # Append the popularity block: learned members have zeros there, cold members one-hots.
         group_vectors = np.zeros((n_groups, d + n_groups), dtype=np.float32)
         group_vectors[:, d:] = np.eye(n_groups, dtype=np.float32)
-        groups = data.member_groups if data.member_groups is not None else np.full(n_users, -1, dtype=np.int64)
+        groups = (
+            data.member_groups if data.member_groups is not None else np.full(n_users, -1, dtype=np.int64)
+        )
         user_block = np.zeros((n_users, n_groups), dtype=np.float32)
         if self.known_members_use_popularity:
             user_block[np.arange(n_users), np.where(groups >= 0, groups, n_groups - 1)] = 1.0
@@ -259,8 +267,8 @@ class Recommender(ABC):
         return len(self.group_names)
 
     def content_vector(self, features: Sequence[str]) -> np.ndarray | None:
-        """A cold member's vector from feature names (``"tier=gold"``); None when the model has no content part
-        or none of the features is known."""
+        """A cold member's vector from feature names (``"tier=gold"``); None when the model has no content
+        part or none of the features is known."""
         vec = self._check_fitted()
         if vec.feature is None or self.member_feature_names_ is None:
             return None
@@ -281,8 +289,8 @@ class Recommender(ABC):
     ) -> np.ndarray:
         """Vectors of members by row index (-1 = unknown member), applying the cold-start policy.
 
-        ``groups`` (group index per member, -1 unknown) and ``features`` (feature names per member) override what
-        the model knows about cold members; ``force_cold`` applies the cold-start policy to every member.
+        ``groups`` (group index per member, -1 unknown) and ``features`` (feature names per member) override
+        what the model knows about cold members; ``force_cold`` applies the cold-start policy to every member.
         """
         vec = self._check_fitted()
         assert self.has_history_ is not None and self.member_groups_ is not None
@@ -314,9 +322,9 @@ class Recommender(ABC):
         member_idx: np.ndarray,
         features: Sequence[Sequence[str] | None] | None,
     ) -> None:
-        """Content vectors for cold members: from ``features`` when given, else from the features the model was
-        fitted with (members of the training population without history). Members with no known feature keep
-        their group-popularity vector."""
+        """Content vectors for cold members: from ``features`` when given, else from the features the model
+        was fitted with (members of the training population without history). Members with no known feature
+        keep their group-popularity vector."""
         vec = self._check_fitted()
         assert vec.feature is not None and vec.feature_offset is not None
         stored = []
@@ -359,13 +367,15 @@ class Recommender(ABC):
 
         ``user_items``: the members' rows of interactions (same order as ``userid``) used to filter already
         liked items; by default the rows the model was fitted with. ``filter_items`` are never returned;
-        ``items`` restricts the candidates. Unknown members get the cold-start policy. When filters leave fewer
-        than ``N`` candidates, the remaining slots hold id ``None`` and score ``-inf``.
+        ``items`` restricts the candidates. Unknown members get the cold-start policy. When filters leave
+        fewer than ``N`` candidates, the remaining slots hold id ``None`` and score ``-inf``.
         """
         vec = self._check_fitted()
         assert self.member_ids is not None and self.item_ids is not None
         if recalculate_user:
-            raise UnsupportedOption(f"{self.kind}: recalculate_user is not supported (use the cold-start policy)")
+            raise UnsupportedOption(
+                f"{self.kind}: recalculate_user is not supported (use the cold-start policy)"
+            )
         if N < 1:
             raise ValueError(f"N must be >= 1, got {N}")
         single = isinstance(userid, str)
@@ -427,7 +437,8 @@ class Recommender(ABC):
 
     # ------------------------------------------------------------------------------------------ save/load
     def save(self, path: Path | str) -> None:
-        """Save to a directory: ``model.json`` (kind, config, group names) and ``state.npz`` (vectors, id maps)."""
+        """Save to a directory: ``model.json`` (kind, config, group names) and ``state.npz`` (vectors, id
+        maps)."""
         vec = self._check_fitted()
         assert self.member_ids is not None and self.item_ids is not None and self.user_items_ is not None
         path = Path(path)
@@ -451,7 +462,11 @@ class Recommender(ABC):
         for key, value in vec.extra.items():
             arrays[f"extra__{key}"] = value
         np.savez(path / STATE_FILE, **arrays)  # type: ignore[arg-type]
-        meta = {"kind": self.kind, "config": self.config.model_dump(mode="json"), "groups": list(self.group_names)}
+        meta = {
+            "kind": self.kind,
+            "config": self.config.model_dump(mode="json"),
+            "groups": list(self.group_names),
+        }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -498,8 +513,9 @@ class Recommender(ABC):
 
 # -------------------------------------------------------------------------------------------------- helpers
 def popularity_block(data: RecDataset, shrinkage: float) -> np.ndarray:
-    """Items × (groups + 1) popularity: recency-weighted interaction weight per group, shrunk toward the global
-    popularity by ``shrinkage`` members' worth, each column scaled to max 1. The last column is global."""
+    """Items × (groups + 1) popularity: recency-weighted interaction weight per group, shrunk toward the
+    global popularity by ``shrinkage`` members' worth, each column scaled to max 1. The last column is
+    global."""
     ui = data.user_items
     n_users, n_items = ui.shape
     global_w = np.asarray(ui.sum(axis=0)).ravel().astype(np.float64)

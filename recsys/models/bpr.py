@@ -10,17 +10,19 @@ from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors
 
 
 class BPRConfig(ModelConfig):
-    """Parameters of :class:`implicit.cpu.bpr.BayesianPersonalizedRanking` (any positive weight is a positive)."""
+    """Parameters of :class:`implicit.cpu.bpr.BayesianPersonalizedRanking` (any positive weight is a
+    positive)."""
 
-    factors: int = Field(64, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    regularization: float = Field(0.01, ge=0)
-    iterations: int = Field(100, ge=1)
-    num_threads: int = Field(1, ge=0, description="SGD is lock-free: only 1 thread is reproducible")
+    factors: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    regularization: float = Field(default=0.01, ge=0)
+    iterations: int = Field(default=100, ge=1)
+    num_threads: int = Field(default=1, ge=0, description="SGD is lock-free: only 1 thread is reproducible")
 
 
 class BPRRecommender(Recommender):
-    """Pairwise ranking factorisation (Rendle et al. 2009); item factors carry the item bias as a last column."""
+    """Pairwise ranking factorisation (Rendle et al. 2009); item factors carry the item bias as a last
+    column."""
 
     kind = "bpr"
     Config = BPRConfig

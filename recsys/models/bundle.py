@@ -1,8 +1,9 @@
 """The served artefact: a trained model with everything needed to use it — the one object MLflow wraps and the
 service loads.
 
-A :class:`ModelBundle` holds the model (any kind, behind :class:`~recsys.models.base.Recommender`), the member and
-item id maps, the offer catalogue it was trained with, the faiss indexes over offer and destination vectors, the
+A :class:`ModelBundle` holds the model (any kind, behind :class:`~recsys.models.base.Recommender`), the
+member and item id maps, the offer catalogue it was trained with, the faiss indexes over offer and
+destination vectors, the
 members' purchases (to exclude them) and the acceptance-probability calibration. ``save`` writes a directory::
 
     bundle.json        kind, flattened params, configuration, cut-off, calibration, training statistics
@@ -81,9 +82,11 @@ class CalibrationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["isotonic", "platt"] = "isotonic"
-    window_days: float = Field(7.0, gt=0, description="a purchase this soon after an impression accepts it")
-    max_impressions: int = Field(300_000, ge=100)
-    min_impressions: int = Field(50, ge=1, description="below this, a constant base rate")
+    window_days: float = Field(
+        default=7.0, gt=0, description="a purchase this soon after an impression accepts it"
+    )
+    max_impressions: int = Field(default=300_000, ge=100)
+    min_impressions: int = Field(default=50, ge=1, description="below this, a constant base rate")
 
 
 class BundleConfig(BaseModel):
@@ -100,12 +103,15 @@ class BundleConfig(BaseModel):
     groups: Literal["segment", "tier", "none"] = "segment"
     retrieval: IndexConfig = IndexConfig()
     calibration: CalibrationConfig = CalibrationConfig()
-    recall_queries: int = Field(500, ge=1, description="members sampled to measure the index's recall@k")
+    recall_queries: int = Field(
+        default=500, ge=1, description="members sampled to measure the index's recall@k"
+    )
 
 
 @dataclass(frozen=True)
 class Calibrator:
-    """Monotone map score → probability: piecewise linear (isotonic) or logistic (Platt), clipped to [0, 1]."""
+    """Monotone map score → probability: piecewise linear (isotonic) or logistic (Platt), clipped to [0,
+    1]."""
 
     kind: str  # "isotonic" | "platt" | "constant"
     x: np.ndarray
@@ -127,7 +133,9 @@ class Calibrator:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Calibrator:
-        return cls(obj["kind"], np.asarray(obj["x"], dtype=np.float64), np.asarray(obj["y"], dtype=np.float64))
+        return cls(
+            obj["kind"], np.asarray(obj["x"], dtype=np.float64), np.asarray(obj["y"], dtype=np.float64)
+        )
 
     @classmethod
     def fit(cls, scores: np.ndarray, labels: np.ndarray, cfg: CalibrationConfig) -> Calibrator:
@@ -148,7 +156,8 @@ class Calibrator:
 
 
 class ModelBundle:
-    """A trained model, its id maps, offer catalogue, faiss indexes and calibration. See the module docstring."""
+    """A trained model, its id maps, offer catalogue, faiss indexes and calibration. See the module
+    docstring."""
 
     def __init__(
         self,
@@ -178,7 +187,9 @@ class ModelBundle:
         item_ext = self.item_ids.external_ids
         is_offer = np.asarray([str(i).startswith(OFFER_PREFIX) for i in item_ext])
         self._offer_items = np.flatnonzero(is_offer)
-        self._offer_pos: dict[str, int] = {str(item_ext[i])[len(OFFER_PREFIX) :]: int(i) for i in self._offer_items}
+        self._offer_pos: dict[str, int] = {
+            str(item_ext[i])[len(OFFER_PREFIX) :]: int(i) for i in self._offer_items
+        }
         self._vectors = model._check_fitted()
         assert model.has_history_ is not None
         self._has_history = model.has_history_
@@ -220,11 +231,15 @@ class ModelBundle:
         timings["matrix_seconds"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        segments, groups_used = _member_segments(root, before, cfg.groups)
-        table = member_feature_table(members, inter, segments)
-        group_labels = (
-            table["segment"] if groups_used == "segment" else table["tier"] if groups_used == "tier" else None
-        )
+        profiles = _member_profiles(root, before, seed)
+        table = member_feature_table(members, inter, profiles)
+        groups_used = cfg.groups
+        if groups_used == "segment" and table["segment"].isna().all():
+            log.warning(
+                "no member segments (profiles unavailable); popularity and cold-start groups use tier"
+            )
+            groups_used = "tier"
+        group_labels = table[groups_used] if groups_used != "none" else None
         group_codes, group_names = _group_codes(group_labels, len(table))
         model = model_class(kind)(model_cfg)
         data = RecDataset(
@@ -275,7 +290,7 @@ class ModelBundle:
                 "members": len(inter.member_ids),
                 "members_with_history": int(inter.member_has_history().sum()),
                 "items": len(inter.item_ids),
-                "offers": int(len(offers)),
+                "offers": len(offers),
                 **cal_stats,
             },
             "index": {"offers": offers_index.kind, "destinations": dest_index.kind, **recall},
@@ -323,7 +338,9 @@ class ModelBundle:
             raise BundleError(f"{path}: cannot load the model bundle: {exc}") from exc
         calibration = {k: Calibrator.from_json(v) for k, v in meta.pop("calibration").items()}
         params = meta.pop("params")
-        return cls(meta["kind"], params, offers, model, purchased, offers_index, dest_index, calibration, meta)
+        return cls(
+            meta["kind"], params, offers, model, purchased, offers_index, dest_index, calibration, meta
+        )
 
     # --------------------------------------------------------------------------------------- batch ranking
     def recommend(
@@ -334,11 +351,12 @@ class ModelBundle:
         offers_only: bool = True,
         exclude_purchased: bool = False,
     ) -> pd.DataFrame:
-        """Top-``k`` offers per member: columns member_id, offer_id, score, rank (1 = best), members in input order.
+        """Top-``k`` offers per member: columns member_id, offer_id, score, rank (1 = best), members in
+        input order.
 
-        Unknown members get the cold-start policy, never an error. ``offers_only=False`` ranks every item (offer
-        ids, and tokens such as ``dest:CTU`` under their item id). ``exclude_purchased`` drops offers the member
-        bought before the training cut-off.
+        Unknown members get the cold-start policy, never an error. ``offers_only=False`` ranks every item
+        (offer ids, and tokens such as ``dest:CTU`` under their item id). ``exclude_purchased`` drops offers
+        the member bought before the training cut-off.
         """
         if isinstance(member_ids, str):
             raise TypeError("member_ids must be a sequence of ids, not one string")
@@ -367,7 +385,9 @@ class ModelBundle:
         if offers_only:
             out_ids = out_ids.str.slice(len(OFFER_PREFIX))
         else:
-            out_ids = out_ids.where(~out_ids.str.startswith(OFFER_PREFIX), out_ids.str.slice(len(OFFER_PREFIX)))
+            out_ids = out_ids.where(
+                ~out_ids.str.startswith(OFFER_PREFIX), out_ids.str.slice(len(OFFER_PREFIX))
+            )
         return pd.DataFrame(
             {
                 Col.MEMBER_ID: np.repeat(ids, kk)[keep],
@@ -438,7 +458,8 @@ class ModelBundle:
     def retrieve(
         self, member_id: str, k: int, member_features: Mapping[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (offer_ids, scores) from the faiss offer index for the member's (or cold-start) vector."""
+        """Top-``k`` (offer_ids, scores) from the faiss offer index for the member's (or cold-start)
+        vector."""
         u = self.member_vector(member_id, member_features)
         ids, scores = self.offers_index.search(u[None, :], k)
         keep = np.asarray([i is not None for i in ids[0]], dtype=bool)
@@ -473,30 +494,34 @@ class ModelBundle:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _member_segments(root: Path, before: datetime | None, wanted: str) -> tuple[pd.Series | None, str]:
-    """Segment label per member id from ``recsys.features`` when available (and leak-free for ``before``);
-    otherwise the groups fall back to tier. Returns (segments or None, groups actually used)."""
-    if wanted != "segment":
-        return None, wanted
+_PROFILE_CACHE: dict[tuple[str, str, str, int], pd.DataFrame] = {}
+
+
+def _member_profiles(root: Path, before: datetime | None, seed: int) -> pd.DataFrame | None:
+    """Member profiles as of the cut-off (:func:`recsys.features.profiles.build_member_profiles`), or None
+    when the dataset cannot give them (then tier comes from the members table and habits from the matrix).
+
+    The last result is cached per (dataset, fingerprint, cut-off, seed): training several kinds on the same
+    data builds the profiles once.
+    """
+    from recsys.data.layout import DatasetError, read_manifest
+    from recsys.features.profiles import ProfileError, build_member_profiles
+
     try:
-        import inspect
-
-        from recsys import features as feats
-
-        build = getattr(feats, "build_member_profiles", None)
-        if build is None:
-            raise ImportError("recsys.features.build_member_profiles is not available")
-        accepts_before = "before" in inspect.signature(build).parameters
-        if before is not None and not accepts_before:
-            log.warning("segments: build_member_profiles takes no cut-off; using tier to avoid leakage")
-            return None, "tier"
-        profiles = build(root, before=before) if accepts_before else build(root)
-        if "segment" not in profiles or Col.MEMBER_ID not in profiles:
-            raise ImportError("member profiles have no segment column")
-        return profiles.set_index(Col.MEMBER_ID)["segment"].astype(str), "segment"
-    except ImportError as exc:
-        log.warning("segments unavailable (%s); cold-start groups use tier", exc)
-        return None, "tier"
+        fingerprint = str(read_manifest(root).get("fingerprint", ""))
+    except DatasetError:
+        fingerprint = ""
+    key = (str(root.resolve()), fingerprint, before.isoformat() if before is not None else "", seed)
+    if key in _PROFILE_CACHE:
+        return _PROFILE_CACHE[key]
+    try:
+        profiles = build_member_profiles(root, before, seed=seed)
+    except (ProfileError, DatasetError, KeyError, ValueError) as exc:
+        log.warning("member profiles unavailable (%s); using tier and matrix habits", exc)
+        return None
+    _PROFILE_CACHE.clear()
+    _PROFILE_CACHE[key] = profiles
+    return profiles
 
 
 def _group_codes(labels: pd.Series | None, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -532,7 +557,8 @@ def _index_recall(model: Recommender, index: ItemIndex, n_queries: int, seed: in
 def _calibration_rows(
     root: Path, inter: InteractionMatrix, before: datetime | None, cfg: CalibrationConfig, seed: int
 ) -> pd.DataFrame:
-    """Training-period impressions (sampled) with label 1 when the member bought the offer within the window."""
+    """Training-period impressions (sampled) with label 1 when the member bought the offer within the
+    window."""
     if not has_table(root, INTERACTIONS.name):
         return pd.DataFrame(columns=["row", "col", "label"])
     cutoff = to_utc_naive(before) if before is not None else None
@@ -546,7 +572,9 @@ def _calibration_rows(
             ok &= t < cutoff
         df = df.loc[ok].assign(**{Col.EVENT_TIME: t[ok]})
         et = df[Col.EVENT_TYPE].astype(str)
-        purchases.append(df.loc[et == EventType.PURCHASE.value, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]])
+        purchases.append(
+            df.loc[et == EventType.PURCHASE.value, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]]
+        )
         imp = df.loc[et == EventType.IMPRESSION.value, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]]
         if len(imp) > cfg.max_impressions:
             imp = imp.iloc[np.sort(rng.choice(len(imp), cfg.max_impressions, replace=False))]

@@ -1,16 +1,21 @@
 """Member and item feature matrices for the content models (LightFM, hybrid), offline and online alike.
 
-A feature is a ``"key=value"`` name. Members (:data:`MEMBER_FEATURE_KEYS`)::
+A feature is a ``"key=value"`` name. Member features come from the member profile
+(:func:`recsys.features.profiles.build_member_profiles`, the same code offline and online), keys
+:data:`MEMBER_FEATURE_KEYS`::
 
-    tier=gold  segment=keep  home=PEK  cabin=C (the cabin flown most)  meal=VGML (the special meal taken most)
+    tier=gold  segment=keep  home_airport=PEK  dominant_cabin=C  special_meal=VGML  value_band=v60_80
+    recency_band=d000_030
 
-Items (offers and tokens share names, which is what links an award flight to CTU with members who fly to CTU)::
+(when profiles cannot be built — a dataset without the columns they need — tier and home airport come from the
+members table and the cabin and special meal habits from the interaction matrix). Items (offers and tokens
+share names, which is what links an award flight to CTU with the members who fly to CTU)::
 
     kind=offer|dest|route|cabin|meal|category   family=upsell  category=meal  cabin=C  region=asia
     dest=CTU  origin=PEK  meal=VGML  price=low|mid|high  miles=none|low|mid|high
 
-The service builds the same names from a member's online profile with :func:`member_feature_names`, so a member
-the model never saw is scored from the same features as in training (no training/serving skew).
+The service passes a member's online profile dict to the bundle, which builds the same names with
+:func:`member_feature_names`: a member the model never saw is scored from the same features as in training.
 """
 
 from __future__ import annotations
@@ -28,8 +33,15 @@ from recsys.models.base import FeatureMatrix
 from recsys.schema import Col
 
 # Keys of a member's features, in the order of the profile dict the service passes (``member_features``).
-MEMBER_FEATURE_KEYS: tuple[str, ...] = ("tier", "segment", "home_airport", "cabin", "meal")
-_SHORT = {"home_airport": "home"}
+MEMBER_FEATURE_KEYS: tuple[str, ...] = (
+    "tier",
+    "segment",
+    "home_airport",
+    "dominant_cabin",
+    "special_meal",
+    "value_band",
+    "recency_band",
+)
 
 
 def member_feature_names(profile: Mapping[str, Any] | None) -> list[str]:
@@ -41,15 +53,15 @@ def member_feature_names(profile: Mapping[str, Any] | None) -> list[str]:
         value = profile.get(key)
         if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
             continue
-        names.append(f"{_SHORT.get(key, key)}={value}")
+        names.append(f"{key}={value}")
     return names
 
 
 def member_habits(inter: InteractionMatrix) -> pd.DataFrame:
-    """Each member's most-weighted cabin and special meal from the interaction matrix (None without any)."""
+    """Each member's most-weighted cabin and meal token from the interaction matrix (None without any)."""
     ids = inter.item_ids.external_ids
     out = pd.DataFrame({Col.MEMBER_ID: inter.member_ids.external_ids})
-    for key, prefix in (("cabin", CABIN_PREFIX), ("meal", MEAL_PREFIX)):
+    for key, prefix in (("dominant_cabin", CABIN_PREFIX), ("special_meal", MEAL_PREFIX)):
         cols = np.flatnonzero(pd.Series(ids, dtype=object).str.startswith(prefix).to_numpy())
         values = np.asarray([str(i)[len(prefix) :] for i in ids[cols]], dtype=object)
         if len(cols) == 0:
@@ -63,29 +75,34 @@ def member_habits(inter: InteractionMatrix) -> pd.DataFrame:
 
 
 def member_feature_table(
-    members: pd.DataFrame, inter: InteractionMatrix, segments: pd.Series | None = None
+    members: pd.DataFrame, inter: InteractionMatrix, profiles: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """One row per member of ``inter`` (same order) with the :data:`MEMBER_FEATURE_KEYS` columns.
 
-    ``members`` is the members table (tier, home airport); ``segments`` an optional Series of segment labels
-    indexed by member id.
+    From ``profiles`` (member profiles, one row per member id) when given; otherwise tier and home airport
+    from
+    ``members`` and habits from the interaction matrix, the other keys missing.
     """
     base = pd.DataFrame({Col.MEMBER_ID: inter.member_ids.external_ids})
-    info = members.set_index(Col.MEMBER_ID)
-    base["tier"] = base[Col.MEMBER_ID].map(info[Col.TIER]) if Col.TIER in info else None
-    base["home_airport"] = (
-        base[Col.MEMBER_ID].map(info[Col.HOME_AIRPORT]) if Col.HOME_AIRPORT in info else None
-    )
-    base["segment"] = base[Col.MEMBER_ID].map(segments) if segments is not None else None
+    if profiles is not None:
+        prof = profiles.drop_duplicates(Col.MEMBER_ID).set_index(Col.MEMBER_ID)
+        for key in MEMBER_FEATURE_KEYS:
+            base[key] = base[Col.MEMBER_ID].map(prof[key]) if key in prof else None
+        return base[[Col.MEMBER_ID, *MEMBER_FEATURE_KEYS]]
+    info = members.drop_duplicates(Col.MEMBER_ID).set_index(Col.MEMBER_ID)
+    for key in MEMBER_FEATURE_KEYS:
+        base[key] = base[Col.MEMBER_ID].map(info[key]) if key in info else None
     habits = member_habits(inter)
-    base["cabin"] = habits["cabin"].to_numpy()
-    base["meal"] = habits["meal"].to_numpy()
+    base["dominant_cabin"] = habits["dominant_cabin"].to_numpy()
+    base["special_meal"] = habits["special_meal"].to_numpy()
     return base[[Col.MEMBER_ID, *MEMBER_FEATURE_KEYS]]
 
 
 def _one_hot(columns: dict[str, pd.Series], n_rows: int) -> FeatureMatrix:
     """Rows × ``key=value`` indicators of several categorical columns (missing values give no feature)."""
-    rows_list, cols_list, names = [], [], []
+    rows_list: list[np.ndarray] = []
+    cols_list: list[np.ndarray] = []
+    names: list[str] = []
     for key, series in columns.items():
         values = pd.Series(series).reset_index(drop=True)
         valid = values.notna() & (values.astype(str) != "")
@@ -103,7 +120,7 @@ def _one_hot(columns: dict[str, pd.Series], n_rows: int) -> FeatureMatrix:
 
 def build_member_features(table: pd.DataFrame) -> FeatureMatrix:
     """The member feature matrix (rows in ``table`` order) from :func:`member_feature_table`."""
-    return _one_hot({_SHORT.get(k, k): table[k] for k in MEMBER_FEATURE_KEYS}, len(table))
+    return _one_hot({k: table[k] for k in MEMBER_FEATURE_KEYS}, len(table))
 
 
 def _band(values: pd.Series, labels: tuple[str, ...] = ("low", "mid", "high")) -> pd.Series:
@@ -119,7 +136,8 @@ def _band(values: pd.Series, labels: tuple[str, ...] = ("low", "mid", "high")) -
 
 
 def build_item_features(offers: pd.DataFrame, item_ids: IdMap) -> FeatureMatrix:
-    """Item features of every item of ``item_ids``: catalogue attributes for offers, parsed tokens for the rest."""
+    """Item features of every item of ``item_ids``: catalogue attributes for offers, parsed tokens for the
+    rest."""
     ids = pd.Series(item_ids.external_ids, dtype=object)
     kinds = pd.Series(item_kind(item_ids.external_ids), dtype=object)
     value = ids.str.split(":", n=1).str[1]

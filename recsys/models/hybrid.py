@@ -1,10 +1,10 @@
 """Hybrid: a weighted blend of ALS (collaborative) and LightFM (content-aware) scores.
 
-Each part's scores are divided by their standard deviation over the training members' known items (so the weights
-mean what they say whatever each model's scale) and summed with the configured weights. Because the blend is
-linear, it is again an inner product — of the concatenated, weighted vectors — so top-k, faiss retrieval and
-per-request scoring are the base's. Cold members have a zero ALS part and LightFM's content vector; cold offers
-get LightFM's content score.
+Each part's scores are divided by their standard deviation over the training members' known items (so the
+weights mean what they say whatever each model's scale) and summed with the configured weights. Because the
+blend is linear, it is again an inner product — of the concatenated, weighted vectors — so top-k, faiss
+retrieval and per-request scoring are the base's. Cold members have a zero ALS part and LightFM's content
+vector; cold offers get LightFM's content score.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from recsys.models.lightfm_model import LightFMConfig, LightFMRecommender
 class HybridConfig(ModelConfig):
     """Weights of the parts and each part's own configuration (its ``random_state`` is the hybrid's)."""
 
-    als_weight: float = Field(0.5, ge=0)
-    lightfm_weight: float = Field(0.5, ge=0)
+    als_weight: float = Field(default=0.5, ge=0)
+    lightfm_weight: float = Field(default=0.5, ge=0)
     als: ALSConfig = ALSConfig()
     lightfm: LightFMConfig = LightFMConfig()
-    scale_sample: int = Field(200_000, ge=100, description="interactions sampled to measure each part's scale")
+    scale_sample: int = Field(
+        default=200_000, ge=100, description="interactions sampled to measure each part's scale"
+    )
 
     def flat(self, prefix: str = "") -> dict[str, object]:
         out = {k: v for k, v in super().flat(prefix).items() if not isinstance(v, dict)}

@@ -1,9 +1,10 @@
 """LightFM (WARP by default) with member and item features, wrapped.
 
 Member and item rows are ``[identity | features]`` (identity optional), L1-normalised, as the LightFM docs
-advise. A member's score is ``u·v + b_u + b_i``, folded into vectors ``[u, b_u, 1]`` and ``[v, 1, b_i]``. A cold
-member (no history) gets the mean of their feature embeddings and biases — exactly LightFM's representation of a
-row without the identity feature — and a cold offer its feature-only representation: its content score.
+advise. A member's score is ``u·v + b_u + b_i``, folded into vectors ``[u, b_u, 1]`` and ``[v, 1, b_i]``. A
+cold member (no history) gets the mean of their feature embeddings and biases — exactly LightFM's
+representation of a row without the identity feature — and a cold offer its feature-only representation: its
+content score.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, de
 class LightFMConfig(ModelConfig):
     """Parameters of :class:`lightfm.LightFM` and of its ``fit``."""
 
-    no_components: int = Field(32, ge=1)
+    no_components: int = Field(default=32, ge=1)
     loss: Literal["warp", "bpr", "warp-kos", "logistic"] = "warp"
-    learning_rate: float = Field(0.05, gt=0)
-    item_alpha: float = Field(0.0, ge=0)
-    user_alpha: float = Field(0.0, ge=0)
-    max_sampled: int = Field(10, ge=1)
-    epochs: int = Field(15, ge=1)
-    num_threads: int = Field(1, ge=1, description="Hogwild SGD: only 1 thread is reproducible")
+    learning_rate: float = Field(default=0.05, gt=0)
+    item_alpha: float = Field(default=0.0, ge=0)
+    user_alpha: float = Field(default=0.0, ge=0)
+    max_sampled: int = Field(default=10, ge=1)
+    epochs: int = Field(default=15, ge=1)
+    num_threads: int = Field(default=1, ge=1, description="Hogwild SGD: only 1 thread is reproducible")
     user_identity: bool = True
     item_identity: bool = True
     use_weights: bool = True
@@ -42,7 +43,8 @@ def _normalised(blocks: list[sp.csr_matrix]) -> sp.csr_matrix:
 
 
 class LightFMRecommender(Recommender):
-    """Hybrid matrix factorisation with side features (Kula 2015); scores cold members and offers by content."""
+    """Hybrid matrix factorisation with side features (Kula 2015); scores cold members and offers by
+    content."""
 
     kind = "lightfm"
     Config = LightFMConfig

@@ -24,7 +24,7 @@ def model_class(kind: str) -> type[Recommender]:
     if kind not in _KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
     module, name = _KINDS[kind]
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)
 
 
 def config_class(kind: str) -> type[ModelConfig]:

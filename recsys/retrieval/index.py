@@ -22,13 +22,13 @@ class IndexConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    exact_max_items: int = Field(10_000, ge=0, description="exact IndexFlatIP up to this many items")
+    exact_max_items: int = Field(default=10_000, ge=0, description="exact IndexFlatIP up to this many items")
     approximate: Literal["hnsw", "ivf"] = "hnsw"
-    hnsw_m: int = Field(32, ge=4)
-    hnsw_ef_construction: int = Field(80, ge=8)
-    hnsw_ef_search: int = Field(128, ge=1)
-    ivf_nlist: int | None = Field(None, ge=1, description="default: about 4·sqrt(n) lists")
-    ivf_nprobe: int = Field(16, ge=1)
+    hnsw_m: int = Field(default=32, ge=4)
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=128, ge=1)
+    ivf_nlist: int | None = Field(default=None, ge=1, description="default: about 4·sqrt(n) lists")
+    ivf_nprobe: int = Field(default=16, ge=1)
     seed: int = 42
 
 
@@ -43,7 +43,8 @@ class ItemIndex:
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, config: IndexConfig | None = None) -> ItemIndex:
-        """Index ``vectors`` (rows named by ``ids``): exact when small, HNSW or IVF above ``exact_max_items``."""
+        """Index ``vectors`` (rows named by ``ids``): exact when small, HNSW or IVF above
+        ``exact_max_items``."""
         cfg = config or IndexConfig()
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if x.ndim != 2 or len(ids) != len(x):
@@ -82,9 +83,10 @@ class ItemIndex:
         k = min(k, len(self.ids))
         if k <= 0:
             return np.empty((len(q), 0), dtype=object), np.empty((len(q), 0), dtype=np.float32)
-        scores, idx = self.index.search(q, k)
-        ids = np.where(idx >= 0, self.ids[np.maximum(idx, 0)], None)
-        scores = np.where(idx >= 0, scores, -np.inf).astype(np.float32)
+        raw_scores, idx = self.index.search(q, k)
+        ids = self.ids[np.maximum(idx, 0)]
+        ids[idx < 0] = None
+        scores = np.where(idx >= 0, raw_scores, -np.inf).astype(np.float32)
         return ids, scores
 
     def search_positions(self, queries: np.ndarray, k: int) -> np.ndarray:
@@ -97,7 +99,9 @@ class ItemIndex:
         directory.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(directory / f"{name}.faiss"))
         np.save(directory / f"{name}.vectors.npy", self.vectors)
-        (directory / f"{name}.json").write_text(json.dumps({"kind": self.kind, "ids": [str(i) for i in self.ids]}))
+        (directory / f"{name}.json").write_text(
+            json.dumps({"kind": self.kind, "ids": [str(i) for i in self.ids]})
+        )
 
     @classmethod
     def load(cls, directory: Path | str, name: str) -> ItemIndex:
@@ -106,7 +110,9 @@ class ItemIndex:
         index = faiss.read_index(str(directory / f"{name}.faiss"))
         vectors = np.load(directory / f"{name}.vectors.npy")
         if index.ntotal != len(meta["ids"]):
-            raise ValueError(f"{directory}/{name}: index holds {index.ntotal} vectors but {len(meta['ids'])} ids")
+            raise ValueError(
+                f"{directory}/{name}: index holds {index.ntotal} vectors but {len(meta['ids'])} ids"
+            )
         return cls(np.asarray(meta["ids"], dtype=object), vectors, index, meta["kind"])
 
 
