@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from recsys.events import EventLog
 from serving.api.routes import admin, events, members, ops, recommendations
+from serving.bootstrap import bootstrap_profiles
 from serving.config import Settings
 from serving.errors import install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
@@ -54,8 +56,12 @@ Every error has the shape
 
 def registry_loader(settings: Settings) -> BundleLoader:
     def load() -> tuple[Any, Any]:
+        import mlflow
         from recsys.registry import load_bundle
 
+        # models:/ URIs are resolved against the process-wide registry URI: point it at ours.
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_tracking_uri)
         return load_bundle(settings.mlflow_tracking_uri, settings.model_name, settings.model_alias)
 
     return load
@@ -203,6 +209,10 @@ def create_app(
             closers=closers,
         )
         app.state.services = services
+        if member_store is None:
+            await anyio.to_thread.run_sync(
+                bootstrap_profiles, store, settings.data_dir, settings.bootstrap_profiles
+            )
         outcome = await holder.reload(force=True)
         if outcome.status == "failed":
             logger.error("no model loaded at start-up (%s); /readyz is 503 until one loads", outcome.error)

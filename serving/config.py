@@ -43,6 +43,14 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="How often to check whether the alias moved; 0 disables the poll."
     )
 
+    # --- member profiles --------------------------------------------------------------------------------
+    data_dir: Path | None = Field(
+        default=None, description="Dataset to build member profiles from when the member store is empty."
+    )
+    bootstrap_profiles: Literal["auto", "always", "never"] = Field(
+        default="auto", description="auto: publish profiles from data_dir at start-up if the store has none."
+    )
+
     # --- capping ---------------------------------------------------------------------------------------
     capping_enabled: bool = Field(default=True, description="Apply frequency caps in the recommend pipeline.")
     capping_policy_path: Path = Field(

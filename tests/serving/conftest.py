@@ -1,0 +1,181 @@
+"""Fixtures of the service tests: a small world with a registered champion, real Redis, the app.
+
+Everything real: the dataset comes from the generator, the champion is trained (popularity model, the
+fastest) and registered in a throw-away MLflow SQLite store, caps and the member store use the machine's
+Redis under a key prefix of their own (removed afterwards), the event log is a SQLite file or a PostgreSQL
+schema of the test's own. A Redis or PostgreSQL that is not running FAILS the test with how to start it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import redis
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.config import Settings
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_URL = os.environ.get("RECSYS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MODEL_NAME = "svc-test-offers"
+DEBUG_TOKEN = "test-debug-token-0123456789"
+TRACKING_SECRET = "test-tracking-secret-0123456789"
+ROOT = Path(__file__).resolve().parents[2]
+CAPS_POLICY = ROOT / "config" / "caps.yaml"
+
+
+@dataclass(frozen=True)
+class Registry:
+    tracking_uri: str
+    model_name: str
+    first_version: str
+
+
+def redis_or_fail() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} ({exc}). Start it: `redis-server --daemonize yes` "
+            "(or `service redis-server start`)."
+        )
+    return client
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.unlink(*keys[i : i + 500])
+
+
+def pg_schema_or_fail() -> tuple[sa.Engine, str]:
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_URL} ({type(exc).__name__}). Start it: "
+            "`service postgresql start` (trust auth, user postgres, database `test`)."
+        )
+    schema = f"test_svc_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    return engine, schema
+
+
+@pytest.fixture(scope="session")
+def serving_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared small world when the suite provides one, else a 1,000-member world of our own."""
+    try:
+        return Path(request.getfixturevalue("small_world"))
+    except pytest.FixtureLookupError:
+        from recsys.data.generator import generate_world
+
+        return generate_world(tmp_path_factory.mktemp("svc-world") / "world", 1000, seed=11, progress=False)
+
+
+@pytest.fixture(scope="session")
+def registry(serving_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A throw-away MLflow store with a trained popularity champion."""
+    from recsys.registry import promote
+    from training.pipeline import train_pipeline
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('svc-mlflow')}/mlflow.db"
+    result = train_pipeline(serving_world, "popularity", tracking_uri=uri, model_name=MODEL_NAME, seed=3)
+    assert result.published is not None and result.published.version is not None
+    version = result.published.version.version
+    promote(uri, MODEL_NAME, version, force=True)
+    return Registry(uri, MODEL_NAME, version)
+
+
+@pytest.fixture(scope="session")
+def world_members(serving_world: Path) -> list[str]:
+    return (
+        pd.read_parquet(serving_world / "members.parquet", columns=["member_id"])["member_id"]
+        .astype(str)
+        .tolist()
+    )
+
+
+@pytest.fixture(scope="session")
+def world_offers(serving_world: Path) -> pd.DataFrame:
+    return pd.read_parquet(serving_world / "offers.parquet")
+
+
+@pytest.fixture()
+def redis_prefix() -> Iterator[str]:
+    client = redis_or_fail()
+    prefix = f"test-svc-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    delete_prefix(client, prefix)
+    client.close()
+
+
+def make_settings(registry: Registry, world: Path, tmp: Path, prefix: str | None, **over: Any) -> Settings:
+    values: dict[str, Any] = {
+        "mlflow_tracking_uri": registry.tracking_uri,
+        "model_name": registry.model_name,
+        "database_url": f"sqlite:///{tmp}/events.db",
+        "redis_url": REDIS_URL if prefix else None,
+        "members_key_prefix": f"{prefix}:members" if prefix else "members",
+        "caps_key_prefix": f"{prefix}:caps" if prefix else "caps",
+        "capping_policy_path": CAPS_POLICY,
+        "data_dir": world,
+        "reload_interval_s": 0,
+        "debug_token": DEBUG_TOKEN,
+        "tracking_secret": TRACKING_SECRET,
+    }
+    values.update(over)
+    return Settings(**values)
+
+
+def service_env(registry: Registry, world: Path, tmp: Path, prefix: str, **over: str) -> dict[str, str]:
+    """Environment for a service process (``serving.launcher.run_service``)."""
+    env = {
+        "RECSYS_MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "RECSYS_MODEL_NAME": registry.model_name,
+        "RECSYS_DATABASE_URL": f"sqlite:///{tmp}/events.db",
+        "RECSYS_REDIS_URL": REDIS_URL,
+        "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
+        "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
+        "RECSYS_CAPPING_POLICY_PATH": str(CAPS_POLICY),
+        "RECSYS_DATA_DIR": str(world),
+        "RECSYS_RELOAD_INTERVAL_S": "0",
+        "RECSYS_DEBUG_TOKEN": DEBUG_TOKEN,
+        "RECSYS_TRACKING_SECRET": TRACKING_SECRET,
+        "RECSYS_LOG_LEVEL": "info",
+    }
+    env.update(over)
+    return env
+
+
+@pytest.fixture(scope="module")
+def module_prefix() -> Iterator[str]:
+    client = redis_or_fail()
+    prefix = f"test-svc-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    delete_prefix(client, prefix)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def client(
+    registry: Registry, serving_world: Path, tmp_path_factory: pytest.TempPathFactory, module_prefix: str
+) -> Iterator[TestClient]:
+    """The app over real Redis (own prefix) and a SQLite event log; shared by a test module."""
+    settings = make_settings(registry, serving_world, tmp_path_factory.mktemp("svc-app"), module_prefix)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
