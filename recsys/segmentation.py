@@ -2,7 +2,8 @@
 
 :func:`fit_segments` standardises L, R, F, M, C (z-score with the population mean and standard
 deviation), clusters with scikit-learn ``KMeans`` (k = 5, ``random_state = seed``, ``n_init`` fixed at
-:data:`N_INIT`), and names the five clusters from their centres.
+:data:`N_INIT`, single-threaded so the result is the same on any machine; above :data:`MAX_FIT_ROWS` members
+on a seeded sample of that size), and names the five clusters from their centres.
 
 Naming rule (deterministic, each name used exactly once). Every segment has a *signature*: the direction in
 z-space (L, R, F, M, C) its centre is expected to point to, from the textbook reading of the five groups:
@@ -36,11 +37,13 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from recsys.features.lrfmc import LRFMC_COLUMNS
 from recsys.schema import Segment
 
 N_INIT = 10
+MAX_FIT_ROWS = 200_000
 SEGMENT_ORDER: tuple[Segment, ...] = (
     Segment.KEEP,
     Segment.DEVELOP,
@@ -111,10 +114,8 @@ class SegmentModel:
 
     def predict(self, lrfmc: pd.DataFrame) -> np.ndarray:
         """Segment name (str) of every row: nearest centre in z-space (ties go to the earlier segment)."""
-        z = self.transform(lrfmc)
-        d = ((z[:, None, :] - self.centres_z[None, :, :]) ** 2).sum(axis=2)
         names = np.array([str(n) for n in self.names], dtype=object)
-        return names[np.argmin(d, axis=1)] if len(z) else np.array([], dtype=object)
+        return names[_nearest(self.transform(lrfmc), self.centres_z)]
 
     # -- description ---------------------------------------------------------------------------------------
     @property
@@ -210,19 +211,36 @@ def fit_segments(lrfmc: pd.DataFrame, k: int = 5, seed: int = 0) -> SegmentModel
     scale = x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     z = (x - mean) / scale
-    km = KMeans(n_clusters=k, random_state=seed, n_init=N_INIT).fit(z)
+    fit_rows = z
+    if len(z) > MAX_FIT_ROWS:  # a seeded sample: k-means centres of 200k rows are as good as of millions
+        pick = np.random.default_rng(seed).choice(len(z), MAX_FIT_ROWS, replace=False)
+        fit_rows = z[np.sort(pick)]
+    # One thread: the same centres on any machine, and no oversubscription on a shared box (it is also
+    # several times faster than the default OpenMP threads when the cores are busy).
+    with threadpool_limits(limits=1):
+        km = KMeans(n_clusters=k, random_state=seed, n_init=N_INIT).fit(fit_rows)
     raw_names = name_clusters(km.cluster_centers_)
     order = [raw_names.index(s) for s in SEGMENT_ORDER]  # centre rows in segment order
-    counts = np.bincount(km.labels_, minlength=k)
+    centres_z = np.asarray(km.cluster_centers_[order], dtype=float)
+    nearest = _nearest(z, centres_z)
+    counts = np.bincount(nearest, minlength=k)
     return SegmentModel(
         mean=mean,
         scale=scale,
-        centres_z=np.asarray(km.cluster_centers_[order], dtype=float),
+        centres_z=centres_z,
         names=SEGMENT_ORDER,
-        train_sizes=tuple(int(counts[i]) for i in order),
+        train_sizes=tuple(int(c) for c in counts),
         seed=seed,
         inertia=float(km.inertia_),
     )
+
+
+def _nearest(z: np.ndarray, centres_z: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean distance; ties to the lower index) of each row."""
+    if len(z) == 0:
+        return np.zeros(0, dtype=np.int64)
+    d = ((z[:, None, :] - centres_z[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(d, axis=1)
 
 
 # ------------------------------------------------------------------------------------------------------------

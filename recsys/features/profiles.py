@@ -78,7 +78,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -627,8 +627,9 @@ def _str_col(df: pd.DataFrame, col: str, default: str) -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), default, dtype=object)
     s = df[col]
-    values = s.astype(object).where(s.notna(), None).to_numpy(dtype=object)
-    return np.array([default if v is None or v == "" else str(v) for v in values], dtype=object)
+    values = s.astype(object).to_numpy(dtype=object)
+    missing = pd.isna(values) | (values == "")
+    return np.where(missing, default, values).astype(object)
 
 
 def _int_col(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -806,14 +807,25 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------
 
 
-def resolve_as_of(dataset_dir: Path | str, as_of: datetime | None = None) -> pd.Timestamp:
-    """``as_of`` if given, else the manifest's ``as_of``, else the latest flight or interaction time."""
+def end_of(as_of: datetime | date | str) -> pd.Timestamp:
+    """The instant an ``as_of`` stands for, as naive UTC: a bare date (``2026-06-30`` or a ``date``) means the
+    end of that day - the generator's manifest names the last day of history - and a time is taken as is."""
+    if isinstance(as_of, date) and not isinstance(as_of, datetime):
+        return pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    if isinstance(as_of, str) and len(as_of.strip()) == 10:
+        return to_naive_utc(as_of) + pd.Timedelta(days=1)
+    return to_naive_utc(as_of)
+
+
+def resolve_as_of(dataset_dir: Path | str, as_of: datetime | date | str | None = None) -> pd.Timestamp:
+    """The end of the profile windows: ``as_of`` if given, else the manifest's ``as_of``, else the latest
+    flight or interaction time (see :func:`end_of` for bare dates)."""
     if as_of is not None:
-        return to_naive_utc(as_of)
+        return end_of(as_of)
     root = Path(dataset_dir)
     manifest = read_manifest(root)
     if manifest.get("as_of"):
-        return to_naive_utc(manifest["as_of"])
+        return end_of(manifest["as_of"])
     latest: pd.Timestamp | None = None
     for table, col in (("flights", Col.DEPARTURE_TIME), ("interactions", Col.EVENT_TIME)):
         if not has_table(root, table):
@@ -850,7 +862,7 @@ def load_flights(dataset_dir: Path | str) -> pd.DataFrame:
         part = part[cols]
         for c in _CATEGORICAL_FLIGHT_COLUMNS:
             if c in part.columns:
-                part[c] = part[c].astype(str).astype("category")
+                part[c] = part[c].astype("category")
         parts.append(part)
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in FLIGHT_COLUMNS})
