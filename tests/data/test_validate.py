@@ -1,0 +1,201 @@
+"""``recsys data validate``: a generated world is clean; every kind of problem in a dataset is found and located."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsys.data.importers import import_dataset
+from recsys.data.layout import read_table
+from recsys.data.validate import (
+    Chunk,
+    Rules,
+    ValidationReport,
+    check_values,
+    coerce_chunk,
+    validate_dataset,
+)
+from recsys.schema import ALL_TABLES, TABLES, Col
+from training.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.output
+
+
+@pytest.fixture()
+def world_copy(small_world: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "world"
+    shutil.copytree(small_world, dest)
+    return dest
+
+
+def rewrite(root: Path, relpath: str, change: object) -> None:
+    path = root / relpath
+    frame = pd.read_parquet(path)
+    change(frame)  # type: ignore[operator]
+    frame.to_parquet(path, index=False)
+
+
+def lines_of(report: ValidationReport) -> set[str]:
+    return {str(p) for p in report.problems()}
+
+
+def test_a_generated_world_validates_clean(small_world: Path) -> None:
+    code, output = run("data", "validate", small_world)
+    assert code == 0, output
+    assert "valid" in output
+
+
+def test_problems_in_parquet_tables_are_located_by_part_file_row_and_column(world_copy: Path) -> None:
+    flights = "flights/part-00000.parquet"
+    first_member = read_table(world_copy, "members")[Col.MEMBER_ID].iloc[0]
+
+    def corrupt_flights(f: pd.DataFrame) -> None:
+        f.loc[16, Col.CABIN] = "Q"
+        f.loc[4, Col.FARE_PAID] = -10.0
+        f.loc[7, Col.ORIGIN] = "ZZZ"
+        f.loc[9, Col.MEMBER_ID] = "NOBODY"
+        f.loc[11, Col.DEPARTURE_TIME] = pd.Timestamp("2199-01-01 10:00")
+        f.loc[12, Col.FLIGHT_ID] = f.loc[2, Col.FLIGHT_ID]
+
+    rewrite(world_copy, flights, corrupt_flights)
+    rewrite(world_copy, "members.parquet", lambda m: m.__setitem__(Col.TIER, m[Col.TIER].where(m.index != 2, "iron")))
+    rewrite(world_copy, "interactions/part-00000.parquet",
+            lambda i: i.__setitem__(Col.OFFER_ID, i[Col.OFFER_ID].where(i.index != 0, "GHOST")))
+    report = validate_dataset(world_copy)
+    lines = lines_of(report)
+    dup = pd.read_parquet(world_copy / flights)[Col.FLIGHT_ID].iloc[2]
+    expected = {
+        f"{flights} row 17, column cabin: unknown cabin 'Q' (allowed: C, F, W, Y)",
+        f"{flights} row 5, column fare_paid: negative value -10 (must be >= 0)",
+        f"{flights} row 8, column origin: unknown airport 'ZZZ' (not an airport of the route network)",
+        f"{flights} row 10, column member_id: unknown member 'NOBODY' (no such member_id in members)",
+        f"{flights} row 12, column departure_time: datetime '2199-01-01T10:00:00' is in the far future (after "
+        f"{(pd.Timestamp.now().normalize() + pd.DateOffset(years=10)).date()})",
+        f"{flights} row 13, column flight_id: duplicated flight_id '{dup}' (first at {flights} row 3)",
+        "members.parquet row 3, column tier: unknown tier 'iron' (allowed: basic, gold, platinum, silver)",
+        "interactions/part-00000.parquet row 1, column offer_id: unknown offer 'GHOST' (no such offer_id in offers)",
+    }
+    assert expected <= lines, sorted(lines - expected)
+    assert first_member  # the world has members
+    code, output = run("data", "validate", world_copy)
+    assert code != 0
+    assert "unknown cabin 'Q'" in output and "problem(s)" in output
+
+
+def test_a_missing_table_and_a_missing_column_are_reported(world_copy: Path) -> None:
+    shutil.rmtree(world_copy / "redemptions")
+    rewrite(world_copy, "offers.parquet", lambda o: o.drop(columns=[Col.MARGIN], inplace=True))
+    lines = lines_of(validate_dataset(world_copy))
+    assert "redemptions: missing table 'redemptions' (expected redemptions)" in lines
+    assert any(line.startswith("offers.parquet, column margin: missing column 'margin'") for line in lines)
+
+
+def test_references_of_ancillaries_and_member_aggregates(world_copy: Path) -> None:
+    rewrite(world_copy, "ancillaries/part-00000.parquet",
+            lambda a: a.__setitem__(Col.FLIGHT_ID, a[Col.FLIGHT_ID].where(a.index != 1, "F-NONE")))
+    aggregates = pd.DataFrame({
+        Col.MEMBER_ID: ["M-NONE"], Col.FFP_DATE: [pd.Timestamp("2010-01-01")],
+        Col.LOAD_TIME: [pd.Timestamp("2014-03-31")], Col.FLIGHT_COUNT: [3], Col.SEG_KM_SUM: [4000],
+        Col.LAST_TO_END: [20], Col.AVG_DISCOUNT: [0.7],
+    })
+    aggregates.to_parquet(world_copy / "member_aggregates.parquet", index=False)
+    lines = lines_of(validate_dataset(world_copy))
+    assert ("ancillaries/part-00000.parquet row 2, column flight_id: unknown flight 'F-NONE' "
+            "(no such flight_id in flights)") in lines
+    assert ("member_aggregates.parquet row 1, column member_id: unknown member 'M-NONE' "
+            "(no such member_id in members)") in lines
+
+
+def test_validate_refuses_a_directory_that_is_not_a_dataset(tmp_path: Path) -> None:
+    code, output = run("data", "validate", tmp_path / "nowhere")
+    assert code != 0 and "not a dataset directory" in output
+    code, output = run("data", "validate", tmp_path)
+    assert code != 0 and "manifest.json" in output and "missing table 'members'" in output
+
+
+def test_generated_world_reimports_identically_from_parquet(small_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "re"
+    code, output = run("data", "import", small_world, "--out", out)
+    assert code == 0, output
+    for table in TABLES:
+        pd.testing.assert_frame_equal(read_table(small_world, table), read_table(out, table))
+    assert (out / "network" / "airports.parquet").is_file()
+    assert not (out / "truth").exists()  # the hidden truth is never imported
+
+
+def _as_csv_cell(value: object) -> object:
+    if isinstance(value, list | tuple | np.ndarray):
+        return "|".join(str(v) for v in value)
+    return value
+
+
+def test_generated_world_exported_to_csv_reimports_with_the_same_values(small_world: Path, tmp_path: Path) -> None:
+    src = tmp_path / "csv"
+    src.mkdir()
+    for table in TABLES:
+        frame = read_table(small_world, table)
+        for col, ltype in ALL_TABLES[table].columns.items():
+            if ltype.startswith("list["):
+                frame[col] = frame[col].map(_as_csv_cell)
+            elif ltype == "datetime":
+                frame[col] = frame[col].dt.strftime("%Y-%m-%dT%H:%M:%S")
+        frame.to_csv(src / f"{table}.csv", index=False)
+    out = tmp_path / "re"
+    import_dataset(src, out)
+    assert validate_dataset(out).ok
+    for table in TABLES:
+        original, again = read_table(small_world, table), read_table(out, table)
+        for col, ltype in ALL_TABLES[table].columns.items():
+            if ltype.startswith("list["):
+                original[col] = original[col].map(lambda v: tuple(str(x) for x in v))
+                again[col] = again[col].map(lambda v: tuple(str(x) for x in v))
+            elif ltype == "datetime":
+                original[col] = original[col].astype("datetime64[us]")
+                again[col] = again[col].astype("datetime64[us]")
+        pd.testing.assert_frame_equal(original, again, check_dtype=False)
+
+
+def test_validation_is_vectorised_and_reports_every_bad_row_of_a_large_table() -> None:
+    n, bad_every = 300_000, 300
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({
+        Col.FLIGHT_ID: [f"F{i:07d}" for i in range(n)],
+        Col.MEMBER_ID: "M1",
+        Col.FLIGHT_DATE: pd.Timestamp("2024-01-01"),
+        Col.DEPARTURE_TIME: pd.Timestamp("2024-01-01 08:00"),
+        Col.FLIGHT_NUMBER: "CA1501",
+        Col.ORIGIN: "PEK",
+        Col.DESTINATION: "PVG",
+        Col.CABIN: np.where(np.arange(n) % bad_every == 0, "Q", "Y"),
+        Col.FARE_CLASS: "M",
+        Col.DISTANCE_KM: 1078,
+        Col.FARE_PAID: rng.uniform(300, 3000, n),
+        Col.MILES_EARNED: 800,
+        Col.MEAL_CODE: "STD",
+        Col.SEAT_TYPE: "aisle",
+        Col.BAGS: 1,
+        Col.LOUNGE_USED: False,
+    })
+    report = ValidationReport()
+    started = time.perf_counter()
+    typed = coerce_chunk(Chunk.of("flights", "flights.parquet", frame), Rules(airports=frozenset({"PEK", "PVG"})),
+                         report)
+    check_values(typed, Rules(airports=frozenset({"PEK", "PVG"})), report)
+    took = time.perf_counter() - started
+    assert report.n_problems == n // bad_every
+    printed = report.format(limit=5)
+    assert len(printed) == 6
+    assert printed[-1] == f"flights.parquet, column cabin: ... and {n // bad_every - 5} more 'unknown code' problems"
+    assert took < 30, f"validating {n:,} rows took {took:.1f}s"
