@@ -1,0 +1,271 @@
+"""Outage behaviour against a real redis-server of our own: killed mid-traffic, frozen (slow), restarted.
+
+No exception escapes, every call returns within a bound, the configured policy applies (fail_closed: only
+exempt offers; fail_open: the per-process conservative cap), and service recovers by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from recsys.capping.api import CapCandidate, CapDecision, CapEnforcer, CapMember, build_enforcer
+from tests.capping.conftest import START_REDIS, make_policy
+
+TIMEOUT_MS = 20
+# "Never hangs": a call takes the 20 ms socket timeout at most, plus scheduling noise — which on the shared
+# 2-core test machine (load average above 10 while other suites run) reaches a few hundred ms. The bound
+# below separates that from a hang (a default client would block for seconds); medians are checked too.
+MAX_CALL_S = 1.0
+
+POLICY = """
+timeout_ms: 20
+outage:
+  mode: {mode}
+  breaker_backoff_ms: 100
+  breaker_max_backoff_ms: 400
+  local_cap: {{limit: 1, window: 1h}}
+caps:
+  - {{name: member_daily, scope: member, limit: 1000, window: day}}
+"""
+
+EXEMPT = CapCandidate("SVC", "ancillary", "insurance", exempt=True)
+CANDS = [CapCandidate(f"O{i}", "ancillary", "seat") for i in range(5)] + [EXEMPT]
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """A redis-server process of this test's own, on a spare port."""
+
+    def __init__(self) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail(f"redis-server is not installed; install it and start it with: {START_REDIS}")
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    r = OwnRedis()
+    r.start()
+    yield r
+    r.stop()
+
+
+class Traffic:
+    """Background threads calling select_and_record for many members, recording every outcome."""
+
+    def __init__(self, e: CapEnforcer, threads: int = 3) -> None:
+        self.e = e
+        self.results: list[tuple[float, float, CapDecision]] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, worker: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            m = CapMember(f"T{worker}{i:06d}", "basic", "UTC")
+            t0 = time.monotonic()
+            try:
+                d = self.e.select_and_record(m, CANDS, 3, "home", NOW)
+            except BaseException as exc:
+                self.errors.append(exc)
+                return
+            with self._lock:
+                self.results.append((t0, time.monotonic() - t0, d))
+            time.sleep(0.002)
+
+    def __enter__(self) -> Traffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def since(self, t: float) -> list[tuple[float, float, CapDecision]]:
+        with self._lock:
+            return [r for r in self.results if r[0] >= t]
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_fail_closed_kill_mid_traffic_and_recover(own_redis: OwnRedis) -> None:
+    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
+    with Traffic(e) as traffic:
+        assert wait_for(lambda: len(traffic.results) >= 30)
+        healthy = list(traffic.results)
+        assert all(d.degraded is None and len(d.selected) == 3 for _, _, d in healthy)
+
+        killed_at = time.monotonic()
+        own_redis.kill()
+        assert wait_for(lambda: len(traffic.since(killed_at)) >= 60)
+        time.sleep(0.6)  # long enough for the back-off to grow (100 → 200 → 400 ms)
+        during = traffic.since(killed_at + 0.05)
+        degraded = [d for _, _, d in during if d.degraded]
+        assert degraded, "no call saw the outage"
+        for d in degraded:
+            assert d.degraded is not None and d.degraded.startswith("fail_closed: redis")
+            assert d.selected == ["SVC"]  # only the exempt offer
+            assert {s.reason for s in d.suppressed} == {"outage:fail_closed"}
+        outage_latencies = sorted(lat for _, lat, _ in traffic.since(killed_at))
+        assert outage_latencies[-1] < MAX_CALL_S
+        assert outage_latencies[len(outage_latencies) // 2] < TIMEOUT_MS / 1000
+        # The breaker is open most of the time: most calls do not even try Redis.
+        assert e.breaker.is_open  # type: ignore[attr-defined]
+
+        restarted_at = time.monotonic()
+        own_redis.start()
+        assert wait_for(lambda: any(d.degraded is None for _, _, d in traffic.since(restarted_at)), timeout=5)
+        time.sleep(0.2)
+        recovered = traffic.since(time.monotonic() - 0.1)
+        assert recovered and all(d.degraded is None and len(d.selected) == 3 for _, _, d in recovered)
+    assert traffic.errors == []
+    assert max(lat for _, lat, _ in traffic.results) < MAX_CALL_S
+    all_degraded = [d for _, _, d in traffic.results if d.degraded]
+    snap = e.counters.snapshot()
+    assert snap["degraded:fail_closed"] == len(all_degraded)
+    assert snap["outage:fail_closed"] == sum(len(d.suppressed) for d in all_degraded)
+    e.close()
+
+
+def test_slow_redis_times_out_and_recovers(own_redis: OwnRedis) -> None:
+    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
+    m = CapMember("M0000001", "basic", "UTC")
+    assert e.select_and_record(m, CANDS, 3, "home", NOW).degraded is None
+    own_redis.freeze()  # connections stay open; Redis just stops answering
+    try:
+        latencies = []
+        for i in range(20):
+            t0 = time.monotonic()
+            d = e.select_and_record(m, CANDS, 3, "home", NOW + timedelta(seconds=i))
+            latencies.append(time.monotonic() - t0)
+            assert d.degraded == "fail_closed: redis timeout" and d.selected == ["SVC"]
+            time.sleep(0.03)
+        assert latencies[0] >= TIMEOUT_MS / 1000 * 0.9  # it did wait for the timeout...
+        assert max(latencies) < MAX_CALL_S  # ...and no longer
+        assert (
+            sorted(latencies)[len(latencies) // 2] < TIMEOUT_MS / 1000
+        )  # breaker open: most calls skip Redis
+        # Events and the support view do not raise either.
+        e.record_event(m, CANDS[0], "dismiss", "home", NOW)
+        assert e.member_state(m, NOW)["degraded"].startswith("unavailable")
+    finally:
+        own_redis.thaw()
+    assert wait_for(lambda: e.select_and_record(m, CANDS, 3, "home", NOW).degraded is None, timeout=5)
+    e.close()
+
+
+def test_fail_open_uses_conservative_local_cap(own_redis: OwnRedis) -> None:
+    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_open")), key_prefix="caps")
+    m1, m2 = CapMember("M0000001", "basic", "UTC"), CapMember("M0000002", "basic", "UTC")
+    assert e.select_and_record(m1, CANDS, 3, "home", NOW).selected == ["O0", "O1", "O2"]
+    own_redis.kill()
+    d = e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=1))
+    assert d.degraded is not None and d.degraded.startswith("fail_open: redis")
+    # One non-exempt offer per member per hour in this process, exempt offers always.
+    assert d.selected == ["O0", "SVC"]
+    assert [s.reason for s in d.suppressed] == ["outage:local_cap:rolling_1h"] * 4
+    d = e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=2))
+    assert d.selected == ["SVC"]
+    assert e.select_and_record(m2, CANDS, 3, "home", NOW + timedelta(minutes=2)).selected == ["O0", "SVC"]
+    assert e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=62)).selected == ["O0", "SVC"]
+    # A dismissal during the outage is honoured locally.
+    e.record_event(m2, CANDS[1], "dismiss", "home", NOW + timedelta(minutes=3))
+    d = e.select_and_record(m2, CANDS[1:], 3, "home", NOW + timedelta(minutes=70))
+    assert d.selected == ["O2", "SVC"] and d.suppressed[0].reason == "cooldown:dismiss:offer"
+    own_redis.start()  # a fresh, empty Redis
+    assert wait_for(lambda: e.select_and_record(m1, CANDS, 3, "home", NOW).degraded is None, timeout=5)
+    e.close()
+
+
+def test_unreachable_from_the_start_never_raises() -> None:
+    url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    e = build_enforcer(url, make_policy(POLICY.format(mode="fail_closed")))
+    assert not e.ping()
+    m = CapMember("M0000001", "basic", "UTC")
+    for _ in range(5):
+        t0 = time.monotonic()
+        d = e.select_and_record(m, CANDS, 3, "home", NOW)
+        assert time.monotonic() - t0 < MAX_CALL_S
+        assert d.selected == ["SVC"] and d.degraded == "fail_closed: redis unreachable"
+    e.record_event(m, CANDS[0], "purchase", "home", NOW)
+    assert e.member_state(m, NOW)["caps"] == []
