@@ -22,6 +22,7 @@ write leaves nothing behind and never touches an existing dataset.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -195,7 +196,7 @@ def fingerprint(root: Path | str) -> str:
         for f in files:
             digest.update(f.relative_to(root).as_posix().encode())
             with f.open("rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                for block in iter(functools.partial(fh.read, 1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()[:16]
 

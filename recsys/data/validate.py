@@ -1,16 +1,16 @@
-"""Validation of datasets and of tables on their way in: types, ranges, known codes, references and duplicate ids.
+"""Validation of datasets and of tables on their way in: types, ranges, codes, references and duplicate ids.
 
 Every check is vectorised over whole columns (pandas), so millions of rows validate in seconds. A check never
 stops at the first problem: it records *every* offending row, grouped by (file, column, kind), and a
 :class:`ValidationReport` prints them with a cap per group plus a count of the rest.
 
-Row numbers are 1-based *data* row numbers: for a CSV file, row 1 is the first line after the header (so row N is
-line N + 1 when no field holds a line break); for a Parquet file, row N is the N-th row of that file (of that part
-file, for partitioned tables).
+Row numbers are 1-based *data* row numbers: for a CSV file, row 1 is the first line after the header (so row N
+is line N + 1 when no field holds a line break); for a Parquet file, row N is the N-th row of that file (of
+that part file, for partitioned tables).
 
-The same building blocks serve ``recsys data validate DIR`` (:func:`validate_dataset`, which streams partitioned
-tables part by part so memory stays bounded) and the importers (:func:`check_tables`, which also returns the typed
-tables and which rows to reject).
+The same building blocks serve ``recsys data validate DIR`` (:func:`validate_dataset`, which streams
+partitioned tables part by part so memory stays bounded) and the importers (:func:`check_tables`, which also
+returns the typed tables and which rows to reject).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ REFERENCES: dict[tuple[str, str], tuple[str, str]] = {
     ("interactions", Col.OFFER_ID): ("offers", "offer"),
     ("member_aggregates", Col.MEMBER_ID): ("members", "member"),
 }
-# member_aggregates may stand alone: an aggregates-only dataset (the cleaned air-data file has no member profile).
+# member_aggregates may stand alone: an aggregates-only dataset (the cleaned air-data file has no member
+# profile).
 REFERENCES_IF_TARGET_NONEMPTY: frozenset[tuple[str, str]] = frozenset({("member_aggregates", Col.MEMBER_ID)})
 
 # Columns that must be >= 0.
@@ -118,7 +119,7 @@ def _values(enum: Iterable[Any]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Rules:
-    """What the checks accept beyond the schema: the airport set, extra nullable columns, generic offers, now."""
+    """What the checks accept beyond the schema: airport set, extra nullable columns, generic offers, now."""
 
     airports: frozenset[str] | None = None  # None: airport codes are not checked (a note says so)
     extra_nullable: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -165,7 +166,10 @@ class Rules:
                 Col.SEAT_TYPE: (_values(SeatType), "seat type"),
             },
             "ancillaries": {Col.CATEGORY: (categories, "offer category")},
-            "redemptions": {Col.KIND: (_values(RedemptionKind), "redemption kind"), Col.DESTINATION: airports},
+            "redemptions": {
+                Col.KIND: (_values(RedemptionKind), "redemption kind"),
+                Col.DESTINATION: airports,
+            },
             "offers": {
                 Col.FAMILY: (families, "offer family"),
                 Col.CATEGORY: (categories, "offer category"),
@@ -192,9 +196,9 @@ def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Problems and the report
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -219,15 +223,21 @@ def _show(value: Any) -> str:
         return repr(int(value)) if abs(value) < 1e15 else repr(value)
     if isinstance(value, pd.Timestamp):
         return f"'{value.isoformat()}'"
-    return repr(value) if isinstance(value, str) else repr(value) if not hasattr(value, "item") else repr(value.item())
+    return (
+        repr(value)
+        if isinstance(value, str)
+        else repr(value)
+        if not hasattr(value, "item")
+        else repr(value.item())
+    )
 
 
 @dataclass
 class ProblemGroup:
     """Every occurrence of one kind of problem in one column of one file.
 
-    ``template`` holds ``{value}`` where each row's offending value goes. A group with no rows is a problem of the
-    file as a whole (a missing column or table).
+    ``template`` holds ``{value}`` where each row's offending value goes. A group with no rows is a problem of
+    the file as a whole (a missing column or table).
     """
 
     table: str
@@ -295,6 +305,7 @@ class ValidationReport:
         merged: dict[tuple[str, str | None, str], list[ProblemGroup]] = {}
         for g in self.groups:
             merged.setdefault((g.file, g.column, g.kind), []).append(g)
+
         def first_row(item: tuple[tuple[str, str | None, str], list[ProblemGroup]]) -> tuple[str, int]:
             rows = [int(g.rows.min()) for g in item[1] if len(g.rows)]
             return item[0][0], min(rows) if rows else 0
@@ -326,9 +337,9 @@ class ValidationReport:
         return pd.DataFrame.from_records(records, columns=["file", "row", "column", "kind", "message"])
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Chunks: a piece of one table (a whole CSV file, a Parquet file, one part of a partitioned table)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -340,7 +351,9 @@ class Chunk:
     frame: pd.DataFrame
     rows: np.ndarray
     from_text: bool = False  # values are strings to parse (CSV), not typed values (Parquet)
-    display: dict[str, str] = field(default_factory=dict)  # canonical column -> the source's name, for messages
+    display: dict[str, str] = field(
+        default_factory=dict
+    )  # canonical column -> the source's name, for messages
 
     @classmethod
     def of(cls, table: str, label: str, frame: pd.DataFrame, from_text: bool = False) -> Chunk:
@@ -399,7 +412,7 @@ def _holds_dates(s: pd.Series) -> bool:
 
 
 def _parse_list(value: Any) -> list[Any] | None:
-    """A list cell: a list/array (Parquet), a JSON array or a ``|``-separated string (CSV); '' is an empty list."""
+    """A list cell: a list/array (Parquet), a JSON array or ``a|b|c`` text (CSV); '' is an empty list."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
     if isinstance(value, list | tuple | np.ndarray):
@@ -508,7 +521,7 @@ def _native(s: pd.Series, ltype: str) -> bool:
 
 @dataclass
 class Typed:
-    """A chunk after type checks: ``checked`` holds parsed values for the value checks, ``output`` what to write."""
+    """A chunk after type checks: ``checked`` holds parsed values for the checks, ``output`` what to write."""
 
     chunk: Chunk
     checked: pd.DataFrame
@@ -532,7 +545,10 @@ def coerce_chunk(chunk: Chunk, rules: Rules, report: ValidationReport, index: in
             missing.add(col)
             report.add(
                 ProblemGroup(
-                    chunk.table, chunk.label, chunk.name(col), MISSING_COLUMN,
+                    chunk.table,
+                    chunk.label,
+                    chunk.name(col),
+                    MISSING_COLUMN,
                     f"missing column '{chunk.name(col)}' (the file needs: "
                     f"{', '.join(chunk.name(c) for c in cols)})",
                 )
@@ -545,7 +561,9 @@ def coerce_chunk(chunk: Chunk, rules: Rules, report: ValidationReport, index: in
         if ltype.startswith("list[") and chunk.from_text:
             null = np.zeros(n, dtype=bool)  # an empty cell is an empty list
         if col not in nullable and null.any():
-            report.add(_group(chunk, col, MISSING_VALUE, "missing value (the column is required)", null, index))
+            report.add(
+                _group(chunk, col, MISSING_VALUE, "missing value (the column is required)", null, index)
+            )
             bad |= null
         typed, malformed = _coerce(s, ltype, _is_null(s) if ltype.startswith("list[") else null)
         if malformed.any():
@@ -553,8 +571,9 @@ def coerce_chunk(chunk: Chunk, rules: Rules, report: ValidationReport, index: in
             bad |= malformed
         checked[col] = typed
         output[col] = s if (not chunk.from_text and _native(s, ltype)) else typed
-    return Typed(chunk, pd.DataFrame(checked, index=frame.index), pd.DataFrame(output, index=frame.index),
-                 missing, bad)
+    return Typed(
+        chunk, pd.DataFrame(checked, index=frame.index), pd.DataFrame(output, index=frame.index), missing, bad
+    )
 
 
 def _group(
@@ -569,15 +588,19 @@ def _group(
     pos = np.flatnonzero(mask)
     vals = None
     if values is not None:
-        arr = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else np.asarray(values, dtype=object)
+        arr = (
+            values.to_numpy(dtype=object)
+            if isinstance(values, pd.Series)
+            else np.asarray(values, dtype=object)
+        )
         vals = arr[pos]
     shown = chunk.name(column) if column is not None else None
     return ProblemGroup(chunk.table, chunk.label, shown, kind, template, chunk.rows[pos], pos, vals, index)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Value checks: codes, ranges, consistency
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def check_values(typed: Typed, rules: Rules, report: ValidationReport, index: int = 0) -> None:
@@ -616,7 +639,13 @@ def check_values(typed: Typed, rules: Rules, report: ValidationReport, index: in
                 mask[pos] = True
                 vals = np.empty(len(df), dtype=object)
                 vals[pos] = first_bad.to_numpy(dtype=object)
-                add(col, UNKNOWN_CODE, f"unknown {what} {{value}} in list{_allowed_hint(allowed, what)}", mask, vals)
+                add(
+                    col,
+                    UNKNOWN_CODE,
+                    f"unknown {what} {{value}} in list{_allowed_hint(allowed, what)}",
+                    mask,
+                    vals,
+                )
             continue
         s = df[col]
         present = s.notna().to_numpy(dtype=bool)
@@ -635,8 +664,13 @@ def check_values(typed: Typed, rules: Rules, report: ValidationReport, index: in
             too_old = (ts < EARLIEST_DATE).to_numpy(dtype=bool, na_value=False)
             too_new = (ts > rules.latest_date).to_numpy(dtype=bool, na_value=False)
             add(col, OUT_OF_RANGE, f"{ltype} {{value}} is before {EARLIEST_DATE.date()}", too_old, ts)
-            add(col, OUT_OF_RANGE, f"{ltype} {{value}} is in the far future (after "
-                f"{rules.latest_date.date()})", too_new, ts)
+            add(
+                col,
+                OUT_OF_RANGE,
+                f"{ltype} {{value}} is in the far future (after {rules.latest_date.date()})",
+                too_new,
+                ts,
+            )
 
     _check_consistency(table, df, usable, rules, add)
 
@@ -658,20 +692,35 @@ def _check_consistency(
     if table == "members" and Col.BIRTH_YEAR in usable:
         y = pd.to_numeric(df[Col.BIRTH_YEAR], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         with np.errstate(invalid="ignore"):
-            add(Col.BIRTH_YEAR, OUT_OF_RANGE, f"birth year {{value}} outside 1900..{rules.now.year}",
-                (y < 1900) | (y > rules.now.year), df[Col.BIRTH_YEAR])
+            add(
+                Col.BIRTH_YEAR,
+                OUT_OF_RANGE,
+                f"birth year {{value}} outside 1900..{rules.now.year}",
+                (y < 1900) | (y > rules.now.year),
+                df[Col.BIRTH_YEAR],
+            )
     if table == "flights":
         if both(Col.ORIGIN, Col.DESTINATION):
             same = (df[Col.ORIGIN].astype("str") == df[Col.DESTINATION].astype("str")).to_numpy(dtype=bool)
-            add(Col.DESTINATION, INCONSISTENT, "destination {value} is the same as the origin", same,
-                df[Col.DESTINATION])
+            add(
+                Col.DESTINATION,
+                INCONSISTENT,
+                "destination {value} is the same as the origin",
+                same,
+                df[Col.DESTINATION],
+            )
         if both(Col.FARE_CLASS, Col.CABIN):
             fare_class = df[Col.FARE_CLASS].astype("str")
             expected = fare_class.map({k: str(v) for k, v in FARE_CLASS_CABIN.items()})
             cabin = df[Col.CABIN].astype("str")
             wrong = (expected.notna() & (expected != cabin) & cabin.isin(_values(Cabin))).to_numpy(dtype=bool)
-            add(Col.FARE_CLASS, INCONSISTENT, "{value}", wrong,
-                _explain(wrong, "fare class {} belongs to cabin {}, not {}", fare_class, expected, cabin))
+            add(
+                Col.FARE_CLASS,
+                INCONSISTENT,
+                "{value}",
+                wrong,
+                _explain(wrong, "fare class {} belongs to cabin {}, not {}", fare_class, expected, cabin),
+            )
     if table == "offers" and both(Col.CATEGORY, Col.FAMILY):
         fam_of = {str(k): str(v) for k, v in CATEGORY_FAMILY.items()}
         if rules.allow_generic_offers:
@@ -681,8 +730,13 @@ def _check_consistency(
         family = df[Col.FAMILY].astype("str")
         known_family = family.isin(_values(OfferFamily) | {GENERIC_FAMILY})
         wrong = (expected.notna() & (expected != family) & known_family).to_numpy(dtype=bool)
-        add(Col.FAMILY, INCONSISTENT, "{value}", wrong,
-            _explain(wrong, "category {} belongs to family {}, not {}", category, expected, family))
+        add(
+            Col.FAMILY,
+            INCONSISTENT,
+            "{value}",
+            wrong,
+            _explain(wrong, "category {} belongs to family {}, not {}", category, expected, family),
+        )
     if table == "offers" and both(Col.VALID_FROM, Col.VALID_TO):
         wrong = (df[Col.VALID_TO] < df[Col.VALID_FROM]).to_numpy(dtype=bool, na_value=False)
         add(Col.VALID_TO, INCONSISTENT, "valid_to {value} is before valid_from", wrong, df[Col.VALID_TO])
@@ -708,9 +762,9 @@ class _Raw(str):
         return str(self)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Keys and references across chunks
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -737,7 +791,9 @@ class KeyIndex:
             return pd.Index([], dtype="str")
         return pd.Index(pd.concat(self.values, ignore_index=True)).unique()
 
-    def check_duplicates(self, report: ValidationReport, exclude: dict[int, np.ndarray] | None = None) -> None:
+    def check_duplicates(
+        self, report: ValidationReport, exclude: dict[int, np.ndarray] | None = None
+    ) -> None:
         """Every occurrence of a key after its first is a problem naming where the first one is."""
         key = ALL_TABLES[self.table].key
         if not self.values or key is None:
@@ -765,15 +821,30 @@ class KeyIndex:
             vals = allv[sel].to_numpy(dtype=object)
             firsts = first_pos.loc[vals].to_numpy()
             where = [f"{self.labels[which[f]]} row {self.rows[which[f]][local[f]]}" for f in firsts]
-            shown = np.array([_Raw(f"{v!r} (first at {w})") for v, w in zip(vals, where, strict=True)],
-                             dtype=object)
+            shown = np.array(
+                [_Raw(f"{v!r} (first at {w})") for v, w in zip(vals, where, strict=True)], dtype=object
+            )
             name = self.names[j]
-            report.add(ProblemGroup(self.table, self.labels[j], name, DUPLICATE_ID, f"duplicated {name} {{value}}",
-                                    self.rows[j][pos_local], pos_local, shown, self.chunk_ids[j]))
+            report.add(
+                ProblemGroup(
+                    self.table,
+                    self.labels[j],
+                    name,
+                    DUPLICATE_ID,
+                    f"duplicated {name} {{value}}",
+                    self.rows[j][pos_local],
+                    pos_local,
+                    shown,
+                    self.chunk_ids[j],
+                )
+            )
 
 
 def check_references(
-    typed: Typed, targets: dict[str, pd.Index], report: ValidationReport, index: int = 0,
+    typed: Typed,
+    targets: dict[str, pd.Index],
+    report: ValidationReport,
+    index: int = 0,
     rows_mask: np.ndarray | None = None,
 ) -> None:
     """Rows whose member/offer/flight id is not in the referenced table."""
@@ -793,14 +864,23 @@ def check_references(
             unknown &= rows_mask
         if unknown.any():
             key = ALL_TABLES[target].key
-            report.add(_group(chunk, col, UNKNOWN_REFERENCE, f"unknown {what} {{value}} (no such {key} in {target})",
-                              unknown, index, s))
+            report.add(
+                _group(
+                    chunk,
+                    col,
+                    UNKNOWN_REFERENCE,
+                    f"unknown {what} {{value}} (no such {key} in {target})",
+                    unknown,
+                    index,
+                    s,
+                )
+            )
             typed.bad |= unknown
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Whole sets of tables (import) and whole datasets (validate)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -811,9 +891,7 @@ class CheckedTables:
     report: ValidationReport
 
     def rejected_positions(self) -> dict[tuple[str, int], np.ndarray]:
-        return {
-            (t, i): np.flatnonzero(tc.bad) for t, tcs in self.typed.items() for i, tc in enumerate(tcs)
-        }
+        return {(t, i): np.flatnonzero(tc.bad) for t, tcs in self.typed.items() for i, tc in enumerate(tcs)}
 
 
 def check_tables(chunks: dict[str, list[Chunk]], rules: Rules, cascade: bool = False) -> CheckedTables:
@@ -863,7 +941,7 @@ def _ordered(tables: Iterable[str]) -> list[str]:
 
 
 def dataset_airports(root: Path | str) -> frozenset[str] | None:
-    """The airports a dataset was built on: its ``network/airports.parquet`` if any, else the shipped network."""
+    """The airports a dataset was built on: its ``network/airports.parquet``, else the shipped network."""
     path = Path(root) / NETWORK_DIR / "airports.parquet"
     if path.is_file():
         try:
@@ -913,8 +991,15 @@ def validate_dataset(
         path = table_path(root, spec)
         if not path.exists():
             if table in TABLES:
-                report.add(ProblemGroup(table, path.name, None, MISSING_TABLE,
-                                        f"missing table '{table}' (expected {path.relative_to(root)})"))
+                report.add(
+                    ProblemGroup(
+                        table,
+                        path.name,
+                        None,
+                        MISSING_TABLE,
+                        f"missing table '{table}' (expected {path.relative_to(root)})",
+                    )
+                )
             elif table in OPTIONAL_TABLES:
                 continue
             continue

@@ -36,7 +36,9 @@ def test_reference_files_are_the_unmodified_shared_copies() -> None:
     head = HEAD.read_bytes()
     assert len(head) == 1_048_576 and not head.endswith(b"\n")
     assert TAIL.read_bytes().count(b"\r\n") == 7_989
-    assert SELECTED.read_bytes().startswith(b"\xef\xbb\xbfFFP_DATE,") and b"\r\n" in SELECTED.read_bytes()[:80]
+    assert (
+        SELECTED.read_bytes().startswith(b"\xef\xbb\xbfFFP_DATE,") and b"\r\n" in SELECTED.read_bytes()[:80]
+    )
     assert hashlib.sha256(head).hexdigest()  # present and readable
 
 
@@ -117,7 +119,8 @@ def test_tail_with_crlf_imports_every_row(tmp_path: Path) -> None:
     assert code == 0, output
     aggregates = read_table(out, "member_aggregates").set_index(Col.MEMBER_ID)
     assert len(aggregates) == 7_988
-    # last line: 61340,2/17/2013,2/17/2013,Female,4,shanghai,.,CN,29,3/31/2014,2,0,,0,4222,2/23/2013,403,...,0\r\n
+    # last line:
+    # 61340,2/17/2013,2/17/2013,Female,4,shanghai,.,CN,29,3/31/2014,2,0,,0,4222,2/23/2013,403,...,0\r\n
     last = aggregates.loc["61340"]
     assert (last[Col.FLIGHT_COUNT], last[Col.SEG_KM_SUM], last[Col.LAST_TO_END]) == (2, 4222, 403)
     assert last[Col.AVG_DISCOUNT] == 0.0
@@ -165,12 +168,15 @@ def test_bad_air_data_rows_name_the_source_file_row_and_column(tmp_path: Path) -
     with pytest.raises(ImportFailed) as err:
         import_dataset([BAD], tmp_path / "air", fmt="air-data")
     lines = [str(p) for p in err.value.report.problems()]
-    assert sorted(lines) == sorted([
-        "air_data_bad.csv row 2, column FFP_DATE: malformed date '2006-11-02' (expected m/d/yyyy)",
-        "air_data_bad.csv row 3, column FFP_TIER: unknown card tier '7' (known: 4, 5, 6)",
-        "air_data_bad.csv row 4, column MEMBER_NO: duplicated MEMBER_NO '101' (first at air_data_bad.csv row 1)",
-        "air_data_bad.csv row 5, column FLIGHT_COUNT: missing value (the column is required)",
-    ])
+    assert sorted(lines) == sorted(
+        [
+            "air_data_bad.csv row 2, column FFP_DATE: malformed date '2006-11-02' (expected m/d/yyyy)",
+            "air_data_bad.csv row 3, column FFP_TIER: unknown card tier '7' (known: 4, 5, 6)",
+            "air_data_bad.csv row 4, column MEMBER_NO: duplicated MEMBER_NO '101' "
+            "(first at air_data_bad.csv row 1)",
+            "air_data_bad.csv row 5, column FLIGHT_COUNT: missing value (the column is required)",
+        ]
+    )
     assert not (tmp_path / "air").exists()
 
 
@@ -184,7 +190,8 @@ def test_bad_air_data_rows_are_rejected_whole_with_skip_invalid(tmp_path: Path) 
 
 
 def test_a_file_that_is_not_air_data_is_refused(tmp_path: Path) -> None:
-    code, output = run("data", "import", REFERENCE / "column_summary.csv", "--format", "air-data",
-                       "--out", tmp_path / "air")
+    code, output = run(
+        "data", "import", REFERENCE / "column_summary.csv", "--format", "air-data", "--out", tmp_path / "air"
+    )
     assert code != 0
     assert "column_summary.csv: not an air-data file" in output

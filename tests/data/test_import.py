@@ -1,4 +1,4 @@
-"""``recsys data import``: canonical and interactions formats, bad input, atomicity, --skip-invalid, round trips."""
+"""``recsys data import``: canonical and interactions formats, bad input, atomicity, rejects, round trips."""
 
 from __future__ import annotations
 
@@ -203,8 +203,13 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
     lines = {str(p) for p in err.value.report.problems()}
     assert "flights.csv row 5, column bags: not an integer: 'two'" in lines
     assert "flights.csv row 1, column cabin: unknown cabin 'Q' (allowed: C, F, W, Y)" in lines
-    assert "members.csv row 2, column tier: unknown tier 'diamond' (allowed: basic, gold, platinum, silver)" in lines
-    assert "interactions.csv row 6, column offer_id: unknown offer 'NOPE' (no such offer_id in offers)" in lines
+    assert (
+        "members.csv row 2, column tier: unknown tier 'diamond' (allowed: basic, gold, platinum, silver)"
+        in lines
+    )
+    assert (
+        "interactions.csv row 6, column offer_id: unknown offer 'NOPE' (no such offer_id in offers)" in lines
+    )
     assert len(lines) == 4
 
 
@@ -247,7 +252,9 @@ def test_a_truncated_csv_row_is_named_with_its_row_and_first_missing_column(tmp_
 def test_skip_invalid_imports_valid_rows_and_lists_rejects_with_reasons(tmp_path: Path) -> None:
     src = copy_source(tmp_path)
     edit_cell(src / "flights.csv", 1, "cabin", "Q")
-    edit_cell(src / "members.csv", 2, "tier", "diamond")  # M002: its flight F003, purchase A002, X002, E003/E004 go
+    edit_cell(
+        src / "members.csv", 2, "tier", "diamond"
+    )  # M002: its flight F003, purchase A002, X002, E003/E004 go
     out = tmp_path / "ds"
     code, output = run("data", "import", src, "--out", out, "--skip-invalid")
     assert code == 0, output
@@ -261,7 +268,9 @@ def test_skip_invalid_imports_valid_rows_and_lists_rejects_with_reasons(tmp_path
     assert reasons[("flights.csv", 1, "cabin")] == "unknown cabin 'Q' (allowed: C, F, W, Y)"
     assert reasons[("members.csv", 2, "tier")].startswith("unknown tier 'diamond'")
     assert reasons[("flights.csv", 3, "member_id")] == "unknown member 'M002' (no such member_id in members)"
-    assert reasons[("ancillaries.csv", 1, "flight_id")] == "unknown flight 'F001' (no such flight_id in flights)"
+    assert (
+        reasons[("ancillaries.csv", 1, "flight_id")] == "unknown flight 'F001' (no such flight_id in flights)"
+    )
     assert read_manifest(out)["rejected_rows"] == len(rejects[["file", "row"]].drop_duplicates())
 
 
@@ -290,7 +299,9 @@ def test_interactions_format_maps_users_items_and_keeps_weights(tmp_path: Path) 
     assert set(events[Col.EVENT_TYPE]) == {"click"}
     # epoch seconds, ISO 8601 and epoch milliseconds
     assert events[Col.EVENT_TIME].tolist()[::2] == [
-        pd.Timestamp("2023-11-14 22:13:20"), pd.Timestamp("2023-11-15 10:00:00"), pd.Timestamp("2023-11-16 02:00:00")
+        pd.Timestamp("2023-11-14 22:13:20"),
+        pd.Timestamp("2023-11-15 10:00:00"),
+        pd.Timestamp("2023-11-16 02:00:00"),
     ]
     assert sorted(read_table(out, "members")[Col.MEMBER_ID]) == ["u1", "u2", "u3"]  # u3 only in interactions
     offers = read_table(out, "offers").set_index(Col.OFFER_ID)
@@ -313,12 +324,16 @@ def test_interactions_without_event_type_or_weight_are_refused(tmp_path: Path) -
 
 def test_interactions_bad_rows_name_the_source_columns(tmp_path: Path) -> None:
     src = tmp_path / "events.csv"
-    src.write_text("user_id,item_id,event_type,timestamp\nu1,i1,click,2024-01-01T00:00:00\n"
-                   "u2,i2,like,2024-01-02T00:00:00\n,i3,click,yesterday\n")
+    src.write_text(
+        "user_id,item_id,event_type,timestamp\nu1,i1,click,2024-01-01T00:00:00\n"
+        "u2,i2,like,2024-01-02T00:00:00\n,i3,click,yesterday\n"
+    )
     with pytest.raises(ImportFailed) as err:
         import_dataset(src, tmp_path / "ds", fmt="interactions")
     lines = {str(p) for p in err.value.report.problems()}
-    assert any(line.startswith("events.csv row 2, column event_type: unknown event type 'like'") for line in lines)
+    assert any(
+        line.startswith("events.csv row 2, column event_type: unknown event type 'like'") for line in lines
+    )
     assert "events.csv row 3, column user_id: missing value (the column is required)" in lines
     assert any(line.startswith("events.csv row 3, column timestamp: malformed datetime") for line in lines)
 

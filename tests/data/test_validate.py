@@ -1,4 +1,4 @@
-"""``recsys data validate``: a generated world is clean; every kind of problem in a dataset is found and located."""
+"""``recsys data validate``: a generated world is clean; every kind of problem is found and located."""
 
 from __future__ import annotations
 
@@ -70,9 +70,16 @@ def test_problems_in_parquet_tables_are_located_by_part_file_row_and_column(worl
         f.loc[12, Col.FLIGHT_ID] = f.loc[2, Col.FLIGHT_ID]
 
     rewrite(world_copy, flights, corrupt_flights)
-    rewrite(world_copy, "members.parquet", lambda m: m.__setitem__(Col.TIER, m[Col.TIER].where(m.index != 2, "iron")))
-    rewrite(world_copy, "interactions/part-00000.parquet",
-            lambda i: i.__setitem__(Col.OFFER_ID, i[Col.OFFER_ID].where(i.index != 0, "GHOST")))
+    rewrite(
+        world_copy,
+        "members.parquet",
+        lambda m: m.__setitem__(Col.TIER, m[Col.TIER].where(m.index != 2, "iron")),
+    )
+    rewrite(
+        world_copy,
+        "interactions/part-00000.parquet",
+        lambda i: i.__setitem__(Col.OFFER_ID, i[Col.OFFER_ID].where(i.index != 0, "GHOST")),
+    )
     report = validate_dataset(world_copy)
     lines = lines_of(report)
     dup = pd.read_parquet(world_copy / flights)[Col.FLIGHT_ID].iloc[2]
@@ -81,11 +88,12 @@ def test_problems_in_parquet_tables_are_located_by_part_file_row_and_column(worl
         f"{flights} row 5, column fare_paid: negative value -10 (must be >= 0)",
         f"{flights} row 8, column origin: unknown airport 'ZZZ' (not an airport of the route network)",
         f"{flights} row 10, column member_id: unknown member 'NOBODY' (no such member_id in members)",
-        f"{flights} row 12, column departure_time: datetime '2199-01-01T10:00:00' is in the far future (after "
-        f"{(pd.Timestamp.now().normalize() + pd.DateOffset(years=10)).date()})",
+        f"{flights} row 12, column departure_time: datetime '2199-01-01T10:00:00' is in the far future "
+        f"(after {(pd.Timestamp.now().normalize() + pd.DateOffset(years=10)).date()})",
         f"{flights} row 13, column flight_id: duplicated flight_id '{dup}' (first at {flights} row 3)",
         "members.parquet row 3, column tier: unknown tier 'iron' (allowed: basic, gold, platinum, silver)",
-        "interactions/part-00000.parquet row 1, column offer_id: unknown offer 'GHOST' (no such offer_id in offers)",
+        "interactions/part-00000.parquet row 1, column offer_id: unknown offer 'GHOST' "
+        "(no such offer_id in offers)",
     }
     assert expected <= lines, sorted(lines - expected)
     assert first_member  # the world has members
@@ -103,19 +111,32 @@ def test_a_missing_table_and_a_missing_column_are_reported(world_copy: Path) -> 
 
 
 def test_references_of_ancillaries_and_member_aggregates(world_copy: Path) -> None:
-    rewrite(world_copy, "ancillaries/part-00000.parquet",
-            lambda a: a.__setitem__(Col.FLIGHT_ID, a[Col.FLIGHT_ID].where(a.index != 1, "F-NONE")))
-    aggregates = pd.DataFrame({
-        Col.MEMBER_ID: ["M-NONE"], Col.FFP_DATE: [pd.Timestamp("2010-01-01")],
-        Col.LOAD_TIME: [pd.Timestamp("2014-03-31")], Col.FLIGHT_COUNT: [3], Col.SEG_KM_SUM: [4000],
-        Col.LAST_TO_END: [20], Col.AVG_DISCOUNT: [0.7],
-    })
+    rewrite(
+        world_copy,
+        "ancillaries/part-00000.parquet",
+        lambda a: a.__setitem__(Col.FLIGHT_ID, a[Col.FLIGHT_ID].where(a.index != 1, "F-NONE")),
+    )
+    aggregates = pd.DataFrame(
+        {
+            Col.MEMBER_ID: ["M-NONE"],
+            Col.FFP_DATE: [pd.Timestamp("2010-01-01")],
+            Col.LOAD_TIME: [pd.Timestamp("2014-03-31")],
+            Col.FLIGHT_COUNT: [3],
+            Col.SEG_KM_SUM: [4000],
+            Col.LAST_TO_END: [20],
+            Col.AVG_DISCOUNT: [0.7],
+        }
+    )
     aggregates.to_parquet(world_copy / "member_aggregates.parquet", index=False)
     lines = lines_of(validate_dataset(world_copy))
-    assert ("ancillaries/part-00000.parquet row 2, column flight_id: unknown flight 'F-NONE' "
-            "(no such flight_id in flights)") in lines
-    assert ("member_aggregates.parquet row 1, column member_id: unknown member 'M-NONE' "
-            "(no such member_id in members)") in lines
+    assert (
+        "ancillaries/part-00000.parquet row 2, column flight_id: unknown flight 'F-NONE' "
+        "(no such flight_id in flights)"
+    ) in lines
+    assert (
+        "member_aggregates.parquet row 1, column member_id: unknown member 'M-NONE' "
+        "(no such member_id in members)"
+    ) in lines
 
 
 def test_validate_refuses_a_directory_that_is_not_a_dataset(tmp_path: Path) -> None:
@@ -141,7 +162,9 @@ def _as_csv_cell(value: object) -> object:
     return value
 
 
-def test_generated_world_exported_to_csv_reimports_with_the_same_values(small_world: Path, tmp_path: Path) -> None:
+def test_generated_world_exported_to_csv_reimports_with_the_same_values(
+    small_world: Path, tmp_path: Path
+) -> None:
     src = tmp_path / "csv"
     src.mkdir()
     for table in TABLES:
@@ -170,32 +193,38 @@ def test_generated_world_exported_to_csv_reimports_with_the_same_values(small_wo
 def test_validation_is_vectorised_and_reports_every_bad_row_of_a_large_table() -> None:
     n, bad_every = 300_000, 300
     rng = np.random.default_rng(5)
-    frame = pd.DataFrame({
-        Col.FLIGHT_ID: [f"F{i:07d}" for i in range(n)],
-        Col.MEMBER_ID: "M1",
-        Col.FLIGHT_DATE: pd.Timestamp("2024-01-01"),
-        Col.DEPARTURE_TIME: pd.Timestamp("2024-01-01 08:00"),
-        Col.FLIGHT_NUMBER: "CA1501",
-        Col.ORIGIN: "PEK",
-        Col.DESTINATION: "PVG",
-        Col.CABIN: np.where(np.arange(n) % bad_every == 0, "Q", "Y"),
-        Col.FARE_CLASS: "M",
-        Col.DISTANCE_KM: 1078,
-        Col.FARE_PAID: rng.uniform(300, 3000, n),
-        Col.MILES_EARNED: 800,
-        Col.MEAL_CODE: "STD",
-        Col.SEAT_TYPE: "aisle",
-        Col.BAGS: 1,
-        Col.LOUNGE_USED: False,
-    })
+    frame = pd.DataFrame(
+        {
+            Col.FLIGHT_ID: [f"F{i:07d}" for i in range(n)],
+            Col.MEMBER_ID: "M1",
+            Col.FLIGHT_DATE: pd.Timestamp("2024-01-01"),
+            Col.DEPARTURE_TIME: pd.Timestamp("2024-01-01 08:00"),
+            Col.FLIGHT_NUMBER: "CA1501",
+            Col.ORIGIN: "PEK",
+            Col.DESTINATION: "PVG",
+            Col.CABIN: np.where(np.arange(n) % bad_every == 0, "Q", "Y"),
+            Col.FARE_CLASS: "M",
+            Col.DISTANCE_KM: 1078,
+            Col.FARE_PAID: rng.uniform(300, 3000, n),
+            Col.MILES_EARNED: 800,
+            Col.MEAL_CODE: "STD",
+            Col.SEAT_TYPE: "aisle",
+            Col.BAGS: 1,
+            Col.LOUNGE_USED: False,
+        }
+    )
     report = ValidationReport()
     started = time.perf_counter()
-    typed = coerce_chunk(Chunk.of("flights", "flights.parquet", frame), Rules(airports=frozenset({"PEK", "PVG"})),
-                         report)
+    typed = coerce_chunk(
+        Chunk.of("flights", "flights.parquet", frame), Rules(airports=frozenset({"PEK", "PVG"})), report
+    )
     check_values(typed, Rules(airports=frozenset({"PEK", "PVG"})), report)
     took = time.perf_counter() - started
     assert report.n_problems == n // bad_every
     printed = report.format(limit=5)
     assert len(printed) == 6
-    assert printed[-1] == f"flights.parquet, column cabin: ... and {n // bad_every - 5} more 'unknown code' problems"
+    assert (
+        printed[-1]
+        == f"flights.parquet, column cabin: ... and {n // bad_every - 5} more 'unknown code' problems"
+    )
     assert took < 30, f"validating {n:,} rows took {took:.1f}s"

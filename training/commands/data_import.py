@@ -44,19 +44,28 @@ def import_command(
         ImportFormat, typer.Option("--format", "-f", help="Source format.", case_sensitive=False)
     ] = ImportFormat("canonical"),
     skip_invalid: Annotated[
-        bool, typer.Option("--skip-invalid", help="Import the valid rows; list the others in OUT/rejects.csv.")
+        bool,
+        typer.Option("--skip-invalid", help="Import the valid rows; list the others in OUT/rejects.csv."),
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset at OUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing dataset at OUT.")
+    ] = False,
     airports: Annotated[
         Path | None, typer.Option(help="File of known IATA codes (one a line); default: the shipped network.")
     ] = None,
     limit: Annotated[int, typer.Option(help="Problems printed per file, column and kind.")] = DEFAULT_LIMIT,
 ) -> None:
-    """Import SRC into a new dataset at OUT (formats: canonical, interactions, air-data); see docs/data_dictionary.md."""
+    """Import SRC into a new dataset at OUT (canonical, interactions, air-data: docs/data_dictionary.md)."""
     started = time.perf_counter()
     try:
-        result = import_dataset(list(src), out, fmt=str(fmt.value), skip_invalid=skip_invalid,
-                                overwrite=overwrite, airports=_airports(airports))
+        result = import_dataset(
+            list(src),
+            out,
+            fmt=str(fmt.value),
+            skip_invalid=skip_invalid,
+            overwrite=overwrite,
+            airports=_airports(airports),
+        )
     except ImportFailed as exc:
         _print_report(exc.report, limit)
         typer.echo(f"error: {exc}", err=True)
@@ -71,13 +80,16 @@ def import_command(
         typer.echo(f"rejected: {rows:,} rows ({len(result.rejects):,} problems) -> {result.rejects_path}")
     for note in result.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"imported {result.import_format} data into {result.dest} in {time.perf_counter() - started:.1f}s")
+    typer.echo(
+        f"imported {result.import_format} data into {result.dest} in {time.perf_counter() - started:.1f}s"
+    )
 
 
 def validate_command(
     directory: Annotated[Path, typer.Argument(help="Dataset directory.", show_default=False)],
     airports: Annotated[
-        Path | None, typer.Option(help="File of known IATA codes (one a line); default: the dataset's network.")
+        Path | None,
+        typer.Option(help="File of known IATA codes (one a line); default: the dataset's network."),
     ] = None,
     limit: Annotated[int, typer.Option(help="Problems printed per file, column and kind.")] = DEFAULT_LIMIT,
 ) -> None:

@@ -8,8 +8,9 @@ Three formats (``recsys data import --format``):
 
 Every importer reads and checks the whole source first. By default any problem fails the import and nothing is
 written; with ``skip_invalid`` the valid rows are written and the rejected ones listed, with their reasons, in
-``rejects.csv`` inside the new dataset. The dataset is written through :class:`recsys.data.layout.DatasetWriter`
-(temporary directory, then rename), so a failed import never leaves a partial dataset nor touches an existing one.
+``rejects.csv`` inside the new dataset. The dataset is written through
+:class:`recsys.data.layout.DatasetWriter` (temporary directory, then rename), so a failed import never leaves
+a partial dataset nor touches an existing one.
 """
 
 from __future__ import annotations
@@ -56,5 +57,7 @@ def import_dataset(
     if len(srcs) != 1:
         raise ImportFailed(f"the {fmt} format takes one source (a directory or a file), got {len(srcs)}")
     if fmt == "canonical":
-        return import_canonical(srcs[0], dest, skip_invalid=skip_invalid, overwrite=overwrite, airports=airports)
+        return import_canonical(
+            srcs[0], dest, skip_invalid=skip_invalid, overwrite=overwrite, airports=airports
+        )
     return import_interactions(srcs[0], dest, skip_invalid=skip_invalid, overwrite=overwrite)

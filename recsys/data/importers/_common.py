@@ -1,4 +1,4 @@
-"""What every importer shares: strict CSV reading, the import result, and the atomic write of a checked dataset."""
+"""What every importer shares: strict CSV reading, the import result, the atomic write of a dataset."""
 
 from __future__ import annotations
 
@@ -63,10 +63,10 @@ class CsvRead:
 def read_csv_text(path: Path) -> CsvRead:
     """Read a CSV file with every value as text, keeping exact data row numbers.
 
-    Handles a UTF-8 BOM and CRLF line ends. Rows with too few or too many fields (a truncated last line, a stray
-    delimiter) are not silently padded: they are returned in ``bad_rows`` with their data row number. Empty
-    fields stay empty strings (validation decides whether a column may be empty). Fields may be quoted but must
-    not contain line breaks.
+    Handles a UTF-8 BOM and CRLF line ends. Rows with too few or too many fields (a truncated last line, a
+    stray delimiter) are not silently padded: they are returned in ``bad_rows`` with their data row number.
+    Empty fields stay empty strings (validation decides whether a column may be empty). Fields may be quoted
+    but must not contain line breaks.
     """
     with path.open("r", encoding="utf-8-sig", newline="") as fh:
         try:
@@ -89,7 +89,9 @@ def read_csv_text(path: Path) -> CsvRead:
     try:
         table = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=False, encoding="utf8"),
+            read_options=pacsv.ReadOptions(
+                column_names=header, skip_rows=1, use_threads=False, encoding="utf8"
+            ),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={h: pa.string() for h in header},
@@ -102,8 +104,10 @@ def read_csv_text(path: Path) -> CsvRead:
     frame = table.to_pandas()
     total = len(frame) + len(bad)
     bad_numbers = {b[0] for b in bad}
-    rows = np.array([r for r in range(1, total + 1) if r not in bad_numbers], dtype=np.int64) if bad else (
-        np.arange(1, total + 1, dtype=np.int64)
+    rows = (
+        np.array([r for r in range(1, total + 1) if r not in bad_numbers], dtype=np.int64)
+        if bad
+        else (np.arange(1, total + 1, dtype=np.int64))
     )
     if len(rows) != len(frame):  # row numbers unknown (should not happen with single-threaded reads)
         rows = np.arange(1, len(frame) + 1, dtype=np.int64)
@@ -111,12 +115,14 @@ def read_csv_text(path: Path) -> CsvRead:
 
 
 def bad_row_groups(table: str, label: str, read: CsvRead) -> list[ProblemGroup]:
-    """The malformed rows of a CSV file as problems, each naming the first missing field (or the extra one)."""
+    """The malformed rows of a CSV file as problems, each naming its first missing field."""
     by_column: dict[str | None, tuple[list[int], list[str]]] = {}
     for number, expected, actual, text in read.bad_rows:
         if actual < expected:
             column: str | None = read.header[actual]
-            what = f"truncated row: {actual} of {expected} fields, '{column}' and the fields after it are missing"
+            what = (
+                f"truncated row: {actual} of {expected} fields, '{column}' and the later fields are missing"
+            )
         else:
             column = None
             what = f"{actual} fields where the header has {expected} (a stray delimiter or unquoted comma?)"
@@ -126,8 +132,13 @@ def bad_row_groups(table: str, label: str, read: CsvRead) -> list[ProblemGroup]:
         values.append(f"{what}; the row reads {shown!r}")
     return [
         ProblemGroup(
-            table, label, column, BAD_ROW, "{value}",
-            np.asarray(rows, dtype=np.int64), np.full(len(rows), -1, dtype=np.int64),
+            table,
+            label,
+            column,
+            BAD_ROW,
+            "{value}",
+            np.asarray(rows, dtype=np.int64),
+            np.full(len(rows), -1, dtype=np.int64),
             np.array([_Plain(v) for v in values], dtype=object),
         )
         for column, (rows, values) in by_column.items()
@@ -156,7 +167,7 @@ def read_table_file(path: Path, table: str, label: str | None = None) -> tuple[l
 
 
 def finalize(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate a table's kept rows and settle dtypes: integers without nulls as int64, booleans as bool."""
+    """Concatenate a table's kept rows and settle dtypes (ints without nulls as int64, dates as date32)."""
     spec = ALL_TABLES[table]
     if frames:
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
@@ -165,10 +176,12 @@ def finalize(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
     cols = dict(spec.columns) | {c: t for c, t in OPTIONAL_COLUMNS.get(table, {}).items() if c in df.columns}
     for col, ltype in cols.items():
         s = df[col]
-        if (ltype == "int" and not pd.api.types.is_integer_dtype(s.dtype)) or (ltype == "int" and s.dtype == "Int64"):
+        if (ltype == "int" and not pd.api.types.is_integer_dtype(s.dtype)) or (
+            ltype == "int" and s.dtype == "Int64"
+        ):
             num = pd.to_numeric(s, errors="coerce")
             df[col] = num.astype("int64") if num.notna().all() else num.astype("Int64")
-        elif ltype == "bool" and not (s.dtype == bool):
+        elif ltype == "bool" and s.dtype != bool:
             df[col] = s.astype(bool) if s.notna().all() else s.astype("boolean")
         elif ltype == "float" and not pd.api.types.is_float_dtype(s.dtype):
             df[col] = pd.to_numeric(s, errors="coerce").astype("float64")
@@ -181,8 +194,14 @@ def finalize(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def empty_table(table: str) -> pd.DataFrame:
     """A zero-row frame of a table with the right dtypes."""
-    dtypes: dict[str, Any] = {"str": "str", "int": "int64", "float": "float64", "bool": "bool",
-                              "date": DATE_DTYPE, "datetime": "datetime64[us]"}
+    dtypes: dict[str, Any] = {
+        "str": "str",
+        "int": "int64",
+        "float": "float64",
+        "bool": "bool",
+        "date": DATE_DTYPE,
+        "datetime": "datetime64[us]",
+    }
     return pd.DataFrame(
         {c: pd.Series(dtype=dtypes.get(t, "object")) for c, t in ALL_TABLES[table].columns.items()}
     )
@@ -248,7 +267,7 @@ def write_dataset(
 
 
 def check_destination(src_paths: list[Path], dest: Path, overwrite: bool) -> None:
-    """Fail before reading anything when the destination exists (without ``overwrite``) or overlaps a source."""
+    """Fail before reading anything if the destination exists (without ``overwrite``) or overlaps a source."""
     dest = dest.resolve()
     if dest.exists() and not overwrite:
         raise ImportFailed(f"{dest} already exists; refusing to overwrite it (use --overwrite)")

@@ -3,10 +3,11 @@
 Two file shapes are recognised by their header:
 
 * raw, 23 columns (``flight_head.csv``, ``flight_tail.csv``): one member per row with ``MEMBER_NO``, dates as
-  ``m/d/yyyy``. Each row lands in ``members`` (what maps) and in ``member_aggregates`` (the LRFMC source fields).
-* cleaned, 6 columns (``data_selected.csv``; UTF-8 BOM, CRLF, dates as ``yyyy/m/d``): no member id, so a stable id
-  ``<file stem>-<data row, 6 digits>`` is synthesised (``data_selected-000001``); rows land in ``member_aggregates``
-  only (there is no member profile to land).
+  ``m/d/yyyy``. Each row lands in ``members`` (what maps) and in ``member_aggregates`` (the LRFMC source
+  fields).
+* cleaned, 6 columns (``data_selected.csv``; UTF-8 BOM, CRLF, dates as ``yyyy/m/d``): no member id, so a
+  stable id ``<file stem>-<data row, 6 digits>`` is synthesised (``data_selected-000001``); rows land in
+  ``member_aggregates`` only (there is no member profile to land).
 
 The mapping, and what cannot be mapped, is documented in ``docs/data_dictionary.md`` ("air-data format").
 """
@@ -53,14 +54,20 @@ RAW_COLUMNS: tuple[str, ...] = (
     "LAST_FLIGHT_DATE", "LAST_TO_END", "AVG_INTERVAL", "MAX_INTERVAL", "EXCHANGE_COUNT", "avg_discount",
     "Points_Sum", "Point_NotFlight",
 )  # fmt: skip
-SELECTED_COLUMNS: tuple[str, ...] = ("FFP_DATE", "LOAD_TIME", "FLIGHT_COUNT", "SEG_KM_SUM", "LAST_TO_END",
-                                     "avg_discount")
+SELECTED_COLUMNS: tuple[str, ...] = (
+    "FFP_DATE",
+    "LOAD_TIME",
+    "FLIGHT_COUNT",
+    "SEG_KM_SUM",
+    "LAST_TO_END",
+    "avg_discount",
+)
 RAW_DATE_FORMAT = "%m/%d/%Y"
 SELECTED_DATE_FORMAT = "%Y/%m/%d"
 
-# The programme's card tiers 4 < 5 < 6 are the three lowest of the four schema tiers (Basic, Silver, Gold): the
-# codes are consecutive, 4 is by far the most common (the bulk of members), and no code is left for Platinum,
-# which the domain notes put at about 1 in 5,000 members. Documented in the data dictionary.
+# The programme's card tiers 4 < 5 < 6 are the three lowest of the four schema tiers (Basic, Silver, Gold):
+# the codes are consecutive, 4 is by far the most common (the bulk of members), and no code is left for
+# Platinum, which the domain notes put at about 1 in 5,000 members. Documented in the data dictionary.
 AIR_DATA_TIERS: dict[str, Tier] = {"4": Tier.BASIC, "5": Tier.SILVER, "6": Tier.GOLD}
 GENDERS: dict[str, str] = {"male": "M", "female": "F"}
 
@@ -86,18 +93,19 @@ MEMBER_SOURCE: dict[str, str] = {
 
 # Countries with one time zone (ISO 3166 code -> IANA zone); China keeps one official zone (Beijing time).
 COUNTRY_TIME_ZONES: dict[str, str] = {
-    "CN": "Asia/Shanghai", "HK": "Asia/Hong_Kong", "MO": "Asia/Macau", "TW": "Asia/Taipei", "JP": "Asia/Tokyo",
-    "KR": "Asia/Seoul", "KP": "Asia/Pyongyang", "SG": "Asia/Singapore", "TH": "Asia/Bangkok",
-    "PH": "Asia/Manila", "VN": "Asia/Ho_Chi_Minh", "IN": "Asia/Kolkata", "PK": "Asia/Karachi",
-    "BD": "Asia/Dhaka", "NP": "Asia/Kathmandu", "LK": "Asia/Colombo", "MM": "Asia/Yangon",
-    "KH": "Asia/Phnom_Penh", "LA": "Asia/Vientiane", "AE": "Asia/Dubai", "QA": "Asia/Qatar",
-    "SA": "Asia/Riyadh", "IL": "Asia/Jerusalem", "TR": "Europe/Istanbul", "GB": "Europe/London",
-    "IE": "Europe/Dublin", "FR": "Europe/Paris", "DE": "Europe/Berlin", "IT": "Europe/Rome", "ES": "Europe/Madrid",
-    "NL": "Europe/Amsterdam", "BE": "Europe/Brussels", "CH": "Europe/Zurich", "AT": "Europe/Vienna",
-    "SE": "Europe/Stockholm", "NO": "Europe/Oslo", "DK": "Europe/Copenhagen", "FI": "Europe/Helsinki",
-    "PL": "Europe/Warsaw", "CZ": "Europe/Prague", "HU": "Europe/Budapest", "GR": "Europe/Athens",
-    "BY": "Europe/Minsk", "NZ": "Pacific/Auckland", "ZA": "Africa/Johannesburg", "EG": "Africa/Cairo",
-    "ET": "Africa/Addis_Ababa", "KE": "Africa/Nairobi", "NG": "Africa/Lagos",
+    "CN": "Asia/Shanghai", "HK": "Asia/Hong_Kong", "MO": "Asia/Macau", "TW": "Asia/Taipei",
+    "JP": "Asia/Tokyo", "KR": "Asia/Seoul", "KP": "Asia/Pyongyang", "SG": "Asia/Singapore",
+    "TH": "Asia/Bangkok", "PH": "Asia/Manila", "VN": "Asia/Ho_Chi_Minh", "IN": "Asia/Kolkata",
+    "PK": "Asia/Karachi", "BD": "Asia/Dhaka", "NP": "Asia/Kathmandu", "LK": "Asia/Colombo",
+    "MM": "Asia/Yangon", "KH": "Asia/Phnom_Penh", "LA": "Asia/Vientiane", "AE": "Asia/Dubai",
+    "QA": "Asia/Qatar", "SA": "Asia/Riyadh", "IL": "Asia/Jerusalem", "TR": "Europe/Istanbul",
+    "GB": "Europe/London", "IE": "Europe/Dublin", "FR": "Europe/Paris", "DE": "Europe/Berlin",
+    "IT": "Europe/Rome", "ES": "Europe/Madrid", "NL": "Europe/Amsterdam", "BE": "Europe/Brussels",
+    "CH": "Europe/Zurich", "AT": "Europe/Vienna", "SE": "Europe/Stockholm", "NO": "Europe/Oslo",
+    "DK": "Europe/Copenhagen", "FI": "Europe/Helsinki", "PL": "Europe/Warsaw", "CZ": "Europe/Prague",
+    "HU": "Europe/Budapest", "GR": "Europe/Athens", "BY": "Europe/Minsk", "NZ": "Pacific/Auckland",
+    "ZA": "Africa/Johannesburg", "EG": "Africa/Cairo", "ET": "Africa/Addis_Ababa", "KE": "Africa/Nairobi",
+    "NG": "Africa/Lagos",
 }  # fmt: skip
 
 # Spellings of work cities that differ from the network's city names (pinyin forms, OpenFlights typos).
@@ -144,11 +152,12 @@ class CityIndex:
         airport_of: dict[str, str] = {}
         for city, iata in zip(cities, ranked["iata"], strict=True):
             airport_of.setdefault(city, str(iata))
-        return cls(airport_of, dict(zip(airports["iata"].astype("str"), airports["tz"].astype("str"),
-                                        strict=True)))
+        return cls(
+            airport_of, dict(zip(airports["iata"].astype("str"), airports["tz"].astype("str"), strict=True))
+        )
 
     def airports(self, city: pd.Series) -> pd.Series:
-        """The airport of each work city, or NaN: exact (normalised) city names only, no nearest-airport guess."""
+        """The airport of each work city, or NaN: exact (normalised) city names only, no nearest airport."""
         norm = _norm_city(city)
         found = norm.map(lambda c: CITY_ALIASES.get(c, c)).map(self.airport_of)
         # "changchunshi", "changshaxian": a trailing "shi" (city) or "xian" (county) is dropped when needed
@@ -228,12 +237,15 @@ def _source_files(sources: list[Path]) -> list[Path]:
     cleaned = [n for n, k in kinds.items() if k == "selected"]
     if raw and cleaned:
         raise ImportFailed(
-            f"{', '.join(raw)} (raw, with member ids) and {', '.join(cleaned)} (cleaned, without ids) describe the "
-            "same members and cannot be linked; import them into separate datasets (pass the files)"
+            f"{', '.join(raw)} (raw, with member ids) and {', '.join(cleaned)} (cleaned, without ids) "
+            "describe the same members and cannot be linked; import them into separate datasets "
+            "(pass the files)"
         )
     names = [f.name for f in files]
     if len(set(names)) != len(names):
-        raise ImportFailed(f"two sources have the same file name ({', '.join(names)}); rows could not be told apart")
+        raise ImportFailed(
+            f"two sources have the same file name ({', '.join(names)}); rows could not be told apart"
+        )
     return files
 
 
@@ -260,7 +272,12 @@ def _kind(read: CsvRead) -> str:
 
 
 def _dates(
-    frame: pd.DataFrame, column: str, fmt: str, label: str, rows: np.ndarray, report: ValidationReport,
+    frame: pd.DataFrame,
+    column: str,
+    fmt: str,
+    label: str,
+    rows: np.ndarray,
+    report: ValidationReport,
     excluded: np.ndarray,
 ) -> pd.Series:
     text = frame[column].astype("str").str.strip()
@@ -269,8 +286,18 @@ def _dates(
     if malformed.any():
         pos = np.flatnonzero(malformed)
         shown = fmt.replace("%m", "m").replace("%d", "d").replace("%Y", "yyyy")
-        report.add(ProblemGroup(MEMBERS.name, label, column, MALFORMED, f"malformed date {{value}} (expected {shown})",
-                                rows[pos], np.full(len(pos), -1), text.to_numpy(dtype=object)[pos]))
+        report.add(
+            ProblemGroup(
+                MEMBERS.name,
+                label,
+                column,
+                MALFORMED,
+                f"malformed date {{value}} (expected {shown})",
+                rows[pos],
+                np.full(len(pos), -1),
+                text.to_numpy(dtype=object)[pos],
+            )
+        )
         excluded |= malformed
     return parsed
 
@@ -278,8 +305,15 @@ def _dates(
 def _missing_columns(read: CsvRead, expected: tuple[str, ...], label: str, report: ValidationReport) -> bool:
     missing = [c for c in expected if c not in read.header]
     for c in missing:
-        report.add(ProblemGroup(MEMBERS.name, label, c, MISSING_COLUMN,
-                                f"missing column '{c}' (an air-data file needs: {', '.join(expected)})"))
+        report.add(
+            ProblemGroup(
+                MEMBERS.name,
+                label,
+                c,
+                MISSING_COLUMN,
+                f"missing column '{c}' (an air-data file needs: {', '.join(expected)})",
+            )
+        )
     return bool(missing)
 
 
@@ -298,9 +332,18 @@ def _raw_chunks(
     unknown_tier = (tier_code != "").to_numpy() & ~tier_code.isin(AIR_DATA_TIERS).to_numpy()
     if unknown_tier.any():
         pos = np.flatnonzero(unknown_tier)
-        report.add(ProblemGroup(MEMBERS.name, label, "FFP_TIER", UNKNOWN_CODE,
-                                "unknown card tier {value} (known: 4, 5, 6)", rows[pos], np.full(len(pos), -1),
-                                tier_code.to_numpy(dtype=object)[pos]))
+        report.add(
+            ProblemGroup(
+                MEMBERS.name,
+                label,
+                "FFP_TIER",
+                UNKNOWN_CODE,
+                "unknown card tier {value} (known: 4, 5, 6)",
+                rows[pos],
+                np.full(len(pos), -1),
+                tier_code.to_numpy(dtype=object)[pos],
+            )
+        )
         excluded |= unknown_tier
     tier = tier_code.map({k: str(v) for k, v in AIR_DATA_TIERS.items()})
 
@@ -309,8 +352,18 @@ def _raw_chunks(
     bad_age = (age_text != "").to_numpy() & (age.isna() | (age < 0) | (age > 130)).to_numpy()
     if bad_age.any():
         pos = np.flatnonzero(bad_age)
-        report.add(ProblemGroup(MEMBERS.name, label, "AGE", MALFORMED, "not an age in years: {value}", rows[pos],
-                                np.full(len(pos), -1), age_text.to_numpy(dtype=object)[pos]))
+        report.add(
+            ProblemGroup(
+                MEMBERS.name,
+                label,
+                "AGE",
+                MALFORMED,
+                "not an age in years: {value}",
+                rows[pos],
+                np.full(len(pos), -1),
+                age_text.to_numpy(dtype=object)[pos],
+            )
+        )
         excluded |= bad_age
     birth_year = (load.dt.year - age.round()).astype("Int64").where(~bad_age)
 
@@ -344,15 +397,30 @@ def _raw_chunks(
             Col.MEMBER_ID: member_id,
             Col.FFP_DATE: ffp,
             Col.LOAD_TIME: load,
-            **{c: frame[src] for c, src in AGGREGATE_SOURCE.items() if c not in (Col.MEMBER_ID, Col.FFP_DATE,
-                                                                                     Col.LOAD_TIME)},
+            **{
+                c: frame[src]
+                for c, src in AGGREGATE_SOURCE.items()
+                if c not in (Col.MEMBER_ID, Col.FFP_DATE, Col.LOAD_TIME)
+            },
         }
     )[keep]
     kept_rows = rows[keep]
-    m = Chunk(MEMBERS.name, label, members.reset_index(drop=True), kept_rows, from_text=True,
-              display=dict(MEMBER_SOURCE))
-    a = Chunk(MEMBER_AGGREGATES.name, label, aggregates.reset_index(drop=True), kept_rows, from_text=True,
-              display=dict(AGGREGATE_SOURCE))
+    m = Chunk(
+        MEMBERS.name,
+        label,
+        members.reset_index(drop=True),
+        kept_rows,
+        from_text=True,
+        display=dict(MEMBER_SOURCE),
+    )
+    a = Chunk(
+        MEMBER_AGGREGATES.name,
+        label,
+        aggregates.reset_index(drop=True),
+        kept_rows,
+        from_text=True,
+        display=dict(AGGREGATE_SOURCE),
+    )
     return m, a
 
 
@@ -371,13 +439,22 @@ def _selected_chunk(path: Path, read: CsvRead, report: ValidationReport) -> Chun
             Col.MEMBER_ID: ids,
             Col.FFP_DATE: ffp,
             Col.LOAD_TIME: load,
-            **{c: frame[src] for c, src in AGGREGATE_SOURCE.items() if c not in (Col.MEMBER_ID, Col.FFP_DATE,
-                                                                                     Col.LOAD_TIME)},
+            **{
+                c: frame[src]
+                for c, src in AGGREGATE_SOURCE.items()
+                if c not in (Col.MEMBER_ID, Col.FFP_DATE, Col.LOAD_TIME)
+            },
         }
     )[~excluded]
     display = {c: s for c, s in AGGREGATE_SOURCE.items() if c != Col.MEMBER_ID}
-    return Chunk(MEMBER_AGGREGATES.name, label, aggregates.reset_index(drop=True), rows[~excluded],
-                 from_text=True, display=display)
+    return Chunk(
+        MEMBER_AGGREGATES.name,
+        label,
+        aggregates.reset_index(drop=True),
+        rows[~excluded],
+        from_text=True,
+        display=display,
+    )
 
 
 def _merge_row_verdicts(members: list, aggregates: list) -> None:

@@ -1,10 +1,11 @@
 """Importer of the canonical format: a directory of table files in the documented schema.
 
-``SRC/`` holds, per table, one of ``<table>.csv``, ``<table>.parquet`` or a directory ``<table>/`` of ``*.parquet``
-(or ``*.csv``) part files — so a dataset written by the generator or by an earlier import re-imports as it is.
-``members`` is required; a missing table is imported empty. ``network/airports.(parquet|csv)`` and
-``network/routes.(parquet|csv)``, when present, are copied and their airports become the known airport set.
-List columns in CSV are ``|``-separated (``gold|platinum``) or a JSON array (``["gold", "platinum"]``).
+``SRC/`` holds, per table, one of ``<table>.csv``, ``<table>.parquet`` or a directory ``<table>/`` of
+``*.parquet`` (or ``*.csv``) part files — so a dataset written by the generator or by an earlier import
+re-imports as it is. ``members`` is required; a missing table is imported empty.
+``network/airports.(parquet|csv)`` and ``network/routes.(parquet|csv)``, when present, are copied and their
+airports become the known airport set. List columns in CSV are ``|``-separated (``gold|platinum``) or a JSON
+array (``["gold", "platinum"]``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def import_canonical(
     overwrite: bool = False,
     airports: frozenset[str] | None = None,
 ) -> ImportResult:
-    """Validate every table file of ``src`` and write them as a dataset at ``dest`` (see the module docstring)."""
+    """Validate every table file of ``src`` and write them as a dataset at ``dest`` (see the module doc)."""
     if not src.exists():
         raise missing_source(src)
     if not src.is_dir():
@@ -100,7 +101,11 @@ def _network(src: Path) -> tuple[dict[str, pd.DataFrame], frozenset[str] | None]
             path = src / NETWORK_DIR / f"{name}{suffix}"
             if path.is_file():
                 try:
-                    frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
+                    frame = (
+                        pd.read_parquet(path)
+                        if suffix == ".parquet"
+                        else pd.read_csv(path, keep_default_na=False)
+                    )
                 except Exception as exc:
                     raise ImportFailed(f"{NETWORK_DIR}/{path.name}: cannot read ({exc})") from None
                 extras[f"{NETWORK_DIR}/{name}.parquet"] = frame

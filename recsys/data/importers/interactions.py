@@ -1,4 +1,4 @@
-"""Importer of generic implicit feedback: (user, item, event type or weight, time), optional user and item tables.
+"""Importer of generic implicit feedback: (user, item, event type or weight, time), optional user/item tables.
 
 ``SRC`` is either the interactions file itself or a directory holding ``interactions.(csv|parquet)`` and,
 optionally, ``users.(csv|parquet)`` and ``items.(csv|parquet)``.
@@ -8,12 +8,13 @@ optionally, ``users.(csv|parquet)`` and ``items.(csv|parquet)``.
   ``request_id``, ``placement``. Lands in ``interactions`` (user_id -> member_id, item_id -> offer_id,
   timestamp -> event_time, weight kept in the optional ``weight`` column; a row without event_type is a
   ``click``; without event_id, the id is ``<file stem>-<data row, 9 digits>``; without placement, ``home``).
-* users: ``user_id`` plus any member columns of the schema (tier, home_airport, ...) which land in ``members``;
-  every other column is a user feature, written to ``features/user_features.parquet`` (member_id + features).
+* users: ``user_id`` plus any member columns of the schema (tier, home_airport, ...), which land in
+  ``members``; every other column is a user feature, written to ``features/user_features.parquet``
+  (member_id + features).
   Users seen only in interactions become members with nothing but an id.
-* items: ``item_id`` plus any offer columns (title, family, category, price_cash, ...) which land in ``offers``;
-  other columns go to ``features/item_features.parquet`` (offer_id + features). Items without a family/category
-  are ``generic``/``generic`` (not airline offers), titled by their id, eligible everywhere.
+* items: ``item_id`` plus any offer columns (title, family, category, price_cash, ...), which land in
+  ``offers``; other columns go to ``features/item_features.parquet`` (offer_id + features). Items without a
+  family/category are ``generic``/``generic`` (not airline offers), titled by their id, eligible everywhere.
 """
 
 from __future__ import annotations
@@ -89,8 +90,15 @@ def import_interactions(
     report.extend(problems)
     _require(events, (Col.USER_ID, Col.ITEM_ID, Col.TIMESTAMP), report)
     if Col.EVENT_TYPE not in events.frame.columns and Col.WEIGHT not in events.frame.columns:
-        report.add(ProblemGroup(INTERACTIONS.name, events.label, Col.EVENT_TYPE, MISSING_COLUMN,
-                                "missing column: the file needs 'event_type' or 'weight' (or both)"))
+        report.add(
+            ProblemGroup(
+                INTERACTIONS.name,
+                events.label,
+                Col.EVENT_TYPE,
+                MISSING_COLUMN,
+                "missing column: the file needs 'event_type' or 'weight' (or both)",
+            )
+        )
     if not report.ok and report.has_table_level():
         raise ImportFailed(f"import refused: {report.summary()}; nothing was written", report)
     interactions = _interactions(events, events_path)
@@ -112,21 +120,38 @@ def import_interactions(
     rules = Rules.for_format(FORMAT, default_airports())
     checked = check_tables(chunks, rules, cascade=skip_invalid)
     sources = [p for p in (events_path, users_path, items_path) if p is not None]
-    return write_dataset(checked, dest=dest, overwrite=overwrite, skip_invalid=skip_invalid, import_format=FORMAT,
-                         sources=sources, extra_report=report, extras=extras)
+    return write_dataset(
+        checked,
+        dest=dest,
+        overwrite=overwrite,
+        skip_invalid=skip_invalid,
+        import_format=FORMAT,
+        sources=sources,
+        extra_report=report,
+        extras=extras,
+    )
 
 
 def _require(chunk: Chunk, columns: tuple[str, ...], report: ValidationReport) -> None:
     for col in columns:
         if col not in chunk.frame.columns:
-            report.add(ProblemGroup(chunk.table, chunk.label, col, MISSING_COLUMN,
-                                    f"missing column '{col}' (the file needs: {', '.join(columns)})"))
+            report.add(
+                ProblemGroup(
+                    chunk.table,
+                    chunk.label,
+                    col,
+                    MISSING_COLUMN,
+                    f"missing column '{col}' (the file needs: {', '.join(columns)})",
+                )
+            )
 
 
 def _timestamps(s: pd.Series) -> pd.Series:
     """Epoch seconds/milliseconds become datetimes; anything else is left for the ISO 8601 check."""
     text = s.astype("str").str.strip()
-    numeric = pd.to_numeric(text.where(text.str.fullmatch(r"\d{1,13}(\.\d+)?").fillna(False)), errors="coerce")
+    numeric = pd.to_numeric(
+        text.where(text.str.fullmatch(r"\d{1,13}(\.\d+)?").fillna(False)), errors="coerce"
+    )
     if numeric.notna().any():
         unit_ms = numeric > 1e11
         seconds = numeric.where(~unit_ms, numeric / 1000.0)
@@ -139,8 +164,10 @@ def _interactions(events: Chunk, path: Path) -> Chunk:
     f = events.frame
     n = len(f)
     stem = path.stem
-    event_id = f[Col.EVENT_ID] if Col.EVENT_ID in f.columns else pd.Series(
-        [f"{stem}-{r:09d}" for r in events.rows], index=f.index, dtype="str"
+    event_id = (
+        f[Col.EVENT_ID]
+        if Col.EVENT_ID in f.columns
+        else pd.Series([f"{stem}-{r:09d}" for r in events.rows], index=f.index, dtype="str")
     )
     none = pd.Series([None] * n, index=f.index, dtype=object)
     frame = pd.DataFrame(
@@ -158,8 +185,9 @@ def _interactions(events: Chunk, path: Path) -> Chunk:
     )
     if Col.WEIGHT in f.columns:
         frame[Col.WEIGHT] = f[Col.WEIGHT]
-    return Chunk(INTERACTIONS.name, events.label, frame, events.rows, from_text=True,
-                 display=dict(INTERACTION_SOURCE))
+    return Chunk(
+        INTERACTIONS.name, events.label, frame, events.rows, from_text=True, display=dict(INTERACTION_SOURCE)
+    )
 
 
 def _entities(
@@ -185,15 +213,30 @@ def _entities(
             other = [c for c in f.columns if c not in columns]
             if other:
                 features = _numeric_where_possible(f[[key, *other]]) if raw.from_text else f[[key, *other]]
-            chunks.append(Chunk(table, raw.label, f[canonical], raw.rows, from_text=raw.from_text,
-                                display={key: source_key}))
+            chunks.append(
+                Chunk(
+                    table,
+                    raw.label,
+                    f[canonical],
+                    raw.rows,
+                    from_text=raw.from_text,
+                    display={key: source_key},
+                )
+            )
             given = pd.Index(f[key].astype("str"))
     seen = interactions.frame[key].astype("str")
     first = ~seen.duplicated(keep="first") & ~seen.isin(given) & (seen.str.strip() != "")
     ids = seen[first.to_numpy(dtype=bool)]
-    chunks.append(Chunk(table, interactions.label, pd.DataFrame({key: ids.to_numpy()}),
-                        interactions.rows[first.to_numpy(dtype=bool)], from_text=True,
-                        display={key: source_key}))
+    chunks.append(
+        Chunk(
+            table,
+            interactions.label,
+            pd.DataFrame({key: ids.to_numpy()}),
+            interactions.rows[first.to_numpy(dtype=bool)],
+            from_text=True,
+            display={key: source_key},
+        )
+    )
     return chunks, features
 
 
@@ -213,8 +256,14 @@ def _fill_missing(chunk: Chunk, columns: dict[str, str]) -> Chunk:
     for col in columns:
         if col not in f.columns:
             f[col] = pd.Series([None] * len(f), index=f.index, dtype=object)
-    return Chunk(chunk.table, chunk.label, f[list(columns)], np.asarray(chunk.rows), from_text=chunk.from_text,
-                 display=chunk.display)
+    return Chunk(
+        chunk.table,
+        chunk.label,
+        f[list(columns)],
+        np.asarray(chunk.rows),
+        from_text=chunk.from_text,
+        display=chunk.display,
+    )
 
 
 def _offer_defaults(chunk: Chunk) -> Chunk:
