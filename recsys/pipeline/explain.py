@@ -140,11 +140,15 @@ class ExplainContext:
         return self.city.get(iata, iata)
 
 
-_CLOSING_WORDS: dict[str, str] = {
-    OfferCategory.MEAL: "Meal orders",
-    OfferCategory.UPGRADE_BID: "Bidding",
-    OfferCategory.SEAT: "Seat selection",
-    OfferCategory.BAGGAGE: "Pre-paid baggage",
+_CLOSING: dict[str, str] = {
+    OfferCategory.MEAL: "Meal orders close in {t}",
+    OfferCategory.UPGRADE_BID: "Bidding closes in {t}",
+    OfferCategory.SEAT: "Seat selection closes in {t}",
+    OfferCategory.BAGGAGE: "Pre-paid baggage closes in {t}",
+    OfferCategory.CABIN_UPGRADE: "Upgrades close in {t}",
+    OfferCategory.AWARD_UPGRADE: "Upgrades with miles close in {t}",
+    OfferCategory.LOUNGE: "Lounge passes on sale for {t} more",
+    OfferCategory.WIFI: "Wi-Fi passes on sale for {t} more",
 }
 
 
@@ -208,8 +212,7 @@ def explain(offer: CatalogueOffer, member: MemberFacts, ctx: ExplainContext, mil
     if offer.trip_bound and hours is not None and offer.window_close_hours is not None:
         left = hours - offer.window_close_hours
         if 0 < left <= 72:
-            word = _CLOSING_WORDS.get(cat, "This offer")
-            reasons.append(f"{word} close{'' if word.endswith('s') else 's'} in {_hours(left)}")
+            reasons.append(_CLOSING.get(cat, "This offer ends in {t}").format(t=_hours(left)))
 
     if not reasons and trip is not None and offer.trip_bound and trip.origin and trip.destination:
         when = trip.departure_time.strftime("%d %b") if trip.departure_time is not None else ""

@@ -46,6 +46,7 @@ from recsys.pipeline.value import expected_values, offer_values, rank_by_value
 logger = logging.getLogger(__name__)
 
 BELOW_TOP_K = "below_top_k"
+NO_VALUE = "no_expected_value"
 
 
 def _network_tables(network: Any) -> tuple[frozenset[str] | None, dict[str, str], frozenset[str] | None]:
@@ -180,6 +181,22 @@ class OfferPipeline:
         scores = np.nan_to_num(scores, nan=-np.inf)
         ev = expected_values(eligible, probs, self.values, elig.close, cfg.close_value_factor)
         order = rank_by_value(ev, scores)
+        if cfg.drop_worthless:
+            keep = []
+            for p in order:
+                o = self.catalogue.offers[eligible[p]]
+                if ev[p] > 0 or o.exempt:
+                    keep.append(p)
+                else:
+                    suppressed.append(
+                        SuppressedCandidate(
+                            o.offer_id,
+                            Stage.VALUE,
+                            NO_VALUE,
+                            f"expected value 0 (p(accept)={probs[p]:.3g}, margin={self.values[o.index]:g})",
+                        )
+                    )
+            order = np.asarray(keep, dtype=np.int64)
         t = _lap(timings, "score", t)
 
         # -- diversity -----------------------------------------------------------------------------------

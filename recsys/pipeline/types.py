@@ -215,6 +215,9 @@ class PipelineConfig:
       values a miles-only offer whose catalogue row has no ``margin`` (see ``recsys.pipeline.value``).
     - ``require_seat_inventory``: an upgrade needs ``trip.seats_left`` for the target cabin; when the app
       sends no seat inventory, upgrades are suppressed (``seats_unknown``) rather than sold into a full cabin.
+    - ``drop_worthless``: drop offers whose expected value is 0 (the model gives them no chance, or they
+      earn nothing) instead of filling the list with them — showing nothing beats over-targeting. Exempt
+      service offers (free special meals, lounge reminders) are kept.
     - ``offer_ttl_hours``: expiry of an offer with no earlier closing (validity end, sale window).
     - ``default_tier``: tier assumed for a member the member store does not know (a brand-new member).
     """
@@ -227,6 +230,7 @@ class PipelineConfig:
     close_value_factor: float = 0.5
     miles_liability_cost_cny: float = 0.005
     require_seat_inventory: bool = True
+    drop_worthless: bool = True
     offer_ttl_hours: float = 24.0
     default_tier: str = "basic"
 

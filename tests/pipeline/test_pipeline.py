@@ -265,3 +265,20 @@ def test_no_enforcer_means_no_caps_stage(store: EmbeddedMemberStore) -> None:
     b = p.recommend(request(limit=2))
     assert [o.offer_id for o in a.offers] == [o.offer_id for o in b.offers]
     assert not [s for s in b.suppressed if s.stage == Stage.CAPS]
+
+
+def test_offers_worth_nothing_are_dropped_unless_exempt(store: EmbeddedMemberStore) -> None:
+    rows = [
+        offer("ZERO_P", "ancillary", "wifi", eligible_cabins=EVERY, margin=30.0, placements=["post_booking"]),
+        offer("FREE_MEAL", "ancillary", "meal", meal="VGML", eligible_cabins=EVERY, margin=0.0, exempt=True,
+              placements=["post_booking"]),
+        offer("GOOD", "ancillary", "baggage", eligible_cabins=EVERY, margin=100.0,
+              placements=["post_booking"]),
+    ]
+    bundle = FakeBundle(catalogue_frame(rows), {"ZERO_P": 0.0, "FREE_MEAL": 0.4, "GOOD": 0.2}, known=["M1"])
+    res = OfferPipeline(bundle, store).recommend(request())
+    assert [o.offer_id for o in res.offers] == ["GOOD", "FREE_MEAL"]
+    dropped = {s.offer_id: (s.stage, s.reason) for s in res.suppressed}
+    assert dropped == {"ZERO_P": (Stage.VALUE, "no_expected_value")}
+    res = OfferPipeline(bundle, store, config=PipelineConfig(drop_worthless=False)).recommend(request())
+    assert [o.offer_id for o in res.offers] == ["GOOD", "FREE_MEAL", "ZERO_P"]  # EV ties: by score
