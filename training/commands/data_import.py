@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow as pa
 import typer
 
 from recsys.data.importers import FORMATS, ImportFailed, import_dataset
@@ -73,6 +74,10 @@ def import_command(
     except DatasetError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:  # input the checks did not name
+        typer.echo(f"error: cannot import {', '.join(map(str, src))}: {type(exc).__name__}: {exc}", err=True)
+        typer.echo("error: nothing was written", err=True)
+        raise typer.Exit(1) from None
     for table, n in sorted(result.row_counts.items()):
         typer.echo(f"{table}: {n:,} rows")
     if result.rejects_path is not None:
@@ -98,7 +103,11 @@ def validate_command(
     if not directory.is_dir():
         typer.echo(f"error: {directory} is not a dataset directory", err=True)
         raise typer.Exit(1)
-    report = validate_dataset(directory, airports=_airports(airports))
+    try:
+        report = validate_dataset(directory, airports=_airports(airports))
+    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+        typer.echo(f"error: cannot validate {directory}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
     _print_report(report, limit)
     took = time.perf_counter() - started
     if not report.ok:
