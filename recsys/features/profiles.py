@@ -67,6 +67,11 @@ column                          type    meaning (default for a member with no fl
 ``top_destination_flights``     int     flights to it in the window (0)
 ==============================  ======  ======================================================================
 
+Imported customer-value data (``member_aggregates``, no flights): LRFMC come from the aggregates and the
+segments from a model fitted on the textbook-cleaned rows; ``has_flown``/``flights_total`` follow F and the
+recency R. The columns that need flights (12-month km and segments, value score, cabin mix, meals, routes,
+trip purpose) keep their no-flight defaults.
+
 Categorical columns and their vocabularies (for one-hot encoding) are in :data:`PROFILE_VOCABULARIES`; open
 vocabularies (airports, routes, time zones) are marked ``None``. Trip companions are not observable in the
 data (no booking records), so there is no companion signal; nothing here reads the generator's hidden
@@ -93,8 +98,10 @@ from recsys.features.lrfmc import (
     FareReference,
     LrfmcCol,
     RouteCodes,
+    clean_textbook,
     departure_times,
     factorize_sorted,
+    lrfmc_from_aggregates,
     lrfmc_from_flights,
     recode,
     to_naive_utc,
@@ -445,13 +452,18 @@ def fit_profile_context(
     segment_model: SegmentModel | None = None,
     seed: int = 0,
     business_centres: Iterable[str] = BUSINESS_CENTRES,
+    lrfmc: pd.DataFrame | None = None,
 ) -> ProfileContext:
-    """Learn the fare reference and (unless given) fit the segment model on the window's flyers."""
+    """Learn the fare reference and (unless given) fit the segment model on the window's flyers.
+
+    ``lrfmc`` gives the rows to fit the segments on when they do not come from flights (the cleaned
+    ``member_aggregates`` of an imported air-data dataset)."""
     as_of_ts = to_naive_utc(as_of)
     ref = FareReference.fit(flights)
     model = segment_model
     if model is None:
-        lrfmc = lrfmc_from_flights(members, flights, as_of_ts, ref)
+        if lrfmc is None:
+            lrfmc = lrfmc_from_flights(members, flights, as_of_ts, ref)
         flyers = lrfmc[lrfmc[LrfmcCol.F] > 0]
         try:
             model = fit_segments(flyers, seed=seed)
@@ -483,11 +495,21 @@ def _argmax_label(
     return np.where(counts.max(axis=1) > 0, best, default)
 
 
-def compute_profiles(members: pd.DataFrame, flights: pd.DataFrame, context: ProfileContext) -> pd.DataFrame:
+def compute_profiles(
+    members: pd.DataFrame,
+    flights: pd.DataFrame,
+    context: ProfileContext,
+    *,
+    lrfmc: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Profile rows (:data:`PROFILE_COLUMNS`) of ``members`` (in their order) from ``flights``.
 
     ``flights`` may hold other members' flights too (they are ignored) and may use string or categorical
     columns. This is the one implementation behind both the batch build and :func:`profile_for_member`.
+
+    ``lrfmc`` (one row per member, ``member_id`` + L, R, F, M, C) replaces the LRFMC derived from flights -
+    for imported customer-value data, whose ``member_aggregates`` hold the LRFMC fields but no flights;
+    ``has_flown`` and ``flights_total`` then follow its F, and the recency its R.
     """
     missing = [c for c in (Col.MEMBER_ID, Col.ENROL_DATE) if c not in members.columns]
     if missing:
@@ -516,8 +538,14 @@ def compute_profiles(members: pd.DataFrame, flights: pd.DataFrame, context: Prof
     out[ProfileCol.AS_OF] = np.full(n, as_of.isoformat(), dtype=object)
 
     # -- flights, as arrays ----------------------------------------------------------------------------------
-    lrfmc = lrfmc_from_flights(members, flights, as_of, context.fare_reference, context.observation_days)
     idx = pd.Index(ids)
+    if lrfmc is None:
+        lrfmc = lrfmc_from_flights(members, flights, as_of, context.fare_reference, context.observation_days)
+    else:
+        pos = pd.Index(lrfmc[LrfmcCol.MEMBER_ID].astype(str)).get_indexer(idx)
+        if (pos < 0).any():
+            raise ProfileError(f"lrfmc: no row for member {ids[int(np.flatnonzero(pos < 0)[0])]!r}")
+        lrfmc = lrfmc.iloc[pos].reset_index(drop=True)
     fl = flights
     m = _member_index(idx, fl)
     if len(fl):
@@ -609,7 +637,9 @@ def compute_profiles(members: pd.DataFrame, flights: pd.DataFrame, context: Prof
     # -- activity and recency --------------------------------------------------------------------------------
     has_flown = f_window > 0
     out[ProfileCol.HAS_FLOWN] = has_flown
-    out[ProfileCol.FLIGHTS_TOTAL] = np.bincount(mm[flown], minlength=n).astype(np.int64)
+    out[ProfileCol.FLIGHTS_TOTAL] = np.maximum(
+        np.bincount(mm[flown], minlength=n), f_window.astype(np.int64)
+    ).astype(np.int64)
     days_since = lrfmc[LrfmcCol.R].to_numpy(dtype=float) * DAYS_PER_MONTH
     out[ProfileCol.DAYS_SINCE_LAST_FLIGHT] = np.round(days_since, 4)
     ever_flown = out[ProfileCol.FLIGHTS_TOTAL] > 0
@@ -835,6 +865,9 @@ def resolve_as_of(dataset_dir: Path | str, as_of: datetime | date | str | None =
                 tmax = departure_times(part.rename(columns={col: Col.DEPARTURE_TIME})).max()
                 if pd.notna(tmax) and (latest is None or tmax > latest):
                     latest = tmax
+    if latest is None and has_table(root, "member_aggregates"):
+        load = pd.to_datetime(read_table(root, "member_aggregates", columns=[Col.LOAD_TIME])[Col.LOAD_TIME])
+        latest = load.max() if len(load) else None
     if latest is None:
         raise ProfileError(f"{root}: no as_of in the manifest and no flights or events to take it from")
     return latest
@@ -843,6 +876,10 @@ def resolve_as_of(dataset_dir: Path | str, as_of: datetime | date | str | None =
 def load_members(dataset_dir: Path | str) -> pd.DataFrame:
     """The members table with the columns profiles use (missing optional columns are allowed)."""
     root = Path(dataset_dir)
+    if not has_table(root, "members") and has_table(root, "member_aggregates"):
+        return pd.DataFrame(
+            {Col.MEMBER_ID: pd.Series(dtype=object), Col.ENROL_DATE: pd.Series(dtype="M8[ns]")}
+        )
     members = read_table(root, "members")
     if Col.MEMBER_ID not in members.columns or Col.ENROL_DATE not in members.columns:
         raise ProfileError(f"{root}: members table lacks {Col.MEMBER_ID!r} or {Col.ENROL_DATE!r}")
@@ -893,10 +930,26 @@ def build_member_profiles_with_context(
         raise DatasetError(f"{root}: no such dataset directory")
     members = load_members(root)
     flights = load_flights(root)
+    lrfmc = fit_rows = None
+    if flights.empty and has_table(root, "member_aggregates"):
+        # imported customer-value data: LRFMC from the aggregates, segments fitted on the textbook-cleaned
+        # rows
+        aggregates = read_table(root, "member_aggregates")
+        lrfmc = lrfmc_from_aggregates(aggregates)
+        fit_rows = lrfmc_from_aggregates(clean_textbook(aggregates))
+        if members.empty:  # the cleaned file has no member profiles: members are the aggregates' rows
+            members = pd.DataFrame(
+                {
+                    Col.MEMBER_ID: lrfmc[LrfmcCol.MEMBER_ID],
+                    Col.ENROL_DATE: aggregates[Col.FFP_DATE].to_numpy(),
+                }
+            )
+        else:
+            members = members[members[Col.MEMBER_ID].astype(str).isin(set(lrfmc[LrfmcCol.MEMBER_ID]))]
     if context is None:
         context = fit_profile_context(members, flights, resolve_as_of(root, as_of),
-                                      segment_model=segment_model, seed=seed)  # fmt: skip
-    return compute_profiles(members, flights, context), context
+                                      segment_model=segment_model, seed=seed, lrfmc=fit_rows)  # fmt: skip
+    return compute_profiles(members, flights, context, lrfmc=lrfmc), context
 
 
 def build_member_profiles(

@@ -274,3 +274,21 @@ def test_build_member_profiles_accepts_a_saved_context(
     path = context.save(tmp_path / "profile_context.json")
     again = build_member_profiles(features_world, context=ProfileContext.load(path))
     pd.testing.assert_frame_equal(again, profiles)
+
+
+def test_profiles_of_imported_customer_value_data(data_selected: Path, tmp_path: Path) -> None:
+    from recsys.data.layout import DatasetWriter
+    from recsys.features.lrfmc import lrfmc_from_aggregates, read_air_data_csv
+
+    aggregates = read_air_data_csv(data_selected).iloc[::10].reset_index(drop=True)
+    with DatasetWriter(tmp_path / "air") as writer:
+        writer.write_table("member_aggregates", aggregates)
+        writer.commit({"import_format": "air-data"})
+    profiles = build_member_profiles(tmp_path / "air")
+    assert len(profiles) == len(aggregates) and not profiles.isna().any().any()
+    expected = lrfmc_from_aggregates(aggregates)
+    assert np.allclose(profiles[ProfileCol.LRFMC_M], expected["M"])
+    assert np.allclose(profiles[ProfileCol.LRFMC_R], expected["R"])
+    assert (profiles[ProfileCol.FLIGHTS_TOTAL] == aggregates[Col.FLIGHT_COUNT]).all()
+    assert set(profiles[ProfileCol.SEGMENT]) == {str(s) for s in Segment}
+    assert profiles[ProfileCol.AS_OF].eq("2014-03-31T00:00:00").all()  # LOAD_TIME
