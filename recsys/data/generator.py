@@ -527,7 +527,7 @@ class _World:
                 0.3 + 0.7 * u,
                 1.0 + 3.0 * rng.beta(1.0, 1.6, n),
                 4.0 + 4.0 * rng.beta(1.1, 1.6, n),
-                np.minimum(8.0 * (1.0 + rng.pareto(3.0, n)), 250.0),
+                np.minimum(8.0 * (1.0 + rng.pareto(3.3, n)), 250.0),
             ],
             0.0,
         )
