@@ -21,7 +21,8 @@ class IdMap:
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.external_ids, dtype=object)
-        index = pd.Index(ids)
+        # An object-dtype index: with pandas' arrow-backed "str" dtype every lookup would convert it first.
+        index = pd.Index(ids, dtype=object)
         if not index.is_unique:
             dup = index[index.duplicated()][:5].tolist()
             raise ValueError(f"IdMap: duplicated external ids {dup}")
@@ -43,20 +44,31 @@ class IdMap:
     def __contains__(self, external_id: object) -> bool:
         return external_id in self._index
 
-    def to_index(self, ids: Sequence[object] | np.ndarray | pd.Series, missing: int | None = None) -> np.ndarray:
-        """Indices of ``ids``. Unknown ids raise ``KeyError`` unless ``missing`` gives the index to use for them."""
-        idx = self._index.get_indexer(pd.Index(np.asarray(ids, dtype=object)))
+    def to_index(
+        self, ids: Sequence[object] | np.ndarray | pd.Series, missing: int | None = None
+    ) -> np.ndarray:
+        """Indices of ``ids``. Unknown ids raise ``KeyError`` unless ``missing`` gives the index for them.
+
+        Ids are factorised first and only the distinct ones looked up, so long columns with repeated ids (a
+        member's many flights) cost one hash pass.
+        """
+        codes, uniques = pd.factorize(pd.Series(ids) if not isinstance(ids, pd.Series) else ids)
+        found = self._index.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
+        idx = np.where(codes >= 0, found[np.maximum(codes, 0)], -1).astype(np.int64)
         unknown = idx < 0
         if unknown.any():
             if missing is None:
                 raise KeyError(f"unknown ids: {list(np.asarray(ids, dtype=object)[unknown][:5])}")
             idx[unknown] = missing
-        return idx.astype(np.int64)
+        return idx
 
     def index_of(self, external_id: object) -> int | None:
         """Index of one id, or None if it is unknown."""
-        loc = self._index.get_indexer([external_id])[0]
-        return int(loc) if loc >= 0 else None
+        try:
+            loc = self._index.get_loc(external_id)
+        except (KeyError, TypeError):
+            return None
+        return int(loc) if isinstance(loc, int | np.integer) else None
 
     def to_external(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
         return self.external_ids[np.asarray(idx, dtype=np.int64)]

@@ -19,13 +19,18 @@ offer purchase event                     5.0      the member paid: strongest evi
 offer click                              2.0      active interest without commitment
 offer impression                         0.05     exposure only; mostly decided by the serving policy
 offer dismiss                           -2.0      explicit rejection (see "negative cells" below)
-ancillary purchase naming an offer       0.0      default 0: the same purchase is already an offer
-                                                  purchase event; raise it for data without events
+ancillary purchase naming an offer       5.0      a purchase — counted only where the member has no
+                                                  purchase event for that offer (see "one purchase, one
+                                                  count")
 ancillary purchase → category token      1.0
-redemption naming an offer               5.0      miles spent on the offer (no purchase event exists)
+redemption naming an offer               5.0      miles spent on the offer (same rule)
 redemption → dest token                  2.0
 flight → dest / route / cabin / meal     1.0 / 1.0 / 0.5 / 1.0
 =====================================  ========  =====================================================
+
+**One purchase, one count**: an offer bought through the app is logged twice — as a ``purchase`` event and as
+an ancillary or redemption row. Rows naming an offer are therefore added only to (member, offer) cells that
+have no purchase event; they still carry the history from before the offer log started.
 
 **Recency**: each contribution is multiplied by ``0.5 ** (age_days / half_life_days)`` where ``age_days`` is
 measured back from the reference time — ``before`` when given (the training cut-off), otherwise the latest
@@ -101,7 +106,7 @@ class SourceWeights(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ancillary_offer: float = Field(default=0.0, ge=0)
+    ancillary_offer: float = Field(default=5.0, ge=0)
     ancillary_category: float = Field(default=1.0, ge=0)
     redemption_offer: float = Field(default=5.0, ge=0)
     redemption_destination: float = Field(default=2.0, ge=0)
@@ -307,6 +312,8 @@ def build_interactions(
     n_offers = len(offer_items)
     weights = _Accumulator(member_ids.size)
     bought = _Accumulator(member_ids.size)
+    offer_rows = _Accumulator(member_ids.size)  # ancillary/redemption rows naming an offer
+    event_bought = _Accumulator(member_ids.size)  # purchase events
     stats: dict[str, int] = {}
 
     def decay(times: pd.Series) -> np.ndarray:
@@ -332,7 +339,7 @@ def build_interactions(
             df = df.loc[in_window]
             if df.empty:
                 continue
-            rows = member_ids.to_index(df[Col.MEMBER_ID].astype(str).to_numpy(), missing=-1)
+            rows = member_ids.to_index(df[Col.MEMBER_ID], missing=-1)
             unknown = int((rows < 0).sum())
             if unknown:
                 stats[f"{table}.unknown_member"] = stats.get(f"{table}.unknown_member", 0) + unknown
@@ -372,8 +379,9 @@ def build_interactions(
     for df, dec in parts(
         INTERACTIONS.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME], Col.EVENT_TIME
     ):
-        etype = df[Col.EVENT_TYPE].astype(str)
-        w = etype.map(event_weight).to_numpy(dtype=np.float64)
+        codes, kinds = pd.factorize(df[Col.EVENT_TYPE])
+        kind_weight = np.asarray([event_weight.get(str(k), np.nan) for k in kinds] + [np.nan])
+        w = kind_weight[codes]  # code -1 (missing) picks the trailing NaN
         bad = np.isnan(w)
         if bad.any():
             stats["interactions.unknown_event_type"] = stats.get("interactions.unknown_event_type", 0) + int(
@@ -383,8 +391,10 @@ def build_interactions(
         cols = offer_cols(df, INTERACTIONS.name)
         rows = df["_row"].to_numpy()
         weights.add(rows, cols, w * dec)
-        is_purchase = (etype == EventType.PURCHASE.value).to_numpy()
+        purchase_code = [i for i, k in enumerate(kinds) if str(k) == EventType.PURCHASE.value]
+        is_purchase = np.isin(codes, purchase_code)
         bought.add(rows[is_purchase], cols[is_purchase], np.ones(int(is_purchase.sum())))
+        event_bought.add(rows[is_purchase], cols[is_purchase], np.ones(int(is_purchase.sum())))
 
     # Ancillary purchases.
     for df, dec in parts(
@@ -392,7 +402,7 @@ def build_interactions(
     ):
         rows = df["_row"].to_numpy()
         cols = offer_cols(df, ANCILLARIES.name)
-        weights.add(rows, cols, cfg.sources.ancillary_offer * dec)
+        offer_rows.add(rows, cols, cfg.sources.ancillary_offer * dec)
         bought.add(rows, cols, np.ones(len(rows)))
         weights.add(rows, token_cols(CATEGORY_PREFIX, df[Col.CATEGORY]), cfg.sources.ancillary_category * dec)
 
@@ -402,7 +412,7 @@ def build_interactions(
     ):
         rows = df["_row"].to_numpy()
         cols = offer_cols(df, REDEMPTIONS.name)
-        weights.add(rows, cols, cfg.sources.redemption_offer * dec)
+        offer_rows.add(rows, cols, cfg.sources.redemption_offer * dec)
         bought.add(rows, cols, np.ones(len(rows)))
         weights.add(
             rows, token_cols(DEST_PREFIX, df[Col.DESTINATION]), cfg.sources.redemption_destination * dec
@@ -422,6 +432,10 @@ def build_interactions(
         weights.add(rows, token_cols(MEAL_PREFIX, df[Col.MEAL_CODE], skip=cfg.meal_skip), s.flight_meal * dec)
 
     # Final column order: offers (catalogue order), then tokens sorted.
+    # One purchase, one count: offer rows only where no purchase event exists for the cell.
+    has_event = event_bought.acc.copy()
+    has_event.data[:] = 1.0
+    weights.acc = weights.acc + (offer_rows.acc - offer_rows.acc.multiply(has_event))
     tokens = np.asarray(list(vocab.index), dtype=object)
     if len(tokens) >= _COL_CAP:
         raise ValueError(f"too many distinct items ({len(tokens)}); at most {_COL_CAP - 1} supported")

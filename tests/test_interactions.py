@@ -49,7 +49,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
         columns=[Col.MEMBER_ID, Col.ORIGIN, Col.DESTINATION, Col.CABIN, Col.MEAL_CODE, Col.DEPARTURE_TIME],
     )
     ancillaries = pd.DataFrame(
-        [("m2", "o3", "seat", _d(10))],
+        [("m2", "o3", "seat", _d(10)), ("m1", "o1", "meal", _d(20))],  # m1/o1: also a purchase event
         columns=[Col.MEMBER_ID, Col.OFFER_ID, Col.CATEGORY, Col.PURCHASE_TIME],
     )
     redemptions = pd.DataFrame(
@@ -85,8 +85,9 @@ def test_hand_computed_weights_with_cutoff_and_half_life(tiny: Path) -> None:
         ("m1", "offer:o1"): 0.025 + 1.0 + 1.25,
         # o2: impression 0.025, dismiss -1.0, redemption 5*0.25 = 1.25 -> 0.275
         ("m1", "offer:o2"): 0.025 - 1.0 + 1.25,
-        ("m2", "offer:o3"): 2 * 0.125,  # click 30 days back; ancillary_offer weight is 0 by default
+        ("m2", "offer:o3"): 2 * 0.125 + 5 * 0.5,  # click 30 days back + the ancillary purchase
         ("m2", "category:seat"): 0.5,
+        ("m1", "category:meal"): 0.25,  # the m1/o1 ancillary row: its offer part is the purchase event's
         ("m1", "dest:CTU"): 0.5 + 0.25 + 2 * 0.25,  # two flights + the redemption's destination
         ("m1", "route:PEK-CTU"): 0.5 + 0.25,
         ("m1", "cabin:C"): 0.25,
@@ -101,7 +102,7 @@ def test_hand_computed_weights_with_cutoff_and_half_life(tiny: Path) -> None:
         assert cells[key] == pytest.approx(value, rel=1e-6), key
     assert list(res.item_ids.external_ids) == [
         "offer:o1", "offer:o2", "offer:o3",
-        "cabin:C", "cabin:Y", "category:seat", "dest:CTU", "dest:PEK", "meal:VGML", "route:CTU-PEK",
+        "cabin:C", "cabin:Y", "category:meal", "category:seat", "dest:CTU", "dest:PEK", "meal:VGML", "route:CTU-PEK",
         "route:PEK-CTU",
     ]  # fmt: skip
     assert res.n_offers == 3
@@ -146,4 +147,4 @@ def test_matrix_is_float32_csr_with_sorted_indices(tiny: Path) -> None:
     res = build_interactions(tiny, before=T)
     assert res.matrix.dtype == np.float32
     assert res.matrix.has_sorted_indices
-    assert res.matrix.shape == (3, 11)
+    assert res.matrix.shape == (3, 12)
