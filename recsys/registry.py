@@ -178,14 +178,17 @@ def _mlflow_errors(action: str) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _info(mv: ModelVersion, alias: str | None = None) -> ModelVersionInfo:
+def _info(
+    mv: ModelVersion, alias: str | None = None, aliases: tuple[str, ...] | None = None
+) -> ModelVersionInfo:
     tags = dict(mv.tags or {})
     metrics: dict[str, float] = {}
     for key, value in tags.items():
         if key.startswith(METRIC_TAG):
             with contextlib.suppress(ValueError):
                 metrics[key[len(METRIC_TAG) :]] = float(value)
-    aliases = tuple(getattr(mv, "aliases", None) or ())
+    if aliases is None:
+        aliases = tuple(sorted(getattr(mv, "aliases", None) or ()))
     return ModelVersionInfo(
         name=mv.name,
         version=str(mv.version),
@@ -238,7 +241,7 @@ def list_versions(tracking_uri: str, model_name: str) -> list[ModelVersionInfo]:
     client = get_client(tracking_uri)
     with _mlflow_errors(f"listing versions of {model_name}"):
         try:
-            client.get_registered_model(model_name)
+            registered = client.get_registered_model(model_name)
         except MlflowException as exc:
             if _is_not_found(exc):
                 raise RegistryError(
@@ -247,7 +250,12 @@ def list_versions(tracking_uri: str, model_name: str) -> list[ModelVersionInfo]:
                 ) from exc
             raise
         versions = client.search_model_versions(f"name = '{model_name}'")
-    return sorted((_info(v) for v in versions), key=lambda i: int(i.version), reverse=True)
+    # search results do not always carry aliases; the registered model's alias map always does
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (registered.aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    infos = [_info(v, aliases=tuple(sorted(by_version.get(str(v.version), [])))) for v in versions]
+    return sorted(infos, key=lambda i: int(i.version), reverse=True)
 
 
 def load_bundle(
@@ -521,7 +529,7 @@ def versions_table(versions: Sequence[ModelVersionInfo], metrics: Sequence[str] 
     for v in versions:
         row: dict[str, object] = {
             "version": v.version,
-            "aliases": ",".join(v.aliases),
+            "aliases": ",".join(sorted(v.aliases)),
             "kind": v.kind or "",
             "created": v.created.strftime("%Y-%m-%d %H:%M") if v.created is not None else "",
         }

@@ -1,0 +1,54 @@
+"""Fixtures of the training tests: a small generated world, fast model configurations, a tmp MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Few factors and iterations: the tests check the plumbing, not the models' quality.
+FAST_CONFIGS: dict[str, dict[str, Any]] = {
+    "popularity": {"recall_queries": 50},
+    "als": {"model": {"factors": 8, "iterations": 3}, "recall_queries": 50},
+    "bpr": {"model": {"factors": 8, "iterations": 10}, "recall_queries": 50},
+    "lightfm": {"model": {"no_components": 8, "epochs": 3}, "recall_queries": 50},
+    "hybrid": {
+        "model": {"als": {"factors": 8, "iterations": 3}, "lightfm": {"no_components": 8, "epochs": 3}},
+        "recall_queries": 50,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def train_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's shared ``small_world`` when the root conftest provides it, else a 1,500-member world."""
+    try:
+        return Path(request.getfixturevalue("small_world"))
+    except pytest.FixtureLookupError:
+        from recsys.data.generator import generate_world
+
+        return generate_world(tmp_path_factory.mktemp("train-world") / "world", 1500, 7, progress=False)
+
+
+@pytest.fixture(scope="session")
+def fast_configs() -> dict[str, dict[str, Any]]:
+    return FAST_CONFIGS
+
+
+@pytest.fixture(scope="session")
+def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow SQLite store: creating one costs seconds, copying it does not."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path: Path, _migrated_store: Path) -> str:
+    """A fresh SQLite tracking + registry store for one test."""
+    shutil.copy(_migrated_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
