@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys.schema import MEMBER_AGGREGATES, Cabin, Col
 
@@ -164,8 +166,8 @@ def lrfmc_from_aggregates(aggregates: pd.DataFrame) -> pd.DataFrame:
     F = FLIGHT_COUNT, M = SEG_KM_SUM, C = avg_discount. Raises :class:`LrfmcError` on missing columns, nulls
     or negative values."""
     _require(aggregates, tuple(MEMBER_AGGREGATES.columns), "lrfmc_from_aggregates")
-    ffp = pd.to_datetime(aggregates[Col.FFP_DATE])
-    load = pd.to_datetime(aggregates[Col.LOAD_TIME])
+    ffp = datetime_values(aggregates[Col.FFP_DATE])
+    load = datetime_values(aggregates[Col.LOAD_TIME])
     out = pd.DataFrame(
         {
             LrfmcCol.MEMBER_ID: aggregates[Col.MEMBER_ID].astype(str).to_numpy(),
@@ -335,17 +337,26 @@ def to_naive_utc(ts: datetime | pd.Timestamp | str) -> pd.Timestamp:
     return t
 
 
+def datetime_values(values: pd.Series) -> pd.Series:
+    """A date/time column as naive UTC ``datetime64[ns]``; Arrow dates are cast in Arrow (``pd.to_datetime``
+    iterates them element by element, seconds per million rows)."""
+    if isinstance(values.dtype, pd.ArrowDtype):
+        arr = pa.array(values)
+        if pa.types.is_date(arr.type) or (pa.types.is_timestamp(arr.type) and arr.type.tz is None):
+            cast = pc.cast(arr, pa.timestamp("ns"))
+            return pd.Series(cast.to_numpy(zero_copy_only=False), index=values.index, name=values.name)
+    t = values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values)
+    if getattr(t.dt, "tz", None) is not None:
+        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+    return t.astype("datetime64[ns]")
+
+
 def departure_times(flights: pd.DataFrame) -> pd.Series:
     """Each flight's departure time as naive UTC ``datetime64`` (falls back to ``flight_date``)."""
     col = Col.DEPARTURE_TIME if Col.DEPARTURE_TIME in flights.columns else Col.FLIGHT_DATE
     if col not in flights.columns:
         raise LrfmcError(f"flights need a '{Col.DEPARTURE_TIME}' or '{Col.FLIGHT_DATE}' column")
-    t = flights[col]
-    if not pd.api.types.is_datetime64_any_dtype(t):
-        t = pd.to_datetime(t)
-    if getattr(t.dt, "tz", None) is not None:
-        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
-    return t.astype("datetime64[ns]")
+    return datetime_values(flights[col])
 
 
 def lrfmc_from_flights(
@@ -366,7 +377,7 @@ def lrfmc_from_flights(
     as_of_ts = to_naive_utc(as_of)
     idx = pd.Index(members[Col.MEMBER_ID].astype(str))
     n = len(idx)
-    enrol = pd.to_datetime(members[Col.ENROL_DATE]).astype("datetime64[ns]").to_numpy()
+    enrol = datetime_values(members[Col.ENROL_DATE]).to_numpy()
     membership_days = np.maximum((as_of_ts.to_datetime64() - enrol) / np.timedelta64(1, "D"), 0.0)
 
     code = _member_codes(idx, flights)

@@ -99,6 +99,7 @@ from recsys.features.lrfmc import (
     LrfmcCol,
     RouteCodes,
     clean_textbook,
+    datetime_values,
     departure_times,
     factorize_sorted,
     lrfmc_from_aggregates,
@@ -698,7 +699,7 @@ def _weekday(flights: pd.DataFrame) -> np.ndarray:
     col = Col.DEPARTURE_TIME if Col.DEPARTURE_TIME in flights.columns else Col.FLIGHT_DATE
     t = flights[col]
     if not pd.api.types.is_datetime64_any_dtype(t):
-        t = pd.to_datetime(t)
+        t = datetime_values(t)
     return t.dt.dayofweek.to_numpy()
 
 
@@ -866,7 +867,7 @@ def resolve_as_of(dataset_dir: Path | str, as_of: datetime | date | str | None =
                 if pd.notna(tmax) and (latest is None or tmax > latest):
                     latest = tmax
     if latest is None and has_table(root, "member_aggregates"):
-        load = pd.to_datetime(read_table(root, "member_aggregates", columns=[Col.LOAD_TIME])[Col.LOAD_TIME])
+        load = datetime_values(read_table(root, "member_aggregates", columns=[Col.LOAD_TIME])[Col.LOAD_TIME])
         latest = load.max() if len(load) else None
     if latest is None:
         raise ProfileError(f"{root}: no as_of in the manifest and no flights or events to take it from")
