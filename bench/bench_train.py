@@ -1,0 +1,223 @@
+"""bench-train: wall times of the offline pipeline (run by ``make bench-train``).
+
+Part 1 — the 50,000-member world: the whole pipeline (data checks, time split, features, all five models,
+faiss indexes, offline evaluation with the oracle, refit of the best model, MLflow logging and registration).
+Target: ≤ 3 min.
+
+Part 2 — a 1,000,000-member world, in one process:
+  * the bare ``implicit`` ALS fit on the final interaction matrix (the floor);
+  * the ALS path from raw data to a registered model (load, features, matrix, fit, index, calibration,
+    artefacts, MLflow registration) — target ≤ 2× the bare fit;
+  * the offline evaluation on its own (time split, recommendations for every test member, metrics, slices,
+    oracle) for an ALS model trained before the cut-off (its training is not counted);
+  * the total (target ≤ 20 min) and the peak RSS of the process (target ≤ 12 GB).
+
+Worlds are generated under ``var/bench/`` when missing (generation is not timed). MLflow logs to a throw-away
+SQLite store. Results are printed and written to ``var/bench/bench_train.json``.
+
+    python bench/bench_train.py                 # both parts
+    python bench/bench_train.py --skip-1m       # only the 50k part
+    python bench/bench_train.py --world-1m DIR  # use an existing 1M world
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BENCH_DIR = ROOT / "var" / "bench"
+TARGET_50K_S = 180.0
+TARGET_1M_TOTAL_S = 20 * 60.0
+TARGET_RSS_GB = 12.0
+SEED = 42
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def ensure_world(path: Path, members: int) -> Path:
+    from recsys.data.generator import generate_world
+
+    if (path / "manifest.json").is_file():
+        return path
+    print(f"generating a {members:,}-member world in {path} (not timed) ...", flush=True)
+    t = time.perf_counter()
+    generate_world(path, members, SEED, progress=True)
+    print(f"  generated in {time.perf_counter() - t:.0f} s", flush=True)
+    return path
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+def bench_50k(world: Path, tracking: str) -> dict[str, Any]:
+    from recsys.evaluation import to_markdown
+    from training.pipeline import train_pipeline
+
+    t0 = time.perf_counter()
+    result = train_pipeline(world, "all", tracking_uri=tracking, model_name="bench-50k", progress=False)
+    wall = time.perf_counter() - t0
+    print("\n== 50,000-member world: whole pipeline ==")
+    print(to_markdown(result.report.table))
+    for key, value in sorted(result.timings.items()):
+        print(f"  {key:32s} {value:8.1f} s")
+    print(f"  whole pipeline wall time         {wall:8.1f} s   target <= {TARGET_50K_S:.0f} s  "
+          f"{verdict(wall <= TARGET_50K_S)}")  # fmt: skip
+    table = result.report.table.set_index("model")
+    champion = result.kind
+    ratio = table.loc[champion, "ndcg_at_10"] / table.loc["popularity", "ndcg_at_10"]
+    print(
+        f"  best model {champion}: NDCG@10 {table.loc[champion, 'ndcg_at_10']:.4f} = {ratio:.2f}x popularity "
+        f"(target >= 1.3x {verdict(ratio >= 1.3)}), {table.loc[champion, 'frac_of_oracle']:.1%} of the oracle"
+    )
+    return {
+        "wall_s": wall,
+        "timings": result.timings,
+        "best": champion,
+        "ndcg_vs_popularity": ratio,
+        "table": json.loads(result.report.table.to_json(orient="records")),
+    }
+
+
+def bench_1m(world: Path, tracking: str) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    from recsys.data.layout import read_table
+    from recsys.evaluation import OracleRecommender, evaluate_recommender, has_oracle, time_split
+    from recsys.interactions import build_interactions
+    from recsys.models.als import ALSConfig
+    from recsys.models.bundle import ModelBundle
+    from recsys.registry import publish
+    from recsys.schema import Col
+
+    out: dict[str, Any] = {}
+    t_total = time.perf_counter()
+
+    # 1. the floor: implicit's ALS on the final matrix, nothing else
+    inter = build_interactions(world)
+    matrix = inter.matrix.tocsr().astype("float32")
+    cfg = ALSConfig(random_state=SEED)
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        est = AlternatingLeastSquares(
+            factors=cfg.factors,
+            regularization=cfg.regularization,
+            alpha=cfg.alpha,
+            iterations=cfg.iterations,
+            num_threads=cfg.num_threads,
+            random_state=SEED,
+            calculate_training_loss=False,
+        )
+        t = time.perf_counter()
+        est.fit(matrix, show_progress=False)
+        out["bare_als_fit_s"] = time.perf_counter() - t
+    out["matrix"] = {"rows": matrix.shape[0], "cols": matrix.shape[1], "nnz": int(matrix.nnz)}
+    del est, matrix, inter
+
+    # 2. raw data -> registered ALS model
+    t = time.perf_counter()
+    bundle = ModelBundle.train(world, "als", seed=SEED)
+    out["als_train_s"] = time.perf_counter() - t
+    out["bundle_timings"] = bundle.info.get("timings", {})
+    t2 = time.perf_counter()
+    pub = publish(tracking, bundle, model_name="bench-1m", params={"kind": "als"}, tags={"kind": "als"},
+                  input_member_ids=[str(m) for m in bundle.member_ids.external_ids[:3]])  # fmt: skip
+    out["register_s"] = time.perf_counter() - t2
+    out["als_path_s"] = time.perf_counter() - t
+    out["registered_version"] = pub.version.version if pub.version else None
+    del bundle
+
+    # 3. the offline evaluation on its own (model trained before the cut-off; that training is not counted)
+    split = time_split(world)
+    before_bundle = ModelBundle.train(world, "als", before=split.before, seed=SEED)
+    offers = read_table(world, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
+    t = time.perf_counter()
+    split = time_split(world)
+    ev = evaluate_recommender("als", lambda m, k: before_bundle.recommend(list(m), k=k), split, offers)
+    oracle = None
+    if has_oracle(world):
+        oracle = evaluate_recommender(
+            "oracle", OracleRecommender(world, offers[Col.OFFER_ID], split.exposed).recommend, split, offers
+        )
+    out["evaluation_s"] = time.perf_counter() - t
+    out["test_members"] = len(split.test_members)
+    out["als_ndcg_at_10"] = ev.primary
+    out["oracle_ndcg_at_10"] = oracle.primary if oracle else None
+    out["total_s"] = time.perf_counter() - t_total
+    out["peak_rss_gb"] = peak_rss_gb()
+
+    ratio = out["als_path_s"] / out["bare_als_fit_s"]
+    print("\n== 1,000,000-member world ==")
+    print(
+        f"  matrix {out['matrix']['rows']:,} x {out['matrix']['cols']:,}, {out['matrix']['nnz']:,} non-zeros"
+    )
+    print(f"  bare implicit ALS fit             {out['bare_als_fit_s']:8.1f} s")
+    print(f"  ALS raw data -> registered model  {out['als_path_s']:8.1f} s   = {ratio:.2f}x the bare fit "
+          f"(target <= 2x {verdict(ratio <= 2)})")  # fmt: skip
+    for key, value in out["bundle_timings"].items():
+        print(f"      {key:28s} {value:8.1f} s")
+    print(f"      registration (MLflow)        {out['register_s']:8.1f} s")
+    print(
+        f"  offline evaluation on its own     {out['evaluation_s']:8.1f} s   "
+        f"({out['test_members']:,} test members; ALS NDCG@10 {ev.primary:.4f}, "
+        f"oracle {out['oracle_ndcg_at_10'] or float('nan'):.4f})"
+    )
+    print(
+        f"  total                             {out['total_s']:8.1f} s   target <= {TARGET_1M_TOTAL_S:.0f} s "
+        f"{verdict(out['total_s'] <= TARGET_1M_TOTAL_S)}"
+    )
+    print(
+        f"  peak RSS                          {out['peak_rss_gb']:8.2f} GB  target <= {TARGET_RSS_GB:.0f} GB "
+        f"{verdict(out['peak_rss_gb'] <= TARGET_RSS_GB)}"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--world-50k", type=Path, default=BENCH_DIR / "world-50k")
+    parser.add_argument("--world-1m", type=Path, default=BENCH_DIR / "world-1m")
+    parser.add_argument("--skip-50k", action="store_true")
+    parser.add_argument("--skip-1m", action="store_true")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "bench_train.json")
+    args = parser.parse_args()
+
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as tmp:
+        tracking = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        if not args.skip_50k:
+            results["world_50k"] = bench_50k(ensure_world(args.world_50k, 50_000), tracking)
+        if not args.skip_1m:
+            results["world_1m"] = bench_1m(ensure_world(args.world_1m, 1_000_000), tracking)
+    results["peak_rss_gb"] = peak_rss_gb()
+    results["load_avg_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    print(
+        f"\npeak RSS of the run {results['peak_rss_gb']:.2f} GB; load average at start/end "
+        f"{results['load_avg_at_start'][0]:.1f}/{results['load_avg_at_end'][0]:.1f} "
+        f"on {os.cpu_count()} CPUs; "
+        f"results in {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
