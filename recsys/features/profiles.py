@@ -948,7 +948,10 @@ def build_member_profiles_with_context(
         else:
             members = members[members[Col.MEMBER_ID].astype(str).isin(set(lrfmc[LrfmcCol.MEMBER_ID]))]
     if context is None:
-        context = fit_profile_context(members, flights, resolve_as_of(root, as_of),
+        as_of_ts = resolve_as_of(root, as_of)
+        if lrfmc is None:  # computed once here, for the segment fit and the profiles alike
+            lrfmc = fit_rows = lrfmc_from_flights(members, flights, as_of_ts, FareReference.fit(flights))
+        context = fit_profile_context(members, flights, as_of_ts,
                                       segment_model=segment_model, seed=seed, lrfmc=fit_rows)  # fmt: skip
     return compute_profiles(members, flights, context, lrfmc=lrfmc), context
 
