@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.schema import OFFERS, Cabin, Col, OfferCategory
+from recsys.schema import OFFERS, Cabin, Col, OfferCategory, Placement
 
 # Categories sold for a specific booked flight: they need a trip context to be eligible.
 TRIP_BOUND_CATEGORIES: frozenset[str] = frozenset(
@@ -208,6 +208,11 @@ class Catalogue:
             if o.destination:
                 by_destination[o.destination].append(o.index)
         self.by_category: Mapping[str, tuple[int, ...]] = {k: tuple(v) for k, v in by_category.items()}
+        # Offers each placement may show (empty ``placements`` = every placement).
+        self.allowed_at: Mapping[str, frozenset[int]] = {
+            str(p): frozenset(o.index for o in rows if not o.placements or p in o.placements)
+            for p in Placement
+        }
         self.upgrades_by_target: Mapping[str, tuple[int, ...]] = {
             k: tuple(v) for k, v in upgrades_by_target.items()
         }

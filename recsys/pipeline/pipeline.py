@@ -13,7 +13,9 @@
 
 Everything the catalogue allows is precomputed at construction (:class:`~recsys.pipeline.catalogue.Catalogue`,
 margins, lounge airports, city names); a request runs plain loops over at most a few hundred candidates.
-Every candidate dropped at any stage is returned in ``RecommendResult.suppressed`` with stage, reason, detail.
+Every candidate dropped at any stage is returned in ``RecommendResult.suppressed`` with stage, reason and
+detail — except offers the catalogue never shows at the request's placement, which are listed only when the
+request asks for ``debug`` (they are most of the catalogue on every request).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from recsys.pipeline.candidates import gather_candidates
 from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
 from recsys.pipeline.diversity import diversify
-from recsys.pipeline.eligibility import EligibilityContext, filter_eligible
+from recsys.pipeline.eligibility import EligibilityContext, Reason, filter_eligible
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
 from recsys.pipeline.types import (
     InvalidRequest,
@@ -147,6 +149,23 @@ class OfferPipeline:
             ids, _ = self.bundle.retrieve(member_id, cfg.retrieval_k, member_features=profile)
             retrieved = [str(x) for x in ids]
         cands = gather_candidates(self.catalogue, retrieved, trip, member.likely_destinations)
+        # Offers the catalogue never shows at this placement are not candidates here. They are listed (as
+        # placement_not_allowed) only in debug mode: most of the catalogue, every request, for nothing.
+        allowed = self.catalogue.allowed_at.get(request.placement, frozenset())
+        suppressed: list[SuppressedCandidate] = []
+        candidates = [i for i in cands.indices if i in allowed]
+        if request.debug and len(candidates) < len(cands.indices):
+            for i in cands.indices:
+                if i not in allowed:
+                    o = self.catalogue.offers[i]
+                    suppressed.append(
+                        SuppressedCandidate(
+                            o.offer_id,
+                            Stage.ELIGIBILITY,
+                            Reason.PLACEMENT_NOT_ALLOWED,
+                            f"placement {request.placement} not in {sorted(o.placements)}",
+                        )
+                    )
         t = _lap(timings, "candidates", t)
 
         # -- eligibility ---------------------------------------------------------------------------------
@@ -163,8 +182,8 @@ class OfferPipeline:
             close_fraction=cfg.close_fraction,
             require_seat_inventory=cfg.require_seat_inventory,
         )
-        elig = filter_eligible(cands.indices, self.catalogue, ctx)
-        suppressed: list[SuppressedCandidate] = elig.suppressed
+        elig = filter_eligible(candidates, self.catalogue, ctx)
+        suppressed.extend(elig.suppressed)
         t = _lap(timings, "eligibility", t)
         if not elig.eligible:
             timings["total"] = (time.perf_counter() - t0) * 1e3

@@ -107,7 +107,7 @@ def pipeline(store: Any, cap_enforcer: Any = None, **cfg: Any) -> OfferPipeline:
 
 
 def test_ranked_eligible_offers_with_every_drop_recorded(store: EmbeddedMemberStore) -> None:
-    res = pipeline(store).recommend(request())
+    res = pipeline(store).recommend(request(debug=True))
     ids = [o.offer_id for o in res.offers]
     assert set(ids) == {"UP_C", "MEAL_VGML", "LOUNGE", "AWARD_NRT", "WIFI"}
     assert [o.rank for o in res.offers] == list(range(1, len(ids) + 1))
@@ -120,6 +120,10 @@ def test_ranked_eligible_offers_with_every_drop_recorded(store: EmbeddedMemberSt
     assert reasons["MALL"] == (Stage.ELIGIBILITY, Reason.PLACEMENT_NOT_ALLOWED)
     assert reasons["PROMO"] == (Stage.ELIGIBILITY, Reason.PLACEMENT_NOT_ALLOWED)
     assert set(reasons) | set(ids) == set(OFFERS["offer_id"])  # every candidate accounted for
+    # without debug, offers never shown at this placement are left out of the list (not candidates here)
+    quiet = pipeline(store).recommend(request())
+    assert [o.offer_id for o in quiet.offers] == ids
+    assert {s.offer_id for s in quiet.suppressed} == set(reasons) - {"MALL", "PROMO"}
     by_id = {o.offer_id: o for o in res.offers}
     # expected value = p × margin, and the list starts with the most valuable offer
     assert by_id["UP_C"].expected_value == pytest.approx(0.05 * 1260.0)

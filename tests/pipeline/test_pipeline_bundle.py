@@ -209,7 +209,8 @@ def test_with_redis_member_store_and_redis_caps(world: World, redis_prefix: str)
     store = RedisMemberStore(REDIS_URL, prefix=redis_prefix)
     publish_profiles(store, world.profiles, world.bundle, "1")
     policy = load_policy(POLICY_FILE)
-    caps = build_enforcer(REDIS_URL, policy, key_prefix=f"{redis_prefix}-caps")
+    # a generous timeout: this test is about the caps stage, not outages (the shared test machine is busy)
+    caps = build_enforcer(REDIS_URL, policy, key_prefix=f"{redis_prefix}-caps", timeout_ms=2000)
     try:
         pipe = OfferPipeline(world.bundle, store, cap_enforcer=caps, config=PipelineConfig())
         member = world.profiles[ProfileCol.MEMBER_ID].iloc[0]
