@@ -385,15 +385,28 @@ def _is_null(s: pd.Series) -> np.ndarray:
     return np.asarray(null, dtype=bool)
 
 
-def isin(s: pd.Series, values: Collection[str] | pd.Index) -> np.ndarray:
+def isin(s: pd.Series, values: Collection[str] | pd.Index | pa.Array) -> np.ndarray:
     """``s.astype(str).isin(values)`` as a boolean array, hashed in Arrow (fast with millions of ids)."""
     left = pa.array(s.astype("str"))
-    right = pa.array(pd.Series(list(values) if isinstance(values, set | frozenset) else values, dtype="str"))
+    if isinstance(values, pa.Array):
+        right = values
+    else:
+        right = pa.array(
+            pd.Series(list(values) if isinstance(values, set | frozenset) else values, dtype="str")
+        )
     if left.type != right.type:
         right = right.cast(left.type)
     return np.asarray(
         pc.fill_null(pc.is_in(left, value_set=right), False).to_numpy(zero_copy_only=False), dtype=bool
     )
+
+
+def _distinct(parts: list[pd.Series]) -> pa.Array:
+    if not parts:
+        return pa.array([], type=pa.large_string())
+    arrays = [pa.array(p.astype("str")) for p in parts]
+    arrays = [a.cast(pa.large_string()) if a.type != pa.large_string() else a for a in arrays]
+    return pc.unique(pa.chunked_array(arrays, type=pa.large_string()))
 
 
 def _first_valid(s: pd.Series) -> Any:
@@ -799,10 +812,9 @@ class KeyIndex:
         self.rows.append(chunk.rows)
         self.chunk_ids.append(chunk_id)
 
-    def ids(self) -> pd.Index:
-        if not self.values:
-            return pd.Index([], dtype="str")
-        return pd.Index(pd.concat(self.values, ignore_index=True)).unique()
+    def ids(self) -> pa.Array:
+        """The distinct key values (an Arrow array, for :func:`isin`)."""
+        return _distinct(self.values)
 
     def check_duplicates(
         self, report: ValidationReport, exclude: dict[int, np.ndarray] | None = None
@@ -811,6 +823,11 @@ class KeyIndex:
         key = ALL_TABLES[self.table].key
         if not self.values or key is None:
             return
+        if not exclude:
+            arrow = pa.chunked_array([pa.array(v) for v in self.values])
+            valid = len(arrow) - arrow.null_count
+            if pc.count_distinct(arrow, mode="only_valid").as_py() == valid:
+                return  # the usual case, decided in Arrow without building a pandas index of every key
         allv = pd.concat(self.values, ignore_index=True)
         sizes = [len(v) for v in self.values]
         which = np.repeat(np.arange(len(sizes)), sizes)
@@ -826,7 +843,8 @@ class KeyIndex:
         dup[considered] = allv[considered].duplicated(keep="first").to_numpy()
         if not dup.any():
             return
-        first_pos = pd.Series(np.flatnonzero(considered), index=allv[considered].to_numpy())
+        involved = considered & isin(allv, pa.array(allv[dup]))
+        first_pos = pd.Series(np.flatnonzero(involved), index=allv[involved].to_numpy(dtype=object))
         first_pos = first_pos[~first_pos.index.duplicated(keep="first")]
         for j in np.unique(which[dup]):
             sel = dup & (which == j)
@@ -855,7 +873,7 @@ class KeyIndex:
 
 def check_references(
     typed: Typed,
-    targets: dict[str, pd.Index],
+    targets: dict[str, pa.Array],
     report: ValidationReport,
     index: int = 0,
     rows_mask: np.ndarray | None = None,
@@ -933,7 +951,7 @@ def check_tables(chunks: dict[str, list[Chunk]], rules: Rules, cascade: bool = F
             typed[table][g.chunk].bad[g.positions] = True
         report.extend(dup_report)
     # References, in dependency order so that rejections cascade.
-    targets: dict[str, pd.Index] = {}
+    targets: dict[str, pa.Array] = {}
     for table in _ordered(typed):
         for i, tc in enumerate(typed[table]):
             check_references(tc, targets, report, i)
@@ -944,7 +962,7 @@ def check_tables(chunks: dict[str, list[Chunk]], rules: Rules, cascade: bool = F
                 for tc in typed[table]
                 if key not in tc.missing_columns
             ]
-            targets[table] = pd.Index(pd.concat(kept).astype("str")).unique() if kept else pd.Index([])
+            targets[table] = _distinct(kept)
     return CheckedTables(typed, report)
 
 
@@ -998,7 +1016,7 @@ def validate_dataset(
         report.add(ProblemGroup("", MANIFEST, None, UNREADABLE, f"not a readable dataset manifest ({exc})"))
     airport_set = frozenset(airports) if airports is not None else dataset_airports(root)
     rules = Rules.for_format(manifest.get("import_format"), airport_set, now)
-    targets: dict[str, pd.Index] = {}
+    targets: dict[str, pa.Array] = {}
     for table in TABLE_ORDER:
         spec = ALL_TABLES[table]
         path = table_path(root, spec)

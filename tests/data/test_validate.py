@@ -228,3 +228,15 @@ def test_validation_is_vectorised_and_reports_every_bad_row_of_a_large_table() -
         == f"flights.parquet, column cabin: ... and {n // bad_every - 5} more 'unknown code' problems"
     )
     assert took < 30, f"validating {n:,} rows took {took:.1f}s"
+
+
+def test_a_duplicate_id_in_another_part_file_names_where_the_first_one_is(world_copy: Path) -> None:
+    part0 = world_copy / "flights" / "part-00000.parquet"
+    extra = pd.read_parquet(part0).iloc[[3]]
+    extra.to_parquet(world_copy / "flights" / "part-99999.parquet", index=False)
+    lines = lines_of(validate_dataset(world_copy))
+    fid = extra[Col.FLIGHT_ID].iloc[0]
+    assert (
+        f"flights/part-99999.parquet row 1, column flight_id: duplicated flight_id '{fid}' "
+        f"(first at flights/part-00000.parquet row 4)"
+    ) in lines
