@@ -1,8 +1,8 @@
 """``make bench-data``: wall time and peak memory of ``recsys data generate`` at 50,000 and 1,000,000 members.
 
-Each run is measured by ``/usr/bin/time -v`` (GNU time: Debian package ``time``) and compared with the targets of
-issue 2: 50k members <= 2 min; 1M members <= 20 min and <= 8 GB peak RSS. Worlds are written under a temporary
-directory (or ``--workdir``) and removed afterwards unless ``--keep``.
+Each run is measured by ``/usr/bin/time -v`` (GNU time: Debian package ``time``) and compared with the targets
+of issue 2: 50k members <= 2 min; 1M members <= 20 min and <= 8 GB peak RSS. Worlds are written under a
+temporary directory (or ``--workdir``) and removed afterwards unless ``--keep``.
 
     python bench/bench_data.py [--sizes 50000 1000000] [--seed 42] [--workdir DIR] [--keep]
 """
@@ -81,7 +81,8 @@ def run(members: int, seed: int, workdir: Path, keep: bool) -> tuple[float, int,
     if max_rss is not None:
         target.append(f"<= {max_rss / 1024**3:.0f} GB")
     print(
-        f"  {members:>9,} members: wall {wall:8.1f} s ({wall / 60:5.2f} min), peak RSS {rss / 1024**3:6.2f} GB"
+        f"  {members:>9,} members: wall {wall:8.1f} s ({wall / 60:5.2f} min), "
+        f"peak RSS {rss / 1024**3:6.2f} GB"
         f"   target {', '.join(target) or '-'}: {'OK' if ok else 'MISSED'}",
         flush=True,
     )

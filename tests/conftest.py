@@ -1,7 +1,7 @@
 """Shared fixtures.
 
-``small_world``: a generated loyalty world of 2,000 members (seed 20260630), built once per test session into a
-temporary directory. Read-only for tests: copy it if a test must modify a dataset.
+``small_world``: a generated loyalty world of 2,000 members (seed 20260630), built once per test session into
+a temporary directory. Read-only for tests: copy it if a test must modify a dataset.
 """
 
 from __future__ import annotations

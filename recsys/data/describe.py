@@ -1,9 +1,10 @@
 """``recsys data describe``: a plain-text summary showing at a glance whether a dataset is plausible.
 
 Sections: size, tier distribution, flights per member per year (never / <1 / 1-3 / 4-7 / 8+), cabin mix, top
-routes, special-meal share, offers by family and acceptance rates (click / purchase / dismiss per impression) per
-offer family. Works on generated and imported datasets; a missing or empty table prints "(no data)" for its
-sections. Partitioned tables are read part by part, so a million-member world is described in bounded memory.
+routes, special-meal share, offers by family and acceptance rates (click / purchase / dismiss per impression)
+per offer family. Works on generated and imported datasets; a missing or empty table prints "(no data)" for
+its sections. Partitioned tables are read part by part, so a million-member world is described in bounded
+memory.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def describe(dataset_dir: Path | str, top_routes: int = 10) -> str:
         as_of = _as_of(manifest, last_flight)
         ids = members[Col.MEMBER_ID].astype("string")
         fpm = pd.Series([per_member.get(str(i), 0) for i in ids], dtype=float)
-        enrol = members[Col.ENROL_DATE] if Col.ENROL_DATE in members else None
+        enrol = members.get(Col.ENROL_DATE)
         bands = frequency_bands(fpm, enrol, as_of)
         flyers = 1.0 - bands["never"]
         for name, share in bands.items():

@@ -1,25 +1,26 @@
 """The loyalty world generator: members with hidden traits, three years of flights, offers and responses.
 
 ``generate_world(out, n_members, seed)`` writes a dataset in the canonical layout (:mod:`recsys.data.layout`),
-built member chunk by member chunk so memory stays bounded, fully vectorised with numpy, and deterministic for a
-seed (chunk ``k`` draws from ``numpy.random.default_rng([seed, k])``; the chunk size is a constant, so a world's
-first members are the same whatever its size).
+built member chunk by member chunk so memory stays bounded, fully vectorised with numpy, and deterministic for
+a seed (chunk ``k`` draws from ``numpy.random.default_rng([seed, k])``; the chunk size is a constant, so a
+world's first members are the same whatever its size).
 
 What drives what (the hidden truth goes to ``truth/`` only):
 
-* traits: an archetype (business / leisure / family) and a trip-purpose mix, comfort preference, price sensitivity,
-  a special meal, a home airport weighted by hub size, destination-region affinities and favourite destinations,
-  channel habits, a tolerance for repeated offers, a flying intensity band (domain.md: a quarter never fly; of
-  flyers ~70 % fly 1-3 times a year, ~16 % 4-7, ~10 % 8+ with a heavy tail);
+* traits: an archetype (business / leisure / family) and a trip-purpose mix, comfort preference, price
+  sensitivity, a special meal, a home airport weighted by hub size, destination-region affinities and
+  favourite destinations, channel habits, a tolerance for repeated offers, a flying intensity band (domain.md:
+  a quarter never fly; of flyers ~70 % fly 1-3 times a year, ~16 % 4-7, ~10 % 8+ with a heavy tail);
 * flights: round trips from home to (mostly favourite) destinations over the network; cabin from comfort, trip
   purpose and price sensitivity; fare class from price sensitivity; fares, miles earned (distance x fare-class
   multiplier), meals (special-meal members order their code), seats, bags, lounge use; tiers COMPUTED from the
   rolling-12-month qualification and retention rules of ``schema.TIER_RULES``;
 * organic ancillary purchases (extra bags, paid seats, lounge passes...) derived from the flights;
-* an offer log over the last 12 months: requests at the app's placements (booking, post-booking, check-in, in-trip
-  for each trip; home at random), impressions chosen by a legacy policy (popularity-weighted random among the
-  eligible offers), responses drawn from the hidden acceptance model (:mod:`recsys.data.world.acceptance`) with
-  fatigue; purchases land in ``ancillaries`` / ``redemptions``; redemptions never overdraw the miles balance.
+* an offer log over the last 12 months: requests at the app's placements (booking, post-booking, check-in,
+  in-trip for each trip; home at random), impressions chosen by a legacy policy (popularity-weighted random
+  among the eligible offers), responses drawn from the hidden acceptance model
+  (:mod:`recsys.data.world.acceptance`) with fatigue; purchases land in ``ancillaries`` / ``redemptions``;
+  redemptions never overdraw the miles balance.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from recsys.data.network import (
     load_network,
 )
 from recsys.data.world import acceptance as acc
-from recsys.data.world.catalogue import build_catalogue
+from recsys.data.world.catalogue import award_miles, build_catalogue
 from recsys.schema import (
     ANCILLARIES,
     CABIN_ORDER,
@@ -186,9 +187,9 @@ class GeneratorError(ValueError):
     """Bad arguments to the generator."""
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # public API
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def generate_world(
@@ -247,9 +248,9 @@ def generate_world(
         return writer.commit(manifest)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # helpers
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _ids(
@@ -294,7 +295,7 @@ def _conform(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
 
 
 def _run_starts(keys: np.ndarray) -> np.ndarray:
-    """For a sorted key array: index within its run of equal keys (0, 1, 2, ... restarting at each new key)."""
+    """For a sorted key array: index within its run of equal keys (0, 1, 2, ..., restarting at each key)."""
     n = len(keys)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -329,9 +330,9 @@ def compute_tiers(
 ) -> np.ndarray:
     """Tier level (index into TIER_ORDER) from the last 12 months' flying and the 12 months before.
 
-    A member holds the highest tier they qualify for on the last 12 months, or keeps the tier they qualified for
-    in the previous 12 months if the last 12 months meet that tier's retention thresholds (else the highest
-    lower tier whose retention thresholds they meet).
+    A member holds the highest tier they qualify for on the last 12 months, or keeps the tier they qualified
+    for in the previous 12 months if the last 12 months meet that tier's retention thresholds (else the
+    highest lower tier whose retention thresholds they meet).
     """
     qualified = _tier_levels(segments, km, retain=False)
     previous = _tier_levels(prev_segments, prev_km, retain=False)
@@ -339,9 +340,9 @@ def compute_tiers(
     return np.maximum(qualified, retained)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # the world
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 class _World:
@@ -426,7 +427,7 @@ class _World:
                 self.o_place[j, place_ix[p]] = True
             for mo in r[Col.BLACKOUT_MONTHS]:
                 self.o_blackout[j, int(mo)] = True
-        self.o_trip = self.o_cabins.any(axis=1)
+        self.o_trip = np.asarray(self.o_cabins.any(axis=1))
         self.o_open = o[Col.WINDOW_OPEN_HOURS].to_numpy(float)
         self.o_close = o[Col.WINDOW_CLOSE_HOURS].to_numpy(float)
         self.o_lounge = o[Col.REQUIRES_LOUNGE].to_numpy(bool)
@@ -447,7 +448,8 @@ class _World:
             "as_of": AS_OF.date().isoformat(),
             "parameters": self.params,
             "legacy_policy": {
-                "description": "impressions: per request, offers drawn without replacement among the eligible "
+                "description": "impressions: per request, offers drawn without replacement among the "
+                "eligible "
                 "ones with probability proportional to popularity",
                 "popularity": {str(o): float(p) for o, p in zip(self.o_ids, self.popularity, strict=True)},
             },
@@ -709,8 +711,8 @@ class _World:
     def _organic_ancillaries(
         self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any]
     ) -> dict[str, np.ndarray]:
-        """Extras bought directly (not through an offer): bags beyond the allowance, paid seats, lounge passes,
-        Wi-Fi, insurance."""
+        """Extras bought directly (not through an offer): bags beyond the allowance, paid seats, lounge
+        passes, Wi-Fi, insurance."""
         ns = len(fl["member"])
         econ = fl["cabin"] <= 1
         price_s = m["price"][fl["member"]]
@@ -752,7 +754,7 @@ class _World:
             "time": np.maximum(fl["dep"][flight] - (hours_before * 60).astype(np.int64), 0),
         }
 
-    # -- the offer log -----------------------------------------------------------------------------------------
+    # -- the offer log ---------------------------------------------------------------------------------------
     def _requests(
         self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any]
     ) -> dict[str, np.ndarray]:
@@ -828,11 +830,11 @@ class _World:
     ) -> np.ndarray:
         """(requests x offers) eligibility by the catalogue's rules."""
         member = req["member"]
-        has_trip = req["flight"] >= 0
+        has_trip = np.asarray(req["flight"] >= 0)
         f = np.maximum(req["flight"], 0)
-        e = self.o_place[:, req["place"]].T.copy()
+        e: np.ndarray = self.o_place[:, req["place"]].T.copy()
         e &= self.o_tiers[:, tiers[member]].T
-        trip_ok = (
+        trip_ok: np.ndarray = (
             self.o_cabins[:, fl["cabin"][f]].T
             & self.o_fc[:, fl["fc"][f]].T
             & self.o_origins[:, fl["origin"][f]].T
@@ -906,9 +908,7 @@ class _World:
         click = buy | (rng.random(len(imp_r)) < p_click)
         dismiss = ~click & (rng.random(len(imp_r)) < p_dismiss)
         # redemptions must be affordable: cumulative miles spent never exceeds miles earned at that time
-        spend = np.where(buy, self.o_price_miles[imp_o], 0)
-        if spend.any():
-            buy = self._affordable(m, fl, imp_member, imp_time, spend, buy)
+        # (redemptions are checked against the miles balance in _redemptions)
         return {
             "req": req,
             "imp_r": imp_r,
@@ -953,19 +953,65 @@ class _World:
     def _redemptions(
         self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any], log: dict[str, Any]
     ) -> dict[str, np.ndarray]:
+        """Miles spent: redemption offers bought from the log, and redemptions made directly (award flights to
+        a favourite destination, merchandise, hotel nights) over the three years. Whatever the member cannot
+        afford at that moment does not happen (an unaffordable offer purchase is turned back into a click)."""
         w = np.flatnonzero(
             log["buy"]
             & (self.o_family[log["imp_o"]] == OfferFamily.REDEMPTION.value)
             & (self.o_price_miles[log["imp_o"]] > 0)
         )
+        n = m["n"]
+        # direct redemptions: more for leisure/family members and for those who earn more
+        years = (_HORIZON_MIN - m["active_from"]) / _YEAR_MIN
+        flyer = m["n_seg"] > 0
+        lam = np.where(
+            flyer, 0.12 * years * (0.4 + m["mix"][:, 1] + m["mix"][:, 2]) * np.sqrt(m["rate"] + 0.5), 0
+        )
+        lam = lam + 0.05 * years * (m["partner"] > 0)
+        k = rng.poisson(lam)
+        om = np.repeat(np.arange(n), k)
+        ot = m["active_from"][om] + (rng.random(len(om)) * (_HORIZON_MIN - m["active_from"][om])).astype(
+            np.int64
+        )
+        kind_draw = rng.random(len(om))
+        fav = m["cand_dest"][om, 0]
+        km = self.r_km[np.maximum(self.route_idx[m["home"][om], fav], 0)]
+        award = kind_draw < 0.7
+        merch = (kind_draw >= 0.7) & (kind_draw < 0.9)
+        miles = np.where(
+            award,
+            award_miles(km, Cabin.Y),
+            np.where(
+                merch,
+                rng.choice([3_000, 6_000, 12_000, 20_000], len(om)),
+                rng.choice([8_000, 15_000], len(om)),
+            ),
+        ).astype(np.int64)
+        kinds = np.where(
+            award,
+            RedemptionKind.AWARD_FLIGHT.value,
+            np.where(merch, RedemptionKind.MERCHANDISE.value, RedemptionKind.HOTEL.value),
+        ).astype(object)
+        dest = _where_none(award, self.iata[fav])
+        # affordability over both kinds together, in time order
+        member = np.concatenate([log["imp_member"][w], om])
+        time = np.concatenate([log["imp_time"][w] + 3, ot])
+        spend = np.concatenate([self.o_price_miles[log["imp_o"][w]], miles])
+        ok = self._affordable(m, fl, member, time, spend, np.ones(len(member), dtype=bool))
+        log["buy"][w[~ok[: len(w)]]] = False
+        offer_kind = np.array([_REDEMPTION_KIND[c] for c in self.o_category[log["imp_o"][w]]], dtype=object)
+        keep = ok
         return {
-            "member": log["imp_member"][w],
-            "offer": log["imp_o"][w],
-            "time": log["imp_time"][w] + 3,
-            "miles": self.o_price_miles[log["imp_o"][w]],
+            "member": member[keep],
+            "offer": np.concatenate([log["imp_o"][w], np.full(len(om), -1)])[keep],
+            "time": time[keep],
+            "miles": spend[keep],
+            "kind": np.concatenate([offer_kind, kinds])[keep],
+            "dest": np.concatenate([self.o_dest[log["imp_o"][w]], dest])[keep],
         }
 
-    # -- assemble tables ---------------------------------------------------------------------------------------
+    # -- assemble tables -------------------------------------------------------------------------------------
     def _tables(
         self,
         m: dict[str, Any],
@@ -1070,16 +1116,18 @@ class _World:
         )
         # redemptions
         r_order = np.lexsort((red["time"], red["member"]))
-        r_member, r_offer, r_time, r_miles = (red[k][r_order] for k in ("member", "offer", "time", "miles"))
+        r_member, r_offer, r_time, r_miles, r_kind, r_dest = (
+            red[k][r_order] for k in ("member", "offer", "time", "miles", "kind", "dest")
+        )
         redemptions = pd.DataFrame(
             {
                 Col.REDEMPTION_ID: _strings(_ids("X", num[r_member], 7, _run_starts(r_member), 4)),
                 Col.MEMBER_ID: pd.Series(mid_np[r_member]),
-                Col.OFFER_ID: pd.Series(self.o_ids[r_offer]),
+                Col.OFFER_ID: pd.Series(_take_or_none(self.o_ids, r_offer)),
                 Col.REDEEM_TIME: _timestamps(r_time),
-                Col.KIND: pd.Series([_REDEMPTION_KIND[c] for c in self.o_category[r_offer]], dtype=object),
+                Col.KIND: pd.Series(r_kind, dtype=object),
                 Col.MILES_SPENT: r_miles.astype(np.int64),
-                Col.DESTINATION: pd.Series(self.o_dest[r_offer]),
+                Col.DESTINATION: pd.Series(r_dest, dtype=object),
             }
         )
         # members
@@ -1095,10 +1143,11 @@ class _World:
                 Col.TIER: pd.Series(np.array(_TIERS, dtype=object)[m["tier"]]),
                 Col.HOME_AIRPORT: pd.Series(self.iata[m["home"]]),
                 Col.TIME_ZONE: pd.Series(self.tz[m["home"]]),
-                Col.MILES_BALANCE: np.maximum(earned - spent, 0).astype(np.int64),
+                Col.MILES_BALANCE: (earned - spent).astype(np.int64),  # >= 0: redemptions were affordable
                 Col.BIRTH_YEAR: pd.array(np.where(m["birth_known"], m["birth"], 0), dtype="Int64"),
                 Col.GENDER: pd.Series(
-                    np.where(m["gender_known"], np.where(m["gender"], "M", "F"), None), dtype=object
+                    _where_none(m["gender_known"], np.where(m["gender"], "M", "F").astype(object)),
+                    dtype=object,
                 ),
                 Col.CHANNEL: pd.Series(np.array(_CHANNELS, dtype=object)[np.argmax(m["channel"], axis=1)]),
             }
@@ -1115,7 +1164,7 @@ class _World:
         }
 
     def _truth_frame(self, m: dict[str, Any], mid: np.ndarray) -> pd.DataFrame:
-        fav = np.where(m["cand_ok"][:, :3], self.iata[np.maximum(m["cand_dest"][:, :3], 0)], None)
+        fav = _where_none(m["cand_ok"][:, :3], self.iata[np.maximum(m["cand_dest"][:, :3], 0)])
         special = np.where(
             m["special"] >= 0,
             np.array(acc.SPECIAL_MEAL_CODES, dtype=object)[np.maximum(m["special"], 0)],
@@ -1143,6 +1192,13 @@ class _World:
         }
         df = pd.DataFrame(cols)
         return df[list(acc.TRAIT_COLUMNS)]
+
+
+def _where_none(cond: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` where ``cond``, None elsewhere (object array of the same shape)."""
+    out = np.full(np.shape(values), None, dtype=object)
+    out[cond] = np.asarray(values, dtype=object)[cond]
+    return out
 
 
 def _take_or_none(values: np.ndarray, idx: np.ndarray) -> np.ndarray:

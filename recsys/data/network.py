@@ -202,9 +202,7 @@ def build_from_openflights(
     route_rows = []
     for (src, dst), codeshare in sorted(pairs.items()):
         d = haversine_km(pos.at[src, LAT], pos.at[src, LON], pos.at[dst, LAT], pos.at[dst, LON])
-        route_rows.append(
-            {ORIGIN: src, DESTINATION: dst, DISTANCE_KM: int(round(float(d))), CODESHARE: codeshare}
-        )
+        route_rows.append({ORIGIN: src, DESTINATION: dst, DISTANCE_KM: round(float(d)), CODESHARE: codeshare})
     return airports, pd.DataFrame(route_rows)
 
 

@@ -1,8 +1,8 @@
 """Access to a generated world's hidden truth — for EVALUATION ONLY (the oracle ranking).
 
-No training or serving code may import this module: models learn from the observable tables alone. The truth lives
-in ``DIR/truth/``: ``member_traits/part-*.parquet`` (each member's hidden traits) and ``acceptance.json`` (the
-parameters of the acceptance model that drew every response).
+No training or serving code may import this module: models learn from the observable tables alone. The truth
+lives in ``DIR/truth/``: ``member_traits/part-*.parquet`` (each member's hidden traits) and
+``acceptance.json`` (the parameters of the acceptance model that drew every response).
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def true_acceptance(
 ) -> np.ndarray:
     """Members x offers matrix of the true probability that an impression is accepted (purchased).
 
-    The context is generic — trip purpose = the member's usual mix, short haul, economy, no placement effect — and
-    there is no fatigue (first exposure). Eligibility is NOT applied: the caller ranks only eligible offers.
-    Raises ``KeyError`` naming unknown member or offer ids, ``DatasetError`` if the dataset has no truth.
+    The context is generic — trip purpose = the member's usual mix, short haul, economy, no placement effect —
+    and there is no fatigue (first exposure). Eligibility is NOT applied: the caller ranks only eligible
+    offers. Raises ``KeyError`` naming unknown member or offer ids, ``DatasetError`` if the dataset has no
+    truth.
     """
     params = acceptance_parameters(dataset_dir)
     offers = read_table(dataset_dir, OFFERS.name)

@@ -1,4 +1,4 @@
-"""``recsys data describe``: sections and figures of a generated world; imported datasets with missing tables."""
+"""``recsys data describe``: sections and figures of a generated world; imported data with missing tables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The loyalty world generator: domain figures, schema conformance, integrity, determinism, hidden behaviour."""
+"""The loyalty world generator: domain figures, schema, integrity, determinism, hidden behaviour."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from recsys.schema import (
     OfferCategory,
     OfferFamily,
     Placement,
+    RedemptionKind,
     SeatType,
     Tier,
     next_cabin,
@@ -83,7 +84,7 @@ def _flights_per_member(tables: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np
     return counts.to_numpy(), years
 
 
-# ---- domain figures (domain.md) ------------------------------------------------------------------------------
+# ---- domain figures (domain.md) ----------------------------------------------------------------------------
 
 
 def test_flying_frequency_matches_domain_figures(tables: dict[str, pd.DataFrame]) -> None:
@@ -157,11 +158,9 @@ def test_cabins_meals_and_miles_are_plausible(tables: dict[str, pd.DataFrame], w
     hi = fm["comfort"] >= fm["comfort"].quantile(2 / 3)
     lo = fm["comfort"] <= fm["comfort"].quantile(1 / 3)
     assert premium[hi].mean() > 3 * premium[lo].mean()
-    # miles balance never negative and never above what was earned in 36 months plus partner miles
-    assert (tables["members"][Col.MILES_BALANCE] >= 0).all()
 
 
-# ---- the offer catalogue -------------------------------------------------------------------------------------
+# ---- the offer catalogue -----------------------------------------------------------------------------------
 
 
 def test_catalogue_covers_families_and_categories(tables: dict[str, pd.DataFrame]) -> None:
@@ -206,7 +205,7 @@ def test_catalogue_covers_families_and_categories(tables: dict[str, pd.DataFrame
     ).all()
 
 
-# ---- schema conformance and referential integrity ------------------------------------------------------------
+# ---- schema conformance and referential integrity ----------------------------------------------------------
 
 _KINDS = {
     "str": lambda s: pd.api.types.is_string_dtype(s) or s.dtype == object,
@@ -280,19 +279,24 @@ def test_referential_integrity_and_purchase_consistency(tables: dict[str, pd.Dat
         cash_buys[Col.MEMBER_ID] + cash_buys[Col.OFFER_ID]
     )
     red = tables["redemptions"]
+    assert set(red[Col.MEMBER_ID]) <= members
+    assert set(red[Col.KIND]) <= {k.value for k in RedemptionKind}
+    via_offer = red[red[Col.OFFER_ID].notna()]
     miles_buys = buys[(buys[Col.FAMILY] == OfferFamily.REDEMPTION.value) & (buys[Col.PRICE_MILES] > 0)]
-    assert len(red) == len(miles_buys) > 0 and set(red[Col.MEMBER_ID]) <= members
+    assert len(via_offer) == len(miles_buys) > 0
     assert (
-        red[Col.MILES_SPENT].to_numpy() == offers.loc[red[Col.OFFER_ID], Col.PRICE_MILES].to_numpy()
+        via_offer[Col.MILES_SPENT].to_numpy()
+        == offers.loc[via_offer[Col.OFFER_ID], Col.PRICE_MILES].to_numpy()
     ).all()
-    award = red[red[Col.KIND] == "award_flight"]
+    assert (red[Col.OFFER_ID].isna()).sum() > 0  # members also redeem directly, without an offer
+    award = red[red[Col.KIND] == RedemptionKind.AWARD_FLIGHT.value]
     assert len(award) and award[Col.DESTINATION].isin(airports).all()
-    # members who redeemed earned miles to do so, and still have a non-negative balance
-    redeemers = red[Col.MEMBER_ID].unique()
-    assert (tables["members"].set_index(Col.MEMBER_ID).loc[redeemers, Col.MILES_BALANCE] >= 0).all()
+    # nobody spends miles they have not earned: every balance (earned - spent) is non-negative
+    assert (tables["members"][Col.MILES_BALANCE] >= 0).all()
+    assert (tables["members"][Col.MILES_BALANCE] > 0).mean() > 0.6
 
 
-# ---- hidden behaviour ----------------------------------------------------------------------------------------
+# ---- hidden behaviour --------------------------------------------------------------------------------------
 
 
 def test_comfort_seekers_accept_cabin_upgrades_far_more_often(impressions: pd.DataFrame, world: Path) -> None:
@@ -339,7 +343,7 @@ def test_truth_stays_out_of_the_observable_tables(world: Path, tables: dict[str,
     assert manifest["row_counts"]["members"] == MEDIUM_MEMBERS
 
 
-# ---- determinism ---------------------------------------------------------------------------------------------
+# ---- determinism -------------------------------------------------------------------------------------------
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -360,7 +364,7 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path: Path
     assert read_manifest(a)["fingerprint"] != read_manifest(c)["fingerprint"]
 
 
-# ---- bad input -----------------------------------------------------------------------------------------------
+# ---- bad input ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", [0, -5])

@@ -6,10 +6,12 @@ A member's response to an impression is drawn from a logistic model of
   intensity, special meal, destination affinities),
 * the offer's attributes (category, price, meal code, award destination and its region, a per-offer appeal),
 * the trip context (this trip's purpose, long haul, premium cabin, placement), and
-* fatigue: every exposure of the same offer beyond the member's tolerance lowers acceptance and raises dismissal.
+* fatigue: every exposure of the same offer beyond the member's tolerance lowers acceptance and raises
+  dismissal.
 
-The generator uses it to draw responses; :mod:`recsys.data.truth` uses it (context neutral, no fatigue) to give the
-evaluation its oracle. The parameters are written to ``truth/acceptance.json`` of each generated world.
+The generator uses it to draw responses; :mod:`recsys.data.truth` uses it (context neutral, no fatigue) to
+give the evaluation its oracle. The parameters are written to ``truth/acceptance.json`` of each generated
+world.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ _TRAITS: dict[str, dict[str, float]] = {
     "miles_donation": {"comfort": 0.3},
     "miles_promotion": {"price": 1.2, "heavy": 1.5, "app": 0.8},
 }
-# Trip-context coefficients per category: this trip's purpose (one-hot minus member mix), long haul, premium cabin.
+# Trip-context coefficients per category: this trip's purpose (one-hot minus member mix), long haul, premium.
 _CONTEXT: dict[str, dict[str, float]] = {
     "cabin_upgrade": {"business": 0.6, "long_haul": 0.8},
     "upgrade_bid": {"long_haul": 0.8},

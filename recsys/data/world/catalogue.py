@@ -3,9 +3,10 @@
 Conventions of the eligibility columns (see also the data dictionary):
 
 * an empty ``eligible_tiers`` / ``eligible_fare_classes`` / ``eligible_origins`` list means "no restriction";
-* ``eligible_cabins`` non-empty means the offer is about a booked flight (trip-bound): it needs a flight in one of
-  those cabins, and ``window_open_hours`` >= hours before departure >= ``window_close_hours``;
-  ``eligible_cabins`` empty means the offer is not tied to a flight and its window columns are 0 (no timing rule);
+* ``eligible_cabins`` non-empty means the offer is about a booked flight (trip-bound): it needs a flight in
+  one of those cabins, and ``window_open_hours`` >= hours before departure >= ``window_close_hours``;
+  ``eligible_cabins`` empty means the offer is not tied to a flight and its window columns are 0 (no timing
+  rule);
 * ``target_cabin`` is the next cabin for upgrades; ``min_miles`` the balance needed (= the miles price of a
   redemption); ``requires_lounge`` needs a lounge at the departure airport (``network.has_lounge``);
 * ``blackout_months`` (award flights): months (1-12) in which the award cannot be booked/shown;
@@ -39,7 +40,7 @@ ALL_TIERS = [t.value for t in Tier]
 ELITE = [Tier.GOLD.value, Tier.PLATINUM.value]
 P = Placement
 
-# Award destinations, if served by the network (region spread: domestic leisure, Greater China, Asia, long haul).
+# Award destinations, if served by the network (domestic leisure, Greater China, Asia, long haul).
 AWARD_DESTINATIONS: tuple[str, ...] = (
     "SYX",
     "KMG",
