@@ -1,29 +1,32 @@
 """The store-independent half of cap enforcement: which keys a request touches, and what the answer means.
 
-A request is compiled into a :class:`Plan` — the counter keys (one per cap × sub-key × calendar period), the
-cool-down keys, and for every candidate the indices of the keys that concern it. A store then runs the plan
-atomically (Redis: one Lua script; in-process: the same algorithm under a lock, :func:`run_plan`) and
-returns a :class:`RawResult`; :func:`decode` turns it into a :class:`~recsys.capping.api.CapDecision` with
-reason codes and human details. Keeping this logic here means both stores share it, and it is pure
-(testable without a server).
+A request is compiled into a :class:`Plan` — the member's hash keys it reads (one per cap, per calendar period
+for calendar caps), the fields in them (one per offer / category / family / placement the cap counts per), the
+cool-down fields, and for every candidate the counters and cool-downs that concern it. A store runs the plan
+atomically (Redis: one Lua script, one round trip; in-process: the same algorithm under a lock,
+:func:`run_plan`) and returns a :class:`RawResult`; :func:`decode` turns it into a
+:class:`~recsys.capping.api.CapDecision` with reason codes and human details. Both stores share this code, and
+it is pure (testable without a server).
 
-Key layout (every key of one member shares the ``{member_id}`` hash tag, so a Redis Cluster keeps a member
-on one slot, and every key has a TTL)::
+Key layout — a handful of hashes per member, all sharing the ``{member_id}`` hash tag (one Redis Cluster slot
+per member), every one with a TTL::
 
-    <prefix>:{M0000001}:r:<cap>:<sub>            rolling window: sorted set of impression times (ms)
-    <prefix>:{M0000001}:c:<cap>:<sub>:<period>   calendar window: counter for d2026-11-22 / w2026-W47
-    <prefix>:{M0000001}:l:<cap>:<sub>            lifetime: counter (TTL = lifetime_ttl, refreshed on use)
-    <prefix>:{M0000001}:cd                       cool-downs: hash <event>:<scope>:<id> → time (ms) of the
-                                                 last dismissal / purchase (expired fields pruned on write)
-    <prefix>:{M0000001}:idx                      sorted set of the member's keys by expiry (for member_state)
+    <prefix>:{M0000001}:r:<cap>            rolling window: field <sub> → "t1,t2,..." impression times (ms),
+                                           ascending, at most the cap's largest limit; TTL window + 1 min
+    <prefix>:{M0000001}:c:<cap>:<period>   calendar window (d2026-11-22 / w2026-W47, member's local time):
+                                           field <sub> → count; TTL to the end of the period + 1 min
+    <prefix>:{M0000001}:l:<cap>            lifetime: field <sub> → count; TTL lifetime_ttl (refreshed on use)
+    <prefix>:{M0000001}:cd                 cool-downs: field <event>:<scope>:<id> → time (ms) of the last
+                                           dismissal / purchase; TTL the longest cool-down + 1 min
 
 ``<sub>`` is the offer id, category, family or placement the cap counts per, or ``-`` for member-wide caps.
+Fields of a rolling hash whose newest time has left the window are dropped when the hash has more than
+``ROLLING_PRUNE_AT`` fields (and with the whole hash when its TTL runs out), so memory per member is bounded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +51,8 @@ from recsys.schema import EventType
 
 # Extra life given to every key beyond the end of its window (clock skew between service processes).
 TTL_SLACK_MS = 60_000
+# A rolling hash with more fields than this is pruned of fields whose impressions have all left the window.
+ROLLING_PRUNE_AT = 32
 # Name of the per-process conservative cap added while Redis is unavailable (fail_open).
 LOCAL_CAP_NAME = "outage_local"
 
@@ -60,11 +65,10 @@ class KeySpace:
 
     def __init__(self, prefix: str, member_id: str) -> None:
         self.base = f"{prefix}:{{{member_id}}}"
-        self.index = f"{self.base}:idx"
         self.cooldowns = f"{self.base}:cd"
 
-    def counter(self, cap: ResolvedCap, sub: str, period: str | None) -> str:
-        key = f"{self.base}:{cap.window.code}:{cap.name}:{sub}"
+    def counter(self, cap: ResolvedCap, period: str | None) -> str:
+        key = f"{self.base}:{cap.window.code}:{cap.name}"
         return f"{key}:{period}" if period else key
 
     @staticmethod
@@ -73,15 +77,26 @@ class KeySpace:
 
 
 @dataclass
+class HashKey:
+    """One counter hash a plan reads: its name, window kind (r|c|l) and write parameters."""
+
+    name: str
+    kind: str
+    window_ms: int  # rolling only
+    keep: int  # rolling: times kept per field (largest limit across tiers)
+    ttl_ms: int
+
+
+@dataclass
 class CounterRef:
-    key: str
+    """One counter: field ``sub`` of hash ``key_idx``, limited to ``limit``."""
+
+    key_idx: int
     cap: ResolvedCap
     sub: str
     kind: str  # "r" | "c" | "l"
-    window_ms: int  # rolling only
+    window_ms: int
     limit: int
-    keep: int  # rolling: entries kept (largest limit across tiers)
-    ttl_ms: int
     period_end_ms: int | None  # calendar only
 
 
@@ -96,43 +111,41 @@ class CooldownRef:
 @dataclass
 class Plan:
     now_ms: int
-    index_key: str
     cooldown_key: str
+    keys: list[HashKey] = field(default_factory=list)
     counters: list[CounterRef] = field(default_factory=list)
     cooldowns: list[CooldownRef] = field(default_factory=list)
     # per candidate: (exempt, cool-down indices, counter indices)
     candidates: list[tuple[bool, list[int], list[int]]] = field(default_factory=list)
 
-    def lua_args(self, k: int, mode: str, nonce: str) -> tuple[list[str], list[Any]]:
+    def lua_args(self, k: int, mode: str) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV for the check-and-record script (see redis_store.CHECK_AND_RECORD_LUA).
 
-        The plan travels as one JSON argument (decoded by cjson inside Redis): packing hundreds of separate
-        arguments costs more client CPU than the script itself.
+        The plan travels as one JSON argument (decoded by cjson inside Redis): cheaper to pack than hundreds
+        of separate arguments.
         """
-        keys = [c.key for c in self.counters] + [self.cooldown_key, self.index_key]
+        names = [h.name for h in self.keys] + [self.cooldown_key]
         spec = {
-            "c": [[c.kind, c.window_ms, c.limit, c.keep, c.ttl_ms] for c in self.counters],
+            "k": [[h.kind, h.window_ms, h.keep, h.ttl_ms] for h in self.keys],
+            "c": [[c.key_idx + 1, c.sub, c.limit] for c in self.counters],
             "f": [d.field for d in self.cooldowns],
             "d": [d.duration_ms for d in self.cooldowns],
             "x": [
                 [1 if e else 0, [j + 1 for j in cds], [i + 1 for i in cts]] for e, cds, cts in self.candidates
             ],
         }
-        return keys, [self.now_ms, k, mode, nonce, json.dumps(spec, separators=(",", ":"))]
+        return names, [self.now_ms, k, mode, json.dumps(spec, separators=(",", ":"))]
 
 
 @dataclass
 class RawResult:
     """What a store returns: selected candidate indices (rank order) and suppressions
-    ``(candidate, kind, ref, value, hint)`` — kind 1: cool-down ``ref`` with event time ``value``; kind 2: cap
-    counter ``ref`` with count ``value`` and ``hint`` = time (ms) of the entry whose expiry frees a slot."""
+    ``(candidate, kind, ref, value, hint)`` — kind 1: cool-down ``ref`` with event time ``value``; kind 2:
+    counter ``ref`` with count ``value`` and ``hint`` = time (ms) of the impression whose expiry frees a slot.
+    """
 
     selected: list[int]
     suppressed: list[tuple[int, int, int, int, int]]
-
-
-def new_nonce() -> str:
-    return os.urandom(6).hex()
 
 
 def _cooldown_targets(rp: ResolvedPolicy, cand: CapCandidate) -> list[tuple[str, str, str, str, int]]:
@@ -152,6 +165,26 @@ def _cooldown_targets(rp: ResolvedPolicy, cand: CapCandidate) -> list[tuple[str,
     return out
 
 
+def _lifetime_ms(policy: CapPolicy) -> int:
+    return int(parse_duration(policy.lifetime_ttl).total_seconds() * 1000)
+
+
+def cap_key(
+    policy: CapPolicy, cap: ResolvedCap, keys: KeySpace, member: CapMember, now: datetime
+) -> tuple[HashKey, int | None]:
+    """The hash holding ``cap``'s counts for this member now, and (calendar) the period's end in ms."""
+    w = cap.window
+    now_ms = to_ms(now)
+    if w.kind is WindowKind.CALENDAR:
+        label, _, end = calendar_period(w.unit, now, member.time_zone)
+        end_ms = to_ms(end)
+        return HashKey(keys.counter(cap, label), "c", 0, 0, end_ms - now_ms + TTL_SLACK_MS), end_ms
+    if w.kind is WindowKind.ROLLING:
+        ttl = w.seconds * 1000 + TTL_SLACK_MS
+        return HashKey(keys.counter(cap, None), "r", w.seconds * 1000, max(cap.history_limit, 1), ttl), None
+    return HashKey(keys.counter(cap, None), "l", 0, 0, _lifetime_ms(policy)), None
+
+
 def build_plan(
     policy: CapPolicy,
     rp: ResolvedPolicy,
@@ -163,13 +196,11 @@ def build_plan(
     *,
     with_cooldowns: bool = True,
 ) -> Plan:
-    """Compile a request into the keys it reads and writes (deduplicated across candidates)."""
-    now_ms = to_ms(now)
-    plan = Plan(now_ms=now_ms, index_key=keys.index, cooldown_key=keys.cooldowns)
-    counter_idx: dict[str, int] = {}
+    """Compile a request into the hashes and fields it reads and writes (deduplicated across candidates)."""
+    plan = Plan(now_ms=to_ms(now), cooldown_key=keys.cooldowns)
+    key_of_cap: dict[str, tuple[int, int | None]] = {}
+    counter_idx: dict[tuple[int, str], int] = {}
     cooldown_idx: dict[str, int] = {}
-    periods: dict[str, tuple[str, int]] = {}
-    lifetime_ms = int(_lifetime_seconds(policy) * 1000)
     for cand in candidates:
         if rp.is_exempt(cand.offer_id, cand.category, cand.exempt):
             plan.candidates.append((True, [], []))
@@ -187,94 +218,79 @@ def build_plan(
         for cap in rp.caps_for(cand.family, cand.category, placement):
             if cap.offers is not None and cand.offer_id not in cap.offers:
                 continue
+            found = key_of_cap.get(cap.name)
+            if found is None:
+                hk, end_ms = cap_key(policy, cap, keys, member, now)
+                found = key_of_cap[cap.name] = (len(plan.keys), end_ms)
+                plan.keys.append(hk)
+            ki, end_ms = found
             sub = cap.subkey(cand.family, cand.category, cand.offer_id, placement)
-            w = cap.window
-            period: str | None = None
-            end_ms: int | None = None
-            if w.kind is WindowKind.CALENDAR:
-                if w.unit not in periods:
-                    label, _, end = calendar_period(w.unit, now, member.time_zone)
-                    periods[w.unit] = (label, to_ms(end))
-                period, end_ms = periods[w.unit]
-            key = keys.counter(cap, sub, period)
-            i = counter_idx.get(key)
+            i = counter_idx.get((ki, sub))
             if i is None:
-                i = counter_idx[key] = len(plan.counters)
-                if w.kind is WindowKind.ROLLING:
-                    ttl = w.seconds * 1000 + TTL_SLACK_MS
-                elif w.kind is WindowKind.CALENDAR:
-                    assert end_ms is not None
-                    ttl = end_ms - now_ms + TTL_SLACK_MS
-                else:
-                    ttl = lifetime_ms
-                plan.counters.append(
-                    CounterRef(
-                        key=key,
-                        cap=cap,
-                        sub=sub,
-                        kind=w.code,
-                        window_ms=w.seconds * 1000,
-                        limit=cap.limit,
-                        keep=max(cap.history_limit, 1),
-                        ttl_ms=ttl,
-                        period_end_ms=end_ms,
-                    )
-                )
+                i = counter_idx[(ki, sub)] = len(plan.counters)
+                hk = plan.keys[ki]
+                plan.counters.append(CounterRef(ki, cap, sub, hk.kind, hk.window_ms, cap.limit, end_ms))
             cts.append(i)
         plan.candidates.append((False, cds, cts))
     return plan
 
 
-def _lifetime_seconds(policy: CapPolicy) -> float:
-    return parse_duration(policy.lifetime_ttl).total_seconds()
-
-
 # ---------------------------------------------------------------------------------------------------------
-# The algorithm, over any key-value store with Redis-like operations (the in-process store uses it; the Lua
-# script in redis_store.py is the same algorithm line for line).
+# The algorithm, over any store with Redis-like hash operations (the in-process store uses it; the Lua
+# script in redis_store.py is the same algorithm, step for step).
 # ---------------------------------------------------------------------------------------------------------
 
 
 class KV(Protocol):
-    def zremrangebyscore_upto(self, key: str, max_score: int) -> None: ...
-    def zcard(self, key: str) -> int: ...
-    def zscore_at(self, key: str, rank: int) -> int | None: ...
-    def zadd(self, key: str, score: int, n: int) -> None: ...
-    def ztrim_to(self, key: str, keep: int) -> None: ...
-    def get_int(self, key: str) -> int | None: ...
-    def hmget_ints(self, key: str, fields: list[str]) -> list[int | None]: ...
-    def incrby(self, key: str, n: int) -> None: ...
-    def set_int(self, key: str, value: int) -> None: ...
+    def hmget(self, key: str, fields: list[str]) -> list[str | None]: ...
+    def hset(self, key: str, field: str, value: str) -> None: ...
+    def hincrby(self, key: str, field: str, n: int) -> None: ...
+    def hgetall(self, key: str) -> dict[str, str]: ...
+    def hdel(self, key: str, field: str) -> None: ...
     def pexpire(self, key: str, ttl_ms: int) -> None: ...
-    def index_add(self, index: str, key: str, expire_ms: int) -> None: ...
+
+
+def parse_times(value: str | None, after_ms: int) -> list[int]:
+    """The impression times (ms, ascending) of a rolling field that are later than ``after_ms``."""
+    if not value:
+        return []
+    return [t for t in (int(x) for x in value.split(",")) if t > after_ms]
 
 
 def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
-    """Check (mode ``check``/``check_record``) or just count (mode ``force``) — the Lua script in Python."""
+    """Check (mode ``check`` / ``check_record``) or just count (mode ``force``) — the Lua script in Python."""
     now = plan.now_ms
     record = mode in ("check_record", "force")
-    count: list[int] = []
-    stored: list[int] = []
-    for c in plan.counters:
-        if c.kind == "r":
-            kv.zremrangebyscore_upto(c.key, now - c.window_ms)
-            n = kv.zcard(c.key)
-        else:
-            n = kv.get_int(c.key) or 0
-        count.append(n)
-        stored.append(n)
-    cd_time = kv.hmget_ints(plan.cooldown_key, [d.field for d in plan.cooldowns]) if plan.cooldowns else []
+    check = mode != "force"
+    n = len(plan.counters)
+    count = [0] * n
+    times: list[list[int]] = [[] for _ in range(n)]
+    by_key: dict[int, list[int]] = {}
+    for i, c in enumerate(plan.counters):
+        by_key.setdefault(c.key_idx, []).append(i)
+    for ki, idxs in by_key.items():
+        hk = plan.keys[ki]
+        values = kv.hmget(hk.name, [plan.counters[i].sub for i in idxs])
+        for i, v in zip(idxs, values, strict=True):
+            if hk.kind == "r":
+                times[i] = parse_times(v, now - hk.window_ms)
+                count[i] = len(times[i])
+            else:
+                count[i] = int(v) if v else 0
+    stored = list(count)
+    added = [0] * n
+    cd_values = kv.hmget(plan.cooldown_key, [d.field for d in plan.cooldowns]) if plan.cooldowns else []
+    cd_time = [int(v) if v else None for v in cd_values]
     selected: list[int] = []
     suppressed: list[tuple[int, int, int, int, int]] = []
-    added = [0] * len(plan.counters)
     for ci, (exempt, cds, cts) in enumerate(plan.candidates):
-        if mode != "force" and len(selected) >= k:
+        if check and len(selected) >= k:
             break
         if exempt:
             selected.append(ci)
             continue
         blocked = False
-        if mode != "force":
+        if check:
             for j in cds:
                 t = cd_time[j]
                 if t is not None and now < t + plan.cooldowns[j].duration_ms:
@@ -288,8 +304,7 @@ def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
                         hint = 0
                         if c.kind == "r":
                             rank = count[i] - c.limit
-                            s = kv.zscore_at(c.key, rank) if rank < stored[i] else None
-                            hint = s if s is not None else now
+                            hint = times[i][rank] if rank < stored[i] else now
                         suppressed.append((ci, KIND_CAP, i, count[i], hint))
                         blocked = True
                         break
@@ -299,16 +314,25 @@ def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
                 count[i] += 1
                 added[i] += 1
     if record:
+        touched: set[int] = set()
         for i, c in enumerate(plan.counters):
             if added[i]:
+                hk = plan.keys[c.key_idx]
                 if c.kind == "r":
-                    kv.zadd(c.key, now, added[i])
-                    if stored[i] + added[i] > c.keep:
-                        kv.ztrim_to(c.key, c.keep)
+                    ts = sorted(times[i] + [now] * added[i])[-hk.keep :]
+                    kv.hset(hk.name, c.sub, ",".join(str(t) for t in ts))
                 else:
-                    kv.incrby(c.key, added[i])
-                kv.pexpire(c.key, c.ttl_ms)
-                kv.index_add(plan.index_key, c.key, now + c.ttl_ms)
+                    kv.hincrby(hk.name, c.sub, added[i])
+                touched.add(c.key_idx)
+        for ki in sorted(touched):
+            hk = plan.keys[ki]
+            if hk.kind == "r":
+                fields = kv.hgetall(hk.name)
+                if len(fields) > ROLLING_PRUNE_AT:
+                    for f, v in fields.items():
+                        if int(v.rsplit(",", 1)[-1]) <= now - hk.window_ms:
+                            kv.hdel(hk.name, f)
+            kv.pexpire(hk.name, hk.ttl_ms)
     return RawResult(selected, suppressed)
 
 
@@ -384,13 +408,10 @@ def decode(
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class StoredKey:
-    """A member key as read back: rolling → ``scores``; counters and cool-downs → ``value``."""
-
-    scores: list[int] | None = None
-    value: int | None = None
-    fields: dict[str, int] | None = None
+def state_keys(policy: CapPolicy, member: CapMember, now: datetime, keys: KeySpace) -> list[str]:
+    """The hashes member_state reads: each cap's current hash, and the cool-downs."""
+    rp = policy.resolved(member.tier)
+    return [cap_key(policy, cap, keys, member, now)[0].name for cap in rp.caps] + [keys.cooldowns]
 
 
 def state_view(
@@ -398,59 +419,60 @@ def state_view(
     member: CapMember,
     now: datetime,
     keys: KeySpace,
-    stored: dict[str, StoredKey],
+    stored: dict[str, dict[str, str]],
     *,
     store: str,
 ) -> dict[str, Any]:
-    """The support-staff view of one member: each cap's count, limit and reset, and active cool-downs."""
+    """The support-staff view of one member: each cap's count, limit and reset, and active cool-downs.
+
+    ``stored`` maps the names from :func:`state_keys` to their hash fields (missing = empty).
+    """
     rp = policy.resolved(member.tier)
     now_ms = to_ms(now)
-    base = keys.base + ":"
-    caps_by_name = {c.name: c for c in rp.caps}
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    cooldowns: list[dict[str, Any]] = []
-    periods: dict[str, tuple[str, datetime]] = {}
-
-    def period_of(unit: str) -> tuple[str, datetime]:
-        if unit not in periods:
-            label, _, end = calendar_period(unit, now, member.time_zone)
-            periods[unit] = (label, end)
-        return periods[unit]
-
-    def row(cap: ResolvedCap, sub: str) -> dict[str, Any]:
-        r = rows.get((cap.name, sub))
-        if r is None:
-            resets = None
-            if cap.window.kind is WindowKind.CALENDAR:
-                resets = iso_z(period_of(cap.window.unit)[1])
-            r = rows[(cap.name, sub)] = {
-                "cap": cap.name,
-                "scope": cap.scope.value,
-                "key": sub,
-                "window": cap.window.spec,
-                "limit": cap.limit,
-                "count": 0,
-                "remaining": cap.limit,
-                "resets_at": resets,
-                "blocked_until": None,
-                "reason_code": cap_reason(cap),
-            }
-        return r
-
-    # Member-wide caps and caps with an explicit filter list are always shown, even at zero.
+    rows: list[dict[str, Any]] = []
     for cap in rp.caps:
-        if cap.scope is Scope.MEMBER:
-            row(cap, "-")
-        else:
-            listed = {
-                Scope.MEMBER_FAMILY: cap.families,
-                Scope.MEMBER_CATEGORY: cap.categories,
-                Scope.MEMBER_PLACEMENT: cap.placements,
-                Scope.MEMBER_OFFER: cap.offers,
-            }[cap.scope]
-            for sub in sorted(listed or ()):
-                row(cap, sub)
-
+        hk, end_ms = cap_key(policy, cap, keys, member, now)
+        fields = dict(stored.get(hk.name) or {})
+        # Member-wide caps and caps with an explicit filter list are always shown, even at zero.
+        listed = {
+            Scope.MEMBER: ["-"],
+            Scope.MEMBER_FAMILY: cap.families,
+            Scope.MEMBER_CATEGORY: cap.categories,
+            Scope.MEMBER_PLACEMENT: cap.placements,
+            Scope.MEMBER_OFFER: cap.offers,
+        }[cap.scope]
+        for sub in listed or ():
+            fields.setdefault(sub, "")
+        for sub, value in sorted(fields.items()):
+            resets: str | None = iso_z(from_ms(end_ms)) if end_ms is not None else None
+            blocked: str | None = None
+            if hk.kind == "r":
+                live = parse_times(value, now_ms - hk.window_ms)
+                n = len(live)
+                if not live and value:
+                    continue  # every impression has left the window
+                if live:
+                    resets = iso_z(from_ms(live[0] + hk.window_ms))
+                    if n >= cap.limit > 0:
+                        blocked = iso_z(from_ms(live[n - cap.limit] + hk.window_ms))
+            else:
+                n = int(value) if value else 0
+                if n >= cap.limit:
+                    blocked = resets if hk.kind == "c" else "never"
+            rows.append(
+                {
+                    "cap": cap.name,
+                    "scope": cap.scope.value,
+                    "key": sub,
+                    "window": cap.window.spec,
+                    "limit": cap.limit,
+                    "count": n,
+                    "remaining": max(cap.limit - n, 0),
+                    "resets_at": resets,
+                    "blocked_until": blocked,
+                    "reason_code": cap_reason(cap),
+                }
+            )
     cd = rp.cooldowns
     durations = {
         ("dismiss", "offer"): (REASON_COOLDOWN_DISMISS_OFFER, cd.dismiss_offer),
@@ -458,58 +480,21 @@ def state_view(
         ("purchase", "offer"): (REASON_PURCHASED, cd.purchase_offer),
         ("purchase", "category"): (REASON_PURCHASED_CATEGORY, cd.purchase_category),
     }
-    for key, val in sorted(stored.items()):
-        if not key.startswith(base):
-            continue
-        parts = key[len(base) :].split(":")
-        code = parts[0]
-        if code == "cd":
-            for fname, t in (val.fields or {}).items():
-                event, scope, target = [*fname.split(":", 2), "", ""][:3]
-                reason, seconds = durations.get((event, scope), ("", 0))
-                if seconds and now_ms < t + seconds * 1000:
-                    cooldowns.append(
-                        {
-                            "reason_code": reason,
-                            "scope": scope,
-                            "target": target,
-                            "since": iso_z(from_ms(t)),
-                            "until": iso_z(from_ms(t + seconds * 1000)),
-                        }
-                    )
-            continue
-        if code not in ("r", "c", "l") or len(parts) < 3:
-            continue
-        found = caps_by_name.get(parts[1])
-        if found is None or found.window.code != code:
-            continue  # a cap removed from the policy or whose window changed kind: not in force
-        cap = found
-        if code == "c":
-            if len(parts) < 4 or cap.window.kind is not WindowKind.CALENDAR:
-                continue
-            sub, period = ":".join(parts[2:-1]), parts[-1]
-            if period != period_of(cap.window.unit)[0]:
-                continue  # an earlier day/week
-            r = row(cap, sub)
-            r["count"] = val.value or 0
-        else:
-            sub = ":".join(parts[2:])
-            r = row(cap, sub)
-            if code == "l":
-                r["count"] = val.value or 0
-            else:
-                window_ms = cap.window.seconds * 1000
-                live = sorted(s for s in (val.scores or []) if s > now_ms - window_ms)
-                r["count"] = len(live)
-                if live:
-                    r["resets_at"] = iso_z(from_ms(live[0] + window_ms))
-                    if len(live) >= cap.limit > 0:
-                        r["blocked_until"] = iso_z(from_ms(live[len(live) - cap.limit] + window_ms))
-        r["remaining"] = max(cap.limit - r["count"], 0)
-        if code == "c" and r["count"] >= cap.limit:
-            r["blocked_until"] = r["resets_at"]
-    caps_out = [r for r in rows.values() if r["count"] > 0 or r["key"] == "-" or r["scope"] != "member_offer"]
-    caps_out.sort(key=lambda r: (r["cap"], r["key"]))
+    cooldowns: list[dict[str, Any]] = []
+    for fname, value in (stored.get(keys.cooldowns) or {}).items():
+        event, scope, target = [*fname.split(":", 2), "", ""][:3]
+        reason, seconds = durations.get((event, scope), ("", 0))
+        t = int(value)
+        if seconds and now_ms < t + seconds * 1000:
+            cooldowns.append(
+                {
+                    "reason_code": reason,
+                    "scope": scope,
+                    "target": target,
+                    "since": iso_z(from_ms(t)),
+                    "until": iso_z(from_ms(t + seconds * 1000)),
+                }
+            )
     return {
         "member_id": member.member_id,
         "tier": member.tier,
@@ -519,7 +504,7 @@ def state_view(
         "count_on": policy.count_on,
         "store": store,
         "degraded": None,
-        "caps": caps_out,
+        "caps": sorted(rows, key=lambda r: (r["cap"], r["key"])),
         "cooldowns": sorted(cooldowns, key=lambda d: (d["reason_code"], d["target"])),
     }
 
@@ -575,7 +560,8 @@ class PlanEnforcer(CapEnforcer):
         """Set each cool-down field to ``now_ms`` (unless later), prune fields older than ``ttl_ms``."""
         raise NotImplementedError
 
-    def _read(self, keys: KeySpace, now_ms: int) -> dict[str, StoredKey]:
+    def _read(self, names: list[str], now_ms: int) -> dict[str, dict[str, str]]:
+        """The fields of each hash (missing hashes may be left out)."""
         raise NotImplementedError
 
     def _degraded(
@@ -658,7 +644,7 @@ class PlanEnforcer(CapEnforcer):
         policy = self.holder.policy
         keys = KeySpace(self.key_prefix, member.member_id)
         try:
-            stored = self._read(keys, to_ms(now))
+            stored = self._read(state_keys(policy, member, now, keys), to_ms(now))
         except StoreUnavailable as e:
             view = state_view(policy, member, now, keys, {}, store=self.store_name)
             view.update(degraded=f"unavailable: {e}", caps=[], cooldowns=[])

@@ -1,21 +1,20 @@
 """Cap counters in Redis: one Lua script checks and records a whole request atomically, in one round trip.
 
 - **Atomic per member**: the script reads every counter the candidates touch, walks the candidates in rank
-  order (counting the ones it has already taken), and records the impressions of those it selects — all
-  inside one ``EVALSHA``, so concurrent requests for one member (from any number of processes) can never
-  together exceed a cap.
-- **Cluster-ready**: every key of a member carries the member in a hash tag (``caps:{M0000001}:...``), and the
-  script only touches keys passed in ``KEYS``.
-- **Bounded memory**: every key gets a TTL — rolling windows: the window + 1 min; calendar windows: to the end
-  of the member's local day/week + 1 min; lifetime counters: the policy's ``lifetime_ttl`` (default 400 days,
-  refreshed on every impression); cool-downs: their duration + 1 min; the member's key index: its longest key.
-  Rolling sorted sets keep at most the largest limit any tier has. :func:`memory_report` checks all of this.
-- **Injected time**: the script uses the ``now`` it is given, never Redis ``TIME``.
-- **Outage**: socket timeouts of ``timeout_ms`` (no retries) and a circuit breaker (back-off doubling from
-  ``breaker_backoff_ms`` to ``breaker_max_backoff_ms``, one trial call at a time) — nothing raises, nothing
-  waits more than about ``timeout_ms``; ``fail_closed`` serves only exempt offers, ``fail_open`` serves
-  through an in-process limiter (the policy's caps plus ``outage.local_cap``). Recovery is automatic.
-  A call that timed out may still have been applied by Redis: an outage can over-count, never under-count.
+order (counting the ones it has already taken), and records the impressions of those it selects — all inside
+one ``EVALSHA``, so concurrent requests for one member (from any number of processes) can never together
+exceed a cap. - **Cluster-ready**: every key of a member carries the member in a hash tag
+(``caps:{M0000001}:...``), and the script only touches keys passed in ``KEYS``. - **Bounded memory**: every
+key gets a TTL — rolling windows: the window + 1 min; calendar windows: to the end of the member's local
+day/week + 1 min; lifetime counters: the policy's ``lifetime_ttl`` (default 400 days, refreshed on every
+impression); cool-downs: their duration + 1 min; the member's key index: its longest key. Rolling sorted sets
+keep at most the largest limit any tier has. :func:`memory_report` checks all of this. - **Injected time**:
+the script uses the ``now`` it is given, never Redis ``TIME``. - **Outage**: socket timeouts of ``timeout_ms``
+(no retries) and a circuit breaker (back-off doubling from ``breaker_backoff_ms`` to
+``breaker_max_backoff_ms``, one trial call at a time) — nothing raises, nothing waits more than about
+``timeout_ms``; ``fail_closed`` serves only exempt offers, ``fail_open`` serves through an in-process limiter
+(the policy's caps plus ``outage.local_cap``). Recovery is automatic. A call that timed out may still have
+been applied by Redis: an outage can over-count, never under-count.
 """
 
 from __future__ import annotations
@@ -43,13 +42,12 @@ from recsys.capping.api import (
 )
 from recsys.capping.engine import (
     LOCAL_CAP_NAME,
+    ROLLING_PRUNE_AT,
     KeySpace,
     Plan,
     PlanEnforcer,
     RawResult,
-    StoredKey,
     StoreUnavailable,
-    new_nonce,
 )
 from recsys.capping.memory_store import EmbeddedCapEnforcer
 
@@ -57,37 +55,58 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The check-and-record script: the same algorithm as engine.run_plan (keep the two in step).
-# KEYS: counter keys (nc), the member's cool-down hash, the member's key index.
-# ARGV: now_ms, k, mode (check | check_record | force), nonce, plan JSON:
-#   {"c": [[kind (r|c|l), window_ms, limit, keep, ttl_ms], ...],   one per counter key, in KEYS order
-#    "f": [cool-down hash field, ...], "d": [cool-down duration_ms, ...],
+# KEYS: the counter hashes, then the member's cool-down hash.
+# ARGV: now_ms, k, mode (check | check_record | force), plan JSON:
+#   {"k": [[kind (r|c|l), window_ms, keep, ttl_ms], ...],          one per counter hash, in KEYS order
+#    "c": [[hash index, field, limit], ...],                        one per counter
+#    "f": [cool-down field, ...], "d": [cool-down duration_ms, ...],
 #    "x": [[exempt (0|1), [cool-down indices], [counter indices]], ...]}   one per candidate, in rank order
 # Returns {selected candidate indices (1-based), flat suppressions {cand, kind, ref, value, hint} ...}.
 CHECK_AND_RECORD_LUA = """
 local now = tonumber(ARGV[1])
 local k = tonumber(ARGV[2])
 local mode = ARGV[3]
-local nonce = ARGV[4]
-local plan = cjson.decode(ARGV[5])
-local specs, fields, cddur, cands = plan['c'], plan['f'], plan['d'], plan['x']
-local nc = #specs
+local plan = cjson.decode(ARGV[4])
+local hk, specs, fields, cddur, cands = plan['k'], plan['c'], plan['f'], plan['d'], plan['x']
+local nk = #hk
 local check = mode ~= 'force'
 local record = mode == 'check_record' or mode == 'force'
-local count, stored, added = {}, {}, {}
-for i = 1, nc do
-  local sp = specs[i]
-  local n
-  if sp[1] == 'r' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - sp[2])
-    n = redis.call('ZCARD', KEYS[i])
-  else
-    n = tonumber(redis.call('GET', KEYS[i]) or '0')
+local bykey = {}
+for i = 1, #specs do
+  local ki = specs[i][1]
+  if not bykey[ki] then bykey[ki] = {} end
+  local l = bykey[ki]
+  l[#l + 1] = i
+end
+local count, stored, times, added = {}, {}, {}, {}
+for ki, idxs in pairs(bykey) do
+  local names = {}
+  for n, i in ipairs(idxs) do names[n] = specs[i][2] end
+  local vals = redis.call('HMGET', KEYS[ki], unpack(names))
+  local kind = hk[ki][1]
+  for n, i in ipairs(idxs) do
+    local v = vals[n]
+    if kind == 'r' then
+      local ts = {}
+      if v then
+        local lo = now - hk[ki][2]
+        for t in string.gmatch(v, '[^,]+') do
+          local x = tonumber(t)
+          if x > lo then ts[#ts + 1] = x end
+        end
+      end
+      times[i] = ts
+      count[i] = #ts
+    else
+      if v then count[i] = tonumber(v) else count[i] = 0 end
+    end
+    stored[i] = count[i]
+    added[i] = 0
   end
-  count[i] = n; stored[i] = n; added[i] = 0
 end
 local cdt = {}
 if #fields > 0 then
-  local vals = redis.call('HMGET', KEYS[nc + 1], unpack(fields))
+  local vals = redis.call('HMGET', KEYS[nk + 1], unpack(fields))
   for j = 1, #fields do
     if vals[j] then cdt[j] = tonumber(vals[j]) else cdt[j] = false end
   end
@@ -114,13 +133,9 @@ for c = 1, #cands do
           local lim = specs[i][3]
           if count[i] + 1 > lim then
             local hint = 0
-            if specs[i][1] == 'r' then
-              hint = now
+            if hk[specs[i][1]][1] == 'r' then
               local rank = count[i] - lim
-              if rank < stored[i] then
-                local e = redis.call('ZRANGE', KEYS[i], rank, rank, 'WITHSCORES')
-                if e[2] then hint = tonumber(e[2]) end
-              end
+              if rank < stored[i] then hint = times[i][rank + 1] else hint = now end
             end
             suppressed[#suppressed + 1] = {c, 2, i, count[i], hint}
             blocked = true
@@ -131,31 +146,43 @@ for c = 1, #cands do
     end
     if not blocked then
       selected[#selected + 1] = c
-      for _, i in ipairs(cand[3]) do count[i] = count[i] + 1; added[i] = added[i] + 1 end
+      for _, i in ipairs(cand[3]) do
+        count[i] = count[i] + 1
+        added[i] = added[i] + 1
+      end
     end
   end
 end
 if record then
-  local idx = KEYS[nc + 2]
-  local maxttl = 0
-  for i = 1, nc do
+  local touched = {}
+  for i = 1, #specs do
     if added[i] > 0 then
-      local key, sp = KEYS[i], specs[i]
-      if sp[1] == 'r' then
-        for m = 1, added[i] do redis.call('ZADD', key, now, nonce .. ':' .. i .. ':' .. m) end
-        local card = stored[i] + added[i]
-        if card > sp[4] then redis.call('ZREMRANGEBYRANK', key, 0, card - sp[4] - 1) end
+      local ki, f = specs[i][1], specs[i][2]
+      local h = hk[ki]
+      if h[1] == 'r' then
+        local ts = times[i]
+        for m = 1, added[i] do ts[#ts + 1] = now end
+        table.sort(ts)
+        local out = {}
+        for x = math.max(1, #ts - h[3] + 1), #ts do out[#out + 1] = string.format('%d', ts[x]) end
+        redis.call('HSET', KEYS[ki], f, table.concat(out, ','))
       else
-        redis.call('INCRBY', key, added[i])
+        redis.call('HINCRBY', KEYS[ki], f, added[i])
       end
-      redis.call('PEXPIRE', key, sp[5])
-      redis.call('ZADD', idx, now + sp[5], key)
-      if sp[5] > maxttl then maxttl = sp[5] end
+      touched[ki] = true
     end
   end
-  if maxttl > 0 then
-    redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
-    if redis.call('PTTL', idx) < maxttl then redis.call('PEXPIRE', idx, maxttl) end
+  for ki, _ in pairs(touched) do
+    local h = hk[ki]
+    if h[1] == 'r' and redis.call('HLEN', KEYS[ki]) > PRUNE_AT then
+      local all = redis.call('HGETALL', KEYS[ki])
+      local lo = now - h[2]
+      for x = 1, #all, 2 do
+        local newest = tonumber(string.match(all[x + 1], '([^,]+)$'))
+        if newest <= lo then redis.call('HDEL', KEYS[ki], all[x]) end
+      end
+    end
+    redis.call('PEXPIRE', KEYS[ki], h[4])
   end
 end
 local flat = {}
@@ -163,15 +190,15 @@ for _, s in ipairs(suppressed) do
   for _, x in ipairs(s) do flat[#flat + 1] = x end
 end
 return {selected, flat}
-"""
+""".replace("PRUNE_AT", str(ROLLING_PRUNE_AT))
 
 # Cool-downs: remember the time of the last dismissal / purchase per field (never move it backwards), drop
 # fields older than the longest cool-down, keep the hash alive as long as the longest cool-down.
-# KEYS: the cool-down hash, the member's key index.  ARGV: now_ms, ttl_ms, field...
+# KEYS: the cool-down hash.  ARGV: now_ms, ttl_ms, field...
 SET_COOLDOWNS_LUA = """
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local cd, idx = KEYS[1], KEYS[2]
+local cd = KEYS[1]
 for i = 3, #ARGV do
   local old = redis.call('HGET', cd, ARGV[i])
   if not old or tonumber(old) <= now then redis.call('HSET', cd, ARGV[i], now) end
@@ -181,8 +208,6 @@ for i = 1, #all, 2 do
   if tonumber(all[i + 1]) + ttl <= now then redis.call('HDEL', cd, all[i]) end
 end
 if redis.call('PTTL', cd) < ttl then redis.call('PEXPIRE', cd, ttl) end
-redis.call('ZADD', idx, now + ttl, cd)
-if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end
 return 1
 """
 
@@ -305,7 +330,7 @@ class RedisCapEnforcer(PlanEnforcer):
         return result
 
     def _execute(self, plan: Plan, k: int, mode: str) -> RawResult:
-        keys, args = plan.lua_args(k, mode, new_nonce())
+        keys, args = plan.lua_args(k, mode)
         reply = self._call(lambda: self._check_script(keys=keys, args=args))
         sel, flat = reply
         suppressed = [
@@ -315,31 +340,17 @@ class RedisCapEnforcer(PlanEnforcer):
         return RawResult([int(c) - 1 for c in sel], suppressed)
 
     def _write_cooldowns(self, keys: KeySpace, fields: list[str], now_ms: int, ttl_ms: int) -> None:
-        self._call(
-            lambda: self._cooldown_script(keys=[keys.cooldowns, keys.index], args=[now_ms, ttl_ms, *fields])
-        )
+        self._call(lambda: self._cooldown_script(keys=[keys.cooldowns], args=[now_ms, ttl_ms, *fields]))
 
-    def _read(self, keys: KeySpace, now_ms: int) -> dict[str, StoredKey]:
-        def read() -> dict[str, StoredKey]:
-            raw = self.client.zrangebyscore(keys.index, f"({now_ms}", "+inf")
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+    def _read(self, names: list[str], now_ms: int) -> dict[str, dict[str, str]]:
+        def read() -> dict[str, dict[str, str]]:
             pipe = self.client.pipeline(transaction=False)
             for n in names:
-                if n == keys.cooldowns:
-                    pipe.hgetall(n)
-                elif n[len(keys.base) + 1 :].startswith("r:"):
-                    pipe.zrange(n, 0, -1, withscores=True)
-                else:
-                    pipe.get(n)
-            out: dict[str, StoredKey] = {}
-            for n, v in zip(names, pipe.execute(), strict=True):
-                if isinstance(v, dict):
-                    out[n] = StoredKey(fields={f.decode(): int(t) for f, t in v.items()})
-                elif isinstance(v, list):
-                    out[n] = StoredKey(scores=[int(s) for _, s in v])
-                elif v is not None:
-                    out[n] = StoredKey(value=int(v))
-            return out
+                pipe.hgetall(n)
+            return {
+                n: {f.decode(): v.decode() for f, v in fields.items()}
+                for n, fields in zip(names, pipe.execute(), strict=True)
+            }
 
         return self._call(read)
 

@@ -85,7 +85,7 @@ def test_keys_carry_member_hash_tag_and_all_have_ttls(key_prefix: str, redis_cli
     names = [n.decode() for n in redis_client.scan_iter(match=f"{key_prefix}:*", count=1000)]
     assert names
     kinds = {n.split("}:", 1)[1].split(":", 1)[0] for n in names}
-    assert kinds == {"r", "c", "l", "cd", "idx"}
+    assert kinds == {"r", "c", "l", "cd"}
     for n in names:
         tag = n[n.index("{") + 1 : n.index("}")]
         assert tag.startswith("M") and len(tag) == 8, n  # the member id is the hash tag: one slot per member
@@ -95,18 +95,18 @@ def test_keys_carry_member_hash_tag_and_all_have_ttls(key_prefix: str, redis_cli
     m0 = f"{key_prefix}:{{M0000000}}"
     # The local day 2026-11-23 (Shanghai) ends 2026-11-23T16:00Z; it was written at 20:00Z or later (injected
     # time), so its TTL is at most 20 h and at least 10 h (the last call, 06:00Z) plus the 1 min slack.
-    day_ttl = redis_client.pttl(f"{m0}:c:member_daily:-:d2026-11-23")
+    day_ttl = redis_client.pttl(f"{m0}:c:member_daily:d2026-11-23")
     assert 10 * 3_600_000 < day_ttl <= 20 * 3_600_000 + 60_000
-    assert abs(redis_client.pttl(f"{m0}:r:offer_weekly:O0") - (7 * 86_400_000 + 60_000)) < 5_000
-    assert abs(redis_client.pttl(f"{m0}:l:offer_ever:O0") - 400 * 86_400_000) < 5_000
+    assert abs(redis_client.pttl(f"{m0}:r:offer_weekly") - (7 * 86_400_000 + 60_000)) < 5_000
+    assert abs(redis_client.pttl(f"{m0}:l:offer_ever") - 400 * 86_400_000) < 5_000
     assert abs(redis_client.pttl(f"{m0}:cd") - (30 * 86_400_000 + 60_000)) < 5_000
     report = memory_report(redis_client, key_prefix)
     assert report["n_keys_without_ttl"] == 0 and report["members"] == 20
     assert report["keys"] == len(names) and report["bytes_per_member"] > 0
     # The report does find a key without a TTL.
-    redis_client.set(f"{key_prefix}:{{M9999999}}:r:stray:-", 1)
+    redis_client.hset(f"{key_prefix}:{{M9999999}}:r:stray", "-", "1")
     report = memory_report(redis_client, key_prefix)
-    assert report["keys_without_ttl"] == [f"{key_prefix}:{{M9999999}}:r:stray:-"]
+    assert report["keys_without_ttl"] == [f"{key_prefix}:{{M9999999}}:r:stray"]
 
 
 def test_rolling_history_is_bounded_by_the_largest_limit(key_prefix: str, redis_client: redis.Redis) -> None:
@@ -118,23 +118,30 @@ def test_rolling_history_is_bounded_by_the_largest_limit(key_prefix: str, redis_
     now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     for i in range(30):
         e.record_event(m, seat, "impression", "home", now + timedelta(seconds=i))
-    assert redis_client.zcard(f"{key_prefix}:{{M0000001}}:r:category_24h:seat") == 3
-    assert redis_client.zcard(f"{key_prefix}:{{M0000001}}:r:offer_weekly:S1") == 1
-    assert int(redis_client.get(f"{key_prefix}:{{M0000001}}:l:offer_ever:S1") or 0) == 30
+    base = f"{key_prefix}:{{M0000001}}"
+    seat_times = redis_client.hget(f"{base}:r:category_24h", "seat")
+    assert seat_times is not None and seat_times.decode().split(",") == [
+        str(int((now + timedelta(seconds=s)).timestamp() * 1000)) for s in (27, 28, 29)
+    ]
+    assert len((redis_client.hget(f"{base}:r:offer_weekly", "S1") or b"").split(b",")) == 1
+    assert int(redis_client.hget(f"{base}:l:offer_ever", "S1") or 0) == 30
     state = e.member_state(m, now + timedelta(minutes=1))
     cat = next(c for c in state["caps"] if c["cap"] == "category_24h" and c["key"] == "seat")
     assert cat["count"] == 3 and cat["remaining"] == 0
 
 
-def test_index_forgets_expired_keys(key_prefix: str, redis_client: redis.Redis) -> None:
-    e = build_enforcer(REDIS_URL, make_policy(POLICY.format(count_on="serve")), key_prefix=key_prefix)
+def test_rolling_hash_drops_stale_fields(key_prefix: str, redis_client: redis.Redis) -> None:
+    policy = make_policy("caps: [{name: offer_weekly, scope: member_offer, limit: 1, window: 7d}]")
+    e = build_enforcer(REDIS_URL, policy, key_prefix=key_prefix)
     m = CapMember("M0000001", "basic", "UTC")
+    key = f"{key_prefix}:{{M0000001}}:r:offer_weekly"
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    e.select_and_record(m, candidates(2), 2, "home", t0)
-    idx = f"{key_prefix}:{{M0000001}}:idx"
-    before = redis_client.zcard(idx)
-    e.select_and_record(m, candidates(2), 2, "home", t0 + timedelta(days=60))
-    # The day counter, the week counter and the 1 h / 24 h / 7 d sets of day 0 have left the index.
-    names = {n.decode() for n in redis_client.zrange(idx, 0, -1)}
-    assert not any(":d2026-01-01" in n for n in names)
-    assert before > 0 and all(redis_client.pttl(idx) > 0 for _ in range(1))
+    for day in range(8):  # 5 new offers a day
+        for h in range(5):
+            o = CapCandidate(f"N{day}-{h}", "ancillary", f"cat{h}")
+            assert e.select_and_record(m, [o], 1, "home", t0 + timedelta(days=day, hours=h)).selected
+    # Fields of offers last shown more than 7 days ago are dropped once the hash has more than 32.
+    fields = {f.decode() for f in redis_client.hkeys(key)}
+    assert len(fields) <= 35
+    assert not any(f.startswith("N0-") for f in fields)
+    assert {f"N7-{h}" for h in range(5)} <= fields

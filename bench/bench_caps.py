@@ -1,0 +1,167 @@
+"""Micro-benchmark of frequency capping: one select_and_record round trip, and memory after a simulated month.
+
+    .venv/bin/python bench/bench_caps.py                       # latency, in-process and Redis (127.0.0.1:6379/15)
+    .venv/bin/python bench/bench_caps.py --month --members 2000 # + a simulated month of traffic, memory per member
+
+Latency: ``--calls`` calls of ``select_and_record`` with ``--candidates`` ranked candidates (k=5) over many members,
+with the default policy (config/caps.yaml); prints p50/p99/mean in ms, and the client-side share (plan building).
+
+Month: every member makes ``--requests-per-day`` requests a day for 30 days (injected time), with dismissals and
+purchases; keys whose TTL would have run out by the end of the month are expired (TTLs are real time, the month is
+simulated), then :func:`recsys.capping.redis_store.memory_report` gives bytes per member and checks every key has a
+TTL. Uses its own key prefix and deletes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+
+from recsys.capping.api import CapCandidate, CapEnforcer, CapMember, build_enforcer, load_policy
+from recsys.capping.engine import KeySpace, build_plan
+from recsys.capping.redis_store import memory_report
+from recsys.schema import CATEGORY_FAMILY, Placement, Tier
+
+REPO = Path(__file__).resolve().parents[1]
+ZONES = ["Asia/Shanghai", "Europe/London", "America/New_York", "Asia/Tokyo", "UTC"]
+
+
+def catalogue(n: int, rng: random.Random) -> list[CapCandidate]:
+    cats = list(CATEGORY_FAMILY)
+    return [
+        CapCandidate(f"OF{i:05d}", CATEGORY_FAMILY[c].value, c.value, exempt=rng.random() < 0.03)
+        for i, c in enumerate(rng.choice(cats) for _ in range(n))
+    ]
+
+
+def members(n: int, rng: random.Random) -> list[CapMember]:
+    tiers = [t.value for t in Tier]
+    return [CapMember(f"M{i:07d}", rng.choice(tiers), rng.choice(ZONES)) for i in range(n)]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) -> dict[str, float]:
+    offers = catalogue(300, rng)
+    people = members(5000, rng)
+    placements = [p.value for p in Placement]
+    now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    lat: list[float] = []
+    plan_lat: list[float] = []
+    policy = e.policy
+    for i in range(args.calls + 200):
+        m = rng.choice(people)
+        cands = rng.sample(offers, args.candidates)
+        placement = rng.choice(placements)
+        t = now + timedelta(seconds=i)
+        t0 = time.perf_counter()
+        e.select_and_record(m, cands, 5, placement, t)
+        t1 = time.perf_counter()
+        plan = build_plan(policy, policy.resolved(m.tier), KeySpace("x", m.member_id), m, cands, placement, t)
+        plan.lua_args(5, "check_record")
+        t2 = time.perf_counter()
+        if i >= 200:  # warm-up
+            lat.append((t1 - t0) * 1000)
+            plan_lat.append((t2 - t1) * 1000)
+    return {
+        "p50_ms": round(pct(lat, 0.5), 3),
+        "p99_ms": round(pct(lat, 0.99), 3),
+        "mean_ms": round(statistics.fmean(lat), 3),
+        "plan_p50_ms": round(pct(plan_lat, 0.5), 3),
+    }
+
+
+def expire_simulated(client: redis.Redis, prefix: str, now_ms: int) -> int:
+    """Delete the keys whose (simulated-time) expiry has passed, as real TTLs would have over a real month."""
+    gone = 0
+    for idx in client.scan_iter(match=f"{prefix}:*:idx", count=1000):
+        dead = client.zrangebyscore(idx, "-inf", now_ms)
+        if dead:
+            client.delete(*dead)
+            client.zremrangebyscore(idx, "-inf", now_ms)
+            gone += len(dead)
+    return gone
+
+
+def simulate_month(e: CapEnforcer, client: redis.Redis, prefix: str, args: argparse.Namespace) -> dict:
+    rng = random.Random(7)
+    offers = catalogue(300, rng)
+    people = members(args.members, rng)
+    placements = [p.value for p in Placement]
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    calls = 0
+    t0 = time.perf_counter()
+    for day in range(30):
+        for m in people:
+            for _ in range(args.requests_per_day):
+                t = start + timedelta(days=day, seconds=rng.randrange(86_400))
+                d = e.select_and_record(m, rng.sample(offers, args.candidates), 5, rng.choice(placements), t)
+                calls += 1
+                if d.selected and rng.random() < 0.05:
+                    chosen = next(o for o in offers if o.offer_id == d.selected[0])
+                    e.record_event(m, chosen, rng.choice(["dismiss", "purchase"]), "home", t)
+    elapsed = time.perf_counter() - t0
+    end = start + timedelta(days=30)
+    expired = expire_simulated(client, prefix, int(end.timestamp() * 1000))
+    report = memory_report(client, prefix)
+    report.update(calls=calls, seconds=round(elapsed, 1), expired_as_ttl_would=expired)
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--policy", default=str(REPO / "config" / "caps.yaml"))
+    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--month", action="store_true", help="also simulate a month of traffic and report memory")
+    ap.add_argument("--members", type=int, default=2000)
+    ap.add_argument("--requests-per-day", type=int, default=2)
+    args = ap.parse_args()
+    policy = load_policy(args.policy)
+    rng = random.Random(42)
+    prefix = f"bench-caps-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        raise SystemExit(
+            f"Redis not reachable at {args.redis_url} ({exc}); start it with: "
+            'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
+        ) from exc
+    out: dict[str, object] = {"candidates": args.candidates, "calls": args.calls}
+    try:
+        out["memory"] = bench_latency(build_enforcer(None, policy), args, rng)
+        e = build_enforcer(args.redis_url, policy, key_prefix=prefix, timeout_ms=1000)
+        out["redis"] = bench_latency(e, args, rng)
+        if args.month:
+            e.close()
+            month_prefix = prefix + "-month"
+            try:
+                e = build_enforcer(args.redis_url, policy, key_prefix=month_prefix, timeout_ms=1000)
+                out["month"] = simulate_month(e, client, month_prefix, args)
+            finally:
+                names = list(client.scan_iter(match=f"{month_prefix}:*", count=1000))
+                for i in range(0, len(names), 1000):
+                    client.delete(*names[i : i + 1000])
+        e.close()
+    finally:
+        names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(names), 1000):
+            client.delete(*names[i : i + 1000])
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
