@@ -3,14 +3,13 @@
 The shape follows implicit's ``RecommenderBase`` and RecTools' ``ModelBase``:
 
 * public :meth:`Recommender.fit` / :meth:`Recommender.recommend` validate their input and map external ids
-  through the one :class:`~recsys.ids.IdMap` of members and of items; protected :meth:`Recommender._fit`
-  works on indices;
+  through the one :class:`~recsys.ids.IdMap` of members and of items; protected :meth:`Recommender._fit` works
+  on indices;
 * every fitted model is reduced to **vectors**: a member vector and an item vector whose inner product is the
-  model's score (factor models: the factors, with biases folded in as extra dimensions; popularity: a
-  one-hot of the member's group against the items' per-group popularity; the hybrid: the weighted
-  concatenation of its parts). Scoring, filtering and top-k are therefore written once, here; the same
-  vectors feed the faiss index and the per-request scoring of the service, and save/load is one generic
-  array file;
+  model's score (factor models: the factors, with biases folded in as extra dimensions; popularity: a one-hot
+  of the member's group against the items' per-group popularity; the hybrid: the weighted concatenation of its
+  parts). Scoring, filtering and top-k are therefore written once, here; the same vectors feed the faiss index
+  and the per-request scoring of the service, and save/load is one generic array file;
 * **cold-start policy**, the same for all models: a member with history gets the learned vector; a member
   without history gets, for content models (LightFM, hybrid), the vector built from their member features
   (tier, segment, home airport, cabin and meal habits), and otherwise the popularity of their group (segment
@@ -432,8 +431,23 @@ class Recommender(ABC):
         return vec.item[item_idx] @ user_vector
 
     def similar_items(self, itemid: str, N: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Items closest to ``itemid`` by cosine of their learned vectors (popularity block excluded)."""
-        raise UnsupportedOption(f"{self.kind}: similar_items is not supported")
+        """The ``N`` items closest to ``itemid`` (itself excluded) by cosine of their learned vectors (the
+        popularity block excluded). Popularity learns no item vectors: it raises
+        :class:`UnsupportedOption`."""
+        vec = self._check_fitted()
+        assert self.item_ids is not None
+        learned = vec.item[:, : vec.item.shape[1] - (len(self.group_names) + 1)]
+        if learned.shape[1] == 0:
+            raise UnsupportedOption(f"{self.kind}: similar_items needs learned item vectors")
+        if N < 1:
+            raise ValueError(f"N must be >= 1, got {N}")
+        idx = self.item_ids.to_index([itemid])[0]
+        norms = np.linalg.norm(learned, axis=1)
+        norms[norms == 0] = 1.0
+        cosine = (learned @ learned[idx]) / (norms * norms[idx])
+        cosine[idx] = -np.inf
+        top, scores = topk(cosine[None, :].astype(np.float32), min(N, len(cosine) - 1))
+        return self.item_ids.to_external(top[0]), scores[0]
 
     # ------------------------------------------------------------------------------------------ save/load
     def save(self, path: Path | str) -> None:

@@ -1,10 +1,10 @@
 """The served artefact: a trained model with everything needed to use it — the one object MLflow wraps and the
 service loads.
 
-A :class:`ModelBundle` holds the model (any kind, behind :class:`~recsys.models.base.Recommender`), the
-member and item id maps, the offer catalogue it was trained with, the faiss indexes over offer and
-destination vectors, the
-members' purchases (to exclude them) and the acceptance-probability calibration. ``save`` writes a directory::
+A :class:`ModelBundle` holds the model (any kind, behind :class:`~recsys.models.base.Recommender`), the member
+and item id maps, the offer catalogue it was trained with, the faiss indexes over offer and destination
+vectors, the members' purchases (to exclude them) and the acceptance-probability calibration. ``save`` writes
+a directory::
 
     bundle.json        kind, flattened params, configuration, cut-off, calibration, training statistics
     model/             the model: model.json + state.npz (vectors, id maps, member groups and features)
@@ -193,7 +193,8 @@ class ModelBundle:
         self._vectors = model._check_fitted()
         assert model.has_history_ is not None
         self._has_history = model.has_history_
-        model.member_index("")  # build the member lookup now, not on the first request
+        model.member_index("")  # build the lookups now, not on the first request
+        model.content_vector([])
 
     # ------------------------------------------------------------------------------------------- training
     @classmethod
@@ -481,6 +482,16 @@ class ModelBundle:
         ids = self.destinations_index.ids
         codes = np.asarray([str(i)[len(DEST_PREFIX) :] for i in ids], dtype=object)
         return codes, self.destinations_index.vectors
+
+    def similar_destinations_to(self, destination: str, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """Destinations most similar to ``destination`` (IATA) by learned-vector cosine; none if unknown."""
+        item = DEST_PREFIX + destination
+        if item not in self.item_ids or self.model.dim == len(self.model.group_names) + 1:
+            return np.empty(0, dtype=object), np.empty(0, dtype=np.float32)
+        ids, scores = self.model.similar_items(item, N=len(self.item_ids))
+        keep = np.asarray([str(i).startswith(DEST_PREFIX) for i in ids], dtype=bool)
+        codes = np.asarray([str(i)[len(DEST_PREFIX) :] for i in ids[keep][:k]], dtype=object)
+        return codes, scores[keep][:k]
 
     def item_embedding(self, item_id: str) -> np.ndarray | None:
         """The vector of an item id (``offer:<id>``, ``dest:CTU``...), or None when unknown."""

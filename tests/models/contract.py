@@ -227,3 +227,15 @@ class RecommenderContract:
         params = model.params()
         assert params["model.kind"] == model.kind
         assert all(isinstance(v, str | int | float | bool) or v is None for v in params.values())
+
+    def test_similar_items(self, fitted):
+        model, _ = fitted
+        if model.kind == "popularity":
+            with pytest.raises(UnsupportedOption):
+                model.similar_items("i0")
+            return
+        ids, scores = model.similar_items("i0", N=3)
+        assert len(ids) == 3 and "i0" not in set(ids)
+        assert (np.diff(scores) <= 0).all()
+        if self.exact_answers:
+            assert set(ids) <= {"i1", "i2", "i3"}

@@ -189,3 +189,12 @@ def test_empty_catalogue_is_a_clear_error(tmp_path: Path):
 def test_loading_something_else_is_a_clear_error(tmp_path: Path):
     with pytest.raises(BundleError, match="not a model bundle"):
         ModelBundle.load(tmp_path)
+
+
+def test_similar_destinations_to(bundle: ModelBundle):
+    codes, scores = bundle.similar_destinations_to("CTU", 3)
+    if bundle.kind == "popularity":
+        assert len(codes) == 0  # no learned item vectors
+    else:
+        assert list(codes) == ["CAN"] and len(scores) == 1
+    assert len(bundle.similar_destinations_to("XXX")[0]) == 0
