@@ -137,7 +137,13 @@ class OfferPipeline:
         now = request.now
 
         trip_key = trip.trip_key() if trip is not None else None
-        record, purchased = self.member_store.get_with_purchases(member_id, trip_key)
+        store_degraded: str | None = None
+        try:
+            record, purchased = self.member_store.get_with_purchases(member_id, trip_key)
+        except Exception as exc:  # store down or slow: serve the member as unknown rather than fail
+            store_degraded = f"member store unavailable: {type(exc).__name__}: {exc}"[:200]
+            logger.warning("%s (member %s)", store_degraded, member_id)
+            record, purchased = None, frozenset()
         profile = record.profile if record is not None else None
         member = MemberFacts.from_profile(profile, cfg.default_tier)
         t = _lap(timings, "member_store", t)
@@ -187,7 +193,7 @@ class OfferPipeline:
         t = _lap(timings, "eligibility", t)
         if not elig.eligible:
             timings["total"] = (time.perf_counter() - t0) * 1e3
-            return RecommendResult([], suppressed, None, cold_start, timings)
+            return RecommendResult([], suppressed, None, cold_start, timings, store_degraded)
 
         # -- score and value -----------------------------------------------------------------------------
         eligible = elig.eligible
@@ -281,7 +287,7 @@ class OfferPipeline:
             )
         _lap(timings, "explain", t)
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return RecommendResult(out, suppressed, cap_degraded, cold_start, timings)
+        return RecommendResult(out, suppressed, cap_degraded, cold_start, timings, store_degraded)
 
     def _expires_at(self, o: CatalogueOffer, trip: TripContext | None, now: datetime) -> datetime:
         """The earliest of: the offer's validity end, its sale window closing, now + ``offer_ttl_hours``."""

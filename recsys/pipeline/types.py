@@ -178,13 +178,18 @@ class SuppressedCandidate:
 
 @dataclass
 class RecommendResult:
-    """The pipeline's answer. ``suppressed`` lists every dropped candidate (the debug response shows them)."""
+    """The pipeline's answer. ``suppressed`` lists every dropped candidate (the debug response shows them).
+
+    ``cap_degraded``: the cap store's outage mode when it was unavailable; ``store_degraded``: why the member
+    store could not be read (the member was then served with a default profile); ``timings_ms``: per stage.
+    """
 
     offers: list[RankedOffer]
     suppressed: list[SuppressedCandidate]
     cap_degraded: str | None
     cold_start: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
+    store_degraded: str | None = None  # the member store failed: the member was served as unknown
 
 
 class Stage:

@@ -282,7 +282,12 @@ return old or ''
 
 
 class RedisMemberStore(MemberStore):
-    """Member store in Redis (see the module doc for the key layout and the publish protocol)."""
+    """Member store in Redis (see the module doc for the key layout and the publish protocol).
+
+    Reads use ``socket_timeout`` (default 100 ms: a request must not hang on a slow store; the pipeline then
+    serves the member as unknown); publishing uses separate connections with ``publish_timeout``. Pass
+    ``client`` to use one ready ``redis.Redis`` (``decode_responses=False``) for both.
+    """
 
     def __init__(
         self,
@@ -293,16 +298,24 @@ class RedisMemberStore(MemberStore):
         batch_size: int = 1000,
         staging_ttl: timedelta = timedelta(hours=6),
         old_version_ttl: timedelta = timedelta(minutes=10),
-        socket_timeout: float = 1.0,
+        socket_timeout: float = 0.1,
+        publish_timeout: float = 30.0,
     ) -> None:
         import redis
 
+        self._bulk: Any
         if client is None:
             if not url:
                 raise ValueError("RedisMemberStore needs a url or a client")
             client = redis.Redis.from_url(
                 url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
             )
+            # bulk loads use their own connections with a long timeout; reads fail fast
+            self._bulk = redis.Redis.from_url(
+                url, socket_timeout=publish_timeout, socket_connect_timeout=publish_timeout
+            )
+        else:
+            self._bulk = client
         self.client = client
         if not prefix or any(ch in prefix for ch in " \n"):
             raise ValueError(f"invalid key prefix {prefix!r}")
@@ -313,7 +326,7 @@ class RedisMemberStore(MemberStore):
         self._pointer = f"{prefix}:active"
         self._versions = f"{prefix}:versions"
         self._get_sha = hashlib.sha1(_GET_LUA.encode()).hexdigest()  # loaded on first NOSCRIPT
-        self._switch = client.register_script(_SWITCH_LUA)
+        self._switch = self._bulk.register_script(_SWITCH_LUA)
 
     # -- keys --------------------------------------------------------------------------------------------
     def member_key(self, version: str, member_id: str) -> str:
@@ -324,7 +337,7 @@ class RedisMemberStore(MemberStore):
 
     def version_keys(self, version: str) -> Iterator[bytes]:
         """Every key of one version (SCAN; for maintenance and tests)."""
-        yield from self.client.scan_iter(match=f"{self.prefix}:v{_glob_escape(version)}:*", count=1000)
+        yield from self._bulk.scan_iter(match=f"{self.prefix}:v{_glob_escape(version)}:*", count=1000)
 
     # -- reads -------------------------------------------------------------------------------------------
     def _read(self, member_id: str, trip_key: str | None) -> tuple[MemberRecord | None, frozenset[str]]:
@@ -350,7 +363,10 @@ class RedisMemberStore(MemberStore):
         return self._read(member_id, trip_key)
 
     def active_version(self) -> str | None:
-        v = self.client.get(self._pointer)
+        return self._active_version(self.client)
+
+    def _active_version(self, client: Any) -> str | None:
+        v = client.get(self._pointer)
         return v.decode() if v else None
 
     # -- publish -----------------------------------------------------------------------------------------
@@ -362,14 +378,14 @@ class RedisMemberStore(MemberStore):
     ) -> PublishReport:
         t0 = time.perf_counter()
         version = _check_version(version)
-        if version == self.active_version():
+        if version == self._active_version(self._bulk):
             raise MemberStoreError(f"version {version} is already active; publish a new version")
         emb = _embedding_lookup(profiles, embeddings)
         self._unlink(self.version_keys(version))  # leftovers of a failed publish of this version
         keys: list[str] = []
         n_emb = 0
         dim = 0
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._bulk.pipeline(transaction=False)
         for mid, prof in profile_records(profiles):
             key = self.member_key(version, mid)
             mapping: dict[str, bytes] = {"p": orjson.dumps(prof, default=_json_default, option=_JSON_OPTS)}
@@ -406,7 +422,7 @@ class RedisMemberStore(MemberStore):
         previous_version = previous.decode() if previous else None
         if previous_version and previous_version != version:
             self._expire(self.version_keys(previous_version), self.old_version_ttl)
-            self.client.zrem(self._versions, previous_version)
+            self._bulk.zrem(self._versions, previous_version)
         return PublishReport(version, previous_version, len(keys) - 1, n_emb, time.perf_counter() - t0)
 
     def _after_batch(self, version: str, loaded: int) -> None:
@@ -417,13 +433,13 @@ class RedisMemberStore(MemberStore):
         for k in keys:
             batch.append(k)
             if len(batch) >= self.batch_size:
-                self.client.unlink(*batch)
+                self._bulk.unlink(*batch)
                 batch = []
         if batch:
-            self.client.unlink(*batch)
+            self._bulk.unlink(*batch)
 
     def _expire(self, keys: Iterator[bytes], ttl: int) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._bulk.pipeline(transaction=False)
         for n, k in enumerate(keys, start=1):
             pipe.expire(k, ttl)
             if n % self.batch_size == 0:
@@ -450,6 +466,9 @@ class RedisMemberStore(MemberStore):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
+        if self._bulk is not self.client:
+            with contextlib.suppress(Exception):
+                self._bulk.close()
 
 
 def _glob_escape(s: str) -> str:

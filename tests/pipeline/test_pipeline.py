@@ -286,3 +286,12 @@ def test_offers_worth_nothing_are_dropped_unless_exempt(store: EmbeddedMemberSto
     assert dropped == {"ZERO_P": (Stage.VALUE, "no_expected_value")}
     res = OfferPipeline(bundle, store, config=PipelineConfig(drop_worthless=False)).recommend(request())
     assert [o.offer_id for o in res.offers] == ["GOOD", "FREE_MEAL", "ZERO_P"]  # EV ties: by score
+
+
+def test_member_store_outage_serves_the_member_as_unknown_without_failing() -> None:
+    from recsys.stores.member_store import RedisMemberStore
+
+    dead = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)  # nothing listens on port 1
+    res = pipeline(dead).recommend(request("M1", placement="home", trip=None))
+    assert res.store_degraded is not None and "ConnectionError" in res.store_degraded
+    assert [o.offer_id for o in res.offers] == ["PROMO"]  # default profile: basic tier, no miles
