@@ -80,6 +80,7 @@ def test_skip_invalid_imports_the_6963_complete_head_rows_and_rejects_the_cut_on
     assert reject["message"].startswith("truncated row: 18 of 23 fields")
     manifest = read_manifest(out)
     assert manifest["import_format"] == "air-data" and manifest["rejected_rows"] == 1
+    assert manifest["as_of"] == "2014-03-31"  # LOAD_TIME, the end of the observation window
     assert validate_dataset(out).ok
 
 

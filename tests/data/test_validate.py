@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys.data.importers import import_dataset
-from recsys.data.layout import read_table
+from recsys.data.layout import read_manifest, read_table
 from recsys.data.validate import (
     Chunk,
     Rules,
@@ -154,6 +154,9 @@ def test_generated_world_reimports_identically_from_parquet(small_world: Path, t
         pd.testing.assert_frame_equal(read_table(small_world, table), read_table(out, table))
     assert (out / "network" / "airports.parquet").is_file()
     assert not (out / "truth").exists()  # the hidden truth is never imported
+    source, again = read_manifest(small_world), read_manifest(out)
+    assert again["as_of"] == source["as_of"]  # the history ends where it ended
+    assert again["source_manifest"]["fingerprint"] == source["fingerprint"]
 
 
 def _as_csv_cell(value: object) -> object:

@@ -201,6 +201,11 @@ def import_air_data(
     checked = check_tables(tables, rules, cascade=skip_invalid)
     _merge_row_verdicts(checked.typed.get(MEMBERS.name, []), checked.typed[MEMBER_AGGREGATES.name])
     _drop_repeated(checked.report)
+    loads = [tc.checked[Col.LOAD_TIME][~tc.bad] for tc in checked.typed[MEMBER_AGGREGATES.name]]
+    last_load = max((s.max() for s in loads if len(s) and s.notna().any()), default=None)
+    manifest_extra: dict[str, object] = {"air_data_tiers": {k: str(v) for k, v in AIR_DATA_TIERS.items()}}
+    if last_load is not None:
+        manifest_extra["as_of"] = pd.Timestamp(last_load).date().isoformat()  # last day observed
     result = write_dataset(
         checked,
         dest=dest,
@@ -209,7 +214,7 @@ def import_air_data(
         import_format=FORMAT,
         sources=files,
         extra_report=report,
-        manifest_extra={"air_data_tiers": {k: str(v) for k, v in AIR_DATA_TIERS.items()}},
+        manifest_extra=manifest_extra,
     )
     result.notes.extend(notes)
     return result

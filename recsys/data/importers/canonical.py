@@ -10,7 +10,9 @@ array (``["gold", "platinum"]``).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -78,6 +80,15 @@ def import_canonical(
         airports = network_airports if network_airports is not None else default_airports()
     rules = Rules.for_format(None, airports)
     checked = check_tables(chunks, rules, cascade=skip_invalid)
+    extra: dict[str, Any] = {}
+    if (src / MANIFEST).is_file():  # a dataset re-imported: keep what made it (generator, seed, ...)
+        try:
+            source_manifest = json.loads((src / MANIFEST).read_text())
+        except (OSError, ValueError):
+            source_manifest = None
+        extra["source_manifest"] = source_manifest
+        if isinstance(source_manifest, dict) and source_manifest.get("as_of"):
+            extra["as_of"] = source_manifest["as_of"]  # where the history ends: the same data, the same end
     result = write_dataset(
         checked,
         dest=dest,
@@ -87,6 +98,7 @@ def import_canonical(
         sources=[src],
         extra_report=report,
         extras=extras,
+        manifest_extra=extra,
     )
     if ignored:
         result.notes.append(f"ignored files that name no table: {', '.join(ignored)}")
