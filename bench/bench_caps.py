@@ -1,15 +1,17 @@
-"""Micro-benchmark of frequency capping: one select_and_record round trip, and memory after a simulated month.
+"""Micro-benchmark of frequency capping: one select_and_record round trip; memory after a simulated month.
 
-    .venv/bin/python bench/bench_caps.py                       # latency, in-process and Redis (127.0.0.1:6379/15)
-    .venv/bin/python bench/bench_caps.py --month --members 2000 # + a simulated month of traffic, memory per member
+    .venv/bin/python bench/bench_caps.py                        # latency: in-process and Redis (db 15)
+    .venv/bin/python bench/bench_caps.py --month --members 2000  # + a month of traffic, memory per member
 
-Latency: ``--calls`` calls of ``select_and_record`` with ``--candidates`` ranked candidates (k=5) over many members,
-with the default policy (config/caps.yaml); prints p50/p99/mean in ms, and the client-side share (plan building).
+Latency: ``--calls`` calls of ``select_and_record`` with ``--candidates`` ranked candidates (k=5) over many
+members with the default policy (config/caps.yaml); prints p50/p99/mean in ms, the client-side share (plan
+building) and a Redis PING in the same loop as the floor. On a loaded machine, scheduling noise dominates.
 
-Month: every member makes ``--requests-per-day`` requests a day for 30 days (injected time), with dismissals and
-purchases; keys whose TTL would have run out by the end of the month are expired (TTLs are real time, the month is
-simulated), then :func:`recsys.capping.redis_store.memory_report` gives bytes per member and checks every key has a
-TTL. Uses its own key prefix and deletes its keys afterwards.
+Month: every member makes ``--requests-per-day`` requests a day for 30 days (injected time), with dismissals
+and purchases. Redis TTLs run in real time while the month is simulated, so at the end the keys whose TTL
+would have run out by then are deleted (same rules as the TTLs: end of calendar period / last write +
+window, + 1 min), then :func:`recsys.capping.redis_store.memory_report` gives bytes per member and checks
+that every key has a TTL. Uses its own key prefix and deletes its keys afterwards.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from pathlib import Path
 
 import redis
 
-from recsys.capping.api import CapCandidate, CapEnforcer, CapMember, build_enforcer, load_policy
-from recsys.capping.engine import KeySpace, build_plan
+from recsys.capping.api import CapCandidate, CapEnforcer, CapMember, CapPolicy, build_enforcer, load_policy
+from recsys.capping.engine import KeySpace, build_plan, max_cooldown_ms
 from recsys.capping.redis_store import memory_report
+from recsys.capping.windows import parse_window
 from recsys.schema import CATEGORY_FAMILY, Placement, Tier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +62,8 @@ def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) 
     now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     lat: list[float] = []
     plan_lat: list[float] = []
+    ping_lat: list[float] = []
+    client = getattr(e, "client", None)
     policy = e.policy
     for i in range(args.calls + 200):
         m = rng.choice(people)
@@ -71,26 +76,54 @@ def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) 
         plan = build_plan(policy, policy.resolved(m.tier), KeySpace("x", m.member_id), m, cands, placement, t)
         plan.lua_args(5, "check_record")
         t2 = time.perf_counter()
+        if client is not None:
+            client.ping()
+        t3 = time.perf_counter()
         if i >= 200:  # warm-up
             lat.append((t1 - t0) * 1000)
             plan_lat.append((t2 - t1) * 1000)
-    return {
+            if client is not None:
+                ping_lat.append((t3 - t2) * 1000)
+    out = {
         "p50_ms": round(pct(lat, 0.5), 3),
         "p99_ms": round(pct(lat, 0.99), 3),
         "mean_ms": round(statistics.fmean(lat), 3),
         "plan_p50_ms": round(pct(plan_lat, 0.5), 3),
     }
+    if ping_lat:
+        out |= {"ping_p50_ms": round(pct(ping_lat, 0.5), 3), "ping_p99_ms": round(pct(ping_lat, 0.99), 3)}
+    return out
 
 
-def expire_simulated(client: redis.Redis, prefix: str, now_ms: int) -> int:
-    """Delete the keys whose (simulated-time) expiry has passed, as real TTLs would have over a real month."""
+def expire_simulated(client: redis.Redis, prefix: str, policy: CapPolicy, end: datetime) -> int:
+    """Delete the keys whose TTL would have run out by ``end`` had the month passed in real time."""
+    end_ms = int(end.timestamp() * 1000)
+    slack = 60_000
+    windows = {c.name: parse_window(c.window) for c in policy.caps}
+    cooldown_ttl = max_cooldown_ms(policy)
     gone = 0
-    for idx in client.scan_iter(match=f"{prefix}:*:idx", count=1000):
-        dead = client.zrangebyscore(idx, "-inf", now_ms)
-        if dead:
-            client.delete(*dead)
-            client.zremrangebyscore(idx, "-inf", now_ms)
-            gone += len(dead)
+    for raw in list(client.scan_iter(match=f"{prefix}:*", count=1000)):
+        name = raw.decode()
+        kind, _, rest = name.split("}:", 1)[1].partition(":")
+        expires: float | None = None
+        if kind == "c":
+            period = rest.rsplit(":", 1)[1]
+            if period.startswith("d"):
+                day = datetime.fromisoformat(period[1:]).replace(tzinfo=UTC) + timedelta(days=1)
+            else:
+                day = datetime.strptime(period[1:] + "-1", "%G-W%V-%u").replace(tzinfo=UTC) + timedelta(
+                    days=7
+                )
+            expires = (day + timedelta(hours=14)).timestamp() * 1000 + slack  # latest local midnight
+        elif kind == "r":
+            values = client.hvals(raw)
+            newest = max((int(v.rsplit(b",", 1)[-1]) for v in values), default=0)
+            expires = newest + windows[rest].seconds * 1000 + slack
+        elif kind == "cd":
+            expires = max((int(v) for v in client.hvals(raw)), default=0) + cooldown_ttl
+        if expires is not None and expires <= end_ms:
+            client.delete(raw)
+            gone += 1
     return gone
 
 
@@ -113,7 +146,7 @@ def simulate_month(e: CapEnforcer, client: redis.Redis, prefix: str, args: argpa
                     e.record_event(m, chosen, rng.choice(["dismiss", "purchase"]), "home", t)
     elapsed = time.perf_counter() - t0
     end = start + timedelta(days=30)
-    expired = expire_simulated(client, prefix, int(end.timestamp() * 1000))
+    expired = expire_simulated(client, prefix, e.policy, end)
     report = memory_report(client, prefix)
     report.update(calls=calls, seconds=round(elapsed, 1), expired_as_ttl_would=expired)
     return report
