@@ -116,7 +116,7 @@ def expire_simulated(client: redis.Redis, prefix: str, policy: CapPolicy, end: d
                 )
             expires = (day + timedelta(hours=14)).timestamp() * 1000 + slack  # latest local midnight
         elif kind == "r":
-            values = client.hvals(raw)
+            values: list[bytes] = client.hvals(raw)  # type: ignore[assignment]
             newest = max((int(v.rsplit(b",", 1)[-1]) for v in values), default=0)
             expires = newest + windows[rest].seconds * 1000 + slack
         elif kind == "cd":
