@@ -130,6 +130,16 @@ _CHANNEL_BASE = np.array([2.5, 1.5, 0.5, 0.5])
 _N_CANDIDATES = 8  # destinations a member considers, by preference rank
 _RANK_WEIGHTS = np.array([0.30, 0.20, 0.14, 0.10, 0.08, 0.07, 0.06, 0.05])
 
+# Monthly travel weights (Jan..Dec) per trip purpose (business, leisure, family).
+_SEASON = np.array(
+    [
+        [0.8, 0.7, 1.05, 1.05, 1.05, 1.0, 0.9, 0.85, 1.05, 0.9, 1.1, 1.05],
+        [1.2, 1.35, 0.85, 0.9, 1.0, 0.9, 1.3, 1.4, 0.85, 1.3, 0.75, 0.85],
+        [1.3, 1.45, 0.7, 0.85, 0.95, 0.9, 1.5, 1.6, 0.7, 1.3, 0.6, 0.8],
+    ]
+)
+_SEASON_DRAWS = 4
+
 # Fare class -> miles multiplier (share of distance credited) and fare factor (share of full fare paid).
 _FC_MILES = {
     "F": 1.5,
@@ -585,7 +595,14 @@ class _World:
         ).clip(1, 30)
         start = m["active_from"][t_member]
         span = np.maximum(_HORIZON_MIN - start - (length_days + 1) * _DAY_MIN, _DAY_MIN)
-        day0 = (start + (rng.random(nt) * span).astype(np.int64)) // _DAY_MIN * _DAY_MIN
+        # departure day: uniform over the member's window, thinned by the season of the trip's purpose
+        # (Spring Festival, summer holidays and Golden Week for leisure and family trips): the first of a few
+        # candidate days accepted with probability season weight / max weight
+        cand = start[:, None] + (rng.random((nt, _SEASON_DRAWS)) * span[:, None]).astype(np.int64)
+        weight = _SEASON[purpose][np.arange(nt)[:, None], _month_of(cand) - 1]
+        accept = rng.random((nt, _SEASON_DRAWS)) * _SEASON.max() < weight
+        pick = np.where(accept.any(axis=1), accept.argmax(axis=1), _SEASON_DRAWS - 1)
+        day0 = cand[np.arange(nt), pick] // _DAY_MIN * _DAY_MIN
         # segments: outbound for every trip, return for all but the odd last one of a member
         seq_in_member = _run_starts(t_member)
         has_return = (2 * seq_in_member + 1) < n_seg[t_member]
