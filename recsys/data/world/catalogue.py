@@ -3,15 +3,19 @@
 Conventions of the eligibility columns (see also the data dictionary):
 
 * an empty ``eligible_tiers`` / ``eligible_fare_classes`` / ``eligible_origins`` list means "no restriction";
-* ``eligible_cabins`` non-empty means the offer is about a booked flight (trip-bound): it needs a flight in
-  one of those cabins, and ``window_open_hours`` >= hours before departure >= ``window_close_hours``;
-  ``eligible_cabins`` empty means the offer is not tied to a flight and its window columns are 0 (no timing
-  rule);
-* ``target_cabin`` is the next cabin for upgrades; ``min_miles`` the balance needed (= the miles price of a
-  redemption); ``requires_lounge`` needs a lounge at the departure airport (``network.has_lounge``);
+* trip-bound offers (upsell, ancillary, award upgrade) always list their ``eligible_cabins`` (the booked
+  cabins they apply to) and a sale window: ``window_open_hours`` >= hours before departure >=
+  ``window_close_hours`` (meals close 24 h before, upgrade bids 24 h, last-minute upgrades 1 h); offers not
+  tied to a flight (award flights, hotels, merchandise, donations, promotions) leave ``eligible_cabins`` empty
+  and their windows 0;
+* ``target_cabin`` is the next cabin for upgrades (for award flights: the award's cabin); ``min_miles`` the
+  balance needed (= the miles price of a redemption); ``requires_lounge`` needs a lounge at the departure
+  airport (``network.has_lounge``);
 * ``blackout_months`` (award flights): months (1-12) in which the award cannot be booked/shown;
 * ``valid_from``/``valid_to`` bound when the offer can be shown (``valid_to`` null: open-ended);
-* ``exempt``: service offers (free special meals, complimentary lounge reminders) exempt from frequency caps.
+* ``exempt``: service offers (free special meals, complimentary lounge reminders) exempt from frequency caps;
+* ``margin`` (CNY per acceptance): the cash margin of paid offers; for miles offers the value to the airline
+  of retiring that miles liability at below its booked cost (about 0.4 fen a mile for award flights).
 """
 
 from __future__ import annotations
