@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.models.signature import ModelSignature
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from recsys.schema import Col
@@ -41,18 +41,18 @@ SIGNATURE = ModelSignature(
 )
 
 
-class RecsysPyfuncModel(mlflow.pyfunc.PythonModel):
+class RecsysPyfuncModel(PythonModel):
     """Loads the bundle in :meth:`load_context`; :meth:`predict` ranks offers for member ids."""
 
     def __init__(self) -> None:
         self.bundle: Any = None
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from recsys.models.bundle import ModelBundle
 
         self.bundle = ModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # MLflow reads the hints
+    def predict(self, context, model_input, params=None):  # no annotations: MLflow would validate by them
         """Top-k offers per member: ``model_input`` has ``member_id`` (and optionally ``k``)."""
         if self.bundle is None:
             raise RuntimeError("the model bundle is not loaded (load_context was not called)")

@@ -54,7 +54,9 @@ class OracleRecommender:
         from recsys.data.truth import true_acceptance  # the only reader of the hidden truth
 
         members = np.asarray(member_ids, dtype=object)
-        probs = np.asarray(true_acceptance(self.dataset_dir, members, self.offer_ids), dtype=np.float64)
+        probs = np.asarray(
+            true_acceptance(self.dataset_dir, list(members), list(self.offer_ids)), dtype=np.float64
+        )
         if probs.shape != (len(members), len(self.offer_ids)):
             raise EvaluationError(
                 f"true_acceptance returned shape {probs.shape}, "
