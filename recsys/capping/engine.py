@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from recsys.capping.api import (
@@ -542,6 +542,11 @@ def cooldown_writes(
     return out
 
 
+def _aware(now: datetime) -> datetime:
+    """Naive datetimes are taken as UTC (everywhere: counting, calendar periods, details)."""
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
 class PlanEnforcer(CapEnforcer):
     """select_and_record / record_event / member_state over a store that runs plans (see subclasses)."""
 
@@ -599,6 +604,7 @@ class PlanEnforcer(CapEnforcer):
     ) -> CapDecision:
         if k <= 0 or not candidates:
             return CapDecision(selected=[], suppressed=[], degraded=None)
+        now = _aware(now)
         policy = self.holder.policy
         rp = policy.resolved(member.tier)
         keys = KeySpace(self.key_prefix, member.member_id)
@@ -619,6 +625,7 @@ class PlanEnforcer(CapEnforcer):
         self, member: CapMember, offer: CapCandidate, event_type: str, placement: str, now: datetime
     ) -> None:
         event = EventType(event_type)  # ValueError names the bad type
+        now = _aware(now)
         policy = self.holder.policy
         keys = KeySpace(self.key_prefix, member.member_id)
         try:
@@ -641,6 +648,7 @@ class PlanEnforcer(CapEnforcer):
             self._degraded_event(e, member, offer, event.value, placement, now)
 
     def member_state(self, member: CapMember, now: datetime) -> dict[str, Any]:
+        now = _aware(now)
         policy = self.holder.policy
         keys = KeySpace(self.key_prefix, member.member_id)
         try:

@@ -1,0 +1,56 @@
+"""In-process store specifics: bounded memory (expiry against injected time, least-recently-seen eviction)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from recsys.capping.api import CapCandidate, CapMember, PolicyHolder, build_enforcer
+from recsys.capping.memory_store import EmbeddedCapEnforcer
+from tests.capping.conftest import make_policy
+
+POLICY = make_policy(
+    """
+caps:
+  - {name: member_daily, scope: member, limit: 1, window: day}
+  - {name: offer_hour, scope: member_offer, limit: 1, window: 1h}
+"""
+)
+SEAT = CapCandidate("S1", "ancillary", "seat")
+
+
+def test_least_recently_seen_members_are_forgotten() -> None:
+    e = EmbeddedCapEnforcer(PolicyHolder.static(POLICY), max_members=3)
+    t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    for i in range(5):
+        assert e.select_and_record(CapMember(f"M{i}", "basic"), [SEAT], 1, "home", t).selected == ["S1"]
+    assert e.members_held() == 3
+    # M4 is remembered (capped), M0 was forgotten (its count is gone, so it may see an offer again).
+    assert e.select_and_record(CapMember("M4", "basic"), [SEAT], 1, "home", t).selected == []
+    assert e.select_and_record(CapMember("M0", "basic"), [SEAT], 1, "home", t).selected == ["S1"]
+
+
+def test_expired_keys_are_dropped() -> None:
+    e = EmbeddedCapEnforcer(PolicyHolder.static(POLICY))
+    m = CapMember("M1", "basic", "UTC")
+    t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    e.select_and_record(m, [SEAT], 1, "home", t)
+    assert len(e._kv._members["caps:{M1}"]) == 2  # the day hash and the rolling hash
+    e.select_and_record(m, [SEAT], 1, "home", t + timedelta(days=2))
+    # Day 1's hash and the old rolling entries are gone; only today's keys remain.
+    keys = e._kv._members["caps:{M1}"]
+    assert sorted(keys) == ["caps:{M1}:c:member_daily:d2026-06-03", "caps:{M1}:r:offer_hour"]
+
+
+def test_naive_datetimes_are_utc() -> None:
+    e = build_enforcer(None, POLICY)
+    m = CapMember("M1", "basic", "Asia/Tokyo")  # local midnight = 15:00Z
+    assert e.select_and_record(m, [SEAT], 1, "home", datetime(2026, 6, 1, 14, 0)).selected == ["S1"]
+    assert (
+        e.select_and_record(
+            m, [CapCandidate("S2", "ancillary", "seat")], 1, "home", datetime(2026, 6, 1, 14, 59)
+        ).selected
+        == []
+    )
+    assert e.select_and_record(
+        m, [CapCandidate("S2", "ancillary", "seat")], 1, "home", datetime(2026, 6, 1, 15, 0)
+    ).selected == ["S2"]
