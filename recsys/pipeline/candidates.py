@@ -10,7 +10,8 @@ now, whatever the model says. :func:`gather_candidates` unions, in this order (f
    (meals, seats, bags, Wi-Fi, priority boarding, fast track, insurance...);
 5. ``trip:destination``: offers at the trip's destination (partner hotels, award flights there and back);
 6. ``affinity``: award flights and hotels at destinations the member is likely to want (the profile's top
-   routes), so a member with the miles hears about them even when the model does not rank them.
+   destination and route, and the destinations the model scores highest for the member), so a member with
+   the miles hears about them even when the offer retrieval does not rank them.
 
 Eligibility comes next and decides; this stage only proposes.
 """

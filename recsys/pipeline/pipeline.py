@@ -99,6 +99,7 @@ class OfferPipeline:
         self.catalogue = Catalogue(bundle.offers)
         self.values = offer_values(self.catalogue, config.miles_liability_cost_cny)
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
+        self._similar_destinations = getattr(bundle, "similar_destinations", None)
         self._families = [o.family for o in self.catalogue.offers]
         self._categories = [o.category for o in self.catalogue.offers]
         self._cap_candidates: list[Any] | None = None
@@ -154,7 +155,11 @@ class OfferPipeline:
         if cfg.retrieval_k > 0:
             ids, _ = self.bundle.retrieve(member_id, cfg.retrieval_k, member_features=profile)
             retrieved = [str(x) for x in ids]
-        cands = gather_candidates(self.catalogue, retrieved, trip, member.likely_destinations)
+        destinations = list(member.likely_destinations)
+        if cfg.destination_k > 0 and self._similar_destinations is not None:
+            codes, _ = self._similar_destinations(member_id, cfg.destination_k, member_features=profile)
+            destinations.extend(str(c) for c in codes if c != member.home_airport)
+        cands = gather_candidates(self.catalogue, retrieved, trip, destinations)
         # Offers the catalogue never shows at this placement are not candidates here. They are listed (as
         # placement_not_allowed) only in debug mode: most of the catalogue, every request, for nothing.
         allowed = self.catalogue.allowed_at.get(request.placement, frozenset())

@@ -208,6 +208,8 @@ class PipelineConfig:
     """Tunable behaviour of the pipeline (plain values; the service maps its settings onto them).
 
     - ``retrieval_k``: candidates asked from the model's retrieval.
+    - ``destination_k``: destinations asked from the model (``bundle.similar_destinations``) whose award
+      flights and hotels become candidates, besides the profile's top destinations (0: profile only).
     - ``max_per_category``: at most this many offers of one category in the answer (diversity).
     - ``max_per_family``: optional hard limit per family.
     - ``family_repeat_penalty``: in the diversity re-rank, each offer of the same family already chosen
@@ -228,6 +230,7 @@ class PipelineConfig:
     """
 
     retrieval_k: int = 60
+    destination_k: int = 3
     max_per_category: int = 2
     max_per_family: int | None = None
     family_repeat_penalty: float = 0.8
@@ -242,6 +245,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.retrieval_k < 0:
             raise ValueError("retrieval_k must be >= 0")
+        if self.destination_k < 0:
+            raise ValueError("destination_k must be >= 0")
         if self.max_per_category < 1:
             raise ValueError("max_per_category must be >= 1")
         if self.max_per_family is not None and self.max_per_family < 1:
