@@ -170,14 +170,27 @@ def _lifetime_ms(policy: CapPolicy) -> int:
 
 
 def cap_key(
-    policy: CapPolicy, cap: ResolvedCap, keys: KeySpace, member: CapMember, now: datetime
+    policy: CapPolicy,
+    cap: ResolvedCap,
+    keys: KeySpace,
+    member: CapMember,
+    now: datetime,
+    periods: dict[str, tuple[str, int]] | None = None,
 ) -> tuple[HashKey, int | None]:
-    """The hash holding ``cap``'s counts for this member now, and (calendar) the period's end in ms."""
+    """The hash holding ``cap``'s counts for this member now, and (calendar) the period's end in ms.
+
+    ``periods`` caches the member's current calendar periods across the caps of one request.
+    """
     w = cap.window
     now_ms = to_ms(now)
     if w.kind is WindowKind.CALENDAR:
-        label, _, end = calendar_period(w.unit, now, member.time_zone)
-        end_ms = to_ms(end)
+        period = periods.get(w.unit) if periods is not None else None
+        if period is None:
+            label, _, end = calendar_period(w.unit, now, member.time_zone)
+            period = (label, to_ms(end))
+            if periods is not None:
+                periods[w.unit] = period
+        label, end_ms = period
         return HashKey(keys.counter(cap, label), "c", 0, 0, end_ms - now_ms + TTL_SLACK_MS), end_ms
     if w.kind is WindowKind.ROLLING:
         ttl = w.seconds * 1000 + TTL_SLACK_MS
@@ -198,6 +211,7 @@ def build_plan(
 ) -> Plan:
     """Compile a request into the hashes and fields it reads and writes (deduplicated across candidates)."""
     plan = Plan(now_ms=to_ms(now), cooldown_key=keys.cooldowns)
+    periods: dict[str, tuple[str, int]] = {}
     key_of_cap: dict[str, tuple[int, int | None]] = {}
     counter_idx: dict[tuple[int, str], int] = {}
     cooldown_idx: dict[str, int] = {}
@@ -220,7 +234,7 @@ def build_plan(
                 continue
             found = key_of_cap.get(cap.name)
             if found is None:
-                hk, end_ms = cap_key(policy, cap, keys, member, now)
+                hk, end_ms = cap_key(policy, cap, keys, member, now, periods)
                 found = key_of_cap[cap.name] = (len(plan.keys), end_ms)
                 plan.keys.append(hk)
             ki, end_ms = found

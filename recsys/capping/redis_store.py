@@ -70,6 +70,17 @@ local plan = cjson.decode(ARGV[4])
 local hk, specs, fields, cddur, cands = plan['k'], plan['c'], plan['f'], plan['d'], plan['x']
 local nk = #hk
 local check = mode ~= 'force'
+-- HMGET in chunks: Lua's unpack() cannot spread more than a few thousand values.
+local function hmget(key, names)
+  local out = {}
+  for s = 1, #names, 1000 do
+    local chunk = {}
+    for x = s, math.min(s + 999, #names) do chunk[#chunk + 1] = names[x] end
+    local vals = redis.call('HMGET', key, unpack(chunk))
+    for x = 1, #vals do out[s + x - 1] = vals[x] end
+  end
+  return out
+end
 local record = mode == 'check_record' or mode == 'force'
 local bykey = {}
 for i = 1, #specs do
@@ -82,7 +93,7 @@ local count, stored, times, added = {}, {}, {}, {}
 for ki, idxs in pairs(bykey) do
   local names = {}
   for n, i in ipairs(idxs) do names[n] = specs[i][2] end
-  local vals = redis.call('HMGET', KEYS[ki], unpack(names))
+  local vals = hmget(KEYS[ki], names)
   local kind = hk[ki][1]
   for n, i in ipairs(idxs) do
     local v = vals[n]
@@ -106,7 +117,7 @@ for ki, idxs in pairs(bykey) do
 end
 local cdt = {}
 if #fields > 0 then
-  local vals = redis.call('HMGET', KEYS[nk + 1], unpack(fields))
+  local vals = hmget(KEYS[nk + 1], fields)
   for j = 1, #fields do
     if vals[j] then cdt[j] = tonumber(vals[j]) else cdt[j] = false end
   end

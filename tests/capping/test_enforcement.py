@@ -497,3 +497,13 @@ def test_policy_reload_applies_to_next_request(make_enforcer: MakeEnforcer, tmp_
     path.write_text(one_cap("member", 2, "day"))
     assert holder.reload().ok
     assert shown(e, m, offer("B"), t)
+
+
+def test_very_long_candidate_list(make_enforcer: MakeEnforcer) -> None:
+    # 3000 candidates in distinct categories: 9000 cool-down fields and 3000 counters in one script run.
+    e = make_enforcer(make_policy(DEFAULTISH))
+    cands = [offer(f"X{i}", category=f"c{i}") for i in range(3000)]
+    d = e.select_and_record(member(), cands, 3000, BOOKING, datetime(2026, 6, 1, 9, 0, tzinfo=UTC))
+    assert d.degraded is None
+    assert d.selected == ["X0", "X1", "X2", "X3"]  # member_daily: 4
+    assert len(d.suppressed) == 2996 and {s.reason for s in d.suppressed} == {"cap:member:day"}
