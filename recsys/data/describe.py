@@ -19,6 +19,7 @@ from recsys.data.layout import has_table, iter_table, read_manifest, read_table
 from recsys.schema import (
     FLIGHTS,
     INTERACTIONS,
+    MEMBER_AGGREGATES,
     MEMBERS,
     OFFERS,
     SPECIAL_MEALS,
@@ -36,6 +37,7 @@ FREQUENCY_BANDS: tuple[tuple[str, float, float], ...] = (
     ("8+ / year", 8.0, np.inf),
 )
 HISTORY_YEARS = 3.0
+AGGREGATE_WINDOW_YEARS = 2.0  # the airline customer-value data counts flights over two years before LOAD_TIME
 
 
 def _pct(x: float) -> str:
@@ -160,7 +162,7 @@ def describe(dataset_dir: Path | str, top_routes: int = 10) -> str:
             if Col.DISTANCE_KM in part:
                 km_total += float(pd.to_numeric(part[Col.DISTANCE_KM], errors="coerce").sum())
 
-    lines += _section("Flights per member per year (last 3 years)")
+    lines += _section("Flights per member per year")
     if len(members) and n_flights:
         as_of = _as_of(manifest, last_flight)
         ids = members[Col.MEMBER_ID].astype("string")
@@ -179,6 +181,8 @@ def describe(dataset_dir: Path | str, top_routes: int = 10) -> str:
         )
     elif n_flights:
         lines.append(f"  flights: {n_flights:,} (no members table to relate them to)")
+    elif has_table(root, MEMBER_AGGREGATES.name):
+        lines += _bands_from_aggregates(root)
     else:
         lines.append(NO_DATA)
 
@@ -212,6 +216,24 @@ def describe(dataset_dir: Path | str, top_routes: int = 10) -> str:
 
     lines += _describe_offers_and_acceptance(root)
     return "\n".join(lines) + "\n"
+
+
+def _bands_from_aggregates(root: Path, window_years: float = AGGREGATE_WINDOW_YEARS) -> list[str]:
+    """Frequency bands from per-member flight counts over the aggregates' observation window."""
+    agg = read_table(root, MEMBER_AGGREGATES.name, columns=[Col.FFP_DATE, Col.LOAD_TIME, Col.FLIGHT_COUNT])
+    if not len(agg):
+        return [NO_DATA]
+    ffp = pd.to_datetime(agg[Col.FFP_DATE].astype("string"), errors="coerce")
+    load = pd.to_datetime(agg[Col.LOAD_TIME].astype("string"), errors="coerce")
+    years = ((load - ffp).dt.days / 365.25).clip(lower=0.25, upper=window_years).fillna(window_years)
+    counts = pd.to_numeric(agg[Col.FLIGHT_COUNT], errors="coerce").fillna(0).to_numpy(dtype=float)
+    rate = counts / years.to_numpy(dtype=float)
+    lines = [f"  (from member aggregates: flight counts over a {window_years:g}-year observation window)"]
+    for name, lo, hi in FREQUENCY_BANDS:
+        sel = counts == 0 if name == "never" else (counts > 0) & (rate >= lo) & (rate < hi)
+        lines.append(f"  {name:<12} {_pct(float(sel.mean()))}")
+    lines.append(f"  flights: {int(counts.sum()):,}; per member: {counts.mean():.1f}")
+    return lines
 
 
 def _describe_offers_and_acceptance(root: Path) -> list[str]:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from recsys.data.describe import describe, frequency_bands
 from recsys.data.layout import DatasetWriter, read_table
-from recsys.schema import MEMBERS, Col
+from recsys.schema import MEMBER_AGGREGATES, MEMBERS, Col
 from training.cli import app
 
 SECTIONS = (
@@ -22,6 +22,23 @@ SECTIONS = (
     "Offers",
     "Acceptance per offer family",
 )
+
+
+def _members(ids: list[str]) -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame(
+        {
+            Col.MEMBER_ID: ids,
+            Col.ENROL_DATE: pd.to_datetime(["2020-01-01"] * n).date,
+            Col.TIER: ["basic"] * n,
+            Col.HOME_AIRPORT: ["PEK"] * n,
+            Col.TIME_ZONE: ["Asia/Shanghai"] * n,
+            Col.MILES_BALANCE: [10] * n,
+            Col.BIRTH_YEAR: [1980] * n,
+            Col.GENDER: ["F"] * n,
+            Col.CHANNEL: ["app"] * n,
+        }
+    )
 
 
 def test_describe_prints_every_section_with_figures(small_world: Path) -> None:
@@ -76,6 +93,34 @@ def test_describe_imported_dataset_with_missing_and_empty_tables(tmp_path: Path)
         assert section in text
     assert re.search(r"gold\s+1\s+50\.00 %", text)
     assert text.count("(no data)") >= 5  # flights, cabins, routes, meals, offers, acceptance
+
+
+def test_describe_uses_member_aggregates_when_there_are_no_flights(tmp_path: Path) -> None:
+    out = tmp_path / "agg"
+    ids = ["A1", "A2", "A3", "A4"]
+    with DatasetWriter(out) as w:
+        w.write_table(MEMBERS.name, _members(ids))
+        w.write_table(
+            MEMBER_AGGREGATES.name,
+            pd.DataFrame(
+                {
+                    Col.MEMBER_ID: ids,
+                    Col.FFP_DATE: pd.to_datetime(
+                        ["2005-01-01", "2005-01-01", "2005-01-01", "2013-03-31"]
+                    ).date,
+                    Col.LOAD_TIME: pd.to_datetime(["2014-03-31"] * 4).date,
+                    # over two years: 1/yr, 5/yr, 10/yr; the last joined a year before: 3 flights = 3/yr
+                    Col.FLIGHT_COUNT: [2, 10, 20, 3],
+                    Col.SEG_KM_SUM: [1000] * 4,
+                    Col.LAST_TO_END: [10] * 4,
+                    Col.AVG_DISCOUNT: [0.8] * 4,
+                }
+            ),
+        )
+        w.commit({"import_format": "air-data"})
+    text = describe(out)
+    assert "from member aggregates" in text
+    assert re.search(r"1-3 / year\s+50\.00 %", text) and re.search(r"8\+ / year\s+25\.00 %", text)
 
 
 def test_cli_describe(small_world: Path, tmp_path: Path) -> None:
