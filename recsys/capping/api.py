@@ -37,6 +37,11 @@ Semantics (docs/capping.md has the full policy format):
 - Time is always the ``now`` argument (an aware datetime); nothing reads the clock, so tests can test window
   edges.
 
+``member_state`` returns ``{"member_id", "tier", "time_zone", "now", "policy_version", "count_on", "store",
+"degraded", "caps": [{"cap", "scope", "key", "window", "limit", "count", "remaining", "resets_at",
+"blocked_until", "reason_code"}, ...], "cooldowns": [{"reason_code", "scope", "target", "since", "until"}]}``
+(times as ``2026-11-23T08:00Z`` strings); see docs/capping.md.
+
 Reason codes (``Suppression.reason``, also the keys of ``counters``):
 ``cap:<scope>:<window>`` (e.g. ``cap:member_offer:rolling_7d``, ``cap:member_family:day``,
 ``cap:member:lifetime``),

@@ -135,6 +135,9 @@ class Exempt(_Strict):
     honour_offer_flag: bool = True  # the catalogue's ``exempt`` column (CapCandidate.exempt)
 
 
+_TIER_VALUES = frozenset(t.value for t in Tier)
+
+
 class CapPolicy(_Strict):
     """The whole policy. Build with :func:`load_policy` (line-numbered errors) or
     ``CapPolicy.model_validate``."""
@@ -162,10 +165,11 @@ class CapPolicy(_Strict):
 
     def resolved(self, tier: str) -> ResolvedPolicy:
         """The caps and cool-downs in force for ``tier`` (an unknown tier gets the base policy)."""
-        r = self._resolved.get(tier)
+        key = tier if tier in _TIER_VALUES else ""  # unknown tiers share the base policy (bounded cache)
+        r = self._resolved.get(key)
         if r is None:
-            r = _resolve(self, tier)
-            self._resolved[tier] = r
+            r = _resolve(self, key)
+            self._resolved[key] = r
         return r
 
     def max_limit(self, cap_name: str) -> int:
