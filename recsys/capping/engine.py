@@ -148,21 +148,14 @@ class RawResult:
     suppressed: list[tuple[int, int, int, int, int]]
 
 
-def _cooldown_targets(rp: ResolvedPolicy, cand: CapCandidate) -> list[tuple[str, str, str, str, int]]:
-    """(reason, event, scope, target, seconds) of every cool-down that can hide this candidate."""
-    cd = rp.cooldowns
-    out = []
-    if cd.purchase_offer:
-        out.append((REASON_PURCHASED, "purchase", "offer", cand.offer_id, cd.purchase_offer))
-    if cd.dismiss_offer:
-        out.append((REASON_COOLDOWN_DISMISS_OFFER, "dismiss", "offer", cand.offer_id, cd.dismiss_offer))
-    if cd.purchase_category:
-        out.append((REASON_PURCHASED_CATEGORY, "purchase", "category", cand.category, cd.purchase_category))
-    if cd.dismiss_category:
-        out.append(
-            (REASON_COOLDOWN_DISMISS_CATEGORY, "dismiss", "category", cand.category, cd.dismiss_category)
-        )
-    return out
+# Which value a cap counts per, as an index into (offer_id, category, family, placement, "-").
+_SUB_INDEX = {
+    Scope.MEMBER_OFFER: 0,
+    Scope.MEMBER_CATEGORY: 1,
+    Scope.MEMBER_FAMILY: 2,
+    Scope.MEMBER_PLACEMENT: 3,
+    Scope.MEMBER: 4,
+}
 
 
 def _lifetime_ms(policy: CapPolicy) -> int:
@@ -212,33 +205,46 @@ def build_plan(
     """Compile a request into the hashes and fields it reads and writes (deduplicated across candidates)."""
     plan = Plan(now_ms=to_ms(now), cooldown_key=keys.cooldowns)
     periods: dict[str, tuple[str, int]] = {}
-    key_of_cap: dict[str, tuple[int, int | None]] = {}
+    key_of_cap: dict[str, tuple[int, int | None, int]] = {}
     counter_idx: dict[tuple[int, str], int] = {}
     cooldown_idx: dict[str, int] = {}
+    # (reason, field prefix, by offer (else category), duration ms) of each cool-down in force
+    cd = rp.cooldowns
+    cd_specs = [
+        (reason, f"{event}:{scope}:", scope == "offer", seconds * 1000)
+        for reason, event, scope, seconds in (
+            (REASON_PURCHASED, "purchase", "offer", cd.purchase_offer),
+            (REASON_COOLDOWN_DISMISS_OFFER, "dismiss", "offer", cd.dismiss_offer),
+            (REASON_PURCHASED_CATEGORY, "purchase", "category", cd.purchase_category),
+            (REASON_COOLDOWN_DISMISS_CATEGORY, "dismiss", "category", cd.dismiss_category),
+        )
+        if seconds and with_cooldowns
+    ]
     for cand in candidates:
         if rp.is_exempt(cand.offer_id, cand.category, cand.exempt):
             plan.candidates.append((True, [], []))
             continue
         cds: list[int] = []
-        if with_cooldowns:
-            for reason, event, scope, target, seconds in _cooldown_targets(rp, cand):
-                fname = KeySpace.cooldown_field(event, scope, target)
-                j = cooldown_idx.get(fname)
-                if j is None:
-                    j = cooldown_idx[fname] = len(plan.cooldowns)
-                    plan.cooldowns.append(CooldownRef(fname, reason, target, seconds * 1000))
-                cds.append(j)
+        for reason, prefix, by_offer, ms in cd_specs:
+            target = cand.offer_id if by_offer else cand.category
+            fname = prefix + target
+            j = cooldown_idx.get(fname)
+            if j is None:
+                j = cooldown_idx[fname] = len(plan.cooldowns)
+                plan.cooldowns.append(CooldownRef(fname, reason, target, ms))
+            cds.append(j)
         cts: list[int] = []
+        subs = (cand.offer_id, cand.category, cand.family, placement, "-")
         for cap in rp.caps_for(cand.family, cand.category, placement):
             if cap.offers is not None and cand.offer_id not in cap.offers:
                 continue
             found = key_of_cap.get(cap.name)
             if found is None:
                 hk, end_ms = cap_key(policy, cap, keys, member, now, periods)
-                found = key_of_cap[cap.name] = (len(plan.keys), end_ms)
+                found = key_of_cap[cap.name] = (len(plan.keys), end_ms, _SUB_INDEX[cap.scope])
                 plan.keys.append(hk)
-            ki, end_ms = found
-            sub = cap.subkey(cand.family, cand.category, cand.offer_id, placement)
+            ki, end_ms, si = found
+            sub = subs[si]
             i = counter_idx.get((ki, sub))
             if i is None:
                 i = counter_idx[(ki, sub)] = len(plan.counters)
