@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import typer
@@ -32,6 +33,23 @@ def resolve_data(data: Path | None, cfg: TrainingSettings) -> Path:
         typer.echo("error: no dataset: pass --data DIR or set RECSYS_DATA_DIR", err=True)
         raise typer.Exit(2)
     return path
+
+
+def load_configs(path: Path | None) -> dict[str, Any] | None:
+    """Per-model bundle configurations from a YAML/JSON file: ``{als: {model: {factors: 32}}, ...}``."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        typer.echo(f"error: cannot read the model configuration {path}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        typer.echo(f"error: {path}: expected a mapping of model kind -> configuration", err=True)
+        raise typer.Exit(2)
+    return data
 
 
 @contextlib.contextmanager

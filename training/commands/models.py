@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from training.commands.common import cli_errors, print_table, resolve_data, settings
+from training.commands.common import cli_errors, load_configs, print_table, resolve_data, settings
 
 app = typer.Typer(help="The MLflow model registry: list, promote, ensure a champion.", no_args_is_help=True)
 
@@ -64,6 +64,10 @@ def ensure_champion(
         Path | None, typer.Option("--data", help="Dataset to train on if there is no champion.")
     ] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model kind or all.")] = "all",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML/JSON: model kind -> bundle configuration.", exists=True),
+    ] = None,
     tracking_uri: UriOpt = None,
     model_name: NameOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -92,6 +96,7 @@ def ensure_champion(
             experiment=cfg.experiment_name,
             test_days=cfg.test_days,
             seed=cfg.seed,
+            configs=load_configs(config),
             primary_metric=cfg.primary_metric,
             progress=progress,
         )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from recsys.evaluation import TimeSplit
-from training.commands.common import cli_errors, print_table, resolve_data, settings
+from training.commands.common import cli_errors, load_configs, print_table, resolve_data, settings
 from training.pipeline import MODEL_KINDS
 
 _MODEL_HELP = f"Model kind: {'|'.join(MODEL_KINDS)} or all (the best on the primary metric is registered)."
@@ -27,6 +27,12 @@ TestDaysOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: RECSYS_SEED or 42).")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on long steps.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="YAML/JSON: model kind -> bundle configuration.", exists=True, dir_okay=False
+    ),
+]
 
 
 def train(
@@ -46,6 +52,7 @@ def train(
         str | None, typer.Option("--tracking-uri", help="MLflow URI (default: RECSYS_MLFLOW_TRACKING_URI).")
     ] = None,
     model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name.")] = None,
+    config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Train, evaluate on the held-out period, log the run to MLflow and register the model as challenger."""
@@ -64,6 +71,7 @@ def train(
             cutoff=cutoff,
             test_days=test_days or cfg.test_days,
             seed=cfg.seed if seed is None else seed,
+            configs=load_configs(config),
             primary_metric=cfg.primary_metric,
             progress=progress,
         )
@@ -93,6 +101,7 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write the table here (.csv or .md).", dir_okay=False)
     ] = None,
+    config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Print the comparison table of the models (with popularity and the oracle) on the held-out period."""
@@ -108,6 +117,7 @@ def evaluate(
             test_days=test_days or cfg.test_days,
             seed=cfg.seed if seed is None else seed,
             with_oracle=oracle,
+            configs=load_configs(config),
             progress=progress,
         )
     _describe_split(report.split)
