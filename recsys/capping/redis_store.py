@@ -283,8 +283,13 @@ def _describe(e: BaseException) -> str:
 
 
 def _local_policy(policy: CapPolicy) -> CapPolicy:
-    """The policy's caps plus the outage.local_cap member-wide cap, for the fail-open local limiter."""
+    """The policy's caps plus the outage.local_cap member-wide cap, for the fail-open local limiter.
+
+    The limiter always counts what it serves (``count_on: serve``): app impression events reach only one of
+    the service's processes, so counting them would not keep the per-process cap.
+    """
     data = policy.model_dump(mode="json")
+    data["count_on"] = "serve"
     lc = policy.outage.local_cap
     data["caps"] = [c for c in data["caps"] if c["name"] != LOCAL_CAP_NAME] + [
         {"name": LOCAL_CAP_NAME, "scope": "member", "limit": lc.limit, "window": lc.window}

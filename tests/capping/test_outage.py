@@ -269,3 +269,12 @@ def test_unreachable_from_the_start_never_raises() -> None:
         assert d.selected == ["SVC"] and d.degraded == "fail_closed: redis unreachable"
     e.record_event(m, CANDS[0], "purchase", "home", NOW)
     assert e.member_state(m, NOW)["caps"] == []
+
+
+def test_fail_open_local_cap_counts_on_serve_even_in_event_mode(own_redis: OwnRedis) -> None:
+    policy = make_policy("count_on: event\n" + POLICY.format(mode="fail_open"))
+    e = build_enforcer(own_redis.url, policy, key_prefix="caps")
+    own_redis.kill()
+    m = CapMember("M0000001", "basic", "UTC")
+    assert e.select_and_record(m, CANDS, 3, "home", NOW).selected == ["O0", "SVC"]
+    assert e.select_and_record(m, CANDS, 3, "home", NOW + timedelta(minutes=1)).selected == ["SVC"]
