@@ -379,9 +379,10 @@ def _columns_of(table: str, present: Iterable[str]) -> dict[str, str]:
 def _is_null(s: pd.Series) -> np.ndarray:
     null = s.isna().to_numpy()
     if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-        as_str = s.astype("str")
-        blank = (as_str.str.strip() == "").fillna(False).to_numpy(dtype=bool)
-        null = null | blank
+        text = pa.array(s.astype("str"))
+        # empty or whitespace only (utf8_is_space is false for ''), decided in Arrow without copying strings
+        blank = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.utf8_is_space(text))
+        null = null | pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
     return np.asarray(null, dtype=bool)
 
 
