@@ -548,18 +548,15 @@ def max_cooldown_ms(policy: CapPolicy) -> int:
     return longest * 1000 + TTL_SLACK_MS
 
 
-def cooldown_writes(
-    policy: CapPolicy, member: CapMember, offer: CapCandidate, event: str
-) -> list[tuple[str, str, int]]:
-    """(event, scope, ttl_ms) of the cool-down keys an event sets — TTL is the longest duration of any
-    tier."""
+def cooldown_fields(policy: CapPolicy, member: CapMember, offer: CapCandidate, event: str) -> list[str]:
+    """The cool-down fields an event sets: those with a duration for this member's tier or any other (so a
+    tier change does not lose a dismissal)."""
     tiers = [member.tier, *[t.value for t in policy.tiers]]
-    out = []
-    for scope in ("offer", "category"):
-        seconds = max(getattr(policy.resolved(t).cooldowns, f"{event}_{scope}") for t in tiers)
-        if seconds:
-            out.append((event, scope, seconds * 1000 + TTL_SLACK_MS))
-    return out
+    return [
+        KeySpace.cooldown_field(event, scope, offer.offer_id if scope == "offer" else offer.category)
+        for scope in ("offer", "category")
+        if any(getattr(policy.resolved(t).cooldowns, f"{event}_{scope}") for t in tiers)
+    ]
 
 
 def _aware(now: datetime) -> datetime:
@@ -657,10 +654,7 @@ class PlanEnforcer(CapEnforcer):
                 if plan.counters:
                     self._execute(plan, 1, "force")
             elif event in (EventType.DISMISS, EventType.PURCHASE):
-                fields = [
-                    KeySpace.cooldown_field(ev, scope, offer.offer_id if scope == "offer" else offer.category)
-                    for ev, scope, _ in cooldown_writes(policy, member, offer, event.value)
-                ]
+                fields = cooldown_fields(policy, member, offer, event.value)
                 if fields:
                     self._write_cooldowns(keys, fields, to_ms(now), max_cooldown_ms(policy))
         except StoreUnavailable as e:
