@@ -380,15 +380,18 @@ def lrfmc_from_flights(
     enrol = datetime_values(members[Col.ENROL_DATE]).to_numpy()
     membership_days = np.maximum((as_of_ts.to_datetime64() - enrol) / np.timedelta64(1, "D"), 0.0)
 
-    code = _member_codes(idx, flights)
-    t = departure_times(flights).to_numpy() if len(flights) else np.array([], dtype="datetime64[ns]")
+    has_flights = len(flights) > 0
+    if has_flights:
+        _require(flights, (Col.MEMBER_ID, Col.DISTANCE_KM), "lrfmc_from_flights (flights)")
+    code = _member_codes(idx, flights) if has_flights else np.zeros(0, dtype=np.int64)
+    t = departure_times(flights).to_numpy() if has_flights else np.array([], dtype="datetime64[ns]")
     flown = (code >= 0) & (t <= as_of_ts.to_datetime64())
     in_window = flown & (t > (as_of_ts - pd.Timedelta(days=observation_days)).to_datetime64())
 
-    km = pd.to_numeric(flights[Col.DISTANCE_KM], errors="coerce").fillna(0).to_numpy(float) if n else None
+    km = _numeric(flights, Col.DISTANCE_KM) if has_flights else np.zeros(0)
     f = np.bincount(code[in_window], minlength=n).astype(float)
-    m = np.bincount(code[in_window], weights=km[in_window] if km is not None else None, minlength=n)
-    level = ref.levels(flights) if len(flights) else np.zeros(0)
+    m = np.bincount(code[in_window], weights=km[in_window], minlength=n)
+    level = ref.levels(flights) if has_flights else np.zeros(0)
     c_sum = np.bincount(code[in_window], weights=level[in_window], minlength=n)
     c = np.divide(c_sum, f, out=np.zeros(n), where=f > 0)
 
@@ -409,6 +412,10 @@ def lrfmc_from_flights(
         }
     )
     return out
+
+
+def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
+    return pd.to_numeric(df[col], errors="coerce").fillna(0).to_numpy(dtype=float)
 
 
 def _member_codes(idx: pd.Index, flights: pd.DataFrame) -> np.ndarray:

@@ -541,6 +541,14 @@ def compute_profiles(
     out[ProfileCol.AS_OF] = np.full(n, as_of.isoformat(), dtype=object)
 
     # -- flights, as arrays ----------------------------------------------------------------------------------
+    fl = flights
+    if len(fl):
+        needed = [Col.MEMBER_ID, Col.ORIGIN, Col.DESTINATION, Col.DISTANCE_KM]
+        if Col.DEPARTURE_TIME not in fl.columns and Col.FLIGHT_DATE not in fl.columns:
+            needed.append(Col.DEPARTURE_TIME)
+        missing = [c for c in needed if c not in fl.columns]
+        if missing:
+            raise ProfileError(f"flights: missing column(s) {missing}")
     idx = pd.Index(ids)
     if lrfmc is None:
         lrfmc = lrfmc_from_flights(members, flights, as_of, context.fare_reference, context.observation_days)
@@ -549,7 +557,6 @@ def compute_profiles(
         if (pos < 0).any():
             raise ProfileError(f"lrfmc: no row for member {ids[int(np.flatnonzero(pos < 0)[0])]!r}")
         lrfmc = lrfmc.iloc[pos].reset_index(drop=True)
-    fl = flights
     m = _member_index(idx, fl)
     if len(fl):
         t = departure_times(fl).to_numpy()

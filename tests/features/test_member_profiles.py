@@ -292,3 +292,18 @@ def test_profiles_of_imported_customer_value_data(data_selected: Path, tmp_path:
     assert (profiles[ProfileCol.FLIGHTS_TOTAL] == aggregates[Col.FLIGHT_COUNT]).all()
     assert set(profiles[ProfileCol.SEGMENT]) == {str(s) for s in Segment}
     assert profiles[ProfileCol.AS_OF].eq("2014-03-31T00:00:00").all()  # LOAD_TIME
+
+
+def test_online_profile_of_a_brand_new_member_without_flights() -> None:
+    member = {Col.MEMBER_ID: "new", Col.ENROL_DATE: "2024-05-01", Col.TIER: "silver"}
+    record = profile_for_member(member, pd.DataFrame(), _context())  # no flights frame at all
+    assert record[ProfileCol.SEGMENT] == "low_value" and record[ProfileCol.HAS_FLOWN] is False
+    assert (record[ProfileCol.KM_TO_RETAIN], record[ProfileCol.SEGMENTS_TO_RETAIN]) == (35_000, 23)
+    assert record[ProfileCol.HOME_AIRPORT] == "unknown" and record[ProfileCol.MILES_BALANCE] == 0
+
+
+def test_flights_without_the_needed_columns_are_named() -> None:
+    with pytest.raises(ProfileError, match=r"flights: missing column\(s\) \['origin', 'destination'"):
+        compute_profiles(_members([("a", "basic", "PEK")]), pd.DataFrame({Col.MEMBER_ID: ["a"]}), _context())
+    with pytest.raises(ProfileError, match="duplicated member ids"):
+        compute_profiles(_members([("a", "basic", "PEK"), ("a", "basic", "PEK")]), _flights([]), _context())
