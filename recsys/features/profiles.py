@@ -7,10 +7,11 @@ turns a Redis hash of strings back into typed values), or recomputes one member 
 :func:`profile_for_member` and the saved :class:`ProfileContext` - both run :func:`compute_profiles`, so the
 two paths cannot drift apart.
 
-Windows, relative to ``as_of`` (the manifest's ``as_of``, else the latest flight or event time): *12 months*
-= the :data:`QUALIFYING_DAYS` before ``as_of`` (tier qualification, value score, top route); *window* = the
-:data:`~recsys.features.lrfmc.OBSERVATION_DAYS` (two years) before ``as_of`` (LRFMC, habits). Flights after
-``as_of`` are ignored. Members who never flew get the defaults listed (never NaN).
+Windows, relative to ``as_of`` (the manifest's ``as_of`` - a bare date means the end of that day, the
+generator's last day of history - else the latest flight or event time, else the aggregates' LOAD_TIME):
+*12 months* = the :data:`QUALIFYING_DAYS` before ``as_of`` (tier qualification, value score, top route);
+*window* = the :data:`~recsys.features.lrfmc.OBSERVATION_DAYS` (two years) before ``as_of`` (LRFMC,
+habits). Flights after ``as_of`` are ignored. Members who never flew get the defaults listed (never NaN).
 
 Columns (names are the :class:`ProfileCol` constants):
 
