@@ -74,12 +74,12 @@ _BASE: dict[str, float] = {
     "chauffeur": -3.5,
     "transit_hotel": -3.7,
     "insurance": -3.2,
-    "award_flight": -3.0,
+    "award_flight": -3.7,
     "award_upgrade": -3.0,
     "hotel": -3.6,
     "merchandise": -3.9,
     "miles_donation": -4.6,
-    "miles_promotion": -2.6,
+    "miles_promotion": -3.1,
 }
 # Trait coefficients per category (features as in FEATURES, centred).
 _TRAITS: dict[str, dict[str, float]] = {
@@ -146,7 +146,7 @@ def default_parameters() -> dict[str, Any]:
         "placement": {k: dict(v) for k, v in _PLACEMENT.items()},
         "price_coefficient": 0.9,  # times price sensitivity times log price level
         "special_meal": {"base": -1.2, "match": 2.5, "mismatch": -4.0},
-        "award": {"affinity": 1.2, "favourite": 1.6},
+        "award": {"affinity": 1.0, "favourite": 1.3},
         "fatigue": {"slope": 0.8, "dismiss_base": -2.6, "dismiss_slope": 0.7, "dismiss_price": 1.0},
         "click": {"scale": 0.5, "shift": 1.0},
         "offer_appeal": {},
