@@ -14,8 +14,9 @@
 Everything the catalogue allows is precomputed at construction (:class:`~recsys.pipeline.catalogue.Catalogue`,
 margins, lounge airports, city names); a request runs plain loops over at most a few hundred candidates.
 Every candidate dropped at any stage is returned in ``RecommendResult.suppressed`` with stage, reason and
-detail — except offers the catalogue never shows at the request's placement, which are listed only when the
-request asks for ``debug`` (they are most of the catalogue on every request).
+detail — except offers the catalogue never shows at the request's placement and offers of families the
+request did not ask for, which are listed only when the request asks for ``debug`` (they are most of the
+catalogue on every request).
 """
 
 from __future__ import annotations
@@ -160,23 +161,27 @@ class OfferPipeline:
             codes, _ = self._similar_destinations(member_id, cfg.destination_k, member_features=profile)
             destinations.extend(str(c) for c in codes if c != member.home_airport)
         cands = gather_candidates(self.catalogue, retrieved, trip, destinations)
-        # Offers the catalogue never shows at this placement are not candidates here. They are listed (as
-        # placement_not_allowed) only in debug mode: most of the catalogue, every request, for nothing.
+        # Offers the catalogue never shows at this placement, or of families the request did not ask for, are
+        # not candidates here. They are listed only in debug mode: most of the catalogue, every request.
         allowed = self.catalogue.allowed_at.get(request.placement, frozenset())
+        families = request.families
+        offers = self.catalogue.offers
         suppressed: list[SuppressedCandidate] = []
-        candidates = [i for i in cands.indices if i in allowed]
+        candidates = [
+            i for i in cands.indices if i in allowed and (families is None or offers[i].family in families)
+        ]
         if request.debug and len(candidates) < len(cands.indices):
+            kept = set(candidates)
             for i in cands.indices:
-                if i not in allowed:
-                    o = self.catalogue.offers[i]
-                    suppressed.append(
-                        SuppressedCandidate(
-                            o.offer_id,
-                            Stage.ELIGIBILITY,
-                            Reason.PLACEMENT_NOT_ALLOWED,
-                            f"placement {request.placement} not in {sorted(o.placements)}",
-                        )
-                    )
+                if i not in kept:
+                    o = offers[i]
+                    if i not in allowed:
+                        reason = Reason.PLACEMENT_NOT_ALLOWED
+                        detail = f"placement {request.placement} not in {sorted(o.placements)}"
+                    else:
+                        reason = Reason.FAMILY_NOT_REQUESTED
+                        detail = f"family {o.family} not among requested {sorted(families or ())}"
+                    suppressed.append(SuppressedCandidate(o.offer_id, Stage.ELIGIBILITY, reason, detail))
         t = _lap(timings, "candidates", t)
 
         # -- eligibility ---------------------------------------------------------------------------------

@@ -201,12 +201,24 @@ def test_cold_start_member_unknown_to_model_and_store_still_gets_offers(store: E
 def test_families_filter(store: EmbeddedMemberStore) -> None:
     res = pipeline(store).recommend(request(families=frozenset({"redemption"})))
     assert {o.family for o in res.offers} == {"redemption"}
+    assert not [s for s in res.suppressed if s.reason == Reason.FAMILY_NOT_REQUESTED]
+    res = pipeline(store).recommend(request(families=frozenset({"redemption"}), debug=True))
+    assert {s.offer_id for s in res.suppressed if s.reason == Reason.FAMILY_NOT_REQUESTED} == {
+        "UP_C", "MEAL_VGML", "LOUNGE", "WIFI", "UP_F", "MEAL_SIG", "GOLD_FAST"
+    }
 
 
 def test_unknown_airport_is_a_request_error(store: EmbeddedMemberStore) -> None:
     with pytest.raises(InvalidRequest) as e:
         pipeline(store).recommend(request(trip=trip(origin="ZZZ")))
     assert e.value.field == "trip.origin"
+
+
+def test_config_validation() -> None:
+    for bad in (dict(max_per_category=0), dict(close_fraction=1.5), dict(family_repeat_penalty=0.0),
+                dict(retrieval_k=-1), dict(offer_ttl_hours=0), dict(miles_liability_cost_cny=-1.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PipelineConfig(**bad)
 
 
 def test_request_validation_names_the_field() -> None:
