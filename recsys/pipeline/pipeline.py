@@ -220,7 +220,7 @@ class OfferPipeline:
             keep = []
             for p in order:
                 o = self.catalogue.offers[eligible[p]]
-                if ev[p] > 0 or o.exempt:
+                if ev[p] > 0 or (o.exempt and probs[p] > 0):
                     keep.append(p)
                 else:
                     suppressed.append(

@@ -224,7 +224,8 @@ class PipelineConfig:
       sends no seat inventory, upgrades are suppressed (``seats_unknown``) rather than sold into a full cabin.
     - ``drop_worthless``: drop offers whose expected value is 0 (the model gives them no chance, or they
       earn nothing) instead of filling the list with them — showing nothing beats over-targeting. Exempt
-      service offers (free special meals, lounge reminders) are kept.
+      service offers (free special meals, lounge reminders) earn nothing but are kept when the model gives
+      them a chance (p(accept) > 0).
     - ``offer_ttl_hours``: expiry of an offer with no earlier closing (validity end, sale window).
     - ``default_tier``: tier assumed for a member the member store does not know (a brand-new member).
     """

@@ -26,34 +26,116 @@ from .fakes import NOW, FakeBundle, catalogue_frame, offer
 
 EVERY = ["F", "C", "W", "Y"]
 ROWS = [
-    offer("UP_C", "upsell", "cabin_upgrade", target_cabin="C", eligible_cabins=["W"], price_cash=1800.0,
-          margin=1260.0, window_open_hours=720.0, window_close_hours=2.0, placements=["post_booking"]),
-    offer("UP_F", "upsell", "cabin_upgrade", target_cabin="F", eligible_cabins=["C"], price_cash=4500.0,
-          margin=3000.0, placements=["post_booking"]),
-    offer("MEAL_VGML", "ancillary", "meal", meal="VGML", eligible_cabins=EVERY, margin=5.0,
-          window_open_hours=720.0, window_close_hours=24.0, placements=["post_booking"]),
-    offer("MEAL_SIG", "ancillary", "meal", meal="SIG", eligible_cabins=["C"], margin=80.0,
-          window_open_hours=720.0, window_close_hours=24.0, placements=["post_booking"]),
-    offer("LOUNGE", "ancillary", "lounge", eligible_cabins=["Y", "W"], eligible_origins=["PEK", "CTU"],
-          requires_lounge=True, margin=200.0, window_open_hours=72.0, window_close_hours=1.0,
-          placements=["post_booking"]),
-    offer("AWARD_NRT", "redemption", "award_flight", destination="NRT", target_cabin="C", price_miles=50_000,
-          min_miles=50_000, margin=200.0, eligible_origins=["PEK", "PVG"],
-          placements=["home", "post_booking"]),
-    offer("AWARD_LHR", "redemption", "award_flight", destination="LHR", target_cabin="C",
-          price_miles=70_000, min_miles=70_000, margin=240.0, eligible_origins=["PEK"],
-          placements=["home", "post_booking"]),
-    offer("GOLD_FAST", "ancillary", "fast_track", eligible_tiers=["gold", "platinum"], eligible_cabins=EVERY,
-          margin=60.0, placements=["post_booking"]),
-    offer("WIFI", "ancillary", "wifi", eligible_cabins=EVERY, margin=30.0,
-          placements=["post_booking", "home"]),
-    offer("MALL", "redemption", "merchandise", price_miles=3000, min_miles=3000, margin=6.0,
-          placements=["home"]),
+    offer(
+        "UP_C",
+        "upsell",
+        "cabin_upgrade",
+        target_cabin="C",
+        eligible_cabins=["W"],
+        price_cash=1800.0,
+        margin=1260.0,
+        window_open_hours=720.0,
+        window_close_hours=2.0,
+        placements=["post_booking"],
+    ),
+    offer(
+        "UP_F",
+        "upsell",
+        "cabin_upgrade",
+        target_cabin="F",
+        eligible_cabins=["C"],
+        price_cash=4500.0,
+        margin=3000.0,
+        placements=["post_booking"],
+    ),
+    offer(
+        "MEAL_VGML",
+        "ancillary",
+        "meal",
+        meal="VGML",
+        eligible_cabins=EVERY,
+        margin=5.0,
+        window_open_hours=720.0,
+        window_close_hours=24.0,
+        placements=["post_booking"],
+    ),
+    offer(
+        "MEAL_SIG",
+        "ancillary",
+        "meal",
+        meal="SIG",
+        eligible_cabins=["C"],
+        margin=80.0,
+        window_open_hours=720.0,
+        window_close_hours=24.0,
+        placements=["post_booking"],
+    ),
+    offer(
+        "LOUNGE",
+        "ancillary",
+        "lounge",
+        eligible_cabins=["Y", "W"],
+        eligible_origins=["PEK", "CTU"],
+        requires_lounge=True,
+        margin=200.0,
+        window_open_hours=72.0,
+        window_close_hours=1.0,
+        placements=["post_booking"],
+    ),
+    offer(
+        "AWARD_NRT",
+        "redemption",
+        "award_flight",
+        destination="NRT",
+        target_cabin="C",
+        price_miles=50_000,
+        min_miles=50_000,
+        margin=200.0,
+        eligible_origins=["PEK", "PVG"],
+        placements=["home", "post_booking"],
+    ),
+    offer(
+        "AWARD_LHR",
+        "redemption",
+        "award_flight",
+        destination="LHR",
+        target_cabin="C",
+        price_miles=70_000,
+        min_miles=70_000,
+        margin=240.0,
+        eligible_origins=["PEK"],
+        placements=["home", "post_booking"],
+    ),
+    offer(
+        "GOLD_FAST",
+        "ancillary",
+        "fast_track",
+        eligible_tiers=["gold", "platinum"],
+        eligible_cabins=EVERY,
+        margin=60.0,
+        placements=["post_booking"],
+    ),
+    offer(
+        "WIFI", "ancillary", "wifi", eligible_cabins=EVERY, margin=30.0, placements=["post_booking", "home"]
+    ),
+    offer(
+        "MALL", "redemption", "merchandise", price_miles=3000, min_miles=3000, margin=6.0, placements=["home"]
+    ),
     offer("PROMO", "redemption", "miles_promotion", margin=20.0, placements=["home"]),
 ]
 OFFERS = catalogue_frame(ROWS)
-PROBS = {"UP_C": 0.05, "MEAL_VGML": 0.5, "LOUNGE": 0.2, "AWARD_NRT": 0.1, "AWARD_LHR": 0.1, "WIFI": 0.3,
-         "MALL": 0.2, "GOLD_FAST": 0.9, "UP_F": 0.9, "MEAL_SIG": 0.9}
+PROBS = {
+    "UP_C": 0.05,
+    "MEAL_VGML": 0.5,
+    "LOUNGE": 0.2,
+    "AWARD_NRT": 0.1,
+    "AWARD_LHR": 0.1,
+    "WIFI": 0.3,
+    "MALL": 0.2,
+    "GOLD_FAST": 0.9,
+    "UP_F": 0.9,
+    "MEAL_SIG": 0.9,
+}
 
 
 def profile(member_id: str, **kw: Any) -> dict[str, Any]:
@@ -89,8 +171,15 @@ def store() -> EmbeddedMemberStore:
 
 
 def trip(**kw: Any) -> TripContext:
-    base: dict[str, Any] = dict(origin="PEK", destination="CTU", departure_time=NOW + timedelta(hours=30),
-                                cabin="W", fare_class="G", flight_number="CA4101", seats_left={"C": 3})
+    base: dict[str, Any] = dict(
+        origin="PEK",
+        destination="CTU",
+        departure_time=NOW + timedelta(hours=30),
+        cabin="W",
+        fare_class="G",
+        flight_number="CA4101",
+        seats_left={"C": 3},
+    )
     base.update(kw)
     return TripContext(**base)
 
@@ -204,7 +293,13 @@ def test_families_filter(store: EmbeddedMemberStore) -> None:
     assert not [s for s in res.suppressed if s.reason == Reason.FAMILY_NOT_REQUESTED]
     res = pipeline(store).recommend(request(families=frozenset({"redemption"}), debug=True))
     assert {s.offer_id for s in res.suppressed if s.reason == Reason.FAMILY_NOT_REQUESTED} == {
-        "UP_C", "MEAL_VGML", "LOUNGE", "WIFI", "UP_F", "MEAL_SIG", "GOLD_FAST"
+        "UP_C",
+        "MEAL_VGML",
+        "LOUNGE",
+        "WIFI",
+        "UP_F",
+        "MEAL_SIG",
+        "GOLD_FAST",
     }
 
 
@@ -215,8 +310,14 @@ def test_unknown_airport_is_a_request_error(store: EmbeddedMemberStore) -> None:
 
 
 def test_config_validation() -> None:
-    for bad in (dict(max_per_category=0), dict(close_fraction=1.5), dict(family_repeat_penalty=0.0),
-                dict(retrieval_k=-1), dict(offer_ttl_hours=0), dict(miles_liability_cost_cny=-1.0)):
+    for bad in (
+        dict(max_per_category=0),
+        dict(close_fraction=1.5),
+        dict(family_repeat_penalty=0.0),
+        dict(retrieval_k=-1),
+        dict(offer_ttl_hours=0),
+        dict(miles_liability_cost_cny=-1.0),
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PipelineConfig(**bad)
 
@@ -270,8 +371,13 @@ def test_caps_stage_suppresses_and_fills_from_the_next_candidates(store: Embedde
     assert set(capped) == set(shown)
     assert all(s.reason.startswith("cap:member_offer") for s in capped.values())
     # a week later the cap has reset
-    later = p.recommend(request(limit=2, now=NOW + timedelta(days=7, minutes=1), trip=trip(
-        departure_time=NOW + timedelta(days=7, hours=30))))
+    later = p.recommend(
+        request(
+            limit=2,
+            now=NOW + timedelta(days=7, minutes=1),
+            trip=trip(departure_time=NOW + timedelta(days=7, hours=30)),
+        )
+    )
     assert not [s for s in later.suppressed if s.stage == Stage.CAPS and s.offer_id in shown]
 
 
@@ -285,19 +391,43 @@ def test_no_enforcer_means_no_caps_stage(store: EmbeddedMemberStore) -> None:
 
 def test_offers_worth_nothing_are_dropped_unless_exempt(store: EmbeddedMemberStore) -> None:
     rows = [
+        offer(
+            "FREE_NOBODY",
+            "ancillary",
+            "meal",
+            meal="KSML",
+            eligible_cabins=EVERY,
+            margin=0.0,
+            exempt=True,
+            placements=["post_booking"],
+        ),
         offer("ZERO_P", "ancillary", "wifi", eligible_cabins=EVERY, margin=30.0, placements=["post_booking"]),
-        offer("FREE_MEAL", "ancillary", "meal", meal="VGML", eligible_cabins=EVERY, margin=0.0, exempt=True,
-              placements=["post_booking"]),
-        offer("GOOD", "ancillary", "baggage", eligible_cabins=EVERY, margin=100.0,
-              placements=["post_booking"]),
+        offer(
+            "FREE_MEAL",
+            "ancillary",
+            "meal",
+            meal="VGML",
+            eligible_cabins=EVERY,
+            margin=0.0,
+            exempt=True,
+            placements=["post_booking"],
+        ),
+        offer(
+            "GOOD", "ancillary", "baggage", eligible_cabins=EVERY, margin=100.0, placements=["post_booking"]
+        ),
     ]
-    bundle = FakeBundle(catalogue_frame(rows), {"ZERO_P": 0.0, "FREE_MEAL": 0.4, "GOOD": 0.2}, known=["M1"])
+    probs = {"ZERO_P": 0.0, "FREE_MEAL": 0.4, "GOOD": 0.2, "FREE_NOBODY": 0.0}
+    bundle = FakeBundle(catalogue_frame(rows), probs, known=["M1"])
     res = OfferPipeline(bundle, store).recommend(request())
     assert [o.offer_id for o in res.offers] == ["GOOD", "FREE_MEAL"]
     dropped = {s.offer_id: (s.stage, s.reason) for s in res.suppressed}
-    assert dropped == {"ZERO_P": (Stage.VALUE, "no_expected_value")}
+    assert dropped == {
+        "ZERO_P": (Stage.VALUE, "no_expected_value"),
+        "FREE_NOBODY": (Stage.VALUE, "no_expected_value"),
+    }
     res = OfferPipeline(bundle, store, config=PipelineConfig(drop_worthless=False)).recommend(request())
-    assert [o.offer_id for o in res.offers] == ["GOOD", "FREE_MEAL", "ZERO_P"]  # EV ties: by score
+    assert [o.offer_id for o in res.offers][:2] == ["GOOD", "FREE_MEAL"]  # EV ties: by score
+    assert len(res.offers) == 4
 
 
 def test_member_store_outage_serves_the_member_as_unknown_without_failing() -> None:
