@@ -66,6 +66,8 @@ class MemberFacts:
     km_to_next_tier: int | None = None
     segments_to_next_tier: int | None = None
     cabin_share: Mapping[str, float] = field(default_factory=dict)
+    bags_per_flight: float = 0.0
+    lounge_share: float = 0.0
 
     @property
     def likely_destinations(self) -> tuple[str, ...]:
@@ -108,6 +110,8 @@ class MemberFacts:
             km_to_next_tier=_opt_int(_get(profile, k.KM_TO_NEXT_TIER)),
             segments_to_next_tier=_opt_int(_get(profile, k.SEGMENTS_TO_NEXT_TIER)),
             cabin_share=share,
+            bags_per_flight=float(_get(profile, k.BAGS_PER_FLIGHT, 0.0)),
+            lounge_share=float(_get(profile, k.LOUNGE_SHARE, 0.0)),
         )
 
 
@@ -199,6 +203,10 @@ def explain(offer: CatalogueOffer, member: MemberFacts, ctx: ExplainContext, mil
     if cat == OfferCategory.MEAL and offer.meal and member.special_meal == offer.meal:
         reasons.append(f"You usually order {MEAL_NAMES.get(offer.meal, offer.meal)} on your flights")
 
+    if cat == OfferCategory.BAGGAGE and member.bags_per_flight >= 1.0:
+        reasons.append(f"You check {member.bags_per_flight:.1f} bags per flight on average")
+    if cat == OfferCategory.LOUNGE and member.lounge_share >= 0.2:
+        reasons.append(f"You used a lounge on {round(100 * member.lounge_share)} % of your flights")
     if offer.category == OfferCategory.LOUNGE and trip is not None and trip.origin:
         reasons.append(
             f"There is a lounge at {ctx.place(trip.origin)} ({trip.origin}), where your flight departs"

@@ -158,6 +158,8 @@ def profile(member_id: str, **kw: Any) -> dict[str, Any]:
         P.SEGMENTS_TO_NEXT_TIER: 10,
         P.CABIN_SHARE_C: 0.4,
         P.CABIN_SHARE_W: 0.6,
+        P.LOUNGE_SHARE: 0.25,
+        P.BAGS_PER_FLIGHT: 0.5,
     }
     base.update(kw)
     return base
@@ -233,6 +235,7 @@ def test_explanations_state_real_profile_and_trip_facts(store: EmbeddedMemberSto
     assert "Meal orders close in 6 hours" in why["MEAL_VGML"]
     assert "You usually order a vegetarian meal on your flights" in why["MEAL_VGML"]
     assert any("lounge at Beijing (PEK)" in r for r in why["LOUNGE"])
+    assert "You used a lounge on 25 % of your flights" in why["LOUNGE"]
     assert all(why[o] for o in why)
 
 
