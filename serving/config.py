@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     )
     members_key_prefix: str = Field(default="members", description="Key prefix of the online member store.")
     caps_key_prefix: str = Field(default="caps", description="Key prefix of the cap counters.")
-    redis_timeout_ms: float = Field(
-        default=20.0, gt=0, description="Socket timeout of the request-path Redis calls."
+    redis_timeout_ms: float | None = Field(
+        default=None, gt=0, description="Timeout of the cap store's Redis calls; unset = the cap policy's."
     )
     database_url: str = Field(
         default="sqlite:///var/events.db",
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     events_max_batch: int = Field(default=500, ge=1, le=10_000, description="Largest accepted event batch.")
     enable_floor_endpoint: bool = Field(
         default=False, description="Expose GET /v1/_floor, a fixed 10-offer body used as the framework floor."
+    )
+
+    pipeline_in_threadpool: bool = Field(
+        default=True,
+        description="Run the recommend pipeline in the threadpool (its Redis waits overlap) instead of on "
+        "the event loop (less overhead per request, but a slow Redis call blocks the loop).",
     )
 
     # --- process ---------------------------------------------------------------------------------------

@@ -111,6 +111,9 @@ _HTTP_CODES = {
 
 async def _http_handler(_request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # the body could not even be decoded (e.g. not UTF-8): a bad body, named
+        field = {"field": "body", "location": "body", "message": str(exc.detail), "type": "invalid_body"}
+        return OrjsonResponse(error_body("validation_error", f"body: {exc.detail}", [field]), status_code=422)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return OrjsonResponse(
         error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)

@@ -73,14 +73,24 @@ def run_service(
     answers 200, yield it, then stop it (SIGTERM, then SIGKILL after 10 s). Raises RuntimeError with the log
     if it does not become ready in time or exits early."""
     port = port or free_port()
-    full_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **env, "RECSYS_PORT": str(port),
-                "RECSYS_HOST": "127.0.0.1", "RECSYS_WORKERS": str(workers)}
+    full_env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": "1",
+        **env,
+        "RECSYS_PORT": str(port),
+        "RECSYS_HOST": "127.0.0.1",
+        "RECSYS_WORKERS": str(workers),
+    }
     if log_path is None:
         log_path = tempfile.mkstemp(prefix="recsys-serve-", suffix=".log")[1]
     log_file = Path(log_path)
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving"], env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "serving"],
+            env=full_env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     service = LiveService(url=f"http://127.0.0.1:{port}", port=port, process=proc, log_path=log_file)

@@ -7,7 +7,7 @@ integers, which the GIL makes safe enough for monitoring counters).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +19,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.latency_sum: Counter[tuple[str, str]] = Counter()
+        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
         self.suppressions: Counter[tuple[str, str]] = Counter()
         self.events: Counter[tuple[str, str]] = Counter()  # (event_type, outcome)
         self.offers_served: Counter[str] = Counter()  # by family

@@ -15,7 +15,7 @@ router = APIRouter(tags=["admin"], dependencies=[Depends(require_internal_caller
 @router.post(
     "/v1/admin/reload",
     response_model=ReloadOut,
-    responses={  # type: ignore[arg-type]
+    responses={
         403: {"model": ErrorResponse, "description": "Missing or wrong X-Debug-Token."},
         502: {"model": ReloadOut, "description": "Loading failed; the previous model keeps serving."},
     },

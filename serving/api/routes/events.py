@@ -14,7 +14,7 @@ router = APIRouter(tags=["events"])
 @router.post(
     "/v1/events",
     response_model=EventBatchOut,
-    responses={  # type: ignore[arg-type]
+    responses={
         413: {"model": ErrorResponse, "description": "Batch larger than the configured maximum (`events`)."},
         415: {"model": ErrorResponse, "description": "Body is not JSON."},
         422: {

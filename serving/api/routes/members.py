@@ -25,7 +25,7 @@ MemberId = Annotated[
 @router.get(
     "/v1/members/{member_id}/profile",
     response_model=ProfileOut,
-    responses={404: {"model": ErrorResponse, "description": "Unknown member."}},  # type: ignore[dict-item]
+    responses={404: {"model": ErrorResponse, "description": "Unknown member."}},
     summary="Tier, progress to the next tier, segment and value score (the app's status screen)",
 )
 async def member_profile(member_id: MemberId, services: ServicesDep) -> Response:
@@ -40,7 +40,7 @@ async def member_profile(member_id: MemberId, services: ServicesDep) -> Response
 @router.get(
     "/v1/members/{member_id}/caps",
     response_model=CapsOut,
-    responses={503: {"model": ErrorResponse, "description": "Capping is disabled."}},  # type: ignore[dict-item]
+    responses={503: {"model": ErrorResponse, "description": "Capping is disabled."}},
     summary="A member's current cap counts, when each resets, and active cool-downs (support, marketers)",
 )
 async def member_caps(member_id: MemberId, services: ServicesDep) -> Response:

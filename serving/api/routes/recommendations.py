@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from serving.api.deps import InternalCallerDep, ModelDep, ServicesDep, require_json
@@ -33,7 +34,11 @@ async def recommend(
     check_airports(body.trip, services.airports)
     debug = body.debug and internal
     request = to_domain(body, now=services.clock(), debug=debug)
-    result = model.pipeline.recommend(request)
+    if services.settings.pipeline_in_threadpool:
+        # The pipeline waits on Redis (member store, caps): in the threadpool those waits overlap.
+        result = await run_in_threadpool(model.pipeline.recommend, request)
+    else:
+        result = model.pipeline.recommend(request)
     metrics = services.metrics
     metrics.record_suppressed(result.suppressed)
     for offer in result.offers:
