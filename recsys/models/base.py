@@ -54,6 +54,12 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     random_state: int = 42
+    prior_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="members with history also get their group's popularity, at this weight relative to the "
+        "spread of the model's own scores (0: the learned score alone)",
+    )
     popularity_shrinkage: float = Field(
         default=20.0,
         ge=0,
@@ -201,8 +207,14 @@ class Recommender(ABC):
             data.member_groups if data.member_groups is not None else np.full(n_users, -1, dtype=np.int64)
         )
         user_block = np.zeros((n_users, n_groups), dtype=np.float32)
-        if self.known_members_use_popularity:
-            user_block[np.arange(n_users), np.where(groups >= 0, groups, n_groups - 1)] = 1.0
+        prior = 1.0 if self.known_members_use_popularity else 0.0
+        if not self.known_members_use_popularity and self.config.prior_weight > 0:
+            g = np.where(groups >= 0, groups, n_groups - 1)
+            learned = score_scale(vectors.user, vectors.item, data, self.config.random_state)
+            popular = score_scale(np.eye(n_groups, dtype=np.float32)[g], pop, data, self.config.random_state)
+            prior = self.config.prior_weight * learned / popular
+        if prior:
+            user_block[np.arange(n_users), np.where(groups >= 0, groups, n_groups - 1)] = prior
         feature = feature_offset = None
         if vectors.feature is not None:
             feature = np.hstack([vectors.feature, np.zeros((len(vectors.feature), n_groups), np.float32)])
@@ -526,6 +538,28 @@ class Recommender(ABC):
 
 
 # -------------------------------------------------------------------------------------------------- helpers
+def score_scale(
+    user: np.ndarray, item: np.ndarray, data: RecDataset, seed: int, sample: int = 200_000
+) -> float:
+    """Standard deviation of ``user @ item`` scores over sampled known (member, item) cells and as many random
+    items for the same members — the spread a ranking sees. 1.0 when the scores are constant."""
+    ui = data.user_items.tocoo()
+    if ui.nnz == 0 or user.shape[1] == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(ui.nnz, size=min(sample, ui.nnz), replace=False)
+    cols = rng.integers(0, ui.shape[1], size=len(pick))
+    rows = ui.row[pick]
+    scores = np.concatenate(
+        [
+            np.einsum("ij,ij->i", user[rows], item[ui.col[pick]]),
+            np.einsum("ij,ij->i", user[rows], item[cols]),
+        ]
+    )
+    sd = float(np.std(scores))
+    return sd if sd > 1e-12 else 1.0
+
+
 def popularity_block(data: RecDataset, shrinkage: float) -> np.ndarray:
     """Items × (groups + 1) popularity: recency-weighted interaction weight per group, shrunk toward the
     global popularity by ``shrinkage`` members' worth, each column scaled to max 1. The last column is

@@ -222,7 +222,7 @@ class ModelBundle:
         offers = read_table(root, OFFERS.name)
         if offers.empty:
             raise BundleError(f"{root}: the offer catalogue is empty")
-        members = read_table(root, MEMBERS.name, [Col.MEMBER_ID, Col.TIER, Col.HOME_AIRPORT])
+        members = read_table(root, MEMBERS.name)
         if members.empty:
             raise BundleError(f"{root}: there are no members")
         inter = build_interactions(root, cfg.interactions, before, progress=progress)

@@ -41,7 +41,38 @@ MEMBER_FEATURE_KEYS: tuple[str, ...] = (
     "special_meal",
     "value_band",
     "recency_band",
+    "miles_band",
 )
+# Miles balance bands (derived from ``miles_balance``): redemptions need the miles, so the band says which
+# award offers a member can be shown at all. Upper bounds, in miles.
+MILES_BANDS: tuple[tuple[str, float], ...] = (
+    ("m0", 1.0),
+    ("m10k", 10_000.0),
+    ("m30k", 30_000.0),
+    ("m60k", 60_000.0),
+    ("m100k", 100_000.0),
+    ("m100k_plus", float("inf")),
+)
+
+
+def miles_band(balance: Any) -> str | None:
+    """The :data:`MILES_BANDS` label of a miles balance (None when unknown)."""
+    try:
+        value = float(balance)
+    except (TypeError, ValueError):
+        return None
+    if np.isnan(value):
+        return None
+    return next(label for label, upper in MILES_BANDS if value < upper)
+
+
+def miles_bands(balances: pd.Series) -> pd.Series:
+    """:func:`miles_band` of a column, vectorised."""
+    values = pd.to_numeric(balances, errors="coerce").to_numpy(dtype=float)
+    uppers = np.asarray([u for _, u in MILES_BANDS])
+    labels = np.asarray([label for label, _ in MILES_BANDS], dtype=object)
+    out = labels[np.searchsorted(uppers, values, side="right").clip(0, len(labels) - 1)]
+    return pd.Series(np.where(np.isnan(values), None, out), index=balances.index, dtype=object)
 
 
 def member_feature_names(profile: Mapping[str, Any] | None) -> list[str]:
@@ -50,7 +81,7 @@ def member_feature_names(profile: Mapping[str, Any] | None) -> list[str]:
         return []
     names = []
     for key in MEMBER_FEATURE_KEYS:
-        value = profile.get(key)
+        value = miles_band(profile.get(Col.MILES_BALANCE)) if key == "miles_band" else profile.get(key)
         if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
             continue
         names.append(f"{key}={value}")
@@ -88,10 +119,14 @@ def member_feature_table(
         prof = profiles.drop_duplicates(Col.MEMBER_ID).set_index(Col.MEMBER_ID)
         for key in MEMBER_FEATURE_KEYS:
             base[key] = base[Col.MEMBER_ID].map(prof[key]) if key in prof else None
+        if Col.MILES_BALANCE in prof:
+            base["miles_band"] = miles_bands(base[Col.MEMBER_ID].map(prof[Col.MILES_BALANCE]))
         return base[[Col.MEMBER_ID, *MEMBER_FEATURE_KEYS]]
     info = members.drop_duplicates(Col.MEMBER_ID).set_index(Col.MEMBER_ID)
     for key in MEMBER_FEATURE_KEYS:
         base[key] = base[Col.MEMBER_ID].map(info[key]) if key in info else None
+    if Col.MILES_BALANCE in info:
+        base["miles_band"] = miles_bands(base[Col.MEMBER_ID].map(info[Col.MILES_BALANCE]))
     habits = member_habits(inter)
     base["dominant_cabin"] = habits["dominant_cabin"].to_numpy()
     base["special_meal"] = habits["special_meal"].to_numpy()

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from recsys.models.als import ALSConfig, ALSRecommender
-from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors
+from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, score_scale
 from recsys.models.lightfm_model import LightFMConfig, LightFMRecommender
 
 
@@ -35,21 +35,6 @@ class HybridConfig(ModelConfig):
         return out
 
 
-def _scale(v: Vectors, data: RecDataset, sample: int, seed: int) -> float:
-    ui = data.user_items.tocoo()
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(ui.nnz, size=min(sample, ui.nnz), replace=False)
-    cols = rng.integers(0, ui.shape[1], size=len(pick))  # random items too: the spread a ranking sees
-    scores = np.concatenate(
-        [
-            np.einsum("ij,ij->i", v.user[ui.row[pick]], v.item[ui.col[pick]]),
-            np.einsum("ij,ij->i", v.user[ui.row[pick]], v.item[cols]),
-        ]
-    )
-    sd = float(np.std(scores))
-    return sd if sd > 1e-12 else 1.0
-
-
 class HybridRecommender(Recommender):
     """ALS + LightFM, blended on normalised scores."""
 
@@ -64,8 +49,8 @@ class HybridRecommender(Recommender):
             raise ValueError("hybrid: als_weight and lightfm_weight are both 0")
         als = ALSRecommender(c.als.model_copy(update={"random_state": c.random_state}))._fit(data)
         lfm = LightFMRecommender(c.lightfm.model_copy(update={"random_state": c.random_state}))._fit(data)
-        a = c.als_weight / _scale(als, data, c.scale_sample, c.random_state)
-        b = c.lightfm_weight / _scale(lfm, data, c.scale_sample, c.random_state)
+        a = c.als_weight / score_scale(als.user, als.item, data, c.random_state, c.scale_sample)
+        b = c.lightfm_weight / score_scale(lfm.user, lfm.item, data, c.random_state, c.scale_sample)
         assert lfm.feature is not None and lfm.feature_offset is not None
         d_als = als.user.shape[1]
         user = np.hstack([a * als.user, b * lfm.user]).astype(np.float32)
