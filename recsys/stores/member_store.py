@@ -284,7 +284,7 @@ return old or ''
 class RedisMemberStore(MemberStore):
     """Member store in Redis (see the module doc for the key layout and the publish protocol).
 
-    Reads use ``socket_timeout`` (default 100 ms: a request must not hang on a slow store; the pipeline then
+    Reads use ``socket_timeout`` (default 250 ms: a request must not hang on a slow store; the pipeline then
     serves the member as unknown); publishing uses separate connections with ``publish_timeout``. Pass
     ``client`` to use one ready ``redis.Redis`` (``decode_responses=False``) for both.
     """
@@ -298,7 +298,7 @@ class RedisMemberStore(MemberStore):
         batch_size: int = 1000,
         staging_ttl: timedelta = timedelta(hours=6),
         old_version_ttl: timedelta = timedelta(minutes=10),
-        socket_timeout: float = 0.1,
+        socket_timeout: float = 0.25,
         publish_timeout: float = 30.0,
     ) -> None:
         import redis

@@ -206,7 +206,7 @@ def redis_prefix() -> Iterator[str]:
 
 
 def test_with_redis_member_store_and_redis_caps(world: World, redis_prefix: str) -> None:
-    store = RedisMemberStore(REDIS_URL, prefix=redis_prefix)
+    store = RedisMemberStore(REDIS_URL, prefix=redis_prefix, socket_timeout=5)
     publish_profiles(store, world.profiles, world.bundle, "1")
     policy = load_policy(POLICY_FILE)
     # a generous timeout: this test is about the caps stage, not outages (the shared test machine is busy)

@@ -113,7 +113,7 @@ def test_redis_switch_is_atomic_readers_see_old_version_during_load(
     n = 2000
     store = _SpyStore(client=redis_client, prefix=prefix, batch_size=100)
     store.publish(profiles(n, gen=1), embeddings(n, 1), "1")
-    reader = RedisMemberStore(REDIS_URL, prefix=prefix)
+    reader = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
     seen_mid_load: list[tuple[str | None, int]] = []
 
     def read_mid_load(version: str, loaded: int) -> None:
@@ -127,7 +127,7 @@ def test_redis_switch_is_atomic_readers_see_old_version_during_load(
     observed: list[tuple[str | None, int]] = []
 
     def hammer() -> None:
-        r = RedisMemberStore(REDIS_URL, prefix=prefix)
+        r = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
         i = 0
         while not stop.is_set():
             rec = r.get(f"M{(i * 37) % n:05d}")
@@ -296,3 +296,28 @@ def test_publish_profiles_takes_embeddings_from_the_bundle(kind: str, request: p
     assert rec is not None and rec.embedding is not None and rec.embedding.tolist() == [3.0, 3.0, 3.0]
     rec = store.get("M00002")
     assert rec is not None and rec.embedding is None
+
+
+class _CountingRedis(redis.Redis):
+    """The real client, counting the commands it sends (a pipeline's batch counts once)."""
+
+    commands = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        type(self).commands += 1
+        return super().execute_command(*args, **options)
+
+
+def test_redis_read_is_one_round_trip(redis_client: redis.Redis, prefix: str) -> None:
+    client = _CountingRedis.from_url(REDIS_URL, socket_timeout=2)
+    store = RedisMemberStore(client=client, prefix=prefix)
+    store.publish(profiles(5, 1), embeddings(5, 1), "1")
+    store.add_purchase("M00001", "T1", "O1", ttl=60)
+    store.get_with_purchases("M00001", "T1")  # loads the script on the first NOSCRIPT
+    before = _CountingRedis.commands
+    rec, bought = store.get_with_purchases("M00002", "T1")
+    assert rec is not None and bought == frozenset()
+    rec, bought = store.get_with_purchases("M00001", "T1")
+    assert rec is not None and bought == {"O1"}
+    assert _CountingRedis.commands - before == 2  # one command per read: profile, embedding and purchases
+    client.close()
