@@ -196,3 +196,13 @@ def test_a_file_that_is_not_air_data_is_refused(tmp_path: Path) -> None:
     )
     assert code != 0
     assert "column_summary.csv: not an air-data file" in output
+
+
+def test_an_air_data_dataset_reimports_as_canonical_keeping_its_null_rules(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    import_dataset([TAIL], first, fmt="air-data")
+    import_dataset(first, second)  # canonical: a dataset directory
+    assert read_manifest(second)["import_format"] == "air-data"
+    assert validate_dataset(second).ok
+    for table in ("members", "member_aggregates"):
+        pd.testing.assert_frame_equal(read_table(first, table), read_table(second, table))

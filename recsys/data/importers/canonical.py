@@ -27,7 +27,7 @@ from recsys.data.importers._common import (
 )
 from recsys.data.layout import MANIFEST, NETWORK_DIR, REJECTS_FILE, TRUTH_DIR
 from recsys.data.validate import Chunk, Rules, ValidationReport, check_tables, default_airports
-from recsys.schema import ALL_TABLES, MEMBERS
+from recsys.schema import ALL_TABLES, IMPORT_FORMATS, MEMBERS
 
 FORMAT = "canonical"
 REQUIRED_TABLES: tuple[str, ...] = (MEMBERS.name,)
@@ -78,23 +78,27 @@ def import_canonical(
     extras, network_airports = _network(src)
     if airports is None:
         airports = network_airports if network_airports is not None else default_airports()
-    rules = Rules.for_format(None, airports)
-    checked = check_tables(chunks, rules, cascade=skip_invalid)
     extra: dict[str, Any] = {}
+    shape = FORMAT  # which columns may be null: a re-imported air-data dataset keeps its own rules
     if (src / MANIFEST).is_file():  # a dataset re-imported: keep what made it (generator, seed, ...)
         try:
             source_manifest = json.loads((src / MANIFEST).read_text())
         except (OSError, ValueError):
             source_manifest = None
         extra["source_manifest"] = source_manifest
-        if isinstance(source_manifest, dict) and source_manifest.get("as_of"):
-            extra["as_of"] = source_manifest["as_of"]  # where the history ends: the same data, the same end
+        if isinstance(source_manifest, dict):
+            if source_manifest.get("as_of"):
+                extra["as_of"] = source_manifest["as_of"]  # the same data ends on the same day
+            if source_manifest.get("import_format") in IMPORT_FORMATS:
+                shape = str(source_manifest["import_format"])
+    rules = Rules.for_format(shape, airports)
+    checked = check_tables(chunks, rules, cascade=skip_invalid)
     result = write_dataset(
         checked,
         dest=dest,
         overwrite=overwrite,
         skip_invalid=skip_invalid,
-        import_format=FORMAT,
+        import_format=shape,
         sources=[src],
         extra_report=report,
         extras=extras,
