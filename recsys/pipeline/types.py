@@ -8,6 +8,7 @@ deep inside the pipeline.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,8 @@ from types import MappingProxyType
 from recsys.schema import FARE_CLASS_CABIN, Cabin, OfferFamily, Placement
 
 MAX_LIMIT = 50
+# Member ids: letters, digits and ``_-:.``, 1-64 characters (they become parts of Redis keys).
+MEMBER_ID_RE = re.compile(r"^[A-Za-z0-9_\-:.]{1,64}$")
 
 
 class InvalidRequest(ValueError):
@@ -123,8 +126,10 @@ class RecommendRequest:
     debug: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.member_id, str) or not self.member_id.strip():
-            raise InvalidRequest("member_id", "must be a non-empty string")
+        if not isinstance(self.member_id, str) or not MEMBER_ID_RE.match(self.member_id):
+            raise InvalidRequest(
+                "member_id", f"must be 1-64 letters, digits or _-:. characters, got {self.member_id!r}"
+            )
         if self.placement not in Placement.__members__.values():
             raise InvalidRequest(
                 "placement", f"unknown placement {self.placement!r}; one of {[p.value for p in Placement]}"

@@ -333,6 +333,8 @@ def test_request_validation_names_the_field() -> None:
         (dict(now=NOW.replace(tzinfo=None)), "now"),
         (dict(families=frozenset({"food"})), "families"),
         (dict(member_id=" "), "member_id"),
+        (dict(member_id="M{1}"), "member_id"),
+        (dict(member_id="x" * 65), "member_id"),
     ]
     for kw, field in cases:
         with pytest.raises(InvalidRequest) as e:
