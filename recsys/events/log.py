@@ -114,6 +114,8 @@ class EventLog:
     def __init__(
         self, url: str, *, schema: str | None = None, create: bool = True, echo: bool = False
     ) -> None:
+        if url.startswith(("postgresql://", "postgres://")):  # plain URL: the installed driver, psycopg 3
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):

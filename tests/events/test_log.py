@@ -108,3 +108,16 @@ def test_survives_reopening(tmp_path) -> None:
 def test_rejects_other_databases() -> None:
     with pytest.raises(ValueError, match="sqlite or postgresql"):
         EventLog("mysql+pymysql://u@localhost/db")
+
+
+def test_plain_postgresql_url_uses_psycopg3() -> None:
+    engine, schema = pg_schema_or_fail()
+    try:
+        log = EventLog("postgresql://postgres@127.0.0.1:5432/test", schema=schema)
+        assert log.engine.dialect.driver == "psycopg"
+        assert log.append([ev(1)]).accepted
+        log.close()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()

@@ -35,6 +35,23 @@ ROOT = Path(__file__).resolve().parents[2]
 CAPS_POLICY = ROOT / "config" / "caps.yaml"
 
 
+# Member profiles are published once per session under this prefix (every app of the session reads them);
+# cap counters get a prefix per test or module.
+MEMBERS_PREFIX = f"test-svc-members-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_session_members() -> Iterator[None]:
+    yield
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        delete_prefix(client, MEMBERS_PREFIX)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
 @dataclass(frozen=True)
 class Registry:
     tracking_uri: str
@@ -130,7 +147,7 @@ def make_settings(registry: Registry, world: Path, tmp: Path, prefix: str | None
         "model_name": registry.model_name,
         "database_url": f"sqlite:///{tmp}/events.db",
         "redis_url": REDIS_URL if prefix else None,
-        "members_key_prefix": f"{prefix}:members" if prefix else "members",
+        "members_key_prefix": MEMBERS_PREFIX,
         "caps_key_prefix": f"{prefix}:caps" if prefix else "caps",
         "capping_policy_path": CAPS_POLICY,
         "data_dir": world,
@@ -149,7 +166,7 @@ def service_env(registry: Registry, world: Path, tmp: Path, prefix: str, **over:
         "RECSYS_MODEL_NAME": registry.model_name,
         "RECSYS_DATABASE_URL": f"sqlite:///{tmp}/events.db",
         "RECSYS_REDIS_URL": REDIS_URL,
-        "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
+        "RECSYS_MEMBERS_KEY_PREFIX": MEMBERS_PREFIX,
         "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
         "RECSYS_CAPPING_POLICY_PATH": str(CAPS_POLICY),
         "RECSYS_DATA_DIR": str(world),
