@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recsys.data.layout import atomic_file, has_table, iter_table, read_table
 from recsys.ids import IdMap
@@ -51,6 +51,8 @@ from recsys.models.features import (
     MEMBER_FEATURE_KEYS,
     build_item_features,
     build_member_features,
+    group_label,
+    group_labels,
     member_feature_names,
     member_feature_table,
 )
@@ -89,18 +91,41 @@ class CalibrationConfig(BaseModel):
     min_impressions: int = Field(default=50, ge=1, description="below this, a constant base rate")
 
 
+DEFAULT_POPULARITY_GROUPS: tuple[str, ...] = ("segment",)
+DEFAULT_MODEL_GROUPS: tuple[str, ...] = ("home_airport", "dominant_cabin", "miles_band")
+
+
 class BundleConfig(BaseModel):
     """Everything :meth:`ModelBundle.train` can be told (strict: unknown keys are an error).
 
-    ``model`` holds the kind's own parameters (validated by its config class); ``groups`` chooses the member
-    groups of popularity and of the cold-start policy.
+    ``model`` holds the kind's own parameters (validated by its config class); ``groups`` lists the member
+    features (:data:`~recsys.models.features.MEMBER_FEATURE_KEYS`) whose combination defines the member groups
+    of popularity, of the cold-start policy and of the learned models' popularity prior. Default: ``segment``
+    for the popularity baseline; home airport × dominant cabin × miles band for the other kinds (what decides
+    which offers a member is shown at all: lounges at the home airport, upgrades from the cabin flown,
+    redemptions within the miles balance). An empty list means global popularity.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: dict[str, Any] = Field(default_factory=dict)
     interactions: InteractionConfig = InteractionConfig()
-    groups: Literal["segment", "tier", "none"] = "segment"
+    groups: tuple[str, ...] | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _known_groups(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = sorted(set(value or ()) - set(MEMBER_FEATURE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown group features {unknown}; known: {list(MEMBER_FEATURE_KEYS)}")
+        return value
+
+    def groups_for(self, kind: str) -> tuple[str, ...]:
+        """The group features used for a model kind (see the class docstring)."""
+        if self.groups is not None:
+            return self.groups
+        return DEFAULT_POPULARITY_GROUPS if kind == "popularity" else DEFAULT_MODEL_GROUPS
+
     retrieval: IndexConfig = IndexConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     recall_queries: int = Field(
@@ -183,7 +208,7 @@ class ModelBundle:
         self.destinations_index = destinations_index
         self.calibration = calibration
         self.info = info
-        self.groups_key: str | None = info.get("groups")
+        self.group_keys: tuple[str, ...] = tuple(info.get("groups") or ())
         item_ext = self.item_ids.external_ids
         is_offer = np.asarray([str(i).startswith(OFFER_PREFIX) for i in item_ext])
         self._offer_items = np.flatnonzero(is_offer)
@@ -234,14 +259,12 @@ class ModelBundle:
         t1 = time.perf_counter()
         profiles = _member_profiles(root, before, seed)
         table = member_feature_table(members, inter, profiles)
-        groups_used = cfg.groups
-        if groups_used == "segment" and table["segment"].isna().all():
-            log.warning(
-                "no member segments (profiles unavailable); popularity and cold-start groups use tier"
-            )
-            groups_used = "tier"
-        group_labels = table[groups_used] if groups_used != "none" else None
-        group_codes, group_names = _group_codes(group_labels, len(table))
+        groups_used = cfg.groups_for(kind)
+        if "segment" in groups_used and table["segment"].isna().all():
+            log.warning("no member segments (profiles unavailable); groups use tier instead")
+            groups_used = tuple("tier" if g == "segment" else g for g in groups_used)
+        labels = group_labels(table, groups_used) if groups_used else None
+        group_codes, group_names = _group_codes(labels, len(table))
         model = model_class(kind)(model_cfg)
         data = RecDataset(
             user_items=inter.matrix,
@@ -271,7 +294,7 @@ class ModelBundle:
             "kind": kind,
             "seed": seed,
             "before": before.isoformat() if before is not None else None,
-            "groups": groups_used,
+            "groups": ",".join(groups_used),
             **model.params(),
             **cfg.interactions.flat(),
             **{f"retrieval.{k}": v for k, v in cfg.retrieval.model_dump(mode="json").items()},
@@ -280,7 +303,7 @@ class ModelBundle:
         info = {
             "format": BUNDLE_FORMAT,
             "kind": kind,
-            "groups": None if groups_used == "none" else groups_used,
+            "groups": list(groups_used),
             "config": cfg.model_dump(mode="json"),
             "model_config": model_cfg.model_dump(mode="json"),
             "before": before.isoformat() if before is not None else None,
@@ -420,9 +443,10 @@ class ModelBundle:
             cv = self.model.content_vector(member_feature_names(member_features))
             if cv is not None:
                 return cv
-            group = member_features.get(self.groups_key) if self.groups_key else None
-            if group is not None and group in self.model.group_names:
-                return self._vectors.group[self.model.group_index(str(group))]
+            if self.group_keys:
+                group = group_label(member_features, self.group_keys)
+                if group in self.model.group_names:
+                    return self._vectors.group[self.model.group_index(group)]
         if idx is not None:
             return self.model.user_vectors(np.asarray([idx]))[0]
         return self._vectors.group[-1]

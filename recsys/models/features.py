@@ -20,7 +20,7 @@ The service passes a member's online profile dict to the bundle, which builds th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,32 @@ def member_feature_names(profile: Mapping[str, Any] | None) -> list[str]:
             continue
         names.append(f"{key}={value}")
     return names
+
+
+def group_label(profile: Mapping[str, Any] | None, keys: Sequence[str]) -> str:
+    """A member's group label: the values of ``keys`` joined by ``|`` (the same string :func:`group_labels`
+    gives offline; ``miles_band`` is derived from ``miles_balance``)."""
+    profile = profile or {}
+    parts = []
+    for key in keys:
+        value = miles_band(profile.get(Col.MILES_BALANCE)) if key == "miles_band" else profile.get(key)
+        parts.append(_label_part(value))
+    return "|".join(parts)
+
+
+def _label_part(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return "?"
+    return str(value)
+
+
+def group_labels(table: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Group label per row of a :func:`member_feature_table` (vectorised :func:`group_label`)."""
+    if not keys:
+        return pd.Series(["" for _ in range(len(table))], index=table.index, dtype=object)
+    cols = [table[k].astype(object).where(table[k].notna() & (table[k].astype(str) != ""), "?").astype(str)
+            for k in keys]  # fmt: skip
+    return cols[0].str.cat(cols[1:], sep="|") if len(cols) > 1 else cols[0]
 
 
 def member_habits(inter: InteractionMatrix) -> pd.DataFrame:

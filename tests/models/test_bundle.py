@@ -107,10 +107,12 @@ def test_member_embedding_and_known(bundle: ModelBundle):
 
 
 def test_cold_start_from_member_features(bundle: ModelBundle):
-    gold = bundle.score("NEW-GOLD", ["MEAL-VGML", "LOUNGE"], {"tier": "gold", "home_airport": "PEK"})
-    basic = bundle.score("NEW-BASIC", ["MEAL-VGML", "LOUNGE"], {"tier": "basic", "home_airport": "SHA"})
+    gold = {"tier": "gold", "home_airport": "PEK", "dominant_cabin": "C"}
+    basic = {"tier": "basic", "home_airport": "SHA", "dominant_cabin": "Y"}
+    gold = bundle.score("NEW-GOLD", ["MEAL-VGML", "LOUNGE"], gold)
+    basic = bundle.score("NEW-BASIC", ["MEAL-VGML", "LOUNGE"], basic)
     assert np.isfinite(gold).all() and np.isfinite(basic).all()
-    assert gold[0] > gold[1] and basic[1] > basic[0]  # tier popularity or content: each tier's taste
+    assert gold[0] > gold[1] and basic[1] > basic[0]  # group popularity or content: each group's taste
     assert np.isfinite(bundle.score("NEW", ["LOUNGE"])).all()  # nothing known: global popularity
 
 
@@ -166,6 +168,8 @@ def test_bad_configuration_and_kind_are_clear_errors(taste_world: Path):
         ModelBundle.train(taste_world, "als", {"modle": {}})
     with pytest.raises(ValidationError):
         ModelBundle.train(taste_world, "als", {"model": {"factorz": 3}})
+    with pytest.raises(ValidationError, match="unknown group features"):
+        ModelBundle.train(taste_world, "als", {"groups": ["shoe_size"]})
     with pytest.raises(ValueError, match="k must be"):
         ModelBundle.train(taste_world, "popularity").recommend(["M0000"], k=0)
 
