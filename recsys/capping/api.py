@@ -218,7 +218,7 @@ def build_enforcer(
     if not url or url.startswith("memory://"):
         from recsys.capping.memory_store import EmbeddedCapEnforcer
 
-        return EmbeddedCapEnforcer(holder)
+        return EmbeddedCapEnforcer(holder, key_prefix=key_prefix)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from recsys.capping.redis_store import RedisCapEnforcer
 

@@ -570,6 +570,8 @@ class PlanEnforcer(CapEnforcer):
     store_name = "abstract"
 
     def __init__(self, holder: PolicyHolder, key_prefix: str) -> None:
+        if not key_prefix or "{" in key_prefix or "}" in key_prefix:
+            raise ValueError(f"key_prefix must be non-empty and contain no braces, got {key_prefix!r}")
         self.holder = holder
         self.key_prefix = key_prefix
         self.counters = SuppressionCounters()

@@ -183,6 +183,5 @@ def iso_z(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     dt = dt.astimezone(UTC)
-    if dt.second or dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return dt.strftime("%Y-%m-%dT%H:%MZ")
+    head = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}"
+    return f"{head}:{dt.second:02d}Z" if dt.second or dt.microsecond else f"{head}Z"

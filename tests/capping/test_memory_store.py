@@ -54,3 +54,12 @@ def test_naive_datetimes_are_utc() -> None:
     assert e.select_and_record(
         m, [CapCandidate("S2", "ancillary", "seat")], 1, "home", datetime(2026, 6, 1, 15, 0)
     ).selected == ["S2"]
+
+
+def test_key_prefix_with_braces_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="braces"):
+        build_enforcer(None, POLICY, key_prefix="caps{x}")
+    with pytest.raises(ValueError, match="braces"):
+        CapMember("M{1}", "basic")
