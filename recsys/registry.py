@@ -362,9 +362,6 @@ def publish(
                 items = [(k, str(v)[:6000]) for k, v in params.items()]
                 for start in range(0, len(items), 100):
                     mlflow.log_params(dict(items[start : start + 100]))
-            all_metrics = {**_clean_metrics(metrics or {}), **model_metrics}
-            if all_metrics:
-                mlflow.log_metrics(all_metrics)
             for name, path in (artifacts or {}).items():
                 path = Path(path)
                 if path.is_dir():
@@ -385,6 +382,11 @@ def publish(
                     input_example=example if len(example) else None,
                     pip_requirements=_requirements(),
                 )
+            # Metrics after the model: logging a model links the run's existing metrics to it, one metric
+            # history request each (hundreds of round trips to a tracking server).
+            all_metrics = {**_clean_metrics(metrics or {}), **model_metrics}
+            if all_metrics:
+                mlflow.log_metrics(all_metrics)
         version_info = None
         if register:
             with _mlflow_errors(f"registering {model_name}"):
@@ -397,6 +399,7 @@ def publish(
                     run_id=run_id,
                     tags=version_tags,
                     description=run_tags.get("description"),
+                    model_id=model_info.model_id,
                 )
                 _wait_ready(client, created)
                 client.set_registered_model_alias(model_name, alias, created.version)
