@@ -420,7 +420,9 @@ def _parse_datetime(s: pd.Series) -> pd.Series:
     if isinstance(s.dtype, pd.ArrowDtype) and (
         pa_types.is_date(s.dtype.pyarrow_dtype) or pa_types.is_timestamp(s.dtype.pyarrow_dtype)
     ):
-        s = s.astype("datetime64[us]")
+        # cast in Arrow: pandas' astype would walk the values one by one
+        as_ts = pc.cast(pa.array(s), pa.timestamp("us", tz=getattr(s.dtype.pyarrow_dtype, "tz", None)))
+        s = pd.Series(as_ts.to_pandas(), index=s.index)
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         out = s
     else:
