@@ -205,8 +205,8 @@ def build_plan(
     """Compile a request into the hashes and fields it reads and writes (deduplicated across candidates)."""
     plan = Plan(now_ms=to_ms(now), cooldown_key=keys.cooldowns)
     periods: dict[str, tuple[str, int]] = {}
-    key_of_cap: dict[str, tuple[int, int | None, int]] = {}
-    counter_idx: dict[tuple[int, str], int] = {}
+    # cap name → (hash index, calendar period end, sub-key index, counter index by sub-key)
+    key_of_cap: dict[str, tuple[int, int | None, int, dict[str, int]]] = {}
     cooldown_idx: dict[str, int] = {}
     # (reason, field prefix, by offer (else category), duration ms) of each cool-down in force
     cd = rp.cooldowns
@@ -220,36 +220,39 @@ def build_plan(
         )
         if seconds and with_cooldowns
     ]
+    caps_for = rp.caps_for
+    cooldowns, counters, plan_keys = plan.cooldowns, plan.counters, plan.keys
     for cand in candidates:
-        if rp.is_exempt(cand.offer_id, cand.category, cand.exempt):
+        offer_id, category, family = cand.offer_id, cand.category, cand.family
+        if rp.is_exempt(offer_id, category, cand.exempt):
             plan.candidates.append((True, [], []))
             continue
         cds: list[int] = []
         for reason, prefix, by_offer, ms in cd_specs:
-            target = cand.offer_id if by_offer else cand.category
+            target = offer_id if by_offer else category
             fname = prefix + target
             j = cooldown_idx.get(fname)
             if j is None:
-                j = cooldown_idx[fname] = len(plan.cooldowns)
-                plan.cooldowns.append(CooldownRef(fname, reason, target, ms))
+                j = cooldown_idx[fname] = len(cooldowns)
+                cooldowns.append(CooldownRef(fname, reason, target, ms))
             cds.append(j)
         cts: list[int] = []
-        subs = (cand.offer_id, cand.category, cand.family, placement, "-")
-        for cap in rp.caps_for(cand.family, cand.category, placement):
-            if cap.offers is not None and cand.offer_id not in cap.offers:
+        subs = (offer_id, category, family, placement, "-")
+        for cap in caps_for(family, category, placement):
+            if cap.offers is not None and offer_id not in cap.offers:
                 continue
             found = key_of_cap.get(cap.name)
             if found is None:
                 hk, end_ms = cap_key(policy, cap, keys, member, now, periods)
-                found = key_of_cap[cap.name] = (len(plan.keys), end_ms, _SUB_INDEX[cap.scope])
-                plan.keys.append(hk)
-            ki, end_ms, si = found
+                found = key_of_cap[cap.name] = (len(plan_keys), end_ms, _SUB_INDEX[cap.scope], {})
+                plan_keys.append(hk)
+            ki, end_ms, si, by_sub = found
             sub = subs[si]
-            i = counter_idx.get((ki, sub))
+            i = by_sub.get(sub)
             if i is None:
-                i = counter_idx[(ki, sub)] = len(plan.counters)
-                hk = plan.keys[ki]
-                plan.counters.append(CounterRef(ki, cap, sub, hk.kind, hk.window_ms, cap.limit, end_ms))
+                i = by_sub[sub] = len(counters)
+                hk = plan_keys[ki]
+                counters.append(CounterRef(ki, cap, sub, hk.kind, hk.window_ms, cap.limit, end_ms))
             cts.append(i)
         plan.candidates.append((False, cds, cts))
     return plan
