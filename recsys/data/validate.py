@@ -379,35 +379,38 @@ def _columns_of(table: str, present: Iterable[str]) -> dict[str, str]:
 def _is_null(s: pd.Series) -> np.ndarray:
     null = s.isna().to_numpy()
     if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-        text = pa.array(s.astype("str"))
+        text = _arrow_str(s)
         # empty or whitespace only (utf8_is_space is false for ''), decided in Arrow without copying strings
         blank = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.utf8_is_space(text))
         null = null | pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
     return np.asarray(null, dtype=bool)
 
 
+def _arrow_str(values: Any) -> pa.Array:
+    """Text values as one contiguous Arrow ``large_string`` array (Series, Index, sets, Arrow arrays)."""
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        arr = values
+    else:
+        if isinstance(values, set | frozenset):
+            values = list(values)
+        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype="str")
+        arr = pa.array(series.astype("str"))
+    if isinstance(arr, pa.ChunkedArray):  # never hand a ChunkedArray to pa.chunked_array: it would iterate it
+        arr = arr.combine_chunks()
+    return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
+
+
 def isin(s: pd.Series, values: Collection[str] | pd.Index | pa.Array) -> np.ndarray:
     """``s.astype(str).isin(values)`` as a boolean array, hashed in Arrow (fast with millions of ids)."""
-    left = pa.array(s.astype("str"))
-    if isinstance(values, pa.Array):
-        right = values
-    else:
-        right = pa.array(
-            pd.Series(list(values) if isinstance(values, set | frozenset) else values, dtype="str")
-        )
-    if left.type != right.type:
-        right = right.cast(left.type)
-    return np.asarray(
-        pc.fill_null(pc.is_in(left, value_set=right), False).to_numpy(zero_copy_only=False), dtype=bool
-    )
+    hit = pc.is_in(_arrow_str(s), value_set=_arrow_str(values))
+    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _distinct(parts: list[pd.Series]) -> pa.Array:
+    """The distinct values of several text columns."""
     if not parts:
         return pa.array([], type=pa.large_string())
-    arrays = [pa.array(p.astype("str")) for p in parts]
-    arrays = [a.cast(pa.large_string()) if a.type != pa.large_string() else a for a in arrays]
-    return pc.unique(pa.chunked_array(arrays, type=pa.large_string()))
+    return pc.unique(pa.chunked_array([_arrow_str(p) for p in parts], type=pa.large_string()))
 
 
 def _first_valid(s: pd.Series) -> Any:
@@ -827,7 +830,7 @@ class KeyIndex:
         if not self.values or key is None:
             return
         if not exclude:
-            arrow = pa.chunked_array([pa.array(v) for v in self.values])
+            arrow = pa.chunked_array([_arrow_str(v) for v in self.values], type=pa.large_string())
             valid = len(arrow) - arrow.null_count
             if pc.count_distinct(arrow, mode="only_valid").as_py() == valid:
                 return  # the usual case, decided in Arrow without building a pandas index of every key
@@ -846,7 +849,7 @@ class KeyIndex:
         dup[considered] = allv[considered].duplicated(keep="first").to_numpy()
         if not dup.any():
             return
-        involved = considered & isin(allv, pa.array(allv[dup]))
+        involved = considered & isin(allv, allv[dup])
         first_pos = pd.Series(np.flatnonzero(involved), index=allv[involved].to_numpy(dtype=object))
         first_pos = first_pos[~first_pos.index.duplicated(keep="first")]
         for j in np.unique(which[dup]):
