@@ -9,11 +9,14 @@ memory.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys.data.layout import has_table, iter_table, read_manifest, read_table
 from recsys.schema import (
@@ -48,6 +51,22 @@ def _section(title: str) -> list[str]:
     return ["", title, "-" * len(title)]
 
 
+def _datetimes(values: pd.Series) -> pd.Series:
+    """A date/datetime column (Arrow date32, datetime64, date objects or ISO strings) as datetime64."""
+    try:
+        arr = pa.Array.from_pandas(values)
+        if pa.types.is_date(arr.type) or pa.types.is_timestamp(arr.type):
+            out = pc.cast(arr, pa.timestamp("s"), safe=False).to_pandas()
+            return pd.Series(pd.to_datetime(out), index=values.index)
+    except (pa.ArrowException, TypeError, ValueError):
+        pass
+    return pd.Series(pd.to_datetime(values.astype("string"), errors="coerce"), index=values.index)
+
+
+def _value_counts(values: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.fillna("?").value_counts().items()}
+
+
 def _as_of(manifest: dict[str, object], last_flight: pd.Timestamp | None) -> pd.Timestamp | None:
     value = manifest.get("as_of")
     if isinstance(value, str):
@@ -74,7 +93,7 @@ def frequency_bands(
     span = np.full(len(counts), years)
     if enrol is not None and as_of is not None:
         start = as_of + pd.Timedelta(days=1) - pd.Timedelta(days=round(365.25 * years))
-        e = pd.to_datetime(enrol.astype("string"), errors="coerce").to_numpy("datetime64[ns]")
+        e = _datetimes(enrol).to_numpy("datetime64[ns]")
         e = np.where(np.isnat(e), np.datetime64(start.to_datetime64(), "ns"), e)
         from_ = np.maximum(e, np.datetime64(start.to_datetime64(), "ns"))
         end = np.datetime64((as_of + pd.Timedelta(days=1)).to_datetime64(), "ns")
@@ -117,56 +136,60 @@ def describe(dataset_dir: Path | str, top_routes: int = 10) -> str:
     else:
         lines.append(NO_DATA)
 
-    # flights: one pass over the parts
-    per_member: Counter[str] = Counter()
+    # flights: one pass over the parts, aggregating each part with vectorised group-bys
+    member_counts: list[pd.Series] = []
+    route_counts: list[pd.Series] = []
     cabins: Counter[str] = Counter()
-    routes: Counter[tuple[str, str]] = Counter()
     meals: Counter[str] = Counter()
     n_flights = 0
     km_total = 0.0
     last_flight: pd.Timestamp | None = None
     if has_table(root, FLIGHTS.name):
-        cols = [
-            Col.MEMBER_ID,
-            Col.FLIGHT_DATE,
-            Col.CABIN,
-            Col.ORIGIN,
-            Col.DESTINATION,
-            Col.MEAL_CODE,
-            Col.DISTANCE_KM,
-        ]
+        cols = [Col.MEMBER_ID, Col.FLIGHT_DATE, Col.CABIN, Col.ORIGIN, Col.DESTINATION, Col.MEAL_CODE]
+        cols.append(Col.DISTANCE_KM)
         manifest_as_of = manifest.get("as_of")
+        start = None
+        if isinstance(manifest_as_of, str):
+            with contextlib.suppress(ValueError):
+                start = (
+                    pd.Timestamp(manifest_as_of) + pd.Timedelta(days=1) - pd.Timedelta(days=round(365.25 * 3))
+                )
         for part in iter_table(root, FLIGHTS.name):
             part = part[[c for c in cols if c in part.columns]]
             if not len(part):
                 continue
-            if Col.FLIGHT_DATE in part and isinstance(manifest_as_of, str):
-                d = pd.to_datetime(part[Col.FLIGHT_DATE].astype("string"), errors="coerce")
-                start = (
-                    pd.Timestamp(manifest_as_of) + pd.Timedelta(days=1) - pd.Timedelta(days=round(365.25 * 3))
-                )
-                part = part[(d >= start).to_numpy()]
-            n_flights += len(part)
-            if Col.FLIGHT_DATE in part and len(part):
-                mx = pd.to_datetime(part[Col.FLIGHT_DATE].astype("string"), errors="coerce").max()
+            if Col.FLIGHT_DATE in part:
+                d = _datetimes(part[Col.FLIGHT_DATE])
+                if start is not None:
+                    keep = (d >= start).to_numpy()
+                    part, d = part[keep], d[keep]
+                mx = d.max()
                 if pd.notna(mx) and (last_flight is None or mx > last_flight):
                     last_flight = mx
-            per_member.update(part[Col.MEMBER_ID].astype("string").value_counts().to_dict())
+            n_flights += len(part)
+            member_counts.append(part[Col.MEMBER_ID].value_counts())
             if Col.CABIN in part:
-                cabins.update(part[Col.CABIN].astype("string").fillna("?").value_counts().to_dict())
+                cabins.update(_value_counts(part[Col.CABIN]))
             if Col.ORIGIN in part and Col.DESTINATION in part:
-                pair = part[Col.ORIGIN].astype("string") + "-" + part[Col.DESTINATION].astype("string")
-                routes.update(pair.value_counts().head(5 * top_routes).to_dict())
+                od = part[[Col.ORIGIN, Col.DESTINATION]].fillna("?")
+                route_counts.append(od.groupby([Col.ORIGIN, Col.DESTINATION]).size())
             if Col.MEAL_CODE in part:
-                meals.update(part[Col.MEAL_CODE].astype("string").fillna("?").value_counts().to_dict())
+                meals.update(_value_counts(part[Col.MEAL_CODE]))
             if Col.DISTANCE_KM in part:
                 km_total += float(pd.to_numeric(part[Col.DISTANCE_KM], errors="coerce").sum())
+    per_member = (
+        pd.concat(member_counts).groupby(level=0).sum() if member_counts else pd.Series(dtype="int64")
+    )
+    routes: dict[str, int] = {}
+    if route_counts:
+        rc = pd.concat(route_counts).groupby(level=[0, 1]).sum()
+        routes = {f"{o}-{d}": int(c) for (o, d), c in rc.items()}
 
     lines += _section("Flights per member per year")
     if len(members) and n_flights:
         as_of = _as_of(manifest, last_flight)
-        ids = members[Col.MEMBER_ID].astype("string")
-        fpm = pd.Series([per_member.get(str(i), 0) for i in ids], dtype=float)
+        ids = members[Col.MEMBER_ID].astype(object)
+        fpm = pd.Series(per_member.reindex(ids).fillna(0).to_numpy(dtype=float))
         enrol = members.get(Col.ENROL_DATE)
         bands = frequency_bands(fpm, enrol, as_of)
         flyers = 1.0 - bands["never"]
@@ -258,9 +281,9 @@ def _describe_offers_and_acceptance(root: Path) -> list[str]:
         for part in iter_table(root, INTERACTIONS.name, columns=[Col.OFFER_ID, Col.EVENT_TYPE]):
             if not len(part):
                 continue
-            fam = part[Col.OFFER_ID].astype("string").map(family_of).fillna("(unknown offer)")
-            grouped = pd.DataFrame({"f": fam, "e": part[Col.EVENT_TYPE].astype("string")}).value_counts()
-            counts.update({(str(k[0]), str(k[1])): int(v) for k, v in grouped.items()})
+            grouped = part.fillna("?").groupby([Col.OFFER_ID, Col.EVENT_TYPE]).size()
+            for (offer, event), c in grouped.items():
+                counts[(family_of.get(str(offer), "(unknown offer)"), str(event))] += int(c)
     families = sorted({f for f, _ in counts})
     if families:
         head = f"  {'family':<16}{'impressions':>12}{'click':>9}{'purchase':>10}{'dismiss':>9}"
