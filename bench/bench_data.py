@@ -33,16 +33,18 @@ def _ensure_time() -> str:
     sys.exit("error: /usr/bin/time (GNU time) is missing; install it with: sudo apt-get install -y time")
 
 
-def _parse_time_v(stderr: str) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) from ``/usr/bin/time -v`` output."""
+def _parse_time_v(stderr: str) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds user + system, peak RSS bytes) from ``/usr/bin/time -v`` output."""
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
-    if not wall or not rss:
+    user = re.search(r"User time \(seconds\): ([\d.]+)", stderr)
+    system = re.search(r"System time \(seconds\): ([\d.]+)", stderr)
+    if not wall or not rss or not user or not system:
         raise RuntimeError("could not parse /usr/bin/time -v output:\n" + stderr[-2000:])
     seconds = 0.0
     for part in wall.group(1).split(":"):
         seconds = seconds * 60 + float(part)
-    return seconds, int(rss.group(1)) * 1024
+    return seconds, float(user.group(1)) + float(system.group(1)), int(rss.group(1)) * 1024
 
 
 def _recsys() -> list[str]:
@@ -72,7 +74,7 @@ def run(members: int, seed: int, workdir: Path, keep: bool) -> tuple[float, int,
     if proc.returncode != 0:
         print(proc.stdout + proc.stderr, file=sys.stderr)
         raise SystemExit(f"error: generating {members:,} members failed (exit {proc.returncode})")
-    wall, rss = _parse_time_v(proc.stderr)
+    wall, cpu, rss = _parse_time_v(proc.stderr)
     max_s, max_rss = TARGETS.get(members, (None, None))
     ok = (max_s is None or wall <= max_s) and (max_rss is None or rss <= max_rss)
     target = []
@@ -82,7 +84,7 @@ def run(members: int, seed: int, workdir: Path, keep: bool) -> tuple[float, int,
         target.append(f"<= {max_rss / 1024**3:.0f} GB")
     print(
         f"  {members:>9,} members: wall {wall:8.1f} s ({wall / 60:5.2f} min), "
-        f"peak RSS {rss / 1024**3:6.2f} GB"
+        f"CPU {cpu:7.1f} s, peak RSS {rss / 1024**3:6.2f} GB"
         f"   target {', '.join(target) or '-'}: {'OK' if ok else 'MISSED'}",
         flush=True,
     )
@@ -102,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-data-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"bench-data: {os.cpu_count()} CPUs; worlds under {workdir}", flush=True)
+    load = os.getloadavg()[0]
+    print(f"bench-data: {os.cpu_count()} CPUs, load average {load:.1f}; worlds under {workdir}", flush=True)
+    if load > (os.cpu_count() or 1):
+        print(
+            "  note: the machine is busy; wall times include waiting for a CPU (compare CPU seconds)",
+            flush=True,
+        )
     results = [run(n, args.seed, workdir, args.keep) for n in args.sizes]
     if args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
