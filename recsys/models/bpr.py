@@ -16,7 +16,7 @@ class BPRConfig(ModelConfig):
     factors: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)
     regularization: float = Field(default=0.01, ge=0)
-    iterations: int = Field(default=100, ge=1)
+    iterations: int = Field(default=50, ge=1)
     num_threads: int = Field(default=1, ge=0, description="SGD is lock-free: only 1 thread is reproducible")
 
 

