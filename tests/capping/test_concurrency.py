@@ -77,7 +77,7 @@ def test_200_concurrent_calls_from_4_processes_over_redis(key_prefix: str) -> No
     assert len(selections) == PROCESSES * THREADS
     check_caps_held(selections)
     # And the store agrees with what was served.
-    e = build_enforcer(REDIS_URL, make_policy(POLICY), key_prefix=key_prefix)
+    e = build_enforcer(REDIS_URL, make_policy(POLICY), key_prefix=key_prefix, timeout_ms=2000)
     state = e.member_state(MEMBER, NOW)
     daily = next(c for c in state["caps"] if c["cap"] == "member_daily")
     assert daily["count"] == 7 and daily["remaining"] == 0

@@ -58,7 +58,11 @@ def test_one_round_trip_per_request_whatever_the_number_of_candidates(key_prefix
     require_redis()
     client = CountingRedis.from_url(REDIS_URL)
     e = build_enforcer(
-        REDIS_URL, make_policy(POLICY.format(count_on="serve")), key_prefix=key_prefix, client=client
+        REDIS_URL,
+        make_policy(POLICY.format(count_on="serve")),
+        key_prefix=key_prefix,
+        client=client,
+        timeout_ms=2000,
     )
     m = CapMember("M0000001", "gold", "Europe/London")
     now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -72,7 +76,9 @@ def test_one_round_trip_per_request_whatever_the_number_of_candidates(key_prefix
 
 
 def test_keys_carry_member_hash_tag_and_all_have_ttls(key_prefix: str, redis_client: redis.Redis) -> None:
-    e = build_enforcer(REDIS_URL, make_policy(POLICY.format(count_on="serve")), key_prefix=key_prefix)
+    e = build_enforcer(
+        REDIS_URL, make_policy(POLICY.format(count_on="serve")), key_prefix=key_prefix, timeout_ms=2000
+    )
     now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     for i in range(20):
         m = CapMember(f"M{i:07d}", "basic", "Asia/Shanghai")
@@ -112,7 +118,9 @@ def test_keys_carry_member_hash_tag_and_all_have_ttls(key_prefix: str, redis_cli
 def test_rolling_history_is_bounded_by_the_largest_limit(key_prefix: str, redis_client: redis.Redis) -> None:
     # count_on=event: the app may report more impressions than the cap allows; the sorted set keeps only as
     # many as the largest limit of any tier (3 for platinum's category_24h).
-    e = build_enforcer(REDIS_URL, make_policy(POLICY.format(count_on="event")), key_prefix=key_prefix)
+    e = build_enforcer(
+        REDIS_URL, make_policy(POLICY.format(count_on="event")), key_prefix=key_prefix, timeout_ms=2000
+    )
     m = CapMember("M0000001", "basic", "UTC")
     seat = CapCandidate("S1", "ancillary", "seat")
     now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -132,7 +140,7 @@ def test_rolling_history_is_bounded_by_the_largest_limit(key_prefix: str, redis_
 
 def test_rolling_hash_drops_stale_fields(key_prefix: str, redis_client: redis.Redis) -> None:
     policy = make_policy("caps: [{name: offer_weekly, scope: member_offer, limit: 1, window: 7d}]")
-    e = build_enforcer(REDIS_URL, policy, key_prefix=key_prefix)
+    e = build_enforcer(REDIS_URL, policy, key_prefix=key_prefix, timeout_ms=2000)
     m = CapMember("M0000001", "basic", "UTC")
     key = f"{key_prefix}:{{M0000001}}:r:offer_weekly"
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
