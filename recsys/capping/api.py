@@ -34,8 +34,8 @@ Semantics (docs/capping.md has the full policy format):
   20 ms): the outage policy applies (``fail_closed``: only exempt offers; ``fail_open``: the policy's caps
   plus a conservative per-process cap, counted in this process only) and a circuit breaker retries Redis
   after a short back-off.
-- Time is always the ``now`` argument (an aware datetime); nothing reads the clock, so tests can test window
-  edges.
+- Time is always the ``now`` argument (aware; a naive one is taken as UTC); nothing reads the clock, so
+  tests can test window edges.
 
 ``member_state`` returns ``{"member_id", "tier", "time_zone", "now", "policy_version", "count_on", "store",
 "degraded", "caps": [{"cap", "scope", "key", "window", "limit", "count", "remaining", "resets_at",
@@ -46,7 +46,8 @@ Reason codes (``Suppression.reason``, also the keys of ``counters``):
 ``cap:<scope>:<window>`` (e.g. ``cap:member_offer:rolling_7d``, ``cap:member_family:day``,
 ``cap:member:lifetime``),
 ``cooldown:dismiss:offer``, ``cooldown:dismiss:category``, ``purchased``, ``purchased:category``,
-``outage:fail_closed``, ``outage:local_cap:<window>``.
+``outage:fail_closed``, ``outage:local_cap:<window>``. ``counters`` also counts ``degraded:fail_closed`` /
+``degraded:fail_open`` (calls answered under the outage policy) and ``event_degraded:<event type>``.
 """
 
 from __future__ import annotations
