@@ -62,7 +62,10 @@ def check_caps_held(selections: list[list[str]]) -> None:
 
 def test_200_concurrent_calls_from_4_processes_over_redis(key_prefix: str) -> None:
     require_redis()
-    ctx = mp.get_context("fork")
+    # forkserver, not fork: forking the test process could copy a lock held by some other thread of a long
+    # pytest session; the preloaded modules keep the children quick to start.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["recsys.capping.redis_store", "tests.capping.test_concurrency"])
     barrier = ctx.Barrier(PROCESSES * THREADS)
     queue = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(key_prefix, barrier, queue)) for _ in range(PROCESSES)]
