@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from recsys.capping.api import CapCandidate, CapMember, build_enforcer
 from tests.capping.conftest import REDIS_URL, make_policy, require_redis
 
@@ -37,9 +39,10 @@ CATS = [
 ]
 
 
-def test_redis_and_in_process_stores_agree(key_prefix: str) -> None:
+@pytest.mark.parametrize("count_on", ["serve", "event"])
+def test_redis_and_in_process_stores_agree(key_prefix: str, count_on: str) -> None:
     require_redis()
-    policy = make_policy(POLICY)
+    policy = make_policy(f"count_on: {count_on}\n{POLICY}")
     mem = build_enforcer(None, policy)
     red = build_enforcer(REDIS_URL, policy, key_prefix=key_prefix, timeout_ms=2000)
     rng = random.Random(20261122)
@@ -54,7 +57,7 @@ def test_redis_and_in_process_stores_agree(key_prefix: str) -> None:
         t += timedelta(minutes=rng.choice([1, 7, 30, 95, 300]))
         m = rng.choice(members)
         placement = rng.choice(["home", "booking", "check_in"])
-        if rng.random() < 0.15:
+        if rng.random() < (0.15 if count_on == "serve" else 0.5):
             o = rng.choice(offers)
             ev = rng.choice(["dismiss", "purchase", "impression", "click"])
             mem.record_event(m, o, ev, placement, t)
