@@ -71,7 +71,7 @@ def recsys_cli() -> str:
     return str(exe) if exe.exists() else "recsys"
 
 
-def ensure_world_and_champion(world: Path, tracking_uri: str, members: int, seed: int) -> None:
+def ensure_world_and_champion(world: Path, tracking_uri: str, members: int, seed: int, model: str) -> None:
     env = {
         **os.environ,
         "OPENBLAS_NUM_THREADS": "1",
@@ -98,7 +98,7 @@ def ensure_world_and_champion(world: Path, tracking_uri: str, members: int, seed
         )
     log("ensuring a champion is registered")
     subprocess.run(
-        [recsys_cli(), "models", "ensure-champion", "--data", str(world), "--no-progress"],
+        [recsys_cli(), "models", "ensure-champion", "--data", str(world), "--model", model, "--no-progress"],
         check=True,
         env=env,
         cwd=ROOT,
@@ -428,9 +428,10 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=300.0)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--members", type=int, default=5000)
-    p.add_argument("--month-members", type=int, default=2000)
+    p.add_argument("--month-members", type=int, default=500)
     p.add_argument("--world-members", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--model", default="all", help="model kind(s) trained when no champion exists (as make)")
     p.add_argument("--quick", action="store_true", help="short runs (smoke test of the benchmark itself)")
     args = p.parse_args()
     if args.loadgen:
@@ -449,7 +450,7 @@ def main() -> None:
     )
     wrk = ensure_wrk()
     client = check_redis(redis_url)
-    ensure_world_and_champion(world, tracking, args.world_members, args.seed)
+    ensure_world_and_champion(world, tracking, args.world_members, args.seed, args.model)
 
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-{run_id}"

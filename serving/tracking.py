@@ -43,10 +43,12 @@ class TrackingSigner:
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("tracking key must be at least 16 bytes")
-        self._key = key
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)  # keyed once; copied per token
 
     def _sig(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_SIG_BYTES]
+        mac = self._mac.copy()
+        mac.update(payload)
+        return mac.digest()[:_SIG_BYTES]
 
     def sign(self, request_id: str, offer_id: str, model_version: str, placement: str) -> str:
         payload = "|".join((_VERSION, request_id, offer_id, model_version, placement)).encode()
