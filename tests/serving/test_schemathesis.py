@@ -25,7 +25,7 @@ def test_no_5xx_from_generated_requests(
              "--checks", "not_a_server_error,content_type_conformance,status_code_conformance",
              "--max-examples", "15", "--seed", "20261122", "--workers", "1",
              "--phases", "examples,coverage,fuzzing", "--no-color"],
-            capture_output=True, text=True, timeout=240,
+            capture_output=True, text=True, timeout=240, cwd=tmp_path,
         )  # fmt: skip
         log = svc.log()
     output = proc.stdout + proc.stderr
