@@ -197,6 +197,10 @@ class CapEnforcer(ABC):
         """True when the counter store answers (always true in-process); for readiness checks."""
         return True
 
+    def status(self) -> dict[str, Any]:
+        """Store health for metrics and admin pages: store, breaker_open, last_error, failures."""
+        return {"store": "memory", "breaker_open": False, "last_error": None, "failures": 0}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -431,6 +431,15 @@ class RedisCapEnforcer(PlanEnforcer):
                 "cap store unavailable (%s): %s event for %s not applied", error, event, member.member_id
             )
 
+    def status(self) -> dict[str, Any]:
+        b = self.breaker
+        return {
+            "store": "redis",
+            "breaker_open": b.is_open,
+            "last_error": b.last_error,
+            "failures": b.failures,
+        }
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
