@@ -13,6 +13,10 @@ from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, de
 class ALSConfig(ModelConfig):
     """Parameters of :class:`implicit.cpu.als.AlternatingLeastSquares` (confidence = ``alpha`` × weight)."""
 
+    # The learned score re-ranks within the member's group popularity: on the 50k world the learned part alone
+    # ranked below popularity (NDCG@10 ALS 0.16 vs 0.26) and ALS with this prior scored 0.293.
+    prior_weight: float = Field(default=10.0, ge=0)
+
     factors: int = Field(default=64, ge=1)
     regularization: float = Field(default=0.05, ge=0)
     alpha: float = Field(default=2.0, gt=0)
