@@ -17,6 +17,7 @@ Quick start (the whole surface a caller needs)::
     caps.record_event(member, offer, "dismiss", "home", now)   # POST /v1/events: impression/dismiss/purchase
     caps.member_state(member, now)         # JSON-able dict for GET /v1/members/{id}/caps
     caps.counters.snapshot()               # {"cap:member_offer:rolling_7d": 12, ...} for metrics
+    caps.status()                          # {"store": "redis", "breaker_open": False, ...}; caps.ping()
     caps.close()                           # at shutdown (lifespan)
 
 Semantics (docs/capping.md has the full policy format):
