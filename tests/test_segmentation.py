@@ -201,3 +201,14 @@ def test_cli_bad_input(tmp_path: Path) -> None:
         writer.commit({})
     code, out = _run("--data", str(empty))
     assert code == 1 and "nothing to segment" in out
+
+
+def test_cli_on_a_generated_world_is_deterministic(small_world: Path) -> None:
+    code, out = _run("--data", str(small_world), "--seed", "5", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["source"] == "flights"
+    assert doc["members_in"] == 2_000
+    assert 0 < doc["members_used"] < 2_000  # members with no flight in the window are not clustered
+    assert [s["segment"] for s in doc["segments"]] == [str(s) for s in SEGMENT_ORDER]
+    assert _run("--data", str(small_world), "--seed", "5", "--json") == (code, out)
