@@ -24,10 +24,11 @@ Semantics (docs/capping.md has the full policy format):
 
 - ``select_and_record`` walks the candidates in rank order and drops every one that would break a cap or is
   in a cool-down, *taking into account the offers already selected in this request*, until ``k`` are
-  selected. Exempt offers are never capped nor counted. When ``record`` is true and the policy says
-  ``count_on: serve`` one impression is recorded for every selected offer, atomically per member (Redis:
-  one Lua script, one round trip, whatever the number of candidates), so concurrent requests for one member
-  can never together exceed a cap.
+  selected (within the first ``max(candidate_window, 5 * k)`` candidates, 50 by default; later ones are
+  left out of the decision — neither selected nor suppressed). Exempt offers are never capped nor counted.
+  When ``record`` is true and the policy says ``count_on: serve`` one impression is recorded for every
+  selected offer, atomically per member (Redis: one Lua script, one round trip, whatever the number of
+  candidates), so concurrent requests for one member can never together exceed a cap.
 - With ``count_on: event`` impressions are counted from ``record_event(..., "impression", ...)`` instead
   (impressions reported while ``count_on: serve`` are ignored, so nothing is counted twice). ``dismiss``
   starts the dismissal cool-downs, ``purchase`` the purchase suppression; ``click`` is ignored.
@@ -213,20 +214,31 @@ def build_enforcer(
     key_prefix: str = "caps",
     timeout_ms: float | None = None,
     client: Any = None,
+    candidate_window: int | None = 50,
 ) -> CapEnforcer:
     """The enforcer for a store URL: ``redis://`` / ``rediss://`` / ``unix://`` → Redis (shared by every
     process), ``None`` / ``""`` / ``memory://`` → in-process counters (same semantics, one process only).
 
     ``timeout_ms`` overrides the policy's ``timeout_ms`` (socket timeout of every Redis call). ``client`` lets
     a caller pass a ready ``redis.Redis`` (it must use ``decode_responses=False``).
+
+    ``candidate_window``: ``select_and_record`` looks at the first ``max(candidate_window, 5 * k)`` ranked
+    candidates only (the later ones are neither selected nor suppressed; the caller treats them as ranked
+    below the answer); a request's cost grows with its candidates. ``None`` walks the whole list.
     """
     holder = policy if isinstance(policy, PolicyHolder) else PolicyHolder.static(policy)
+    if candidate_window is not None and candidate_window < 1:
+        raise ValueError(f"candidate_window must be at least 1 or None, got {candidate_window}")
+    enforcer: Any
     if not url or url.startswith("memory://"):
         from recsys.capping.memory_store import EmbeddedCapEnforcer
 
-        return EmbeddedCapEnforcer(holder, key_prefix=key_prefix)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+        enforcer = EmbeddedCapEnforcer(holder, key_prefix=key_prefix)
+    elif url.startswith(("redis://", "rediss://", "unix://")):
         from recsys.capping.redis_store import RedisCapEnforcer
 
-        return RedisCapEnforcer(url, holder, key_prefix=key_prefix, timeout_ms=timeout_ms, client=client)
-    raise ValueError(f"unsupported cap store URL {url!r}: use redis://host:port/db, memory:// or nothing")
+        enforcer = RedisCapEnforcer(url, holder, key_prefix=key_prefix, timeout_ms=timeout_ms, client=client)
+    else:
+        raise ValueError(f"unsupported cap store URL {url!r}: use redis://host:port/db, memory:// or nothing")
+    enforcer.candidate_window = candidate_window
+    return enforcer

@@ -53,6 +53,9 @@ from recsys.schema import EventType
 TTL_SLACK_MS = 60_000
 # A rolling hash with more fields than this is pruned of fields whose impressions have all left the window.
 ROLLING_PRUNE_AT = 32
+# select_and_record considers at most max(DEFAULT_CANDIDATE_WINDOW, 5 * k) ranked candidates: the cost of a
+# request grows with the candidates, and a long tail of the ranking almost never reaches the answer.
+DEFAULT_CANDIDATE_WINDOW = 50
 # Name of the per-process conservative cap added while Redis is unavailable (fail_open).
 LOCAL_CAP_NAME = "outage_local"
 
@@ -571,6 +574,8 @@ class PlanEnforcer(CapEnforcer):
     """select_and_record / record_event / member_state over a store that runs plans (see subclasses)."""
 
     store_name = "abstract"
+    # Only the first max(candidate_window, 5 * k) ranked candidates are considered (None: all of them).
+    candidate_window: int | None = DEFAULT_CANDIDATE_WINDOW
 
     def __init__(self, holder: PolicyHolder, key_prefix: str) -> None:
         if not key_prefix or "{" in key_prefix or "}" in key_prefix:
@@ -627,6 +632,8 @@ class PlanEnforcer(CapEnforcer):
         if k <= 0 or not candidates:
             return CapDecision(selected=[], suppressed=[], degraded=None)
         now = _aware(now)
+        if self.candidate_window is not None:
+            candidates = candidates[: max(self.candidate_window, 5 * k)]
         policy = self.holder.policy
         rp = policy.resolved(member.tier)
         keys = KeySpace(self.key_prefix, member.member_id)

@@ -507,3 +507,19 @@ def test_very_long_candidate_list(make_enforcer: MakeEnforcer) -> None:
     assert d.degraded is None
     assert d.selected == ["X0", "X1", "X2", "X3"]  # member_daily: 4
     assert len(d.suppressed) == 2996 and {s.reason for s in d.suppressed} == {"cap:member:day"}
+
+
+def test_candidate_window(make_enforcer: MakeEnforcer) -> None:
+    # 60 seat offers, then one lounge offer; seats are capped (2 a day), k = 3.
+    policy = make_policy(one_cap("member_category", 2, "day"))
+    cands = [offer(f"S{i}") for i in range(60)] + [offer("L1", category="lounge")]
+    t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    windowed = make_enforcer(policy)  # default: the first max(50, 5k) = 50 candidates
+    d = windowed.select_and_record(member("M1"), cands, 3, HOME, t)
+    assert d.selected == ["S0", "S1"] and len(d.suppressed) == 48  # S2..S49; S50.. and L1 not looked at
+    exhaustive = make_enforcer(policy, candidate_window=None)
+    d = exhaustive.select_and_record(member("M2"), cands, 3, HOME, t)
+    assert d.selected == ["S0", "S1", "L1"] and len(d.suppressed) == 58
+    # A larger k widens the window (5 k).
+    d = windowed.select_and_record(member("M3"), cands, 13, HOME, t)
+    assert d.selected == ["S0", "S1", "L1"]
