@@ -308,9 +308,14 @@ class FareReference:
         ref = km * self.per_km
         if self.route_fares:
             rc = RouteCodes.of(flights)
-            uniq, inverse = np.unique(rc.route, return_inverse=True)
-            per_route = np.array([self.route_fares.get(k, np.nan) for k in rc.route_label(uniq)], dtype=float)
-            by_route = per_route[inverse]
+            a = len(rc.airports)
+            position = {code: i for i, code in enumerate(rc.airports)}
+            table = np.full(a * a, np.nan)  # dense lookup by route code: no sort of millions of flights
+            for key, fare_ref in self.route_fares.items():
+                lo, _, hi = key.partition("-")
+                if lo in position and hi in position:
+                    table[position[lo] * a + position[hi]] = fare_ref
+            by_route = table[rc.route]
             ref = np.where(np.isnan(by_route), ref, by_route)
         with np.errstate(divide="ignore", invalid="ignore"):
             level = fare / ref
