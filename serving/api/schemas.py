@@ -363,3 +363,13 @@ class ReloadOut(BaseModel):
     previous_version: str | None
     error: str | None
     seconds: float
+
+
+class PolicyReloadOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"ok": True, "changed": True, "version": "2026-11-22.2", "error": None}}
+    )
+    ok: bool
+    changed: bool
+    version: str = Field(description="Version of the policy in force after the call.")
+    error: str | None = Field(description="Why the file was rejected (file, line and field).")

@@ -143,3 +143,28 @@ def test_not_ready_until_a_model_loads_and_failed_reload_keeps_serving(
         assert client.get("/readyz").status_code == 200
         still = client.post("/v1/recommendations", json=rec_body(world_members[0]))
         assert still.status_code == 200 and still.json()["model"]["version"] == registry.first_version
+
+
+def test_cap_policy_reload_rejects_a_bad_file_and_keeps_the_running_policy(
+    registry: Registry, serving_world: Path, tmp_path: Path, redis_prefix: str
+) -> None:
+    from tests.serving.conftest import CAPS_POLICY
+
+    policy = tmp_path / "caps.yaml"
+    good = CAPS_POLICY.read_text()
+    policy.write_text(good)
+    settings = make_settings(
+        registry, serving_world, tmp_path, redis_prefix, capping_policy_path=policy, capping_policy_poll_s=0
+    )
+    headers = {"X-Debug-Token": DEBUG_TOKEN}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/admin/caps-policy/reload").status_code == 403
+        first = client.post("/v1/admin/caps-policy/reload", headers=headers)
+        assert first.status_code == 200 and first.json()["ok"] is True
+        version = first.json()["version"]
+        policy.write_text(good.replace("limit: 6", "limit: -6", 1))
+        bad = client.post("/v1/admin/caps-policy/reload", headers=headers)
+        assert bad.status_code == 422
+        assert bad.json()["ok"] is False and bad.json()["version"] == version
+        assert "line" in bad.json()["error"] and "limit" in bad.json()["error"]
+        assert client.post("/v1/recommendations", json=rec_body("M0000001")).status_code == 200
