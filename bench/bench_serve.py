@@ -32,6 +32,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -398,6 +399,27 @@ def simulate_month(redis_url: str, prefix: str, world: Path, members: int, seed:
     return report
 
 
+def service_counters(url: str) -> dict[str, float]:
+    """Cold starts, degraded cap answers, offers served and requests, from the service's /metrics."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        for prefix in (
+            "recsys_cold_start_total",
+            "recsys_cap_degraded_total",
+            "recsys_offers_served_total",
+            "recsys_http_requests_total",
+        ):
+            if name.startswith(prefix):
+                out[name] = float(value)
+    return out
+
+
 def delete_prefix(client: Any, prefix: str) -> int:
     n = 0
     batch = []
@@ -434,6 +456,7 @@ def main() -> None:
     p.add_argument("--model", default="all", help="model kind(s) trained when no champion exists (as make)")
     p.add_argument("--quick", action="store_true", help="short runs (smoke test of the benchmark itself)")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the service and clean Redis on kill
     if args.loadgen:
         loadgen_main(args)
         return
@@ -470,6 +493,7 @@ def main() -> None:
         "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
         "RECSYS_CAPPING_POLICY_PATH": str(ROOT / "config" / "caps.yaml"),
         "RECSYS_ENABLE_FLOOR_ENDPOINT": "true",
+        "RECSYS_DATA_DIR": str(world),
         "RECSYS_RELOAD_INTERVAL_S": "0",
         "RECSYS_LOG_LEVEL": "warning",
         "RECSYS_TRACKING_SECRET": uuid.uuid4().hex,
@@ -507,6 +531,7 @@ def main() -> None:
                     svc.port, bodies_file, args.rate, args.fixed_duration
                 )
                 results[f"rss_bytes_{tag}"] = svc.rss_bytes()
+                results[f"service_counters_{tag}"] = service_counters(svc.url)
         log(f"simulating a month of cap traffic for {args.month_members} members")
         results["month"] = simulate_month(redis_url, f"{prefix}:month", world, args.month_members, args.seed)
     finally:
@@ -570,6 +595,16 @@ def report(r: dict[str, Any]) -> None:
     )
     per_member = month.get("bytes_per_member")
     no_ttl = int(month.get("n_keys_without_ttl", len(month.get("keys_without_ttl") or [])))
+    for tag in ("caps_on", "caps_off"):
+        counters = r.get(f"service_counters_{tag}", {})
+        requests = sum(v for k, v in counters.items() if "/v1/recommendations" in k and 'status="200"' in k)
+        cold = counters.get("recsys_cold_start_total", 0)
+        degraded = sum(v for k, v in counters.items() if k.startswith("recsys_cap_degraded_total"))
+        served = sum(v for k, v in counters.items() if k.startswith("recsys_offers_served_total"))
+        print(
+            f"{tag}: {requests:.0f} answers, {served / max(requests, 1):.1f} offers each, {cold:.0f} cold "
+            f"starts, {degraded:.0f} with the cap store degraded (timeout → outage policy)"
+        )
     print(
         f"simulated month: {month['simulated_requests']} requests over {month['simulated_members']} members; "
         f"cap keys {month.get('keys')}; Redis bytes per active member {per_member}; "
