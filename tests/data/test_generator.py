@@ -169,6 +169,7 @@ def test_cabins_meals_and_miles_are_plausible(tables: dict[str, pd.DataFrame], w
 def test_catalogue_covers_families_and_categories(tables: dict[str, pd.DataFrame]) -> None:
     offers = tables["offers"]
     assert len(offers) >= 60 and offers[Col.OFFER_ID].is_unique
+    assert ((offers[Col.PRICE_CASH] > 0) & (offers[Col.PRICE_MILES] > 0)).any()  # miles plus cash
     assert set(offers[Col.CATEGORY]) == {c.value for c in OfferCategory}
     assert set(offers[Col.FAMILY]) == {f.value for f in OfferFamily}
     for cat, fam in zip(offers[Col.CATEGORY], offers[Col.FAMILY], strict=True):

@@ -551,6 +551,21 @@ def build_catalogue(network: Network, valid_from: datetime, horizon_end: datetim
             window=(336, 24),
             placements=[P.POST_BOOKING, P.CHECK_IN],
         )
+    # miles plus cash: half the miles and a cash top-up
+    add(
+        "RD-UPG-Y2W-02",
+        OfferCategory.AWARD_UPGRADE,
+        "Upgrade to Premium Economy with miles plus cash",
+        cash=300.0,
+        miles=award_up[Cabin.Y] // 2,
+        margin=round(0.5 * 300.0 + 0.005 * (award_up[Cabin.Y] // 2), 2),
+        cabins=[Cabin.Y.value],
+        fare_classes=_fc(Cabin.Y, True),
+        target=Cabin.W.value,
+        min_miles=award_up[Cabin.Y] // 2,
+        window=(336, 24),
+        placements=[P.POST_BOOKING, P.CHECK_IN],
+    )
     for i, (title, miles) in enumerate(
         [
             ("Partner hotel night", 8_000),
