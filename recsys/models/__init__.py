@@ -3,7 +3,8 @@
 * :mod:`recsys.models.base` — :class:`~recsys.models.base.Recommender` (fit / recommend / save / load by
   external ids, cold-start policy, one top-k), :class:`~recsys.models.base.RecDataset`.
 * :mod:`recsys.models.popularity`, :mod:`~recsys.models.als`, :mod:`~recsys.models.bpr`,
-  :mod:`~recsys.models.lightfm_model`, :mod:`~recsys.models.hybrid` — the five kinds, each with a strict config.
+  :mod:`~recsys.models.lightfm_model`, :mod:`~recsys.models.hybrid` — the five kinds, each with a strict
+  config.
 * :mod:`recsys.models.registry` — kinds by name: ``create_model(kind, config)``, ``config_class(kind)``.
 * :mod:`recsys.models.features` — member and item feature matrices (same names offline and online).
 * :mod:`recsys.models.bundle` — :class:`~recsys.models.bundle.ModelBundle`, what MLflow wraps and the

@@ -135,7 +135,9 @@ class RecDataset:
 
 @dataclass
 class Vectors:
-    """A fitted model as vectors. ``score(member, item) = user[member] @ item[item]``.
+    """A fitted model as vectors. ``score(member, item) = full_user(member) @ item[item]``, where ``user``
+    holds the learned part of each member's vector and the full vector appends ``prior`` × the one-hot of the
+    member's group on the popularity block (never stored densely: members × groups would not fit at 1 M).
 
     ``group``: one row per member group plus a last row for "group unknown" — the cold-start vectors.
     ``feature`` / ``feature_offset``: content models only; a cold member's vector is
@@ -181,6 +183,7 @@ class Recommender(ABC):
         self.item_ids: IdMap | None = None
         self.group_names: tuple[str, ...] = ()
         self.member_groups_: np.ndarray | None = None
+        self.prior_: float = 0.0
         self.has_history_: np.ndarray | None = None
         self.user_items_: sp.csr_matrix | None = None
         self.member_feature_names_: np.ndarray | None = None
@@ -206,22 +209,21 @@ class Recommender(ABC):
         groups = (
             data.member_groups if data.member_groups is not None else np.full(n_users, -1, dtype=np.int64)
         )
-        user_block = np.zeros((n_users, n_groups), dtype=np.float32)
+        # Members with history: their learned vector, plus ``prior`` × the one-hot of their group on the block
+        # (kept as a scalar and the group index, never as a dense members × groups matrix).
         prior = 1.0 if self.known_members_use_popularity else 0.0
         if not self.known_members_use_popularity and self.config.prior_weight > 0:
             g = np.where(groups >= 0, groups, n_groups - 1)
             learned = score_scale(vectors.user, vectors.item, data, self.config.random_state)
-            popular = score_scale(np.eye(n_groups, dtype=np.float32)[g], pop, data, self.config.random_state)
+            popular = score_scale(None, pop, data, self.config.random_state, groups=g)
             prior = self.config.prior_weight * learned / popular
-        if prior:
-            user_block[np.arange(n_users), np.where(groups >= 0, groups, n_groups - 1)] = prior
         feature = feature_offset = None
         if vectors.feature is not None:
             feature = np.hstack([vectors.feature, np.zeros((len(vectors.feature), n_groups), np.float32)])
             assert vectors.feature_offset is not None
             feature_offset = np.concatenate([vectors.feature_offset, np.zeros(n_groups, np.float32)])
         self.vectors_ = Vectors(
-            user=np.ascontiguousarray(np.hstack([vectors.user, user_block])),
+            user=np.ascontiguousarray(vectors.user, dtype=np.float32),
             item=np.ascontiguousarray(np.hstack([vectors.item, pop]).astype(np.float32)),
             group=group_vectors,
             feature=feature,
@@ -231,6 +233,7 @@ class Recommender(ABC):
         self.member_ids, self.item_ids = data.member_ids, data.item_ids
         self.group_names = tuple(data.group_names)
         self.member_groups_ = groups
+        self.prior_ = float(prior)
         self.has_history_ = np.diff(data.user_items.indptr) > 0
         self.user_items_ = data.user_items
         if data.member_features is not None and feature is not None:
@@ -263,6 +266,18 @@ class Recommender(ABC):
             assert self.member_ids is not None
             self._member_pos = {str(m): i for i, m in enumerate(self.member_ids.external_ids)}
         return self._member_pos.get(member_id)
+
+    def known_vector(self, member_idx: int) -> np.ndarray:
+        """The full vector of a member with history, by row (the per-request path: no batching overhead)."""
+        vec = self._check_fitted()
+        assert self.member_groups_ is not None
+        out = np.zeros(self.dim, dtype=np.float32)
+        d_learned = vec.user.shape[1]
+        out[:d_learned] = vec.user[member_idx]
+        if self.prior_:
+            g = int(self.member_groups_[member_idx])
+            out[d_learned + (g if g >= 0 else len(self.group_names))] = self.prior_
+        return out
 
     def is_known(self, member_id: str) -> bool:
         """True when the member had history in training (gets learned, not cold-start, recommendations)."""
@@ -310,8 +325,14 @@ class Recommender(ABC):
         known[known] = self.has_history_[member_idx[known]]
         if force_cold:  # what the cold-start policy would give these members (calibration, tests)
             known[:] = False
-        out = np.empty((len(member_idx), vec.user.shape[1]), dtype=np.float32)
-        out[known] = vec.user[member_idx[known]]
+        out = np.zeros((len(member_idx), self.dim), dtype=np.float32)
+        d_learned = vec.user.shape[1]
+        rows = np.flatnonzero(known)
+        out[rows, :d_learned] = vec.user[member_idx[rows]]
+        if self.prior_ and len(rows):
+            g_known = self.member_groups_[member_idx[rows]]
+            g_known = np.where(g_known >= 0, g_known, len(self.group_names))
+            out[rows, d_learned + g_known] = self.prior_
         cold = np.flatnonzero(~known)
         if len(cold):
             g = np.full(len(member_idx), -1, dtype=np.int64)
@@ -492,6 +513,7 @@ class Recommender(ABC):
             "kind": self.kind,
             "config": self.config.model_dump(mode="json"),
             "groups": list(self.group_names),
+            "prior": self.prior_,
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -523,6 +545,7 @@ class Recommender(ABC):
         model.item_ids = IdMap(arrays["item_ids"].astype(object))
         model.group_names = tuple(meta["groups"])
         model.member_groups_ = arrays["member_groups"]
+        model.prior_ = float(meta.get("prior", 0.0))
         model.user_items_ = sp.csr_matrix(
             (arrays["ui_data"], arrays["ui_indices"], arrays["ui_indptr"]),
             shape=(len(model.member_ids), len(model.item_ids)),
@@ -539,23 +562,33 @@ class Recommender(ABC):
 
 # -------------------------------------------------------------------------------------------------- helpers
 def score_scale(
-    user: np.ndarray, item: np.ndarray, data: RecDataset, seed: int, sample: int = 200_000
+    user: np.ndarray | None,
+    item: np.ndarray,
+    data: RecDataset,
+    seed: int,
+    sample: int = 200_000,
+    groups: np.ndarray | None = None,
 ) -> float:
     """Standard deviation of ``user @ item`` scores over sampled known (member, item) cells and as many random
-    items for the same members — the spread a ranking sees. 1.0 when the scores are constant."""
+    items for the same members — the spread a ranking sees. 1.0 when the scores are constant. With ``groups``
+    (and ``user`` None) the scores are ``item[col, groups[member]]``: a popularity block."""
     ui = data.user_items.tocoo()
-    if ui.nnz == 0 or user.shape[1] == 0:
+    if ui.nnz == 0 or (user is not None and user.shape[1] == 0):
         return 1.0
     rng = np.random.default_rng(seed)
     pick = rng.choice(ui.nnz, size=min(sample, ui.nnz), replace=False)
     cols = rng.integers(0, ui.shape[1], size=len(pick))
     rows = ui.row[pick]
-    scores = np.concatenate(
-        [
-            np.einsum("ij,ij->i", user[rows], item[ui.col[pick]]),
-            np.einsum("ij,ij->i", user[rows], item[cols]),
-        ]
-    )
+    if user is None:
+        assert groups is not None
+        scores = np.concatenate([item[ui.col[pick], groups[rows]], item[cols, groups[rows]]])
+    else:
+        scores = np.concatenate(
+            [
+                np.einsum("ij,ij->i", user[rows], item[ui.col[pick]]),
+                np.einsum("ij,ij->i", user[rows], item[cols]),
+            ]
+        )
     sd = float(np.std(scores))
     return sd if sd > 1e-12 else 1.0
 

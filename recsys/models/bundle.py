@@ -433,13 +433,13 @@ class ModelBundle:
         idx = self.model.member_index(member_id)
         if idx is None or not self._has_history[idx]:
             return None
-        return np.array(self._vectors.user[idx])
+        return self.model.known_vector(idx)
 
     def member_vector(self, member_id: str, member_features: Mapping[str, Any] | None = None) -> np.ndarray:
         """The vector the model scores a member with, applying the cold-start policy (never fails)."""
         idx = self.model.member_index(member_id)
         if idx is not None and self._has_history[idx]:
-            return self._vectors.user[idx]
+            return self.model.known_vector(idx)
         if member_features:
             cv = self.model.content_vector(member_feature_names(member_features))
             if cv is not None:
@@ -586,7 +586,7 @@ def _index_recall(model: Recommender, index: ItemIndex, n_queries: int, seed: in
     known = np.flatnonzero(model.has_history_)
     rng = np.random.default_rng(seed)
     pick = rng.choice(known, size=min(n_queries, len(known)), replace=False)
-    queries = np.vstack([vec.user[pick], vec.group])
+    queries = np.vstack([model.user_vectors(pick), vec.group])
     return {f"offers_recall_at_{k}": recall_at_k(index, queries, k) for k in (10,)}
 
 
@@ -657,7 +657,7 @@ def _calibrate(
     c = rows["col"].to_numpy(dtype=np.int64)
     y = rows["label"].to_numpy(dtype=np.int64)
     known = model.has_history_[r] if len(r) else np.zeros(0, dtype=bool)
-    s_known = np.einsum("ij,ij->i", vec.user[r[known]], vec.item[c[known]])
+    s_known = np.einsum("ij,ij->i", model.user_vectors(r[known]), vec.item[c[known]])
     cold_vectors = model.user_vectors(r, force_cold=True) if len(r) else np.zeros((0, vec.item.shape[1]))
     s_cold = np.einsum("ij,ij->i", cold_vectors, vec.item[c])
     cal = {
