@@ -851,14 +851,18 @@ class _World:
         f = np.maximum(req["flight"], 0)
         e: np.ndarray = self.o_place[:, req["place"]].T.copy()
         e &= self.o_tiers[:, tiers[member]].T
-        trip_ok: np.ndarray = (
-            self.o_cabins[:, fl["cabin"][f]].T
-            & self.o_fc[:, fl["fc"][f]].T
-            & self.o_origins[:, fl["origin"][f]].T
-        )
+        if len(fl["cabin"]) == 0:  # nobody in this chunk flew: no trip-bound offer is eligible
+            trip_ok = np.zeros((len(member), len(self.o_ids)), dtype=bool)
+        else:
+            trip_ok = (
+                self.o_cabins[:, fl["cabin"][f]].T
+                & self.o_fc[:, fl["fc"][f]].T
+                & self.o_origins[:, fl["origin"][f]].T
+            )
         hours = np.nan_to_num(req["hours"], nan=-1.0)
         trip_ok &= (hours[:, None] <= self.o_open[None, :]) & (hours[:, None] >= self.o_close[None, :])
-        trip_ok &= ~self.o_lounge[None, :] | self.has_lounge[fl["origin"][f]][:, None]
+        if len(fl["cabin"]):
+            trip_ok &= ~self.o_lounge[None, :] | self.has_lounge[fl["origin"][f]][:, None]
         e &= np.where(self.o_trip[None, :], trip_ok & has_trip[:, None], True)
         # non-trip offers restricted to origins (award flights, route promotions): the member's home airport
         e &= np.where(self.o_trip[None, :], True, self.o_origins[:, m["home"][member]].T)
@@ -890,9 +894,10 @@ class _World:
             shown_r.append(r_idx + s)
             shown_o.append(top[r_idx, pos])
             shown_pos.append(pos)
-        imp_r = np.concatenate(shown_r)
-        imp_o = np.concatenate(shown_o)
-        imp_pos = np.concatenate(shown_pos)
+        empty = [np.zeros(0, dtype=np.int64)]
+        imp_r = np.concatenate(shown_r or empty)
+        imp_o = np.concatenate(shown_o or empty)
+        imp_pos = np.concatenate(shown_pos or empty)
         imp_member = req["member"][imp_r]
         imp_time = req["time"][imp_r]
         # prior exposures of the same offer to the same member
@@ -903,7 +908,13 @@ class _World:
         f = req["flight"][imp_r]
         has_trip = f >= 0
         fs = np.maximum(f, 0)
-        purpose = np.where(has_trip, fl["purpose"][fs], -1)
+        if len(fl["member"]):
+            purpose = np.where(has_trip, fl["purpose"][fs], -1)
+            long_haul = has_trip & fl["long_haul"][fs]
+            premium = has_trip & (fl["cabin"][fs] >= 2)
+        else:  # nobody in this chunk flew: home impressions only
+            purpose = np.full(len(f), -1)
+            long_haul = premium = np.zeros(len(f), dtype=bool)
         members = m["acc"]
         logit = acc.pair_logit(
             self.params,
@@ -912,8 +923,8 @@ class _World:
             imp_member,
             imp_o,
             purpose=purpose,
-            long_haul=has_trip & fl["long_haul"][fs],
-            premium=has_trip & (fl["cabin"][fs] >= 2),
+            long_haul=long_haul,
+            premium=premium,
             placement=req["place"][imp_r],
         )
         excess = acc.fatigue_excess(self.params, members.tolerance[imp_member], prior)
