@@ -329,9 +329,11 @@ def test_health_ready_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
+    assert ready.json()["checks"]["caps"].startswith("redis")
     text = client.get("/metrics").text
     assert 'recsys_http_requests_total{method="POST",route="/v1/recommendations",status="200"}' in text
     assert "recsys_suppressed_candidates_total" in text
+    assert "recsys_cap_store_breaker_open" in text
 
 
 def test_admin_reload_needs_the_token(client: TestClient, registry: Registry) -> None:

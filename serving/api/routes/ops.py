@@ -42,6 +42,13 @@ async def readyz(services: ServicesDep) -> Response:
         except Exception as exc:
             ready = False
             checks["redis"] = f"unreachable: {type(exc).__name__}"
+    enforcer = services.cap_enforcer
+    if enforcer is not None and hasattr(enforcer, "status"):
+        # Informational: with the cap store down the outage policy answers, so the service stays ready.
+        status = enforcer.status()
+        checks["caps"] = f"{status.get('store')}: " + (
+            f"degraded ({status.get('last_error')})" if status.get("breaker_open") else "ok"
+        )
     try:
         await anyio.to_thread.run_sync(services.event_log.ping)
         checks["event_log"] = "ok"
@@ -80,6 +87,13 @@ async def metrics(services: ServicesDep) -> PlainTextResponse:
     text = services.metrics.render(extra)
     enforcer = services.cap_enforcer
     if enforcer is not None:
+        status = enforcer.status() if hasattr(enforcer, "status") else {}
+        text += (
+            "# TYPE recsys_cap_store_breaker_open gauge\n"
+            f"recsys_cap_store_breaker_open {int(bool(status.get('breaker_open')))}\n"
+            "# TYPE recsys_cap_store_failures_total counter\n"
+            f"recsys_cap_store_failures_total {int(status.get('failures') or 0)}\n"
+        )
         counts = enforcer.counters.snapshot()
         text += "# TYPE recsys_cap_suppressions_total counter\n" + "".join(
             f'recsys_cap_suppressions_total{{reason="{r}"}} {n}\n' for r, n in sorted(counts.items())
