@@ -325,7 +325,8 @@ def test_unknown_member_profile_is_404(client: TestClient) -> None:
 # ------------------------------------------------------------------------------------------ operations
 
 
-def test_health_ready_metrics(client: TestClient) -> None:
+def test_health_ready_metrics(client: TestClient, world_members: list[str]) -> None:
+    assert client.post("/v1/recommendations", json=rec_body(world_members[12])).status_code == 200
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
