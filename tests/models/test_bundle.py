@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from recsys.data.layout import DatasetWriter
-from recsys.models.bundle import BundleError, ModelBundle
+from recsys.data.layout import DatasetWriter, read_table
+from recsys.models.bundle import BundleError, CalibrationConfig, Calibrator, ModelBundle
 from recsys.schema import Col
 
 FAST = {
@@ -30,9 +30,18 @@ EATER_OFFERS = {"MEAL-VGML", "MEAL-SIG", "AWD-CTU"}
 LOUNGER_OFFERS = {"LOUNGE", "WIFI", "UPG-YW"}
 
 
+_WORLDS: dict[int, Path] = {}
+
+
+def bundle_world(bundle: ModelBundle) -> Path:
+    return _WORLDS[id(bundle)]
+
+
 @pytest.fixture(scope="module", params=list(FAST))
 def bundle(request, taste_world: Path) -> ModelBundle:
-    return ModelBundle.train(taste_world, request.param, {"model": FAST[request.param]}, seed=3)
+    b = ModelBundle.train(taste_world, request.param, {"model": FAST[request.param]}, seed=3)
+    _WORLDS[id(b)] = taste_world
+    return b
 
 
 def test_recommend_frame_shape_ranks_and_cold_members(bundle: ModelBundle):
@@ -62,15 +71,46 @@ def test_score_matches_recommend_and_unknown_offers_score_minus_inf(bundle: Mode
     assert np.isneginf(scores[-1])
 
 
-def test_acceptance_probability_is_in_0_1_and_monotone_in_score(bundle: ModelBundle):
+def test_acceptance_probability_is_a_probability_and_calibrated_in_the_large(bundle: ModelBundle):
     offers = bundle.offers[Col.OFFER_ID].tolist()
     for member in (EATER, LOUNGER, "UNKNOWN"):
         p = bundle.acceptance_probability(member, offers)
-        s = bundle.score(member, offers)
         assert ((p >= 0) & (p <= 1)).all()
-        order = np.argsort(s)
-        assert (np.diff(p[order]) >= -1e-12).all()
     assert bundle.acceptance_probability(EATER, ["NOT-AN-OFFER"])[0] == 0.0
+    # On the training impressions, the mean predicted probability matches the observed purchase rate.
+    events = read_table(bundle_world(bundle), "interactions").sort_values(Col.EVENT_TIME)
+    imps = events[events[Col.EVENT_TYPE] == "impression"]
+    buys = events.loc[events[Col.EVENT_TYPE] == "purchase", [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]]
+    joined = pd.merge_asof(
+        imps, buys.assign(_bought=1), on=Col.EVENT_TIME, by=[Col.MEMBER_ID, Col.OFFER_ID],
+        direction="forward", tolerance=pd.Timedelta(days=7),
+    )  # fmt: skip
+    label = joined["_bought"].fillna(0).to_numpy()
+    pairs = zip(joined[Col.MEMBER_ID], joined[Col.OFFER_ID], strict=True)
+    p = np.concatenate([bundle.acceptance_probability(m, [o]) for m, o in pairs])
+    assert abs(p.mean() - label.mean()) < 0.03
+    assert bundle.info["stats"]["calibration_known"] == "offer_logistic"
+
+
+def test_calibrators():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=4000)
+    items = rng.integers(0, 4, size=4000)
+    truth = 1 / (1 + np.exp(-(1.5 * scores + np.asarray([-3.0, -2.0, -1.0, 0.0])[items])))
+    labels = (rng.random(4000) < truth).astype(int)
+    cal = Calibrator.fit(scores, labels, CalibrationConfig(), items, 4)
+    assert cal.kind == "offer_logistic" and cal.x[0] > 0 and cal.x[1] > 0
+    p = cal(scores, items)
+    assert abs(p.mean() - labels.mean()) < 0.01
+    assert cal(np.asarray([0.0, -np.inf]), np.asarray([-1, 0])).tolist() == [
+        0.0,
+        0.0,
+    ]  # unknown offer, no score
+    iso = Calibrator.fit(scores, labels, CalibrationConfig(method="isotonic"))
+    grid = np.linspace(-3, 3, 50)
+    assert (np.diff(iso(grid)) >= 0).all()
+    few = Calibrator.fit(scores[:10], labels[:10], CalibrationConfig())
+    assert few.kind == "constant"
 
 
 def test_retrieve_equals_exact_ranking(bundle: ModelBundle):
