@@ -344,7 +344,10 @@ class Recommender(ABC):
             g = np.where(g >= 0, g, len(self.group_names))
             out[cold] = vec.group[g[cold]]
             if vec.feature is not None:
-                self._apply_content(out, cold, member_idx, features)
+                with_content = self._apply_content(out, cold, member_idx, features)
+                if self.prior_ and len(with_content):  # content plus the group prior, as for known members
+                    block = self.dim - (len(self.group_names) + 1)
+                    out[with_content, block + g[with_content]] += self.prior_
         return out
 
     def _apply_content(
@@ -353,12 +356,13 @@ class Recommender(ABC):
         cold: np.ndarray,
         member_idx: np.ndarray,
         features: Sequence[Sequence[str] | None] | None,
-    ) -> None:
+    ) -> np.ndarray:
         """Content vectors for cold members: from ``features`` when given, else from the features the model
         was fitted with (members of the training population without history). Members with no known feature
-        keep their group-popularity vector."""
+        keep their group-popularity vector. Returns the rows that got a content vector."""
         vec = self._check_fitted()
         assert vec.feature is not None and vec.feature_offset is not None
+        done: list[int] = []
         stored = []
         for i in cold:
             names = features[i] if features is not None else None
@@ -366,6 +370,7 @@ class Recommender(ABC):
                 cv = self.content_vector(names)
                 if cv is not None:
                     out[i] = cv
+                    done.append(i)
             elif member_idx[i] >= 0:
                 stored.append(i)
         if stored and "member_features_indptr" in vec.extra:
@@ -381,6 +386,8 @@ class Recommender(ABC):
                 sub = m[has]
                 content = (sub @ vec.feature) / counts[has][:, None] + vec.feature_offset
                 out[np.asarray(stored)[has]] = content
+                done.extend(np.asarray(stored)[has].tolist())
+        return np.asarray(sorted(done), dtype=np.int64)
 
     # -------------------------------------------------------------------------------------- recommending
     def recommend(

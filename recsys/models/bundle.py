@@ -485,13 +485,16 @@ class ModelBundle:
         if idx is not None and self._has_history[idx]:
             return self.model.known_vector(idx)
         if member_features:
+            group = group_label(member_features, self.group_keys) if self.group_keys else None
+            g = self.model.group_index(group)  # the global column when the group is unknown
             cv = self.model.content_vector(member_feature_names(member_features))
             if cv is not None:
+                if self.model.prior_:
+                    cv = cv.copy()
+                    cv[self.model.dim - (len(self.model.group_names) + 1) + g] += self.model.prior_
                 return cv
-            if self.group_keys:
-                group = group_label(member_features, self.group_keys)
-                if group in self.model.group_names:
-                    return self._vectors.group[self.model.group_index(group)]
+            if group in self.model.group_names:
+                return self._vectors.group[g]
         if idx is not None:
             return self.model.user_vectors(np.asarray([idx]))[0]
         return self._vectors.group[-1]
