@@ -55,6 +55,11 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
 
 
+def step(message: str) -> None:
+    """A progress line as soon as a step ends (the 1M part runs for many minutes)."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}; peak RSS {peak_rss_gb():.2f} GB", flush=True)
+
+
 def ensure_world(path: Path, members: int) -> Path:
     from recsys.data.generator import generate_world
 
@@ -140,6 +145,7 @@ def bench_1m(world: Path, tracking: str) -> dict[str, Any]:
         est.fit(matrix, show_progress=False)
         out["bare_als_fit_s"] = time.perf_counter() - t
     out["matrix"] = {"rows": matrix.shape[0], "cols": matrix.shape[1], "nnz": int(matrix.nnz)}
+    step(f"bare ALS fit {out['bare_als_fit_s']:.1f} s (matrix built in {t - t_total:.1f} s)")
     del est, matrix, inter
 
     # 2. raw data -> registered ALS model
@@ -153,6 +159,7 @@ def bench_1m(world: Path, tracking: str) -> dict[str, Any]:
     out["register_s"] = time.perf_counter() - t2
     out["als_path_s"] = time.perf_counter() - t
     out["registered_version"] = pub.version.version if pub.version else None
+    step(f"ALS raw data -> registered model {out['als_path_s']:.1f} s")
     del bundle
 
     # 3. the offline evaluation on its own (model trained before the cut-off; that training is not counted)
@@ -168,6 +175,7 @@ def bench_1m(world: Path, tracking: str) -> dict[str, Any]:
             "oracle", OracleRecommender(world, offers[Col.OFFER_ID], split.exposed).recommend, split, offers
         )
     out["evaluation_s"] = time.perf_counter() - t
+    step(f"offline evaluation {out['evaluation_s']:.1f} s")
     out["test_members"] = len(split.test_members)
     out["als_ndcg_at_10"] = ev.primary
     out["oracle_ndcg_at_10"] = oracle.primary if oracle else None
