@@ -693,6 +693,19 @@ def _calibration_rows(
     )
 
 
+def _pair_scores(
+    model: Recommender, rows: np.ndarray, cols: np.ndarray, force_cold: bool, chunk: int = 20_000
+) -> np.ndarray:
+    """Scores of (member row, item) pairs, in chunks (full member vectors are wide: learned + group block)."""
+    vec = model._check_fitted()
+    out = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), chunk):
+        stop = start + chunk
+        users = model.user_vectors(rows[start:stop], force_cold=force_cold)
+        out[start:stop] = np.einsum("ij,ij->i", users, vec.item[cols[start:stop]])
+    return out
+
+
 def _calibrate(
     root: Path,
     model: Recommender,
@@ -702,15 +715,13 @@ def _calibrate(
     seed: int,
 ) -> tuple[dict[str, Calibrator], dict[str, Any]]:
     rows = _calibration_rows(root, inter, before, cfg, seed)
-    vec = model._check_fitted()
     assert model.has_history_ is not None
     r = rows["row"].to_numpy(dtype=np.int64)
     c = rows["col"].to_numpy(dtype=np.int64)
     y = rows["label"].to_numpy(dtype=np.int64)
     known = model.has_history_[r] if len(r) else np.zeros(0, dtype=bool)
-    s_known = np.einsum("ij,ij->i", model.user_vectors(r[known]), vec.item[c[known]])
-    cold_vectors = model.user_vectors(r, force_cold=True) if len(r) else np.zeros((0, vec.item.shape[1]))
-    s_cold = np.einsum("ij,ij->i", cold_vectors, vec.item[c])
+    s_known = _pair_scores(model, r[known], c[known], force_cold=False)
+    s_cold = _pair_scores(model, r, c, force_cold=True)
     cal = {
         "known": Calibrator.fit(s_known, y[known], cfg, c[known], len(inter.item_ids)),
         "cold": Calibrator.fit(s_cold, y, cfg, c, len(inter.item_ids)),
