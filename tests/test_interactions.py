@@ -102,8 +102,8 @@ def test_hand_computed_weights_with_cutoff_and_half_life(tiny: Path) -> None:
         assert cells[key] == pytest.approx(value, rel=1e-6), key
     assert list(res.item_ids.external_ids) == [
         "offer:o1", "offer:o2", "offer:o3",
-        "cabin:C", "cabin:Y", "category:meal", "category:seat", "dest:CTU", "dest:PEK", "meal:VGML", "route:CTU-PEK",
-        "route:PEK-CTU",
+        "cabin:C", "cabin:Y", "category:meal", "category:seat", "dest:CTU", "dest:PEK", "meal:VGML",
+        "route:CTU-PEK", "route:PEK-CTU",
     ]  # fmt: skip
     assert res.n_offers == 3
     assert list(res.member_has_history()) == [True, True, False]
