@@ -220,7 +220,16 @@ def main() -> None:
     parser.add_argument("--skip-50k", action="store_true")
     parser.add_argument("--skip-1m", action="store_true")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "bench_train.json")
+    parser.add_argument(
+        "--max-memory-gb",
+        type=float,
+        default=16.0,
+        help="address-space limit of this process: past it a step fails with MemoryError instead of the "
+        "machine's OOM killer taking down whatever is largest (the machine is shared)",
+    )
     args = parser.parse_args()
+    limit = int(args.max_memory_gb * 1024**3)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     results: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as tmp:
@@ -228,7 +237,11 @@ def main() -> None:
         if not args.skip_50k:
             results["world_50k"] = bench_50k(ensure_world(args.world_50k, 50_000), tracking)
         if not args.skip_1m:
-            results["world_1m"] = bench_1m(ensure_world(args.world_1m, 1_000_000), tracking)
+            try:
+                results["world_1m"] = bench_1m(ensure_world(args.world_1m, 1_000_000), tracking)
+            except MemoryError:
+                results["world_1m"] = {"error": f"MemoryError past {args.max_memory_gb} GB"}
+                step(f"1M part aborted: out of the {args.max_memory_gb:.0f} GB address-space limit")
     results["peak_rss_gb"] = peak_rss_gb()
     results["load_avg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
