@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -218,9 +219,13 @@ def test_retried_batch_is_counted_once(client: TestClient, world_members: list[s
     assert stored["request_id"] is not None and stored["model_version"] is not None  # attributed by the token
 
 
-def test_dismiss_starts_a_cooldown_once(client: TestClient, world_members: list[str]) -> None:
+def test_dismiss_starts_a_cooldown_once(
+    client: TestClient, world_members: list[str], world_offers: pd.DataFrame
+) -> None:
     member = world_members[6]
-    offer = served_offer(client, member)
+    exempt = set(world_offers.loc[world_offers["exempt"].astype(bool), "offer_id"])
+    resp = client.post("/v1/recommendations", json=rec_body(member, placement="post_booking", limit=10))
+    offer = next(o for o in resp.json()["offers"] if o["offer_id"] not in exempt)  # exempt ones never cool down
     batch = {"events": [event(member, offer, "dismiss")]}
     assert client.post("/v1/events", json=batch).json()["accepted"] == 1
     caps = client.get(f"/v1/members/{member}/caps")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
@@ -13,7 +14,11 @@ from tests.serving.test_api import rec_body
 
 
 def test_embedded_stores_serve_the_api(
-    registry: Registry, serving_world: Path, tmp_path: Path, world_members: list[str]
+    registry: Registry,
+    serving_world: Path,
+    tmp_path: Path,
+    world_members: list[str],
+    world_offers: pd.DataFrame,
 ) -> None:
     settings = make_settings(registry, serving_world, tmp_path, None)
     assert settings.redis_url is None
@@ -27,8 +32,11 @@ def test_embedded_stores_serve_the_api(
         assert first.status_code == 200 and first.json()["offers"]
         caps = client.get(f"/v1/members/{member}/caps").json()["state"]
         assert caps["store"] == "memory"
-        # The same offer is not shown twice within the per-offer window: the embedded counters cap too.
-        shown = {o["offer_id"] for o in first.json()["offers"]}
+        # The same (non-exempt) offer is not shown twice within the per-offer window: the embedded counters
+        # cap too. Exempt offers (service messages) are never capped.
+        exempt = set(world_offers.loc[world_offers["exempt"].astype(bool), "offer_id"])
+        shown = {o["offer_id"] for o in first.json()["offers"]} - exempt
+        assert shown
         again = client.post("/v1/recommendations", json=rec_body(member, placement="post_booking", limit=5))
         assert shown.isdisjoint(o["offer_id"] for o in again.json()["offers"])
     assert (tmp_path / "events.db").exists()
