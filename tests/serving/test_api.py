@@ -225,7 +225,7 @@ def test_dismiss_starts_a_cooldown_once(
     member = world_members[6]
     exempt = set(world_offers.loc[world_offers["exempt"].astype(bool), "offer_id"])
     resp = client.post("/v1/recommendations", json=rec_body(member, placement="post_booking", limit=10))
-    offer = next(o for o in resp.json()["offers"] if o["offer_id"] not in exempt)  # exempt ones never cool down
+    offer = next(o for o in resp.json()["offers"] if o["offer_id"] not in exempt)  # exempt: no cool-down
     batch = {"events": [event(member, offer, "dismiss")]}
     assert client.post("/v1/events", json=batch).json()["accepted"] == 1
     caps = client.get(f"/v1/members/{member}/caps")
