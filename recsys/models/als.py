@@ -17,10 +17,11 @@ class ALSConfig(ModelConfig):
     # ranked below popularity (NDCG@10 ALS 0.16 vs 0.26) and ALS with this prior scored 0.293.
     prior_weight: float = Field(default=10.0, ge=0)
 
-    factors: int = Field(default=64, ge=1)
+    # 50k world: 32 factors x 10 iterations NDCG@10 0.294 in 4.6 s; 64 x 15 scored 0.293 in 18.6 s.
+    factors: int = Field(default=32, ge=1)
     regularization: float = Field(default=0.05, ge=0)
     alpha: float = Field(default=2.0, gt=0)
-    iterations: int = Field(default=15, ge=1)
+    iterations: int = Field(default=10, ge=1)
     num_threads: int = Field(default=0, ge=0, description="0 = all cores; ALS is deterministic for any count")
 
 
