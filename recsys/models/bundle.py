@@ -15,8 +15,10 @@ a directory::
 Per-request methods (:meth:`score`, :meth:`acceptance_probability`, :meth:`retrieve`) use dict lookups and one
 small matrix-vector product — no pandas.
 
-Cold-start policy (see :mod:`recsys.models.base`): a member without training history is scored by the content
-model from ``member_features`` (LightFM, hybrid), else by the popularity of their group (segment or tier, from
+Scores: a member with history is scored by the learned vector plus ``prior_weight`` × the popularity of their
+group (miles band × home airport by default; segment for the popularity baseline). Cold-start policy (see
+:mod:`recsys.models.base`): a member without training history is scored by the content model from
+``member_features`` plus the group prior (LightFM, hybrid), else by the popularity of their group (from
 ``member_features`` or the training data), else by global popularity — never an error.
 """
 
