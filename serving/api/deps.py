@@ -21,6 +21,11 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 async def get_model(services: ServicesDep) -> ServedModel:
     """The model serving now (one snapshot for the whole request); 503 until one is loaded."""
+    return current_model(services)
+
+
+def current_model(services: Services) -> ServedModel:
+    """:func:`get_model` as a plain call (for routes that skip the dependency machinery on the hot path)."""
     model = services.holder.current
     if model is None:
         raise ApiError(
@@ -39,6 +44,11 @@ async def is_internal_caller(
     ] = None,
 ) -> bool:
     """True when the caller sent the configured debug token (constant-time comparison)."""
+    return internal_caller(services, x_debug_token)
+
+
+def internal_caller(services: Services, x_debug_token: str | None) -> bool:
+    """:func:`is_internal_caller` as a plain call."""
     expected = services.settings.debug_token
     if expected is None or x_debug_token is None:
         return False
