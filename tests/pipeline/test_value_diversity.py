@@ -32,16 +32,16 @@ def test_expected_value_orders_by_probability_times_margin_not_probability_alone
     values = np.array([100.0, 1000.0, 50.0])
     probs = np.array([0.30, 0.05, 0.90])  # EV 30, 50, 45
     ev = expected_values([0, 1, 2], probs, values)
-    assert ev.tolist() == pytest.approx([30.0, 50.0, 45.0])
-    assert rank_by_value(ev, probs).tolist() == [1, 2, 0]
+    assert list(ev) == pytest.approx([30.0, 50.0, 45.0])
+    assert list(rank_by_value(ev, probs)) == [1, 2, 0]
 
 
 def test_close_offers_are_discounted_and_ties_break_on_score() -> None:
     values = np.array([100.0, 100.0])
     ev = expected_values([0, 1], np.array([0.5, 0.5]), values, close={1: 2000}, close_value_factor=0.5)
-    assert ev.tolist() == pytest.approx([50.0, 25.0])
+    assert list(ev) == pytest.approx([50.0, 25.0])
     tie = np.array([10.0, 10.0, 10.0])
-    assert rank_by_value(tie, np.array([0.1, 0.3, 0.2])).tolist() == [1, 2, 0]
+    assert list(rank_by_value(tie, np.array([0.1, 0.3, 0.2]))) == [1, 2, 0]
 
 
 def test_at_most_n_per_category() -> None:
