@@ -26,11 +26,12 @@ Fields of a rolling hash whose newest time has left the window are dropped when 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import orjson
 
 from recsys.capping.api import (
     REASON_COOLDOWN_DISMISS_CATEGORY,
@@ -137,7 +138,7 @@ class Plan:
                 [1 if e else 0, [j + 1 for j in cds], [i + 1 for i in cts]] for e, cds, cts in self.candidates
             ],
         }
-        return names, [self.now_ms, k, mode, json.dumps(spec, separators=(",", ":"))]
+        return names, [self.now_ms, k, mode, orjson.dumps(spec)]
 
 
 @dataclass
