@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -14,6 +12,15 @@ from serving.recommendations import check_airports, new_request_id, to_domain, t
 from serving.responses import OrjsonResponse
 
 router = APIRouter(tags=["recommendations"])
+
+# Read from the request headers in the route (see there), documented here.
+DEBUG_TOKEN_PARAMETER = {
+    "name": "x-debug-token",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Internal callers' token (enables debug: the response lists suppressed candidates).",
+}
 
 ERRORS = {
     415: {"model": ErrorResponse, "description": "Body is not JSON."},
@@ -28,27 +35,22 @@ ERRORS = {
     response_class=OrjsonResponse,
     responses=ERRORS,  # type: ignore[arg-type]
     dependencies=[Depends(require_json)],
+    openapi_extra={"parameters": [DEBUG_TOKEN_PARAMETER]},
     summary="Ranked, eligible, explained and capped offers for one member and placement",
 )
-async def recommend(
-    body: RecommendationRequest,
-    request: Request,
-    x_debug_token: Annotated[
-        str | None, Header(description="Internal callers' token (enables debug).")
-    ] = None,
-) -> Response:
-    # Services, model and caller are looked up with plain calls, not sub-dependencies: FastAPI's dependency
-    # resolution cost ~0.1 ms of CPU per dependency, a tenth of the whole pipeline.
+async def recommend(body: RecommendationRequest, request: Request) -> Response:
+    # Services, model and caller are looked up with plain calls, not sub-dependencies or Header parameters:
+    # FastAPI's per-request resolution of those cost ~0.1 ms of CPU each, a tenth of the whole pipeline.
     services = request.app.state.services
     model = current_model(services)
     check_airports(body.trip, services.airports)
-    debug = body.debug and internal_caller(services, x_debug_token)
-    request = to_domain(body, now=services.clock(), debug=debug)
+    debug = body.debug and internal_caller(services, request.headers.get("x-debug-token"))
+    domain = to_domain(body, now=services.clock(), debug=debug)
     if services.settings.pipeline_in_threadpool:
         # The pipeline waits on Redis (member store, caps): in the threadpool those waits overlap.
-        result = await run_in_threadpool(model.pipeline.recommend, request)
+        result = await run_in_threadpool(model.pipeline.recommend, domain)
     else:
-        result = model.pipeline.recommend(request)
+        result = model.pipeline.recommend(domain)
     metrics = services.metrics
     metrics.record_suppressed(result.suppressed)
     for offer in result.offers:
