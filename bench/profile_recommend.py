@@ -1,0 +1,194 @@
+"""CPU per recommend request, in-process: the pipeline alone and the whole ASGI app (no server, no network).
+
+Measures process CPU time (not wall time: the machine is shared) over the request mix ``bench_serve.py``
+uses (the 50,000-member world's champion, real Redis for the member store and caps), and optionally writes
+a cProfile of the app path.
+
+    .venv/bin/python bench/profile_recommend.py [--requests 3000] [--no-caps] [--on-loop]
+        [--profile var/bench/app.prof] [--profile-pipeline var/bench/pipeline.prof]
+
+The member profiles are published once under ``profile-recsys:members`` and kept for later runs (the
+service's start-up bootstrap skips them when present); the cap counters of a run are deleted at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_serve import delete_prefix, request_mix  # noqa: E402
+
+
+async def call(app: Any, body: bytes) -> tuple[int, bytes]:
+    """One POST /v1/recommendations through the ASGI app; (status, body)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/recommendations",
+        "raw_path": b"/v1/recommendations",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    status = 0
+    chunks: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
+def redis_cpu(url: str) -> float:
+    """CPU seconds the Redis server has used (user + sys; other clients' work included)."""
+    import redis
+
+    info = redis.Redis.from_url(url).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def run(args: argparse.Namespace) -> None:
+    from serving.app import create_app
+    from serving.config import Settings
+
+    world = ROOT / "var" / "data" / "world-50k"
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    caps_prefix = f"profile-recsys-{uuid.uuid4().hex[:6]}:caps"
+    settings = Settings(
+        redis_url=redis_url,
+        mlflow_tracking_uri=f"sqlite:///{ROOT}/var/mlflow.db",
+        database_url="sqlite:///:memory:",
+        members_key_prefix="profile-recsys:members",
+        caps_key_prefix=caps_prefix,
+        capping_policy_path=ROOT / "config" / "caps.yaml",
+        capping_enabled=not args.no_caps,
+        data_dir=world,
+        reload_interval_s=0,
+        log_level="warning",
+        tracking_secret="x" * 32,
+        pipeline_in_threadpool=not args.on_loop,
+    )
+    bodies = [json.dumps(b).encode() for b in request_mix(world, args.members, 42)]
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            services = app.state.services
+            for b in bodies[:200]:  # warm-up
+                status, out = await call(app, b)
+                assert status == 200, out[:300]
+            n = args.requests
+            # the pipeline alone (member store + caps included)
+            from serving.api.schemas import RecommendationRequest
+            from serving.recommendations import to_domain
+
+            model = services.holder.current
+            reqs = [
+                to_domain(
+                    RecommendationRequest.model_validate_json(bodies[i % len(bodies)]),
+                    now=services.clock(),
+                    debug=False,
+                )
+                for i in range(n)
+            ]
+            stages: dict[str, float] = {}
+            c0 = time.process_time()
+            for r in reqs:
+                for name, ms in model.pipeline.recommend(r).timings_ms.items():
+                    stages[name] = stages.get(name, 0.0) + ms
+            pipe_ms = (time.process_time() - c0) / n * 1e3
+            print(
+                "pipeline stages (wall ms/request): "
+                + ", ".join(f"{k} {v / n:.3f}" for k, v in stages.items())
+            )
+            if args.profile_pipeline:
+                pprof = cProfile.Profile()
+                pprof.enable()
+                for r in reqs:
+                    model.pipeline.recommend(r)
+                pprof.disable()
+                pprof.dump_stats(args.profile_pipeline)
+            prof = cProfile.Profile() if args.profile else None
+            rcpu0 = redis_cpu(redis_url)
+            c0 = time.process_time()
+            w0 = time.perf_counter()
+            if prof:
+                prof.enable()
+            for i in range(n):
+                status, out = await call(app, bodies[(i + 7) % len(bodies)])
+                if status != 200:
+                    raise SystemExit(f"status {status}: {out[:300]!r}")
+            if prof:
+                prof.disable()
+                prof.dump_stats(args.profile)
+            app_ms = (time.process_time() - c0) / n * 1e3
+            redis_ms = (redis_cpu(redis_url) - rcpu0) / n * 1e3
+            wall_ms = (time.perf_counter() - w0) / n * 1e3
+            # the framework and route alone: the pipeline replaced by a canned result
+            canned = model.pipeline.recommend(reqs[0])
+            real = model.pipeline.recommend
+            model.pipeline.recommend = lambda _request: canned
+            c0 = time.process_time()
+            for i in range(n):
+                await call(app, bodies[(i + 7) % len(bodies)])
+            frame_ms = (time.process_time() - c0) / n * 1e3
+            model.pipeline.recommend = real
+            degraded = sum(services.metrics.cap_degraded.values())
+            print(
+                f"caps {'off' if args.no_caps else 'on'}: pipeline {pipe_ms:.2f} ms CPU/request; "
+                f"ASGI app {app_ms:.2f} ms CPU/request (wall {wall_ms:.2f}); "
+                f"framework+route (canned pipeline result) {frame_ms:.2f} ms; "
+                f"Redis server {redis_ms:.2f} ms CPU/request (shared server: others' load included); "
+                f"{n} requests; cap degraded {degraded}; load {os.getloadavg()[0]:.1f}"
+            )
+    finally:
+        import redis
+
+        delete_prefix(redis.Redis.from_url(redis_url), caps_prefix)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--members", type=int, default=5000)
+    p.add_argument("--no-caps", action="store_true")
+    p.add_argument("--on-loop", action="store_true", help="run the pipeline on the event loop")
+    p.add_argument("--profile", default="", help="write a cProfile of the app path here")
+    p.add_argument("--profile-pipeline", default="", help="write a cProfile of the pipeline alone here")
+    asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
