@@ -417,14 +417,20 @@ def decode(
     plan: Plan, raw: RawResult, candidates: Sequence[CapCandidate], tier: str, degraded: str | None = None
 ) -> CapDecision:
     suppressed: list[Suppression] = []
+    # A member at a cap has most candidates suppressed by the same counter (or cool-down) with the same
+    # count and time: each (reason, detail) is formatted once per request.
+    texts: dict[tuple[int, int, int, int], tuple[str, str]] = {}
     for ci, kind, ref, value, hint in raw.suppressed:
-        offer = candidates[ci].offer_id
-        if kind == KIND_COOLDOWN:
-            d = plan.cooldowns[ref]
-            suppressed.append(Suppression(offer, d.reason, cooldown_detail(d, value)))
-        else:
-            c = plan.counters[ref]
-            suppressed.append(Suppression(offer, cap_reason(c.cap), cap_detail(c, value, hint, tier)))
+        text = texts.get((kind, ref, value, hint))
+        if text is None:
+            if kind == KIND_COOLDOWN:
+                d = plan.cooldowns[ref]
+                text = (d.reason, cooldown_detail(d, value))
+            else:
+                c = plan.counters[ref]
+                text = (cap_reason(c.cap), cap_detail(c, value, hint, tier))
+            texts[(kind, ref, value, hint)] = text
+        suppressed.append(Suppression(candidates[ci].offer_id, *text))
     return CapDecision(
         selected=[candidates[i].offer_id for i in raw.selected], suppressed=suppressed, degraded=degraded
     )
