@@ -73,7 +73,9 @@ FARE_CLASSES: dict[Cabin, tuple[str, ...]] = {
     Cabin.Y: ("Y", "B", "M", "U", "H", "Q", "V", "W", "S", "T", "L", "P", "N", "K"),
 }
 FARE_CLASS_CABIN: dict[str, Cabin] = {fc: cabin for cabin, fcs in FARE_CLASSES.items() for fc in fcs}
-UPGRADE_ELIGIBLE_FARE_CLASSES: frozenset[str] = frozenset({"F", "J", "C", "D", "G", "E", "Y", "B", "M", "U", "H"})
+UPGRADE_ELIGIBLE_FARE_CLASSES: frozenset[str] = frozenset(
+    {"F", "J", "C", "D", "G", "E", "Y", "B", "M", "U", "H"}
+)
 
 
 class OfferFamily(StrEnum):
@@ -231,9 +233,9 @@ class Segment(StrEnum):
     LOW_VALUE = "low_value"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Tables and columns. A dataset directory holds one Parquet file (or a directory of part files) per table.
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 class Col:
@@ -489,20 +491,22 @@ NULLABLE: dict[str, frozenset[str]] = {
     MEMBER_AGGREGATES.name: frozenset(),
 }
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Imported data (``recsys data import``). Sources other than the generator do not carry every attribute.
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 # Columns a table MAY have in addition to its spec; when present they are typed and validated like the others.
 # ``interactions.weight``: the strength of an implicit-feedback event from the generic interactions format.
 OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {INTERACTIONS.name: {Col.WEIGHT: "float"}}
 
-# Family and category of offers imported from the generic interactions format (items of any kind, not airline offers).
+# Family and category of offers imported from the generic interactions format
+# (items of any kind, not airline offers).
 GENERIC_FAMILY = "generic"
 GENERIC_CATEGORY = "generic"
 
-# Import formats (the ``import_format`` recorded in the manifest) and the columns, per table, that such a dataset
-# leaves null because the source has no such attribute — in addition to NULLABLE. Validation applies them by manifest.
+# Import formats (the ``import_format`` recorded in the manifest) and the columns, per table, that such a
+# dataset leaves null because the source has no such attribute — in addition to NULLABLE. Validation applies
+# them by manifest.
 IMPORT_FORMATS: tuple[str, ...] = ("canonical", "interactions", "air-data")
 SOURCE_NULLABLE: dict[str, dict[str, frozenset[str]]] = {
     "air-data": {

@@ -10,12 +10,12 @@ import os
 # implicit runs its own threads; BLAS threads on top of them only oversubscribe the cores.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import typer  # noqa: E402
+import typer
 
-from training.commands import data as data_commands  # noqa: E402
-from training.commands import models as models_commands  # noqa: E402
-from training.commands import segment as segment_commands  # noqa: E402
-from training.commands import train as train_commands  # noqa: E402
+from training.commands import data as data_commands
+from training.commands import models as models_commands
+from training.commands import segment as segment_commands
+from training.commands import train as train_commands
 
 app = typer.Typer(
     name="recsys",

@@ -10,10 +10,10 @@ A dataset is a directory::
       ancillaries/part-*.parquet
       redemptions/part-*.parquet
       interactions/part-*.parquet
-      network/airports.parquet, network/routes.parquet   the route network the world was built on (optional)
-      truth/                 hidden generator truth (members' traits, acceptance parameters). No training code reads it;
-                             evaluation reads it only to compute the oracle.
-      rejects.csv            written by ``import --skip-invalid`` beside the dataset: rejected rows with reasons
+      network/airports.parquet, network/routes.parquet   the route network the world was built on
+      truth/                 hidden generator truth (members' traits, acceptance parameters). No training
+                             code reads it; evaluation reads it only to compute the oracle.
+      rejects.csv            written by ``import --skip-invalid`` beside the dataset: rejected rows, reasons
 
 Writers build the whole dataset in a temporary sibling directory and rename it into place at the end, so a failed
 write leaves nothing behind and never touches an existing dataset.
