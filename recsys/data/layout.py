@@ -15,8 +15,8 @@ A dataset is a directory::
                              code reads it; evaluation reads it only to compute the oracle.
       rejects.csv            written by ``import --skip-invalid`` beside the dataset: rejected rows, reasons
 
-Writers build the whole dataset in a temporary sibling directory and rename it into place at the end, so a failed
-write leaves nothing behind and never touches an existing dataset.
+Writers build the whole dataset in a temporary sibling directory and rename it into place at the end,
+so a failed write leaves nothing behind and never touches an existing dataset.
 """
 
 from __future__ import annotations
