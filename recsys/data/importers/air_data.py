@@ -288,23 +288,50 @@ def _dates(
     text = frame[column].astype("str").str.strip()
     parsed = pd.to_datetime(text, format=fmt, errors="coerce")
     malformed = (text != "").to_numpy() & parsed.isna().to_numpy()
-    if malformed.any():
-        pos = np.flatnonzero(malformed)
-        shown = fmt.replace("%m", "m").replace("%d", "d").replace("%Y", "yyyy")
-        report.add(
-            ProblemGroup(
-                MEMBERS.name,
-                label,
-                column,
-                MALFORMED,
-                f"malformed date {{value}} (expected {shown})",
-                rows[pos],
-                np.full(len(pos), -1),
-                text.to_numpy(dtype=object)[pos],
-            )
-        )
-        excluded |= malformed
+    shown = fmt.replace("%m", "m").replace("%d", "d").replace("%Y", "yyyy")
+    _flag_rows(
+        report,
+        excluded,
+        malformed,
+        label,
+        column,
+        MALFORMED,
+        f"malformed date {{value}} (expected {shown})",
+        text,
+        rows,
+    )
     return parsed
+
+
+def _flag_rows(
+    report: ValidationReport,
+    excluded: np.ndarray,
+    mask: np.ndarray,
+    label: str,
+    column: str,
+    kind: str,
+    template: str,
+    text: pd.Series,
+    rows: np.ndarray,
+) -> None:
+    """Report the member rows ``mask`` marks as one problem group (their source text as the values) and
+    exclude them from the import."""
+    if not mask.any():
+        return
+    pos = np.flatnonzero(mask)
+    report.add(
+        ProblemGroup(
+            MEMBERS.name,
+            label,
+            column,
+            kind,
+            template,
+            rows[pos],
+            np.full(len(pos), -1),
+            text.to_numpy(dtype=object)[pos],
+        )
+    )
+    excluded |= mask
 
 
 def _missing_columns(read: CsvRead, expected: tuple[str, ...], label: str, report: ValidationReport) -> bool:
@@ -335,41 +362,25 @@ def _raw_chunks(
 
     tier_code = frame["FFP_TIER"].astype("str").str.strip().str.replace(r"\.0$", "", regex=True)
     unknown_tier = (tier_code != "").to_numpy() & ~tier_code.isin(AIR_DATA_TIERS).to_numpy()
-    if unknown_tier.any():
-        pos = np.flatnonzero(unknown_tier)
-        report.add(
-            ProblemGroup(
-                MEMBERS.name,
-                label,
-                "FFP_TIER",
-                UNKNOWN_CODE,
-                "unknown card tier {value} (known: 4, 5, 6)",
-                rows[pos],
-                np.full(len(pos), -1),
-                tier_code.to_numpy(dtype=object)[pos],
-            )
-        )
-        excluded |= unknown_tier
+    _flag_rows(
+        report,
+        excluded,
+        unknown_tier,
+        label,
+        "FFP_TIER",
+        UNKNOWN_CODE,
+        "unknown card tier {value} (known: 4, 5, 6)",
+        tier_code,
+        rows,
+    )
     tier = tier_code.map({k: str(v) for k, v in AIR_DATA_TIERS.items()})
 
     age_text = frame["AGE"].astype("str").str.strip()
     age = pd.to_numeric(age_text, errors="coerce")
     bad_age = (age_text != "").to_numpy() & (age.isna() | (age < 0) | (age > 130)).to_numpy()
-    if bad_age.any():
-        pos = np.flatnonzero(bad_age)
-        report.add(
-            ProblemGroup(
-                MEMBERS.name,
-                label,
-                "AGE",
-                MALFORMED,
-                "not an age in years: {value}",
-                rows[pos],
-                np.full(len(pos), -1),
-                age_text.to_numpy(dtype=object)[pos],
-            )
-        )
-        excluded |= bad_age
+    _flag_rows(
+        report, excluded, bad_age, label, "AGE", MALFORMED, "not an age in years: {value}", age_text, rows
+    )
     birth_year = (load.dt.year - age.round()).astype("Int64").where(~bad_age)
 
     gender = frame["GENDER"].astype("str").str.strip().str.lower().map(GENDERS)
