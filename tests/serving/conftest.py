@@ -36,8 +36,12 @@ CAPS_POLICY = ROOT / "config" / "caps.yaml"
 
 
 # Member profiles are published once per session under this prefix (every app of the session reads them);
-# cap counters get a prefix per test or module.
-MEMBERS_PREFIX = f"test-svc-members-{uuid.uuid4().hex[:10]}"
+# cap counters get a prefix per test or module. The test modules import this file as
+# ``tests.serving.conftest`` while pytest loads it as its conftest: two module objects. The prefix is kept in
+# the environment so both use the same one and the session fixture below deletes what the apps published.
+MEMBERS_PREFIX = os.environ.setdefault(
+    "RECSYS_TEST_MEMBERS_PREFIX", f"test-svc-members-{uuid.uuid4().hex[:10]}"
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
