@@ -7,15 +7,11 @@ from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, deep_copied
+from recsys.models.base import LearnedModelConfig, RecDataset, Recommender, Vectors, deep_copied
 
 
-class ALSConfig(ModelConfig):
+class ALSConfig(LearnedModelConfig):
     """Parameters of :class:`implicit.cpu.als.AlternatingLeastSquares` (confidence = ``alpha`` × weight)."""
-
-    # The learned score re-ranks within the member's group popularity: on the 50k world the learned part alone
-    # ranked below popularity (NDCG@10 ALS 0.16 vs 0.26) and ALS with this prior scored 0.293.
-    prior_weight: float = Field(default=10.0, ge=0)
 
     # 50k world: 32 factors x 10 iterations NDCG@10 0.294 in 4.6 s; 64 x 15 scored 0.293 in 18.6 s.
     factors: int = Field(default=32, ge=1)

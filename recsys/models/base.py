@@ -74,6 +74,21 @@ class ModelConfig(BaseModel):
         return out
 
 
+class LearnedModelConfig(ModelConfig):
+    """Base configuration of the learned models (ALS, BPR, LightFM, hybrid).
+
+    Their learned score re-ranks within the member's group popularity by default: on the 50k world the learned
+    part alone ranked below popularity (NDCG@10 ALS 0.16 vs 0.26), and ALS with this prior scored 0.293.
+    """
+
+    prior_weight: float = Field(
+        default=10.0,
+        ge=0,
+        description="members with history also get their group's popularity, at this weight relative to the "
+        "spread of the model's own scores (0: the learned score alone)",
+    )
+
+
 @dataclass(frozen=True)
 class FeatureMatrix:
     """A sparse row × feature matrix with its feature names (``"tier=gold"``, ``"category=meal"``...)."""

@@ -6,16 +6,12 @@ from implicit.cpu.bpr import BayesianPersonalizedRanking
 from pydantic import Field
 
 from recsys.models.als import factor_vectors
-from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors
+from recsys.models.base import LearnedModelConfig, RecDataset, Recommender, Vectors
 
 
-class BPRConfig(ModelConfig):
+class BPRConfig(LearnedModelConfig):
     """Parameters of :class:`implicit.cpu.bpr.BayesianPersonalizedRanking` (any positive weight is a
     positive)."""
-
-    # The learned score re-ranks within the member's group popularity: on the 50k world the learned part alone
-    # ranked below popularity (NDCG@10 ALS 0.16 vs 0.26) and ALS with this prior scored 0.293.
-    prior_weight: float = Field(default=10.0, ge=0)
 
     factors: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)

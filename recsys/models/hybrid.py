@@ -13,16 +13,12 @@ import numpy as np
 from pydantic import Field
 
 from recsys.models.als import ALSConfig, ALSRecommender
-from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, score_scale
+from recsys.models.base import LearnedModelConfig, RecDataset, Recommender, Vectors, score_scale
 from recsys.models.lightfm_model import LightFMConfig, LightFMRecommender
 
 
-class HybridConfig(ModelConfig):
+class HybridConfig(LearnedModelConfig):
     """Weights of the parts and each part's own configuration (its ``random_state`` is the hybrid's)."""
-
-    # The learned score re-ranks within the member's group popularity: on the 50k world the learned part alone
-    # ranked below popularity (NDCG@10 ALS 0.16 vs 0.26) and ALS with this prior scored 0.293.
-    prior_weight: float = Field(default=10.0, ge=0)
 
     als_weight: float = Field(default=0.5, ge=0)
     lightfm_weight: float = Field(default=0.5, ge=0)

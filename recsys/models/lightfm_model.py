@@ -16,15 +16,11 @@ import scipy.sparse as sp
 from lightfm import LightFM
 from pydantic import Field
 
-from recsys.models.base import ModelConfig, RecDataset, Recommender, Vectors, deep_copied
+from recsys.models.base import LearnedModelConfig, RecDataset, Recommender, Vectors, deep_copied
 
 
-class LightFMConfig(ModelConfig):
+class LightFMConfig(LearnedModelConfig):
     """Parameters of :class:`lightfm.LightFM` and of its ``fit``."""
-
-    # The learned score re-ranks within the member's group popularity: on the 50k world the learned part alone
-    # ranked below popularity (NDCG@10 ALS 0.16 vs 0.26) and ALS with this prior scored 0.293.
-    prior_weight: float = Field(default=10.0, ge=0)
 
     # 50k world: 16 components x 5 epochs NDCG@10 0.294 in 10 s; 32 x 10 scored 0.295 in 58 s.
     no_components: int = Field(default=16, ge=1)
