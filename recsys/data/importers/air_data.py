@@ -334,6 +334,22 @@ def _flag_rows(
     excluded |= mask
 
 
+def _aggregates(frame: pd.DataFrame, member_id: pd.Series, ffp: pd.Series, load: pd.Series) -> pd.DataFrame:
+    """The member_aggregates rows of a chunk: parsed ids and dates, the other LRFMC fields as read."""
+    return pd.DataFrame(
+        {
+            Col.MEMBER_ID: member_id,
+            Col.FFP_DATE: ffp,
+            Col.LOAD_TIME: load,
+            **{
+                c: frame[src]
+                for c, src in AGGREGATE_SOURCE.items()
+                if c not in (Col.MEMBER_ID, Col.FFP_DATE, Col.LOAD_TIME)
+            },
+        }
+    )
+
+
 def _missing_columns(read: CsvRead, expected: tuple[str, ...], label: str, report: ValidationReport) -> bool:
     missing = [c for c in expected if c not in read.header]
     for c in missing:
@@ -408,18 +424,7 @@ def _raw_chunks(
             Col.CHANNEL: pd.Series([None] * len(frame), index=frame.index, dtype=object),
         }
     )[keep]
-    aggregates = pd.DataFrame(
-        {
-            Col.MEMBER_ID: member_id,
-            Col.FFP_DATE: ffp,
-            Col.LOAD_TIME: load,
-            **{
-                c: frame[src]
-                for c, src in AGGREGATE_SOURCE.items()
-                if c not in (Col.MEMBER_ID, Col.FFP_DATE, Col.LOAD_TIME)
-            },
-        }
-    )[keep]
+    aggregates = _aggregates(frame, member_id, ffp, load)[keep]
     kept_rows = rows[keep]
     m = Chunk(
         MEMBERS.name,
@@ -450,18 +455,7 @@ def _selected_chunk(path: Path, read: CsvRead, report: ValidationReport) -> Chun
     load = _dates(frame, "LOAD_TIME", SELECTED_DATE_FORMAT, label, rows, report, excluded)
     stem = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem)
     ids = pd.Series([f"{stem}-{r:06d}" for r in rows], index=frame.index, dtype="str")
-    aggregates = pd.DataFrame(
-        {
-            Col.MEMBER_ID: ids,
-            Col.FFP_DATE: ffp,
-            Col.LOAD_TIME: load,
-            **{
-                c: frame[src]
-                for c, src in AGGREGATE_SOURCE.items()
-                if c not in (Col.MEMBER_ID, Col.FFP_DATE, Col.LOAD_TIME)
-            },
-        }
-    )[~excluded]
+    aggregates = _aggregates(frame, ids, ffp, load)[~excluded]
     display = {c: s for c, s in AGGREGATE_SOURCE.items() if c != Col.MEMBER_ID}
     return Chunk(
         MEMBER_AGGREGATES.name,
