@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import uvicorn
+
+from pydantic import ValidationError
 
 from serving.app import create_app
 from serving.config import Settings
@@ -18,8 +21,20 @@ def build_app() -> object:
     return create_app(Settings())
 
 
+def load_settings() -> Settings:
+    """The settings from the environment; a bad value exits with a message naming the variable (status 2)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  RECSYS_{field.upper()}: {err['msg']}")
+        sys.exit("invalid service settings:\n" + "\n".join(lines))
+
+
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
