@@ -263,6 +263,9 @@ class ModelBundle:
             str(item_ext[i])[len(OFFER_PREFIX) :]: int(i) for i in self._offer_items
         }
         self._vectors = model._check_fitted()
+        # Index rows → plain offer ids / IATA codes (None for a row that is not one), for the per-request path.
+        self._offer_row_ids = _strip_prefix(offers_index.ids, OFFER_PREFIX)
+        self._dest_row_ids = _strip_prefix(destinations_index.ids, DEST_PREFIX)
         assert model.has_history_ is not None
         self._has_history = model.has_history_
         model.member_index("")  # build the lookups now, not on the first request
@@ -483,9 +486,17 @@ class ModelBundle:
 
     def member_vector(self, member_id: str, member_features: Mapping[str, Any] | None = None) -> np.ndarray:
         """The vector the model scores a member with, applying the cold-start policy (never fails)."""
+        return self.for_member(member_id, member_features).vector
+
+    def for_member(self, member_id: str, member_features: Mapping[str, Any] | None = None) -> MemberScoring:
+        """One member's scoring view: the vector is resolved once (cold-start policy applied) and shared by
+        retrieval, destination search, scores and acceptance probabilities of one request."""
         idx = self.model.member_index(member_id)
         if idx is not None and self._has_history[idx]:
-            return self.model.known_vector(idx)
+            return MemberScoring(self, self.model.known_vector(idx), True)
+        return MemberScoring(self, self._cold_vector(idx, member_features), False)
+
+    def _cold_vector(self, idx: int | None, member_features: Mapping[str, Any] | None) -> np.ndarray:
         if member_features:
             group = group_label(member_features, self.group_keys) if self.group_keys else None
             g = self.model.group_index(group)  # the global column when the group is unknown
@@ -511,12 +522,7 @@ class ModelBundle:
         """Model score of each candidate offer for a member (higher = better); offers the bundle does not know
         score ``-inf``. Unknown members: cold-start policy from ``member_features`` (keys
         ``tier, segment, home_airport, cabin, meal``), else their group's or the global popularity."""
-        u = self.member_vector(member_id, member_features)
-        idx = self._offer_index(offer_ids)
-        out = np.full(len(idx), -np.inf, dtype=np.float64)
-        ok = idx >= 0
-        out[ok] = self._vectors.item[idx[ok]] @ u
-        return out
+        return self.for_member(member_id, member_features).score(offer_ids)[0]
 
     def acceptance_probability(
         self, member_id: str, offer_ids: Sequence[str], member_features: Mapping[str, Any] | None = None
@@ -526,34 +532,20 @@ class ModelBundle:
         The calibration was fitted on the training period's impressions — separately for learned members and
         for the cold-start path, whose scores live on different scales.
         """
-        u = self.member_vector(member_id, member_features)
-        idx = self._offer_index(offer_ids)
-        ok = idx >= 0
-        scores = np.full(len(idx), -np.inf, dtype=np.float64)
-        scores[ok] = self._vectors.item[idx[ok]] @ u
-        cal = self.calibration["known" if self.is_known(member_id) else "cold"]
-        return cal(scores, idx)
+        return self.for_member(member_id, member_features).score(offer_ids)[1]
 
     def retrieve(
         self, member_id: str, k: int, member_features: Mapping[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (offer_ids, scores) from the faiss offer index for the member's (or cold-start)
         vector."""
-        u = self.member_vector(member_id, member_features)
-        ids, scores = self.offers_index.search(u[None, :], k)
-        keep = np.asarray([i is not None for i in ids[0]], dtype=bool)
-        offer_ids = np.asarray([str(i)[len(OFFER_PREFIX) :] for i in ids[0][keep]], dtype=object)
-        return offer_ids, scores[0][keep]
+        return self.for_member(member_id, member_features).retrieve(k)
 
     def similar_destinations(
         self, member_id: str, k: int = 5, member_features: Mapping[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Destinations (IATA codes) whose vectors score highest for the member — for award-flight offers."""
-        u = self.member_vector(member_id, member_features)
-        ids, scores = self.destinations_index.search(u[None, :], k)
-        keep = np.asarray([i is not None for i in ids[0]], dtype=bool)
-        codes = np.asarray([str(i)[len(DEST_PREFIX) :] for i in ids[0][keep]], dtype=object)
-        return codes, scores[0][keep]
+        return self.for_member(member_id, member_features).similar_destinations(k)
 
     def destination_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(IATA codes, vectors) of every destination token — to find destinations similar to each other."""
@@ -580,6 +572,55 @@ class ModelBundle:
     def member_feature_keys(self) -> tuple[str, ...]:
         """Keys of the ``member_features`` dict the content cold-start path reads."""
         return MEMBER_FEATURE_KEYS
+
+
+class MemberScoring:
+    """A member's scoring view for one request (:meth:`ModelBundle.for_member`): the resolved vector, whether it
+    was learned (``known``) or comes from the cold-start policy, and the per-request operations on it."""
+
+    __slots__ = ("bundle", "vector", "known")
+
+    def __init__(self, bundle: ModelBundle, vector: np.ndarray, known: bool) -> None:
+        self.bundle = bundle
+        self.vector = vector
+        self.known = known
+
+    def retrieve(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (offer_ids, scores) from the faiss offer index."""
+        b = self.bundle
+        return _search(b.offers_index, b._offer_row_ids, self.vector, k)
+
+    def similar_destinations(self, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """Destinations (IATA codes) whose vectors score highest for the member — for award-flight offers."""
+        b = self.bundle
+        return _search(b.destinations_index, b._dest_row_ids, self.vector, k)
+
+    def score(self, offer_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(model scores, calibrated P(accept | impression)) of the offers — one dot product for both.
+
+        Offers the bundle does not know score ``-inf`` with probability 0."""
+        b = self.bundle
+        idx = b._offer_index(offer_ids)
+        ok = idx >= 0
+        scores = np.full(len(idx), -np.inf, dtype=np.float64)
+        scores[ok] = b._vectors.item[idx[ok]] @ self.vector
+        cal = b.calibration["known" if self.known else "cold"]
+        return scores, cal(scores, idx)
+
+
+def _strip_prefix(ids: np.ndarray, prefix: str) -> np.ndarray:
+    """Item ids of an index's rows without their kind prefix (None for rows of another kind)."""
+    return np.asarray(
+        [str(i)[len(prefix) :] if str(i).startswith(prefix) else None for i in ids], dtype=object
+    )
+
+
+def _search(index: ItemIndex, row_ids: np.ndarray, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (ids, scores) of one vector in ``index``, rows mapped through ``row_ids``."""
+    rows, scores = index.search_rows(vector, k)
+    ids = row_ids[rows]
+    keep = ids != None  # noqa: E711 (elementwise on an object array)
+    return ids[keep], scores[keep]
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -33,6 +33,7 @@ Rules (reason codes in brackets):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -288,9 +289,46 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def check(offer: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
-    """The first rule ``offer`` fails as ``(reason, detail)``, or None when it is eligible."""
-    for rule in RULES:
+# Which rules can reject an offer at all, judged from its static attributes (the rule returns None for any
+# other offer whatever the request). The per-request loop runs only these; the request-dependent rules
+# (family, miles, purchased) apply to every offer.
+APPLIES: dict[Rule, Callable[[CatalogueOffer], bool]] = {
+    rule_family: lambda o: True,
+    rule_placement: lambda o: bool(o.placements),
+    rule_validity: lambda o: o.valid_from is not None or o.valid_to is not None,
+    rule_tier: lambda o: bool(o.eligible_tiers),
+    rule_trip: lambda o: o.trip_bound,
+    rule_cabin: lambda o: bool(o.eligible_cabins),
+    rule_upgrade: lambda o: o.is_upgrade,
+    rule_fare_class: lambda o: bool(o.eligible_fare_classes),
+    rule_origin: lambda o: bool(o.eligible_origins) or o.requires_lounge or o.category == OfferCategory.LOUNGE,
+    rule_window: lambda o: o.trip_bound
+    and (o.window_open_hours is not None or o.window_close_hours is not None),
+    rule_blackout: lambda o: bool(o.blackout_months) and o.category in AWARD_CATEGORIES,
+    rule_miles: lambda o: True,
+    rule_purchased: lambda o: True,
+}
+
+
+def rules_for(offer: CatalogueOffer) -> tuple[Rule, ...]:
+    """The rules (in :data:`RULES` order) that can reject ``offer``."""
+    return tuple(rule for rule in RULES if APPLIES[rule](offer))
+
+
+_RULES_OF: weakref.WeakKeyDictionary[Catalogue, list[tuple[Rule, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _rules_of(catalogue: Catalogue) -> list[tuple[Rule, ...]]:
+    """``rules_for`` of every catalogue offer, computed once per catalogue."""
+    rules = _RULES_OF.get(catalogue)
+    if rules is None:
+        rules = _RULES_OF[catalogue] = [rules_for(o) for o in catalogue.offers]
+    return rules
+
+
+def check(offer: CatalogueOffer, ctx: EligibilityContext, rules: Iterable[Rule] = RULES) -> Verdict:
+    """The first rule of ``rules`` that ``offer`` fails as ``(reason, detail)``, or None when it is eligible."""
+    for rule in rules:
         verdict = rule(offer, ctx)
         if verdict is not None:
             return verdict
@@ -312,9 +350,10 @@ def filter_eligible(
     """Apply every rule to each candidate index; keep the eligible, record the others."""
     result = EligibilityResult(eligible=[])
     offers = catalogue.offers
+    rules = _rules_of(catalogue)
     for i in candidates:
         o = offers[i]
-        verdict = check(o, ctx)
+        verdict = check(o, ctx, rules[i])
         if verdict is None:
             result.eligible.append(i)
             gap = miles_gap(o, ctx.miles_balance)

@@ -69,8 +69,9 @@ def _network_tables(network: Any) -> tuple[frozenset[str] | None, dict[str, str]
 class OfferPipeline:
     """candidates → eligibility → score → expected value → diversity → frequency caps → top k.
 
-    - ``bundle``: a :class:`recsys.models.bundle.ModelBundle` (``offers``, ``retrieve``, ``score``,
-      ``acceptance_probability``, ``is_known``); the catalogue is ``bundle.offers``.
+    - ``bundle``: a :class:`recsys.models.bundle.ModelBundle` (``offers``, and ``for_member`` returning a
+      :class:`~recsys.models.bundle.MemberScoring`: ``known``, ``retrieve``, ``score`` and — when the bundle
+      has ``similar_destinations`` — ``similar_destinations``); the catalogue is ``bundle.offers``.
     - ``member_store``: a :class:`recsys.stores.member_store.MemberStore`.
     - ``cap_enforcer``: a :class:`recsys.capping.api.CapEnforcer`; ``None`` makes the caps stage a no-op.
     - ``network``: a :class:`recsys.data.network.Network` (lounges at departure airports, city names for the
@@ -101,7 +102,7 @@ class OfferPipeline:
         self.catalogue = Catalogue(bundle.offers)
         self.values: list[float] = offer_values(self.catalogue, config.miles_liability_cost_cny).tolist()
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
-        self._similar_destinations = getattr(bundle, "similar_destinations", None)
+        self._has_destinations = hasattr(bundle, "similar_destinations")
         self._families = [o.family for o in self.catalogue.offers]
         self._categories = [o.category for o in self.catalogue.offers]
         self._cap_candidates: list[Any] | None = None
@@ -152,15 +153,17 @@ class OfferPipeline:
         t = _lap(timings, "member_store", t)
 
         # -- candidates ----------------------------------------------------------------------------------
-        cold_start = not self.bundle.is_known(member_id)
+        # The member's vector is resolved once (cold-start policy included) for retrieval, destinations and
+        # scoring.
+        scoring = self.bundle.for_member(member_id, member_features=profile)
+        cold_start = not scoring.known
         retrieved: Sequence[str] = ()
         if cfg.retrieval_k > 0:
-            ids, _ = self.bundle.retrieve(member_id, cfg.retrieval_k, member_features=profile)
-            retrieved = [str(x) for x in ids]
+            retrieved = scoring.retrieve(cfg.retrieval_k)[0]
         destinations = list(member.likely_destinations)
-        if cfg.destination_k > 0 and self._similar_destinations is not None:
-            codes, _ = self._similar_destinations(member_id, cfg.destination_k, member_features=profile)
-            destinations.extend(str(c) for c in codes if c != member.home_airport)
+        if cfg.destination_k > 0 and self._has_destinations:
+            codes = scoring.similar_destinations(cfg.destination_k)[0]
+            destinations.extend(c for c in codes if c != member.home_airport)
         cands = gather_candidates(self.catalogue, retrieved, trip, destinations)
         # Offers the catalogue never shows at this placement, or of families the request did not ask for, are
         # not candidates here. They are listed only in debug mode: most of the catalogue, every request.
@@ -209,8 +212,7 @@ class OfferPipeline:
         # -- score and value -----------------------------------------------------------------------------
         eligible = elig.eligible
         offer_ids = [self.catalogue.offers[i].offer_id for i in eligible]
-        raw_scores = self.bundle.score(member_id, offer_ids, member_features=profile)
-        raw_probs = self.bundle.acceptance_probability(member_id, offer_ids, member_features=profile)
+        raw_scores, raw_probs = scoring.score(offer_ids)
         # A few dozen values: from here on plain floats, cheaper than numpy's per-call overhead.
         scores = [-math.inf if math.isnan(x) else x for x in np.asarray(raw_scores, dtype=float).tolist()]
         probs = [

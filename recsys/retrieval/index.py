@@ -89,6 +89,17 @@ class ItemIndex:
         scores = np.where(idx >= 0, raw_scores, -np.inf).astype(np.float32)
         return ids, scores
 
+    def search_rows(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (row positions, scores) of one query vector, without the rows faiss found none for (the
+        per-request path: no id mapping, no padding)."""
+        k = min(k, len(self.ids))
+        if k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        scores, idx = self.index.search(q, k)
+        found = idx[0] >= 0
+        return idx[0][found], scores[0][found]
+
     def search_positions(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Row positions (into ``ids``) of the top ``k`` per query (-1 where none)."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)

@@ -96,3 +96,26 @@ class FakeBundle:
 
     def member_embedding(self, member_id: str) -> np.ndarray | None:
         return np.full(4, float(len(member_id)), dtype=np.float32) if member_id in self.known else None
+
+    def for_member(self, member_id: str, member_features: Any = None) -> FakeScoring:
+        return FakeScoring(self, member_id, member_features)
+
+
+class FakeScoring:
+    """The per-request scoring view of :class:`FakeBundle` (``ModelBundle.for_member``'s surface)."""
+
+    def __init__(self, bundle: FakeBundle, member_id: str, member_features: Any) -> None:
+        self.bundle = bundle
+        self.member_id = member_id
+        self.member_features = member_features
+        self.known = bundle.is_known(member_id)
+
+    def retrieve(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.bundle.retrieve(self.member_id, k, self.member_features)
+
+    def score(self, offer_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        b = self.bundle
+        return (
+            b.score(self.member_id, offer_ids, self.member_features),
+            b.acceptance_probability(self.member_id, offer_ids, self.member_features),
+        )

@@ -222,3 +222,47 @@ def test_upgrade_eligible_fare_classes_from_schema(fc: str) -> None:
         assert verdict(ids[cabin], ctx(trip=t)) is None
     else:  # C -> F: no F upgrade offer in this catalogue; the W one is not the next cabin
         assert verdict("UP_W", ctx(trip=replace(t))) == Reason.NOT_NEXT_CABIN
+
+
+def test_skipping_rules_that_cannot_apply_never_changes_a_verdict() -> None:
+    """``filter_eligible`` runs only ``rules_for(offer)``: over the generator's whole catalogue and the hand-made
+    one, and many request contexts, the verdict equals running every rule."""
+    import random
+
+    from recsys.data.generator import END, LOG_START
+    from recsys.data.network import load_network
+    from recsys.data.world.catalogue import build_catalogue
+    from recsys.pipeline.eligibility import rules_for
+
+    world = Catalogue(build_catalogue(load_network(), LOG_START, END))
+    rng = random.Random(7)
+    airports = ["PEK", "PVG", "CTU", "CAN", "SZX", "XIY", "LHR", "FRA", None]
+    checked = differing = 0
+    for _ in range(300):
+        t = None
+        if rng.random() < 0.8:
+            t = trip(
+                origin=rng.choice(airports),
+                destination="URC",
+                **rng.choice(
+                    [{"cabin": c, "fare_class": None} for c in ("Y", "W", "C", "F", None)]
+                    + [{"cabin": None, "fare_class": f} for f in ("Y", "B", "M", "J", "C", "F")]
+                ),
+                departure_time=rng.choice([None, NOW + timedelta(hours=rng.uniform(-5, 800))]),
+                seats_left=rng.choice([None, {"W": 0, "C": 2, "F": 1}, {"W": 3, "C": 0}]),
+            )
+        c = ctx(
+            placement=rng.choice(["home", "booking", "post_booking", "check_in", "in_trip"]),
+            now=NOW + timedelta(days=rng.uniform(-400, 60)),
+            tier=rng.choice(["basic", "silver", "gold", "platinum"]),
+            miles_balance=rng.choice([-10, 0, 5_000, 40_000, 300_000]),
+            trip=t,
+            home_airport=rng.choice(airports),
+            families=rng.choice([None, frozenset({"upsell"}), frozenset({"ancillary", "redemption"})]),
+            purchased=frozenset(rng.sample(list(world.index_of), 3)),
+        )
+        for cat in (world, CAT):
+            for o in cat.offers:
+                checked += 1
+                differing += check(o, c, rules_for(o)) != check(o, c)
+    assert checked > 30_000 and differing == 0
