@@ -70,6 +70,18 @@ class Settings(BaseSettings):
         "(fine for one worker; tokens do not survive a restart).",
     )
     events_max_batch: int = Field(default=500, ge=1, le=10_000, description="Largest accepted event batch.")
+    events_max_future_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How far an event's event_time may be ahead of the server clock (device clocks drift); "
+        "a batch with an event further in the future is rejected (422 event_time_in_future).",
+    )
+    events_max_age_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="How old an event's event_time may be (apps queue events while offline); a batch with "
+        "an older event is rejected (422 event_time_too_old): such times are broken device clocks.",
+    )
     enable_floor_endpoint: bool = Field(
         default=False, description="Expose GET /v1/_floor, a fixed 10-offer body used as the framework floor."
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from recsys.events import AppendResult, EventLog, EventRecord
@@ -35,16 +35,74 @@ class IntakeResult:
     apply_errors: int
 
 
+@dataclass(frozen=True)
+class TimeWindow:
+    """Which event times a batch may carry, relative to the server clock ``now``.
+
+    ``max_future_skew``: device clocks run ahead a little; an event further ahead than this is a broken clock
+    (logging it would put it after everything that really happens next). ``max_age``: apps queue events while
+    offline, but an event older than this is a broken clock too.
+    """
+
+    now: datetime
+    max_future_skew: timedelta
+    max_age: timedelta
+
+
+def _check_event_time(i: int, event_time: datetime, window: TimeWindow) -> None:
+    ahead = event_time - window.now  # aware datetimes: exact whatever the offsets, no overflow
+    if ahead > window.max_future_skew:
+        raise ApiError(
+            422,
+            "event_time_in_future",
+            f"event_time {event_time.isoformat()} is {_span(ahead)} ahead of the server clock "
+            f"({window.now.isoformat(timespec='seconds')}); "
+            f"at most {_span(window.max_future_skew)} is allowed",
+            field=f"events[{i}].event_time",
+        )
+    if -ahead > window.max_age:
+        raise ApiError(
+            422,
+            "event_time_too_old",
+            f"event_time {event_time.isoformat()} is {_span(-ahead)} before the server clock "
+            f"({window.now.isoformat(timespec='seconds')}); events at most {_span(window.max_age)} old "
+            "are accepted",
+            field=f"events[{i}].event_time",
+        )
+
+
+def _span(delta: timedelta) -> str:
+    """``3600 s`` → ``1h 0m 0s``-style text an operator reads at a glance."""
+    total = int(delta.total_seconds())
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    if days or hours or minutes:
+        parts.append(f"{minutes}m")
+    parts.append(f"{seconds}s")
+    return " ".join(parts)
+
+
 def validate_batch(
-    events: list[EventIn], *, max_batch: int, offers: Mapping[str, Any], signer: TrackingSigner
+    events: list[EventIn],
+    *,
+    max_batch: int,
+    offers: Mapping[str, Any],
+    signer: TrackingSigner,
+    window: TimeWindow,
 ) -> list[EventRecord]:
-    """Domain records of a valid batch; raises :class:`ApiError` naming the first bad item."""
+    """Domain records of a valid batch; raises :class:`ApiError` naming the first bad item (then nothing of
+    the batch is stored)."""
     if len(events) > max_batch:
         raise ApiError(
             413, "batch_too_large", f"at most {max_batch} events per batch, got {len(events)}", field="events"
         )
     records: list[EventRecord] = []
     for i, ev in enumerate(events):
+        _check_event_time(i, ev.event_time, window)
         if ev.offer_id not in offers:
             raise ApiError(
                 422, "unknown_offer", f"unknown offer {ev.offer_id!r}", field=f"events[{i}].offer_id"
@@ -138,12 +196,13 @@ def ingest(
     max_batch: int,
     offers: Mapping[str, Any],
     signer: TrackingSigner,
+    window: TimeWindow,
     event_log: EventLog,
     member_store: Any,
     cap_enforcer: Any | None,
 ) -> IntakeResult:
     """Validate, append (idempotent) and apply one batch."""
-    records = validate_batch(events, max_batch=max_batch, offers=offers, signer=signer)
+    records = validate_batch(events, max_batch=max_batch, offers=offers, signer=signer, window=window)
     result = event_log.append(records)
     errors = apply_online(
         result.accepted, offers=offers, member_store=member_store, cap_enforcer=cap_enforcer
