@@ -215,6 +215,13 @@ class Channel(StrEnum):
     AGENT = "agent"
 
 
+class Gender(StrEnum):
+    """``members.gender`` (nullable: unknown). The air-data importer maps ``Male``/``Female`` to these."""
+
+    MALE = "M"
+    FEMALE = "F"
+
+
 class RedemptionKind(StrEnum):
     AWARD_FLIGHT = "award_flight"
     AWARD_UPGRADE = "award_upgrade"

@@ -46,6 +46,7 @@ from recsys.schema import (
     Channel,
     Col,
     EventType,
+    Gender,
     MealCode,
     OfferCategory,
     OfferFamily,
@@ -94,11 +95,27 @@ REFERENCES: dict[tuple[str, str], tuple[str, str]] = {
     ("redemptions", Col.OFFER_ID): ("offers", "offer"),
     ("interactions", Col.MEMBER_ID): ("members", "member"),
     ("interactions", Col.OFFER_ID): ("offers", "offer"),
+    ("interactions", Col.FLIGHT_ID): ("flights", "flight"),
     ("member_aggregates", Col.MEMBER_ID): ("members", "member"),
 }
 # member_aggregates may stand alone: an aggregates-only dataset (the cleaned air-data file has no member
 # profile).
 REFERENCES_IF_TARGET_NONEMPTY: frozenset[tuple[str, str]] = frozenset({("member_aggregates", Col.MEMBER_ID)})
+
+# The time of each history table's rows: none may be at or after the end of the dataset's history (its
+# manifest's ``as_of``).
+HISTORY_TIMES: dict[str, str] = {
+    "flights": Col.DEPARTURE_TIME,
+    "ancillaries": Col.PURCHASE_TIME,
+    "redemptions": Col.REDEEM_TIME,
+    "interactions": Col.EVENT_TIME,
+}
+
+# ``flights.flight_date`` may be the local date of departure at the origin (an airline's own files) while
+# ``departure_time`` is naive UTC: local time is UTC-12h ... UTC+14h, so the date must lie between the dates
+# of departure_time - 12 h and departure_time + 14 h. (The generator writes the UTC date, which always does.)
+LOCAL_OFFSET_MIN = pd.Timedelta(hours=-12)
+LOCAL_OFFSET_MAX = pd.Timedelta(hours=14)
 
 # Columns that must be >= 0.
 NON_NEGATIVE: dict[str, tuple[str, ...]] = {
@@ -121,23 +138,37 @@ def _values(enum: Iterable[Any]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Rules:
-    """What the checks accept beyond the schema: airport set, extra nullable columns, generic offers, now."""
+    """What the checks accept beyond the schema: airport set, extra nullable columns, generic offers, now,
+    and where the dataset's history ends."""
 
     airports: frozenset[str] | None = None  # None: airport codes are not checked (a note says so)
     extra_nullable: dict[str, frozenset[str]] = field(default_factory=dict)
     allow_generic_offers: bool = False
     now: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now().normalize())
+    # Exclusive end of the history (naive UTC), from the manifest's ``as_of``; None: not checked.
+    history_end: pd.Timestamp | None = None
+    as_of: str | None = None  # the manifest's value, for messages
 
     @classmethod
     def for_format(
-        cls, import_format: str | None, airports: Collection[str] | None, now: pd.Timestamp | None = None
+        cls,
+        import_format: str | None,
+        airports: Collection[str] | None,
+        now: pd.Timestamp | None = None,
+        as_of: str | None = None,
     ) -> Rules:
-        """Rules for a dataset made by ``import_format`` (None or "canonical": a full loyalty dataset)."""
+        """Rules for a dataset made by ``import_format`` (None or "canonical": a full loyalty dataset).
+
+        ``as_of``: the manifest's last day of history (or last instant, when it has a time); raises
+        ``ValueError`` when it is not a date.
+        """
         return cls(
             airports=frozenset(airports) if airports is not None else None,
             extra_nullable=SOURCE_NULLABLE.get(import_format or "", {}),
             allow_generic_offers=import_format == "interactions",
             now=now if now is not None else pd.Timestamp.now().normalize(),
+            history_end=history_end(as_of) if as_of is not None else None,
+            as_of=as_of,
         )
 
     def nullable(self, table: str) -> frozenset[str]:
@@ -156,6 +187,7 @@ class Rules:
             "members": {
                 Col.TIER: (_values(Tier), "tier"),
                 Col.CHANNEL: (_values(Channel), "channel"),
+                Col.GENDER: (_values(Gender), "gender"),
                 Col.HOME_AIRPORT: airports,
                 Col.TIME_ZONE: (_time_zones(), "time zone"),
             },
@@ -191,6 +223,18 @@ class Rules:
             },
         }
         return per_table.get(table, {})
+
+
+def history_end(as_of: str) -> pd.Timestamp:
+    """The exclusive end (naive UTC) of a history whose manifest says ``as_of``: a bare date names the last
+    day of history, so the history ends at the next midnight; a date and time is the end itself."""
+    text = str(as_of).strip()
+    end = pd.Timestamp(text)  # ValueError when it is not a date
+    if pd.isna(end):
+        raise ValueError(f"not a date: {as_of!r}")
+    if end.tzinfo is not None:
+        end = end.tz_convert("UTC").tz_localize(None)
+    return end + pd.Timedelta(days=1) if len(text) == 10 else end
 
 
 @cache
@@ -731,7 +775,39 @@ def _check_consistency(
                 (y < 1900) | (y > rules.now.year),
                 df[Col.BIRTH_YEAR],
             )
+    if table in HISTORY_TIMES and rules.history_end is not None and HISTORY_TIMES[table] in usable:
+        col = HISTORY_TIMES[table]
+        late = (df[col] >= rules.history_end).to_numpy(dtype=bool, na_value=False)
+        add(
+            col,
+            OUT_OF_RANGE,
+            f"{col} {{value}} is past the end of the dataset's history (manifest as_of {rules.as_of}: "
+            f"the history ends at {rules.history_end.isoformat()})",
+            late,
+            df[col],
+        )
     if table == "flights":
+        if both(Col.FLIGHT_DATE, Col.DEPARTURE_TIME):
+            fdate, dep = df[Col.FLIGHT_DATE], df[Col.DEPARTURE_TIME]
+            earliest = (dep + LOCAL_OFFSET_MIN).dt.normalize()
+            latest = (dep + LOCAL_OFFSET_MAX).dt.normalize()
+            wrong = ((fdate < earliest) | (fdate > latest)).to_numpy(dtype=bool, na_value=False)
+            add(
+                Col.FLIGHT_DATE,
+                INCONSISTENT,
+                "{value}",
+                wrong,
+                _explain(
+                    wrong,
+                    "flight_date {:%Y-%m-%d} is not the date of departure_time {:%Y-%m-%dT%H:%M:%S} "
+                    "(UTC; the local date of departure is between {:%Y-%m-%d} and {:%Y-%m-%d} in any time "
+                    "zone)",
+                    fdate,
+                    dep,
+                    earliest,
+                    latest,
+                ),
+            )
         if both(Col.ORIGIN, Col.DESTINATION):
             same = (df[Col.ORIGIN].astype("str") == df[Col.DESTINATION].astype("str")).to_numpy(dtype=bool)
             add(
@@ -1021,7 +1097,14 @@ def validate_dataset(
     except Exception as exc:  # missing or malformed manifest: still check the tables
         report.add(ProblemGroup("", MANIFEST, None, UNREADABLE, f"not a readable dataset manifest ({exc})"))
     airport_set = frozenset(airports) if airports is not None else dataset_airports(root)
-    rules = Rules.for_format(manifest.get("import_format"), airport_set, now)
+    as_of = manifest.get("as_of")
+    try:
+        rules = Rules.for_format(
+            manifest.get("import_format"), airport_set, now, str(as_of) if as_of is not None else None
+        )
+    except ValueError as exc:
+        report.add(ProblemGroup("", MANIFEST, "as_of", MALFORMED, f"as_of {as_of!r} is not a date ({exc})"))
+        rules = Rules.for_format(manifest.get("import_format"), airport_set, now)
     targets: dict[str, pa.Array] = {}
     for table in TABLE_ORDER:
         spec = ALL_TABLES[table]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import shutil
 import time
 from pathlib import Path
@@ -243,3 +245,96 @@ def test_a_duplicate_id_in_another_part_file_names_where_the_first_one_is(world_
         f"flights/part-99999.parquet row 1, column flight_id: duplicated flight_id '{fid}' "
         f"(first at flights/part-00000.parquet row 4)"
     ) in lines
+
+
+def test_gender_flight_reference_flight_date_and_history_end(world_copy: Path) -> None:
+    members, flights, events = (
+        "members.parquet",
+        "flights/part-00000.parquet",
+        "interactions/part-00000.parquet",
+    )
+    as_of = read_manifest(world_copy)["as_of"]
+    assert as_of == "2026-06-30"
+
+    def corrupt_flights(f: pd.DataFrame) -> None:
+        f.loc[3, Col.DEPARTURE_TIME] = pd.Timestamp("2024-08-06 19:55")
+        f.loc[3, Col.FLIGHT_DATE] = dt.date(2024, 8, 9)  # three days off: no time zone explains it
+
+    def corrupt_events(i: pd.DataFrame) -> None:
+        i.loc[4, Col.FLIGHT_ID] = "F-NONE"
+        i.loc[5, Col.EVENT_TIME] = pd.Timestamp("2026-07-01 00:00")  # the first instant after as_of's day
+
+    rewrite(world_copy, members, lambda m: m.__setitem__(Col.GENDER, m[Col.GENDER].where(m.index != 2, "X")))
+    rewrite(world_copy, flights, corrupt_flights)
+    rewrite(world_copy, events, corrupt_events)
+    report = validate_dataset(world_copy)
+    expected = {
+        f"{members} row 3, column gender: unknown gender 'X' (allowed: F, M)",
+        f"{events} row 5, column flight_id: unknown flight 'F-NONE' (no such flight_id in flights)",
+        f"{flights} row 4, column flight_date: flight_date 2024-08-09 is not the date of departure_time "
+        "2024-08-06T19:55:00 (UTC; the local date of departure is between 2024-08-06 and 2024-08-07 in any "
+        "time zone)",
+        f"{events} row 6, column event_time: event_time '2026-07-01T00:00:00' is past the end of the "
+        "dataset's history (manifest as_of 2026-06-30: the history ends at 2026-07-01T00:00:00)",
+    }
+    assert lines_of(report) == expected  # nothing else: the rest of the world is clean
+    code, output = run("data", "validate", world_copy)
+    assert code != 0
+    assert "unknown gender 'X'" in output and "unknown flight 'F-NONE'" in output
+
+
+@pytest.mark.parametrize(
+    ("departure", "flight_date", "ok"),
+    [
+        ("2024-08-06 19:55", "2024-08-06", True),  # the UTC date (what the generator writes)
+        ("2024-08-06 19:55", "2024-08-07", True),  # Beijing (UTC+8): already the 7th locally
+        ("2024-08-06 03:00", "2024-08-05", True),  # New York (UTC-5): still the 5th locally
+        ("2024-08-06 03:00", "2024-08-07", False),  # 17:00 at UTC+14 at the latest: never the 7th
+        ("2024-08-06 13:00", "2024-08-05", False),  # 01:00 at UTC-12 at the earliest: never the 5th
+    ],
+)
+def test_flight_date_may_be_the_local_date_of_departure(departure: str, flight_date: str, ok: bool) -> None:
+    frame = pd.DataFrame(
+        {
+            Col.FLIGHT_ID: ["F1"],
+            Col.MEMBER_ID: ["M1"],
+            Col.FLIGHT_DATE: [flight_date],
+            Col.DEPARTURE_TIME: [departure.replace(" ", "T")],
+            Col.FLIGHT_NUMBER: ["CA1501"],
+            Col.ORIGIN: ["PEK"],
+            Col.DESTINATION: ["PVG"],
+            Col.CABIN: ["Y"],
+            Col.FARE_CLASS: ["M"],
+            Col.DISTANCE_KM: ["1078"],
+            Col.FARE_PAID: ["900"],
+            Col.MILES_EARNED: ["800"],
+            Col.MEAL_CODE: ["STD"],
+            Col.SEAT_TYPE: ["aisle"],
+            Col.BAGS: ["1"],
+            Col.LOUNGE_USED: ["false"],
+        }
+    )
+    rules, report = Rules(airports=frozenset({"PEK", "PVG"})), ValidationReport()
+    check_values(
+        coerce_chunk(Chunk.of("flights", "flights.csv", frame, from_text=True), rules, report), rules, report
+    )
+    assert report.ok == ok, lines_of(report)
+    if not ok:
+        assert [p.column for p in report.problems()] == [Col.FLIGHT_DATE]
+
+
+def test_an_unreadable_as_of_is_reported_and_the_tables_are_still_checked(world_copy: Path) -> None:
+    manifest_path = world_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["as_of"] = "end of June"
+    manifest_path.write_text(json.dumps(manifest))
+    rewrite(
+        world_copy,
+        "members.parquet",
+        lambda m: m.__setitem__(Col.GENDER, m[Col.GENDER].where(m.index != 0, "U")),
+    )
+    lines = lines_of(validate_dataset(world_copy))
+    assert any(
+        line.startswith("manifest.json, column as_of: as_of 'end of June' is not a date") for line in lines
+    )
+    assert "members.parquet row 1, column gender: unknown gender 'U' (allowed: F, M)" in lines
