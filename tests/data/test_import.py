@@ -338,6 +338,23 @@ def test_interactions_bad_rows_name_the_source_columns(tmp_path: Path) -> None:
     assert any(line.startswith("events.csv row 3, column timestamp: malformed datetime") for line in lines)
 
 
+def test_rows_past_the_source_manifests_as_of_are_refused(tmp_path: Path) -> None:
+    src = copy_source(tmp_path)
+    (src / "manifest.json").write_text('{"as_of": "2024-05-31"}')  # F005 departs on 2024-06-02
+    with pytest.raises(ImportFailed) as err:
+        import_dataset(src, tmp_path / "ds")
+    lines = {str(p) for p in err.value.report.problems()}
+    assert (
+        "flights.csv row 5, column departure_time: departure_time '2024-06-02T07:05:00' is past the end "
+        "of the dataset's history (manifest as_of 2024-05-31: the history ends at 2024-06-01T00:00:00)"
+    ) in lines
+    assert not (tmp_path / "ds").exists()
+    (src / "manifest.json").write_text('{"as_of": "2024-12-31"}')
+    import_dataset(src, tmp_path / "ds")
+    assert read_manifest(tmp_path / "ds")["as_of"] == "2024-12-31"
+    assert validate_dataset(tmp_path / "ds").ok
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Round trips
 # ------------------------------------------------------------------------------------------------------------
