@@ -105,6 +105,7 @@ def to_response(
         "request_id": request_id,
         "member_id": body.member_id,
         "placement": placement,
+        "locale": body.locale,
         "model": {"name": model.name, "version": version, "alias": model.alias},
         "cold_start": bool(result.cold_start),
         "cap_degraded": result.cap_degraded,

@@ -3,7 +3,10 @@
 Every sentence states a fact the member can check — a route and cabin they flew, their miles balance, a
 closing time, seats left — taken from the online profile (the features pipeline's columns, see
 :class:`MemberFacts`) or the request's trip. Nothing comes from hidden generator truth or model internals.
-Only English is written for now; other locales get English (the app localises known phrasings later).
+Sentences are written in the request's locale (``en`` or ``zh-CN``, see
+:func:`recsys.pipeline.messages.normalize_locale`): each sentence kind is a message id whose templates for
+every locale sit side by side in :data:`recsys.pipeline.messages.MESSAGES`, with the cabin, meal, tier and
+city names they quote. Offer titles stay as the catalogue writes them.
 """
 
 from __future__ import annotations
@@ -15,24 +18,21 @@ from typing import Any
 
 from recsys.features.profiles import CABIN_SHARE_COLUMNS, NONE, UNKNOWN, ProfileCol
 from recsys.pipeline.catalogue import CatalogueOffer
-from recsys.pipeline.eligibility import CABIN_NAMES, hours_to_departure
+from recsys.pipeline.eligibility import hours_to_departure
+from recsys.pipeline.messages import (
+    CABIN_NAMES,
+    CITY_NAMES_ZH,
+    DEFAULT_LOCALE,
+    EN,
+    MEAL_NAMES,
+    SUPPORTED_LOCALES,
+    TIER_NAMES,
+    message,
+    normalize_locale,
+    term,
+)
 from recsys.pipeline.types import TripContext
 from recsys.schema import TIER_ORDER, OfferCategory, Tier
-
-MEAL_NAMES = {
-    "STD": "the standard meal",
-    "SIG": "the signature dish",
-    "VGML": "a vegetarian meal",
-    "AVML": "an Asian vegetarian meal",
-    "MOML": "a Muslim meal",
-    "KSML": "a kosher meal",
-    "HNML": "a Hindu meal",
-    "DBML": "a diabetic meal",
-    "GFML": "a gluten-free meal",
-    "LSML": "a low-salt meal",
-    "CHML": "a child meal",
-}
-
 
 _NONE_VALUES = frozenset({"", NONE, UNKNOWN})
 
@@ -123,133 +123,181 @@ def _route(a: str, b: str) -> str:
     return f"{a}–{b}"
 
 
-def _hours(h: float) -> str:
-    if h >= 48:
-        return f"{h / 24:.0f} days"
-    n = max(1, int(h))
-    return f"{n} hour" if n == 1 else f"{n} hours"
-
-
 @dataclass
 class ExplainContext:
-    """Per-request inputs of :func:`explain`: trip, time and a city name per airport code."""
+    """Per-request inputs of :func:`explain`: trip, time, a city name per airport code (English, from the
+    network) and the locale of the sentences (an accepted spelling; :class:`ValueError` for another)."""
 
     trip: TripContext | None
     now: datetime
     city: Mapping[str, str] = field(default_factory=dict)
+    locale: str = DEFAULT_LOCALE
+
+    def __post_init__(self) -> None:
+        canonical = normalize_locale(self.locale)
+        if canonical is None:
+            raise ValueError(f"unsupported locale {self.locale!r}; one of {list(SUPPORTED_LOCALES)}")
+        self.locale = canonical
+
+    def msg(self, msg_id: str, **fields: Any) -> str:
+        return message(msg_id, self.locale, **fields)
+
+    def _city(self, iata: str) -> str | None:
+        if self.locale != EN and iata in CITY_NAMES_ZH:
+            return CITY_NAMES_ZH[iata]
+        return self.city.get(iata)
 
     def place(self, iata: str | None) -> str:
+        """The city of an airport: English city (en); Chinese name, else English city with the code (zh-CN);
+        the code if the network has no city."""
         if not iata:
-            return "your destination"
-        return self.city.get(iata, iata)
+            return self.msg("your_destination")
+        name = self._city(iata)
+        if not name or name == iata:
+            return iata
+        if self.locale != EN and iata not in CITY_NAMES_ZH:
+            return self.msg("airport_with_code", place=name, code=iata)
+        return name
+
+    def airport(self, iata: str) -> str:
+        """City and code of an airport, e.g. ``Beijing (PEK)``, ``北京首都（PEK）``."""
+        name = self._city(iata)
+        if not name or name == iata:
+            return iata
+        return self.msg("airport_with_code", place=name, code=iata)
+
+    def cabin(self, code: str | None, default: str | None = None) -> str:
+        """A cabin's name (``default``, else the code itself, for an unknown code)."""
+        return term(CABIN_NAMES, code, self.locale, str(code or "") if default is None else default)
+
+    def tier(self, tier: str) -> str:
+        return term(TIER_NAMES, str(tier), self.locale, str(tier).capitalize())
+
+    def meal(self, code: str) -> str:
+        return term(MEAL_NAMES, code, self.locale, code)
+
+    def times(self, n: int) -> str:
+        return self.msg("times.1" if n == 1 else "times.2" if n == 2 else "times.n", n=n)
+
+    def hours(self, h: float) -> str:
+        if h >= 48:
+            return self.msg("duration.days", days=h / 24)
+        n = max(1, int(h))
+        return self.msg("duration.hour") if n == 1 else self.msg("duration.hours", n=n)
 
 
 _CLOSING: dict[str, str] = {
-    OfferCategory.MEAL: "Meal orders close in {t}",
-    OfferCategory.UPGRADE_BID: "Bidding closes in {t}",
-    OfferCategory.SEAT: "Seat selection closes in {t}",
-    OfferCategory.BAGGAGE: "Pre-paid baggage closes in {t}",
-    OfferCategory.CABIN_UPGRADE: "Upgrades close in {t}",
-    OfferCategory.AWARD_UPGRADE: "Upgrades with miles close in {t}",
-    OfferCategory.LOUNGE: "Lounge passes on sale for {t} more",
-    OfferCategory.WIFI: "Wi-Fi passes on sale for {t} more",
+    OfferCategory.MEAL: "closes.meal",
+    OfferCategory.UPGRADE_BID: "closes.upgrade_bid",
+    OfferCategory.SEAT: "closes.seat",
+    OfferCategory.BAGGAGE: "closes.baggage",
+    OfferCategory.CABIN_UPGRADE: "closes.cabin_upgrade",
+    OfferCategory.AWARD_UPGRADE: "closes.award_upgrade",
+    OfferCategory.LOUNGE: "closes.lounge",
+    OfferCategory.WIFI: "closes.wifi",
 }
 
 
 def explain(offer: CatalogueOffer, member: MemberFacts, ctx: ExplainContext, miles_gap: int = 0) -> list[str]:
-    """Human-readable reasons for showing ``offer`` (at least one)."""
+    """Human-readable reasons for showing ``offer`` (at least one), in ``ctx.locale``."""
     reasons: list[str] = []
+    msg = ctx.msg
     trip = ctx.trip
     cat = offer.category
     hours = hours_to_departure(trip, ctx.now)
 
     if offer.is_upgrade and offer.target_cabin:
         target = offer.target_cabin
-        cabin_name = CABIN_NAMES.get(target, target)
+        cabin_name = ctx.cabin(target)
         if member.top_route and member.top_route_cabin_flights > 0 and member.top_route_cabin == target:
             reasons.append(
-                f"You flew {_route(*member.top_route)} in {cabin_name} "
-                f"{_times(member.top_route_cabin_flights)} in the last 12 months"
+                msg(
+                    "flew_route_in_cabin",
+                    route=_route(*member.top_route),
+                    cabin=cabin_name,
+                    times=ctx.times(member.top_route_cabin_flights),
+                )
             )
         elif member.cabin_share.get(target, 0.0) > 0:
             pct = round(100 * member.cabin_share[target])
-            reasons.append(f"{pct} % of your flights in the last two years were in {cabin_name}")
+            reasons.append(msg("cabin_share", pct=pct, cabin=cabin_name))
         if trip is not None and trip.seats_left is not None and target in trip.seats_left:
-            reasons.append(f"Seats left in {cabin_name}: {trip.seats_left[target]}")
+            reasons.append(msg("seats_left", cabin=cabin_name, n=trip.seats_left[target]))
 
     if cat in (OfferCategory.AWARD_FLIGHT, OfferCategory.AWARD_UPGRADE, OfferCategory.HOTEL) or (
         offer.price_miles is not None and offer.price_cash is None
     ):
         what = _award_phrase(offer, ctx)
         if miles_gap > 0:
-            reasons.append(f"You have {member.miles_balance:,} miles — {miles_gap:,} more for {what}")
+            reasons.append(msg("miles_short", miles=member.miles_balance, gap=miles_gap, what=what))
         elif offer.price_miles is not None:
-            reasons.append(f"You have {member.miles_balance:,} miles — enough for {what}")
+            reasons.append(msg("miles_enough", miles=member.miles_balance, what=what))
 
     if cat in (OfferCategory.AWARD_FLIGHT, OfferCategory.HOTEL) and offer.destination:
         if trip is not None and trip.destination == offer.destination:
-            reasons.append(f"You are flying to {ctx.place(offer.destination)}")
+            reasons.append(msg("flying_to", place=ctx.place(offer.destination)))
         elif member.top_destination == offer.destination and member.top_destination_flights > 0:
             reasons.append(
-                f"You flew to {ctx.place(offer.destination)} "
-                f"{_times(member.top_destination_flights)} in the last two years"
+                msg(
+                    "flew_to",
+                    place=ctx.place(offer.destination),
+                    times=ctx.times(member.top_destination_flights),
+                )
             )
         elif member.top_route and offer.destination in member.top_route and member.top_route_flights > 0:
             reasons.append(
-                f"You flew {_route(*member.top_route)} "
-                f"{_times(member.top_route_flights)} in the last 12 months"
+                msg("flew_route", route=_route(*member.top_route), times=ctx.times(member.top_route_flights))
             )
 
     if cat == OfferCategory.MEAL and offer.meal and member.special_meal == offer.meal:
-        reasons.append(f"You usually order {MEAL_NAMES.get(offer.meal, offer.meal)} on your flights")
+        reasons.append(msg("usual_meal", meal=ctx.meal(offer.meal)))
 
     if cat == OfferCategory.BAGGAGE and member.bags_per_flight >= 1.0:
-        reasons.append(f"You check {member.bags_per_flight:.1f} bags per flight on average")
+        reasons.append(msg("bags_per_flight", bags=member.bags_per_flight))
     if cat == OfferCategory.LOUNGE and member.lounge_share >= 0.2:
-        reasons.append(f"You used a lounge on {round(100 * member.lounge_share)} % of your flights")
+        reasons.append(msg("lounge_share", pct=round(100 * member.lounge_share)))
     if offer.category == OfferCategory.LOUNGE and trip is not None and trip.origin:
-        reasons.append(
-            f"There is a lounge at {ctx.place(trip.origin)} ({trip.origin}), where your flight departs"
-        )
+        reasons.append(msg("lounge_at_origin", airport=ctx.airport(trip.origin)))
 
     if cat == OfferCategory.MILES_PROMOTION and member.next_tier and member.km_to_next_tier:
-        reasons.append(
-            f"You are {member.km_to_next_tier:,} km from {str(member.next_tier).capitalize()} status"
-        )
+        reasons.append(msg("km_to_next_tier", km=member.km_to_next_tier, tier=ctx.tier(member.next_tier)))
 
     if offer.trip_bound and hours is not None and offer.window_close_hours is not None:
         left = hours - offer.window_close_hours
         if 0 < left <= 72:
-            reasons.append(_CLOSING.get(cat, "This offer ends in {t}").format(t=_hours(left)))
+            reasons.append(msg(_CLOSING.get(cat, "closes.other"), t=ctx.hours(left)))
 
     if not reasons and trip is not None and offer.trip_bound and trip.origin and trip.destination:
-        when = trip.departure_time.strftime("%d %b") if trip.departure_time is not None else ""
-        flight = f" {trip.flight_number}" if trip.flight_number else ""
-        on = f" on {when}" if when else ""
-        reasons.append(f"For your flight{flight} {_route(trip.origin, trip.destination)}{on}")
+        on = msg("on_date", date=trip.departure_time) if trip.departure_time is not None else ""
+        flight = msg("flight_number", number=trip.flight_number) if trip.flight_number else ""
+        reasons.append(
+            msg("for_your_flight", flight=flight, route=_route(trip.origin, trip.destination), on=on)
+        )
     if not reasons:
         if member.known and member.tier != Tier.BASIC:
-            reasons.append(f"Popular with {str(member.tier).capitalize()} members")
+            reasons.append(msg("popular_with_tier", tier=ctx.tier(member.tier)))
         else:
-            reasons.append("Popular with members like you")
+            reasons.append(msg("popular"))
     return reasons
-
-
-def _times(n: int) -> str:
-    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
 
 
 def _award_phrase(offer: CatalogueOffer, ctx: ExplainContext) -> str:
     if offer.category == OfferCategory.AWARD_FLIGHT:
-        cabin = CABIN_NAMES.get(offer.target_cabin or "", "")
-        cabin = f"{cabin} " if cabin else ""
-        article = "an" if cabin[:1] in ("E", "A") or (not cabin) else "a"
-        return f"{article} {cabin}award to {ctx.place(offer.destination)}"
+        place = ctx.place(offer.destination)
+        cabin = ctx.cabin(offer.target_cabin, default="") if offer.target_cabin else ""
+        if not cabin:
+            return ctx.msg("award_flight_any_cabin", place=place)
+        article = "an" if cabin[:1] in ("E", "A") else "a"  # English only; other templates ignore it
+        return ctx.msg("award_flight", article=article, cabin=cabin, place=place)
     if offer.category == OfferCategory.AWARD_UPGRADE:
-        return f"an upgrade to {CABIN_NAMES.get(offer.target_cabin or '', 'the next cabin')}"
+        if offer.target_cabin in CABIN_NAMES:
+            return ctx.msg("award_upgrade", cabin=ctx.cabin(offer.target_cabin))
+        return ctx.msg("award_upgrade_next_cabin")
     if offer.category == OfferCategory.HOTEL:
-        return f"a hotel stay in {ctx.place(offer.destination)}" if offer.destination else "a hotel stay"
-    return "this offer"
+        return (
+            ctx.msg("hotel_in", place=ctx.place(offer.destination)) if offer.destination else ctx.msg("hotel")
+        )
+    return ctx.msg("this_offer")
 
 
 def explain_all(

@@ -285,7 +285,7 @@ class OfferPipeline:
         t = _lap(timings, "caps", t)
 
         # -- top k: explain ------------------------------------------------------------------------------
-        ectx = ExplainContext(trip=trip, now=now, city=self.city)
+        ectx = ExplainContext(trip=trip, now=now, city=self.city, locale=request.locale)
         out: list[RankedOffer] = []
         for rank, p in enumerate(selected, start=1):
             o = self.catalogue.offers[eligible[p]]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from recsys.pipeline.messages import ACCEPTED_LOCALES, normalize_locale
 from recsys.schema import FARE_CLASS_CABIN, Cabin, OfferFamily, Placement
 
 MAX_LIMIT = 50
@@ -114,6 +115,8 @@ class RecommendRequest:
     """What the app asks: offers for ``member_id`` at ``placement``, optionally for a trip, at time ``now``.
 
     Keyword-only. ``now`` is the request time (aware); it is injected so tests and replays control the clock.
+    ``locale`` (the language of the reasons) is normalised to ``en`` or ``zh-CN``
+    (:func:`recsys.pipeline.messages.normalize_locale`).
     """
 
     member_id: str
@@ -151,6 +154,12 @@ class RecommendRequest:
             if not fams:
                 raise InvalidRequest("families", "must not be empty (omit it for all families)")
             object.__setattr__(self, "families", fams)
+        locale = normalize_locale(self.locale)
+        if locale is None:
+            raise InvalidRequest(
+                "locale", f"unsupported locale {self.locale!r}; one of {list(ACCEPTED_LOCALES)}"
+            )
+        object.__setattr__(self, "locale", locale)
 
 
 @dataclass

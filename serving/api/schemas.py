@@ -9,13 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from recsys.pipeline.messages import ACCEPTED_LOCALES, DEFAULT_LOCALE, SUPPORTED_LOCALES, normalize_locale
 from recsys.schema import Cabin, EventType, OfferFamily, Placement
 
 MEMBER_ID_PATTERN = r"^[A-Za-z0-9_\-:.]{1,64}$"
 IATA_PATTERN = r"^[A-Z]{3}$"
 EXAMPLE_TIME = "2026-11-23T09:40:00+08:00"
+LOCALE_PATTERN = r"^([Ee][Nn]([-_]([Uu][Ss]|[Gg][Bb]))?|[Zz][Hh]([-_]([Hh][Aa][Nn][Ss]|[Cc][Nn]))?)$"
 
 
 class _Request(BaseModel):
@@ -121,12 +123,31 @@ class RecommendationRequest(_Request):
         default=None, min_length=1, description="Only these offer families (omit for all)."
     )
     locale: str = Field(
-        default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$", description="Language of titles/reasons."
+        default=DEFAULT_LOCALE,
+        max_length=16,
+        description=(
+            "Language of the offers' `reasons`: one of "
+            + ", ".join(f"`{x}`" for x in ACCEPTED_LOCALES)
+            + " (case-insensitive); the zh spellings mean Simplified Chinese, `zh-CN`. "
+            "Anything else is a 422 naming `locale`. Offer titles are not translated."
+        ),
+        examples=["en", "zh-CN"],
+        # documents what the validator below accepts (it checks, so its message names the supported list)
+        json_schema_extra={"pattern": LOCALE_PATTERN, "x-supported-locales": list(SUPPORTED_LOCALES)},
     )
     debug: bool = Field(
         default=False,
         description="Also list every suppressed candidate and why (only with a valid X-Debug-Token header).",
     )
+
+    @field_validator("locale")
+    @classmethod
+    def _supported_locale(cls, value: str) -> str:
+        """An accepted spelling, normalised to ``en`` or ``zh-CN``."""
+        locale = normalize_locale(value)
+        if locale is None:
+            raise ValueError(f"unsupported locale {value!r}; one of {', '.join(ACCEPTED_LOCALES)}")
+        return locale
 
 
 class ModelOut(BaseModel):
@@ -165,6 +186,7 @@ class RecommendationResponse(BaseModel):
                 "request_id": "5f0c6a1e9d7c4b1f8a2e3d4c5b6a7980",
                 "member_id": "M0000042",
                 "placement": "booking",
+                "locale": "en",
                 "model": {"name": "loyalty-offers", "version": "3", "alias": "champion"},
                 "cold_start": False,
                 "cap_degraded": None,
@@ -193,6 +215,7 @@ class RecommendationResponse(BaseModel):
     request_id: str
     member_id: str
     placement: Placement
+    locale: str = Field(description="Language of the `reasons`: `en` or `zh-CN` (the request's, normalised).")
     model: ModelOut
     cold_start: bool = Field(description="The member is unknown to the model: segment/content offers.")
     cap_degraded: str | None = Field(
