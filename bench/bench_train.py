@@ -101,6 +101,18 @@ def bench_50k(world: Path, tracking: str) -> dict[str, Any]:
         f"  best model {champion}: NDCG@10 {table.loc[champion, 'ndcg_at_10']:.4f} = {ratio:.2f}x popularity "
         f"(target >= 1.3x {verdict(ratio >= 1.3)}), {table.loc[champion, 'frac_of_oracle']:.1%} of the oracle"
     )
+    if "popularity_global" in table.index:
+        glob = table.loc[champion, "ndcg_at_10"] / table.loc["popularity_global", "ndcg_at_10"]
+        print(
+            f"  global popularity (no segments) NDCG@10 {table.loc['popularity_global', 'ndcg_at_10']:.4f}: "
+            f"best model = {glob:.2f}x"
+        )
+    if "oracle_on_popularity" in table.index:
+        ceiling = table.loc["oracle_on_popularity", "ndcg_at_10"] / table.loc["popularity", "ndcg_at_10"]
+        print(
+            f"  personalisation ceiling: oracle_on_popularity (popularity re-ranked by true preferences) "
+            f"NDCG@10 {table.loc['oracle_on_popularity', 'ndcg_at_10']:.4f} = {ceiling:.2f}x popularity"
+        )
     return {
         "wall_s": wall,
         "cpu_s": cpu,

@@ -30,14 +30,17 @@ from tqdm.auto import tqdm
 
 from recsys.data.layout import DatasetError, fingerprint, read_manifest, read_table
 from recsys.evaluation import (
+    BASELINE_GLOBAL,
     DEFAULT_KS,
     DEFAULT_TEST_DAYS,
     ORACLE,
+    ORACLE_ON_POPULARITY,
     ORACLE_UNCONSTRAINED,
     PRIMARY_METRIC,
     EvaluationError,
     ModelEvaluation,
     OracleRecommender,
+    PreferenceOracle,
     TimeSplit,
     best_model,
     comparison_table,
@@ -217,6 +220,19 @@ def evaluate_models(
         timings[f"{kind}.eval_s"] = ev.eval_seconds
 
     oracle, references = None, []
+    if with_baseline:
+        # The same baseline without groups: the comparison is with the better of the two, not the weaker.
+        t1 = time.perf_counter()
+        cfg = (configs or {}).get(BASELINE) or {}
+        cfg = dict(cfg.model_dump() if hasattr(cfg, "model_dump") else cfg)
+        global_cfg = {**cfg, "model": {**dict(cfg.get("model") or {}), "by_group": False}}
+        bundle = ModelBundle.train(root, BASELINE, global_cfg, before=split.before, seed=seed)
+        train_s = time.perf_counter() - t1
+        ev = evaluate_recommender(BASELINE_GLOBAL, _recommend_fn(bundle), split, offers, ks=ks)
+        ev.train_seconds = train_s
+        references.append(ev)
+        timings[f"{BASELINE_GLOBAL}.train_s"] = train_s
+        timings[f"{BASELINE_GLOBAL}.eval_s"] = ev.eval_seconds
     if with_oracle and has_oracle(root):
         oracle = evaluate_recommender(
             ORACLE,
@@ -237,8 +253,38 @@ def evaluate_models(
         )
         references.append(unconstrained)
         timings["oracle_all_offers.eval_s"] = unconstrained.eval_seconds
+        if BASELINE in bundles:
+            on_popularity = evaluate_recommender(
+                ORACLE_ON_POPULARITY,
+                PreferenceOracle(
+                    root, offers[Col.OFFER_ID], _prior_fn(bundles[BASELINE], offers[Col.OFFER_ID])
+                ).recommend,
+                split,
+                offers,
+                ks=ks,
+                progress=progress,
+            )
+            references.append(on_popularity)
+            timings[f"{ORACLE_ON_POPULARITY}.eval_s"] = on_popularity.eval_seconds
     table = comparison_table(evaluations, oracle, references=references)
     return EvaluationReport(split, evaluations, oracle, table, bundles, timings, references)
+
+
+def _prior_fn(bundle: Any, offer_ids: pd.Series) -> Any:
+    """Members × offers scores of ``bundle`` (the popularity baseline), exactly as its row of the table ranks
+    them — the prior of ``PreferenceOracle``."""
+    ids = pd.Index([str(o) for o in offer_ids])
+
+    def prior(member_ids: np.ndarray) -> np.ndarray:
+        recs = bundle.recommend(list(member_ids), k=len(ids))
+        out = np.zeros((len(member_ids), len(ids)), dtype=np.float64)
+        rows = pd.Index(member_ids).get_indexer(recs[Col.MEMBER_ID])
+        cols = ids.get_indexer(recs[Col.OFFER_ID])
+        ok = (rows >= 0) & (cols >= 0)
+        out[rows[ok], cols[ok]] = np.maximum(recs["score"].to_numpy(np.float64)[ok], 0.0)
+        return out
+
+    return prior
 
 
 def _recommend_fn(bundle: Any) -> Any:

@@ -9,21 +9,32 @@ from recsys.evaluation.evaluator import (
     evaluate_recommender,
 )
 from recsys.evaluation.metrics import EvaluationError, metric_name, metrics_at, ranking_metrics
-from recsys.evaluation.oracle import OracleRecommender, has_oracle
-from recsys.evaluation.report import ORACLE, ORACLE_UNCONSTRAINED, best_model, comparison_table, to_markdown
+from recsys.evaluation.oracle import OracleRecommender, PreferenceOracle, has_oracle
+from recsys.evaluation.report import (
+    BASELINE_GLOBAL,
+    ORACLE,
+    ORACLE_ON_POPULARITY,
+    ORACLE_UNCONSTRAINED,
+    best_model,
+    comparison_table,
+    to_markdown,
+)
 from recsys.evaluation.slices import slice_metrics
 from recsys.evaluation.split import DEFAULT_TEST_DAYS, TimeSplit, time_split
 
 __all__ = [
+    "BASELINE_GLOBAL",
     "DEFAULT_KS",
     "DEFAULT_TEST_DAYS",
     "ORACLE",
+    "ORACLE_ON_POPULARITY",
     "ORACLE_UNCONSTRAINED",
     "PRIMARY_K",
     "PRIMARY_METRIC",
     "EvaluationError",
     "ModelEvaluation",
     "OracleRecommender",
+    "PreferenceOracle",
     "TimeSplit",
     "best_model",
     "collect_recommendations",

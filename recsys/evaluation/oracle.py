@@ -9,7 +9,7 @@ improve.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,19 +51,8 @@ class OracleRecommender:
 
     def recommend(self, member_ids: Sequence[str] | np.ndarray, k: int = 10) -> pd.DataFrame:
         """member_id, offer_id, score (true acceptance probability), rank — like ``ModelBundle.recommend``."""
-        from recsys.data.truth import true_acceptance  # the only reader of the hidden truth
-
         members = np.asarray(member_ids, dtype=object)
-        probs = np.asarray(
-            true_acceptance(self.dataset_dir, list(members), list(self.offer_ids)), dtype=np.float64
-        )
-        if probs.shape != (len(members), len(self.offer_ids)):
-            raise EvaluationError(
-                f"true_acceptance returned shape {probs.shape}, "
-                f"expected {(len(members), len(self.offer_ids))}"
-            )
-        if np.isnan(probs).any():
-            raise EvaluationError("the hidden truth has NaN acceptance probabilities")
+        probs = _true_probabilities(self.dataset_dir, members, self.offer_ids)
         keys = probs
         if self.candidates is not None:
             cand = self.candidates[self.candidates[Col.MEMBER_ID].isin(members)]
@@ -72,19 +61,79 @@ class OracleRecommender:
             ok = (rows >= 0) & (cols >= 0)
             keys = probs.copy()
             keys[rows[ok], cols[ok]] += 2.0  # probabilities are <= 1: shown offers rank first
-        k = min(k, len(self.offer_ids))
-        if k < keys.shape[1]:
-            top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-        else:
-            top = np.tile(np.arange(keys.shape[1]), (len(members), 1))
-        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(probs, top, axis=1)
-        return pd.DataFrame(
-            {
-                Col.MEMBER_ID: np.repeat(members, k),
-                Col.OFFER_ID: self.offer_ids[top.ravel()],
-                "score": top_scores.ravel(),
-                RANK: np.tile(np.arange(1, k + 1), len(members)),
-            }
+        return _top_k(members, self.offer_ids, keys, probs, k)
+
+
+def _true_probabilities(dataset_dir: Path, members: np.ndarray, offer_ids: np.ndarray) -> np.ndarray:
+    from recsys.data.truth import true_acceptance  # the only reader of the hidden truth
+
+    probs = np.asarray(true_acceptance(dataset_dir, list(members), list(offer_ids)), dtype=np.float64)
+    if probs.shape != (len(members), len(offer_ids)):
+        raise EvaluationError(
+            f"true_acceptance returned shape {probs.shape}, expected {(len(members), len(offer_ids))}"
         )
+    if np.isnan(probs).any():
+        raise EvaluationError("the hidden truth has NaN acceptance probabilities")
+    return probs
+
+
+def _top_k(
+    members: np.ndarray, offer_ids: np.ndarray, keys: np.ndarray, scores: np.ndarray, k: int
+) -> pd.DataFrame:
+    """member_id, offer_id, score, rank of each member's ``k`` offers with the highest ``keys``."""
+    k = min(k, len(offer_ids))
+    if k < keys.shape[1]:
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+    else:
+        top = np.tile(np.arange(keys.shape[1]), (len(members), 1))
+    order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    return pd.DataFrame(
+        {
+            Col.MEMBER_ID: np.repeat(members, k),
+            Col.OFFER_ID: offer_ids[top.ravel()],
+            "score": top_scores.ravel(),
+            RANK: np.tile(np.arange(1, k + 1), len(members)),
+        }
+    )
+
+
+PriorFn = Callable[[np.ndarray], np.ndarray]
+
+
+class PreferenceOracle:
+    """What personalisation can add at most on top of a popularity prior: the ceiling of a model that knows
+    every member's true preferences but, like every model, not which offers the future will expose them to.
+
+    Each member's offers are ranked by ``log(prior) + log(p / p̄)``: ``prior`` is the popularity baseline's
+    score of the offer for the member (their group's recency-weighted popularity), ``p`` the member's true
+    acceptance probability and ``p̄`` the offer's mean true probability over the members ranked together
+    (one evaluation batch) — the prior re-weighted by how much more (or less) this member likes the offer
+    than members in general. Offers the prior scores 0 keep a tiny floor so preferences still order them.
+
+    The test period's purchases follow exposure (trips, eligibility, the legacy policy) as much as
+    preference; a model ranking by preference alone (``oracle_all_offers``) can lose to popularity. This
+    reference tells how much of the gap between popularity and the exposure-aware ``oracle`` a personalised
+    model could close at all.
+    """
+
+    def __init__(
+        self, dataset_dir: Path | str, offer_ids: Sequence[str] | np.ndarray, prior: PriorFn
+    ) -> None:
+        self.dataset_dir = Path(dataset_dir)
+        self.offer_ids = np.asarray(offer_ids, dtype=object)
+        if len(self.offer_ids) == 0:
+            raise EvaluationError("the oracle needs at least one offer")
+        self.prior = prior
+
+    def recommend(self, member_ids: Sequence[str] | np.ndarray, k: int = 10) -> pd.DataFrame:
+        members = np.asarray(member_ids, dtype=object)
+        probs = _true_probabilities(self.dataset_dir, members, self.offer_ids)
+        prior = np.asarray(self.prior(members), dtype=np.float64)
+        if prior.shape != probs.shape:
+            raise EvaluationError(f"the prior has shape {prior.shape}, expected {probs.shape}")
+        floor = max(float(np.nanmax(prior, initial=0.0)), 1.0) * 1e-6
+        lift = probs / np.maximum(probs.mean(axis=0, keepdims=True), 1e-12)
+        keys = np.log(np.maximum(np.nan_to_num(prior, nan=0.0), floor)) + np.log(np.maximum(lift, 1e-12))
+        return _top_k(members, self.offer_ids, keys, probs, k)

@@ -12,7 +12,12 @@ from recsys.evaluation.metrics import EvaluationError
 
 ORACLE = "oracle"
 ORACLE_UNCONSTRAINED = "oracle_all_offers"
+ORACLE_ON_POPULARITY = "oracle_on_popularity"
 BASELINE = "popularity"
+# The popularity baseline without groups (the table's ``popularity`` row is per segment/tier group).
+BASELINE_GLOBAL = "popularity_global"
+# Rows that are references, never candidates for registration.
+REFERENCES = frozenset({ORACLE, ORACLE_UNCONSTRAINED, ORACLE_ON_POPULARITY, BASELINE_GLOBAL})
 
 _HEAD = (
     "ndcg_at_10",
@@ -70,7 +75,7 @@ def comparison_table(
 
 def best_model(table: pd.DataFrame, primary: str = PRIMARY_METRIC) -> str:
     """The name of the model (never the oracle) with the highest primary metric."""
-    models = table[~table["model"].isin([ORACLE, ORACLE_UNCONSTRAINED])]
+    models = table[~table["model"].isin(REFERENCES)]
     if models.empty:
         raise EvaluationError("no model in the comparison table")
     return str(models.sort_values(primary, ascending=False, kind="stable").iloc[0]["model"])

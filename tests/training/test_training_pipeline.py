@@ -11,14 +11,23 @@ import pytest
 import mlflow
 from mlflow import MlflowClient
 from recsys.data.layout import DatasetWriter, read_table
+from recsys.evaluation import EvaluationError
 from recsys.registry import list_versions
+from recsys.schema import Col
 from training.pipeline import PipelineError, check_dataset, evaluate_models, flatten_params, train_pipeline
 
 
 def test_evaluation_compares_models_with_baseline_and_oracle(train_world: Path, fast_configs: dict) -> None:
     report = evaluate_models(train_world, "als", configs=fast_configs)
     table = report.table.set_index("model")
-    assert list(table.index) == ["popularity", "als", "oracle", "oracle_all_offers"]
+    assert list(table.index) == [
+        "popularity",
+        "als",
+        "oracle",
+        "popularity_global",
+        "oracle_all_offers",
+        "oracle_on_popularity",
+    ]
     for col in ("ndcg_at_10", "precision_at_5", "recall_at_10", "map_at_10", "coverage_at_10"):
         assert table[col].between(0, 1).all(), col
     # the oracle knows the truth and the offers shown: nobody beats it on average
@@ -32,6 +41,35 @@ def test_evaluation_compares_models_with_baseline_and_oracle(train_world: Path, 
     assert any(s.startswith("family:") for s in slices.index)
     # models never see the test period: every bundle was trained before the cut-off
     assert report.bundles["als"].params["before"] == report.split.cutoff.isoformat()
+
+
+def test_preference_oracle_weighs_the_prior_by_each_members_true_lift(train_world: Path) -> None:
+    from recsys.data.truth import true_acceptance
+    from recsys.evaluation import PreferenceOracle
+
+    offers = read_table(train_world, "offers")[Col.OFFER_ID].astype(str).to_numpy(object)
+    members = read_table(train_world, "members")[Col.MEMBER_ID].astype(str).to_numpy(object)[:40]
+    p = np.asarray(true_acceptance(train_world, list(members), list(offers)))
+    lift = p / p.mean(axis=0, keepdims=True)
+
+    # a flat prior: the ranking is each member's true lift
+    flat = PreferenceOracle(train_world, offers, lambda m: np.ones((len(m), len(offers)))).recommend(
+        members, 5
+    )
+    first = flat[flat["rank"] == 1].set_index(Col.MEMBER_ID)[Col.OFFER_ID]
+    assert [first[m] for m in members] == [offers[int(np.argmax(lift[i]))] for i in range(len(members))]
+
+    # a prior 1e6 times larger for one offer puts it first for everyone, whatever their preferences
+    boost = np.ones(len(offers))
+    boost[3] = 1e6
+    top = PreferenceOracle(train_world, offers, lambda m: np.tile(boost, (len(m), 1))).recommend(members, 5)
+    assert set(top.loc[top["rank"] == 1, Col.OFFER_ID]) == {offers[3]}
+    # the scores reported are the true probabilities of the ranked offers
+    row = top[(top[Col.MEMBER_ID] == members[0]) & (top["rank"] == 1)]
+    assert row["score"].iloc[0] == pytest.approx(p[0, 3])
+
+    with pytest.raises(EvaluationError, match="prior has shape"):
+        PreferenceOracle(train_world, offers, lambda m: np.ones((len(m), 2))).recommend(members, 5)
 
 
 def test_train_logs_everything_and_registers_a_challenger(
@@ -59,7 +97,14 @@ def test_train_logs_everything_and_registers_a_challenger(
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                             artifact_path="evaluation/comparison.csv",
                                                             tracking_uri=tracking_uri))  # fmt: skip
-    assert set(table["model"]) == {"popularity", "als", "oracle", "oracle_all_offers"}
+    assert set(table["model"]) == {
+        "popularity",
+        "als",
+        "oracle",
+        "popularity_global",
+        "oracle_all_offers",
+        "oracle_on_popularity",
+    }
     assert [v.version for v in list_versions(tracking_uri, "offers-test")] == [version.version]
 
 
