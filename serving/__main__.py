@@ -9,7 +9,6 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import uvicorn
-
 from pydantic import ValidationError
 
 from serving.app import create_app

@@ -263,7 +263,7 @@ class ModelBundle:
             str(item_ext[i])[len(OFFER_PREFIX) :]: int(i) for i in self._offer_items
         }
         self._vectors = model._check_fitted()
-        # Index rows → plain offer ids / IATA codes (None for a row that is not one), for the per-request path.
+        # Index rows → plain offer ids / IATA codes (None for a row of another kind): the per-request path.
         self._offer_row_ids = _strip_prefix(offers_index.ids, OFFER_PREFIX)
         self._dest_row_ids = _strip_prefix(destinations_index.ids, DEST_PREFIX)
         assert model.has_history_ is not None
@@ -575,10 +575,11 @@ class ModelBundle:
 
 
 class MemberScoring:
-    """A member's scoring view for one request (:meth:`ModelBundle.for_member`): the resolved vector, whether it
-    was learned (``known``) or comes from the cold-start policy, and the per-request operations on it."""
+    """A member's scoring view for one request (:meth:`ModelBundle.for_member`): the resolved vector,
+    whether it was learned (``known``) or comes from the cold-start policy, and the per-request operations
+    on it."""
 
-    __slots__ = ("bundle", "vector", "known")
+    __slots__ = ("bundle", "known", "vector")
 
     def __init__(self, bundle: ModelBundle, vector: np.ndarray, known: bool) -> None:
         self.bundle = bundle
@@ -615,7 +616,9 @@ def _strip_prefix(ids: np.ndarray, prefix: str) -> np.ndarray:
     )
 
 
-def _search(index: ItemIndex, row_ids: np.ndarray, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _search(
+    index: ItemIndex, row_ids: np.ndarray, vector: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (ids, scores) of one vector in ``index``, rows mapped through ``row_ids``."""
     rows, scores = index.search_rows(vector, k)
     ids = row_ids[rows]

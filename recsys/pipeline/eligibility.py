@@ -301,9 +301,12 @@ APPLIES: dict[Rule, Callable[[CatalogueOffer], bool]] = {
     rule_cabin: lambda o: bool(o.eligible_cabins),
     rule_upgrade: lambda o: o.is_upgrade,
     rule_fare_class: lambda o: bool(o.eligible_fare_classes),
-    rule_origin: lambda o: bool(o.eligible_origins) or o.requires_lounge or o.category == OfferCategory.LOUNGE,
-    rule_window: lambda o: o.trip_bound
-    and (o.window_open_hours is not None or o.window_close_hours is not None),
+    rule_origin: lambda o: (
+        bool(o.eligible_origins) or o.requires_lounge or o.category == OfferCategory.LOUNGE
+    ),
+    rule_window: lambda o: (
+        o.trip_bound and (o.window_open_hours is not None or o.window_close_hours is not None)
+    ),
     rule_blackout: lambda o: bool(o.blackout_months) and o.category in AWARD_CATEGORIES,
     rule_miles: lambda o: True,
     rule_purchased: lambda o: True,
@@ -327,7 +330,7 @@ def _rules_of(catalogue: Catalogue) -> list[tuple[Rule, ...]]:
 
 
 def check(offer: CatalogueOffer, ctx: EligibilityContext, rules: Iterable[Rule] = RULES) -> Verdict:
-    """The first rule of ``rules`` that ``offer`` fails as ``(reason, detail)``, or None when it is eligible."""
+    """The first rule of ``rules`` that ``offer`` fails, as ``(reason, detail)``; None when eligible."""
     for rule in rules:
         verdict = rule(offer, ctx)
         if verdict is not None:

@@ -45,15 +45,36 @@ def ctx(**kw: Any) -> EligibilityContext:
 ROWS = [
     offer("UP_W", "upsell", "cabin_upgrade", target_cabin="W", price_cash=800.0),
     offer("UP_C", "upsell", "cabin_upgrade", target_cabin="C", price_cash=3000.0),
-    offer("BID_W", "upsell", "upgrade_bid", target_cabin="W", window_close_hours=24.0,
-          eligible_fare_classes=["Y", "B", "K"]),
+    offer(
+        "BID_W",
+        "upsell",
+        "upgrade_bid",
+        target_cabin="W",
+        window_close_hours=24.0,
+        eligible_fare_classes=["Y", "B", "K"],
+    ),
     offer("MEAL", "ancillary", "meal", meal="VGML", window_open_hours=720.0, window_close_hours=24.0),
     offer("LOUNGE", "ancillary", "lounge", requires_lounge=True, price_cash=200.0),
     offer("FLEX", "upsell", "flexible_fare", eligible_fare_classes=["Y", "B"]),
-    offer("AWARD", "redemption", "award_flight", destination="NRT", target_cabin="C", price_miles=40_000,
-          min_miles=40_000, blackout_months=[1, 2]),
-    offer("AWARD_PEK", "redemption", "award_flight", destination="FRA", price_miles=30_000, min_miles=30_000,
-          eligible_origins=["PEK", "PVG"]),
+    offer(
+        "AWARD",
+        "redemption",
+        "award_flight",
+        destination="NRT",
+        target_cabin="C",
+        price_miles=40_000,
+        min_miles=40_000,
+        blackout_months=[1, 2],
+    ),
+    offer(
+        "AWARD_PEK",
+        "redemption",
+        "award_flight",
+        destination="FRA",
+        price_miles=30_000,
+        min_miles=30_000,
+        eligible_origins=["PEK", "PVG"],
+    ),
     offer("FAST", "ancillary", "fast_track", eligible_cabins=["Y", "W"], eligible_origins=["PEK"]),
     offer("AWUP", "redemption", "award_upgrade", target_cabin="W", price_miles=15_000, blackout_months=[12]),
     offer("GOLD", "ancillary", "fast_track", eligible_tiers=["gold", "platinum"]),
@@ -225,8 +246,8 @@ def test_upgrade_eligible_fare_classes_from_schema(fc: str) -> None:
 
 
 def test_skipping_rules_that_cannot_apply_never_changes_a_verdict() -> None:
-    """``filter_eligible`` runs only ``rules_for(offer)``: over the generator's whole catalogue and the hand-made
-    one, and many request contexts, the verdict equals running every rule."""
+    """``filter_eligible`` runs only ``rules_for(offer)``: over the generator's whole catalogue and the
+    hand-made one, and many request contexts, the verdict equals running every rule."""
     import random
 
     from recsys.data.generator import END, LOG_START

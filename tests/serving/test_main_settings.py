@@ -1,4 +1,4 @@
-"""``python -m serving`` with bad settings: a message naming each bad variable and a non-zero exit, no traceback."""
+"""``python -m serving`` with bad settings: one message naming each bad variable, non-zero exit."""
 
 from __future__ import annotations
 
