@@ -281,10 +281,11 @@ def load_bundle(
     target = Path(dst_dir or tmp)  # type: ignore[arg-type]
     try:
         with _mlflow_errors(f"downloading {model_name} version {info.version}"):
+            # Resolved through this registry's client: a ``models:/name/version`` URI would be looked up in
+            # the process-wide registry URI (MLflow ignores the one passed), i.e. in ./mlflow.db by default.
+            source = get_client(tracking_uri).get_model_version_download_uri(model_name, info.version)
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_name}/{info.version}",
-                dst_path=str(target),
-                tracking_uri=tracking_uri,
+                artifact_uri=source, dst_path=str(target), tracking_uri=tracking_uri
             )
         bundle_dir = Path(local) / "artifacts" / BUNDLE_ARTIFACT
         if not bundle_dir.exists():
