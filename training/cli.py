@@ -1,4 +1,4 @@
-"""The ``recsys`` command line: data, segmentation, training, evaluation and the model registry.
+"""The ``recsys`` command line: data, segmentation, training, evaluation, the model registry, member store.
 
 Each group's commands live in ``training/commands/<group>.py``; this module only assembles them.
 """
@@ -13,6 +13,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import typer
 
 from training.commands import data as data_commands
+from training.commands import members as members_commands
 from training.commands import models as models_commands
 from training.commands import segment as segment_commands
 from training.commands import train as train_commands
@@ -27,6 +28,7 @@ app.add_typer(data_commands.app, name="data")
 
 train_commands.register(app)  # train, evaluate
 models_commands.register(app)  # models list|promote
+members_commands.register(app)  # members publish
 segment_commands.register(app)  # segment
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.evaluation import DEFAULT_TEST_DAYS, PRIMARY_METRIC
@@ -29,3 +29,13 @@ class TrainingSettings(BaseSettings):
     test_days: int = Field(default=DEFAULT_TEST_DAYS, ge=1, description="Held-out days before the end.")
     seed: int = Field(default=42, description="Seed of every random step.")
     primary_metric: str = Field(default=PRIMARY_METRIC, description="Metric that picks and promotes models.")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RECSYS_REDIS_URL", "REDIS_URL"),
+        description="Redis of the online member store that `recsys members publish` publishes to.",
+    )
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

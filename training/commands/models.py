@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from training.commands import members
 from training.commands.common import cli_errors, load_configs, print_table, resolve_data, settings
 
 app = typer.Typer(help="The MLflow model registry: list, promote, ensure a champion.", no_args_is_help=True)
@@ -43,19 +44,55 @@ def promote(
     ] = False,
     tracking_uri: UriOpt = None,
     model_name: NameOpt = None,
+    publish_members: Annotated[
+        bool,
+        typer.Option(
+            "--publish-members",
+            help="After a successful promotion, publish the new champion's member profiles and embeddings "
+            "to Redis (as `recsys members publish`).",
+        ),
+    ] = False,
+    data: members.DataOpt = None,
+    redis_url: members.RedisUrlOpt = None,
+    prefix: members.PrefixOpt = "members",
+    batch_size: members.BatchOpt = 1000,
+    progress: members.ProgressOpt = True,
 ) -> None:
     """Move 'champion' to the challenger (or --version) if it beats the champion on the primary metric."""
+    from recsys.registry import CHAMPION
     from recsys.registry import promote as do_promote
 
     cfg = settings()
     uri, name = tracking_uri or cfg.mlflow_tracking_uri, model_name or cfg.model_name
+    target = None
+    if not publish_members and (data is not None or redis_url is not None):
+        typer.echo("error: --data and --redis-url only apply with --publish-members", err=True)
+        raise typer.Exit(2)
+    if publish_members:  # check the publish inputs before promoting, not after
+        data = resolve_data(data, cfg)
+        if not data.is_dir():
+            typer.echo(f"error: {data}: no such dataset directory; nothing was promoted", err=True)
+            raise typer.Exit(1)
+        target = members.resolve_target(redis_url, prefix, batch_size, cfg)
+        members.open_store(target).close()
     with cli_errors():
         result = do_promote(uri, name, version, force=force, metric=cfg.primary_metric)
-    if result.promoted:
-        typer.echo(f"promoted {name} version {result.candidate.version} to champion: {result.reason}")
-    else:
+    if not result.promoted:
         typer.echo(f"not promoted: {result.reason}", err=True)
         raise typer.Exit(1)
+    typer.echo(f"promoted {name} version {result.candidate.version} to champion: {result.reason}")
+    if target is not None and data is not None:
+        try:
+            members.publish_members(
+                data, target, tracking_uri=uri, model_name=name, alias=CHAMPION, progress=progress
+            )
+        except typer.Exit:
+            typer.echo(
+                f"  {name} version {result.candidate.version} IS champion, but its members were not "
+                f"published; retry with `recsys members publish --data {data}`",
+                err=True,
+            )
+            raise
 
 
 @app.command("ensure-champion")
