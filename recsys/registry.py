@@ -291,6 +291,7 @@ def load_bundle(
         if not bundle_dir.exists():
             raise RegistryError(f"{model_name} version {info.version} has no '{BUNDLE_ARTIFACT}' artefact")
         bundle = ModelBundle.load(bundle_dir)
+        bundle.registered_as = (model_name, str(info.version))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

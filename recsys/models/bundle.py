@@ -256,6 +256,8 @@ class ModelBundle:
         self.calibration = calibration
         self.info = info
         self.group_keys: tuple[str, ...] = tuple(info.get("groups") or ())
+        # (registered model name, version) when loaded from the registry (``recsys.registry.load_bundle``).
+        self.registered_as: tuple[str, str] | None = None
         item_ext = self.item_ids.external_ids
         is_offer = np.asarray([str(i).startswith(OFFER_PREFIX) for i in item_ext])
         self._offer_items = np.flatnonzero(is_offer)
@@ -495,6 +497,14 @@ class ModelBundle:
         if idx is not None and self._has_history[idx]:
             return MemberScoring(self, self.model.known_vector(idx), True)
         return MemberScoring(self, self._cold_vector(idx, member_features), False)
+
+    def for_vector(self, vector: np.ndarray) -> MemberScoring:
+        """The scoring view of a learned member vector obtained elsewhere (the online member store holds this
+        model's member embeddings): must have the model's dimension."""
+        v = np.asarray(vector, dtype=np.float32).ravel()
+        if v.shape[0] != self.model.dim:
+            raise ValueError(f"member vector has dimension {v.shape[0]}, the model {self.model.dim}")
+        return MemberScoring(self, v, True)
 
     def _cold_vector(self, idx: int | None, member_features: Mapping[str, Any] | None) -> np.ndarray:
         if member_features:

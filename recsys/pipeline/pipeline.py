@@ -71,7 +71,9 @@ class OfferPipeline:
 
     - ``bundle``: a :class:`recsys.models.bundle.ModelBundle` (``offers``, and ``for_member`` returning a
       :class:`~recsys.models.bundle.MemberScoring`: ``known``, ``retrieve``, ``score`` and — when the bundle
-      has ``similar_destinations`` — ``similar_destinations``); the catalogue is ``bundle.offers``.
+      has ``similar_destinations`` — ``similar_destinations``); the catalogue is ``bundle.offers``. A bundle
+      loaded from the registry (``registered_as``) scores a member with the embedding the member store holds
+      for them when it was published for that model version (``recsys members publish``).
     - ``member_store``: a :class:`recsys.stores.member_store.MemberStore`.
     - ``cap_enforcer``: a :class:`recsys.capping.api.CapEnforcer`; ``None`` makes the caps stage a no-op.
     - ``network``: a :class:`recsys.data.network.Network` (lounges at departure airports, city names for the
@@ -103,6 +105,13 @@ class OfferPipeline:
         self.values: list[float] = offer_values(self.catalogue, config.miles_liability_cost_cny).tolist()
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
         self._has_destinations = hasattr(bundle, "similar_destinations")
+        # Store versions whose member embeddings were published for this very bundle (None: never used).
+        registered = getattr(bundle, "registered_as", None)
+        self._embedding_versions: str | None = None
+        if registered is not None and hasattr(bundle, "for_vector"):
+            from recsys.stores.member_store import model_version_prefix
+
+            self._embedding_versions = model_version_prefix(*registered)
         self._families = [o.family for o in self.catalogue.offers]
         self._categories = [o.category for o in self.catalogue.offers]
         self._cap_candidates: list[Any] | None = None
@@ -155,7 +164,7 @@ class OfferPipeline:
         # -- candidates ----------------------------------------------------------------------------------
         # The member's vector is resolved once (cold-start policy included) for retrieval, destinations and
         # scoring.
-        scoring = self.bundle.for_member(member_id, member_features=profile)
+        scoring = self._scoring(member_id, record, profile)
         cold_start = not scoring.known
         retrieved: Sequence[str] = ()
         if cfg.retrieval_k > 0:
@@ -308,6 +317,22 @@ class OfferPipeline:
         _lap(timings, "explain", t)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return RecommendResult(out, suppressed, cap_degraded, cold_start, timings, store_degraded)
+
+    def _scoring(self, member_id: str, record: Any, profile: Mapping[str, Any] | None) -> Any:
+        """The member's scoring view: from the embedding the member store holds when it was published for
+        this model version, else from the bundle (its learned vector or the cold-start policy)."""
+        prefix = self._embedding_versions
+        if (
+            prefix is not None
+            and record is not None
+            and record.embedding is not None
+            and (record.version or "").startswith(prefix)
+        ):
+            try:
+                return self.bundle.for_vector(record.embedding)
+            except ValueError:
+                logger.warning("member %s: stored embedding does not fit the model; bundle used", member_id)
+        return self.bundle.for_member(member_id, member_features=profile)
 
     def _expires_at(self, o: CatalogueOffer, trip: TripContext | None, now: datetime) -> datetime:
         """The earliest of: the offer's validity end, its sale window closing, now + ``offer_ttl_hours``."""

@@ -7,6 +7,7 @@ from recsys.stores.member_store import (
     PublishReport,
     RedisMemberStore,
     build_member_store,
+    model_version_prefix,
     publish_profiles,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "PublishReport",
     "RedisMemberStore",
     "build_member_store",
+    "model_version_prefix",
     "publish_profiles",
 ]

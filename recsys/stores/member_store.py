@@ -483,6 +483,23 @@ def build_member_store(url: str | None, **kwargs: Any) -> MemberStore:
     raise ValueError(f"unsupported member store URL {url!r}: use redis://host:port/db, memory:// or nothing")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def model_version_prefix(model_name: str, model_version: str, reserve: int = 0) -> str:
+    """The start of every store version published for one registered model version:
+    ``<model name>.v<model version>.`` (characters the version syntax forbids become ``-``; the name is
+    shortened so that ``reserve`` more characters still fit the 64 allowed).
+
+    Training names a publish ``<prefix><UTC time>``; the service trusts a member's stored embedding only when
+    the record's version starts with the prefix of the model it serves (another model's vectors would score
+    nonsense).
+    """
+    tail = f".v{_UNSAFE.sub('-', str(model_version))}."
+    name = _UNSAFE.sub("-", str(model_name))[: max(1, 64 - reserve - len(tail))]
+    return f"{name}{tail}"
+
+
 def publish_profiles(store: MemberStore, profiles: pd.DataFrame, bundle: Any, version: str) -> PublishReport:
     """Publish member profiles with the model's member embeddings (training calls this after a model is
     registered; the service's embedded store calls it at start-up with the artefact's profiles).

@@ -248,3 +248,49 @@ def test_with_redis_member_store_and_redis_caps(world: World, redis_prefix: str)
     finally:
         caps.close()
         store.close()
+
+
+def test_the_member_stores_embedding_is_used_only_for_the_model_version_it_was_published_for(
+    small_world: Path, world: World
+) -> None:
+    """``recsys members publish`` stores each member's vector under a version named after the model version;
+    the pipeline scores with the stored vector when that version matches the bundle it serves, else with the
+    bundle's own. Here member X's stored vector is member Y's, so the answer shows which one was used."""
+    from recsys.stores.member_store import model_version_prefix
+
+    bundle = ModelBundle.train(small_world, "als", {"model": {"factors": 8, "iterations": 3}}, seed=7)
+    bundle.registered_as = ("offers", "3")
+    known = [m for m in world.profiles[ProfileCol.MEMBER_ID].astype(str) if bundle.is_known(m)]
+    vectors = {m: bundle.member_embedding(m) for m in known[:50]}
+    x = known[0]
+    y = next(m for m in known[1:50] if not np.allclose(vectors[m], vectors[x], atol=1e-3))
+    offer_ids = [str(o) for o in bundle.offers["offer_id"]]
+
+    def served_scores(version: str) -> dict[str, float]:
+        store = EmbeddedMemberStore()
+        store.publish(world.profiles, {x: vectors[y]}, version)
+        result = OfferPipeline(bundle, store).recommend(
+            RecommendRequest(member_id=x, placement="home", now=world.now, limit=20)
+        )
+        assert result.offers and not result.cold_start
+        return {o.offer_id: o.score for o in result.offers}
+
+    def bundle_scores(member: str) -> dict[str, float]:
+        return dict(zip(offer_ids, bundle.for_member(member).score(offer_ids)[0].tolist(), strict=True))
+
+    as_y, as_x = bundle_scores(y), bundle_scores(x)
+    matching = served_scores(model_version_prefix("offers", "3") + "20261122T000000Z")
+    assert all(matching[o] == pytest.approx(as_y[o], abs=1e-5) for o in matching)
+    assert any(abs(matching[o] - as_x[o]) > 1e-3 for o in matching)
+    # published for another model version: ignored, the bundle's own vector of X serves
+    other = served_scores(model_version_prefix("offers", "2") + "20261122T000000Z")
+    assert all(other[o] == pytest.approx(as_x[o], abs=1e-5) for o in other)
+    # an embedding of the wrong dimension is ignored too (logged), never an error
+    store = EmbeddedMemberStore()
+    store.publish(
+        world.profiles, {x: np.ones(3, dtype=np.float32)}, model_version_prefix("offers", "3") + "t"
+    )
+    res = OfferPipeline(bundle, store).recommend(
+        RecommendRequest(member_id=x, placement="home", now=world.now)
+    )
+    assert res.offers

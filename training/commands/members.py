@@ -12,7 +12,6 @@ active; the previous version then expires by itself.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -60,11 +59,12 @@ class MemberTarget:
 
 def member_version(model_name: str, model_version: str, now: datetime | None = None) -> str:
     """The store version of a publish: ``<model name>.v<model version>.<UTC time>`` within the store's
-    ``^[A-Za-z0-9._-]{1,64}$`` (other characters of the name become ``-``; a long name is shortened)."""
+    ``^[A-Za-z0-9._-]{1,64}$`` (other characters of the name become ``-``; a long name is shortened). The
+    service recognises its model's embeddings by the prefix (``model_version_prefix``)."""
+    from recsys.stores.member_store import model_version_prefix
+
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    tail = f".v{re.sub(r'[^A-Za-z0-9._-]', '-', str(model_version))}.{stamp}"
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", model_name)[: max(1, 64 - len(tail))]
-    return f"{name}{tail}"
+    return model_version_prefix(model_name, model_version, reserve=len(stamp)) + stamp
 
 
 def redact(url: str) -> str:
