@@ -2,13 +2,23 @@
 
 ``small_world``: a generated loyalty world of 2,000 members (seed 20260630), built once per test session into
 a temporary directory. Read-only for tests: copy it if a test must modify a dataset.
+
+``redis_client`` / ``prefix``: the machine's real Redis (db 14) and a key prefix unique to the test whose keys
+are deleted afterwards. When Redis is not running the test FAILS (never skips) with the command that starts
+it. (The capping tests use db 15 with fixtures of their own.)
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
 
 SMALL_WORLD_MEMBERS = 2_000
 SMALL_WORLD_SEED = 20260630
@@ -21,3 +31,26 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("small_world") / "world"
     return generate_world(out, SMALL_WORLD_MEMBERS, SMALL_WORLD_SEED, progress=False)
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """A client of the real Redis (db 14); fails with how to start Redis when it is not running."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as e:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}); start it with: {START_REDIS}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A key prefix unique to this test; every key under it is removed afterwards."""
+    module = request.node.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    p = f"test-{module}-{uuid.uuid4().hex[:10]}"
+    yield p
+    keys = list(redis_client.scan_iter(match=f"{p}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)

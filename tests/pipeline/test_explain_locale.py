@@ -23,7 +23,7 @@ from recsys.pipeline.messages import (
 from recsys.stores.member_store import EmbeddedMemberStore
 
 from .fakes import NOW, catalogue_frame, offer
-from .test_pipeline import pipeline, profile, request
+from .test_pipeline import pipeline, profile, request, trip
 
 CITY = {"PEK": "Beijing", "CTU": "Chengdu", "NRT": "Tokyo", "YVR": "Vancouver"}
 ROWS = [
@@ -61,16 +61,9 @@ MEMBER = MemberFacts(
     bags_per_flight=1.5,
     lounge_share=0.25,
 )
-# departs 2026-11-23 18:00 UTC, 30 hours after NOW
-TRIP = TripContext(
-    origin="PEK",
-    destination="CTU",
-    departure_time=NOW + timedelta(hours=30),
-    cabin="W",
-    fare_class="G",
-    flight_number="CA4101",
-    seats_left={"C": 3},
-)
+# test_pipeline's default trip: PEK-CTU CA4101 in W (fare class G), departing 2026-11-23 18:00 UTC, 30 hours
+# after NOW, 3 seats left in C
+TRIP = trip()
 
 
 def why(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,28 +21,6 @@ from recsys.stores.member_store import (
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
-START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as e:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}); start it with: {START_REDIS}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A unique key prefix per test; every key under it is removed afterwards."""
-    p = f"test-members-{uuid.uuid4().hex[:10]}"
-    yield p
-    keys = list(redis_client.scan_iter(match=f"{p}:*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
 
 
 def profiles(n: int, gen: int) -> pd.DataFrame:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,31 +21,9 @@ from training.cli import app
 from training.commands.members import member_version
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
-START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
 MODEL = "members-cli-offers"
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as e:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}); start it with: {START_REDIS}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A unique key prefix per test; every key under it is removed afterwards."""
-    p = f"test-members-cli-{uuid.uuid4().hex[:10]}"
-    yield p
-    keys = list(redis_client.scan_iter(match=f"{p}:*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
 
 
 @pytest.fixture(scope="module")

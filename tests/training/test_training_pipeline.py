@@ -16,18 +16,14 @@ from recsys.registry import list_versions
 from recsys.schema import Col
 from training.pipeline import PipelineError, check_dataset, evaluate_models, flatten_params, train_pipeline
 
+# The comparison table of an ALS run: the baseline, the model, the oracle, then the reference rows.
+TABLE_ROWS = ["popularity", "als", "oracle", "popularity_global", "oracle_all_offers", "oracle_on_popularity"]
+
 
 def test_evaluation_compares_models_with_baseline_and_oracle(train_world: Path, fast_configs: dict) -> None:
     report = evaluate_models(train_world, "als", configs=fast_configs)
     table = report.table.set_index("model")
-    assert list(table.index) == [
-        "popularity",
-        "als",
-        "oracle",
-        "popularity_global",
-        "oracle_all_offers",
-        "oracle_on_popularity",
-    ]
+    assert list(table.index) == TABLE_ROWS
     for col in ("ndcg_at_10", "precision_at_5", "recall_at_10", "map_at_10", "coverage_at_10"):
         assert table[col].between(0, 1).all(), col
     # the oracle knows the truth and the offers shown: nobody beats it on average
@@ -97,14 +93,7 @@ def test_train_logs_everything_and_registers_a_challenger(
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                             artifact_path="evaluation/comparison.csv",
                                                             tracking_uri=tracking_uri))  # fmt: skip
-    assert set(table["model"]) == {
-        "popularity",
-        "als",
-        "oracle",
-        "popularity_global",
-        "oracle_all_offers",
-        "oracle_on_popularity",
-    }
+    assert list(table["model"]) == TABLE_ROWS
     assert [v.version for v in list_versions(tracking_uri, "offers-test")] == [version.version]
 
 
