@@ -26,7 +26,17 @@ def has_oracle(dataset_dir: Path | str) -> bool:
     return bool(has_truth(dataset_dir))
 
 
-class OracleRecommender:
+class _TruthRanker:
+    """What every oracle holds: the dataset whose hidden truth it reads and the offers it ranks."""
+
+    def __init__(self, dataset_dir: Path | str, offer_ids: Sequence[str] | np.ndarray | pd.Series) -> None:
+        self.dataset_dir = Path(dataset_dir)
+        self.offer_ids = np.asarray(offer_ids, dtype=object)
+        if len(self.offer_ids) == 0:
+            raise EvaluationError("the oracle needs at least one offer")
+
+
+class OracleRecommender(_TruthRanker):
     """Recommends each member's ``k`` offers with the highest true acceptance probability.
 
     The truth gives the probability that a member accepts an offer *when shown it*; whether it is shown
@@ -43,10 +53,7 @@ class OracleRecommender:
         offer_ids: Sequence[str] | np.ndarray | pd.Series,
         candidates: pd.DataFrame | None = None,
     ) -> None:
-        self.dataset_dir = Path(dataset_dir)
-        self.offer_ids = np.asarray(offer_ids, dtype=object)
-        if len(self.offer_ids) == 0:
-            raise EvaluationError("the oracle needs at least one offer")
+        super().__init__(dataset_dir, offer_ids)
         self.candidates = candidates
 
     def recommend(self, member_ids: Sequence[str] | np.ndarray, k: int = 10) -> pd.DataFrame:
@@ -102,7 +109,7 @@ def _top_k(
 PriorFn = Callable[[np.ndarray], np.ndarray]
 
 
-class PreferenceOracle:
+class PreferenceOracle(_TruthRanker):
     """What personalisation can add at most on top of a popularity prior: the ceiling of a model that knows
     every member's true preferences but, like every model, not which offers the future will expose them to.
 
@@ -121,10 +128,7 @@ class PreferenceOracle:
     def __init__(
         self, dataset_dir: Path | str, offer_ids: Sequence[str] | np.ndarray, prior: PriorFn
     ) -> None:
-        self.dataset_dir = Path(dataset_dir)
-        self.offer_ids = np.asarray(offer_ids, dtype=object)
-        if len(self.offer_ids) == 0:
-            raise EvaluationError("the oracle needs at least one offer")
+        super().__init__(dataset_dir, offer_ids)
         self.prior = prior
 
     def recommend(self, member_ids: Sequence[str] | np.ndarray, k: int = 10) -> pd.DataFrame:
