@@ -7,8 +7,8 @@ a cProfile of the app path.
     .venv/bin/python bench/profile_recommend.py [--requests 3000] [--no-caps] [--on-loop]
         [--profile var/bench/app.prof] [--profile-pipeline var/bench/pipeline.prof]
 
-The member profiles are published once under ``profile-recsys:members`` and kept for later runs (the
-service's start-up bootstrap skips them when present); the cap counters of a run are deleted at its end.
+The service's start-up bootstrap publishes the member profiles under a prefix of the run's own; those keys and
+the run's cap counters are deleted at its end (the shared Redis keeps nothing).
 """
 
 from __future__ import annotations
@@ -86,12 +86,13 @@ async def run(args: argparse.Namespace) -> None:
 
     world = ROOT / "var" / "data" / "world-50k"
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    caps_prefix = f"profile-recsys-{uuid.uuid4().hex[:6]}:caps"
+    run_prefix = f"profile-recsys-{uuid.uuid4().hex[:6]}"
+    caps_prefix = f"{run_prefix}:caps"
     settings = Settings(
         redis_url=redis_url,
         mlflow_tracking_uri=f"sqlite:///{ROOT}/var/mlflow.db",
         database_url="sqlite:///:memory:",
-        members_key_prefix="profile-recsys:members",
+        members_key_prefix=f"{run_prefix}:members",
         caps_key_prefix=caps_prefix,
         capping_policy_path=ROOT / "config" / "caps.yaml",
         capping_enabled=not args.no_caps,
@@ -176,7 +177,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         import redis
 
-        delete_prefix(redis.Redis.from_url(redis_url), caps_prefix)
+        delete_prefix(redis.Redis.from_url(redis_url), run_prefix)
 
 
 def main() -> None:
