@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from serving.app import create_app
 from serving.config import Settings
+from serving.metrics import multiprocess_dir
 
 
 def build_app() -> object:
@@ -46,8 +47,10 @@ def main() -> None:
         "http": "httptools" if _has("httptools") else "h11",
     }
     if settings.workers > 1:
-        # Each worker process builds its own app (and its own model copy) from the same environment.
-        uvicorn.run("serving.__main__:build_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        # Each worker process builds its own app (and its own model copy) from the same environment; the
+        # workers write their metrics to one private directory that /metrics merges (set before they start).
+        with multiprocess_dir():
+            uvicorn.run("serving.__main__:build_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
 

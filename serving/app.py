@@ -216,16 +216,22 @@ def create_app(
         outcome = await holder.reload(force=True)
         if outcome.status == "failed":
             logger.error("no model loaded at start-up (%s); /readyz is 503 until one loads", outcome.error)
-        poll: asyncio.Task[None] | None = None
+        metrics.sync(holder, enforcer)
+        tasks: list[asyncio.Task[None]] = []
         if settings.reload_interval_s > 0:
-            poll = asyncio.create_task(holder.poll_forever(settings.reload_interval_s), name="model-poll")
+            tasks.append(
+                asyncio.create_task(holder.poll_forever(settings.reload_interval_s), name="model-poll")
+            )
+        if metrics.multiprocess:
+            # Scrapes answered by another worker read this worker's model and cap-store state from its files.
+            tasks.append(asyncio.create_task(metrics.sync_forever(holder, enforcer), name="metrics-sync"))
         try:
             yield
         finally:
-            if poll is not None:
-                poll.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poll
+                    await task
             for close in reversed(closers):
                 try:
                     close()

@@ -1,73 +1,280 @@
-"""In-process counters exposed at ``/metrics`` in Prometheus text format (per worker process).
+"""Service metrics on ``prometheus_client``, exposed at ``/metrics`` for the whole service, not one worker.
 
-Kept deliberately small and lock-free (the event loop is single-threaded; the threadpool only increments
-integers, which the GIL makes safe enough for monitoring counters).
+One worker (the default): the metrics live in a :class:`CollectorRegistry` of the app's own (``create_app``
+may run many times in one process; the global registry would refuse the second set of names).
+
+Several workers (``RECSYS_WORKERS > 1``): ``python -m serving`` creates a private directory and sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start (see :func:`multiprocess_dir`); every worker then
+writes its values to memory-mapped files there, and ``/metrics`` - whichever worker answers - merges all of
+them with ``MultiProcessCollector``. Counters and histograms add up over the workers (including workers
+that have exited); each gauge has a ``multiprocess_mode`` saying how the workers' values combine.
+
+State owned by other components (the model holder's reload counts, the cap store's breaker and its
+suppression counts) is copied into the metrics by :meth:`Metrics.sync`: at every scrape for the answering
+worker and, with several workers, once a second in each worker (:meth:`Metrics.sync_forever`), so that a
+scrape answered by one worker also sees the others' state.
+
+Label values are bounded: route templates (never raw paths), stage and reason codes, offer families, event
+types.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import glob
+import logging
+import os
+import shutil
+import tempfile
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The API answers in ~1-20 ms; the upper buckets catch stalls (Redis timeouts, a reload, GC).
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def multiprocess_enabled() -> bool:
+    """Whether prometheus_client stores values in the shared directory (decided when it was imported)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+@contextlib.contextmanager
+def multiprocess_dir() -> Iterator[str]:
+    """A fresh private ``PROMETHEUS_MULTIPROC_DIR`` for the worker processes started inside the block.
+
+    Must be entered before the workers are started (they read it when importing prometheus_client); the
+    directory and its files are removed on exit. Fresh every time: files left by an earlier run would be
+    added to this run's counts.
+    """
+    path = tempfile.mkdtemp(prefix="recsys-metrics-")
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Metrics:
-    """Request counts/latency by route and status, suppressions by stage and reason, events by type."""
+    """The service's metrics (one instance per app)."""
 
     def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
-        self.suppressions: Counter[tuple[str, str]] = Counter()
-        self.events: Counter[tuple[str, str]] = Counter()  # (event_type, outcome)
-        self.offers_served: Counter[str] = Counter()  # by family
-        self.cap_degraded: Counter[str] = Counter()
-        self.cold_start = 0
-        self.started = time.time()
+        self.multiprocess = multiprocess_enabled()
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "recsys_http_requests_total",
+            "HTTP requests by method, route template and status",
+            ("method", "route", "status"),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "recsys_http_request_seconds",
+            "HTTP request latency (seconds) by method and route template",
+            ("method", "route"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.suppressions = Counter(
+            "recsys_suppressed_candidates_total",
+            "Candidates suppressed by pipeline stage and reason code",
+            ("stage", "reason"),
+            registry=r,
+        )
+        self.offers_served = Counter(
+            "recsys_offers_served_total", "Offers served by family", ("family",), registry=r
+        )
+        self.events = Counter(
+            "recsys_events_total", "Events by type and outcome", ("event_type", "outcome"), registry=r
+        )
+        self.cap_degraded_total = Counter(
+            "recsys_cap_degraded_total",
+            "Recommendations answered by the cap-store outage policy, by mode",
+            ("mode",),
+            registry=r,
+        )
+        self.cold_start = Counter(
+            "recsys_cold_start_total", "Recommendations for members without a profile", registry=r
+        )
+        self.start_time = Gauge(
+            "recsys_start_time_seconds",
+            "Unix time the worker process started serving (one series per live worker with several)",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.model_loaded = Gauge(
+            "recsys_model_loaded",
+            "1 when a model is loaded (with several workers: in every live worker)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.model_version = Gauge(
+            "recsys_model_version",
+            "Registry version of the served model (with several workers: the highest served)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_reloads = Counter("recsys_model_reloads_total", "Successful model loads", registry=r)
+        self.model_reload_failures = Counter(
+            "recsys_model_reload_failures_total", "Failed model loads", registry=r
+        )
+        self.cap_breaker_open = Gauge(
+            "recsys_cap_store_breaker_open",
+            "1 when the cap store's circuit breaker is open (with several workers: in any live worker)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.cap_store_failures = Gauge(
+            "recsys_cap_store_failures_total",
+            "Consecutive failed cap-store calls (reset when the store answers; summed over live workers)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cap_suppressions = Counter(
+            "recsys_cap_suppressions_total",
+            "Frequency-cap suppressions by reason code (and degraded:<mode> per degraded call)",
+            ("reason",),
+            registry=r,
+        )
+        self.start_time.set(time.time())
+        # This worker's degraded answers by mode, readable in-process (bench/profile_recommend.py).
+        self.cap_degraded: Tally[str] = Tally()
+        # Label children cached by label values: ``labels()`` costs more than the increment itself.
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._latency_children: dict[tuple[str, str], Any] = {}
+        self._suppression_children: dict[tuple[str, str], Any] = {}
+        self._family_children: dict[str, Any] = {}
+        # What sync() has already copied from the holder and the cap enforcer.
+        self._synced_reloads = 0
+        self._synced_failures = 0
+        self._synced_cap_counts: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------------------ hot path
+
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(method, route, str(status))
+        child.inc()
+        lkey = (method, route)
+        hist = self._latency_children.get(lkey)
+        if hist is None:
+            hist = self._latency_children[lkey] = self.latency.labels(method, route)
+        hist.observe(seconds)
 
     def record_suppressed(self, suppressed: Iterable[Any]) -> None:
-        for s in suppressed:
-            self.suppressions[(s.stage, s.reason)] += 1
+        """One increment per distinct (stage, reason) of a request's suppressed candidates."""
+        counts = Tally((s.stage, s.reason) for s in suppressed)
+        children = self._suppression_children
+        for key, n in counts.items():
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self.suppressions.labels(*key)
+            child.inc(n)
 
-    def render(self, extra: dict[str, float] | None = None) -> str:
-        lines = [
-            "# TYPE recsys_http_requests_total counter",
-            *(
-                f'recsys_http_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}'
-                for (m, r, s), n in sorted(self.requests.items())
-            ),
-            "# TYPE recsys_http_request_seconds_sum counter",
-            *(
-                f'recsys_http_request_seconds_sum{{method="{m}",route="{r}"}} {v:.6f}'
-                for (m, r), v in sorted(self.latency_sum.items())
-            ),
-            "# TYPE recsys_suppressed_candidates_total counter",
-            *(
-                f'recsys_suppressed_candidates_total{{stage="{st}",reason="{rs}"}} {n}'
-                for (st, rs), n in sorted(self.suppressions.items())
-            ),
-            "# TYPE recsys_offers_served_total counter",
-            *(
-                f'recsys_offers_served_total{{family="{f}"}} {n}'
-                for f, n in sorted(self.offers_served.items())
-            ),
-            "# TYPE recsys_events_total counter",
-            *(
-                f'recsys_events_total{{event_type="{t}",outcome="{o}"}} {n}'
-                for (t, o), n in sorted(self.events.items())
-            ),
-            "# TYPE recsys_cap_degraded_total counter",
-            *(f'recsys_cap_degraded_total{{mode="{m}"}} {n}' for m, n in sorted(self.cap_degraded.items())),
-            "# TYPE recsys_cold_start_total counter",
-            f"recsys_cold_start_total {self.cold_start}",
-            "# TYPE recsys_uptime_seconds gauge",
-            f"recsys_uptime_seconds {time.time() - self.started:.1f}",
-        ]
-        for name, value in (extra or {}).items():
-            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
-        return "\n".join(lines) + "\n"
+    def record_served(self, families: Iterable[str]) -> None:
+        children = self._family_children
+        for family, n in Tally(families).items():
+            child = children.get(family)
+            if child is None:
+                child = children[family] = self.offers_served.labels(family)
+            child.inc(n)
+
+    def record_cap_degraded(self, mode: str) -> None:
+        self.cap_degraded[mode] += 1
+        self.cap_degraded_total.labels(mode).inc()
+
+    def record_events(self, accepted_types: Iterable[str], duplicates: int) -> None:
+        for event_type, n in Tally(accepted_types).items():
+            self.events.labels(event_type, "accepted").inc(n)
+        self.events.labels("any", "duplicate").inc(duplicates)
+
+    # ---------------------------------------------------------------------------- state of other parts
+
+    def sync(self, holder: Any, enforcer: Any | None) -> None:
+        """Copy the model holder's and the cap enforcer's state of this worker into the metrics."""
+        model = holder.current
+        self.model_loaded.set(1.0 if model is not None else 0.0)
+        if model is not None and str(model.version).isdigit():
+            self.model_version.set(float(model.version))
+        if holder.reloads > self._synced_reloads:
+            self.model_reloads.inc(holder.reloads - self._synced_reloads)
+            self._synced_reloads = holder.reloads
+        if holder.failed_reloads > self._synced_failures:
+            self.model_reload_failures.inc(holder.failed_reloads - self._synced_failures)
+            self._synced_failures = holder.failed_reloads
+        if enforcer is None:
+            return
+        status = enforcer.status() if hasattr(enforcer, "status") else {}
+        self.cap_breaker_open.set(1.0 if status.get("breaker_open") else 0.0)
+        self.cap_store_failures.set(float(status.get("failures") or 0))
+        for reason, n in enforcer.counters.snapshot().items():
+            done = self._synced_cap_counts.get(reason, 0)
+            # Touch every reason (inc(0)) so that it is exported from the first suppression on.
+            if n >= done:
+                self.cap_suppressions.labels(reason).inc(n - done)
+                self._synced_cap_counts[reason] = n
+
+    async def sync_forever(self, holder: Any, enforcer: Any | None, interval_s: float = 1.0) -> None:
+        """With several workers: keep this worker's copied state fresh for scrapes other workers answer."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.sync(holder, enforcer)
+            except Exception:
+                logger.exception("metrics sync failed")
+
+    # -------------------------------------------------------------------------------------------- scrape
+
+    def render(self) -> bytes:
+        """Prometheus text of the whole service (all workers' files with several)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        path = os.environ[MULTIPROC_ENV]
+        _forget_dead_workers(path)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=path)
+        return generate_latest(registry)
+
+
+def _forget_dead_workers(path: str) -> None:
+    """Drop the live-gauge files of workers that have exited (uvicorn restarts a dead worker but tells no
+    one); their counters stay, they still count."""
+    pids = set()
+    for f in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        with contextlib.suppress(ValueError):
+            pids.add(int(os.path.basename(f).rsplit("_", 1)[1].removesuffix(".db")))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, path)
+        except PermissionError:
+            pass
 
 
 class MetricsMiddleware:
@@ -95,6 +302,4 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.requests[(method, path, status)] += 1
-            self.metrics.latency_sum[(method, path)] += time.perf_counter() - started
+            self.metrics.record_request(scope.get("method", ""), path, status, time.perf_counter() - started)

@@ -48,9 +48,9 @@ def post_events(body: EventBatchIn, services: ServicesDep, model: ModelDep) -> E
         member_store=services.member_store,
         cap_enforcer=services.cap_enforcer,
     )
-    for ev in result.append.accepted:
-        services.metrics.events[(ev.event_type, "accepted")] += 1
-    services.metrics.events[("any", "duplicate")] += len(result.append.duplicate_ids)
+    services.metrics.record_events(
+        (ev.event_type for ev in result.append.accepted), len(result.append.duplicate_ids)
+    )
     return EventBatchOut(
         received=result.received,
         accepted=len(result.append.accepted),

@@ -8,6 +8,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from serving.api.deps import ServicesDep
 from serving.api.schemas import HealthOut, ReadyOut
+from serving.metrics import CONTENT_TYPE
 from serving.responses import OrjsonResponse
 
 router = APIRouter(tags=["operations"])
@@ -63,42 +64,22 @@ async def readyz(services: ServicesDep) -> Response:
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    summary="Prometheus text: requests, suppressions by reason, events, served model (this worker)",
+    summary="Prometheus text of the whole service (all workers): requests and latency, suppressions by "
+    "reason, events, cap store, served model",
     responses={
         200: {
             "content": {
                 "text/plain": {
                     "example": 'recsys_http_requests_total{method="POST",'
-                    'route="/v1/recommendations",status="200"} 1042\n'
+                    'route="/v1/recommendations",status="200"} 1042.0\n'
                 }
             }
         }
     },
 )
-async def metrics(services: ServicesDep) -> PlainTextResponse:
-    extra: dict[str, float] = {
-        "recsys_model_reloads_total": services.holder.reloads,
-        "recsys_model_reload_failures_total": services.holder.failed_reloads,
-    }
-    model = services.holder.current
-    extra["recsys_model_loaded"] = 1.0 if model is not None else 0.0
-    if model is not None and model.version.isdigit():
-        extra["recsys_model_version"] = float(model.version)
-    text = services.metrics.render(extra)
-    enforcer = services.cap_enforcer
-    if enforcer is not None:
-        status = enforcer.status() if hasattr(enforcer, "status") else {}
-        text += (
-            "# TYPE recsys_cap_store_breaker_open gauge\n"
-            f"recsys_cap_store_breaker_open {int(bool(status.get('breaker_open')))}\n"
-            "# TYPE recsys_cap_store_failures_total counter\n"
-            f"recsys_cap_store_failures_total {int(status.get('failures') or 0)}\n"
-        )
-        counts = enforcer.counters.snapshot()
-        text += "# TYPE recsys_cap_suppressions_total counter\n" + "".join(
-            f'recsys_cap_suppressions_total{{reason="{r}"}} {n}\n' for r, n in sorted(counts.items())
-        )
-    return PlainTextResponse(text)
+async def metrics(services: ServicesDep) -> Response:
+    services.metrics.sync(services.holder, services.cap_enforcer)
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
 
 FLOOR_BODY = {

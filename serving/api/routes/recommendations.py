@@ -53,12 +53,11 @@ async def recommend(body: RecommendationRequest, request: Request) -> Response:
         result = model.pipeline.recommend(domain)
     metrics = services.metrics
     metrics.record_suppressed(result.suppressed)
-    for offer in result.offers:
-        metrics.offers_served[offer.family] += 1
+    metrics.record_served(offer.family for offer in result.offers)
     if result.cold_start:
-        metrics.cold_start += 1
+        metrics.cold_start.inc()
     if result.cap_degraded:
-        metrics.cap_degraded[str(result.cap_degraded).split(":", 1)[0]] += 1
+        metrics.record_cap_degraded(str(result.cap_degraded).split(":", 1)[0])
     payload = to_response(
         request_id=new_request_id(),
         body=body,
