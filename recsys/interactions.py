@@ -44,6 +44,10 @@ dropping is the one policy all models share.
 
 **Cut-off**: with ``before=T`` only events strictly before ``T`` are read (flights by departure time).
 
+**Availability**: :func:`offer_availability` gives each item the recency-weighted share of the window it could
+be interacted with (an offer's validity within the offer log); popularity divides by it, so a new offer is
+judged on the time it has had.
+
 The build is vectorised with scipy.sparse and reads partitioned tables part by part (:func:`iter_table`), so a
 1,000,000-member world with ~10 M flights stays within a few minutes and a few GB: the accumulator holds one
 entry per distinct (member, item) cell, not one per event.
@@ -162,6 +166,8 @@ class InteractionMatrix:
     reference_time: pd.Timestamp
     config: InteractionConfig
     stats: dict[str, int] = field(default_factory=dict)
+    # The earliest offer event read (the start of the offer log in the window); None without offer events.
+    offer_log_start: pd.Timestamp | None = None
 
     @property
     def n_offers(self) -> int:
@@ -348,6 +354,7 @@ def build_interactions(
     offer_rows = _Accumulator(member_ids.size)  # ancillary/redemption rows naming an offer
     event_bought = _Accumulator(member_ids.size)  # purchase events
     stats: dict[str, int] = {}
+    starts: list[pd.Timestamp] = []
 
     def decay(times: pd.Series) -> np.ndarray:
         if cfg.half_life_days is None:
@@ -377,6 +384,8 @@ def build_interactions(
             if unknown:
                 stats[f"{table}.unknown_member"] = stats.get(f"{table}.unknown_member", 0) + unknown
             stats[f"{table}.used"] = stats.get(f"{table}.used", 0) + len(df) - unknown
+            if table == INTERACTIONS.name:
+                starts.append(times.loc[df.index].min())
             yield df.assign(_row=rows), decay(times.loc[df.index])
 
     def offer_cols(df: pd.DataFrame, table: str) -> np.ndarray:
@@ -491,7 +500,47 @@ def build_interactions(
         reference_time=pd.Timestamp(reference),
         config=cfg,
         stats=stats,
+        offer_log_start=min(starts) if starts else None,
     )
+
+
+def offer_availability(offers: pd.DataFrame, inter: InteractionMatrix, min_days: float = 7.0) -> np.ndarray:
+    """Per item column of ``inter``: how much of the training window the item could be interacted with,
+    recency-weighted like the interactions, relative to an item available throughout (1.0).
+
+    An offer is available from ``valid_from`` to ``valid_to`` (the catalogue's validity), clipped to the offer
+    log in the window (``inter.offer_log_start`` .. ``inter.reference_time``); an offer that started two days
+    before the cut-off had two days to collect interactions, not a year. Each span counts at least
+    ``min_days`` (a brand-new offer's first hours say little). Tokens (destinations, routes...) and offers
+    without validity dates get 1. Popularity divides interaction weight by this: weight per available time.
+    """
+    out = np.ones(len(inter.item_ids), dtype=np.float64)
+    start, end = inter.offer_log_start, inter.reference_time
+    if start is None or offers.empty or not end > start:
+        return out
+    hl = inter.config.half_life_days
+
+    def weight(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Recency-weighted length of [a, b] (days before the reference)."""
+        if hl is None:
+            return np.maximum(a - b, 0.0)
+        k = np.log(2.0) / hl
+        return np.maximum((np.exp(-k * b) - np.exp(-k * a)) / k, 0.0)
+
+    window = (end - start).total_seconds() / 86_400.0
+    vf = to_utc_naive(offers[Col.VALID_FROM]) if Col.VALID_FROM in offers else pd.Series(pd.NaT, offers.index)
+    vt = to_utc_naive(offers[Col.VALID_TO]) if Col.VALID_TO in offers else pd.Series(pd.NaT, offers.index)
+    # days before the reference at which each offer's span in the window ends (b) and starts (a)
+    b = ((end - vt.fillna(end).clip(upper=end)).dt.total_seconds() / 86_400.0).to_numpy()
+    a = ((end - vf.fillna(start).clip(lower=start)).dt.total_seconds() / 86_400.0).to_numpy()
+    b = np.clip(np.nan_to_num(b, nan=0.0), 0.0, window)
+    a = np.clip(np.nan_to_num(a, nan=window), 0.0, window)
+    a = np.minimum(np.maximum(a, b + min_days), max(window, min_days))  # at least min_days long
+    share = weight(a, b) / max(float(weight(np.array([window]), np.array([0.0]))[0]), 1e-12)
+    cols = inter.item_ids.to_index(offer_item(offers[Col.OFFER_ID].astype(str).to_numpy()), missing=-1)
+    ok = cols >= 0
+    out[cols[ok]] = np.clip(share[ok], 1e-6, 1.0)
+    return out
 
 
 def _latest_time(root: Path) -> pd.Timestamp:

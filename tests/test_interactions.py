@@ -148,3 +148,56 @@ def test_matrix_is_float32_csr_with_sorted_indices(tiny: Path) -> None:
     assert res.matrix.dtype == np.float32
     assert res.matrix.has_sorted_indices
     assert res.matrix.shape == (3, 12)
+
+
+def test_offer_availability_is_the_recency_weighted_share_of_the_window(small_world: Path) -> None:
+    """An offer that started shortly before the cut-off had little time to collect interactions; its share of
+    the (recency-weighted) window is what popularity divides by. Hand-computed with the half-life."""
+    from recsys.data.layout import read_table
+    from recsys.interactions import offer_availability
+
+    before = datetime(2026, 4, 1)
+    inter = build_interactions(small_world, {"half_life_days": 30.0}, before)
+    offers = read_table(small_world, "offers")
+    assert inter.offer_log_start is not None
+    start, end = inter.offer_log_start, inter.reference_time
+    window = (end - start).total_seconds() / 86_400
+    new, old = offers[Col.OFFER_ID].iloc[0], offers[Col.OFFER_ID].iloc[1]
+    offers.loc[0, Col.VALID_FROM] = pd.Timestamp(before) - pd.Timedelta(days=20)  # 20 days before the cut
+    offers.loc[0, Col.VALID_TO] = None
+    offers.loc[1, Col.VALID_FROM] = pd.Timestamp(start) - pd.Timedelta(days=400)  # before the log: the window
+    offers.loc[1, Col.VALID_TO] = None
+    offers.loc[2, Col.VALID_FROM] = pd.Timestamp(before) - pd.Timedelta(days=1)  # counts min_days=7
+    offers.loc[2, Col.VALID_TO] = None
+    av = offer_availability(offers, inter)
+    col = {str(i): n for n, i in enumerate(inter.item_ids.external_ids)}
+    k = np.log(2) / 30.0
+    whole = (1 - np.exp(-k * window)) / k
+    assert av[col[f"offer:{new}"]] == pytest.approx((1 - np.exp(-k * 20)) / k / whole, rel=1e-6)
+    assert av[col[f"offer:{old}"]] == pytest.approx(1.0)
+    third = offers[Col.OFFER_ID].iloc[2]
+    assert av[col[f"offer:{third}"]] == pytest.approx((1 - np.exp(-k * 7)) / k / whole, rel=1e-6)
+    tokens = [n for i, n in col.items() if not i.startswith("offer:")]
+    assert np.all(av[tokens] == 1.0)
+
+
+def test_popularity_is_weight_per_available_time() -> None:
+    """Item B has a fifth of A's interactions but was available a tenth of the time: B is the more popular."""
+    import scipy.sparse as sp
+
+    from recsys.ids import IdMap
+    from recsys.models.base import RecDataset, popularity_block
+
+    ui = sp.csr_matrix(
+        np.array([[1, 0], [1, 0], [1, 0], [1, 0], [1, 0], [1, 1], [0, 0]] * 2, dtype=np.float32)
+    )
+    members = IdMap(np.asarray([f"M{i}" for i in range(ui.shape[0])], dtype=object))
+    items = IdMap(np.asarray(["offer:A", "offer:B"], dtype=object))
+    plain = popularity_block(RecDataset(ui, members, items), shrinkage=0.0)[:, -1]
+    assert plain[0] > plain[1]
+    avail = np.array([1.0, 0.1])
+    per_time = popularity_block(RecDataset(ui, members, items, item_availability=avail), shrinkage=0.0)[:, -1]
+    assert per_time[1] > per_time[0] and per_time[1] == pytest.approx(1.0)
+    assert per_time[0] == pytest.approx((12 / 1.0) / (2 / 0.1))
+    with pytest.raises(ValueError, match="item_availability"):
+        RecDataset(ui, members, items, item_availability=np.array([1.0, 0.0]))

@@ -117,6 +117,10 @@ class RecDataset:
     group_names: tuple[str, ...] = ()
     member_features: FeatureMatrix | None = None
     item_features: FeatureMatrix | None = None
+    # Per item, the share of the training window it was available
+    # (``recsys.interactions.offer_availability``); popularity is weight per available time. None: every item
+    # available throughout.
+    item_availability: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = self.user_items
@@ -142,6 +146,10 @@ class RecDataset:
             if groups.max(initial=-1) >= len(self.group_names):
                 raise ValueError("member_groups refers to a group index beyond group_names")
             object.__setattr__(self, "member_groups", groups)
+        if self.item_availability is not None:
+            avail = np.asarray(self.item_availability, dtype=np.float64)
+            if avail.shape != (n_items,) or not np.all((avail > 0) & (avail <= 1)):
+                raise ValueError(f"item_availability must be {n_items} values in (0, 1]")
         if self.member_features is not None and self.member_features.matrix.shape[0] != n_users:
             raise ValueError("member_features must have one row per member")
         if self.item_features is not None and self.item_features.matrix.shape[0] != n_items:
@@ -616,11 +624,13 @@ def score_scale(
 
 
 def popularity_block(data: RecDataset, shrinkage: float) -> np.ndarray:
-    """Items × (groups + 1) popularity: recency-weighted interaction weight per group, shrunk toward the
-    global popularity by ``shrinkage`` members' worth, each column scaled to max 1. The last column is
-    global."""
+    """Items × (groups + 1) popularity: recency-weighted interaction weight per group — per available time
+    when ``data.item_availability`` is given — shrunk toward the global popularity by ``shrinkage`` members'
+    worth, each column scaled to max 1. The last column is global."""
     ui = data.user_items
     n_users, n_items = ui.shape
+    if data.item_availability is not None:  # weight per available time: new offers are not penalised
+        ui = sp.csr_matrix(ui @ sp.diags(1.0 / np.asarray(data.item_availability, dtype=np.float64)))
     global_w = np.asarray(ui.sum(axis=0)).ravel().astype(np.float64)
     global_share = global_w / max(global_w.sum(), 1e-12)
     n_groups = len(data.group_names)

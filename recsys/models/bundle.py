@@ -47,6 +47,7 @@ from recsys.interactions import (
     InteractionConfig,
     InteractionMatrix,
     build_interactions,
+    offer_availability,
     to_utc_naive,
 )
 from recsys.models.base import RecDataset, Recommender
@@ -330,6 +331,7 @@ class ModelBundle:
             group_names=group_names,
             member_features=build_member_features(table) if model.uses_features else None,
             item_features=build_item_features(offers, inter.item_ids) if model.uses_features else None,
+            item_availability=offer_availability(offers, inter),
         )
         timings["features_seconds"] = time.perf_counter() - t1  # beyond the overlap with the matrix
 
