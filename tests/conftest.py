@@ -3,6 +3,10 @@
 ``small_world``: a generated loyalty world of 2,000 members (seed 20260630), built once per test session into
 a temporary directory. Read-only for tests: copy it if a test must modify a dataset.
 
+``data_selected``: the real customer-value file (the project's copy, else ``../shared``'s).
+
+``tracking_uri``: a fresh SQLite MLflow tracking + registry store for one test (a copy of one migrated store).
+
 ``redis_client`` / ``prefix``: the machine's real Redis (db 14) and a key prefix unique to the test whose keys
 are deleted afterwards. When Redis is not running the test FAILS (never skips) with the command that starts
 it. (The capping tests use db 15 with fixtures of their own.)
@@ -10,6 +14,7 @@ it. (The capping tests use db 15 with fixtures of their own.)
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +22,11 @@ from pathlib import Path
 import pytest
 import redis
 
+REPO = Path(__file__).resolve().parents[1]
+DATA_SELECTED_CANDIDATES = (
+    REPO / "data" / "reference" / "air_data_lrfmc" / "data_selected.csv",
+    REPO.parent / "shared" / "data" / "air_data_lrfmc" / "data_selected.csv",
+)
 REDIS_URL = "redis://127.0.0.1:6379/14"
 START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
 
@@ -54,3 +64,29 @@ def prefix(redis_client: redis.Redis, request: pytest.FixtureRequest) -> Iterato
     keys = list(redis_client.scan_iter(match=f"{p}:*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def data_selected() -> Path:
+    """The project's ``data_selected.csv``, falling back to ``../shared``; fails the test if neither."""
+    for path in DATA_SELECTED_CANDIDATES:
+        if path.is_file():
+            return path
+    pytest.fail(f"data_selected.csv not found (looked in {[str(p) for p in DATA_SELECTED_CANDIDATES]})")
+
+
+@pytest.fixture(scope="session")
+def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow SQLite store: creating one costs seconds, copying it does not."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path: Path, _migrated_store: Path) -> str:
+    """A fresh SQLite tracking + registry store for one test."""
+    shutil.copy(_migrated_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -52,20 +51,6 @@ def bundle(world: Path) -> ModelBundle:
     return ModelBundle.train(world, "als", FAST, seed=3)
 
 
-@pytest.fixture(scope="module")
-def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow SQLite store: creating one costs seconds, copying it does not."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture()
-def uri(tmp_path: Path, _migrated_store: Path) -> str:
-    shutil.copy(_migrated_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
 def _members(world: Path, n: int = 5) -> list[str]:
     ids = pd.read_parquet(world / "members.parquet", columns=["member_id"])["member_id"].tolist()
     return [*ids[:n], "NOT-A-MEMBER"]  # an unknown member gets the cold-start ranking
@@ -85,13 +70,15 @@ def _publish(uri: str, bundle: ModelBundle, ndcg: float, name: str = "offers", *
     return result.version.version
 
 
-def test_pyfunc_by_alias_ranks_like_the_bundle_in_process(uri: str, bundle: ModelBundle, world: Path) -> None:
-    version = _publish(uri, bundle, 0.3)
-    assert promote(uri, "offers").promoted
+def test_pyfunc_by_alias_ranks_like_the_bundle_in_process(
+    tracking_uri: str, bundle: ModelBundle, world: Path
+) -> None:
+    version = _publish(tracking_uri, bundle, 0.3)
+    assert promote(tracking_uri, "offers").promoted
     members = _members(world)
     expected = bundle.recommend(members, k=10).reset_index(drop=True)
 
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model("models:/offers@champion")
     got = model.predict(pd.DataFrame({"member_id": members}))
     pd.testing.assert_frame_equal(
@@ -102,53 +89,55 @@ def test_pyfunc_by_alias_ranks_like_the_bundle_in_process(uri: str, bundle: Mode
     assert top3.groupby("member_id").size().tolist() == [3, 3]
     assert len(model.predict(pd.DataFrame({"member_id": members[:1]}), params={"k": 4})) == 4
 
-    loaded, info = load_bundle(uri, "offers", "champion")
+    loaded, info = load_bundle(tracking_uri, "offers", "champion")
     assert (info.name, info.version, info.alias) == ("offers", version, "champion")
     assert info.metrics["ndcg_at_10"] == pytest.approx(0.3)
     assert info.run_id
     pd.testing.assert_frame_equal(loaded.recommend(members, k=10), bundle.recommend(members, k=10))
 
 
-def test_promote_refuses_a_worse_challenger_unless_forced(uri: str, bundle: ModelBundle) -> None:
-    v1 = _publish(uri, bundle, 0.30)
-    first = promote(uri, "offers")
+def test_promote_refuses_a_worse_challenger_unless_forced(tracking_uri: str, bundle: ModelBundle) -> None:
+    v1 = _publish(tracking_uri, bundle, 0.30)
+    first = promote(tracking_uri, "offers")
     assert first.promoted and first.previous is None and "no champion" in first.reason
 
-    v2 = _publish(uri, bundle, 0.20)
-    refused = promote(uri, "offers")
+    v2 = _publish(tracking_uri, bundle, 0.20)
+    refused = promote(tracking_uri, "offers")
     assert not refused.promoted and "does not beat" in refused.reason
     assert refused.candidate.version == v2
-    assert {v.version: v.aliases for v in list_versions(uri, "offers")}[v1] == ("champion",)
+    assert {v.version: v.aliases for v in list_versions(tracking_uri, "offers")}[v1] == ("champion",)
 
-    forced = promote(uri, "offers", force=True)
+    forced = promote(tracking_uri, "offers", force=True)
     assert forced.promoted and forced.candidate.version == v2
-    aliases = {v.version: set(v.aliases) for v in list_versions(uri, "offers")}
+    aliases = {v.version: set(v.aliases) for v in list_versions(tracking_uri, "offers")}
     assert aliases == {v1: set(), v2: {"champion", "challenger"}}
 
-    v3 = _publish(uri, bundle, 0.25)
-    assert promote(uri, "offers", version=v3).promoted  # 0.25 beats 0.20
-    assert not promote(uri, "offers", version=v3).promoted  # already champion
+    v3 = _publish(tracking_uri, bundle, 0.25)
+    assert promote(tracking_uri, "offers", version=v3).promoted  # 0.25 beats 0.20
+    assert not promote(tracking_uri, "offers", version=v3).promoted  # already champion
 
-    table = versions_table(list_versions(uri, "offers"))
+    table = versions_table(list_versions(tracking_uri, "offers"))
     assert table["version"].tolist() == [v3, v2, v1]
     assert table["aliases"].tolist() == ["challenger,champion", "", ""]
     assert table["ndcg_at_10"].tolist() == pytest.approx([0.25, 0.20, 0.30])
 
 
-def test_promote_without_versions_is_a_clear_error(uri: str) -> None:
+def test_promote_without_versions_is_a_clear_error(tracking_uri: str) -> None:
     with pytest.raises(RegistryError, match="no registered model named 'nothing'"):
-        list_versions(uri, "nothing")
+        list_versions(tracking_uri, "nothing")
     with pytest.raises(RegistryError, match="no 'challenger' version"):
-        promote(uri, "nothing")
+        promote(tracking_uri, "nothing")
     with pytest.raises(RegistryError, match="does not exist"):
-        load_bundle(uri, "nothing", "champion")
+        load_bundle(tracking_uri, "nothing", "champion")
 
 
-def test_failure_after_the_version_was_created_leaves_no_version(uri: str, bundle: ModelBundle) -> None:
+def test_failure_after_the_version_was_created_leaves_no_version(
+    tracking_uri: str, bundle: ModelBundle
+) -> None:
     # MLflow refuses the alias "latest" (reserved) -- only after the version exists: publish must undo it.
     with pytest.raises(RegistryError):
-        publish(uri, bundle, model_name="offers", model_metrics={"ndcg_at_10": 0.1}, alias="latest")
-    client = MlflowClient(uri)
+        publish(tracking_uri, bundle, model_name="offers", model_metrics={"ndcg_at_10": 0.1}, alias="latest")
+    client = MlflowClient(tracking_uri)
     assert client.search_model_versions("name = 'offers'") == []
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FAILED"]

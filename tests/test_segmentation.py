@@ -22,23 +22,10 @@ from recsys.segmentation import (
 )
 from training.cli import app
 
-REPO = Path(__file__).resolve().parents[1]
-_DATA_SELECTED = (
-    REPO / "data" / "reference" / "air_data_lrfmc" / "data_selected.csv",
-    REPO.parent / "shared" / "data" / "air_data_lrfmc" / "data_selected.csv",
-)
-
-
-def _data_selected() -> Path:
-    for path in _DATA_SELECTED:
-        if path.is_file():
-            return path
-    pytest.fail(f"data_selected.csv not found (looked in {[str(p) for p in _DATA_SELECTED]})")
-
 
 @pytest.fixture(scope="module")
-def real_lrfmc() -> pd.DataFrame:
-    return lrfmc_from_aggregates(clean_textbook(read_air_data_csv(_data_selected())))
+def real_lrfmc(data_selected: Path) -> pd.DataFrame:
+    return lrfmc_from_aggregates(clean_textbook(read_air_data_csv(data_selected)))
 
 
 @pytest.fixture(scope="module")
@@ -160,16 +147,16 @@ def _run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_cli_on_the_real_csv_prints_five_named_segments() -> None:
-    code, out = _run("--data", str(_data_selected()), "--seed", "0")
+def test_cli_on_the_real_csv_prints_five_named_segments(data_selected: Path) -> None:
+    code, out = _run("--data", str(data_selected), "--seed", "0")
     assert code == 0, out
     assert "62,051 members read, 62,044 segmented" in out
     for name in SEGMENT_ORDER:
         assert f"\n{name:>9} " in out
 
 
-def test_cli_json_and_clean_none() -> None:
-    code, out = _run("--data", str(_data_selected()), "--clean", "none", "--json")
+def test_cli_json_and_clean_none(data_selected: Path) -> None:
+    code, out = _run("--data", str(data_selected), "--clean", "none", "--json")
     assert code == 0, out
     doc = json.loads(out)
     assert doc["members_used"] == 62_051 and doc["clean"] == "none"
@@ -177,8 +164,8 @@ def test_cli_json_and_clean_none() -> None:
     assert sum(s["size"] for s in doc["segments"]) == 62_051
 
 
-def test_cli_on_an_imported_member_aggregates_dataset(tmp_path: Path) -> None:
-    aggregates = read_air_data_csv(_data_selected()).iloc[::50].reset_index(drop=True)
+def test_cli_on_an_imported_member_aggregates_dataset(tmp_path: Path, data_selected: Path) -> None:
+    aggregates = read_air_data_csv(data_selected).iloc[::50].reset_index(drop=True)
     with DatasetWriter(tmp_path / "air") as writer:
         writer.write_table("member_aggregates", aggregates)
         writer.commit({"import_format": "air-data"})
@@ -191,10 +178,10 @@ def test_cli_on_an_imported_member_aggregates_dataset(tmp_path: Path) -> None:
     assert SegmentModel.load(tmp_path / "m.json").names == SEGMENT_ORDER
 
 
-def test_cli_bad_input(tmp_path: Path) -> None:
+def test_cli_bad_input(tmp_path: Path, data_selected: Path) -> None:
     code, out = _run("--data", str(tmp_path / "missing"))
     assert code == 1 and "not a dataset directory" in out
-    code, out = _run("--data", str(_data_selected()), "--clean", "magic")
+    code, out = _run("--data", str(data_selected), "--clean", "magic")
     assert code == 1 and "unknown --clean mode 'magic'" in out
     empty = tmp_path / "empty"
     with DatasetWriter(empty) as writer:

@@ -1,29 +1,10 @@
-"""Fixtures of the feature tests: the real customer-value data and a small generated world."""
+"""Fixtures of the feature tests: a small generated world (``data_selected`` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-DATA_SELECTED_CANDIDATES = (
-    REPO / "data" / "reference" / "air_data_lrfmc" / "data_selected.csv",
-    REPO.parent / "shared" / "data" / "air_data_lrfmc" / "data_selected.csv",
-)
-
-
-def find_data_selected() -> Path:
-    """The project's ``data_selected.csv``, falling back to ``../shared``; fails the test if neither."""
-    for path in DATA_SELECTED_CANDIDATES:
-        if path.is_file():
-            return path
-    pytest.fail(f"data_selected.csv not found (looked in {[str(p) for p in DATA_SELECTED_CANDIDATES]})")
-
-
-@pytest.fixture(scope="session")
-def data_selected() -> Path:
-    return find_data_selected()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,3 @@ def train_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 @pytest.fixture(scope="session")
 def fast_configs() -> dict[str, dict[str, Any]]:
     return FAST_CONFIGS
-
-
-@pytest.fixture(scope="session")
-def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow SQLite store: creating one costs seconds, copying it does not."""
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture()
-def tracking_uri(tmp_path: Path, _migrated_store: Path) -> str:
-    """A fresh SQLite tracking + registry store for one test."""
-    shutil.copy(_migrated_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
