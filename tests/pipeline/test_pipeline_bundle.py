@@ -51,6 +51,19 @@ def world(small_world: Path) -> World:
     return World(bundle, profiles, store, OfferPipeline(bundle, store), as_of + timedelta(hours=8))
 
 
+def pek_ctu_economy(now: datetime) -> TripContext:
+    """CA4101 PEK-CTU in economy (fare class M) departing 60 hours after ``now``, 2 seats left in W."""
+    return TripContext(
+        origin="PEK",
+        destination="CTU",
+        departure_time=now + timedelta(hours=60),
+        cabin="Y",
+        fare_class="M",
+        flight_number="CA4101",
+        seats_left={"W": 2},
+    )
+
+
 def make_requests(w: World, n: int, seed: int) -> list[RecommendRequest]:
     """Requests over many members (and some brand-new ones), every placement, trips from their profiles."""
     rng = np.random.default_rng(seed)
@@ -125,15 +138,7 @@ def test_every_returned_offer_is_eligible_explained_and_diverse(world: World) ->
 
 
 def test_brand_new_member_gets_offers_from_the_cold_start_path(world: World) -> None:
-    trip = TripContext(
-        origin="PEK",
-        destination="CTU",
-        departure_time=world.now + timedelta(hours=60),
-        cabin="Y",
-        fare_class="M",
-        flight_number="CA4101",
-        seats_left={"W": 2},
-    )
+    trip = pek_ctu_economy(world.now)
     res = world.pipeline.recommend(
         RecommendRequest(member_id="NEW-MEMBER-1", placement="post_booking", trip=trip, now=world.now)
     )
@@ -215,15 +220,7 @@ def test_with_redis_member_store_and_redis_caps(world: World, redis_prefix: str)
         pipe = OfferPipeline(world.bundle, store, cap_enforcer=caps, config=PipelineConfig())
         member = world.profiles[ProfileCol.MEMBER_ID].iloc[0]
         tier = world.profiles[ProfileCol.TIER].iloc[0]
-        trip = TripContext(
-            origin="PEK",
-            destination="CTU",
-            departure_time=world.now + timedelta(hours=60),
-            cabin="Y",
-            fare_class="M",
-            flight_number="CA4101",
-            seats_left={"W": 2},
-        )
+        trip = pek_ctu_economy(world.now)
         shown = 0
         capped: Counter[str] = Counter()
         for i in range(20):
