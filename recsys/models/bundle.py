@@ -538,7 +538,7 @@ class ModelBundle:
         """Model score of each candidate offer for a member (higher = better); offers the bundle does not know
         score ``-inf``. Unknown members: cold-start policy from ``member_features`` (keys
         ``tier, segment, home_airport, cabin, meal``), else their group's or the global popularity."""
-        return self.for_member(member_id, member_features).score(offer_ids)[0]
+        return self.for_member(member_id, member_features).model_scores(offer_ids)[0]
 
     def acceptance_probability(
         self, member_id: str, offer_ids: Sequence[str], member_features: Mapping[str, Any] | None = None
@@ -612,16 +612,21 @@ class MemberScoring:
         b = self.bundle
         return _search(b.destinations_index, b._dest_row_ids, self.vector, k)
 
-    def score(self, offer_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(model scores, calibrated P(accept | impression)) of the offers — one dot product for both.
-
-        Offers the bundle does not know score ``-inf`` with probability 0."""
+    def model_scores(self, offer_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(model scores, item rows) of the offers; an offer the bundle does not know: ``-inf``, row -1."""
         b = self.bundle
         idx = b._offer_index(offer_ids)
         ok = idx >= 0
         scores = np.full(len(idx), -np.inf, dtype=np.float64)
         scores[ok] = b._vectors.item[idx[ok]] @ self.vector
-        cal = b.calibration["known" if self.known else "cold"]
+        return scores, idx
+
+    def score(self, offer_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(model scores, calibrated P(accept | impression)) of the offers — one dot product for both.
+
+        Offers the bundle does not know score ``-inf`` with probability 0."""
+        scores, idx = self.model_scores(offer_ids)
+        cal = self.bundle.calibration["known" if self.known else "cold"]
         return scores, cal(scores, idx)
 
 
