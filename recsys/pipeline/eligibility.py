@@ -33,8 +33,7 @@ Rules (reason codes in brackets):
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -318,17 +317,6 @@ def rules_for(offer: CatalogueOffer) -> tuple[Rule, ...]:
     return tuple(rule for rule in RULES if APPLIES[rule](offer))
 
 
-_RULES_OF: weakref.WeakKeyDictionary[Catalogue, list[tuple[Rule, ...]]] = weakref.WeakKeyDictionary()
-
-
-def _rules_of(catalogue: Catalogue) -> list[tuple[Rule, ...]]:
-    """``rules_for`` of every catalogue offer, computed once per catalogue."""
-    rules = _RULES_OF.get(catalogue)
-    if rules is None:
-        rules = _RULES_OF[catalogue] = [rules_for(o) for o in catalogue.offers]
-    return rules
-
-
 def check(offer: CatalogueOffer, ctx: EligibilityContext, rules: Iterable[Rule] = RULES) -> Verdict:
     """The first rule of ``rules`` that ``offer`` fails, as ``(reason, detail)``; None when eligible."""
     for rule in rules:
@@ -348,15 +336,20 @@ class EligibilityResult:
 
 
 def filter_eligible(
-    candidates: Iterable[int], catalogue: Catalogue, ctx: EligibilityContext
+    candidates: Iterable[int],
+    catalogue: Catalogue,
+    ctx: EligibilityContext,
+    rules: Sequence[tuple[Rule, ...]] | None = None,
 ) -> EligibilityResult:
-    """Apply every rule to each candidate index; keep the eligible, record the others."""
+    """Apply the rules to each candidate index; keep the eligible, record the others.
+
+    ``rules[i]`` (``rules_for`` of every catalogue offer, precomputed once by the caller) limits offer ``i``
+    to the rules that can reject it; without, every rule runs."""
     result = EligibilityResult(eligible=[])
     offers = catalogue.offers
-    rules = _rules_of(catalogue)
     for i in candidates:
         o = offers[i]
-        verdict = check(o, ctx, rules[i])
+        verdict = check(o, ctx, RULES if rules is None else rules[i])
         if verdict is None:
             result.eligible.append(i)
             gap = miles_gap(o, ctx.miles_balance)

@@ -33,7 +33,7 @@ import numpy as np
 from recsys.pipeline.candidates import gather_candidates
 from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
 from recsys.pipeline.diversity import diversify
-from recsys.pipeline.eligibility import EligibilityContext, Reason, filter_eligible
+from recsys.pipeline.eligibility import EligibilityContext, Reason, filter_eligible, rules_for
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
 from recsys.pipeline.types import (
     InvalidRequest,
@@ -102,6 +102,7 @@ class OfferPipeline:
             network = load_network()
         self.network = network or None
         self.catalogue = Catalogue(bundle.offers)
+        self._rules = [rules_for(o) for o in self.catalogue.offers]  # eligibility rules each offer can fail
         self.values: list[float] = offer_values(self.catalogue, config.miles_liability_cost_cny).tolist()
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
         self._has_destinations = hasattr(bundle, "similar_destinations")
@@ -211,7 +212,7 @@ class OfferPipeline:
             close_fraction=cfg.close_fraction,
             require_seat_inventory=cfg.require_seat_inventory,
         )
-        elig = filter_eligible(candidates, self.catalogue, ctx)
+        elig = filter_eligible(candidates, self.catalogue, ctx, self._rules)
         suppressed.extend(elig.suppressed)
         t = _lap(timings, "eligibility", t)
         if not elig.eligible:
