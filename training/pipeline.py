@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from recsys.data.layout import DatasetError, fingerprint, read_manifest, read_table
 from recsys.evaluation import (
+    BASELINE,
     BASELINE_GLOBAL,
     DEFAULT_KS,
     DEFAULT_TEST_DAYS,
@@ -60,7 +61,6 @@ from recsys.registry import (
 from recsys.schema import NULLABLE, Col
 
 MODEL_KINDS: tuple[str, ...] = ("popularity", "als", "bpr", "lightfm", "hybrid")
-BASELINE = "popularity"
 
 
 class PipelineError(ValueError):
@@ -204,35 +204,29 @@ def evaluate_models(
     offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
     timings["split_s"] = time.perf_counter() - t0
 
+    def train_and_evaluate(name: str, kind: str, config: Any) -> tuple[Any, ModelEvaluation]:
+        t1 = time.perf_counter()
+        bundle = ModelBundle.train(root, kind, config, before=split.before, seed=seed, progress=progress)
+        train_s = time.perf_counter() - t1
+        ev = evaluate_recommender(name, _recommend_fn(bundle), split, offers, ks=ks, progress=progress)
+        ev.train_seconds = train_s
+        timings[f"{name}.train_s"] = train_s
+        timings[f"{name}.eval_s"] = ev.eval_seconds
+        return bundle, ev
+
     evaluations: list[ModelEvaluation] = []
     bundles: dict[str, Any] = {}
     for kind in tqdm(kinds, desc="models", unit="model", disable=not progress):
-        t1 = time.perf_counter()
-        bundle = ModelBundle.train(
-            root, kind, (configs or {}).get(kind), before=split.before, seed=seed, progress=progress
-        )
-        train_s = time.perf_counter() - t1
-        ev = evaluate_recommender(kind, _recommend_fn(bundle), split, offers, ks=ks, progress=progress)
-        ev.train_seconds = train_s
+        bundles[kind], ev = train_and_evaluate(kind, kind, (configs or {}).get(kind))
         evaluations.append(ev)
-        bundles[kind] = bundle
-        timings[f"{kind}.train_s"] = train_s
-        timings[f"{kind}.eval_s"] = ev.eval_seconds
 
     oracle, references = None, []
     if with_baseline:
         # The same baseline without groups: the comparison is with the better of the two, not the weaker.
-        t1 = time.perf_counter()
         cfg = (configs or {}).get(BASELINE) or {}
         cfg = dict(cfg.model_dump() if hasattr(cfg, "model_dump") else cfg)
         global_cfg = {**cfg, "model": {**dict(cfg.get("model") or {}), "by_group": False}}
-        bundle = ModelBundle.train(root, BASELINE, global_cfg, before=split.before, seed=seed)
-        train_s = time.perf_counter() - t1
-        ev = evaluate_recommender(BASELINE_GLOBAL, _recommend_fn(bundle), split, offers, ks=ks)
-        ev.train_seconds = train_s
-        references.append(ev)
-        timings[f"{BASELINE_GLOBAL}.train_s"] = train_s
-        timings[f"{BASELINE_GLOBAL}.eval_s"] = ev.eval_seconds
+        references.append(train_and_evaluate(BASELINE_GLOBAL, BASELINE, global_cfg)[1])
     if with_oracle and has_oracle(root):
         oracle = evaluate_recommender(
             ORACLE,

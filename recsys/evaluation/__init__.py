@@ -11,6 +11,7 @@ from recsys.evaluation.evaluator import (
 from recsys.evaluation.metrics import EvaluationError, metric_name, metrics_at, ranking_metrics
 from recsys.evaluation.oracle import OracleRecommender, PreferenceOracle, has_oracle
 from recsys.evaluation.report import (
+    BASELINE,
     BASELINE_GLOBAL,
     ORACLE,
     ORACLE_ON_POPULARITY,
@@ -23,6 +24,7 @@ from recsys.evaluation.slices import slice_metrics
 from recsys.evaluation.split import DEFAULT_TEST_DAYS, TimeSplit, time_split
 
 __all__ = [
+    "BASELINE",
     "BASELINE_GLOBAL",
     "DEFAULT_KS",
     "DEFAULT_TEST_DAYS",
