@@ -166,7 +166,7 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
         self._suppression_children: dict[tuple[str, str], Any] = {}
-        self._family_children: dict[str, Any] = {}
+        self._family_children: dict[tuple[str], Any] = {}
         # What sync() has already copied from the holder and the cap enforcer.
         self._synced_reloads = 0
         self._synced_failures = 0
@@ -175,34 +175,17 @@ class Metrics:
     # ------------------------------------------------------------------------------------------ hot path
 
     def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(method, route, str(status))
-        child.inc()
-        lkey = (method, route)
-        hist = self._latency_children.get(lkey)
-        if hist is None:
-            hist = self._latency_children[lkey] = self.latency.labels(method, route)
-        hist.observe(seconds)
+        _child(self._request_children, self.requests, (method, route, status)).inc()
+        _child(self._latency_children, self.latency, (method, route)).observe(seconds)
 
     def record_suppressed(self, suppressed: Iterable[Any]) -> None:
         """One increment per distinct (stage, reason) of a request's suppressed candidates."""
-        counts = Tally((s.stage, s.reason) for s in suppressed)
-        children = self._suppression_children
-        for key, n in counts.items():
-            child = children.get(key)
-            if child is None:
-                child = children[key] = self.suppressions.labels(*key)
-            child.inc(n)
+        for key, n in Tally((s.stage, s.reason) for s in suppressed).items():
+            _child(self._suppression_children, self.suppressions, key).inc(n)
 
     def record_served(self, families: Iterable[str]) -> None:
-        children = self._family_children
         for family, n in Tally(families).items():
-            child = children.get(family)
-            if child is None:
-                child = children[family] = self.offers_served.labels(family)
-            child.inc(n)
+            _child(self._family_children, self.offers_served, (family,)).inc(n)
 
     def record_cap_degraded(self, mode: str) -> None:
         self.cap_degraded[mode] += 1
@@ -259,6 +242,14 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=path)
         return generate_latest(registry)
+
+
+def _child(cache: dict[Any, Any], metric: Any, key: tuple[Any, ...]) -> Any:
+    """``metric.labels(*key)``, cached in ``cache`` (the lookup costs more than the increment itself)."""
+    child = cache.get(key)
+    if child is None:
+        child = cache[key] = metric.labels(*key)
+    return child
 
 
 def _forget_dead_workers(path: str) -> None:
