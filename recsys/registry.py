@@ -30,6 +30,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from recsys.urls import redact_url
+
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities.model_registry import ModelVersion
 
@@ -142,15 +144,8 @@ def check_tracking(tracking_uri: str, timeout: float = 5.0) -> None:
             engine.dispose()
         except Exception as exc:
             raise TrackingUnavailableError(
-                f"MLflow backend database {_redact(tracking_uri)} is unreachable: {exc}"
+                f"MLflow backend database {redact_url(tracking_uri)} is unreachable: {exc}"
             ) from exc
-
-
-def _redact(uri: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.password:
-        return uri.replace(f":{parsed.password}@", ":***@")
-    return uri
 
 
 def get_client(tracking_uri: str) -> MlflowClient:

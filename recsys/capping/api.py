@@ -70,6 +70,7 @@ from recsys.capping.policy import (
     load_policy,
     parse_policy,
 )
+from recsys.urls import is_redis_url
 
 __all__ = [
     "REASON_COOLDOWN_DISMISS_CATEGORY",
@@ -234,7 +235,7 @@ def build_enforcer(
         from recsys.capping.memory_store import EmbeddedCapEnforcer
 
         enforcer = EmbeddedCapEnforcer(holder, key_prefix=key_prefix)
-    elif url.startswith(("redis://", "rediss://", "unix://")):
+    elif is_redis_url(url):
         from recsys.capping.redis_store import RedisCapEnforcer
 
         enforcer = RedisCapEnforcer(url, holder, key_prefix=key_prefix, timeout_ms=timeout_ms, client=client)

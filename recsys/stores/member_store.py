@@ -49,6 +49,7 @@ import pandas as pd
 from redis.exceptions import NoScriptError
 
 from recsys.schema import Col
+from recsys.urls import is_redis_url
 
 DEFAULT_PREFIX = "members"
 META = "__meta__"
@@ -478,7 +479,7 @@ def build_member_store(url: str | None, **kwargs: Any) -> MemberStore:
     embedded. Keyword arguments go to the implementation (e.g. ``prefix=``, ``client=`` for Redis)."""
     if not url or url.startswith("memory://"):
         return EmbeddedMemberStore()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(url):
         return RedisMemberStore(url, **kwargs)
     raise ValueError(f"unsupported member store URL {url!r}: use redis://host:port/db, memory:// or nothing")
 

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import typer
 
+from recsys.urls import REDIS_URL_SCHEMES, redact_url
 from training.commands.common import cli_errors, resolve_data, settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 app = typer.Typer(help="The online member store: publish profiles and embeddings.", no_args_is_help=True)
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
 
 DataOpt = Annotated[
@@ -67,12 +67,6 @@ def member_version(model_name: str, model_version: str, now: datetime | None = N
     return model_version_prefix(model_name, model_version, reserve=len(stamp)) + stamp
 
 
-def redact(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parsed = urlparse(url)
-    return url.replace(f":{parsed.password}@", ":***@") if parsed.password else url
-
-
 def resolve_target(
     redis_url: str | None, prefix: str, batch_size: int, cfg: TrainingSettings
 ) -> MemberTarget:
@@ -85,10 +79,10 @@ def resolve_target(
             err=True,
         )
         raise typer.Exit(2)
-    if urlparse(url).scheme not in REDIS_SCHEMES:
+    if urlparse(url).scheme not in REDIS_URL_SCHEMES:
         typer.echo(
-            f"error: --redis-url {redact(url)!r} is not a Redis URL: use redis://HOST:PORT/DB, rediss://… or "
-            "unix://PATH",
+            f"error: --redis-url {redact_url(url)!r} is not a Redis URL: use redis://HOST:PORT/DB, "
+            "rediss://… or unix://PATH",
             err=True,
         )
         raise typer.Exit(2)
@@ -146,7 +140,7 @@ def open_store(target: MemberTarget, progress: _LoadProgress | None = None) -> R
     except redis.exceptions.RedisError as exc:
         store.close()
         typer.echo(
-            f"error: Redis at {redact(target.url)} is unreachable ({exc}); nothing was published. "
+            f"error: Redis at {redact_url(target.url)} is unreachable ({exc}); nothing was published. "
             f"Start it (e.g. {START_REDIS}) or pass another --redis-url",
             err=True,
         )
@@ -193,7 +187,7 @@ def publish_members(
         except (MemberStoreError, redis.exceptions.RedisError) as exc:
             active = store.active_version() if store.ping() else "unknown: Redis is not answering"
             typer.echo(
-                f"error: publishing {version} to Redis at {redact(target.url)} failed ({exc}); "
+                f"error: publishing {version} to Redis at {redact_url(target.url)} failed ({exc}); "
                 f"active version: {active}",
                 err=True,
             )
