@@ -68,6 +68,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.data.layout import has_table, iter_table, read_table
+from recsys.data.times import to_utc_naive
 from recsys.ids import IdMap
 from recsys.schema import (
     ANCILLARIES,
@@ -195,19 +196,6 @@ def item_kind(item_ids: np.ndarray) -> np.ndarray:
     """The kind (prefix before ``:``) of each item id."""
     s = pd.Series(np.asarray(item_ids, dtype=object), dtype=object)
     return s.str.split(":", n=1).str[0].to_numpy(dtype=object)
-
-
-def to_utc_naive(values: pd.Series | pd.DatetimeIndex | datetime | pd.Timestamp) -> Any:
-    """Datetimes as naive UTC (tz-aware values are converted, naive values are taken as UTC)."""
-    if isinstance(values, datetime | pd.Timestamp):
-        ts = pd.Timestamp(values)
-        return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
-    s = pd.to_datetime(values)
-    if isinstance(s, pd.Series):
-        if s.dt.tz is not None:
-            s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-        return s
-    return s.tz_convert("UTC").tz_localize(None) if s.tz is not None else s
 
 
 class _Vocab:

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.types as pa_types
 
 from recsys.data.layout import MANIFEST, NETWORK_DIR, read_manifest, table_path
+from recsys.data.times import as_of_end
 from recsys.schema import (
     ALL_TABLES,
     CATEGORY_FAMILY,
@@ -167,7 +168,7 @@ class Rules:
             extra_nullable=SOURCE_NULLABLE.get(import_format or "", {}),
             allow_generic_offers=import_format == "interactions",
             now=now if now is not None else pd.Timestamp.now().normalize(),
-            history_end=history_end(as_of) if as_of is not None else None,
+            history_end=_history_end(as_of) if as_of is not None else None,
             as_of=as_of,
         )
 
@@ -225,18 +226,6 @@ class Rules:
         return per_table.get(table, {})
 
 
-def history_end(as_of: str) -> pd.Timestamp:
-    """The exclusive end (naive UTC) of a history whose manifest says ``as_of``: a bare date names the last
-    day of history, so the history ends at the next midnight; a date and time is the end itself."""
-    text = str(as_of).strip()
-    end = pd.Timestamp(text)  # ValueError when it is not a date
-    if pd.isna(end):
-        raise ValueError(f"not a date: {as_of!r}")
-    if end.tzinfo is not None:
-        end = end.tz_convert("UTC").tz_localize(None)
-    return end + pd.Timedelta(days=1) if len(text) == 10 else end
-
-
 @cache
 def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
@@ -262,6 +251,15 @@ class Problem:
         if self.column is not None:
             where += f", column {self.column}"
         return f"{where}: {self.message}"
+
+
+def _history_end(as_of: str) -> pd.Timestamp:
+    """The exclusive end of the history a manifest's ``as_of`` names (:func:`~recsys.data.times.as_of_end`);
+    ``ValueError`` when it is not a date."""
+    end = as_of_end(str(as_of).strip())
+    if pd.isna(end):
+        raise ValueError(f"not a date: {as_of!r}")
+    return end
 
 
 def _show(value: Any) -> str:

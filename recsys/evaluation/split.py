@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.layout import DatasetError, has_table, iter_table, read_manifest, read_table
+from recsys.data.times import as_of_end, to_utc_naive
 from recsys.evaluation.metrics import EvaluationError
 from recsys.schema import Col, EventType
 
@@ -35,17 +36,6 @@ _HISTORY: tuple[tuple[str, str], ...] = (
     ("redemptions", Col.REDEEM_TIME),
     ("flights", Col.DEPARTURE_TIME),
 )
-
-
-def to_utc_naive(values: pd.Series | pd.Timestamp | datetime | str) -> pd.Series | pd.Timestamp:
-    """Timestamps as naive UTC (aware values are converted, naive ones are taken to be UTC already)."""
-    if isinstance(values, pd.Series):
-        s = pd.to_datetime(values)
-        if getattr(s.dt, "tz", None) is not None:
-            s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-        return s
-    ts = pd.Timestamp(values)
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
 @dataclass(frozen=True)
@@ -94,9 +84,7 @@ def dataset_end(dataset_dir: Path | str) -> pd.Timestamp:
     manifest = read_manifest(dataset_dir)
     as_of = manifest.get("as_of")
     if as_of:
-        end = to_utc_naive(pd.Timestamp(as_of))
-        # A date names the last day of history: the data ends at the next midnight.
-        return end + timedelta(days=1) if len(str(as_of)) == 10 else end
+        return as_of_end(str(as_of))
     last: pd.Timestamp | None = None
     for table, col in _HISTORY[:3]:
         if not has_table(Path(dataset_dir), table):

@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys.data.times import to_utc_naive
 from recsys.schema import MEMBER_AGGREGATES, Cabin, Col
 
 DAYS_PER_MONTH = 30.0
@@ -334,14 +335,6 @@ class FareReference:
         )
 
 
-def to_naive_utc(ts: datetime | pd.Timestamp | str) -> pd.Timestamp:
-    """A timestamp as naive UTC (aware ones are converted, naive ones are taken as UTC)."""
-    t = pd.Timestamp(ts)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t
-
-
 def datetime_values(values: pd.Series) -> pd.Series:
     """A date/time column as naive UTC ``datetime64[ns]``; Arrow dates are cast in Arrow (``pd.to_datetime``
     iterates them element by element, seconds per million rows)."""
@@ -379,7 +372,7 @@ def lrfmc_from_flights(
     """
     _require(members, (Col.MEMBER_ID, Col.ENROL_DATE), "lrfmc_from_flights (members)")
     ref = fare_reference if fare_reference is not None else FareReference.fit(flights)
-    as_of_ts = to_naive_utc(as_of)
+    as_of_ts = to_utc_naive(as_of)
     idx = pd.Index(members[Col.MEMBER_ID].astype(str))
     n = len(idx)
     enrol = datetime_values(members[Col.ENROL_DATE]).to_numpy()

@@ -94,6 +94,7 @@ import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
 from recsys.data.layout import DatasetError, has_table, iter_table, read_manifest, read_table, table_path
+from recsys.data.times import as_of_end, to_utc_naive
 from recsys.features.lrfmc import (
     DAYS_PER_MONTH,
     OBSERVATION_DAYS,
@@ -107,7 +108,6 @@ from recsys.features.lrfmc import (
     lrfmc_from_aggregates,
     lrfmc_from_flights,
     recode,
-    to_naive_utc,
 )
 from recsys.schema import (
     CABIN_ORDER,
@@ -427,7 +427,7 @@ class ProfileContext:
     def from_dict(cls, data: Mapping[str, Any]) -> ProfileContext:
         seg = data.get("segment_model")
         return cls(
-            as_of=to_naive_utc(data["as_of"]),
+            as_of=to_utc_naive(data["as_of"]),
             fare_reference=FareReference.from_dict(data["fare_reference"]),
             segment_model=SegmentModel.from_dict(seg) if seg is not None else None,
             business_centres=frozenset(data.get("business_centres", BUSINESS_CENTRES)),
@@ -462,7 +462,7 @@ def fit_profile_context(
 
     ``lrfmc`` gives the rows to fit the segments on when they do not come from flights (the cleaned
     ``member_aggregates`` of an imported air-data dataset)."""
-    as_of_ts = to_naive_utc(as_of)
+    as_of_ts = to_utc_naive(as_of)
     ref = FareReference.fit(flights)
     model = segment_model
     if model is None:
@@ -849,25 +849,15 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------
 
 
-def end_of(as_of: datetime | date | str) -> pd.Timestamp:
-    """The instant an ``as_of`` stands for, as naive UTC: a bare date (``2026-06-30`` or a ``date``) means the
-    end of that day - the generator's manifest names the last day of history - and a time is taken as is."""
-    if isinstance(as_of, date) and not isinstance(as_of, datetime):
-        return pd.Timestamp(as_of) + pd.Timedelta(days=1)
-    if isinstance(as_of, str) and len(as_of.strip()) == 10:
-        return to_naive_utc(as_of) + pd.Timedelta(days=1)
-    return to_naive_utc(as_of)
-
-
 def resolve_as_of(dataset_dir: Path | str, as_of: datetime | date | str | None = None) -> pd.Timestamp:
     """The end of the profile windows: ``as_of`` if given, else the manifest's ``as_of``, else the latest
-    flight or interaction time (see :func:`end_of` for bare dates)."""
+    flight or interaction time (see :func:`recsys.data.times.as_of_end` for bare dates)."""
     if as_of is not None:
-        return end_of(as_of)
+        return as_of_end(as_of)
     root = Path(dataset_dir)
     manifest = read_manifest(root)
     if manifest.get("as_of"):
-        return end_of(manifest["as_of"])
+        return as_of_end(manifest["as_of"])
     latest: pd.Timestamp | None = None
     for table, col in (("flights", Col.DEPARTURE_TIME), ("interactions", Col.EVENT_TIME)):
         if not has_table(root, table):

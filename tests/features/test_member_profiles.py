@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from recsys.data.layout import read_manifest, read_table
+from recsys.data.times import as_of_end
 from recsys.features.lrfmc import FareReference
 from recsys.features.profiles import (
     PROFILE_COLUMNS,
@@ -21,7 +22,6 @@ from recsys.features.profiles import (
     build_member_profiles_with_context,
     compute_profiles,
     decode_profile,
-    end_of,
     profile_for_member,
     profile_records,
     profile_row,
@@ -193,8 +193,8 @@ def test_no_flights_at_all() -> None:
 
 
 def test_end_of_a_bare_date_is_the_next_midnight() -> None:
-    assert end_of("2026-06-30") == pd.Timestamp("2026-07-01")
-    assert end_of("2026-06-30T12:00:00") == pd.Timestamp("2026-06-30 12:00")
+    assert as_of_end("2026-06-30") == pd.Timestamp("2026-07-01")
+    assert as_of_end("2026-06-30T12:00:00") == pd.Timestamp("2026-06-30 12:00")
 
 
 # -- on a generated world --
