@@ -38,10 +38,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from recsys.pipeline.catalogue import AWARD_CATEGORIES, Catalogue, CatalogueOffer
+from recsys.pipeline.messages import CABIN_NAMES, EN, term
 from recsys.pipeline.types import Stage, SuppressedCandidate, TripContext
 from recsys.schema import UPGRADE_ELIGIBLE_FARE_CLASSES, OfferCategory, OfferFamily, next_cabin
-
-CABIN_NAMES = {"F": "First", "C": "Business", "W": "Premium Economy", "Y": "Economy"}
 
 
 class Reason:
@@ -97,7 +96,8 @@ Rule = Callable[[CatalogueOffer, EligibilityContext], Verdict]
 
 
 def _cabin(c: str | None) -> str:
-    return CABIN_NAMES.get(c or "", str(c))
+    """The cabin's English name for suppression details (the code itself when unknown)."""
+    return term(CABIN_NAMES, c, EN, str(c))
 
 
 def rule_family(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
