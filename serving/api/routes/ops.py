@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import PlainTextResponse, Response
 
-from serving.api.deps import ServicesDep
-from serving.api.schemas import HealthOut, ReadyOut
+from recsys.capping.api import CapMember
+from recsys.pipeline.explain import MemberFacts
+from serving.api.deps import ServicesDep, current_model, require_json
+from serving.api.schemas import HealthOut, ReadyOut, RecommendationRequest
 from serving.metrics import CONTENT_TYPE
+from serving.recommendations import to_domain
 from serving.responses import OrjsonResponse
 
 router = APIRouter(tags=["operations"])
@@ -103,8 +106,44 @@ FLOOR_BODY = {
 }
 
 floor_router = APIRouter(tags=["operations"])
+# Candidates the I/O floor passes to the cap check: about as many as the pipeline's ranked list holds.
+IO_FLOOR_CANDIDATES = 24
 
 
 @floor_router.get("/v1/_floor", summary="Benchmark floor: a fixed 10-offer body (enabled by a setting)")
 async def floor() -> Response:
     return OrjsonResponse(FLOOR_BODY)
+
+
+@floor_router.post(
+    "/v1/_floor/recommend-io",
+    dependencies=[Depends(require_json)],
+    summary="Benchmark: the recommend endpoint's per-request I/O without ranking (enabled by a setting)",
+)
+async def recommend_io_floor(body: RecommendationRequest, request: Request) -> Response:
+    """What every recommendation costs before any ranking, as the issue specifies the service: the same body
+    validated, the member's profile and embedding read from the member store, the atomic cap check-and-record
+    of a ranked list as long as the pipeline's (the catalogue's first offers), and ``limit`` offers in the
+    response. ``make bench-serve`` compares its throughput with the floor's: no pipeline built on these
+    parts can be faster."""
+    services = request.app.state.services
+    pipeline = current_model(services).pipeline
+    domain = to_domain(body, now=services.clock(), debug=False)
+    trip_key = domain.trip.trip_key() if domain.trip is not None else None
+    record, _ = pipeline.member_store.get_with_purchases(domain.member_id, trip_key)
+    selected: list[str] = []
+    if pipeline.cap_enforcer is not None:
+        member = MemberFacts.from_profile(
+            record.profile if record is not None else None, pipeline.config.default_tier
+        )
+        decision = pipeline.cap_enforcer.select_and_record(
+            CapMember(domain.member_id, tier=member.tier, time_zone=member.time_zone),
+            pipeline.cap_candidates(IO_FLOOR_CANDIDATES),
+            k=body.limit,
+            placement=domain.placement,
+            now=domain.now,
+            record=True,
+        )
+        selected = list(decision.selected)
+    offers = FLOOR_BODY["offers"][: body.limit]
+    return OrjsonResponse({**FLOOR_BODY, "offers": offers, "selected": selected})

@@ -1,0 +1,65 @@
+"""The benchmark's floor endpoints: off by default; when enabled, the recommend I/O floor really reads the
+member store and checks and records caps in Redis (so ``make bench-serve``'s upper bound is honest)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from tests.serving.conftest import Registry, make_settings
+from tests.serving.test_api import rec_body
+
+IO_FLOOR = "/v1/_floor/recommend-io"
+
+
+@pytest.fixture(scope="module")
+def floor_client(
+    registry: Registry, serving_world: Path, tmp_path_factory: pytest.TempPathFactory, module_prefix: str
+) -> Iterator[TestClient]:
+    settings = make_settings(
+        registry,
+        serving_world,
+        tmp_path_factory.mktemp("svc-floor"),
+        module_prefix,
+        enable_floor_endpoint=True,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_floor_endpoints_are_off_by_default(client: TestClient, world_members: list[str]) -> None:
+    assert client.get("/v1/_floor").status_code == 404
+    assert client.post(IO_FLOOR, json=rec_body(world_members[0])).status_code == 404
+
+
+def test_io_floor_checks_and_records_caps_in_redis(
+    floor_client: TestClient, world_members: list[str], world_offers: pd.DataFrame
+) -> None:
+    exempt = set(world_offers.loc[world_offers["exempt"].astype(bool), "offer_id"])
+    member = world_members[11]
+    first = floor_client.post(IO_FLOOR, json=rec_body(member, limit=3))
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert len(body["offers"]) == 3
+    selected = body["selected"]
+    assert 0 < len(selected) <= 3
+    assert set(selected) - exempt, "at least one capped (non-exempt) offer was selected"
+    state = floor_client.get(f"/v1/members/{member}/caps").json()["state"]
+    for offer_id in set(selected) - exempt:
+        assert offer_id in str(state), f"{offer_id} was recorded against the member's caps"
+    # the policy shows the same offer at most once in 7 days: a second call cannot select them again
+    again = floor_client.post(IO_FLOOR, json=rec_body(member, limit=3)).json()["selected"]
+    assert not (set(again) & set(selected)) - exempt
+
+
+def test_io_floor_validates_the_body_like_recommend(
+    floor_client: TestClient, world_members: list[str]
+) -> None:
+    resp = floor_client.post(IO_FLOOR, json=rec_body(world_members[0], placement="lobby"))
+    assert resp.status_code == 422
+    assert "placement" in resp.text
