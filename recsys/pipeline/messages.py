@@ -173,6 +173,9 @@ CITY_NAMES_ZH: Mapping[str, str] = {
     "WUH": "武汉",
     "CSX": "长沙",
     "XMN": "厦门",
+    "SYX": "三亚",
+    "HAK": "海口",
+    "LJG": "丽江",
     "TAO": "青岛",
     "DLC": "大连",
     "SHE": "沈阳",
@@ -194,6 +197,7 @@ CITY_NAMES_ZH: Mapping[str, str] = {
     "LAX": "洛杉矶",
     "SFO": "旧金山",
     "SYD": "悉尼",
+    "YVR": "温哥华",
     "MEL": "墨尔本",
 }
 

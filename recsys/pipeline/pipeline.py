@@ -35,6 +35,7 @@ from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
 from recsys.pipeline.diversity import diversify
 from recsys.pipeline.eligibility import EligibilityContext, Reason, filter_eligible, rules_for
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
+from recsys.pipeline.titles import catalogue_titles
 from recsys.pipeline.types import (
     InvalidRequest,
     PipelineConfig,
@@ -105,6 +106,8 @@ class OfferPipeline:
         self._rules = [rules_for(o) for o in self.catalogue.offers]  # eligibility rules each offer can fail
         self.values: list[float] = offer_values(self.catalogue, config.miles_liability_cost_cny).tolist()
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
+        # Offer titles per locale by catalogue index, built once (they depend on the offer and locale only).
+        self._titles = catalogue_titles(self.catalogue.offers, self.city)
         self._has_destinations = hasattr(bundle, "similar_destinations")
         # Store versions whose member embeddings were published for this very bundle (None: never used).
         registered = getattr(bundle, "registered_as", None)
@@ -308,7 +311,7 @@ class OfferPipeline:
                     offer_id=o.offer_id,
                     family=o.family,
                     category=o.category,
-                    title=o.title,
+                    title=self._titles[ectx.locale][o.index],
                     price_cash=o.price_cash,
                     price_miles=o.price_miles,
                     score=float(scores[p]),

@@ -25,11 +25,11 @@ from recsys.stores.member_store import EmbeddedMemberStore
 from .fakes import NOW, catalogue_frame, offer
 from .test_pipeline import pipeline, profile, request, trip
 
-CITY = {"PEK": "Beijing", "CTU": "Chengdu", "NRT": "Tokyo", "YVR": "Vancouver"}
+CITY = {"PEK": "Beijing", "CTU": "Chengdu", "NRT": "Tokyo", "ZQN": "Queenstown"}
 ROWS = [
     offer("UP_C", "upsell", "cabin_upgrade", target_cabin="C", eligible_cabins=["W"], window_close_hours=2.0),
     offer("AWARD_NRT", "redemption", "award_flight", destination="NRT", target_cabin="C", price_miles=50_000),
-    offer("AWARD_YVR", "redemption", "award_flight", destination="YVR", target_cabin="Y", price_miles=40_000),
+    offer("AWARD_ZQN", "redemption", "award_flight", destination="ZQN", target_cabin="Y", price_miles=40_000),
     offer("HOTEL_CTU", "redemption", "hotel", destination="CTU", price_miles=8_000),
     offer("UPG_MILES", "redemption", "award_upgrade", target_cabin="F", price_miles=30_000),
     offer("MEAL_VGML", "ancillary", "meal", meal="VGML", window_close_hours=24.0),
@@ -92,8 +92,8 @@ def test_upgrade_reasons_in_chinese() -> None:
 def test_miles_reasons_in_chinese_name_the_city_and_cabin() -> None:
     assert why("AWARD_NRT") == ["您有52,300里程，足够兑换前往东京的公务舱奖励机票"]
     assert why("AWARD_NRT", gap=9_000) == ["您有52,300里程，再积9,000里程即可兑换前往东京的公务舱奖励机票"]
-    # no Chinese name for Vancouver: the network's English name with the code
-    assert why("AWARD_YVR") == ["您有52,300里程，足够兑换前往Vancouver（YVR）的经济舱奖励机票"]
+    # no Chinese name for Queenstown: the network's English name with the code
+    assert why("AWARD_ZQN") == ["您有52,300里程，足够兑换前往Queenstown（ZQN）的经济舱奖励机票"]
     assert why("HOTEL_CTU") == ["您有52,300里程，足够兑换成都的酒店住宿", "您即将飞往成都"]
     assert why("HOTEL_CTU", trip=None) == ["您有52,300里程，足够兑换成都的酒店住宿", "过去两年您飞往成都6次"]
     assert why("UPG_MILES", trip=None) == ["您有52,300里程，足够兑换头等舱升舱"]
@@ -123,7 +123,7 @@ def test_english_is_unchanged_and_the_default() -> None:
         "Upgrades close in 28 hours",
     ]
     assert why("SEAT", "en") == ["For your flight CA4101 PEK–CTU on 23 Nov"]
-    assert why("AWARD_YVR", "en-GB") == ["You have 52,300 miles — enough for an Economy award to Vancouver"]
+    assert why("AWARD_ZQN", "en-GB") == ["You have 52,300 miles — enough for an Economy award to Queenstown"]
     ctx = ExplainContext(trip=None, now=NOW, city=CITY)
     assert explain(BY_ID["PROMO"], MEMBER, ctx) == ["You are 12,000 km from Platinum status"]
 

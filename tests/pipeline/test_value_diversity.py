@@ -70,8 +70,9 @@ def test_families_are_mixed_unless_one_is_worth_much_more() -> None:
 def test_family_limit() -> None:
     fams = ["upsell", "upsell", "upsell", "ancillary"]
     cats = ["cabin_upgrade", "upgrade_bid", "extra_legroom", "meal"]
-    res = diversify(fams, cats, [4.0, 3.0, 2.0, 1.0], max_per_category=3, max_per_family=2,
-                    family_repeat_penalty=1.0)
+    res = diversify(
+        fams, cats, [4.0, 3.0, 2.0, 1.0], max_per_category=3, max_per_family=2, family_repeat_penalty=1.0
+    )
     assert res.order == [0, 1, 3]
     assert [(p, r) for p, r, _ in res.dropped] == [(2, FAMILY_LIMIT)]
 

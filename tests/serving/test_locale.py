@@ -22,9 +22,25 @@ def test_zh_cn_request_gets_chinese_reasons(client: TestClient, world_members: l
     reasons = [r for o in body["offers"] for r in o["reasons"]]
     assert body["offers"] and all(o["reasons"] for o in body["offers"])
     assert all(CJK.search(r) for r in reasons), reasons
+    assert all(CJK.search(o["title"]) for o in body["offers"]), [o["title"] for o in body["offers"]]
     english = client.post("/v1/recommendations", json=rec_body(member)).json()
     assert english["locale"] == "en"
     assert not any(CJK.search(r) for o in english["offers"] for r in o["reasons"])
+
+
+def test_titles_follow_the_locale_and_english_is_the_catalogue_copy(
+    client: TestClient, world_members: list[str], world_offers: Any
+) -> None:
+    copy = dict(zip(world_offers["offer_id"], world_offers["title"], strict=True))
+    for member in world_members[3:6]:
+        for locale in ("en", "zh-CN"):
+            offers = client.post("/v1/recommendations", json=rec_body(member, locale=locale)).json()["offers"]
+            assert offers
+            for o in offers:
+                if locale == "en":
+                    assert o["title"] == copy[o["offer_id"]]
+                else:
+                    assert CJK.search(o["title"]) and o["title"] != copy[o["offer_id"]], o
 
 
 @pytest.mark.parametrize(("given", "canonical"), [("zh_CN", "zh-CN"), ("ZH-hans", "zh-CN"), ("en-GB", "en")])
