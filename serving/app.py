@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         closers: list[Callable[[], Any]] = []
+        async_closers: list[Callable[[], Awaitable[None]]] = []
         log = event_log
         if log is None:
             log = EventLog(settings.database_url, schema=settings.database_schema)
@@ -167,10 +168,13 @@ def create_app(
             store = build_member_store(settings)
             if hasattr(store, "close"):
                 closers.append(store.close)
+            if hasattr(store, "aclose"):
+                async_closers.append(store.aclose)
         enforcer = cap_enforcer
         if enforcer is None and settings.capping_enabled:
             enforcer = build_cap_enforcer(settings)
             closers.append(enforcer.close)
+            async_closers.append(enforcer.aclose)
         factory = pipeline_factory or default_pipeline_factory
         holder = ModelHolder(
             bundle_loader or registry_loader(settings),
@@ -232,6 +236,11 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for aclose in async_closers:
+                try:
+                    await aclose()
+                except Exception:
+                    logger.exception("error while closing %s", aclose)
             for close in reversed(closers):
                 try:
                     close()

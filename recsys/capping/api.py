@@ -186,6 +186,21 @@ class CapEnforcer(ABC):
     ) -> CapDecision:
         """Take up to ``k`` candidates in rank order that break no cap; record their impressions."""
 
+    async def aselect_and_record(
+        self,
+        member: CapMember,
+        candidates: Sequence[CapCandidate],
+        k: int,
+        placement: str,
+        now: datetime,
+        record: bool = True,
+    ) -> CapDecision:
+        """:meth:`select_and_record` for an event loop (stores without an asyncio client answer in place)."""
+        return self.select_and_record(member, candidates, k, placement, now, record)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release asyncio connections (from the event loop that used them)."""
+
     @abstractmethod
     def record_event(
         self, member: CapMember, offer: CapCandidate, event_type: str, placement: str, now: datetime

@@ -577,6 +577,20 @@ def _aware(now: datetime) -> datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """One select-and-record call, planned: what the store runs and what the decision is decoded from."""
+
+    member: CapMember
+    candidates: Sequence[CapCandidate]
+    k: int
+    placement: str
+    now: datetime
+    record: bool
+    plan: Plan
+    mode: str
+
+
 class PlanEnforcer(CapEnforcer):
     """select_and_record / record_event / member_state over a store that runs plans (see subclasses)."""
 
@@ -638,6 +652,46 @@ class PlanEnforcer(CapEnforcer):
     ) -> CapDecision:
         if k <= 0 or not candidates:
             return CapDecision(selected=[], suppressed=[], degraded=None)
+        call = self._selection(member, candidates, k, placement, now, record)
+        try:
+            raw = self._execute(call.plan, k, call.mode)
+        except StoreUnavailable as e:
+            return self._decided(call, error=e)
+        return self._decided(call, raw=raw)
+
+    async def aselect_and_record(
+        self,
+        member: CapMember,
+        candidates: Sequence[CapCandidate],
+        k: int,
+        placement: str,
+        now: datetime,
+        record: bool = True,
+    ) -> CapDecision:
+        """:meth:`select_and_record` for an event loop: the store's round trip is awaited (see
+        :meth:`_aexecute`)."""
+        if k <= 0 or not candidates:
+            return CapDecision(selected=[], suppressed=[], degraded=None)
+        call = self._selection(member, candidates, k, placement, now, record)
+        try:
+            raw = await self._aexecute(call.plan, k, call.mode)
+        except StoreUnavailable as e:
+            return self._decided(call, error=e)
+        return self._decided(call, raw=raw)
+
+    async def _aexecute(self, plan: Plan, k: int, mode: str) -> RawResult:
+        """:meth:`_execute` awaited; stores without an asyncio client run it in place."""
+        return self._execute(plan, k, mode)
+
+    def _selection(
+        self,
+        member: CapMember,
+        candidates: Sequence[CapCandidate],
+        k: int,
+        placement: str,
+        now: datetime,
+        record: bool,
+    ) -> _Selection:
         now = _aware(now)
         if self.candidate_window is not None:
             candidates = candidates[: max(self.candidate_window, 5 * k)]
@@ -646,12 +700,23 @@ class PlanEnforcer(CapEnforcer):
         keys = KeySpace(self.key_prefix, member.member_id)
         plan = build_plan(policy, rp, keys, member, candidates, placement, now)
         mode = "check_record" if record and policy.count_on == "serve" else "check"
-        try:
-            raw = self._execute(plan, k, mode)
-        except StoreUnavailable as e:
-            decision = self._degraded(e, member, candidates, k, placement, now, record)
+        return _Selection(member, candidates, k, placement, now, record, plan, mode)
+
+    def _decided(
+        self, call: _Selection, *, raw: RawResult | None = None, error: StoreUnavailable | None = None
+    ) -> CapDecision:
+        if error is not None or raw is None:
+            decision = self._degraded(
+                error or StoreUnavailable("no result"),
+                call.member,
+                call.candidates,
+                call.k,
+                call.placement,
+                call.now,
+                call.record,
+            )
         else:
-            decision = decode(plan, raw, candidates, member.tier)
+            decision = decode(call.plan, raw, call.candidates, call.member.tier)
         self.counters.add_many([s.reason for s in decision.suppressed])
         if decision.degraded:
             self.counters.add(f"degraded:{decision.degraded.split(':', 1)[0]}")

@@ -19,6 +19,7 @@ been applied by Redis: an outage can over-count, never under-count.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -297,6 +298,20 @@ def _local_policy(policy: CapPolicy) -> CapPolicy:
     return CapPolicy.model_validate(data)
 
 
+def _raw_result(reply: Any) -> RawResult:
+    """The check-and-record script's reply as 0-based candidate indices and suppression tuples."""
+    sel, flat = reply
+    suppressed = [
+        (int(flat[i]) - 1, int(flat[i + 1]), int(flat[i + 2]) - 1, int(flat[i + 3]), int(flat[i + 4]))
+        for i in range(0, len(flat), 5)
+    ]
+    return RawResult([int(c) - 1 for c in sel], suppressed)
+
+
+# Check-and-record scripts in flight at once from one event loop (see RedisCapEnforcer._async_client).
+ASYNC_IN_FLIGHT = 4
+
+
 class RedisCapEnforcer(PlanEnforcer):
     """Cap enforcement over Redis (shared by every service process)."""
 
@@ -321,6 +336,10 @@ class RedisCapEnforcer(PlanEnforcer):
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._url = url if client is None else None
+        self._aclient: Any = None
+        self._aloop: Any = None
+        self._asem: Any = None
         self._check_script = self.client.register_script(CHECK_AND_RECORD_LUA)
         self._cooldown_script = self.client.register_script(SET_COOLDOWNS_LUA)
         self.breaker = CircuitBreaker()
@@ -330,30 +349,82 @@ class RedisCapEnforcer(PlanEnforcer):
 
     # -- calls through the breaker ------------------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
-        if not self.breaker.allow():
-            raise StoreUnavailable(self.breaker.last_error or "redis unavailable")
+        self._admit()
         try:
             result = fn()
         except Exception as e:  # never let a store failure escape into the request
-            if not isinstance(e, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
-                logger.exception("unexpected cap store error")
-            outage = self.holder.policy.outage
-            self.breaker.failure(
-                _describe(e), outage.breaker_backoff_ms / 1000.0, outage.breaker_max_backoff_ms / 1000.0
-            )
-            raise StoreUnavailable(_describe(e)) from e
+            raise self._failed(e) from e
         self.breaker.success()
         return result
 
+    def _admit(self) -> None:
+        if not self.breaker.allow():
+            raise StoreUnavailable(self.breaker.last_error or "redis unavailable")
+
+    def _failed(self, e: Exception) -> StoreUnavailable:
+        """Count a failed call against the breaker; the error to raise in its place."""
+        if not isinstance(e, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+            logger.exception("unexpected cap store error")
+        outage = self.holder.policy.outage
+        self.breaker.failure(
+            _describe(e), outage.breaker_backoff_ms / 1000.0, outage.breaker_max_backoff_ms / 1000.0
+        )
+        return StoreUnavailable(_describe(e))
+
     def _execute(self, plan: Plan, k: int, mode: str) -> RawResult:
         keys, args = plan.lua_args(k, mode)
-        reply = self._call(lambda: self._check_script(keys=keys, args=args))
-        sel, flat = reply
-        suppressed = [
-            (int(flat[i]) - 1, int(flat[i + 1]), int(flat[i + 2]) - 1, int(flat[i + 3]), int(flat[i + 4]))
-            for i in range(0, len(flat), 5)
-        ]
-        return RawResult([int(c) - 1 for c in sel], suppressed)
+        return _raw_result(self._call(lambda: self._check_script(keys=keys, args=args)))
+
+    async def _aexecute(self, plan: Plan, k: int, mode: str) -> RawResult:
+        """The check-and-record script through the event loop's asyncio client (same timeout and breaker as
+        the blocking path); an enforcer built around a given client runs it blocking."""
+        if self._url is None:
+            return self._execute(plan, k, mode)
+        keys, args = plan.lua_args(k, mode)
+        self._admit()
+        try:
+            client = self._async_client()
+            sha = self._check_script.sha
+            async with self._asem:
+                try:
+                    reply = await client.evalsha(sha, len(keys), *keys, *args)
+                except redis.exceptions.NoScriptError:  # the server restarted or flushed its script cache
+                    await client.script_load(CHECK_AND_RECORD_LUA)
+                    reply = await client.evalsha(sha, len(keys), *keys, *args)
+        except Exception as e:
+            raise self._failed(e) from e
+        self.breaker.success()
+        return _raw_result(reply)
+
+    def _async_client(self) -> Any:
+        """The asyncio client of the running event loop (made on first use in each loop)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aloop is not loop:
+            import redis.asyncio
+            import redis.asyncio.retry
+
+            self._aclient = redis.asyncio.Redis.from_url(
+                self._url or "",
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+            self._aloop = loop
+            # Commands in flight at once from one loop: enough to overlap Redis with the loop's other work,
+            # few enough that a reply never waits long for a busy loop to read it (the timeout would count
+            # that wait as Redis's).
+            self._asem = asyncio.Semaphore(ASYNC_IN_FLIGHT)
+        return self._aclient
+
+    async def aclose(self) -> None:
+        """Close the asyncio client (from the event loop that used it)."""
+        client, self._aclient, self._aloop = self._aclient, None, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     def _write_cooldowns(self, keys: KeySpace, fields: list[str], now_ms: int, ttl_ms: int) -> None:
         self._call(lambda: self._cooldown_script(keys=[keys.cooldowns], args=[now_ms, ttl_ms, *fields]))

@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -148,7 +149,40 @@ class OfferPipeline:
 
         Raises :class:`InvalidRequest` for request fields the pipeline cannot serve (unknown airports).
         Never raises for an unknown member: the model's cold-start path and a default profile serve them.
+        The member-store read and the cap check are blocking calls here; :meth:`arecommend` awaits them.
         """
+        steps = self._steps(request)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, error = op.run(self), None
+            except Exception as exc:  # handed back to the step that asked (it decides what degrades)
+                value, error = None, exc
+
+    async def arecommend(self, request: RecommendRequest) -> RecommendResult:
+        """:meth:`recommend` for an event loop: the member-store read and the cap check are awaited (stores
+        with an asyncio client let other requests run meanwhile; others answer in place)."""
+        steps = self._steps(request)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, error = await op.arun(self), None
+            except Exception as exc:
+                value, error = None, exc
+
+    def _steps(self, request: RecommendRequest) -> Generator[_Io, Any, RecommendResult]:
+        """The pipeline, with its two I/O calls yielded to the driver (:meth:`recommend` runs them blocking,
+        :meth:`arecommend` awaits them): one code path for both."""
         timings: dict[str, float] = {}
         t0 = t = time.perf_counter()
         self.validate(request)
@@ -160,7 +194,7 @@ class OfferPipeline:
         trip_key = trip.trip_key() if trip is not None else None
         store_degraded: str | None = None
         try:
-            record, purchased = self.member_store.get_with_purchases(member_id, trip_key)
+            record, purchased = yield _MemberRead(member_id, trip_key)
         except Exception as exc:  # store down or slow: serve the member as unknown rather than fail
             store_degraded = f"member store unavailable: {type(exc).__name__}: {exc}"[:200]
             logger.warning("%s (member %s)", store_degraded, member_id)
@@ -276,13 +310,12 @@ class OfferPipeline:
         cap_degraded: str | None = None
         if self.cap_enforcer is not None and self._cap_candidates is not None and ranked:
             cap_member = self._cap_member_cls(member_id, tier=member.tier, time_zone=member.time_zone)
-            decision = self.cap_enforcer.select_and_record(
+            decision = yield _CapSelect(
                 cap_member,
                 [self._cap_candidates[eligible[p]] for p in ranked],
-                k=request.limit,
-                placement=request.placement,
-                now=now,
-                record=True,
+                request.limit,
+                request.placement,
+                now,
             )
             cap_degraded = decision.degraded
             for s in decision.suppressed:
@@ -361,6 +394,46 @@ class OfferPipeline:
     def offer_ids(self) -> Mapping[str, int]:
         """Known offer ids → catalogue index."""
         return self.catalogue.index_of
+
+
+@dataclass(frozen=True, slots=True)
+class _MemberRead:
+    """The member's record and this trip's purchases from the member store."""
+
+    member_id: str
+    trip_key: str | None
+
+    def run(self, pipeline: OfferPipeline) -> Any:
+        return pipeline.member_store.get_with_purchases(self.member_id, self.trip_key)
+
+    async def arun(self, pipeline: OfferPipeline) -> Any:
+        return await pipeline.member_store.aget_with_purchases(self.member_id, self.trip_key)
+
+
+@dataclass(frozen=True, slots=True)
+class _CapSelect:
+    """The cap enforcer's atomic check-and-record of the ranked candidates."""
+
+    member: Any
+    candidates: list[Any]
+    k: int
+    placement: str
+    now: datetime
+
+    def run(self, pipeline: OfferPipeline) -> Any:
+        enforcer: Any = pipeline.cap_enforcer  # only asked for when there is one
+        return enforcer.select_and_record(
+            self.member, self.candidates, k=self.k, placement=self.placement, now=self.now, record=True
+        )
+
+    async def arun(self, pipeline: OfferPipeline) -> Any:
+        enforcer: Any = pipeline.cap_enforcer
+        return await enforcer.aselect_and_record(
+            self.member, self.candidates, k=self.k, placement=self.placement, now=self.now, record=True
+        )
+
+
+_Io = _MemberRead | _CapSelect
 
 
 def _lap(timings: dict[str, float], name: str, since: float) -> float:

@@ -82,8 +82,17 @@ def test_partly_new_batch_and_repeats_inside_a_batch(event_log: EventLog) -> Non
 
 
 def test_rows_are_stored_as_sent(event_log: EventLog) -> None:
-    record = EventRecord("x-1", "M9", "OFF7", "purchase", "check_in", T0, trip_key="CA981|2026-11-23",
-                         request_id="req-1", model_version="4")
+    record = EventRecord(
+        "x-1",
+        "M9",
+        "OFF7",
+        "purchase",
+        "check_in",
+        T0,
+        trip_key="CA981|2026-11-23",
+        request_id="req-1",
+        model_version="4",
+    )
     event_log.append([record])
     (row,) = event_log.get(["x-1"])
     assert row["member_id"] == "M9" and row["offer_id"] == "OFF7" and row["placement"] == "check_in"

@@ -442,3 +442,29 @@ def test_member_store_outage_serves_the_member_as_unknown_without_failing() -> N
     res = pipeline(dead).recommend(request("M1", placement="home", trip=None))
     assert res.store_degraded is not None and "ConnectionError" in res.store_degraded
     assert [o.offer_id for o in res.offers] == ["PROMO"]  # default profile: basic tier, no miles
+
+
+def test_async_pipeline_gives_the_blocking_pipelines_answer(store: EmbeddedMemberStore) -> None:
+    """``arecommend`` (awaited I/O, the service's path) and ``recommend`` run one code path: the same offers,
+    order, scores, reasons and suppressions, with caps on fresh enforcers."""
+    import asyncio
+
+    for req in (request("M1", limit=3), request("M2", placement="home", trip=None), request("NEW")):
+        blocking = pipeline(store, cap_enforcer=build_enforcer(None, parse_policy(POLICY))).recommend(req)
+        awaited = asyncio.run(
+            pipeline(store, cap_enforcer=build_enforcer(None, parse_policy(POLICY))).arecommend(req)
+        )
+        assert blocking.offers and awaited.offers == blocking.offers
+        assert awaited.suppressed == blocking.suppressed
+        assert (awaited.cold_start, awaited.cap_degraded) == (blocking.cold_start, blocking.cap_degraded)
+
+
+def test_async_member_store_outage_serves_the_member_as_unknown() -> None:
+    import asyncio
+
+    from recsys.stores.member_store import RedisMemberStore
+
+    dead = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)
+    res = asyncio.run(pipeline(dead).arecommend(request("M1", placement="home", trip=None)))
+    assert res.store_degraded is not None and "ConnectionError" in res.store_degraded
+    assert [o.offer_id for o in res.offers] == ["PROMO"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -216,6 +217,49 @@ def test_build_member_store_by_url(redis_client: redis.Redis) -> None:
 def test_unreachable_redis_store_reports_not_ready() -> None:
     s = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)
     assert s.ping() is False
+
+
+def test_async_read_matches_the_blocking_read(prefix: str) -> None:
+    """What the service's event loop awaits: the same record and trip purchases as the blocking read, from
+    many coroutines at once; a store built around a given client answers in place."""
+    store = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
+    store.publish(profiles(40, gen=3), embeddings(40, 3), "3")
+    store.add_purchase("M00007", "CA1405|2026-11-25", "AN-BAG-23-01", ttl=600)
+
+    async def read_all() -> list[Any]:
+        got = await asyncio.gather(
+            *(store.aget_with_purchases(f"M{i:05d}", "CA1405|2026-11-25") for i in range(40)),
+            store.aget_with_purchases("M99999", None),
+        )
+        await store.aclose()
+        return list(got)
+
+    got = asyncio.run(read_all())
+    for i, (rec, bought) in enumerate(got[:40]):
+        blocking = store.get_with_purchases(f"M{i:05d}", "CA1405|2026-11-25")
+        assert rec is not None and blocking[0] is not None
+        assert (rec.member_id, rec.version, rec.profile) == (
+            blocking[0].member_id,
+            blocking[0].version,
+            blocking[0].profile,
+        )
+        np.testing.assert_array_equal(rec.embedding, embeddings(40, 3)[i])
+        assert bought == blocking[1] == (frozenset({"AN-BAG-23-01"}) if i == 7 else frozenset())
+    assert got[40] == (None, frozenset())
+    store.close()
+
+
+def test_async_read_of_an_unreachable_store_raises() -> None:
+    s = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)
+
+    async def read() -> Any:
+        try:
+            return await s.aget_with_purchases("M00001", None)
+        finally:
+            await s.aclose()
+
+    with pytest.raises(redis.exceptions.ConnectionError):
+        asyncio.run(read())
 
 
 # -- embedded ------------------------------------------------------------------------------------------------

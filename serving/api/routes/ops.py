@@ -131,13 +131,13 @@ async def recommend_io_floor(body: RecommendationRequest, request: Request) -> R
     pipeline = current_model(services).pipeline
     domain = to_domain(body, now=services.clock(), debug=False)
     trip_key = domain.trip.trip_key() if domain.trip is not None else None
-    record, _ = pipeline.member_store.get_with_purchases(domain.member_id, trip_key)
+    record, _ = await pipeline.member_store.aget_with_purchases(domain.member_id, trip_key)
     selected: list[str] = []
     if pipeline.cap_enforcer is not None:
         member = MemberFacts.from_profile(
             record.profile if record is not None else None, pipeline.config.default_tier
         )
-        decision = pipeline.cap_enforcer.select_and_record(
+        decision = await pipeline.cap_enforcer.aselect_and_record(
             CapMember(domain.member_id, tier=member.tier, time_zone=member.time_zone),
             pipeline.cap_candidates(IO_FLOOR_CANDIDATES),
             k=body.limit,

@@ -47,10 +47,10 @@ async def recommend(body: RecommendationRequest, request: Request) -> Response:
     debug = body.debug and internal_caller(services, request.headers.get("x-debug-token"))
     domain = to_domain(body, now=services.clock(), debug=debug)
     if services.settings.pipeline_in_threadpool:
-        # The pipeline waits on Redis (member store, caps): in the threadpool those waits overlap.
         result = await run_in_threadpool(model.pipeline.recommend, domain)
     else:
-        result = model.pipeline.recommend(domain)
+        # On the loop; the member-store read and the cap check are awaited, so other requests run meanwhile.
+        result = await model.pipeline.arecommend(domain)
     metrics = services.metrics
     metrics.record_suppressed(result.suppressed)
     metrics.record_served(offer.family for offer in result.offers)
