@@ -159,13 +159,18 @@ async def run(args: argparse.Namespace) -> None:
             wall_ms = (time.perf_counter() - w0) / n * 1e3
             # the framework and route alone: the pipeline replaced by a canned result
             canned = model.pipeline.recommend(reqs[0])
-            real = model.pipeline.recommend
+            real, areal = model.pipeline.recommend, model.pipeline.arecommend
+
+            async def canned_async(_request: Any) -> Any:
+                return canned
+
             model.pipeline.recommend = lambda _request: canned
+            model.pipeline.arecommend = canned_async
             c0 = time.process_time()
             for i in range(n):
                 await call(app, bodies[(i + 7) % len(bodies)])
             frame_ms = (time.process_time() - c0) / n * 1e3
-            model.pipeline.recommend = real
+            model.pipeline.recommend, model.pipeline.arecommend = real, areal
             degraded = sum(services.metrics.cap_degraded.values())
             print(
                 f"caps {'off' if args.no_caps else 'on'}: pipeline {pipe_ms:.2f} ms CPU/request; "
