@@ -19,7 +19,6 @@ been applied by Redis: an outage can over-count, never under-count.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -29,9 +28,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from recsys.aioredis import LoopRedis
 from recsys.capping.api import (
     REASON_OUTAGE_CLOSED,
     CapCandidate,
@@ -308,10 +309,6 @@ def _raw_result(reply: Any) -> RawResult:
     return RawResult([int(c) - 1 for c in sel], suppressed)
 
 
-# Check-and-record scripts in flight at once from one event loop (see RedisCapEnforcer._async_client).
-ASYNC_IN_FLIGHT = 4
-
-
 class RedisCapEnforcer(PlanEnforcer):
     """Cap enforcement over Redis (shared by every service process)."""
 
@@ -336,10 +333,18 @@ class RedisCapEnforcer(PlanEnforcer):
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
-        self._url = url if client is None else None
-        self._aclient: Any = None
-        self._aloop: Any = None
-        self._asem: Any = None
+        # awaited calls (an enforcer built around a given client runs them blocking)
+        self._aio = (
+            LoopRedis(
+                url,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                retry=AsyncRetry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+            if client is None
+            else None
+        )
         self._check_script = self.client.register_script(CHECK_AND_RECORD_LUA)
         self._cooldown_script = self.client.register_script(SET_COOLDOWNS_LUA)
         self.breaker = CircuitBreaker()
@@ -378,14 +383,14 @@ class RedisCapEnforcer(PlanEnforcer):
     async def _aexecute(self, plan: Plan, k: int, mode: str) -> RawResult:
         """The check-and-record script through the event loop's asyncio client (same timeout and breaker as
         the blocking path); an enforcer built around a given client runs it blocking."""
-        if self._url is None:
+        if self._aio is None:
             return self._execute(plan, k, mode)
         keys, args = plan.lua_args(k, mode)
         self._admit()
         try:
-            client = self._async_client()
+            client = self._aio.client()
             sha = self._check_script.sha
-            async with self._asem:
+            async with self._aio.slot:
                 try:
                     reply = await client.evalsha(sha, len(keys), *keys, *args)
                 except redis.exceptions.NoScriptError:  # the server restarted or flushed its script cache
@@ -396,35 +401,10 @@ class RedisCapEnforcer(PlanEnforcer):
         self.breaker.success()
         return _raw_result(reply)
 
-    def _async_client(self) -> Any:
-        """The asyncio client of the running event loop (made on first use in each loop)."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aloop is not loop:
-            import redis.asyncio
-            import redis.asyncio.retry
-
-            self._aclient = redis.asyncio.Redis.from_url(
-                self._url or "",
-                socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s,
-                retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
-            self._aloop = loop
-            # Commands in flight at once from one loop: enough to overlap Redis with the loop's other work,
-            # few enough that a reply never waits long for a busy loop to read it (the timeout would count
-            # that wait as Redis's).
-            self._asem = asyncio.Semaphore(ASYNC_IN_FLIGHT)
-        return self._aclient
-
     async def aclose(self) -> None:
         """Close the asyncio client (from the event loop that used it)."""
-        client, self._aclient, self._aloop = self._aclient, None, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()
 
     def _write_cooldowns(self, keys: KeySpace, fields: list[str], now_ms: int, ttl_ms: int) -> None:
         self._call(lambda: self._cooldown_script(keys=[keys.cooldowns], args=[now_ms, ttl_ms, *fields]))

@@ -48,6 +48,7 @@ import orjson
 import pandas as pd
 from redis.exceptions import NoScriptError
 
+from recsys.aioredis import LoopRedis
 from recsys.schema import Col
 from recsys.urls import is_redis_url
 
@@ -289,10 +290,6 @@ return old or ''
 """
 
 
-# Reads in flight at once from one event loop (see RedisMemberStore._async_client).
-ASYNC_IN_FLIGHT = 4
-
-
 class RedisMemberStore(MemberStore):
     """Member store in Redis (see the module doc for the key layout and the publish protocol).
 
@@ -300,8 +297,9 @@ class RedisMemberStore(MemberStore):
     serves the member as unknown); publishing uses separate connections with ``publish_timeout``. Pass
     ``client`` to use one ready ``redis.Redis`` (``decode_responses=False``) for both.
 
-    A store built from a ``url`` also reads through an asyncio client (:meth:`aget_with_purchases`, one per
-    event loop), so a request waiting for Redis does not hold up the others on the loop.
+    A store built from a ``url`` also reads through an asyncio client (:meth:`aget_with_purchases`;
+    :class:`recsys.aioredis.LoopRedis`), so a request waiting for Redis does not hold up the others on the
+    loop.
     """
 
     def __init__(
@@ -319,11 +317,12 @@ class RedisMemberStore(MemberStore):
         import redis
 
         self._bulk: Any
-        self._url = url if client is None else None
-        self._socket_timeout = socket_timeout
-        self._aclient: Any = None
-        self._aloop: Any = None
-        self._asem: Any = None
+        # reads awaited on an event loop (a store built around a given client reads with it, blocking)
+        self._aio = (
+            LoopRedis(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+            if client is None and url
+            else None
+        )
         if client is None:
             if not url:
                 raise ValueError("RedisMemberStore needs a url or a client")
@@ -372,11 +371,11 @@ class RedisMemberStore(MemberStore):
     async def aget_with_purchases(
         self, member_id: str, trip_key: str | None
     ) -> tuple[MemberRecord | None, frozenset[str]]:
-        client = self._async_client()
-        if client is None:  # built around a given synchronous client
+        if self._aio is None:
             return self._read(member_id, trip_key)
+        client = self._aio.client()
         pkey = self.purchases_key(member_id, trip_key) if trip_key else ""
-        async with self._asem:
+        async with self._aio.slot:
             try:
                 reply = await client.evalsha(self._get_sha, 1, self._pointer, self.prefix, member_id, pkey)
             except NoScriptError:
@@ -384,33 +383,9 @@ class RedisMemberStore(MemberStore):
                 reply = await client.evalsha(self._get_sha, 1, self._pointer, self.prefix, member_id, pkey)
         return self._record(member_id, reply)
 
-    def _async_client(self) -> Any:
-        """The asyncio client of the running event loop (made on first use in each loop)."""
-        if self._url is None:
-            return None
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aloop is not loop:
-            import redis.asyncio
-
-            self._aclient = redis.asyncio.Redis.from_url(
-                self._url,
-                socket_timeout=self._socket_timeout,
-                socket_connect_timeout=self._socket_timeout,
-            )
-            self._aloop = loop
-            # Commands in flight at once from one loop: enough to overlap Redis with the loop's other work,
-            # few enough that a reply never waits long for a busy loop to read it (the timeout would count
-            # that wait as Redis's).
-            self._asem = asyncio.Semaphore(ASYNC_IN_FLIGHT)
-        return self._aclient
-
     async def aclose(self) -> None:
-        client, self._aclient, self._aloop = self._aclient, None, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()
 
     def _record(self, member_id: str, reply: Any) -> tuple[MemberRecord | None, frozenset[str]]:
         version, prof, emb, bought = reply
