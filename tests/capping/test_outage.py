@@ -295,3 +295,54 @@ def test_fail_open_local_cap_counts_on_serve_even_in_event_mode(own_redis: OwnRe
     m = CapMember("M0000001", "basic", "UTC")
     assert e.select_and_record(m, CANDS, 3, "home", NOW).selected == ["O0", "SVC"]
     assert e.select_and_record(m, CANDS, 3, "home", NOW + timedelta(minutes=1)).selected == ["SVC"]
+
+
+def test_async_path_times_out_fails_closed_and_recovers(own_redis: OwnRedis) -> None:
+    """The path the service awaits: a frozen Redis costs one timeout then the breaker answers at once; a
+    killed one is refused at once; after each the calls go back to Redis."""
+    import asyncio
+
+    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
+    m = CapMember("M0000001", "basic", "UTC")
+
+    async def until_healthy(timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await e.aselect_and_record(m, CANDS, 3, "home", NOW)).degraded is None:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def degraded_calls(n: int) -> list[tuple[float, CapDecision]]:
+        out = []
+        for i in range(n):
+            t0 = time.monotonic()
+            d = await e.aselect_and_record(m, CANDS, 3, "home", NOW + timedelta(seconds=i))
+            out.append((time.monotonic() - t0, d))
+            await asyncio.sleep(0.03)
+        return out
+
+    async def scenario() -> None:
+        assert await until_healthy()
+        own_redis.freeze()
+        try:
+            frozen = await degraded_calls(10)
+        finally:
+            own_redis.thaw()
+        assert all(d.degraded == "fail_closed: redis timeout" and d.selected == ["SVC"] for _, d in frozen)
+        latencies = [lat for lat, _ in frozen]
+        assert latencies[0] >= TIMEOUT_MS / 1000 * 0.9 and max(latencies) < MAX_CALL_S
+        assert sorted(latencies)[len(latencies) // 2] < TIMEOUT_MS / 1000  # breaker open: Redis skipped
+        assert await until_healthy()
+
+        own_redis.kill()
+        killed = await degraded_calls(5)
+        assert all(d.degraded and d.degraded.startswith("fail_closed: redis") for _, d in killed)
+        assert max(lat for lat, _ in killed) < MAX_CALL_S
+        own_redis.start()
+        assert await until_healthy()
+        await e.aclose()
+
+    asyncio.run(scenario())
+    assert e.status()["breaker_open"] is False
+    e.close()
