@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -325,6 +326,24 @@ def test_unknown_member_profile_is_404(client: TestClient) -> None:
     resp = client.get("/v1/members/NOBODY123/profile")
     assert resp.status_code == 404 and error_fields(resp) == ["member_id"]
     assert client.get("/v1/members/bad%20id/profile").status_code == 422
+
+
+def test_member_profile_with_the_store_down_is_503_and_recommendations_still_answer(
+    registry: Registry, serving_world: Path, tmp_path: Path, world_members: list[str]
+) -> None:
+    from recsys.stores.member_store import RedisMemberStore
+    from serving.app import create_app
+    from tests.serving.conftest import make_settings
+
+    dead = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)  # nothing listens on port 1
+    settings = make_settings(registry, serving_world, tmp_path, None, capping_enabled=False)
+    with TestClient(create_app(settings, member_store=dead), raise_server_exceptions=False) as c:
+        resp = c.get(f"/v1/members/{world_members[0]}/profile")
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] == "member_store_unavailable"
+        assert resp.headers["retry-after"] == "2"
+        rec = c.post("/v1/recommendations", json=rec_body(world_members[0]))
+        assert rec.status_code == 200 and rec.json()["offers"], "served as an unknown member"
 
 
 # ------------------------------------------------------------------------------------------ operations

@@ -25,11 +25,24 @@ MemberId = Annotated[
 @router.get(
     "/v1/members/{member_id}/profile",
     response_model=ProfileOut,
-    responses={404: {"model": ErrorResponse, "description": "Unknown member."}},
+    responses={
+        404: {"model": ErrorResponse, "description": "Unknown member."},
+        503: {"model": ErrorResponse, "description": "The member store did not answer."},
+    },
     summary="Tier, progress to the next tier, segment and value score (the app's status screen)",
 )
 async def member_profile(member_id: MemberId, services: ServicesDep) -> Response:
-    profile = services.member_store.get(member_id) if services.member_store is not None else None
+    profile = None
+    if services.member_store is not None:
+        try:
+            profile = (await services.member_store.aget_with_purchases(member_id, None))[0]
+        except Exception as exc:  # the store is down or slow: say so, not a 500
+            raise ApiError(
+                503,
+                "member_store_unavailable",
+                f"the member store did not answer ({type(exc).__name__}); retry shortly",
+                headers={"Retry-After": "2"},
+            ) from exc
     if profile is None:
         raise ApiError(
             404, "unknown_member", f"unknown member {member_id!r}", field="member_id", location="path"
