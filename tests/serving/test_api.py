@@ -390,3 +390,28 @@ def test_every_operation_is_documented_with_an_example(client: TestClient) -> No
             params = [p for p in op.get("parameters", []) if p["in"] == "path"]
             documented = documented or any("example" in p or "examples" in p for p in params)
             assert documented, f"{method.upper()} {path} has no example"
+
+
+def test_threadpool_setting_serves_the_blocking_pipeline(
+    registry: Registry,
+    serving_world: Path,
+    tmp_path: Path,
+    world_members: list[str],
+    world_offers: pd.DataFrame,
+    redis_prefix: str,
+) -> None:
+    """``RECSYS_PIPELINE_IN_THREADPOOL=true``: the pipeline's blocking path answers like the awaited one, caps
+    included (the second request for the same screen cannot repeat the first one's offers)."""
+    from serving.app import create_app
+    from tests.serving.conftest import make_settings
+
+    settings = make_settings(registry, serving_world, tmp_path, redis_prefix, pipeline_in_threadpool=True)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        member = world_members[20]
+        first = c.post("/v1/recommendations", json=rec_body(member, limit=2))
+        assert first.status_code == 200 and first.json()["offers"], first.text
+        again = c.post("/v1/recommendations", json=rec_body(member, limit=2)).json()["offers"]
+        shown = {o["offer_id"] for o in first.json()["offers"]}
+        exempt = set(world_offers.loc[world_offers["exempt"].astype(bool), "offer_id"])
+        assert shown - exempt, "a capped offer was shown"
+        assert not ({o["offer_id"] for o in again} & shown) - exempt
