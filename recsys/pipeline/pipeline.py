@@ -11,6 +11,10 @@
       → caps         frequency caps (``recsys.capping``; a no-op without an enforcer), fills from the next
       → top k        explained, with expiry times
 
+The stages are one generator (``OfferPipeline._steps``) that hands its two I/O calls — the member-store
+read and the cap check-and-record — to a driver: :meth:`OfferPipeline.recommend` makes them as blocking calls,
+:meth:`OfferPipeline.arecommend` awaits them (the service, on its event loop), so both run the same code.
+
 Everything the catalogue allows is precomputed at construction (:class:`~recsys.pipeline.catalogue.Catalogue`,
 margins, lounge airports, city names); a request runs plain loops over at most a few hundred candidates.
 Every candidate dropped at any stage is returned in ``RecommendResult.suppressed`` with stage, reason and
