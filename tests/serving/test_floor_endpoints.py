@@ -63,3 +63,7 @@ def test_io_floor_validates_the_body_like_recommend(
     resp = floor_client.post(IO_FLOOR, json=rec_body(world_members[0], placement="lobby"))
     assert resp.status_code == 422
     assert "placement" in resp.text
+    unknown = rec_body(world_members[0])
+    unknown["trip"]["origin"] = "QQQ"
+    resp = floor_client.post(IO_FLOOR, json=unknown)
+    assert resp.status_code == 422 and "trip.origin" in resp.text

@@ -11,7 +11,7 @@ from recsys.pipeline.explain import MemberFacts
 from serving.api.deps import ServicesDep, current_model, require_json
 from serving.api.schemas import HealthOut, ReadyOut, RecommendationRequest
 from serving.metrics import CONTENT_TYPE
-from serving.recommendations import to_domain
+from serving.recommendations import check_airports, to_domain
 from serving.responses import OrjsonResponse
 
 router = APIRouter(tags=["operations"])
@@ -129,6 +129,7 @@ async def recommend_io_floor(body: RecommendationRequest, request: Request) -> R
     parts can be faster."""
     services = request.app.state.services
     pipeline = current_model(services).pipeline
+    check_airports(body.trip, services.airports)
     domain = to_domain(body, now=services.clock(), debug=False)
     trip_key = domain.trip.trip_key() if domain.trip is not None else None
     record, _ = await pipeline.member_store.aget_with_purchases(domain.member_id, trip_key)
