@@ -32,6 +32,7 @@ from recsys.data.layout import DatasetError, fingerprint, read_manifest, read_ta
 from recsys.evaluation import (
     BASELINE,
     BASELINE_GLOBAL,
+    BASELINE_MODEL_GROUPS,
     DEFAULT_KS,
     DEFAULT_TEST_DAYS,
     ORACLE,
@@ -191,7 +192,7 @@ def evaluate_models(
 
     The popularity baseline is always included (``with_baseline``) so every table has its reference row.
     """
-    from recsys.models.bundle import ModelBundle
+    from recsys.models.bundle import DEFAULT_MODEL_GROUPS, ModelBundle
 
     root = Path(dataset_dir)
     kinds = _kinds(model)
@@ -227,6 +228,16 @@ def evaluate_models(
         cfg = dict(cfg.model_dump() if hasattr(cfg, "model_dump") else cfg)
         global_cfg = {**cfg, "model": {**dict(cfg.get("model") or {}), "by_group": False}}
         references.append(train_and_evaluate(BASELINE_GLOBAL, BASELINE, global_cfg)[1])
+        learned = [k for k in kinds if k != BASELINE]
+        if learned:
+            # The same baseline over the first learned model's groups (see BundleConfig.groups_for).
+            first = (configs or {}).get(learned[0]) or {}
+            first = dict(first.model_dump() if hasattr(first, "model_dump") else first)
+            groups = first.get("groups")
+            model_groups = list(groups if groups is not None else DEFAULT_MODEL_GROUPS)
+            references.append(
+                train_and_evaluate(BASELINE_MODEL_GROUPS, BASELINE, {**cfg, "groups": model_groups})[1]
+            )
     if with_oracle and has_oracle(root):
         oracle = evaluate_recommender(
             ORACLE,

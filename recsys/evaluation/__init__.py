@@ -13,6 +13,7 @@ from recsys.evaluation.oracle import OracleRecommender, PreferenceOracle, has_or
 from recsys.evaluation.report import (
     BASELINE,
     BASELINE_GLOBAL,
+    BASELINE_MODEL_GROUPS,
     ORACLE,
     ORACLE_ON_POPULARITY,
     ORACLE_UNCONSTRAINED,
@@ -26,6 +27,7 @@ from recsys.evaluation.split import DEFAULT_TEST_DAYS, TimeSplit, time_split
 __all__ = [
     "BASELINE",
     "BASELINE_GLOBAL",
+    "BASELINE_MODEL_GROUPS",
     "DEFAULT_KS",
     "DEFAULT_TEST_DAYS",
     "ORACLE",

@@ -16,8 +16,13 @@ ORACLE_ON_POPULARITY = "oracle_on_popularity"
 BASELINE = "popularity"
 # The popularity baseline without groups (the table's ``popularity`` row is per segment/tier group).
 BASELINE_GLOBAL = "popularity_global"
+# The popularity baseline over the learned models' member groups: how much of a learned model's lead is its
+# grouping rather than what it learned per member.
+BASELINE_MODEL_GROUPS = "popularity_model_groups"
 # Rows that are references, never candidates for registration.
-REFERENCES = frozenset({ORACLE, ORACLE_UNCONSTRAINED, ORACLE_ON_POPULARITY, BASELINE_GLOBAL})
+REFERENCES = frozenset(
+    {ORACLE, ORACLE_UNCONSTRAINED, ORACLE_ON_POPULARITY, BASELINE_GLOBAL, BASELINE_MODEL_GROUPS}
+)
 
 _HEAD = (
     "ndcg_at_10",

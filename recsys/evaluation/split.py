@@ -106,25 +106,33 @@ def time_split(
     cutoff: datetime | str | None = None,
     test_days: int = DEFAULT_TEST_DAYS,
     relevance: Relevance = "purchase",
+    end: datetime | str | None = None,
 ) -> TimeSplit:
-    """Split ``dataset_dir`` at ``cutoff`` (default: ``test_days`` before the dataset's end).
+    """Split ``dataset_dir`` at ``cutoff`` (default: ``test_days`` before the period's end).
+
+    The test period ends at ``end`` (default: the dataset's end). An earlier ``end`` makes a *validation*
+    split that never looks at what happens after it: choose settings on ``time_split(d, end=T)`` where ``T``
+    is the real split's cut-off, then report the real split.
 
     Raises :class:`EvaluationError` when the dataset has no events, the cut-off leaves no training history, or
     nobody accepted an offer in the test period.
     """
     root = Path(dataset_dir)
     try:
-        end = dataset_end(root)
+        data_end = dataset_end(root)
     except DatasetError as exc:
         raise EvaluationError(str(exc)) from exc
+    period_end: pd.Timestamp = data_end if end is None else min(pd.Timestamp(to_utc_naive(end)), data_end)
     if cutoff is None:
         if test_days < 1:
             raise EvaluationError(f"test_days must be >= 1, got {test_days}")
-        t = end - timedelta(days=test_days)
+        t = period_end - timedelta(days=test_days)
     else:
         t = to_utc_naive(cutoff)
-    if t >= end:
-        raise EvaluationError(f"cut-off {t} is not before the dataset's end {end}: the test period is empty")
+    if t >= period_end:
+        raise EvaluationError(
+            f"cut-off {t} is not before the test period's end {period_end}: the test period is empty"
+        )
 
     relevant_parts: list[pd.DataFrame] = []
     exposed_parts: list[pd.DataFrame] = []
@@ -144,7 +152,7 @@ def time_split(
             warm_parts.append(pd.unique(part.loc[before, Col.MEMBER_ID]))
             if table == "flights":
                 continue
-            test = ~before & (times < end).to_numpy() & part[Col.OFFER_ID].notna().to_numpy()
+            test = ~before & (times < period_end).to_numpy() & part[Col.OFFER_ID].notna().to_numpy()
             exposed_parts.append(part.loc[test, [Col.MEMBER_ID, Col.OFFER_ID]].drop_duplicates())
             if table == "interactions":
                 test &= part[Col.EVENT_TYPE].isin(accepted).to_numpy()
@@ -161,8 +169,8 @@ def time_split(
     )
     if relevant.empty:
         raise EvaluationError(
-            f"no member accepted an offer between {t} and {end}: the test period has nothing to evaluate "
-            "(use an earlier cut-off or a longer test period)"
+            f"no member accepted an offer between {t} and {period_end}: the test period has nothing to "
+            "evaluate (use an earlier cut-off or a longer test period)"
         )
     offers = read_table(root, "offers", columns=[Col.OFFER_ID])
     relevant = relevant[relevant[Col.OFFER_ID].isin(offers[Col.OFFER_ID])].reset_index(drop=True)
@@ -170,5 +178,5 @@ def time_split(
     exposed = exposed[exposed[Col.MEMBER_ID].isin(relevant[Col.MEMBER_ID].unique())]
     exposed = exposed.drop_duplicates(ignore_index=True)
     return TimeSplit(
-        cutoff=t, end=end, relevant=relevant, warm_members=warm, relevance=relevance, exposed=exposed
+        cutoff=t, end=period_end, relevant=relevant, warm_members=warm, relevance=relevance, exposed=exposed
     )

@@ -97,7 +97,7 @@ class CalibrationConfig(BaseModel):
 
 
 DEFAULT_POPULARITY_GROUPS: tuple[str, ...] = ("segment",)
-DEFAULT_MODEL_GROUPS: tuple[str, ...] = ("miles_band", "home_airport")
+DEFAULT_MODEL_GROUPS: tuple[str, ...] = ("tier", "miles_band")
 
 
 class BundleConfig(BaseModel):
@@ -106,10 +106,12 @@ class BundleConfig(BaseModel):
     ``model`` holds the kind's own parameters (validated by its config class); ``groups`` lists the member
     features (:data:`~recsys.models.features.MEMBER_FEATURE_KEYS`) whose combination defines the member groups
     of popularity, of the cold-start policy and of the learned models' popularity prior. Default: ``segment``
-    for the popularity baseline; miles band × home airport for the other kinds — what decides which offers a
-    member can be shown at all (redemptions need the miles, lounges are at the departure airport). On the
-    50,000-member world popularity by these groups scored NDCG@10 0.296, by segment 0.257. An empty list means
-    global popularity.
+    for the popularity baseline (the issue's segment popularity); tier × miles band for the other kinds — what
+    decides which offers a member can be shown at all (tier-restricted offers; redemptions need the miles).
+    Chosen on a *validation* split of the 50,000-member world (train before 2026-01-02, judge on the 90 days
+    to 2026-04-02, the test period never looked at), ALS NDCG@10 by prior groups: tier × miles band 0.389,
+    tier 0.381, miles band × home airport (the previous default) 0.377, segment × miles band 0.351,
+    segment 0.348; popularity by segment 0.342. An empty list means global popularity.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

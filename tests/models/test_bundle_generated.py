@@ -20,7 +20,7 @@ def test_hybrid_bundle_on_the_generated_world(small_world: Path, tmp_path: Path)
     parts = {"als": {"factors": 16, "iterations": 5}, "lightfm": {"no_components": 8, "epochs": 3}}
     config = {"model": parts}
     bundle = ModelBundle.train(small_world, "hybrid", config, before=before, seed=1)
-    assert bundle.params["groups"] == "miles_band,home_airport"
+    assert bundle.params["groups"] == "tier,miles_band"
     # member profiles (segments) came from recsys.features, not the tier fallback
     assert ModelBundle.train(small_world, "popularity", before=before, seed=1).params["groups"] == "segment"
     assert bundle.info["stats"]["calibration_known"] == "offer_logistic"

@@ -17,7 +17,15 @@ from recsys.schema import Col
 from training.pipeline import PipelineError, check_dataset, evaluate_models, flatten_params, train_pipeline
 
 # The comparison table of an ALS run: the baseline, the model, the oracle, then the reference rows.
-TABLE_ROWS = ["popularity", "als", "oracle", "popularity_global", "oracle_all_offers", "oracle_on_popularity"]
+TABLE_ROWS = [
+    "popularity",
+    "als",
+    "oracle",
+    "popularity_global",
+    "popularity_model_groups",
+    "oracle_all_offers",
+    "oracle_on_popularity",
+]
 
 
 def test_evaluation_compares_models_with_baseline_and_oracle(train_world: Path, fast_configs: dict) -> None:
@@ -95,6 +103,23 @@ def test_train_logs_everything_and_registers_a_challenger(
                                                             tracking_uri=tracking_uri))  # fmt: skip
     assert list(table["model"]) == TABLE_ROWS
     assert [v.version for v in list_versions(tracking_uri, "offers-test")] == [version.version]
+
+
+def test_popularity_over_the_model_groups_is_the_baseline_with_the_learned_models_groups(
+    train_world: Path, fast_configs: dict
+) -> None:
+    """The reference row trains the baseline over the learned model's groups: given the baseline's own groups
+    it is the baseline again; given others it is another ranking."""
+    same = {**fast_configs, "als": {**fast_configs.get("als", {}), "groups": ["segment"]}}
+    table = evaluate_models(train_world, "als", configs=same, with_oracle=False).table.set_index("model")
+    assert table.loc["popularity_model_groups", "ndcg_at_10"] == pytest.approx(
+        table.loc["popularity", "ndcg_at_10"]
+    )
+    other = {**fast_configs, "als": {**fast_configs.get("als", {}), "groups": ["tier", "miles_band"]}}
+    table = evaluate_models(train_world, "als", configs=other, with_oracle=False).table.set_index("model")
+    assert table.loc["popularity_model_groups", "ndcg_at_10"] != pytest.approx(
+        table.loc["popularity", "ndcg_at_10"]
+    )
 
 
 def test_single_model_is_registered_even_if_popularity_wins(
