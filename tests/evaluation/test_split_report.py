@@ -73,6 +73,18 @@ def test_default_split_is_last_90_days_with_purchases_relevant(world: Path) -> N
     assert list(split.cold_members) == ["m3"]
 
 
+def test_validation_split_ends_at_the_given_time_and_never_sees_later_events(world: Path) -> None:
+    split = time_split(world, end="2025-11-10", test_days=30)
+    assert split.end == pd.Timestamp("2025-11-10")
+    assert split.cutoff == pd.Timestamp("2025-10-11")
+    pairs = set(map(tuple, split.relevant[["member_id", "offer_id"]].to_numpy()))
+    assert pairs == {("m1", "up2"), ("m3", "up1")}  # m1's purchase of an1 (2025-12-01) is after the end
+    exposed = set(map(tuple, split.exposed[["member_id", "offer_id"]].to_numpy()))
+    assert ("m1", "an1") not in exposed
+    # an end after the data's end is the data's end
+    assert time_split(world, end="2030-01-01").end == pd.Timestamp("2026-01-01")
+
+
 def test_click_relevance_and_explicit_cutoff(world: Path) -> None:
     split = time_split(world, cutoff="2025-11-10", relevance="click")
     pairs = set(map(tuple, split.relevant[["member_id", "offer_id"]].to_numpy()))
