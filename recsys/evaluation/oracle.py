@@ -110,8 +110,9 @@ PriorFn = Callable[[np.ndarray], np.ndarray]
 
 
 class PreferenceOracle(_TruthRanker):
-    """What personalisation can add at most on top of a popularity prior: the ceiling of a model that knows
-    every member's true preferences but, like every model, not which offers the future will expose them to.
+    """What true preferences add on top of the popularity baseline's prior: a model that knows every member's
+    true preferences but, like every model, not which offers the future will expose them to. It bounds
+    re-rankings of *that* prior only: a model whose prior groups members better can score higher.
 
     Each member's offers are ranked by ``log(prior) + log(p / p̄)``: ``prior`` is the popularity baseline's
     score of the offer for the member (their group's recency-weighted popularity), ``p`` the member's true
@@ -121,8 +122,8 @@ class PreferenceOracle(_TruthRanker):
 
     The test period's purchases follow exposure (trips, eligibility, the legacy policy) as much as
     preference; a model ranking by preference alone (``oracle_all_offers``) can lose to popularity. This
-    reference tells how much of the gap between popularity and the exposure-aware ``oracle`` a personalised
-    model could close at all.
+    reference tells how much of the gap between popularity and the exposure-aware ``oracle`` preferences
+    alone could close on top of the baseline's prior.
     """
 
     def __init__(
