@@ -187,10 +187,13 @@ def evaluate_models(
     with_oracle: bool = True,
     with_baseline: bool = True,
     progress: bool = False,
+    validation: bool = False,
 ) -> EvaluationReport:
     """Train each model on events before the cut-off and evaluate it on the test period.
 
     The popularity baseline is always included (``with_baseline``) so every table has its reference row.
+    ``validation`` judges on the ``test_days`` *before* the test period's cut-off instead (models trained
+    before that), never looking at the test period: choose settings there, report the test period.
     """
     from recsys.models.bundle import DEFAULT_MODEL_GROUPS, ModelBundle
 
@@ -202,6 +205,8 @@ def evaluate_models(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     split = time_split(root, cutoff=cutoff, test_days=test_days)
+    if validation:
+        split = time_split(root, test_days=test_days, end=split.cutoff)
     offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
     timings["split_s"] = time.perf_counter() - t0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,21 @@ def test_evaluate_prints_and_writes_the_table(env: dict[str, str], train_world: 
     assert code == 0, out
     assert "held-out period" in out and "popularity" in out and "oracle" in out
     assert out_file.read_text().startswith("| model | ndcg_at_10")
+
+
+def test_evaluate_on_the_validation_period_ends_where_the_test_period_starts(
+    env: dict[str, str], train_world: Path
+) -> None:
+    """``--validation`` judges the --test-days before the test cut-off: its period ends where the held-out
+    period begins, so settings chosen on it never saw the test period."""
+    common = ["--data", str(train_world), "--model", "popularity", "--config", env["CONFIG"], "--no-progress"]
+    code, test_out = _run(["evaluate", *common, "--test-days", "30"], env)
+    assert code == 0, test_out
+    code, val_out = _run(["evaluate", *common, "--test-days", "30", "--validation"], env)
+    assert code == 0, val_out
+    held_out = re.search(r"held-out period (\S+) \.\. (\S+):", test_out)
+    validation = re.search(r"validation period (\S+) \.\. (\S+):", val_out)
+    assert held_out and validation, (test_out, val_out)
+    assert validation.group(2) == held_out.group(1)
+    span = date.fromisoformat(validation.group(2)) - date.fromisoformat(validation.group(1))
+    assert span.days == 30

@@ -103,6 +103,14 @@ def evaluate(
     ] = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
+    validation: Annotated[
+        bool,
+        typer.Option(
+            "--validation/--test",
+            help="Judge on the validation period (the --test-days before the test cut-off; the test period "
+            "is never read) to choose settings; then report the test period.",
+        ),
+    ] = False,
 ) -> None:
     """Print the comparison table of the models (with popularity and the oracle) on the held-out period."""
     from recsys.evaluation import to_markdown
@@ -119,8 +127,9 @@ def evaluate(
             with_oracle=oracle,
             configs=load_configs(config),
             progress=progress,
+            validation=validation,
         )
-    _describe_split(report.split)
+    _describe_split(report.split, "validation" if validation else "held-out")
     print_table(report.table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,9 +139,9 @@ def evaluate(
         typer.echo(f"wrote {out}")
 
 
-def _describe_split(split: TimeSplit) -> None:
+def _describe_split(split: TimeSplit, kind: str = "held-out") -> None:
     typer.echo(
-        f"held-out period {split.cutoff.date()} .. {split.end.date()}: "
+        f"{kind} period {split.cutoff.date()} .. {split.end.date()}: "
         f"{len(split.test_members)} test members "
         f"({len(split.cold_members)} cold), relevance = {split.relevance}"
     )
