@@ -388,14 +388,7 @@ class RedisCapEnforcer(PlanEnforcer):
         keys, args = plan.lua_args(k, mode)
         self._admit()
         try:
-            client = self._aio.client()
-            sha = self._check_script.sha
-            async with self._aio.slot:
-                try:
-                    reply = await client.evalsha(sha, len(keys), *keys, *args)
-                except redis.exceptions.NoScriptError:  # the server restarted or flushed its script cache
-                    await client.script_load(CHECK_AND_RECORD_LUA)
-                    reply = await client.evalsha(sha, len(keys), *keys, *args)
+            reply = await self._aio.evalsha(CHECK_AND_RECORD_LUA, self._check_script.sha, keys, args)
         except Exception as e:
             raise self._failed(e) from e
         self.breaker.success()

@@ -373,14 +373,10 @@ class RedisMemberStore(MemberStore):
     ) -> tuple[MemberRecord | None, frozenset[str]]:
         if self._aio is None:
             return self._read(member_id, trip_key)
-        client = self._aio.client()
         pkey = self.purchases_key(member_id, trip_key) if trip_key else ""
-        async with self._aio.slot:
-            try:
-                reply = await client.evalsha(self._get_sha, 1, self._pointer, self.prefix, member_id, pkey)
-            except NoScriptError:
-                self._get_sha = await client.script_load(_GET_LUA)
-                reply = await client.evalsha(self._get_sha, 1, self._pointer, self.prefix, member_id, pkey)
+        reply = await self._aio.evalsha(
+            _GET_LUA, self._get_sha, [self._pointer], [self.prefix, member_id, pkey]
+        )
         return self._record(member_id, reply)
 
     async def aclose(self) -> None:

@@ -341,3 +341,22 @@ def test_redis_read_is_one_round_trip(redis_client: redis.Redis, prefix: str) ->
     assert rec is not None and bought == {"O1"}
     assert _CountingRedis.commands - before == 2  # one command per read: profile, embedding and purchases
     client.close()
+
+
+def test_async_read_reloads_the_script_after_redis_forgot_it(redis_client: redis.Redis, prefix: str) -> None:
+    """A Redis restart (or SCRIPT FLUSH) empties the script cache: the awaited read loads it again."""
+    store = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
+    store.publish(profiles(5, gen=4), embeddings(5, 4), "4")
+
+    async def read_after_flush() -> Any:
+        await store.aget_with_purchases("M00001", None)  # the script is known now
+        redis_client.script_flush()
+        try:
+            return await store.aget_with_purchases("M00002", None)
+        finally:
+            await store.aclose()
+
+    rec, bought = asyncio.run(read_after_flush())
+    assert rec is not None and rec.member_id == "M00002" and rec.profile["gen"] == 4
+    assert bought == frozenset()
+    store.close()
