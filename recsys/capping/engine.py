@@ -656,8 +656,8 @@ class PlanEnforcer(CapEnforcer):
         try:
             raw = self._execute(call.plan, k, call.mode)
         except StoreUnavailable as e:
-            return self._decided(call, error=e)
-        return self._decided(call, raw=raw)
+            return self._decided(call, e)
+        return self._decided(call, raw)
 
     async def aselect_and_record(
         self,
@@ -676,8 +676,8 @@ class PlanEnforcer(CapEnforcer):
         try:
             raw = await self._aexecute(call.plan, k, call.mode)
         except StoreUnavailable as e:
-            return self._decided(call, error=e)
-        return self._decided(call, raw=raw)
+            return self._decided(call, e)
+        return self._decided(call, raw)
 
     async def _aexecute(self, plan: Plan, k: int, mode: str) -> RawResult:
         """:meth:`_execute` awaited; stores without an asyncio client run it in place."""
@@ -702,12 +702,12 @@ class PlanEnforcer(CapEnforcer):
         mode = "check_record" if record and policy.count_on == "serve" else "check"
         return _Selection(member, candidates, k, placement, now, record, plan, mode)
 
-    def _decided(
-        self, call: _Selection, *, raw: RawResult | None = None, error: StoreUnavailable | None = None
-    ) -> CapDecision:
-        if error is not None or raw is None:
+    def _decided(self, call: _Selection, outcome: RawResult | StoreUnavailable) -> CapDecision:
+        """The decision from the store's result, or from the outage policy when the store was unavailable;
+        counted either way."""
+        if isinstance(outcome, StoreUnavailable):
             decision = self._degraded(
-                error or StoreUnavailable("no result"),
+                outcome,
                 call.member,
                 call.candidates,
                 call.k,
@@ -716,7 +716,7 @@ class PlanEnforcer(CapEnforcer):
                 call.record,
             )
         else:
-            decision = decode(call.plan, raw, call.candidates, call.member.tier)
+            decision = decode(call.plan, outcome, call.candidates, call.member.tier)
         self.counters.add_many([s.reason for s in decision.suppressed])
         if decision.degraded:
             self.counters.add(f"degraded:{decision.degraded.split(':', 1)[0]}")
