@@ -195,7 +195,7 @@ def evaluate_models(
     ``validation`` judges on the ``test_days`` *before* the test period's cut-off instead (models trained
     before that), never looking at the test period: choose settings there, report the test period.
     """
-    from recsys.models.bundle import DEFAULT_MODEL_GROUPS, ModelBundle
+    from recsys.models.bundle import ModelBundle
 
     root = Path(dataset_dir)
     kinds = _kinds(model)
@@ -235,11 +235,8 @@ def evaluate_models(
         references.append(train_and_evaluate(BASELINE_GLOBAL, BASELINE, global_cfg)[1])
         learned = [k for k in kinds if k != BASELINE]
         if learned:
-            # The same baseline over the first learned model's groups (see BundleConfig.groups_for).
-            first = (configs or {}).get(learned[0]) or {}
-            first = dict(first.model_dump() if hasattr(first, "model_dump") else first)
-            groups = first.get("groups")
-            model_groups = list(groups if groups is not None else DEFAULT_MODEL_GROUPS)
+            # The same baseline over the groups the first learned model was trained with.
+            model_groups = list(bundles[learned[0]].group_keys)
             references.append(
                 train_and_evaluate(BASELINE_MODEL_GROUPS, BASELINE, {**cfg, "groups": model_groups})[1]
             )
