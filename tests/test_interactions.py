@@ -179,6 +179,11 @@ def test_offer_availability_is_the_recency_weighted_share_of_the_window(small_wo
     assert av[col[f"offer:{third}"]] == pytest.approx((1 - np.exp(-k * 7)) / k / whole, rel=1e-6)
     tokens = [n for i, n in col.items() if not i.startswith("offer:")]
     assert np.all(av[tokens] == 1.0)
+    # the floor is the matrix's interactions.new_offer_min_days: with 0.5 the one-day-old offer counts its day
+    inter_half = build_interactions(small_world, {"half_life_days": 30.0, "new_offer_min_days": 0.5}, before)
+    av_half = offer_availability(offers, inter_half)
+    assert av_half[col[f"offer:{third}"]] == pytest.approx((1 - np.exp(-k * 1)) / k / whole, rel=1e-6)
+    assert av_half[col[f"offer:{new}"]] == pytest.approx(av[col[f"offer:{new}"]])  # 20 days > either floor
 
 
 def test_popularity_is_weight_per_available_time() -> None:
