@@ -47,7 +47,7 @@ from recsys.capping.api import (
     SuppressionCounters,
 )
 from recsys.capping.policy import CapPolicy, ResolvedCap, ResolvedPolicy, Scope
-from recsys.capping.windows import WindowKind, calendar_period, from_ms, iso_z, parse_duration, to_ms
+from recsys.capping.windows import WindowKind, current_period, from_ms, iso_z, parse_duration, to_ms
 from recsys.schema import EventType
 
 # Extra life given to every key beyond the end of its window (clock skew between service processes).
@@ -183,8 +183,7 @@ def cap_key(
     if w.kind is WindowKind.CALENDAR:
         period = periods.get(w.unit) if periods is not None else None
         if period is None:
-            label, _, end = calendar_period(w.unit, now, member.time_zone)
-            period = (label, to_ms(end))
+            period = current_period(w.unit, now, member.time_zone)
             if periods is not None:
                 periods[w.unit] = period
         label, end_ms = period

@@ -167,6 +167,26 @@ def calendar_period(unit: str, now: datetime, tz_name: str) -> tuple[str, dateti
     return label, _local_midnight(d0, tz).astimezone(UTC), _local_midnight(d1, tz).astimezone(UTC)
 
 
+# (unit, zone name) -> (start ms, end ms, label) of the period last asked for: every request of the same zone
+# falls in it until its end, so the zone arithmetic runs once per zone and day or week, not per request.
+_CURRENT: dict[tuple[str, str], tuple[int, int, str]] = {}
+_CURRENT_MAX = 4096  # zone names come from member profiles: bounded by the IANA list, but never trusted
+
+
+def current_period(unit: str, now: datetime, tz_name: str) -> tuple[str, int]:
+    """:func:`calendar_period`'s (label, end in ms) for ``now``, memoised per (unit, zone) until the period
+    ends."""
+    now_ms = to_ms(now)
+    hit = _CURRENT.get((unit, tz_name))
+    if hit is not None and hit[0] <= now_ms < hit[1]:
+        return hit[2], hit[1]
+    label, start, end = calendar_period(unit, now, tz_name)
+    if len(_CURRENT) >= _CURRENT_MAX:
+        _CURRENT.clear()
+    _CURRENT[(unit, tz_name)] = (to_ms(start), to_ms(end), label)
+    return label, to_ms(end)
+
+
 def to_ms(dt: datetime) -> int:
     """Milliseconds since the epoch of an aware datetime (naive datetimes are taken as UTC)."""
     if dt.tzinfo is None:

@@ -20,6 +20,15 @@ from recsys.schema import FARE_CLASS_CABIN, Cabin, OfferFamily, Placement
 MAX_LIMIT = 50
 # Member ids: letters, digits and ``_-:.``, 1-64 characters (they become parts of Redis keys).
 MEMBER_ID_RE = re.compile(r"^[A-Za-z0-9_\-:.]{1,64}$")
+# The accepted values as plain-string sets: checked on every request (``Enum.__members__`` builds a view each
+# time and compares member by member).
+_CABINS = frozenset(c.value for c in Cabin)
+_PLACEMENTS = frozenset(p.value for p in Placement)
+_FAMILIES = frozenset(f.value for f in OfferFamily)
+
+
+def _is_one_of(value: object, accepted: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in accepted
 
 
 class InvalidRequest(ValueError):
@@ -64,7 +73,7 @@ class TripContext:
         if self.origin is not None and self.origin == self.destination:
             raise InvalidRequest("trip.destination", "must differ from trip.origin")
         _require_aware("trip.departure_time", self.departure_time)
-        if self.cabin is not None and self.cabin not in Cabin.__members__.values():
+        if self.cabin is not None and not _is_one_of(self.cabin, _CABINS):
             raise InvalidRequest(
                 "trip.cabin", f"unknown cabin {self.cabin!r}; one of {[c.value for c in Cabin]}"
             )
@@ -79,7 +88,7 @@ class TripContext:
                 )
         if self.seats_left is not None:
             for cabin, n in self.seats_left.items():
-                if cabin not in Cabin.__members__.values():
+                if cabin not in _CABINS:
                     raise InvalidRequest("trip.seats_left", f"unknown cabin {cabin!r}")
                 if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                     raise InvalidRequest(f"trip.seats_left.{cabin}", f"must be an integer >= 0, got {n!r}")
@@ -133,7 +142,7 @@ class RecommendRequest:
             raise InvalidRequest(
                 "member_id", f"must be 1-64 letters, digits or _-:. characters, got {self.member_id!r}"
             )
-        if self.placement not in Placement.__members__.values():
+        if not _is_one_of(self.placement, _PLACEMENTS):
             raise InvalidRequest(
                 "placement", f"unknown placement {self.placement!r}; one of {[p.value for p in Placement]}"
             )
@@ -146,7 +155,7 @@ class RecommendRequest:
             raise InvalidRequest("limit", f"must be an integer between 1 and {MAX_LIMIT}, got {self.limit!r}")
         if self.families is not None:
             fams = frozenset(self.families)
-            unknown = sorted(f for f in fams if f not in OfferFamily.__members__.values())
+            unknown = sorted((f for f in fams if not _is_one_of(f, _FAMILIES)), key=str)
             if unknown:
                 raise InvalidRequest(
                     "families", f"unknown families {unknown}; one of {[f.value for f in OfferFamily]}"

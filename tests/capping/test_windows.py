@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -99,3 +99,22 @@ def test_unknown_time_zone_falls_back_to_utc() -> None:
 def test_iso_z() -> None:
     assert iso_z(datetime(2026, 11, 23, 8, 0, tzinfo=UTC)) == "2026-11-23T08:00Z"
     assert iso_z(datetime(2026, 11, 23, 8, 0, 5, tzinfo=UTC)) == "2026-11-23T08:00:05Z"
+
+
+def test_current_period_memo_agrees_with_calendar_period_across_boundaries() -> None:
+    """The per-zone memo must hand out the period ``now`` is in: stepping 37 minutes at a time over three days
+    that include a DST change, in zones east and west of UTC, it always equals the direct computation —
+    including the instants just before and at each local midnight."""
+    from recsys.capping.windows import current_period, to_ms
+
+    zones = ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe", ""]
+    t = datetime(2026, 3, 7, 0, 0, tzinfo=UTC)
+    instants = [t + timedelta(minutes=37 * i) for i in range(3 * 24 * 60 // 37)]
+    for zone in zones:
+        _, _, end = calendar_period("day", t, zone)
+        instants += [end - timedelta(milliseconds=1), end]  # both sides of a local midnight
+    for now in sorted(instants):
+        for zone in zones:
+            for unit in ("day", "week"):
+                label, _, end = calendar_period(unit, now, zone)
+                assert current_period(unit, now, zone) == (label, to_ms(end)), (unit, zone, now)

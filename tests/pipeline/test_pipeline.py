@@ -328,10 +328,12 @@ def test_config_validation() -> None:
 def test_request_validation_names_the_field() -> None:
     cases = [
         (dict(placement="lobby"), "placement"),
+        (dict(placement=["home"]), "placement"),  # library callers: a non-string is named, not a TypeError
         (dict(limit=0), "limit"),
         (dict(limit=51), "limit"),
         (dict(now=NOW.replace(tzinfo=None)), "now"),
         (dict(families=frozenset({"food"})), "families"),
+        (dict(families=frozenset({"upsell", 3})), "families"),
         (dict(member_id=" "), "member_id"),
         (dict(member_id="M{1}"), "member_id"),
         (dict(member_id="x" * 65), "member_id"),
@@ -342,6 +344,7 @@ def test_request_validation_names_the_field() -> None:
         assert e.value.field == field
     for kw, field in [
         (dict(cabin="X"), "trip.cabin"),
+        (dict(cabin=("Y",)), "trip.cabin"),
         (dict(fare_class="J"), "trip.fare_class"),  # J is a Business class, the trip says W
         (dict(origin="pek"), "trip.origin"),
         (dict(departure_time=NOW.replace(tzinfo=None)), "trip.departure_time"),
