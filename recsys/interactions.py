@@ -67,7 +67,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.data.layout import has_table, iter_table, read_table
+from recsys.data.layout import has_table, iter_table, latest_time, read_table
 from recsys.data.times import to_utc_naive
 from recsys.ids import IdMap
 from recsys.schema import (
@@ -557,12 +557,9 @@ def _latest_time(root: Path) -> pd.Timestamp:
     ):
         if not has_table(root, table):
             continue
-        for df in iter_table(root, table, [col]):
-            if df.empty:
-                continue
-            t = to_utc_naive(df[col]).max()
-            if pd.notna(t) and (latest is None or t > latest):
-                latest = t
+        t = latest_time(root, table, col)
+        if t is not None and (latest is None or t > latest):
+            latest = t
     if latest is None:
         raise ValueError(f"{root}: the dataset has no dated history (no flights, purchases or events)")
     return pd.Timestamp(latest)

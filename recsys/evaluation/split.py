@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from recsys.data.layout import DatasetError, has_table, iter_table, read_manifest, read_table
+from recsys.data.layout import DatasetError, has_table, iter_table, latest_time, read_manifest, read_table
 from recsys.data.times import as_of_end, to_utc_naive
 from recsys.evaluation.metrics import EvaluationError
 from recsys.schema import Col, EventType
@@ -89,11 +89,9 @@ def dataset_end(dataset_dir: Path | str) -> pd.Timestamp:
     for table, col in _HISTORY[:3]:
         if not has_table(Path(dataset_dir), table):
             continue
-        for part in iter_table(dataset_dir, table, columns=[col]):
-            if len(part):
-                m = to_utc_naive(part[col]).max()
-                if pd.notna(m) and (last is None or m > last):
-                    last = m
+        m = latest_time(dataset_dir, table, col)
+        if m is not None and (last is None or m > last):
+            last = m
     if last is None:
         raise EvaluationError(
             f"{dataset_dir}: the dataset has no events (interactions, purchases, redemptions)"
