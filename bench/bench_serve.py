@@ -8,9 +8,10 @@ What it does, in one run:
    the champion from the registry) with the benchmark floor endpoint ``GET /v1/_floor`` enabled — a fixed
    10-offer JSON body served by the same app, middleware and server;
 3. drives it with ``wrk`` from a separate process (a Lua script cycling over thousands of distinct members,
-   placements and trips): throughput and p50/p99 of the floor, of ``POST /v1/_floor/recommend-io`` (the same
-   request bodies with the member-store read and the cap check-and-record but no ranking: the upper bound of
-   any pipeline built on those parts) and of ``POST /v1/recommendations``;
+   placements and trips): throughput and p50/p99 of the floor, of ``POST /v1/_floor/recommend-validate`` (the
+   same request bodies validated, no I/O: what the framework's handling of this POST costs), of
+   ``POST /v1/_floor/recommend-io`` (validated, member-store read, cap check-and-record, no ranking: the upper
+   bound of any pipeline built on those parts) and of ``POST /v1/recommendations``;
 4. a fixed-rate (open-loop) run at 300 requests/s from a separate process (``--loadgen`` mode of this script,
    latency measured from each request's *scheduled* send time, so a stall is not hidden): p50/p99;
 5. restarts the service with capping OFF and repeats 3–4 for recommendations: the cost of capping;
@@ -60,6 +61,7 @@ FARE_BY_CABIN = {"F": ["F", "A"], "C": ["J", "C", "D"], "W": ["G", "E"], "Y": ["
 PLACEMENTS = ["home", "booking", "check_in", "post_booking", "in_trip"]
 # The same request bodies, served with the member-store read and the cap check but no ranking.
 IO_FLOOR_PATH = "/v1/_floor/recommend-io"
+VALIDATE_FLOOR_PATH = "/v1/_floor/recommend-validate"
 
 
 def log(msg: str) -> None:
@@ -487,6 +489,7 @@ def main() -> None:
     bodies_file.write_text(json.dumps(bodies))
     rec_lua = lua_for_posts("/v1/recommendations", bodies, work / "recommend.lua")
     io_lua = lua_for_posts(IO_FLOOR_PATH, bodies, work / "recommend-io.lua")
+    validate_lua = lua_for_posts(VALIDATE_FLOOR_PATH, bodies, work / "recommend-validate.lua")
     get_lua = lua_for_get(work / "floor.lua")
     log(f"{len(bodies)} distinct requests; Redis {redis_url} prefix {prefix}; logs in {work}")
 
@@ -526,6 +529,10 @@ def main() -> None:
                     log("wrk: framework floor GET /v1/_floor")
                     results["floor"] = run_wrk(
                         wrk, f"{svc.url}/v1/_floor", get_lua, args.duration, args.connections
+                    )
+                    log(f"wrk: recommend request handling only POST {VALIDATE_FLOOR_PATH}")
+                    results["validate_floor"] = run_wrk(
+                        wrk, f"{svc.url}{VALIDATE_FLOOR_PATH}", validate_lua, args.duration, args.connections
                     )
                     log(f"wrk: recommend I/O floor POST {IO_FLOOR_PATH}")
                     results["io_floor"] = run_wrk(
@@ -570,9 +577,10 @@ def report(r: dict[str, Any]) -> None:
 
     print()
     print(f"{'':34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}{'non-2xx':>9}")
-    io = r.get("io_floor")
+    io, validate = r.get("io_floor"), r.get("validate_floor")
     for name, x in (
         ("floor GET /v1/_floor", floor),
+        *((("recommend body validation only", validate),) if validate else ()),
         *((("recommend I/O only (no ranking)", io),) if io else ()),
         ("recommend (caps on), wrk", rec),
         ("recommend (caps off), wrk", off),
@@ -595,11 +603,17 @@ def report(r: dict[str, Any]) -> None:
         f"throughput ratio recommend/floor   {ratio:6.1%}   target >= {TARGET_RATIO:.0%}   "
         f"{ok(ratio >= TARGET_RATIO)}"
     )
+    if validate:
+        print(
+            f"  validation-only ratio            {validate['rps'] / floor['rps']:6.1%}   the same body "
+            "validated, the floor's offers returned; no store read"
+        )
     if io:
         print(
             f"  I/O-only ratio (upper bound)     {io['rps'] / floor['rps']:6.1%}   the same body validated, "
             "member store read, caps checked and recorded; no ranking"
         )
+        print(f"  recommend / I/O-only             {rec['rps'] / io['rps']:6.1%}   what ranking leaves of it")
     print(
         f"p99 at {fixed_on['rate']:.0f} req/s (caps on)       {fixed_on['p99_ms']:6.2f} ms target <= "
         f"{TARGET_P99_MS:.0f} ms  {ok(fixed_on['p99_ms'] <= TARGET_P99_MS)}"

@@ -15,6 +15,7 @@ from tests.serving.conftest import Registry, make_settings
 from tests.serving.test_api import rec_body
 
 IO_FLOOR = "/v1/_floor/recommend-io"
+VALIDATE_FLOOR = "/v1/_floor/recommend-validate"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,7 @@ def floor_client(
 def test_floor_endpoints_are_off_by_default(client: TestClient, world_members: list[str]) -> None:
     assert client.get("/v1/_floor").status_code == 404
     assert client.post(IO_FLOOR, json=rec_body(world_members[0])).status_code == 404
+    assert client.post(VALIDATE_FLOOR, json=rec_body(world_members[0])).status_code == 404
 
 
 def test_io_floor_checks_and_records_caps_in_redis(
@@ -57,13 +59,26 @@ def test_io_floor_checks_and_records_caps_in_redis(
     assert not (set(again) & set(selected)) - exempt
 
 
-def test_io_floor_validates_the_body_like_recommend(
-    floor_client: TestClient, world_members: list[str]
+@pytest.mark.parametrize("path", [IO_FLOOR, VALIDATE_FLOOR])
+def test_floors_validate_the_body_like_recommend(
+    floor_client: TestClient, world_members: list[str], path: str
 ) -> None:
-    resp = floor_client.post(IO_FLOOR, json=rec_body(world_members[0], placement="lobby"))
+    resp = floor_client.post(path, json=rec_body(world_members[0], placement="lobby"))
     assert resp.status_code == 422
     assert "placement" in resp.text
     unknown = rec_body(world_members[0])
     unknown["trip"]["origin"] = "QQQ"
-    resp = floor_client.post(IO_FLOOR, json=unknown)
+    resp = floor_client.post(path, json=unknown)
     assert resp.status_code == 422 and "trip.origin" in resp.text
+    resp = floor_client.post(path, content=b"member_id=M1", headers={"content-type": "text/plain"})
+    assert resp.status_code == 415
+
+
+def test_validate_floor_touches_no_store(floor_client: TestClient, world_members: list[str]) -> None:
+    """It answers ``limit`` floor offers and records nothing: the member's caps stay as they were."""
+    member = world_members[23]
+    before = floor_client.get(f"/v1/members/{member}/caps").json()["state"]
+    resp = floor_client.post(VALIDATE_FLOOR, json=rec_body(member, limit=4))
+    assert resp.status_code == 200, resp.text
+    assert [o["rank"] for o in resp.json()["offers"]] == [1, 2, 3, 4]
+    assert floor_client.get(f"/v1/members/{member}/caps").json()["state"] == before

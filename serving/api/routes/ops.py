@@ -117,6 +117,22 @@ async def floor() -> Response:
 
 
 @floor_router.post(
+    "/v1/_floor/recommend-validate",
+    dependencies=[Depends(require_json)],
+    summary="Benchmark: the recommend endpoint's request handling alone, no I/O (enabled by a setting)",
+)
+async def recommend_validate_floor(body: RecommendationRequest, request: Request) -> Response:
+    """The same body as ``POST /v1/recommendations``, validated as that endpoint does (schema, airports,
+    the pipeline's request), answered with ``limit`` offers of the floor body: what a POST of this body
+    costs the framework before any store is read. ``make bench-serve`` reports it beside the other floors,
+    so the recommend endpoint's cost splits into request handling, I/O and ranking."""
+    services = request.app.state.services
+    check_airports(body.trip, services.airports)
+    domain = to_domain(body, now=services.clock(), debug=False)
+    return OrjsonResponse({**FLOOR_BODY, "offers": FLOOR_BODY["offers"][: domain.limit]})
+
+
+@floor_router.post(
     "/v1/_floor/recommend-io",
     dependencies=[Depends(require_json)],
     summary="Benchmark: the recommend endpoint's per-request I/O without ranking (enabled by a setting)",
