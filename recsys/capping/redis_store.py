@@ -28,7 +28,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
-from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -335,13 +334,7 @@ class RedisCapEnforcer(PlanEnforcer):
         )
         # awaited calls (an enforcer built around a given client runs them blocking)
         self._aio = (
-            LoopRedis(
-                url,
-                socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s,
-                retry=AsyncRetry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
+            LoopRedis(url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s)
             if client is None
             else None
         )
