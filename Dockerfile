@@ -18,7 +18,8 @@ RUN apt-get update \
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 
-# Dependencies first (cached layer), then the code.
+# The package with its dependencies (one layer: building the wheel needs the code, so a code change
+# reinstalls the dependencies too; pip's wheels come from the registry each time).
 COPY pyproject.toml README.md ./
 COPY recsys ./recsys
 COPY training ./training
