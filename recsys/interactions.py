@@ -67,7 +67,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.data.layout import has_table, iter_table, latest_time, read_table
+from recsys.data.layout import has_table, iter_table, latest_event_time, read_table
 from recsys.data.times import to_utc_naive
 from recsys.ids import IdMap
 from recsys.schema import (
@@ -548,18 +548,15 @@ def offer_availability(
 
 def _latest_time(root: Path) -> pd.Timestamp:
     """The latest event time over all history tables (the reference for recency when no cut-off is given)."""
-    latest: pd.Timestamp | None = None
-    for table, col in (
-        (INTERACTIONS.name, Col.EVENT_TIME),
-        (ANCILLARIES.name, Col.PURCHASE_TIME),
-        (REDEMPTIONS.name, Col.REDEEM_TIME),
-        (FLIGHTS.name, Col.DEPARTURE_TIME),
-    ):
-        if not has_table(root, table):
-            continue
-        t = latest_time(root, table, col)
-        if t is not None and (latest is None or t > latest):
-            latest = t
+    latest = latest_event_time(
+        root,
+        (
+            (INTERACTIONS.name, Col.EVENT_TIME),
+            (ANCILLARIES.name, Col.PURCHASE_TIME),
+            (REDEMPTIONS.name, Col.REDEEM_TIME),
+            (FLIGHTS.name, Col.DEPARTURE_TIME),
+        ),
+    )
     if latest is None:
         raise ValueError(f"{root}: the dataset has no dated history (no flights, purchases or events)")
-    return pd.Timestamp(latest)
+    return latest

@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,19 @@ def latest_time(root: Path | str, name: str, column: str) -> pd.Timestamp | None
             value = to_utc_naive(value)
         if value is not None and pd.notna(value) and (latest is None or value > latest):
             latest = pd.Timestamp(value)
+    return latest
+
+
+def latest_event_time(root: Path | str, columns: Sequence[tuple[str, str]]) -> pd.Timestamp | None:
+    """The latest of :func:`latest_time` over ``(table, timestamp column)`` pairs; tables the dataset does not
+    have are skipped. None when none of them holds a value."""
+    latest: pd.Timestamp | None = None
+    for name, column in columns:
+        if not has_table(Path(root), name):
+            continue
+        t = latest_time(root, name, column)
+        if t is not None and (latest is None or t > latest):
+            latest = t
     return latest
 
 

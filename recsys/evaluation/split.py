@@ -21,7 +21,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from recsys.data.layout import DatasetError, has_table, iter_table, latest_time, read_manifest, read_table
+from recsys.data.layout import (
+    DatasetError,
+    has_table,
+    iter_table,
+    latest_event_time,
+    read_manifest,
+    read_table,
+)
 from recsys.data.times import as_of_end, to_utc_naive
 from recsys.evaluation.metrics import EvaluationError
 from recsys.schema import Col, EventType
@@ -85,13 +92,7 @@ def dataset_end(dataset_dir: Path | str) -> pd.Timestamp:
     as_of = manifest.get("as_of")
     if as_of:
         return as_of_end(str(as_of))
-    last: pd.Timestamp | None = None
-    for table, col in _HISTORY[:3]:
-        if not has_table(Path(dataset_dir), table):
-            continue
-        m = latest_time(dataset_dir, table, col)
-        if m is not None and (last is None or m > last):
-            last = m
+    last = latest_event_time(dataset_dir, _HISTORY[:3])
     if last is None:
         raise EvaluationError(
             f"{dataset_dir}: the dataset has no events (interactions, purchases, redemptions)"

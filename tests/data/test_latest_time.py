@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.data.layout import _footer_max, latest_time
+from recsys.data.layout import _footer_max, latest_event_time, latest_time
 from recsys.schema import Col
 
 TABLE = "interactions"  # a partitioned table: a directory of part-*.parquet files
@@ -44,6 +44,9 @@ def test_statistics_give_the_latest_time_over_parts_and_row_groups(tmp_path: Pat
     for part in (tmp_path / TABLE).glob("*.parquet"):
         assert _footer_max(part, Col.EVENT_TIME) is not None  # answered from the footers
     assert latest_time(tmp_path, TABLE, Col.EVENT_TIME) == t == by_reading(tmp_path)
+    # over several tables: one the dataset lacks (flights) is skipped, none at all is None
+    assert latest_event_time(tmp_path, [(TABLE, Col.EVENT_TIME), ("flights", Col.DEPARTURE_TIME)]) == t
+    assert latest_event_time(tmp_path, [("flights", Col.DEPARTURE_TIME)]) is None
 
 
 def test_time_zones_are_converted_to_naive_utc(tmp_path: Path) -> None:
