@@ -513,7 +513,7 @@ def offer_availability(
 
     The floor matters: on the 50k world an offer launched 1.25 days before the test cut-off is the test
     period's most bought offer; a 1-day floor lifts every model's test NDCG@10 by ~0.04, but the validation
-    period prefers 7 (README, "How to read the comparison table"), so 7 stays the default.
+    period prefers 5 days or more (README, "How to read the comparison table"), so 7 stays the default.
     """
     if min_days is None:
         min_days = inter.config.new_offer_min_days
