@@ -531,7 +531,7 @@ def main() -> None:
                 run_wrk(wrk, f"{svc.url}/v1/recommendations", rec_lua, 3, args.connections)
                 # Caps on: the floors and recommend in interleaved rounds, so a slow spell of the (shared)
                 # machine hits every endpoint of a round alike; the ratio is the median of the rounds'.
-                runs: dict[str, tuple[str, Path]] = {"recommend_caps_on": ("/v1/recommendations", rec_lua)}
+                runs: dict[str, tuple[str, Path]] = {f"recommend_{tag}": ("/v1/recommendations", rec_lua)}
                 if capping:
                     runs = {
                         "floor": ("/v1/_floor", get_lua),
@@ -539,8 +539,6 @@ def main() -> None:
                         "io_floor": (IO_FLOOR_PATH, io_lua),
                         **runs,
                     }
-                else:
-                    runs = {"recommend_caps_off": ("/v1/recommendations", rec_lua)}
                 rounds = args.rounds if capping else 1
                 per_round: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
                 for i in range(rounds):
