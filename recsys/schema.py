@@ -319,6 +319,17 @@ class Col:
     EVENT_TYPE = "event_type"
     EVENT_TIME = "event_time"
 
+    # request log (one row per recommend decision; recsys.requestlog)
+    REQUEST_TIME = "request_time"
+    CANDIDATES = "candidates"
+    SHOWN = "shown"
+    PROPENSITIES = "propensities"
+    POLICY = "policy"
+    POLICY_VERSION = "policy_version"
+    EXPLORATION = "exploration"
+    EXPERIMENT = "experiment"
+    VARIANT = "variant"
+
     # member aggregates (LRFMC source fields, as in the airline customer-value data)
     FFP_DATE = "ffp_date"
     LOAD_TIME = "load_time"
@@ -461,6 +472,35 @@ INTERACTIONS = TableSpec(
         Col.PLACEMENT: "str",
         Col.EVENT_TYPE: "str",
         Col.EVENT_TIME: "datetime",
+    },
+    partitioned=True,
+)
+
+# Optional table: the request log. ``shown`` is in slot order and ``propensities[i]`` is the logging policy's
+# inclusion probability of ``shown[i]``; ``candidates`` is the set it chose from (after eligibility and caps).
+REQUESTS = TableSpec(
+    "requests",
+    Col.REQUEST_ID,
+    {
+        Col.REQUEST_ID: "str",
+        Col.MEMBER_ID: "str",
+        Col.REQUEST_TIME: "datetime",
+        Col.PLACEMENT: "str",
+        Col.FLIGHT_ID: "str",
+        Col.FLIGHT_NUMBER: "str",
+        Col.ORIGIN: "str",
+        Col.DESTINATION: "str",
+        Col.CABIN: "str",
+        Col.FARE_CLASS: "str",
+        Col.DEPARTURE_TIME: "datetime",
+        Col.CANDIDATES: "list[str]",
+        Col.SHOWN: "list[str]",
+        Col.PROPENSITIES: "list[float]",
+        Col.POLICY: "str",
+        Col.POLICY_VERSION: "str",
+        Col.EXPLORATION: "bool",
+        Col.EXPERIMENT: "str",
+        Col.VARIANT: "str",
     },
     partitioned=True,
 )
