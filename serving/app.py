@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from recsys.events import EventLog
 from serving.api.routes import admin, events, members, ops, recommendations
+from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
 from serving.config import Settings
 from serving.errors import install_error_handlers
@@ -262,4 +263,5 @@ def create_app(
     if settings.enable_floor_endpoint:
         app.include_router(ops.floor_router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

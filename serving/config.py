@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         description="HMAC key of tracking tokens, shared by all workers; unset = a random per-process key "
         "(fine for one worker; tokens do not survive a restart).",
     )
+    max_body_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        description="Largest accepted request body in bytes: a larger one is refused with 413 before it is "
+        "read (500 events of the largest allowed fields fit).",
+    )
     events_max_batch: int = Field(default=500, ge=1, le=10_000, description="Largest accepted event batch.")
     events_max_future_skew_s: float = Field(
         default=300.0,

@@ -35,13 +35,18 @@ class ApiError(Exception):
         field: str | None = None,
         location: str = "body",
         headers: dict[str, str] | None = None,
+        fields: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
         self.fields = (
-            [{"field": field, "location": location, "message": message, "type": code}] if field else []
+            list(fields)
+            if fields is not None
+            else [{"field": field, "location": location, "message": message, "type": code}]
+            if field
+            else []
         )
         self.headers = headers
 
@@ -66,10 +71,31 @@ def field_path(loc: Sequence[int | str]) -> tuple[str, str]:
     return (out or location), location
 
 
+def line_column(doc: str, pos: int) -> tuple[int, int]:
+    """1-based line and column of character ``pos`` in ``doc``."""
+    line = doc.count("\n", 0, pos) + 1
+    return line, pos - (doc.rfind("\n", 0, pos) + 1) + 1
+
+
 async def _validation_handler(_request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
     fields = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":  # FastAPI puts the character offset in loc
+            loc = err.get("loc", ())
+            pos = loc[-1] if loc and isinstance(loc[-1], int) else 0
+            doc = exc.body if isinstance(exc.body, str) else ""
+            line, column = line_column(doc, pos)
+            reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+            fields.append(
+                {
+                    "field": "body",
+                    "location": "body",
+                    "message": f"malformed JSON at line {line}, column {column}: {reason}",
+                    "type": "json_invalid",
+                }
+            )
+            continue
         path, location = field_path(err.get("loc", ()))
         fields.append(
             {
@@ -115,8 +141,9 @@ async def _http_handler(_request: Request, exc: Exception) -> OrjsonResponse:
         field = {"field": "body", "location": "body", "message": str(exc.detail), "type": "invalid_body"}
         return OrjsonResponse(error_body("validation_error", f"body: {exc.detail}", [field]), status_code=422)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = str(exc.detail)
     return OrjsonResponse(
-        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
     )
 
 

@@ -49,26 +49,24 @@ class TimeWindow:
     max_age: timedelta
 
 
-def _check_event_time(i: int, event_time: datetime, window: TimeWindow) -> None:
+def _check_event_time(event_time: datetime, window: TimeWindow) -> tuple[str, str] | None:
+    """(code, message) when ``event_time`` is outside the window."""
     ahead = event_time - window.now  # aware datetimes: exact whatever the offsets, no overflow
     if ahead > window.max_future_skew:
-        raise ApiError(
-            422,
+        return (
             "event_time_in_future",
             f"event_time {event_time.isoformat()} is {_span(ahead)} ahead of the server clock "
             f"({window.now.isoformat(timespec='seconds')}); "
             f"at most {_span(window.max_future_skew)} is allowed",
-            field=f"events[{i}].event_time",
         )
     if -ahead > window.max_age:
-        raise ApiError(
-            422,
+        return (
             "event_time_too_old",
             f"event_time {event_time.isoformat()} is {_span(-ahead)} before the server clock "
             f"({window.now.isoformat(timespec='seconds')}); events at most {_span(window.max_age)} old "
             "are accepted",
-            field=f"events[{i}].event_time",
         )
+    return None
 
 
 def _span(delta: timedelta) -> str:
@@ -86,6 +84,18 @@ def _span(delta: timedelta) -> str:
     return " ".join(parts)
 
 
+# A batch with many bad events names this many of them (each with its index and field).
+MAX_NAMED_ERRORS = 20
+
+
+def check_batch_size(n: int, max_batch: int) -> None:
+    """413 naming ``events`` when a batch is too large (checked on the raw JSON, before item validation)."""
+    if n > max_batch:
+        raise ApiError(
+            413, "batch_too_large", f"at most {max_batch} events per batch, got {n}", field="events"
+        )
+
+
 def validate_batch(
     events: list[EventIn],
     *,
@@ -94,48 +104,100 @@ def validate_batch(
     signer: TrackingSigner,
     window: TimeWindow,
 ) -> list[EventRecord]:
-    """Domain records of a valid batch; raises :class:`ApiError` naming the first bad item (then nothing of
-    the batch is stored)."""
-    if len(events) > max_batch:
-        raise ApiError(
-            413, "batch_too_large", f"at most {max_batch} events per batch, got {len(events)}", field="events"
-        )
+    """Domain records of a valid batch. A batch is all-or-nothing: any bad event raises :class:`ApiError`
+    (422) naming every bad event found (up to :data:`MAX_NAMED_ERRORS`) by index and field, and then
+    nothing of the batch is stored. An event id repeated with identical content is one event; repeated with
+    different content it is an error."""
+    check_batch_size(len(events), max_batch)
+    errors: list[dict[str, str]] = []
+
+    def bad(i: int, name: str, code: str, message: str) -> None:
+        errors.append({"field": f"events[{i}].{name}", "location": "body", "message": message, "type": code})
+
     records: list[EventRecord] = []
+    first_of: dict[str, int] = {}
+    record_of: dict[str, EventRecord] = {}
     for i, ev in enumerate(events):
-        _check_event_time(i, ev.event_time, window)
-        if ev.offer_id not in offers:
-            raise ApiError(
-                422, "unknown_offer", f"unknown offer {ev.offer_id!r}", field=f"events[{i}].offer_id"
+        if len(errors) >= MAX_NAMED_ERRORS:
+            break
+        seen = first_of.get(ev.event_id)
+        if seen is not None:
+            if events[seen] != ev:
+                bad(
+                    i,
+                    "event_id",
+                    "conflicting_duplicate",
+                    f"event_id {ev.event_id!r} is also events[{seen}] with different content; an id names "
+                    "one event",
+                )
+            elif ev.event_id in record_of:  # an identical repeat: the same event, reported as a duplicate
+                records.append(record_of[ev.event_id])
+            continue
+        first_of[ev.event_id] = i
+        time_error = _check_event_time(ev.event_time, window)
+        if time_error is not None:
+            bad(i, "event_time", *time_error)
+            continue
+        offer = offers.get(ev.offer_id)
+        if offer is None:
+            bad(i, "offer_id", "unknown_offer", f"unknown offer {ev.offer_id!r}")
+            continue
+        if (
+            ev.event_type == EventType.PURCHASE
+            and ev.trip_key is None
+            and getattr(offer, "trip_bound", False)
+        ):
+            bad(
+                i,
+                "trip_key",
+                "trip_key_required",
+                f"offer {ev.offer_id!r} ({offer.category}) is sold for a flight: a purchase needs the "
+                "trip_key "
+                "of that flight",
             )
+            continue
         request_id = model_version = None
         if ev.tracking_token:
             try:
                 claims = signer.verify(ev.tracking_token)
             except InvalidTrackingToken as exc:
-                raise ApiError(
-                    422, "invalid_tracking_token", str(exc), field=f"events[{i}].tracking_token"
-                ) from exc
-            if claims.offer_id != ev.offer_id:
-                raise ApiError(
-                    422,
-                    "invalid_tracking_token",
-                    f"tracking token is for offer {claims.offer_id!r}, not {ev.offer_id!r}",
-                    field=f"events[{i}].tracking_token",
+                bad(i, "tracking_token", "invalid_tracking_token", str(exc))
+                continue
+            mismatch = [
+                f"{what} {claimed!r}, not {given!r}"
+                for what, claimed, given in (
+                    ("offer", claims.offer_id, ev.offer_id),
+                    ("member", claims.member_id, ev.member_id),
+                    ("placement", claims.placement, ev.placement.value),
                 )
+                if claimed != given
+            ]
+            if mismatch:
+                bad(
+                    i,
+                    "tracking_token",
+                    "tracking_token_mismatch",
+                    "tracking token was issued for " + "; ".join(mismatch),
+                )
+                continue
             request_id, model_version = claims.request_id, claims.model_version
-        records.append(
-            EventRecord(
-                event_id=ev.event_id,
-                member_id=ev.member_id,
-                offer_id=ev.offer_id,
-                event_type=ev.event_type.value,
-                placement=ev.placement.value,
-                event_time=ev.event_time.astimezone(UTC),
-                trip_key=ev.trip_key,
-                request_id=request_id,
-                model_version=model_version,
-            )
+        record_of[ev.event_id] = EventRecord(
+            event_id=ev.event_id,
+            member_id=ev.member_id,
+            offer_id=ev.offer_id,
+            event_type=ev.event_type.value,
+            placement=ev.placement.value,
+            event_time=ev.event_time.astimezone(UTC),
+            trip_key=ev.trip_key,
+            request_id=request_id,
+            model_version=model_version,
         )
+        records.append(record_of[ev.event_id])
+    if errors:
+        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        if len(errors) > 5:
+            message += f"; and {len(errors) - 5} more"
+        raise ApiError(422, errors[0]["type"], message, fields=errors)
     return records
 
 

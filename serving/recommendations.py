@@ -73,6 +73,7 @@ def to_response(
 ) -> dict[str, Any]:
     """The response body as plain JSON-able data (rendered by orjson; shape = ``RecommendationResponse``)."""
     placement = body.placement.value
+    member_id = body.member_id
     version = model.version
     sign = signer.sign
     offers = [
@@ -89,7 +90,7 @@ def to_response(
             "rank": o.rank,
             "expires_at": o.expires_at,
             "reasons": list(o.reasons),
-            "tracking_token": sign(request_id, o.offer_id, version, placement),
+            "tracking_token": sign(request_id, o.offer_id, version, placement, member_id),
         }
         for o in result.offers
     ]

@@ -1,9 +1,10 @@
 """Tracking tokens: a signed, compact record of which request and model showed an offer where.
 
 Format ``<payload>.<signature>`` in URL-safe base64 without padding. The payload is
-``v1|request_id|offer_id|model_version|placement``; the signature is the first 16 bytes of
+``v2|request_id|offer_id|model_version|placement|member_id``; the signature is the first 16 bytes of
 HMAC-SHA256 over it.
-Events that carry the token are attributed to that request and model version.
+Events that carry the token are attributed to that request and model version; the token is bound to the
+member and placement it was shown to, so an event of another member or screen cannot borrow it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-_VERSION = "v1"
+_VERSION = "v2"
 _SIG_BYTES = 16
 
 
@@ -27,6 +28,7 @@ class TrackingClaims:
     offer_id: str
     model_version: str
     placement: str
+    member_id: str
 
 
 def _b64(data: bytes) -> str:
@@ -50,8 +52,8 @@ class TrackingSigner:
         mac.update(payload)
         return mac.digest()[:_SIG_BYTES]
 
-    def sign(self, request_id: str, offer_id: str, model_version: str, placement: str) -> str:
-        payload = "|".join((_VERSION, request_id, offer_id, model_version, placement)).encode()
+    def sign(self, request_id: str, offer_id: str, model_version: str, placement: str, member_id: str) -> str:
+        payload = "|".join((_VERSION, request_id, offer_id, model_version, placement, member_id)).encode()
         return f"{_b64(payload)}.{_b64(self._sig(payload))}"
 
     def verify(self, token: str) -> TrackingClaims:
@@ -64,8 +66,12 @@ class TrackingSigner:
         if not hmac.compare_digest(sig, self._sig(payload)):
             raise InvalidTrackingToken("tracking token signature does not match")
         parts = payload.decode("utf-8", errors="replace").split("|")
-        if len(parts) != 5 or parts[0] != _VERSION:
+        if len(parts) != 6 or parts[0] != _VERSION:
             raise InvalidTrackingToken("unsupported tracking token version")
         return TrackingClaims(
-            request_id=parts[1], offer_id=parts[2], model_version=parts[3], placement=parts[4]
+            request_id=parts[1],
+            offer_id=parts[2],
+            model_version=parts[3],
+            placement=parts[4],
+            member_id=parts[5],
         )

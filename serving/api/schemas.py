@@ -6,7 +6,7 @@ instead of a silently ignored option.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -15,6 +15,9 @@ from recsys.pipeline.messages import ACCEPTED_LOCALES, DEFAULT_LOCALE, SUPPORTED
 from recsys.schema import Cabin, EventType, OfferFamily, Placement
 
 MEMBER_ID_PATTERN = r"^[A-Za-z0-9_\-:.]{1,64}$"
+# No control characters (PostgreSQL cannot store NUL; SQLite could, so both refuse it alike).
+EVENT_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+TRIP_KEY_PATTERN = r"^(?:[A-Z0-9]{2}[0-9]{1,4}[A-Z]?|[A-Z]{3}-[A-Z]{3})\|[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 IATA_PATTERN = r"^[A-Z]{3}$"
 EXAMPLE_TIME = "2026-11-23T09:40:00+08:00"
 LOCALE_PATTERN = r"^([Ee][Nn]([-_]([Uu][Ss]|[Gg][Bb]))?|[Zz][Hh]([-_]([Hh][Aa][Nn][Ss]|[Cc][Nn]))?)$"
@@ -231,7 +234,12 @@ class RecommendationResponse(BaseModel):
 
 
 class EventIn(_Request):
-    event_id: str = Field(min_length=1, max_length=128, description="Client-generated id; retries reuse it.")
+    event_id: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=EVENT_ID_PATTERN,
+        description="Client-generated id (no control characters); retries reuse it.",
+    )
     event_type: EventType
     member_id: str = Field(pattern=MEMBER_ID_PATTERN)
     offer_id: str = Field(min_length=1, max_length=64)
@@ -239,8 +247,24 @@ class EventIn(_Request):
     event_time: AwareDatetime = Field(description="When it happened on the device (ISO-8601 with offset).")
     tracking_token: str | None = Field(default=None, max_length=512, description="From the recommendation.")
     trip_key: str | None = Field(
-        default=None, max_length=128, description="The trip a purchase was for (`flight_number|YYYY-MM-DD`)."
+        default=None,
+        max_length=128,
+        pattern=TRIP_KEY_PATTERN,
+        description="The trip the event is about: `flight_number|YYYY-MM-DD` (local departure date), or "
+        "`ORIGIN-DESTINATION|YYYY-MM-DD` when there is no flight number. Required for purchases of "
+        "trip-bound offers (upgrades, seats, bags, meals, lounge...): a purchase is remembered for that "
+        "trip only.",
     )
+
+    @field_validator("trip_key")
+    @classmethod
+    def _real_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                date.fromisoformat(value.rsplit("|", 1)[1])
+            except ValueError as exc:
+                raise ValueError(f"{value!r} does not end in a real date (YYYY-MM-DD)") from exc
+        return value
 
 
 class EventBatchIn(_Request):

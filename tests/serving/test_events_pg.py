@@ -35,6 +35,7 @@ def test_retried_batch_counts_once_in_postgresql(
                     "placement": "post_booking",
                     "event_time": datetime.now(UTC).isoformat(),
                     "tracking_token": offer["tracking_token"],
+                    "trip_key": "CA1405|" + rec_body(member)["trip"]["departure_time"][:10],
                 }
                 for t in ("impression", "click", "purchase")
             ]

@@ -2,32 +2,55 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from serving.api.deps import ModelDep, ServicesDep, require_json
 from serving.api.schemas import ErrorResponse, EventBatchIn, EventBatchOut
-from serving.events import TimeWindow, ingest
+from serving.events import TimeWindow, check_batch_size, ingest
 
 router = APIRouter(tags=["events"])
+
+
+async def batch_size_first(request: Request, services: ServicesDep) -> None:
+    """413 for a batch with too many items, counted on the decoded JSON before any item is validated:
+    validating a few hundred thousand junk items (and listing their errors) would hold the event loop for
+    seconds. FastAPI solves dependencies before it validates the body, and the JSON is decoded once (cached
+    on the request)."""
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return  # the body validation names the syntax error
+    if isinstance(data, dict):
+        events = data.get("events")
+        if isinstance(events, list):
+            check_batch_size(len(events), services.settings.events_max_batch)
 
 
 @router.post(
     "/v1/events",
     response_model=EventBatchOut,
     responses={
-        413: {"model": ErrorResponse, "description": "Batch larger than the configured maximum (`events`)."},
+        413: {
+            "model": ErrorResponse,
+            "description": "Body larger than the configured byte limit, or more events than the configured "
+            "batch maximum (`events`); refused before any event is validated.",
+        },
         415: {"model": ErrorResponse, "description": "Body is not JSON."},
         422: {
             "model": ErrorResponse,
-            "description": "Invalid event, e.g. unknown offer (`events[3].offer_id`), `event_time` "
-            "further ahead than the allowed clock skew or older than the maximum age "
-            "(`events[0].event_time`); nothing of the batch is stored.",
+            "description": "Invalid batch. A batch is all-or-nothing: every bad event found (up to 20) "
+            "is named by index and field in `error.fields` (e.g. unknown offer `events[3].offer_id`, "
+            "`event_time` beyond the allowed clock skew or older than the maximum age, a tracking token "
+            "issued for another member, offer or placement, an `event_id` repeated with different content, "
+            "a purchase of a flight-bound offer without `trip_key`, malformed JSON with its line and "
+            "column), and nothing of the batch is stored, on every event-log backend.",
         },
         503: {"model": ErrorResponse, "description": "No model (offer catalogue) loaded yet."},
     },
-    dependencies=[Depends(require_json)],
+    dependencies=[Depends(require_json), Depends(batch_size_first)],
     summary="Impressions, clicks, purchases and dismissals from the app (idempotent on event_id)",
 )
 def post_events(body: EventBatchIn, services: ServicesDep, model: ModelDep) -> EventBatchOut:
