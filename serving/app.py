@@ -20,6 +20,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from recsys.events import EventLog
+from recsys.requestlog.store import RequestLog, SqlRequestLog
+from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
 from serving.api.routes import admin, events, members, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
@@ -84,6 +86,16 @@ def default_pipeline_factory(bundle: Any, member_store: Any, cap_enforcer: Any) 
     return OfferPipeline(bundle, member_store, cap_enforcer=cap_enforcer, network=load_network())
 
 
+def build_request_writer(settings: Settings, log: RequestLog, metrics: Metrics) -> RequestWriter:
+    return BatchingRequestWriter(
+        log,
+        batch_size=settings.request_log_batch_size,
+        flush_interval_s=settings.request_log_flush_interval_s,
+        max_queue=max(settings.request_log_max_queue, settings.request_log_batch_size),
+        observer=metrics,
+    )
+
+
 def catalogue_index(bundle: Any) -> dict[str, Any]:
     """offer id -> catalogue offer (family, category, exempt...) of a bundle."""
     from recsys.pipeline.catalogue import Catalogue
@@ -144,6 +156,7 @@ def create_app(
     member_store: Any | None = None,
     cap_enforcer: Any | None = None,
     event_log: EventLog | None = None,
+    request_log: RequestLog | None = None,
     airports: frozenset[str] | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
@@ -151,7 +164,8 @@ def create_app(
 
     ``bundle_loader``/``version_resolver`` replace the MLflow registry (loader: ``() -> (bundle, info)``
     where ``info`` has ``name``, ``version``, ``alias``; resolver: ``() -> version | None``). Components
-    handed in are not closed by the app.
+    handed in are not closed by the app (the request writer built around a handed-in ``request_log`` is
+    drained at shutdown all the same).
     """
     settings = settings or Settings()
     metrics = Metrics()
@@ -164,6 +178,17 @@ def create_app(
         if log is None:
             log = EventLog(settings.database_url, schema=settings.database_schema)
             closers.append(log.close)
+        writer: RequestWriter | None = None
+        if settings.request_log_enabled:
+            rlog = request_log
+            if rlog is None:
+                rlog = SqlRequestLog(
+                    settings.request_log_url or settings.database_url,
+                    schema=settings.request_log_schema or settings.database_schema,
+                )
+                closers.append(rlog.close)
+            writer = build_request_writer(settings, rlog, metrics)
+            closers.append(writer.close)  # closers run in reverse: the writer drains before its log closes
         store = member_store
         if store is None:
             store = build_member_store(settings)
@@ -211,6 +236,7 @@ def create_app(
             metrics=metrics,
             clock=clock or (lambda: datetime.now(UTC)),
             redis=redis,
+            request_writer=writer,
             closers=closers,
         )
         app.state.services = services
@@ -221,7 +247,7 @@ def create_app(
         outcome = await holder.reload(force=True)
         if outcome.status == "failed":
             logger.error("no model loaded at start-up (%s); /readyz is 503 until one loads", outcome.error)
-        metrics.sync(holder, enforcer)
+        metrics.sync(holder, enforcer, writer)
         tasks: list[asyncio.Task[None]] = []
         if settings.reload_interval_s > 0:
             tasks.append(
@@ -229,7 +255,9 @@ def create_app(
             )
         if metrics.multiprocess:
             # Scrapes answered by another worker read this worker's model and cap-store state from its files.
-            tasks.append(asyncio.create_task(metrics.sync_forever(holder, enforcer), name="metrics-sync"))
+            tasks.append(
+                asyncio.create_task(metrics.sync_forever(holder, enforcer, writer), name="metrics-sync")
+            )
         try:
             yield
         finally:

@@ -34,6 +34,41 @@ class Settings(BaseSettings):
         description="Event log (SQLAlchemy URL): SQLite file by default, postgresql+psycopg://... in prod.",
     )
     database_schema: str | None = Field(default=None, description="PostgreSQL schema of the event log.")
+    request_log_enabled: bool = Field(
+        default=True,
+        description="Log every recommend decision (candidates, slate, propensities) in the request log.",
+    )
+    request_log_url: str | None = Field(
+        default=None, description="Request log (SQLAlchemy URL); unset = the event log's database."
+    )
+    request_log_schema: str | None = Field(
+        default=None, description="PostgreSQL schema of the request log; unset = the event log's schema."
+    )
+    request_log_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Records written per transaction by the background writer."
+    )
+    request_log_flush_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Longest a record waits in memory before it is written (what a crash can lose).",
+    )
+    request_log_max_queue: int = Field(
+        default=50_000,
+        ge=1,
+        description="Records held in memory while the database is slow or down; beyond it they are dropped "
+        "(recsys_request_log_dropped_total).",
+    )
+    exploration_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of recommend requests whose slate is drawn uniformly at random from the "
+        "candidates (logged with its propensities, for unbiased offline evaluation); 0 disables.",
+    )
+    exploration_seed: int | None = Field(
+        default=None, description="Seed of the exploration draws (tests); unset = seeded from the OS."
+    )
 
     # --- models ----------------------------------------------------------------------------------------
     mlflow_tracking_uri: str = Field(default="sqlite:///var/mlflow.db")
@@ -116,7 +151,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         return value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "request_log_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -159,6 +159,27 @@ class Metrics:
             ("reason",),
             registry=r,
         )
+        self.request_log_written = Counter(
+            "recsys_request_log_written_total", "Request records committed to the request log", registry=r
+        )
+        self.request_log_dropped = Counter(
+            "recsys_request_log_dropped_total",
+            "Request records lost, by reason (queue_full, write_failed, closed, invalid)",
+            ("reason",),
+            registry=r,
+        )
+        self.request_log_lag = Histogram(
+            "recsys_request_log_write_lag_seconds",
+            "Seconds from a recommend answer to its record's commit (oldest record of each batch)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.request_log_pending = Gauge(
+            "recsys_request_log_pending",
+            "Request records waiting in memory to be written (summed over live workers)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.start_time.set(time.time())
         # This worker's degraded answers by mode, readable in-process (bench/profile_recommend.py).
         self.cap_degraded: Tally[str] = Tally()
@@ -196,10 +217,21 @@ class Metrics:
             self.events.labels(event_type, "accepted").inc(n)
         self.events.labels("any", "duplicate").inc(duplicates)
 
+    # The request log writer's observer (called from its thread; prometheus_client is thread-safe).
+    def written(self, n: int, lag_s: float) -> None:
+        self.request_log_written.inc(n)
+        self.request_log_lag.observe(lag_s)
+
+    def dropped(self, n: int, reason: str) -> None:
+        self.request_log_dropped.labels(reason).inc(n)
+
     # ---------------------------------------------------------------------------- state of other parts
 
-    def sync(self, holder: Any, enforcer: Any | None) -> None:
-        """Copy the model holder's and the cap enforcer's state of this worker into the metrics."""
+    def sync(self, holder: Any, enforcer: Any | None, request_writer: Any | None = None) -> None:
+        """Copy the model holder's, the cap enforcer's and the request writer's state of this worker into
+        the metrics."""
+        if request_writer is not None:
+            self.request_log_pending.set(float(request_writer.pending))
         model = holder.current
         self.model_loaded.set(1.0 if model is not None else 0.0)
         if model is not None and str(model.version).isdigit():
@@ -222,12 +254,14 @@ class Metrics:
                 self.cap_suppressions.labels(reason).inc(n - done)
                 self._synced_cap_counts[reason] = n
 
-    async def sync_forever(self, holder: Any, enforcer: Any | None, interval_s: float = 1.0) -> None:
+    async def sync_forever(
+        self, holder: Any, enforcer: Any | None, request_writer: Any | None = None, interval_s: float = 1.0
+    ) -> None:
         """With several workers: keep this worker's copied state fresh for scrapes other workers answer."""
         while True:
             await asyncio.sleep(interval_s)
             try:
-                self.sync(holder, enforcer)
+                self.sync(holder, enforcer, request_writer)
             except Exception:
                 logger.exception("metrics sync failed")
 

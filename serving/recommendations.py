@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from recsys.pipeline import RecommendRequest, RecommendResult, TripContext
+from recsys.requestlog import PolicyRef, RequestRecord, ShownOffer, TripSnapshot
 from serving.api.schemas import RecommendationRequest, TripIn
 from serving.errors import ApiError
 from serving.model_holder import ServedModel
@@ -113,3 +114,41 @@ def to_response(
         "offers": offers,
         "suppressed": suppressed,
     }
+
+
+def to_record(
+    *,
+    request_id: str,
+    domain: RecommendRequest,
+    model: ServedModel,
+    result: RecommendResult,
+    experiment: str | None = None,
+    variant: str | None = None,
+) -> RequestRecord:
+    """The request log's record of this decision: context, candidate set, shown slate with propensities."""
+    trip = domain.trip
+    snapshot = (
+        TripSnapshot(
+            flight_number=trip.flight_number,
+            origin=trip.origin,
+            destination=trip.destination,
+            cabin=trip.cabin,
+            fare_class=trip.fare_class,
+            departure_time=trip.departure_time,
+        )
+        if trip is not None
+        else TripSnapshot()
+    )
+    return RequestRecord(
+        request_id=request_id,
+        member_id=domain.member_id,
+        request_time=domain.now,
+        placement=domain.placement,
+        trip=snapshot,
+        candidates=result.candidates,
+        shown=tuple(ShownOffer(o.offer_id, slot, o.propensity) for slot, o in enumerate(result.offers)),
+        policy=PolicyRef(model.name, str(model.version)),
+        exploration=result.explored,
+        experiment=experiment,
+        variant=variant,
+    )

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from recsys.events import EventLog
+from recsys.requestlog.writer import RequestWriter
 from serving.config import Settings
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder
@@ -26,4 +27,5 @@ class Services:
     metrics: Metrics
     clock: Callable[[], datetime]
     redis: Any | None = None  # a client used only for readiness pings
+    request_writer: RequestWriter | None = None  # None: the request log is off
     closers: list[Callable[[], Any]] = field(default_factory=list)

@@ -312,6 +312,7 @@ class OfferPipeline:
 
         # -- frequency caps ------------------------------------------------------------------------------
         cap_degraded: str | None = None
+        cap_blocked: set[str] = set()
         if self.cap_enforcer is not None and self._cap_candidates is not None and ranked:
             cap_member = self._cap_member_cls(member_id, tier=member.tier, time_zone=member.time_zone)
             decision = yield _CapSelect(
@@ -324,6 +325,7 @@ class OfferPipeline:
             cap_degraded = decision.degraded
             for s in decision.suppressed:
                 suppressed.append(SuppressedCandidate(s.offer_id, Stage.CAPS, s.reason, s.detail))
+                cap_blocked.add(s.offer_id)
             pos_of = {offer_ids[p]: p for p in ranked}
             selected = [pos_of[o] for o in decision.selected if o in pos_of]
             seen = set(decision.selected) | {s.offer_id for s in decision.suppressed}
@@ -337,6 +339,9 @@ class OfferPipeline:
                 )
             )
         t = _lap(timings, "caps", t)
+        candidate_ids = (
+            tuple(o for o in offer_ids if o not in cap_blocked) if cap_blocked else tuple(offer_ids)
+        )
 
         # -- top k: explain ------------------------------------------------------------------------------
         ectx = ExplainContext(trip=trip, now=now, city=self.city, locale=request.locale)
@@ -361,7 +366,9 @@ class OfferPipeline:
             )
         _lap(timings, "explain", t)
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return RecommendResult(out, suppressed, cap_degraded, cold_start, timings, store_degraded)
+        return RecommendResult(
+            out, suppressed, cap_degraded, cold_start, timings, store_degraded, candidates=candidate_ids
+        )
 
     def _scoring(self, member_id: str, record: Any, profile: Mapping[str, Any] | None) -> Any:
         """The member's scoring view: from the embedding the member store holds when it was published for

@@ -187,6 +187,9 @@ class RankedOffer:
     rank: int
     expires_at: datetime
     reasons: list[str]
+    # Probability that this request's policy showed this offer (its inclusion probability in the slate,
+    # over the explore/exploit mixture; see ``OfferPipeline``): what off-policy evaluation divides by.
+    propensity: float = 1.0
 
 
 @dataclass
@@ -213,6 +216,9 @@ class RecommendResult:
     cold_start: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
     store_degraded: str | None = None  # the member store failed: the member was served as unknown
+    # The candidate set the slate was chosen from (after eligibility and caps), for the request log.
+    candidates: tuple[str, ...] = ()
+    explored: bool = False  # the slate was drawn uniformly at random (exploration share)
 
 
 class Stage:

@@ -8,12 +8,19 @@ from recsys.requestlog.record import (
     TripSnapshot,
     check_slate,
 )
+from recsys.requestlog.store import RequestLog, SqlRequestLog
+from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter, WriterObserver
 
 __all__ = [
+    "BatchingRequestWriter",
     "InvalidRequestRecord",
     "PolicyRef",
+    "RequestLog",
     "RequestRecord",
+    "RequestWriter",
     "ShownOffer",
+    "SqlRequestLog",
     "TripSnapshot",
+    "WriterObserver",
     "check_slate",
 ]

@@ -81,7 +81,7 @@ async def readyz(services: ServicesDep) -> Response:
     },
 )
 async def metrics(services: ServicesDep) -> Response:
-    services.metrics.sync(services.holder, services.cap_enforcer)
+    services.metrics.sync(services.holder, services.cap_enforcer, services.request_writer)
     return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
 

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from serving.api.deps import current_model, internal_caller, require_json
 from serving.api.schemas import ErrorResponse, RecommendationRequest, RecommendationResponse
-from serving.recommendations import check_airports, new_request_id, to_domain, to_response
+from serving.recommendations import check_airports, new_request_id, to_domain, to_record, to_response
 from serving.responses import OrjsonResponse
 
 router = APIRouter(tags=["recommendations"])
@@ -58,8 +58,12 @@ async def recommend(body: RecommendationRequest, request: Request) -> Response:
         metrics.cold_start.inc()
     if result.cap_degraded:
         metrics.record_cap_degraded(str(result.cap_degraded).split(":", 1)[0])
+    request_id = new_request_id()
+    writer = services.request_writer
+    if writer is not None:  # queued for the background writer: no I/O on the request path
+        writer.submit(to_record(request_id=request_id, domain=domain, model=model, result=result))
     payload = to_response(
-        request_id=new_request_id(),
+        request_id=request_id,
         body=body,
         model=model,
         result=result,

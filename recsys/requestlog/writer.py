@@ -1,0 +1,202 @@
+"""Writes request records off the request path: a bounded in-memory queue drained in batches by one thread.
+
+The recommend route only validates the record and appends it to the queue (microseconds, no I/O); a
+background thread commits what is queued every ``flush_interval_s`` or as soon as ``batch_size`` records
+wait, in one transaction per batch. :meth:`BatchingRequestWriter.close` (the service's shutdown) drains the
+queue before it returns.
+
+What can be lost — records are in memory until their batch commits:
+
+- the process dies (SIGKILL, OOM, power loss): the queued records, at most ``max_queue`` and normally what
+  arrived in the last ``flush_interval_s`` (plus the batch being written) — the responses were sent, the
+  decisions are not logged. A clean shutdown (SIGTERM, the lifespan's end) loses nothing;
+- the database is down or slow: each batch is retried (``retries`` times, with back-off) while new records
+  queue up; when the queue is full new records are dropped and counted, and a batch that still fails after
+  its retries is dropped and counted. The service never waits for the database.
+
+The observer (:class:`WriterObserver`) sees every committed batch (with the age of its oldest record: the
+write lag) and every dropped record, so the service can export them as metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from recsys.requestlog.record import InvalidRequestRecord, RequestRecord
+from recsys.requestlog.store import RequestLog
+
+logger = logging.getLogger(__name__)
+
+DROP_QUEUE_FULL = "queue_full"
+DROP_WRITE_FAILED = "write_failed"
+DROP_CLOSED = "closed"
+DROP_INVALID = "invalid"
+
+
+class WriterObserver(Protocol):
+    """Told about batches written and records dropped (the service turns them into metrics)."""
+
+    def written(self, n: int, lag_s: float) -> None:
+        """``n`` records committed; ``lag_s``: seconds the oldest of them waited since it was submitted."""
+        ...
+
+    def dropped(self, n: int, reason: str) -> None:
+        """``n`` records lost (``queue_full``, ``write_failed``, ``closed``, ``invalid``)."""
+        ...
+
+
+class RequestWriter(Protocol):
+    """What the service hands a record to."""
+
+    def submit(self, record: RequestRecord) -> bool:
+        """Queue one record; False when it was dropped (invalid, queue full, closing). Never blocks on I/O,
+        never raises."""
+        ...
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything submitted so far is written (or dropped); False on timeout."""
+        ...
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Write what is queued, then stop."""
+        ...
+
+
+class _NullObserver:
+    def written(self, n: int, lag_s: float) -> None:
+        pass
+
+    def dropped(self, n: int, reason: str) -> None:
+        pass
+
+
+class BatchingRequestWriter:
+    """:class:`RequestWriter` that batches appends to a :class:`RequestLog` on a daemon thread."""
+
+    def __init__(
+        self,
+        log: RequestLog,
+        *,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.5,
+        max_queue: int = 50_000,
+        retries: int = 3,
+        retry_backoff_s: float = 0.5,
+        observer: WriterObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch_size < 1 or max_queue < batch_size:
+            raise ValueError(f"need 1 <= batch_size <= max_queue, got {batch_size}, {max_queue}")
+        if flush_interval_s <= 0:
+            raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
+        self.log = log
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_queue = max_queue
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.observer: WriterObserver = observer or _NullObserver()
+        self._clock = clock
+        # (submitted at, record); appended under the lock (counters, wake-ups), popped by the thread alone.
+        self._queue: deque[tuple[float, RequestRecord]] = deque()
+        self._cond = threading.Condition()
+        self._submitted = 0
+        self._done = 0  # written or dropped after being queued
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet written."""
+        return len(self._queue)
+
+    def submit(self, record: RequestRecord) -> bool:
+        try:
+            record.validate()  # a bad record is dropped here (and logged), never allowed to poison a batch
+        except InvalidRequestRecord:
+            logger.exception("request log: invalid record dropped")
+            self.observer.dropped(1, DROP_INVALID)
+            return False
+        with self._cond:
+            if self._closing:
+                reason = DROP_CLOSED
+            elif len(self._queue) >= self.max_queue:
+                reason = DROP_QUEUE_FULL
+            else:
+                self._queue.append((self._clock(), record))
+                self._submitted += 1
+                if len(self._queue) >= self.batch_size:
+                    self._cond.notify()
+                return True
+        self.observer.dropped(1, reason)
+        return False
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            target = self._submitted
+            self._cond.notify()
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(left, 0.05))
+                self._cond.notify()
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.error(
+                "request log writer did not finish within %.0fs; %d records lost", timeout_s, self.pending
+            )
+
+    # ------------------------------------------------------------------------------------------ thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._closing and len(self._queue) < self.batch_size:
+                    self._cond.wait(self.flush_interval_s)
+                closing = self._closing
+            while self._queue:
+                batch: list[tuple[float, RequestRecord]] = []
+                while self._queue and len(batch) < self.batch_size:
+                    batch.append(self._queue.popleft())
+                self._write(batch)
+                if not closing and len(self._queue) < self.batch_size:
+                    break
+            if closing and not self._queue:
+                return
+
+    def _write(self, batch: list[tuple[float, RequestRecord]]) -> None:
+        records = [r for _, r in batch]
+        attempt = 0
+        while True:
+            try:
+                self.log.append(records)
+            except Exception as exc:  # database down or slow: retry, then drop (the service never waits)
+                attempt += 1
+                if attempt > self.retries:
+                    logger.error(
+                        "request log: dropped a batch of %d after %d tries: %s", len(records), attempt, exc
+                    )
+                    self.observer.dropped(len(records), DROP_WRITE_FAILED)
+                    break
+                logger.warning("request log: write failed (%s); retry %d/%d", exc, attempt, self.retries)
+                time.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+            else:
+                self.observer.written(len(records), self._clock() - batch[0][0])
+                break
+        with self._cond:
+            self._done += len(records)
+            self._cond.notify_all()
