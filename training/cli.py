@@ -13,6 +13,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import typer
 
 from training.commands import data as data_commands
+from training.commands import experiments as experiments_commands
 from training.commands import members as members_commands
 from training.commands import models as models_commands
 from training.commands import segment as segment_commands
@@ -25,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_commands.app, name="data")
+app.add_typer(experiments_commands.app, name="experiments")
 
 train_commands.register(app)  # train, evaluate
 models_commands.register(app)  # models list|promote
