@@ -524,7 +524,10 @@ MEMBER_AGGREGATES = TableSpec(
 TABLES: dict[str, TableSpec] = {
     t.name: t for t in (MEMBERS, FLIGHTS, ANCILLARIES, REDEMPTIONS, OFFERS, INTERACTIONS)
 }
-OPTIONAL_TABLES: dict[str, TableSpec] = {MEMBER_AGGREGATES.name: MEMBER_AGGREGATES}
+OPTIONAL_TABLES: dict[str, TableSpec] = {
+    MEMBER_AGGREGATES.name: MEMBER_AGGREGATES,
+    REQUESTS.name: REQUESTS,
+}
 ALL_TABLES: dict[str, TableSpec] = {**TABLES, **OPTIONAL_TABLES}
 
 # Which columns may be null (empty string / NaN / None) per table; every other column is required.
@@ -536,6 +539,20 @@ NULLABLE: dict[str, frozenset[str]] = {
     OFFERS.name: frozenset({Col.TARGET_CABIN, Col.DESTINATION, Col.REGION, Col.MEAL, Col.VALID_TO}),
     INTERACTIONS.name: frozenset({Col.FLIGHT_ID, Col.REQUEST_ID}),
     MEMBER_AGGREGATES.name: frozenset(),
+    # home-screen requests have no trip; experiments are optional
+    REQUESTS.name: frozenset(
+        {
+            Col.FLIGHT_ID,
+            Col.FLIGHT_NUMBER,
+            Col.ORIGIN,
+            Col.DESTINATION,
+            Col.CABIN,
+            Col.FARE_CLASS,
+            Col.DEPARTURE_TIME,
+            Col.EXPERIMENT,
+            Col.VARIANT,
+        }
+    ),
 }
 
 # ----------------------------------------------------------------------------------------------------------

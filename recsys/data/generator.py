@@ -52,6 +52,7 @@ from recsys.data.network import (
 )
 from recsys.data.world import acceptance as acc
 from recsys.data.world.catalogue import award_miles, build_catalogue
+from recsys.requestlog.propensity import pair_inclusion
 from recsys.schema import (
     ANCILLARIES,
     CABIN_ORDER,
@@ -62,6 +63,7 @@ from recsys.schema import (
     MEMBERS,
     OFFERS,
     REDEMPTIONS,
+    REQUESTS,
     TIER_ORDER,
     TIER_RULES,
     Cabin,
@@ -80,6 +82,16 @@ GENERATOR = "recsys.data.generator"
 GENERATOR_VERSION = 1
 AS_OF = datetime(2026, 6, 30)  # last day of history; the world ends at AS_OF + 1 day 00:00
 HISTORY_YEARS = 3
+LEGACY_POLICY = "legacy"  # the requests table's policy name for the world's logging policy
+TRUTH_REQUESTS = "request_context"  # truth/request_context/: each request's hidden trip purpose
+REQUEST_TRIP_COLUMNS = (
+    Col.FLIGHT_ID,
+    Col.FLIGHT_NUMBER,
+    Col.ORIGIN,
+    Col.DESTINATION,
+    Col.CABIN,
+    Col.FARE_CLASS,
+)
 OFFER_LOG_DAYS = 365  # the offer programme's log covers the last 12 months
 CHUNK_MEMBERS = 25_000
 
@@ -238,6 +250,8 @@ def generate_world(
                 for name, df in tables.items():
                     if name == "truth":
                         writer.write_extra(f"{TRUTH_DIR}/member_traits/part-{k:05d}.parquet", df)
+                    elif name == TRUTH_REQUESTS:
+                        writer.write_extra(f"{TRUTH_DIR}/{TRUTH_REQUESTS}/part-{k:05d}.parquet", df)
                     else:
                         writer.append_part(name, df)
                 bar.update(size)
@@ -881,6 +895,9 @@ class _World:
         shown_r: list[np.ndarray] = []
         shown_o: list[np.ndarray] = []
         shown_pos: list[np.ndarray] = []
+        shown_p: list[np.ndarray] = []
+        cand_r: list[np.ndarray] = []
+        cand_o: list[np.ndarray] = []
         block = 50_000
         k_per_place = np.array([_PLACEMENT_PLAN[Placement(p)][1] for p in _PLACEMENTS])
         for s in range(0, nr, block):
@@ -889,15 +906,23 @@ class _World:
             logw = np.where(e, self.log_popularity[None, :], -np.inf)
             top = _gumbel_topk(rng, logw, 3)
             ok = np.take_along_axis(e, top, axis=1)
-            ok &= np.arange(top.shape[1])[None, :] < k_per_place[sub["place"]][:, None]
+            k_sub = k_per_place[sub["place"]]
+            ok &= np.arange(top.shape[1])[None, :] < k_sub[:, None]
             r_idx, pos = np.nonzero(ok)
             shown_r.append(r_idx + s)
             shown_o.append(top[r_idx, pos])
             shown_pos.append(pos)
+            # the candidate set (row-major: grouped by request, catalogue order) and the exact inclusion
+            # probability of each shown offer under this draw (the first k of a draw without replacement)
+            c_r, c_o = np.nonzero(e)
+            cand_r.append(c_r + s)
+            cand_o.append(c_o)
+            shown_p.append(self._inclusion(e, c_r, c_o, k_sub, r_idx, top[r_idx, pos]))
         empty = [np.zeros(0, dtype=np.int64)]
         imp_r = np.concatenate(shown_r or empty)
         imp_o = np.concatenate(shown_o or empty)
         imp_pos = np.concatenate(shown_pos or empty)
+        imp_p = np.concatenate(shown_p or [np.zeros(0)])
         imp_member = req["member"][imp_r]
         imp_time = req["time"][imp_r]
         # prior exposures of the same offer to the same member
@@ -949,7 +974,26 @@ class _World:
             "dismiss": dismiss,
             "prior": prior,
             "flight": f,
+            "propensity": imp_p,
+            "cand_r": np.concatenate(cand_r or empty),
+            "cand_o": np.concatenate(cand_o or empty),
         }
+
+    def _inclusion(
+        self,
+        e: np.ndarray,
+        c_r: np.ndarray,
+        c_o: np.ndarray,
+        k: np.ndarray,
+        shown_r: np.ndarray,
+        shown_o: np.ndarray,
+    ) -> np.ndarray:
+        """Inclusion probability of each shown (row, offer) of a block: Plackett-Luce in closed form over the
+        popularity weights of the row's candidates."""
+        incl = pair_inclusion(c_r, self.popularity[c_o], k)
+        # each shown offer's place among its request's candidates (both in catalogue order)
+        key = c_r.astype(np.int64) * e.shape[1] + c_o
+        return np.asarray(incl[np.searchsorted(key, shown_r.astype(np.int64) * e.shape[1] + shown_o)])
 
     def _affordable(
         self,
@@ -1115,6 +1159,7 @@ class _World:
                 Col.EVENT_TIME: _timestamps(evt),
             }
         )
+        requests, request_truth = self._request_tables(m, fl, log, req_ids, flight_id_np)
         # ancillaries: organic + purchased through offers (upsell and ancillary families)
         buy = np.flatnonzero(
             log["buy"] & (self.o_family[log["imp_o"]] != OfferFamily.REDEMPTION.value) & (log["flight"] >= 0)
@@ -1188,8 +1233,84 @@ class _World:
             INTERACTIONS.name: _conform(interactions, INTERACTIONS),
             ANCILLARIES.name: _conform(ancillaries, ANCILLARIES),
             REDEMPTIONS.name: _conform(redemptions, REDEMPTIONS),
+            REQUESTS.name: _conform(requests, REQUESTS),
             "truth": truth,
+            TRUTH_REQUESTS: request_truth,
         }
+
+    def _request_tables(
+        self,
+        m: dict[str, Any],
+        fl: dict[str, Any],
+        log: dict[str, Any],
+        req_ids: np.ndarray,
+        flight_id_np: np.ndarray,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The ``requests`` table (one row per request: context, candidates, shown slate, propensities) and
+        its hidden trip context (the trip's purpose) for the evaluation's true values."""
+        req = log["req"]
+        nr = len(req["member"])
+        f = req["flight"]
+        has_trip = f >= 0
+        fs = np.maximum(f, 0)
+        bounds = np.arange(nr + 1)
+
+        def lists(rows: np.ndarray, values: pa.Array) -> pd.Series:
+            offsets = pa.array(np.searchsorted(rows, bounds, side="left").astype(np.int32))
+            return pd.Series(pa.ListArray.from_arrays(offsets, values).to_pandas(), dtype=object)
+
+        offer_ids = pa.array(self.o_ids.astype(str))
+        if len(fl["member"]):
+            route_num = 1001 + 2 * fl["route"] + fl["slot"]
+            flight_numbers = np.asarray(_ids("CA", route_num, 4).to_pylist(), dtype=object)
+            cabins = np.array(_CABINS, dtype=object)[fl["cabin"]]
+            fare_classes = np.array(_FARE_CLASS_LIST, dtype=object)[fl["fc"]]
+            origin, dest = self.iata[fl["origin"]], self.iata[fl["dest"]]
+            trip = {
+                Col.FLIGHT_ID: _take_or_none(flight_id_np, f),
+                Col.FLIGHT_NUMBER: _take_or_none(flight_numbers, f),
+                Col.ORIGIN: _take_or_none(origin, f),
+                Col.DESTINATION: _take_or_none(dest, f),
+                Col.CABIN: _take_or_none(cabins, f),
+                Col.FARE_CLASS: _take_or_none(fare_classes, f),
+            }
+            dep = _timestamps(fl["dep"][fs]).where(pd.Series(has_trip))
+            purpose = _where_none(has_trip, np.array(acc.PURPOSES, dtype=object)[fl["purpose"][fs]])
+            long_haul = has_trip & fl["long_haul"][fs]
+            premium = has_trip & (fl["cabin"][fs] >= 2)
+        else:
+            trip = {c: np.full(nr, None, dtype=object) for c in REQUEST_TRIP_COLUMNS}
+            dep = pd.Series(np.full(nr, np.datetime64("NaT"), dtype="datetime64[s]"))
+            purpose = np.full(nr, None, dtype=object)
+            long_haul = premium = np.zeros(nr, dtype=bool)
+        requests = pd.DataFrame(
+            {
+                Col.REQUEST_ID: pd.Series(req_ids),
+                Col.MEMBER_ID: pd.Series(m["ids"][req["member"]]),
+                Col.REQUEST_TIME: _timestamps(req["time"]),
+                Col.PLACEMENT: pd.Series(np.array(_PLACEMENTS, dtype=object)[req["place"]]),
+                **{c: pd.Series(v, dtype=object) for c, v in trip.items()},
+                Col.DEPARTURE_TIME: dep,
+                Col.CANDIDATES: lists(log["cand_r"], offer_ids.take(pa.array(log["cand_o"]))),
+                Col.SHOWN: lists(log["imp_r"], offer_ids.take(pa.array(log["imp_o"]))),
+                Col.PROPENSITIES: lists(log["imp_r"], pa.array(log["propensity"], type=pa.float64())),
+                Col.POLICY: LEGACY_POLICY,
+                Col.POLICY_VERSION: str(GENERATOR_VERSION),
+                Col.EXPLORATION: False,
+                # typed as text though empty: Parquet keeps a string column, not a null-typed one
+                Col.EXPERIMENT: pd.Series(np.full(nr, None, dtype=object), dtype="str"),
+                Col.VARIANT: pd.Series(np.full(nr, None, dtype=object), dtype="str"),
+            }
+        )
+        truth = pd.DataFrame(
+            {
+                Col.REQUEST_ID: pd.Series(req_ids),
+                "trip_purpose": pd.Series(purpose, dtype=object),
+                "long_haul": long_haul,
+                "premium": premium,
+            }
+        )
+        return requests, truth
 
     def _truth_frame(self, m: dict[str, Any], mid: np.ndarray) -> pd.DataFrame:
         fav = _where_none(m["cand_ok"][:, :3], self.iata[np.maximum(m["cand_dest"][:, :3], 0)])

@@ -83,6 +83,7 @@ TABLE_ORDER: tuple[str, ...] = (
     "ancillaries",
     "redemptions",
     "interactions",
+    "requests",
     "member_aggregates",
 )
 
@@ -98,6 +99,8 @@ REFERENCES: dict[tuple[str, str], tuple[str, str]] = {
     ("interactions", Col.OFFER_ID): ("offers", "offer"),
     ("interactions", Col.FLIGHT_ID): ("flights", "flight"),
     ("member_aggregates", Col.MEMBER_ID): ("members", "member"),
+    ("requests", Col.MEMBER_ID): ("members", "member"),
+    ("requests", Col.FLIGHT_ID): ("flights", "flight"),
 }
 # member_aggregates may stand alone: an aggregates-only dataset (the cleaned air-data file has no member
 # profile).
@@ -110,6 +113,7 @@ HISTORY_TIMES: dict[str, str] = {
     "ancillaries": Col.PURCHASE_TIME,
     "redemptions": Col.REDEEM_TIME,
     "interactions": Col.EVENT_TIME,
+    "requests": Col.REQUEST_TIME,
 }
 
 # ``flights.flight_date`` may be the local date of departure at the origin (an airline's own files) while
@@ -221,6 +225,13 @@ class Rules:
             "interactions": {
                 Col.PLACEMENT: (_values(Placement), "placement"),
                 Col.EVENT_TYPE: (_values(EventType), "event type"),
+            },
+            "requests": {
+                Col.PLACEMENT: (_values(Placement), "placement"),
+                Col.ORIGIN: airports,
+                Col.DESTINATION: airports,
+                Col.CABIN: (_values(Cabin), "cabin"),
+                Col.FARE_CLASS: (frozenset(FARE_CLASS_CABIN), "fare class"),
             },
         }
         return per_table.get(table, {})
@@ -561,8 +572,28 @@ def _coerce(s: pd.Series, ltype: str, null: np.ndarray) -> tuple[pd.Series, np.n
             ints = parsed.map(to_ints)
             bad |= ints.isna().to_numpy() & ~parsed.isna().to_numpy()
             parsed = ints
+        if ltype == "list[float]" and len(s):
+            floats = parsed.map(_to_floats)
+            bad |= floats.isna().to_numpy() & ~parsed.isna().to_numpy()
+            parsed = floats
         return parsed, bad
     raise ValueError(f"unknown logical type {ltype!r}")
+
+
+def _to_floats(items: list[Any] | None) -> list[float] | None:
+    """Numbers of a list cell; a missing item becomes NaN (the table's rules check it); text is malformed."""
+    if items is None:
+        return None
+    out: list[float] = []
+    for i in items:
+        if i is None or (isinstance(i, str) and not i.strip()):
+            out.append(float("nan"))
+            continue
+        try:
+            out.append(float(str(i).strip()) if isinstance(i, str) else float(i))
+        except (TypeError, ValueError):
+            return None
+    return out
 
 
 _TYPE_WORDS = {
@@ -573,6 +604,7 @@ _TYPE_WORDS = {
     "datetime": "malformed datetime (expected ISO 8601, e.g. 2024-03-01T08:30:00)",
     "list[str]": "malformed list (expected a|b|c or a JSON array)",
     "list[int]": "malformed list of integers (expected 1|2|3 or a JSON array)",
+    "list[float]": "malformed list of numbers (expected 0.5|0.25 or a JSON array)",
 }
 
 
@@ -846,9 +878,81 @@ def _check_consistency(
     if table == "offers" and both(Col.VALID_FROM, Col.VALID_TO):
         wrong = (df[Col.VALID_TO] < df[Col.VALID_FROM]).to_numpy(dtype=bool, na_value=False)
         add(Col.VALID_TO, INCONSISTENT, "valid_to {value} is before valid_from", wrong, df[Col.VALID_TO])
+    if table == "requests":
+        _check_slates(df, usable, add)
     if table == "member_aggregates" and both(Col.FFP_DATE, Col.LOAD_TIME):
         wrong = (df[Col.FFP_DATE] > df[Col.LOAD_TIME]).to_numpy(dtype=bool, na_value=False)
         add(Col.FFP_DATE, INCONSISTENT, "enrolment date {value} is after load_time", wrong, df[Col.FFP_DATE])
+
+
+def _check_slates(df: pd.DataFrame, usable: list[str], add: Callable[..., None]) -> None:
+    """The request log's invariants (``recsys.requestlog.check_slate``), vectorised: one propensity per shown
+    offer, each in (0, 1]; every shown offer is in the candidate set; no offer repeated."""
+
+    def cells(col: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row of each item, items) of a parsed list column; malformed cells count as empty."""
+        lists = df[col].map(lambda v: v if isinstance(v, list) else []).to_numpy(dtype=object)
+        lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(lists))
+        flat = [x for v in lists for x in v]
+        return np.repeat(np.arange(len(lists)), lengths), np.asarray(flat, dtype=object)
+
+    def first_per_row(rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.zeros(len(df), dtype=bool)
+        vals = np.empty(len(df), dtype=object)
+        uniq, first = np.unique(rows, return_index=True)
+        mask[uniq] = True
+        vals[uniq] = values[first]
+        return mask, vals
+
+    shown_rows = shown = None
+    if Col.SHOWN in usable:
+        shown_rows, shown = cells(Col.SHOWN)
+        keys = pd.Series(shown_rows.astype(str)) + "\x1f" + pd.Series(shown.astype(str))
+        dup = keys.duplicated().to_numpy()
+        if dup.any():
+            mask, vals = first_per_row(shown_rows[dup], shown[dup])
+            add(Col.SHOWN, INCONSISTENT, "offer {value} is shown twice in the same request", mask, vals)
+        if Col.CANDIDATES in usable:
+            cand_rows, cand = cells(Col.CANDIDATES)
+            cand_keys = pd.Series(cand_rows.astype(str)) + "\x1f" + pd.Series(cand.astype(str))
+            outside = ~isin(keys, pa.array(cand_keys.to_numpy(dtype=str)))
+            if outside.any():
+                mask, vals = first_per_row(shown_rows[outside], shown[outside])
+                add(
+                    Col.SHOWN,
+                    INCONSISTENT,
+                    "shown offer {value} is not in the request's candidate set",
+                    mask,
+                    vals,
+                )
+    if Col.PROPENSITIES in usable:
+        p_rows, p_items = cells(Col.PROPENSITIES)
+        p = p_items.astype(np.float64) if len(p_items) else np.zeros(0)
+        missing = np.isnan(p)
+        if missing.any():
+            mask, _ = first_per_row(p_rows[missing], p[missing])
+            add(Col.PROPENSITIES, MISSING_VALUE, "a shown offer has no propensity", mask)
+        with np.errstate(invalid="ignore"):
+            out = ~missing & ((p <= 0) | (p > 1))
+        if out.any():
+            mask, vals = first_per_row(p_rows[out], p[out])
+            add(
+                Col.PROPENSITIES,
+                OUT_OF_RANGE,
+                "propensity {value} is not a probability in (0, 1] (a shown offer had some chance)",
+                mask,
+                vals,
+            )
+        if shown_rows is not None:
+            n_shown = np.bincount(shown_rows, minlength=len(df))
+            n_p = np.bincount(p_rows, minlength=len(df))
+            wrong = n_shown != n_p
+            explain = np.empty(len(df), dtype=object)
+            explain[wrong] = [
+                _Raw(f"{a} propensities for {b} shown offers (one per shown offer, in slot order)")
+                for a, b in zip(n_p[wrong], n_shown[wrong], strict=True)
+            ]
+            add(Col.PROPENSITIES, INCONSISTENT, "{value}", wrong, explain)
 
 
 def _explain(mask: np.ndarray, text: str, *columns: pd.Series) -> np.ndarray:

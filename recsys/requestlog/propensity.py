@@ -80,3 +80,29 @@ def _slot3(w: np.ndarray, total: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
     pair_sum = q.sum(axis=(1, 2))
     involving = q.sum(axis=2) + q.sum(axis=1)  # pairs with j = i, pairs with l = i
     return np.asarray(w * (pair_sum[:, None] - involving))
+
+
+_SIZE_BINS = np.array([4, 8, 12, 16, 24, 32, 48, 64, 96])
+
+
+def pair_inclusion(rows: np.ndarray, weights: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """:func:`plackett_luce_inclusion` for candidate lists in long format: ``rows`` (non-decreasing request
+    index per candidate), ``weights`` per candidate, ``k`` per request. Requests are grouped by their number
+    of candidates so the padded pair sums stay small."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n_rows = len(k)
+    starts = np.searchsorted(rows, np.arange(n_rows + 1), side="left")
+    n_cand = np.diff(starts)
+    pos = np.arange(len(rows)) - starts[rows]
+    out = np.zeros(len(rows))
+    group = np.searchsorted(_SIZE_BINS, n_cand, side="right")
+    row_in_group = np.empty(n_rows, dtype=np.int64)
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        row_in_group[members] = np.arange(len(members))
+        sel = group[rows] == g
+        packed = np.zeros((len(members), max(int(n_cand[members].max()), 1)))
+        packed[row_in_group[rows[sel]], pos[sel]] = weights[sel]
+        incl = plackett_luce_inclusion(packed, np.clip(np.asarray(k)[members], 1, MAX_SLOTS))
+        out[sel] = incl[row_in_group[rows[sel]], pos[sel]]
+    return out

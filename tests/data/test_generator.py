@@ -438,3 +438,74 @@ def test_cli_generate_errors_and_success(tmp_path: Path) -> None:
     assert read_manifest(out)["seed"] == 1  # untouched
     res = runner.invoke(app, ["data", "generate", "--members", "x", "--out", str(out)])
     assert res.exit_code != 0
+
+
+# ---- the request log ---------------------------------------------------------------------------------------
+
+
+def test_requests_table_ties_every_impression_to_its_request_and_candidates(
+    world: Path, tables: dict[str, pd.DataFrame]
+) -> None:
+    from recsys.requestlog import check_slate
+    from recsys.schema import REQUESTS
+
+    req = read_table(world, REQUESTS.name)
+    assert list(req.columns) == list(REQUESTS.columns) and req[Col.REQUEST_ID].is_unique
+    assert set(req[Col.POLICY]) == {"legacy"} and not req[Col.EXPLORATION].any()
+    for row in req.head(3000).itertuples(index=False):
+        check_slate(list(row.candidates), list(row.shown), list(row.propensities), request_id=row.request_id)
+    # the shown slates are exactly the logged impressions, in slot order
+    imp = tables["interactions"]
+    imp = imp[imp[Col.EVENT_TYPE] == EventType.IMPRESSION.value]
+    shown = req[[Col.REQUEST_ID, Col.SHOWN]].explode(Col.SHOWN).dropna()
+    assert sorted(_key(imp)) == sorted(shown[Col.REQUEST_ID].astype(object) + "|" + shown[Col.SHOWN])
+    # the slate size is the placement's slot count, unless fewer offers were eligible
+    slots = {"booking": 3, "post_booking": 2, "check_in": 2, "in_trip": 1, "home": 2}
+    n_shown = req[Col.SHOWN].map(len)
+    want = np.minimum(req[Col.CANDIDATES].map(len), req[Col.PLACEMENT].map(slots))
+    assert (n_shown == want).all()
+    # trip requests carry their flight's context
+    flights = tables["flights"].set_index(Col.FLIGHT_ID)
+    trip = req[req[Col.FLIGHT_ID].notna()]
+    assert (trip[Col.CABIN].to_numpy() == flights.loc[trip[Col.FLIGHT_ID], Col.CABIN].to_numpy()).all()
+    assert req.loc[req[Col.PLACEMENT] == "home", Col.FLIGHT_ID].isna().all()
+
+
+def test_requests_record_the_exact_legacy_inclusion_probabilities(world: Path) -> None:
+    """Recomputed request by request by enumerating every ordered draw of the legacy popularity weights."""
+    import itertools
+    import json
+
+    from recsys.schema import REQUESTS
+
+    popularity = json.loads((world / TRUTH_DIR / "acceptance.json").read_text())["legacy_policy"][
+        "popularity"
+    ]
+    req = read_table(world, REQUESTS.name).head(4000)
+    slots = {"booking": 3, "post_booking": 2, "check_in": 2, "in_trip": 1, "home": 2}
+    for row in req.itertuples(index=False):
+        cand = list(row.candidates)
+        k = min(slots[row.placement], len(cand))
+        if not cand:
+            continue
+        w = {o: popularity[o] for o in cand}
+        incl = dict.fromkeys(cand, 0.0)
+        for seq in itertools.permutations(cand, k) if len(cand) <= 7 else ():
+            p, left = 1.0, sum(w.values())
+            for o in seq:
+                p *= w[o] / left
+                left -= w[o]
+            for o in seq:
+                incl[o] += p
+        if len(cand) <= 7:
+            np.testing.assert_allclose(list(row.propensities), [incl[o] for o in row.shown], rtol=1e-9)
+
+
+def test_truth_records_each_request_trip_purpose(world: Path) -> None:
+    from recsys.schema import REQUESTS
+
+    req = read_table(world, REQUESTS.name, columns=[Col.REQUEST_ID, Col.FLIGHT_ID])
+    ctx = pd.read_parquet(world / TRUTH_DIR / "request_context")
+    assert ctx[Col.REQUEST_ID].tolist() == req[Col.REQUEST_ID].tolist()
+    assert (ctx["trip_purpose"].notna() == req[Col.FLIGHT_ID].notna()).all()
+    assert set(ctx["trip_purpose"].dropna()) == {"business", "leisure", "family"}

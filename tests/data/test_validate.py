@@ -152,7 +152,7 @@ def test_generated_world_reimports_identically_from_parquet(small_world: Path, t
     out = tmp_path / "re"
     code, output = run("data", "import", small_world, "--out", out)
     assert code == 0, output
-    for table in TABLES:
+    for table in [*TABLES, "requests"]:
         pd.testing.assert_frame_equal(read_table(small_world, table), read_table(out, table))
     assert (out / "network" / "airports.parquet").is_file()
     assert not (out / "truth").exists()  # the hidden truth is never imported
@@ -172,7 +172,7 @@ def test_generated_world_exported_to_csv_reimports_with_the_same_values(
 ) -> None:
     src = tmp_path / "csv"
     src.mkdir()
-    for table in TABLES:
+    for table in [*TABLES, "requests"]:
         frame = read_table(small_world, table)
         for col, ltype in ALL_TABLES[table].columns.items():
             if ltype.startswith("list["):
@@ -183,7 +183,7 @@ def test_generated_world_exported_to_csv_reimports_with_the_same_values(
     out = tmp_path / "re"
     import_dataset(src, out)
     assert validate_dataset(out).ok
-    for table in TABLES:
+    for table in [*TABLES, "requests"]:
         original, again = read_table(small_world, table), read_table(out, table)
         for col, ltype in ALL_TABLES[table].columns.items():
             if ltype.startswith("list["):
@@ -338,3 +338,47 @@ def test_an_unreadable_as_of_is_reported_and_the_tables_are_still_checked(world_
         line.startswith("manifest.json, column as_of: as_of 'end of June' is not a date") for line in lines
     )
     assert "members.parquet row 1, column gender: unknown gender 'U' (allowed: F, M)" in lines
+
+
+def test_bad_request_logs_name_file_row_and_column(world_copy: Path) -> None:
+    part = "requests/part-00000.parquet"
+    frame = pd.read_parquet(world_copy / part)
+    with_two = np.flatnonzero(frame[Col.SHOWN].map(len).to_numpy() >= 2)[:6]
+    r = [int(i) for i in with_two]
+
+    def corrupt(f: pd.DataFrame) -> None:
+        props = f[Col.PROPENSITIES].map(list)
+        props[r[0]] = [0.0, *props[r[0]][1:]]
+        props[r[1]] = [1.5, *props[r[1]][1:]]
+        props[r[2]] = [None, *props[r[2]][1:]]
+        props[r[3]] = props[r[3]][:1]
+        f[Col.PROPENSITIES] = props
+        shown = f[Col.SHOWN].map(list)
+        shown[r[4]] = ["NOT-A-CANDIDATE", *shown[r[4]][1:]]
+        f[Col.SHOWN] = shown
+
+    rewrite(world_copy, part, corrupt)
+    lines = lines_of(validate_dataset(world_copy))
+    n3 = len(frame[Col.SHOWN].iloc[r[3]])
+    expected = {
+        f"{part} row {r[0] + 1}, column propensities: propensity 0 is not a probability in (0, 1] "
+        "(a shown offer had some chance)",
+        f"{part} row {r[1] + 1}, column propensities: propensity 1.5 is not a probability in (0, 1] "
+        "(a shown offer had some chance)",
+        f"{part} row {r[2] + 1}, column propensities: a shown offer has no propensity",
+        f"{part} row {r[3] + 1}, column propensities: 1 propensities for {n3} shown offers (one per shown "
+        "offer, in slot order)",
+        f"{part} row {r[4] + 1}, column shown: shown offer 'NOT-A-CANDIDATE' is not in the request's "
+        "candidate set",
+    }
+    assert expected <= lines, sorted(lines)
+    code, output = run("data", "validate", world_copy)
+    assert code != 0 and "not in the request's candidate set" in output
+
+
+def test_a_requests_table_without_its_propensities_column_is_reported(world_copy: Path) -> None:
+    rewrite(
+        world_copy, "requests/part-00000.parquet", lambda f: f.drop(columns=[Col.PROPENSITIES], inplace=True)
+    )
+    lines = lines_of(validate_dataset(world_copy))
+    assert any("missing column 'propensities'" in line for line in lines), sorted(lines)
