@@ -16,7 +16,7 @@ export RECSYS_DATA_DIR ?= $(WORLD)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(abspath $(VAR))/mlflow.db
 export RECSYS_MLFLOW_TRACKING_URI ?= $(MLFLOW_TRACKING_URI)
 
-.PHONY: run test venv lint typecheck world champion clean bench-data bench-train bench-serve
+.PHONY: run test venv lint typecheck world champion clean bench-data bench-train bench-serve browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,16 @@ run: world champion
 	$(BIN)/recsys data describe $(WORLD)
 	$(BIN)/python -m serving
 
-test: $(STAMP)
+# The end-to-end page tests drive Debian's chromium through Playwright (never `playwright install`: it
+# downloads a browser from outside the package registries).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@test -x $(CHROMIUM) || $(SUDO) apt-get install -y -q chromium || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
