@@ -219,6 +219,21 @@ def get_version(tracking_uri: str, model_name: str, alias: str) -> ModelVersionI
     return _info(mv, alias)
 
 
+def version_info(tracking_uri: str, model_name: str, version: str) -> ModelVersionInfo | None:
+    """A version by number, or None if the model or the version does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    check_tracking(tracking_uri)
+    client = get_client(tracking_uri)
+    try:
+        mv = client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise RegistryError(f"looking up {model_name} version {version}: {exc.message}") from exc
+    return _info(mv)
+
+
 def alias_version(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> str | None:
     """Just the version number ``alias`` points to (cheap; for a service polling for a new champion)."""
     info = get_version(tracking_uri, model_name, alias)
@@ -254,9 +269,15 @@ def list_versions(tracking_uri: str, model_name: str) -> list[ModelVersionInfo]:
 
 
 def load_bundle(
-    tracking_uri: str, model_name: str, alias: str = CHAMPION, dst_dir: Path | str | None = None
+    tracking_uri: str,
+    model_name: str,
+    alias: str = CHAMPION,
+    dst_dir: Path | str | None = None,
+    *,
+    version: str | None = None,
 ) -> tuple[ModelBundle, ModelVersionInfo]:
-    """Download the version ``alias`` points to and load its :class:`ModelBundle`.
+    """Download the version ``alias`` points to (or ``version`` itself, when given) and load its
+    :class:`ModelBundle`.
 
     ``dst_dir`` keeps the downloaded artefacts there; by default they go to a temporary directory that is
     removed once the bundle is loaded. Raises :class:`RegistryError` if the alias is not set.
@@ -266,10 +287,15 @@ def load_bundle(
     from recsys.mlflow_pyfunc import BUNDLE_ARTIFACT
     from recsys.models.bundle import ModelBundle
 
-    info = get_version(tracking_uri, model_name, alias)
+    info = (
+        version_info(tracking_uri, model_name, version)
+        if version is not None
+        else get_version(tracking_uri, model_name, alias)
+    )
     if info is None:
         raise RegistryError(
-            f"{model_name}@{alias} does not exist at {tracking_uri}; train and promote a model first "
+            f"{model_name}{'@' + alias if version is None else ' version ' + version} does not exist at "
+            f"{tracking_uri}; train and promote a model first "
             "(`recsys models ensure-champion --data DIR`)"
         )
     tmp = None if dst_dir is not None else tempfile.mkdtemp(prefix="recsys-model-")

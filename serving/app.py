@@ -20,13 +20,16 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from recsys.events import EventLog
+from recsys.experiments import ExperimentStore, ModelRef
+from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
-from serving.api.routes import admin, events, members, ops, recommendations
+from serving.api.routes import admin, events, experiments, members, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
 from serving.config import Settings
 from serving.errors import install_error_handlers
+from serving.experiments import ExperimentRuntime, VariantLoader, with_objective
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
 from serving.services import Services
@@ -96,6 +99,72 @@ def build_request_writer(settings: Settings, log: RequestLog, metrics: Metrics) 
     )
 
 
+class RegistryCatalog:
+    """:class:`recsys.experiments.ModelCatalog` over the MLflow registry."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+
+    def _info(self, ref: ModelRef) -> Any:
+        from recsys.registry import get_version, version_info
+
+        if ref.version is not None:
+            return version_info(self.tracking_uri, ref.name, ref.version)
+        return get_version(self.tracking_uri, ref.name, ref.alias or "")
+
+    def check(self, ref: ModelRef) -> str | None:
+        from recsys.registry import RegistryError
+
+        try:
+            info = self._info(ref)
+        except RegistryError as exc:
+            return f"cannot look up model {ref} in the registry: {exc}"
+        if info is None:
+            what = f"alias {ref.alias!r}" if ref.alias is not None else f"version {ref.version!r}"
+            return f"model {ref.name!r} has no {what} in the registry"
+        return None
+
+    def kind(self, ref: ModelRef) -> str | None:
+        info = self._info(ref)
+        return info.kind if info is not None else None
+
+
+def registry_variant_loader(settings: Settings) -> VariantLoader:
+    def load(ref: ModelRef) -> tuple[Any, Any]:
+        import mlflow
+        from recsys.registry import load_bundle
+
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+        if ref.version is not None:
+            return load_bundle(settings.mlflow_tracking_uri, ref.name, version=ref.version)
+        return load_bundle(settings.mlflow_tracking_uri, ref.name, ref.alias or "")
+
+    return load
+
+
+def check_cap_policy(path: str) -> str | None:
+    """None when the cap policy file loads; else what is wrong with it."""
+    from recsys.capping.policy import PolicyError, load_policy
+
+    if not Path(path).is_file():
+        return f"cap policy file {path!r} not found"
+    try:
+        load_policy(path)
+    except (PolicyError, OSError, ValueError) as exc:
+        return f"cap policy {path!r} is invalid: {exc}"
+    return None
+
+
+def build_experiment_store(settings: Settings) -> ExperimentStore:
+    return ExperimentStore(
+        settings.experiments_database_url or settings.database_url,
+        schema=settings.database_schema,
+        catalog=RegistryCatalog(settings.mlflow_tracking_uri),
+        cap_policy_check=check_cap_policy,
+    )
+
+
 def catalogue_index(bundle: Any) -> dict[str, Any]:
     """offer id -> catalogue offer (family, category, exempt...) of a bundle."""
     from recsys.pipeline.catalogue import Catalogue
@@ -159,6 +228,9 @@ def create_app(
     request_log: RequestLog | None = None,
     airports: frozenset[str] | None = None,
     clock: Callable[[], datetime] | None = None,
+    experiment_store: ExperimentStore | None = None,
+    variant_loader: VariantLoader | None = None,
+    offline_estimator: OfflineEstimator | None = None,
 ) -> FastAPI:
     """Build the service. Anything not handed in is built from ``settings`` in the lifespan.
 
@@ -166,6 +238,8 @@ def create_app(
     where ``info`` has ``name``, ``version``, ``alias``; resolver: ``() -> version | None``). Components
     handed in are not closed by the app (the request writer built around a handed-in ``request_log`` is
     drained at shutdown all the same).
+    ``variant_loader`` (``ModelRef -> (bundle, info)``) loads the models experiments name (default: the
+    registry).
     """
     settings = settings or Settings()
     metrics = Metrics()
@@ -179,6 +253,7 @@ def create_app(
             log = EventLog(settings.database_url, schema=settings.database_schema)
             closers.append(log.close)
         writer: RequestWriter | None = None
+        rlog: RequestLog | None = None
         if settings.request_log_enabled:
             rlog = request_log
             if rlog is None:
@@ -239,6 +314,38 @@ def create_app(
             request_writer=writer,
             closers=closers,
         )
+        exp_store = experiment_store
+        if exp_store is None:
+            exp_store = build_experiment_store(settings)
+            closers.append(exp_store.close)
+        variant_enforcers: dict[str, Any] = {}
+
+        def enforcer_for(cap_policy: str | None) -> Any:
+            if cap_policy is None or not settings.capping_enabled:
+                return enforcer
+            found = variant_enforcers.get(cap_policy)
+            if found is None:
+                found = variant_enforcers[cap_policy] = build_cap_enforcer(
+                    settings.model_copy(update={"capping_policy_path": Path(cap_policy)})
+                )
+                closers.append(found.close)
+                async_closers.append(found.aclose)
+            return found
+
+        def variant_pipeline(bundle: Any, objective: str, cap_policy: str | None) -> Any:
+            # A fresh pipeline per arm: its config (the objective) is its own.
+            return with_objective(factory(bundle, store, enforcer_for(cap_policy)), objective)
+
+        runtime = ExperimentRuntime(
+            exp_store,
+            variant_loader or registry_variant_loader(settings),
+            variant_pipeline,
+            index_offers=index_offers or catalogue_index,
+        )
+        services.experiment_store = exp_store
+        services.experiments = runtime
+        services.request_log = rlog if rlog is not None else request_log
+        services.offline_estimator = offline_estimator
         app.state.services = services
         if member_store is None:
             await anyio.to_thread.run_sync(
@@ -248,7 +355,17 @@ def create_app(
         if outcome.status == "failed":
             logger.error("no model loaded at start-up (%s); /readyz is 503 until one loads", outcome.error)
         metrics.sync(holder, enforcer, writer)
+        try:
+            await runtime.refresh(force=True)
+        except Exception:
+            logger.exception("could not load the running experiments at start-up; the poll retries")
         tasks: list[asyncio.Task[None]] = []
+        if settings.experiments_poll_s > 0:
+            tasks.append(
+                asyncio.create_task(
+                    runtime.poll_forever(settings.experiments_poll_s), name="experiments-poll"
+                )
+            )
         if settings.reload_interval_s > 0:
             tasks.append(
                 asyncio.create_task(holder.poll_forever(settings.reload_interval_s), name="model-poll")
@@ -287,6 +404,7 @@ def create_app(
     app.include_router(events.router)
     app.include_router(members.router)
     app.include_router(admin.router)
+    app.include_router(experiments.router)
     app.include_router(ops.router)
     if settings.enable_floor_endpoint:
         app.include_router(ops.floor_router)

@@ -135,6 +135,18 @@ class Settings(BaseSettings):
         "hop is saved (bench-serve: the threadpool served about 30 % fewer requests per second).",
     )
 
+    # --- experiments -----------------------------------------------------------------------------------
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the experiments admin API (X-Api-Key header); unset = the admin API answers 401.",
+    )
+    experiments_database_url: str | None = Field(
+        default=None, description="Experiment store (SQLAlchemy URL); unset = the event log's database."
+    )
+    experiments_poll_s: float = Field(
+        default=2.0, ge=0, description="How often each worker checks the store for changed experiments."
+    )
+
     # --- process ---------------------------------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -142,7 +154,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
 
-    @field_validator("debug_token", "tracking_secret")
+    @field_validator("debug_token", "tracking_secret", "admin_api_key")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
+from recsys.experiments import Assignment
 from recsys.pipeline import RecommendRequest, RecommendResult, TripContext
 from recsys.requestlog import PolicyRef, RequestRecord, ShownOffer, TripSnapshot
 from serving.api.schemas import RecommendationRequest, TripIn
@@ -71,6 +72,7 @@ def to_response(
     result: RecommendResult,
     signer: TrackingSigner,
     debug: bool,
+    experiment: Assignment | None = None,
 ) -> dict[str, Any]:
     """The response body as plain JSON-able data (rendered by orjson; shape = ``RecommendationResponse``)."""
     placement = body.placement.value
@@ -113,6 +115,9 @@ def to_response(
         "cap_degraded": result.cap_degraded,
         "offers": offers,
         "suppressed": suppressed,
+        "experiment": (
+            {"key": experiment.experiment, "variant": experiment.variant} if experiment is not None else None
+        ),
     }
 
 

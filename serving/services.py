@@ -8,8 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from recsys.events import EventLog
+from recsys.experiments import ExperimentStore
+from recsys.experiments.attribution import RequestSource
+from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.writer import RequestWriter
 from serving.config import Settings
+from serving.experiments import ExperimentRuntime
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder
 from serving.tracking import TrackingSigner
@@ -28,4 +32,8 @@ class Services:
     clock: Callable[[], datetime]
     redis: Any | None = None  # a client used only for readiness pings
     request_writer: RequestWriter | None = None  # None: the request log is off
+    experiment_store: ExperimentStore | None = None
+    experiments: ExperimentRuntime | None = None  # routes requests of running experiments to their arms
+    request_log: RequestSource | None = None  # read back for experiment attribution
+    offline_estimator: OfflineEstimator | None = None  # the policy evaluation's estimate beside the lift
     closers: list[Callable[[], Any]] = field(default_factory=list)

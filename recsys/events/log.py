@@ -8,7 +8,7 @@ were duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -175,6 +175,41 @@ class EventLog:
         with self.engine.connect() as conn:
             rows = conn.execute(select(events_table).where(events_table.c[Col.EVENT_ID].in_(ids)))
             return [dict(r._mapping) for r in rows]
+
+    def between(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        event_types: Collection[str] | None = None,
+        batch_size: int = 5000,
+    ) -> Iterator[EventRecord]:
+        """Events with ``since <= event_time < until`` in event-time order (optionally of some types),
+        streamed in batches. Times come back timezone-aware (UTC)."""
+        c = events_table.c
+        since, until = since.astimezone(UTC), until.astimezone(UTC)  # stored in UTC (SQLite keeps wall time)
+        stmt = (
+            select(events_table)
+            .where(c[Col.EVENT_TIME] >= since, c[Col.EVENT_TIME] < until)
+            .order_by(c[Col.EVENT_TIME], c[Col.EVENT_ID])
+        )
+        if event_types is not None:
+            stmt = stmt.where(c[Col.EVENT_TYPE].in_(list(event_types)))
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=batch_size).execute(stmt)
+            for row in result:
+                t = row._mapping[Col.EVENT_TIME]
+                yield EventRecord(
+                    event_id=row._mapping[Col.EVENT_ID],
+                    member_id=row._mapping[Col.MEMBER_ID],
+                    offer_id=row._mapping[Col.OFFER_ID],
+                    event_type=row._mapping[Col.EVENT_TYPE],
+                    placement=row._mapping[Col.PLACEMENT],
+                    event_time=t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC),
+                    trip_key=row._mapping[TRIP_KEY],
+                    request_id=row._mapping[Col.REQUEST_ID],
+                    model_version=row._mapping[MODEL_VERSION],
+                )
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

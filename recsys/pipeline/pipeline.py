@@ -275,7 +275,9 @@ class OfferPipeline:
             for x in np.asarray(raw_probs, dtype=float).tolist()
         ]
         ev = expected_values(eligible, probs, self.values, elig.close, cfg.close_value_factor)
-        order = rank_by_value(ev, scores)
+        # The objective ranks (and diversifies) by expected value or by p(accept).
+        rank_values = ev if cfg.objective == "expected_value" else probs
+        order = rank_by_value(rank_values, scores)
         if cfg.drop_worthless:
             keep = []
             for p in order:
@@ -300,7 +302,7 @@ class OfferPipeline:
         div = diversify(
             fams,
             cats,
-            [ev[p] for p in order],
+            [rank_values[p] for p in order],
             cfg.max_per_category,
             cfg.max_per_family,
             cfg.family_repeat_penalty,

@@ -18,6 +18,7 @@ from recsys.pipeline.messages import ACCEPTED_LOCALES, normalize_locale
 from recsys.schema import FARE_CLASS_CABIN, Cabin, OfferFamily, Placement
 
 MAX_LIMIT = 50
+OBJECTIVES = frozenset({"expected_value", "acceptance"})
 # Member ids: letters, digits and ``_-:.``, 1-64 characters (they become parts of Redis keys).
 MEMBER_ID_RE = re.compile(r"^[A-Za-z0-9_\-:.]{1,64}$")
 # The accepted values as plain-string sets: checked on every request (``Enum.__members__`` builds a view each
@@ -257,6 +258,8 @@ class PipelineConfig:
       them a chance (p(accept) > 0).
     - ``offer_ttl_hours``: expiry of an offer with no earlier closing (validity end, sale window).
     - ``default_tier``: tier assumed for a member the member store does not know (a brand-new member).
+    - ``objective``: what ranks eligible offers: ``expected_value`` (p(accept) × margin) or ``acceptance``
+      (p(accept) alone); experiments compare the two.
     """
 
     retrieval_k: int = 60
@@ -271,8 +274,11 @@ class PipelineConfig:
     drop_worthless: bool = True
     offer_ttl_hours: float = 24.0
     default_tier: str = "basic"
+    objective: str = "expected_value"
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
         if self.retrieval_k < 0:
             raise ValueError("retrieval_k must be >= 0")
         if self.destination_k < 0:

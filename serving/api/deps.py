@@ -86,3 +86,29 @@ async def require_json(request: Request) -> None:
             field="content-type",
             location="header",
         )
+
+
+def admin_key_valid(services: Services, key: str | None) -> bool:
+    """True when ``key`` is the configured admin API key (constant-time; False when none is configured)."""
+    expected = services.settings.admin_api_key
+    if expected is None or key is None:
+        return False
+    return hmac.compare_digest(key.encode(), expected.get_secret_value().encode())
+
+
+async def require_admin_key(
+    services: ServicesDep,
+    x_api_key: Annotated[str | None, Header(description="The admin API key (RECSYS_ADMIN_API_KEY).")] = None,
+) -> None:
+    """Experiments admin API: 401 without the right X-Api-Key (for everybody when none is configured)."""
+    if not admin_key_valid(services, x_api_key):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid X-Api-Key header is required"
+            if services.settings.admin_api_key is not None
+            else "the admin API is disabled: RECSYS_ADMIN_API_KEY is not set",
+            field="x-api-key",
+            location="header",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )

@@ -153,6 +153,11 @@ class RecommendationRequest(_Request):
         return locale
 
 
+class ExperimentArmOut(BaseModel):
+    key: str = Field(description="The experiment's key.")
+    variant: str = Field(description="The member's variant (`holdout`: no personalised offers).")
+
+
 class ModelOut(BaseModel):
     name: str
     version: str
@@ -226,6 +231,9 @@ class RecommendationResponse(BaseModel):
     )
     offers: list[OfferOut]
     suppressed: list[SuppressedOut] | None = Field(description="Debug only: every dropped candidate and why.")
+    experiment: ExperimentArmOut | None = Field(
+        default=None, description="The running experiment and variant that served this member, if any."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from recsys.pipeline import RecommendResult
+from recsys.requestlog import PolicyRef
 from serving.api.deps import current_model, internal_caller, require_json
 from serving.api.schemas import ErrorResponse, RecommendationRequest, RecommendationResponse
 from serving.recommendations import check_airports, new_request_id, to_domain, to_record, to_response
 from serving.responses import OrjsonResponse
 
 router = APIRouter(tags=["recommendations"])
+
+HOLDOUT_RESULT = RecommendResult(offers=[], suppressed=[], cap_degraded=None, cold_start=False)
+HOLDOUT_POLICY = PolicyRef("none", "0")
 
 # Read from the request headers in the route (see there), documented here.
 DEBUG_TOKEN_PARAMETER = {
@@ -41,12 +49,19 @@ ERRORS = {
 async def recommend(body: RecommendationRequest, request: Request) -> Response:
     # Services, model and caller are looked up with plain calls, not sub-dependencies or Header parameters:
     # FastAPI's per-request resolution of those cost ~0.1 ms of CPU each, a tenth of the whole pipeline.
+    started = time.perf_counter()
     services = request.app.state.services
     model = current_model(services)
     check_airports(body.trip, services.airports)
     debug = body.debug and internal_caller(services, request.headers.get("x-debug-token"))
     domain = to_domain(body, now=services.clock(), debug=debug)
-    if services.settings.pipeline_in_threadpool:
+    runtime = services.experiments
+    routed = runtime.route(domain.placement, domain.member_id, domain.now) if runtime is not None else None
+    if routed is not None and routed.model is not None:
+        model = routed.model  # the member's variant serves this request
+    if routed is not None and routed.model is None:
+        result = HOLDOUT_RESULT  # the holdout gets no personalised offers: none at all
+    elif services.settings.pipeline_in_threadpool:
         result = await run_in_threadpool(model.pipeline.recommend, domain)
     else:
         # On the loop; the member-store read and the cap check are awaited, so other requests run meanwhile.
@@ -61,7 +76,17 @@ async def recommend(body: RecommendationRequest, request: Request) -> Response:
     request_id = new_request_id()
     writer = services.request_writer
     if writer is not None:  # queued for the background writer: no I/O on the request path
-        writer.submit(to_record(request_id=request_id, domain=domain, model=model, result=result))
+        record = to_record(
+            request_id=request_id,
+            domain=domain,
+            model=model,
+            result=result,
+            experiment=routed.assignment.experiment if routed is not None else None,
+            variant=routed.assignment.variant if routed is not None else None,
+        )
+        if routed is not None and routed.model is None:
+            record = dataclasses.replace(record, policy=HOLDOUT_POLICY)  # nothing ranked this answer
+        writer.submit(record)
     payload = to_response(
         request_id=request_id,
         body=body,
@@ -69,5 +94,9 @@ async def recommend(body: RecommendationRequest, request: Request) -> Response:
         result=result,
         signer=services.signer,
         debug=debug,
+        experiment=routed.assignment if routed is not None else None,
     )
+    if routed is not None:
+        a = routed.assignment
+        runtime.record_latency(a.experiment, a.variant, time.perf_counter() - started)
     return OrjsonResponse(payload)

@@ -1,0 +1,361 @@
+"""The experiment store in SQL (SQLite by default, PostgreSQL in production), and its state machine.
+
+One row per experiment: the key, its status, namespace and revision as columns, the whole definition as a JSON
+document. Every change is one transaction that validates first, so a refused call writes nothing. Starting an
+experiment checks it against the running ones under a lock (PostgreSQL: a transaction-scoped advisory lock;
+SQLite: the database's single writer, taken up front with ``BEGIN IMMEDIATE``), so two concurrent starts can't
+both pass the overlap check.
+
+Transitions: draft → running (start) → stopped (stop). A running experiment's split cannot change (variants,
+weights, traffic, holdout, placements, namespace, seed): stop it and start a new one. A stopped one never runs
+again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+
+from recsys.experiments.model import (
+    Experiment,
+    ExperimentError,
+    ModelRef,
+    Status,
+    from_json,
+    overlaps,
+    to_json,
+    validate,
+)
+
+TABLE_NAME = "experiments"
+_LOCK_ID = 0x7EC5_0E1D  # pg_advisory_xact_lock key of experiment transitions
+
+metadata = MetaData()
+
+experiments_table = Table(
+    TABLE_NAME,
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("namespace", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Fields a running experiment keeps: changing any of them would move members between arms.
+SPLIT_FIELDS = ("variants", "traffic", "holdout", "placements", "namespace", "namespace_range", "seed")
+
+
+@runtime_checkable
+class ModelCatalog(Protocol):
+    """What the registry can serve: used to refuse variants naming a model or alias that does not exist."""
+
+    def check(self, ref: ModelRef) -> str | None:
+        """None when ``ref`` resolves to a registered version; else why not (the message names it)."""
+        ...
+
+    def kind(self, ref: ModelRef) -> str | None:
+        """The model kind (``popularity``, ``als`` …) of the version ``ref`` resolves to, when known."""
+        ...
+
+
+# Extra checks of a variant's cap policy: path -> None, or why it cannot be used.
+CapPolicyCheck = Callable[[str], str | None]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for transitions)
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Transitions take the write lock before reading what they check; plain reads do not.
+    immediate = conn.get_execution_options().get("immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class ExperimentStore:
+    """Create, update, start, stop and read experiments.
+
+    ``catalog`` checks that every model a variant names exists (None: not checked — tests of the state
+    machine alone); ``cap_policy_check`` that a variant's cap policy file loads. ``schema`` puts the table in
+    a PostgreSQL schema.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        catalog: ModelCatalog | None = None,
+        cap_policy_check: CapPolicyCheck | None = None,
+        create: bool = True,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if url.startswith(("postgresql://", "postgres://")):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"experiment store URL must be sqlite or postgresql, got {self.dialect!r}")
+        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        if schema is not None:
+            self.engine = self.engine.execution_options(schema_translate_map={None: schema})
+        if create:
+            metadata.create_all(self.engine)
+        self.catalog = catalog
+        self.cap_policy_check = cap_policy_check
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------- checks
+    def _check_models(self, exp: Experiment) -> None:
+        for i, v in enumerate(exp.variants):
+            if self.catalog is not None:
+                problem = self.catalog.check(v.model)
+                if problem is not None:
+                    raise ExperimentError(f"variants[{i}].model", problem, code="unknown_model")
+                if v.baseline is not None and self.catalog.kind(v.model) != v.baseline.value:
+                    raise ExperimentError(
+                        f"variants[{i}].baseline",
+                        f"model {v.model} is a {self.catalog.kind(v.model)!r} model, "
+                        f"not {v.baseline.value!r}",
+                    )
+            if v.cap_policy is not None and self.cap_policy_check is not None:
+                problem = self.cap_policy_check(v.cap_policy)
+                if problem is not None:
+                    raise ExperimentError(f"variants[{i}].cap_policy", problem)
+        if exp.holdout_model is not None and self.catalog is not None:
+            problem = self.catalog.check(exp.holdout_model)
+            if problem is not None:
+                raise ExperimentError("holdout_model", problem, code="unknown_model")
+            kind = self.catalog.kind(exp.holdout_model)
+            if kind != "popularity":
+                raise ExperimentError(
+                    "holdout_model",
+                    f"model {exp.holdout_model} is a {kind!r} model; the holdout gets no personalised "
+                    "offers, so it may only serve a popularity model",
+                )
+
+    # ------------------------------------------------------------------------------------------- writes
+    def _tx(self) -> Any:
+        return self.engine.execution_options(immediate=True).begin()
+
+    def _lock_tx(self, conn: Any) -> None:
+        if self.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
+
+    def _row(self, exp: Experiment) -> dict[str, Any]:
+        return {
+            "key": exp.key,
+            "status": exp.status.value,
+            "namespace": exp.namespace,
+            "revision": exp.revision,
+            "definition": to_json(exp),
+            "updated_at": exp.updated_at or self.clock(),
+        }
+
+    def _get(self, conn: Any, key: str) -> Experiment | None:
+        row = conn.execute(
+            select(experiments_table.c.definition).where(experiments_table.c.key == key)
+        ).scalar_one_or_none()
+        return from_json(row) if row is not None else None
+
+    def _require(self, conn: Any, key: str) -> Experiment:
+        exp = self._get(conn, key)
+        if exp is None:
+            raise ExperimentError(
+                "key", f"unknown experiment {key!r}", kind="not_found", code="unknown_experiment"
+            )
+        return exp
+
+    def _save(self, conn: Any, exp: Experiment) -> None:
+        values = self._row(exp)
+        conn.execute(experiments_table.update().where(experiments_table.c.key == exp.key).values(**values))
+
+    def create(self, exp: Experiment) -> Experiment:
+        """Store a new draft. Raises :class:`ExperimentError` (nothing stored) when it is invalid, names a
+        model that does not exist, or the key is taken."""
+        if exp.status is not Status.DRAFT:
+            raise ExperimentError("status", "a new experiment is a draft; start it with the start call")
+        validate(exp)
+        self._check_models(exp)
+        now = self.clock()
+        exp = replace(exp, created_at=now, updated_at=now, started_at=None, stopped_at=None, revision=1)
+        with self._lock, self._tx() as conn:
+            self._lock_tx(conn)
+            if self._get(conn, exp.key) is not None:
+                raise ExperimentError(
+                    "key", f"experiment {exp.key!r} already exists", kind="conflict", code="experiment_exists"
+                )
+            conn.execute(experiments_table.insert().values(**self._row(exp)))
+        return exp
+
+    def update(self, key: str, changes: dict[str, Any]) -> Experiment:
+        """Apply ``changes`` (field → value, as :class:`Experiment` fields) to an experiment.
+
+        A running experiment only takes changes that keep its split (description, end, metrics); a stopped one
+        only its description."""
+        if "key" in changes and changes["key"] != key:
+            raise ExperimentError("key", "an experiment's key cannot change")
+        for name in ("status", "created_at", "updated_at", "started_at", "stopped_at", "revision"):
+            if name in changes:
+                raise ExperimentError(name, "is set by the service (use start/stop for the status)")
+        with self._lock, self._tx() as conn:
+            self._lock_tx(conn)
+            current = self._require(conn, key)
+            try:
+                updated = replace(current, **changes)
+            except TypeError as exc:
+                raise ExperimentError("body", str(exc)) from exc
+            if current.status is Status.RUNNING:
+                for name in SPLIT_FIELDS:
+                    if getattr(updated, name) != getattr(current, name):
+                        raise ExperimentError(
+                            name,
+                            f"experiment {key!r} is running: changing {name} would move members between "
+                            "variants; stop it and start a new experiment",
+                            kind="conflict",
+                            code="running_experiment_split",
+                        )
+                if changes.get("start", current.start) != current.start:
+                    raise ExperimentError("start", f"experiment {key!r} is running; its start is fixed")
+            if current.status is Status.STOPPED and set(changes) - {"description"}:
+                raise ExperimentError(
+                    sorted(set(changes) - {"description"})[0],
+                    f"experiment {key!r} is stopped; only its description can change",
+                    kind="conflict",
+                    code="stopped_experiment",
+                )
+            validate(updated)
+            self._check_models(updated)
+            if current.status is Status.RUNNING and updated.end is not None and updated.end <= self.clock():
+                raise ExperimentError("end", "is in the past; stop the experiment instead", code="invalid")
+            updated = replace(updated, updated_at=self.clock(), revision=current.revision + 1)
+            self._save(conn, updated)
+        return updated
+
+    def start(self, key: str) -> Experiment:
+        """draft → running. Refused when another running experiment could share a member on a placement,
+        when its end has passed, or a model it names no longer exists."""
+        now = self.clock()
+        with self._lock, self._tx() as conn:
+            self._lock_tx(conn)
+            exp = self._require(conn, key)
+            if exp.status is not Status.DRAFT:
+                raise ExperimentError(
+                    "status",
+                    f"experiment {key!r} is {exp.status.value}; only a draft can start"
+                    + ("" if exp.status is Status.RUNNING else " (create a new experiment)"),
+                    kind="conflict",
+                    code="not_a_draft",
+                )
+            if exp.end is not None and exp.end <= now:
+                raise ExperimentError("end", f"end {exp.end.isoformat()} has passed")
+            self._check_models(exp)
+            for other in self._running(conn):
+                problem = overlaps(exp, other)
+                if problem is not None:
+                    raise ExperimentError("placements", problem, kind="conflict", code="experiment_overlap")
+            start = exp.start if exp.start is not None and exp.start > now else now
+            started = replace(
+                exp,
+                status=Status.RUNNING,
+                start=start,
+                started_at=now,
+                updated_at=now,
+                revision=exp.revision + 1,
+            )
+            validate(started)
+            self._save(conn, started)
+        return started
+
+    def stop(self, key: str) -> Experiment:
+        """running → stopped (its members go back to the default model at once)."""
+        now = self.clock()
+        with self._lock, self._tx() as conn:
+            self._lock_tx(conn)
+            exp = self._require(conn, key)
+            if exp.status is not Status.RUNNING:
+                raise ExperimentError(
+                    "status",
+                    f"experiment {key!r} is {exp.status.value}, not running",
+                    kind="conflict",
+                    code="not_running",
+                )
+            end = exp.end if exp.end is not None and exp.end <= now else now
+            stopped = replace(
+                exp, status=Status.STOPPED, end=end, stopped_at=now, updated_at=now, revision=exp.revision + 1
+            )
+            self._save(conn, stopped)
+        return stopped
+
+    # -------------------------------------------------------------------------------------------- reads
+    def _running(self, conn: Any) -> list[Experiment]:
+        rows = conn.execute(
+            select(experiments_table.c.definition).where(experiments_table.c.status == Status.RUNNING.value)
+        ).scalars()
+        return [from_json(r) for r in rows]
+
+    def get(self, key: str) -> Experiment | None:
+        with self.engine.connect() as conn:
+            return self._get(conn, key)
+
+    def require(self, key: str) -> Experiment:
+        with self.engine.connect() as conn:
+            return self._require(conn, key)
+
+    def list_all(self, *, status: Status | None = None) -> list[Experiment]:
+        stmt = select(experiments_table.c.definition).order_by(experiments_table.c.key)
+        if status is not None:
+            stmt = stmt.where(experiments_table.c.status == status.value)
+        with self.engine.connect() as conn:
+            return [from_json(r) for r in conn.execute(stmt).scalars()]
+
+    def running(self) -> list[Experiment]:
+        with self.engine.connect() as conn:
+            return self._running(conn)
+
+    def fingerprint(self) -> tuple[int, int]:
+        """(number of experiments, sum of revisions): changes whenever any experiment changes (cheap poll)."""
+        stmt = select(func.count(), func.coalesce(func.sum(experiments_table.c.revision), 0))
+        with self.engine.connect() as conn:
+            n, total = conn.execute(stmt).one()
+        return int(n), int(total)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,244 @@
+"""API schemas of the experiments admin API (separate from the domain :mod:`recsys.experiments.model`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from recsys.experiments.model import (
+    Baseline,
+    Experiment,
+    HoldoutServing,
+    Metric,
+    ModelRef,
+    Objective,
+    Status,
+    Variant,
+)
+from recsys.schema import Placement
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ModelRefIn(_In):
+    name: str | None = Field(default=None, description="Registered model name; default: the service's.")
+    alias: str | None = Field(default=None, min_length=1, max_length=64, description="Registry alias.")
+    version: str | None = Field(default=None, min_length=1, max_length=16, description="Registry version.")
+
+
+class VariantIn(_In):
+    key: str = Field(min_length=1, max_length=64)
+    weight: float = Field(description="Share of the experiment's non-holdout members; weights sum to 1.")
+    model: ModelRefIn
+    objective: Objective = Objective.EXPECTED_VALUE
+    cap_policy: str | None = Field(default=None, description="Cap policy file of this variant (YAML path).")
+    baseline: Baseline | None = Field(
+        default=None, description="`popularity`: this variant is the popularity baseline (model must be one)."
+    )
+
+
+_EXAMPLE: dict[str, Any] = {
+    "key": "als-vs-popularity",
+    "description": "Does the ALS champion sell more than segment popularity at booking?",
+    "placements": ["booking", "home"],
+    "namespace": "default",
+    "namespace_range": [0.0, 1.0],
+    "variants": [
+        {"key": "control", "weight": 0.5, "model": {"version": "1"}, "baseline": "popularity"},
+        {"key": "champion", "weight": 0.5, "model": {"alias": "champion"}, "objective": "expected_value"},
+    ],
+    "traffic": 1.0,
+    "holdout": 0.05,
+    "holdout_serving": "none",
+    "start": None,
+    "end": "2026-12-31T00:00:00Z",
+    "primary_metric": "conversion",
+    "guardrail_metrics": ["dismiss_rate", "empty_response_rate", "p99_latency_ms"],
+}
+
+
+class ExperimentIn(_In):
+    """A new experiment (a draft until started). The first variant is the control."""
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={"example": _EXAMPLE}
+    )
+
+    key: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=2000)
+    placements: list[Placement] = Field(min_length=1)
+    namespace: str = Field(default="default", min_length=1, max_length=64)
+    namespace_range: tuple[float, float] = (0.0, 1.0)
+    variants: list[VariantIn] = Field(min_length=2, max_length=10)
+    traffic: float = Field(default=1.0, description="Share of members in the experiment (0, 1].")
+    holdout: float = Field(default=0.0, description="Share of the experiment's members held out [0, 0.5].")
+    holdout_serving: HoldoutServing = HoldoutServing.NONE
+    holdout_model: ModelRefIn | None = None
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    primary_metric: Metric = Metric.CONVERSION
+    guardrail_metrics: list[Metric] = Field(
+        default_factory=lambda: [Metric.DISMISS_RATE, Metric.EMPTY_RESPONSE_RATE, Metric.P99_LATENCY]
+    )
+    seed: str | None = Field(default=None, max_length=128, description="Hash seed; default: the key.")
+
+
+class ExperimentUpdate(_In):
+    """Fields to change (only those given). A running experiment keeps its split: changing variants,
+    weights, traffic, holdout, placements, namespace or seed is refused (409)."""
+
+    description: str | None = Field(default=None, max_length=2000)
+    placements: list[Placement] | None = None
+    namespace: str | None = Field(default=None, min_length=1, max_length=64)
+    namespace_range: tuple[float, float] | None = None
+    variants: list[VariantIn] | None = None
+    traffic: float | None = None
+    holdout: float | None = None
+    holdout_serving: HoldoutServing | None = None
+    holdout_model: ModelRefIn | None = None
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    primary_metric: Metric | None = None
+    guardrail_metrics: list[Metric] | None = None
+    seed: str | None = None
+
+
+class ModelRefOut(BaseModel):
+    name: str
+    alias: str | None
+    version: str | None
+
+
+class VariantOut(BaseModel):
+    key: str
+    weight: float
+    model: ModelRefOut
+    objective: Objective
+    cap_policy: str | None
+    baseline: Baseline | None
+
+
+_OUT_EXAMPLE: dict[str, Any] = {
+    **_EXAMPLE,
+    "namespace_range": [0.0, 1.0],
+    "variants": [
+        {
+            "key": "control",
+            "weight": 0.5,
+            "model": {"name": "loyalty-offers", "alias": None, "version": "1"},
+            "objective": "expected_value",
+            "cap_policy": None,
+            "baseline": "popularity",
+        },
+        {
+            "key": "champion",
+            "weight": 0.5,
+            "model": {"name": "loyalty-offers", "alias": "champion", "version": None},
+            "objective": "expected_value",
+            "cap_policy": None,
+            "baseline": None,
+        },
+    ],
+    "holdout_model": None,
+    "status": "running",
+    "start": "2026-12-05T12:00:00+00:00",
+    "seed": None,
+    "created_at": "2026-12-05T11:58:00+00:00",
+    "updated_at": "2026-12-05T12:00:00+00:00",
+    "started_at": "2026-12-05T12:00:00+00:00",
+    "stopped_at": None,
+    "revision": 2,
+}
+
+
+class ExperimentOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": _OUT_EXAMPLE})
+
+    key: str
+    description: str
+    placements: list[str]
+    namespace: str
+    namespace_range: tuple[float, float]
+    variants: list[VariantOut]
+    traffic: float
+    holdout: float
+    holdout_serving: HoldoutServing
+    holdout_model: ModelRefOut | None
+    status: Status
+    start: str | None
+    end: str | None
+    primary_metric: Metric
+    guardrail_metrics: list[Metric]
+    seed: str | None
+    created_at: str | None
+    updated_at: str | None
+    started_at: str | None
+    stopped_at: str | None
+    revision: int
+
+
+class ExperimentList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"experiments": [_OUT_EXAMPLE]}})
+
+    experiments: list[ExperimentOut]
+
+
+# --------------------------------------------------------------------------------------------- mapping
+
+
+def to_ref(obj: ModelRefIn, default_name: str) -> ModelRef:
+    return ModelRef(name=obj.name or default_name, alias=obj.alias, version=obj.version)
+
+
+def to_variant(v: VariantIn, default_name: str) -> Variant:
+    return Variant(
+        key=v.key,
+        weight=v.weight,
+        model=to_ref(v.model, default_name),
+        objective=v.objective,
+        cap_policy=v.cap_policy,
+        baseline=v.baseline,
+    )
+
+
+def to_domain(body: ExperimentIn, default_name: str) -> Experiment:
+    return Experiment(
+        key=body.key,
+        description=body.description,
+        placements=tuple(p.value for p in body.placements),
+        namespace=body.namespace,
+        namespace_range=body.namespace_range,
+        variants=tuple(to_variant(v, default_name) for v in body.variants),
+        traffic=body.traffic,
+        holdout=body.holdout,
+        holdout_serving=body.holdout_serving,
+        holdout_model=to_ref(body.holdout_model, default_name) if body.holdout_model else None,
+        start=body.start,
+        end=body.end,
+        primary_metric=body.primary_metric,
+        guardrail_metrics=tuple(body.guardrail_metrics),
+        seed=body.seed,
+    )
+
+
+def to_changes(body: ExperimentUpdate, default_name: str) -> dict[str, Any]:
+    """The domain fields the update sets (an explicit null clears optional ones such as ``end``)."""
+    given = body.model_fields_set
+    changes: dict[str, Any] = {}
+    for name in given:
+        value = getattr(body, name)
+        if name == "placements" and value is not None:
+            value = tuple(p.value for p in value)
+        elif name == "variants" and value is not None:
+            value = tuple(to_variant(v, default_name) for v in value)
+        elif name == "holdout_model" and value is not None:
+            value = to_ref(value, default_name)
+        elif name == "guardrail_metrics" and value is not None:
+            value = tuple(value)
+        elif value is None and name not in ("end", "start", "holdout_model", "seed"):
+            continue  # null for a required field: leave it as it is
+        changes[name] = value
+    return changes

@@ -1,0 +1,69 @@
+"""Gathering what an experiment's report needs from the service's stores (request log, event log, catalogue,
+pre-experiment history, latencies) and handing it to :func:`recsys.experiments.report.build_report`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from recsys.experiments import Experiment
+from recsys.experiments.attribution import Attribution, Price, attribute
+from recsys.experiments.history import dataset_history, history_from_events
+from recsys.experiments.report import History, build_report
+from recsys.schema import EventType
+from serving.services import Services
+
+HISTORY_LOOKBACK = timedelta(days=365)  # pre-experiment window of the CUPED covariates
+
+
+def catalogue_prices(services: Services) -> dict[str, Price]:
+    """offer id -> cash and miles price, from the served model's catalogue."""
+    model = services.holder.current
+    if model is None:
+        return {}
+    out: dict[str, Price] = {}
+    for offer_id, o in model.offers.items():
+        out[offer_id] = Price(
+            float(getattr(o, "price_cash", None) or 0.0), float(getattr(o, "price_miles", None) or 0.0)
+        )
+    return out
+
+
+def experiment_report(services: Services, exp: Experiment) -> dict[str, Any]:
+    now = services.clock()
+    start = exp.start or exp.started_at or now
+    until = now + timedelta(seconds=1)
+    warnings: list[str] = []
+    prices = catalogue_prices(services)
+    if services.request_log is None:
+        attribution = Attribution()
+        warnings.append("the service has no request log configured: nothing can be attributed")
+    else:
+        records = list(services.request_log.between(start, until, experiment=exp.key))
+        events = services.event_log.between(start, until)
+        attribution = attribute(records, events, prices)
+    members = set(attribution.members)
+    history: dict[str, History]
+    if services.settings.data_dir is not None and services.settings.data_dir.exists():
+        history = dataset_history(
+            services.settings.data_dir, start, prices, members, since=start - HISTORY_LOOKBACK
+        )
+    else:
+        history = history_from_events(
+            services.event_log.between(
+                start - HISTORY_LOOKBACK, start, event_types=[EventType.PURCHASE.value]
+            ),
+            prices,
+            members,
+        )
+    latency = services.experiments.latency_p99(exp.key) if services.experiments is not None else {}
+    report = build_report(
+        exp,
+        attribution,
+        history=history,
+        latency_p99=latency,
+        offline=services.offline_estimator,
+        now=now,
+    )
+    report["warnings"] = warnings + report["warnings"]
+    return report

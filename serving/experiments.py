@@ -1,0 +1,200 @@
+"""Running experiments inside the service: which arm a request belongs to and the pipeline that serves it.
+
+:class:`ExperimentRuntime` keeps one immutable snapshot — the running experiments and, for every arm, the
+model and pipeline that serve it — and swaps it whole when the store changes (a cheap fingerprint poll every
+``experiments_poll_s``; the admin routes also refresh at once in the worker that took the call). Every model a
+running experiment names is loaded before the snapshot that routes to it is swapped in; an arm whose model
+cannot load keeps the experiment out of the snapshot (logged), so its members get the default model rather
+than half an experiment.
+
+The holdout is served by ``holdout_serving``: ``none`` answers an empty offer list, ``popularity`` serves
+the experiment's ``holdout_model`` (a popularity-kind version: segment popularity, not personalised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio.to_thread
+
+from recsys.experiments import (
+    HOLDOUT,
+    Assignment,
+    Experiment,
+    ExperimentStore,
+    HoldoutServing,
+    ModelRef,
+    route,
+)
+from recsys.experiments.stats import p99
+from serving.model_holder import OfferIndexer, ServedModel
+
+logger = logging.getLogger("serving.experiments")
+
+LATENCY_WINDOW = 10_000  # latest requests per arm whose latency the p99 guardrail reads
+
+# ModelRef -> (bundle, version info with .name .version .alias .run_id)
+VariantLoader = Callable[[ModelRef], tuple[Any, Any]]
+# (bundle, objective, cap policy path or None) -> pipeline
+VariantPipelineFactory = Callable[[Any, str, str | None], Any]
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A request's experiment arm and what serves it (``model`` None: the holdout gets no offers)."""
+
+    assignment: Assignment
+    model: ServedModel | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    experiments: tuple[Experiment, ...] = ()
+    arms: Mapping[tuple[str, str], ServedModel | None] = field(default_factory=dict)
+    fingerprint: tuple[int, int] | None = None
+
+
+class ExperimentRuntime:
+    """See the module docstring. Thread-safe reads; refreshes run one at a time."""
+
+    def __init__(
+        self,
+        store: ExperimentStore,
+        load: VariantLoader,
+        build_pipeline: VariantPipelineFactory,
+        *,
+        index_offers: OfferIndexer | None = None,
+    ) -> None:
+        self.store = store
+        self._load = load
+        self._build = build_pipeline
+        self._index_offers = index_offers
+        self._snapshot = Snapshot()
+        self._lock = asyncio.Lock()
+        self._bundles: dict[str, tuple[Any, Any]] = {}
+        self._served: dict[tuple[str, str, str | None], ServedModel] = {}
+        self._latency: dict[tuple[str, str], deque[float]] = {}
+        self.last_error: str | None = None
+
+    def record_latency(self, experiment: str, variant: str, seconds: float) -> None:
+        """Keep this worker's latest request latencies per arm (the report's p99 guardrail)."""
+        q = self._latency.get((experiment, variant))
+        if q is None:
+            q = self._latency[(experiment, variant)] = deque(maxlen=LATENCY_WINDOW)
+        q.append(seconds * 1e3)
+
+    def latency_p99(self, experiment: str) -> dict[str, float | None]:
+        """p99 latency (ms) per arm over this worker's latest requests."""
+        return {arm: p99(list(q)) for (exp, arm), q in list(self._latency.items()) if exp == experiment}
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def route(self, placement: str, member_id: str, now: datetime) -> Routed | None:
+        """The member's arm on this placement among the experiments running at ``now``, or None."""
+        snap = self._snapshot
+        if not snap.experiments:
+            return None
+        live = [
+            e
+            for e in snap.experiments
+            if (e.start is None or e.start <= now) and (e.end is None or now < e.end)
+        ]
+        found = route(live, placement, member_id)
+        if found is None:
+            return None
+        return Routed(found, snap.arms.get((found.experiment, found.variant)))
+
+    # --------------------------------------------------------------------------------------- loading
+    def _served_model(self, ref: ModelRef, objective: str, cap_policy: str | None) -> ServedModel:
+        key = (str(ref), objective, cap_policy)
+        served = self._served.get(key)
+        if served is not None:
+            return served
+        loaded = self._bundles.get(str(ref))
+        if loaded is None:
+            loaded = self._load(ref)
+            self._bundles[str(ref)] = loaded
+        bundle, info = loaded
+        pipeline = self._build(bundle, objective, cap_policy)
+        served = ServedModel(
+            bundle=bundle,
+            pipeline=pipeline,
+            offers=self._index_offers(bundle) if self._index_offers is not None else {},
+            name=str(getattr(info, "name", ref.name)),
+            version=str(getattr(info, "version", ref.version or "")),
+            alias=str(getattr(info, "alias", None) or ref.alias or ""),
+            run_id=getattr(info, "run_id", None),
+            loaded_at=time.time(),
+        )
+        self._served[key] = served
+        return served
+
+    def _build_snapshot(self, running: list[Experiment], fingerprint: tuple[int, int]) -> Snapshot:
+        arms: dict[tuple[str, str], ServedModel | None] = {}
+        kept: list[Experiment] = []
+        used: set[tuple[str, str, str | None]] = set()
+        for exp in running:
+            try:
+                exp_arms: dict[tuple[str, str], ServedModel | None] = {}
+                for v in exp.variants:
+                    exp_arms[(exp.key, v.key)] = self._served_model(v.model, v.objective.value, v.cap_policy)
+                    used.add((str(v.model), v.objective.value, v.cap_policy))
+                if exp.holdout > 0:
+                    if exp.holdout_serving is HoldoutServing.POPULARITY and exp.holdout_model is not None:
+                        exp_arms[(exp.key, HOLDOUT)] = self._served_model(
+                            exp.holdout_model, "expected_value", None
+                        )
+                        used.add((str(exp.holdout_model), "expected_value", None))
+                    else:
+                        exp_arms[(exp.key, HOLDOUT)] = None
+            except Exception as exc:
+                self.last_error = f"experiment {exp.key}: {type(exc).__name__}: {exc}"
+                logger.exception("experiment %s cannot be served; its members get the default model", exp.key)
+                continue
+            arms.update(exp_arms)
+            kept.append(exp)
+        # Forget pipelines and bundles no running experiment uses any more.
+        self._served = {k: v for k, v in self._served.items() if k in used}
+        refs = {k[0] for k in used}
+        self._bundles = {k: v for k, v in self._bundles.items() if k in refs}
+        return Snapshot(tuple(kept), arms, fingerprint)
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Reload the running experiments if the store changed; True when a new snapshot was swapped in."""
+        async with self._lock:
+            fingerprint = await anyio.to_thread.run_sync(self.store.fingerprint)
+            if not force and fingerprint == self._snapshot.fingerprint:
+                return False
+            running = await anyio.to_thread.run_sync(self.store.running)
+            snapshot = await anyio.to_thread.run_sync(self._build_snapshot, running, fingerprint)
+            self._snapshot = snapshot
+            logger.info("experiments: %s running", ", ".join(e.key for e in snapshot.experiments) or "none")
+            return True
+
+    async def poll_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the poll must never die
+                logger.exception("experiment poll failed")
+
+
+def with_objective(pipeline: Any, objective: str) -> Any:
+    """The freshly built pipeline ranking by ``objective`` (its config is the only thing that differs)."""
+    config = getattr(pipeline, "config", None)
+    if config is not None and getattr(config, "objective", objective) != objective:
+        pipeline.config = dataclasses.replace(config, objective=objective)
+    return pipeline
