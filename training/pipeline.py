@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from recsys.evaluation import (
     BASELINE_MODEL_GROUPS,
     DEFAULT_KS,
     DEFAULT_TEST_DAYS,
+    DEFAULT_TEST_FRACTION,
     ORACLE,
     ORACLE_ON_POPULARITY,
     ORACLE_UNCONSTRAINED,
@@ -46,11 +47,15 @@ from recsys.evaluation import (
     TimeSplit,
     best_model,
     comparison_table,
+    default_exclude_seen,
+    default_relevance,
     evaluate_recommender,
     has_oracle,
-    time_split,
+    is_generic,
+    make_split,
     to_markdown,
 )
+from recsys.models.base import DEFAULT_PRIOR_WEIGHT
 from recsys.registry import (
     CHALLENGER,
     DEFAULT_EXPERIMENT,
@@ -59,7 +64,7 @@ from recsys.registry import (
     dumps_params,
     publish,
 )
-from recsys.schema import NULLABLE, Col
+from recsys.schema import NULLABLE, SOURCE_NULLABLE, Col
 
 MODEL_KINDS: tuple[str, ...] = ("popularity", "als", "bpr", "lightfm", "hybrid")
 
@@ -79,6 +84,7 @@ class EvaluationReport:
     bundles: dict[str, Any] = field(repr=False, default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     references: list[ModelEvaluation] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)  # effective_settings(), as printed
 
     def evaluation(self, kind: str) -> ModelEvaluation:
         for e in self.evaluations:
@@ -125,9 +131,13 @@ def check_dataset(dataset_dir: Path | str) -> dict[str, Any]:
         )
     if offers.empty:
         raise PipelineError(f"{root}: the dataset has no offers to recommend")
+    # The data dictionary's nullability for this dataset's source: an interactions import has no prices or
+    # tiers, an air-data import no home airports; those columns are null by design, not missing features.
+    extra = SOURCE_NULLABLE.get(str(manifest.get("import_format") or ""), {})
     for name, frame in (("members", members), ("offers", offers)):
+        nullable = NULLABLE.get(name, frozenset()) | extra.get(name, frozenset())
         for col in frame.columns:
-            if col in NULLABLE.get(name, frozenset()):
+            if col in nullable:
                 continue
             values = frame[col]
             if values.dtype.kind in "fc" and np.isnan(values.to_numpy(dtype=float)).any():
@@ -175,6 +185,88 @@ def _kinds(model: str | Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SplitSettings:
+    """How the evaluation splits the data and what it counts as relevant (``recsys evaluate --split ...``).
+
+    ``relevance`` and ``exclude_seen`` None: the default for the kind of data (purchases and no seen filter
+    for the airline world; any interaction and the filter for generic data)."""
+
+    method: str = "time"
+    cutoff: str | None = None
+    test_days: int = DEFAULT_TEST_DAYS
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    relevance: str | None = None
+    min_weight: float | None = None
+    exclude_seen: bool | None = None
+
+
+def effective_settings(
+    dataset_dir: Path | str,
+    kinds: Sequence[str],
+    configs: Mapping[str, Any] | None,
+    split: SplitSettings,
+    seed: int,
+) -> list[str]:
+    """The settings a run will use, one line each: the split and, per model kind, how interactions become the
+    matrix (event weights, the weight column, decay, transform), alpha and the popularity prior. Printed at
+    the start of every run and logged to MLflow, so no default is silent."""
+    from recsys.data.layout import table_columns
+    from recsys.models.bundle import BundleConfig
+    from recsys.models.registry import config_class
+
+    root = Path(dataset_dir)
+    generic = is_generic(root)
+    kind_of_data = "generic data" if generic else "the airline world"
+    relevance = split.relevance or default_relevance(root)
+    seen = split.exclude_seen if split.exclude_seen is not None else default_exclude_seen(root)
+    how = {
+        "time": f"time cut-off {split.cutoff or f'{split.test_days} days before the end'}",
+        "per-user": f"per-user time split, last {split.test_fraction:.0%} of each member's interactions",
+        "leave-last-out": "leave-last-out (each member's last interaction)",
+        "random": f"random split of {split.test_fraction:.0%} of each member's items (seed {seed})",
+    }.get(split.method, split.method)
+    lines = [
+        f"split: {how}",
+        f"relevance: {relevance}"
+        + (f", weight >= {split.min_weight:g}" if split.min_weight is not None else "")
+        + ("" if split.relevance else f" (default for {kind_of_data})"),
+        f"already-seen items: {'filtered out of lists and relevant sets' if seen else 'kept'}"
+        + ("" if split.exclude_seen is not None else f" (default for {kind_of_data})"),
+    ]
+    columns = table_columns(root, "interactions")
+    if Col.WEIGHT in columns:
+        lines.append("interactions.weight: multiplies each row's event weight")
+    else:
+        lines.append("interactions has no 'weight' column: every row counts its event type's weight")
+    for kind in kinds:
+        cfg = BundleConfig.model_validate((configs or {}).get(kind) or {})
+        inter = cfg.interactions
+        model_cfg = config_class(kind).model_validate({**cfg.model, "random_state": seed})
+        ev = inter.events
+        decay = f"half-life {inter.half_life_days:g} days" if inter.half_life_days is not None else "no decay"
+        parts = [
+            f"events purchase={ev.purchase:g} click={ev.click:g} impression={ev.impression:g} "
+            f"dismiss={ev.dismiss:g}",
+            f"decay {decay}",
+            f"transform {inter.transform}"
+            + (f" (k1={inter.bm25_k1:g}, b={inter.bm25_b:g})" if inter.transform == "bm25" else ""),
+        ]
+        alpha = getattr(model_cfg, "alpha", None)
+        if alpha is not None:
+            parts.append(f"alpha {alpha:g}")
+        groups = " × ".join(cfg.groups_for(kind)) or "none (global)"
+        if kind == BASELINE:
+            parts.append(f"groups {groups}")
+        elif model_cfg.prior_weight is None:
+            prior = f"{DEFAULT_PRIOR_WEIGHT:g} over groups {groups} if members have them, else 0"
+            parts.append(f"prior default: {prior}")
+        else:
+            parts.append(f"prior_weight {model_cfg.prior_weight:g} over groups {groups}")
+        lines.append(f"{kind}: " + "; ".join(parts))
+    return lines
+
+
 def evaluate_models(
     dataset_dir: Path | str,
     model: str | Sequence[str] = "all",
@@ -188,12 +280,17 @@ def evaluate_models(
     with_baseline: bool = True,
     progress: bool = False,
     validation: bool = False,
+    split_settings: SplitSettings | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
     """Train each model on events before the cut-off and evaluate it on the test period.
 
     The popularity baseline is always included (``with_baseline``) so every table has its reference row.
     ``validation`` judges on the ``test_days`` *before* the test period's cut-off instead (models trained
     before that), never looking at the test period: choose settings there, report the test period.
+    ``split_settings`` chooses another split, the relevance and the seen filter (``cutoff``/``test_days`` are
+    its fields when it is given). ``announce`` receives the effective settings, one line each, before any
+    training starts, and each model's resolved prior.
     """
     from recsys.models.bundle import ModelBundle
 
@@ -202,17 +299,47 @@ def evaluate_models(
     if with_baseline and BASELINE not in kinds:
         kinds = [BASELINE, *kinds]
     check_dataset(root)
+    ss = split_settings or SplitSettings(cutoff=cutoff, test_days=test_days)
+    settings = effective_settings(root, kinds, configs, ss, seed)
+    for line in settings:
+        (announce or _no_announce)(line)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    split = time_split(root, cutoff=cutoff, test_days=test_days)
+    split = make_split(
+        root,
+        ss.method,  # type: ignore[arg-type]
+        cutoff=ss.cutoff,
+        test_days=ss.test_days,
+        test_fraction=ss.test_fraction,
+        relevance=ss.relevance,  # type: ignore[arg-type]
+        min_weight=ss.min_weight,
+        exclude_seen=ss.exclude_seen,
+        seed=seed,
+    )
     if validation:
-        split = time_split(root, test_days=test_days, end=split.cutoff)
+        if ss.method != "time":
+            raise EvaluationError(f"--validation needs the time split, not --split {ss.method}")
+        split = make_split(
+            root,
+            "time",
+            test_days=ss.test_days,
+            end=split.cutoff,
+            relevance=split.relevance,
+            min_weight=ss.min_weight,
+            exclude_seen=split.exclude_seen,
+        )
     offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
     timings["split_s"] = time.perf_counter() - t0
 
     def train_and_evaluate(name: str, kind: str, config: Any) -> tuple[Any, ModelEvaluation]:
         t1 = time.perf_counter()
-        bundle = ModelBundle.train(root, kind, config, before=split.before, seed=seed, progress=progress)
+        bundle = ModelBundle.train(
+            root, kind, config, before=split.before, seed=seed, progress=progress, holdout=split.holdout
+        )
+        if kind != BASELINE and announce is not None and name == kind:
+            weight = bundle.params.get("model.prior_weight_effective", 0.0)
+            why = f"over groups {' × '.join(bundle.group_keys)}" if weight else "(plain model, no prior)"
+            announce(f"{name}: prior_weight {weight:g} {why}")
         train_s = time.perf_counter() - t1
         ev = evaluate_recommender(name, _recommend_fn(bundle), split, offers, ks=ks, progress=progress)
         ev.train_seconds = train_s
@@ -274,7 +401,11 @@ def evaluate_models(
             references.append(on_popularity)
             timings[f"{ORACLE_ON_POPULARITY}.eval_s"] = on_popularity.eval_seconds
     table = comparison_table(evaluations, oracle, references=references)
-    return EvaluationReport(split, evaluations, oracle, table, bundles, timings, references)
+    return EvaluationReport(split, evaluations, oracle, table, bundles, timings, references, settings)
+
+
+def _no_announce(line: str) -> None:
+    del line
 
 
 def _prior_fn(bundle: Any, offer_ids: pd.Series) -> Any:
@@ -322,6 +453,8 @@ def train_pipeline(
     configs: Mapping[str, Any] | None = None,
     primary_metric: str = PRIMARY_METRIC,
     progress: bool = False,
+    split_settings: SplitSettings | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Evaluate, choose, refit and publish. ``model`` = one kind (registered even if another scores higher)
     or ``"all"`` (the best on ``primary_metric`` is registered)."""
@@ -336,7 +469,15 @@ def train_pipeline(
 
     t0 = time.perf_counter()
     report = evaluate_models(
-        root, model, cutoff=cutoff, test_days=test_days, seed=seed, configs=configs, progress=progress
+        root,
+        model,
+        cutoff=cutoff,
+        test_days=test_days,
+        seed=seed,
+        configs=configs,
+        progress=progress,
+        split_settings=split_settings,
+        announce=announce,
     )
     timings = dict(report.timings)
     timings["evaluation_total_s"] = time.perf_counter() - t0
@@ -392,9 +533,13 @@ def _publish(
         "data.fingerprint": fp,
         "data.generator": manifest.get("generator", manifest.get("source", "")),
         "data.seed": manifest.get("seed", ""),
+        "split.method": split.method,
         "split.cutoff": split.cutoff.isoformat(),
         "split.end": split.end.isoformat(),
+        "split.test_fraction": split.test_fraction,
         "split.relevance": split.relevance,
+        "split.relevant_min_weight": split.min_weight,
+        "split.exclude_seen": split.exclude_seen,
         "eval.primary_metric": primary_metric,
         "eval.ks": list(DEFAULT_KS),
         "models_compared": [e.name for e in report.evaluations],
@@ -425,6 +570,7 @@ def _publish(
         "evaluation/comparison.csv": report.table.to_csv(index=False),
         "evaluation/slices.csv": slices.to_csv(index=False),
         "evaluation/split.json": json.dumps(split.summary(), indent=2),
+        "evaluation/settings.txt": "\n".join(report.settings) + "\n",
         "data/manifest.json": json.dumps(manifest, indent=2, sort_keys=True, default=str),
     }
     tags = {
@@ -432,7 +578,11 @@ def _publish(
         "data_fingerprint": fp,
         "cutoff": split.cutoff.isoformat(),
         "primary_metric": primary_metric,
-        "metrics_from": f"held-out evaluation of the same configuration trained before {split.cutoff.date()}",
+        "metrics_from": (
+            f"held-out evaluation of the same configuration trained before {split.cutoff.date()}"
+            if split.method == "time"
+            else f"held-out evaluation of the same configuration, {split.method} split"
+        ),
         "python": platform.python_version(),
     }
     input_ids = split.test_members[:3]
