@@ -60,14 +60,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.data.layout import has_table, iter_table, latest_event_time, read_table
+from recsys.data.layout import has_table, iter_table, latest_event_time, read_table, table_columns
 from recsys.data.times import to_utc_naive
 from recsys.ids import IdMap
 from recsys.schema import (
@@ -121,6 +121,9 @@ class SourceWeights(BaseModel):
     flight_meal: float = Field(default=1.0, ge=0)
 
 
+Transform = Literal["raw", "log1p", "bm25"]
+
+
 class InteractionConfig(BaseModel):
     """How histories become a weighted member × item matrix (see the module docstring)."""
 
@@ -129,6 +132,13 @@ class InteractionConfig(BaseModel):
     events: EventWeights = EventWeights()
     sources: SourceWeights = SourceWeights()
     half_life_days: float | None = Field(default=180.0, gt=0)
+    transform: Transform = Field(
+        default="raw",
+        description="applied to each cell's summed weight: raw (as summed), log1p (log(1 + w): play counts "
+        "from 1 to 100,000s), bm25 (implicit's bm25_weight, items as documents)",
+    )
+    bm25_k1: float = Field(default=100.0, gt=0)
+    bm25_b: float = Field(default=0.8, ge=0, le=1)
     meal_skip: tuple[str, ...] = (MealCode.STANDARD.value, MealCode.NONE.value)
     min_weight: float = Field(default=0.0, ge=0, description="cells with a total weight <= this are dropped")
     new_offer_min_days: float = Field(
@@ -318,19 +328,66 @@ class _Accumulator:
         return out
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """History a split keeps out of training, beside (or instead of) a global cut-off ``before``.
+
+    ``member_cutoffs`` (member_id -> naive UTC time): that member's rows at or after the time are held out
+    (per-member time splits); members not listed keep all their history. ``pairs`` (member_id, offer_id):
+    every row naming such a pair is held out (the random split of data without timestamps).
+    """
+
+    member_cutoffs: pd.Series | None = None
+    pairs: pd.DataFrame | None = None
+
+    def keep(self, df: pd.DataFrame, times: pd.Series) -> np.ndarray:
+        """Boolean per row of ``df`` (member_id [, offer_id]): not held out."""
+        out = np.ones(len(df), dtype=bool)
+        if self.member_cutoffs is not None and len(self.member_cutoffs):
+            cut = df[Col.MEMBER_ID].astype(str).map(self.member_cutoffs)
+            out &= (cut.isna() | (times < cut)).to_numpy(dtype=bool)
+        if self.pairs is not None and len(self.pairs) and Col.OFFER_ID in df.columns:
+            held = pd.MultiIndex.from_frame(self.pairs[[Col.MEMBER_ID, Col.OFFER_ID]].astype(str))
+            key = pd.MultiIndex.from_arrays([df[Col.MEMBER_ID].astype(str), df[Col.OFFER_ID].astype(str)])
+            out &= ~np.asarray(key.isin(held), dtype=bool)
+        return out
+
+
+def apply_transform(matrix: sp.csr_matrix, cfg: InteractionConfig) -> sp.csr_matrix:
+    """The configured confidence transform of a summed member × item matrix (positive cells only)."""
+    if cfg.transform == "raw":
+        return matrix
+    out = matrix.copy()
+    if cfg.transform == "log1p":
+        out.data = np.log1p(out.data).astype(np.float32)
+    else:
+        from implicit.nearest_neighbours import bm25_weight
+
+        # implicit's convention (its lastfm example): items are the documents, members the terms.
+        out = sp.csr_matrix(bm25_weight(matrix.T.tocoo(), K1=cfg.bm25_k1, B=cfg.bm25_b).T, dtype=np.float32)
+        out.data = np.maximum(out.data, 0.0)  # idf < 0 for a member who touched almost every item
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
 def build_interactions(
     dataset_dir: Path | str,
     config: InteractionConfig | dict[str, Any] | None = None,
     before: datetime | None = None,
     *,
+    holdout: Holdout | None = None,
     progress: bool = False,
 ) -> InteractionMatrix:
     """Build the weighted member × item matrix of a dataset (see the module docstring for the weights).
 
-    ``before`` keeps only events strictly before that time (train on the period before T). Members come from
-    the members table, offers from the offers table; events of unknown members or offers are dropped and
-    counted in
-    ``stats``.
+    ``before`` keeps only events strictly before that time (train on the period before T); ``holdout``
+    drops what a per-member or random split holds out. Members come from the members table, offers from the
+    offers table; events of unknown members or offers are dropped and counted in ``stats``. Rows without a
+    time (data without timestamps) are read only when there is no cut-off, and are not decayed.
+
+    ``interactions.weight`` (generic imports) multiplies its row's event weight; a NaN, infinite or negative
+    weight is a ``ValueError`` naming the table, the column and the first bad event.
     """
     cfg = config if isinstance(config, InteractionConfig) else InteractionConfig.model_validate(config or {})
     root = Path(dataset_dir)
@@ -339,7 +396,8 @@ def build_interactions(
     member_ids = IdMap(members[Col.MEMBER_ID].astype(str).to_numpy(dtype=object))
     offer_items = offer_item(offers[Col.OFFER_ID].astype(str).to_numpy())
     cutoff = to_utc_naive(before) if before is not None else None
-    reference = cutoff if cutoff is not None else _latest_time(root)
+    reference = cutoff if cutoff is not None else _latest_time(root, required=False)
+    member_cut = holdout is not None and holdout.member_cutoffs is not None
 
     vocab = _Vocab(offer_items)
     n_offers = len(offer_items)
@@ -354,6 +412,7 @@ def build_interactions(
         if cfg.half_life_days is None:
             return np.ones(len(times))
         age_days = (reference - times).dt.total_seconds().to_numpy() / 86_400.0
+        age_days = np.nan_to_num(age_days, nan=0.0)  # an undated row is not decayed
         return np.power(0.5, np.maximum(age_days, 0.0) / cfg.half_life_days)
 
     def parts(table: str, columns: list[str], time_col: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
@@ -366,9 +425,15 @@ def build_interactions(
         )
         for df in it:
             times = to_utc_naive(df[time_col])
-            in_window = times.notna().to_numpy().copy()
+            dated = times.notna().to_numpy()
+            # Undated rows (data without timestamps) count only when no time cut-off applies.
+            in_window = dated.copy() if cutoff is not None or member_cut else np.ones(len(df), dtype=bool)
             if cutoff is not None:
                 in_window &= (times < cutoff).to_numpy()
+            if holdout is not None:
+                in_window &= holdout.keep(df, times)
+            if not dated.all():
+                stats[f"{table}.undated"] = stats.get(f"{table}.undated", 0) + int((~dated).sum())
             stats[f"{table}.read"] = stats.get(f"{table}.read", 0) + len(df)
             df = df.loc[in_window]
             if df.empty:
@@ -378,7 +443,7 @@ def build_interactions(
             if unknown:
                 stats[f"{table}.unknown_member"] = stats.get(f"{table}.unknown_member", 0) + unknown
             stats[f"{table}.used"] = stats.get(f"{table}.used", 0) + len(df) - unknown
-            if table == INTERACTIONS.name:
+            if table == INTERACTIONS.name and times.loc[df.index].notna().any():
                 starts.append(times.loc[df.index].min())
             yield df.assign(_row=rows), decay(times.loc[df.index])
 
@@ -406,14 +471,16 @@ def build_interactions(
         return out
 
     # Offer events.
+    weighted = Col.WEIGHT in table_columns(root, INTERACTIONS.name)
     event_weight = {
         EventType.PURCHASE.value: cfg.events.purchase,
         EventType.CLICK.value: cfg.events.click,
         EventType.IMPRESSION.value: cfg.events.impression,
         EventType.DISMISS.value: cfg.events.dismiss,
     }
+    event_cols = [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME]
     for df, dec in parts(
-        INTERACTIONS.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME], Col.EVENT_TIME
+        INTERACTIONS.name, event_cols + ([Col.EVENT_ID, Col.WEIGHT] if weighted else []), Col.EVENT_TIME
     ):
         codes, kinds = pd.factorize(df[Col.EVENT_TYPE])
         kind_weight = np.asarray([event_weight.get(str(k), np.nan) for k in kinds] + [np.nan])
@@ -424,6 +491,8 @@ def build_interactions(
                 bad.sum()
             )
             w[bad] = 0.0
+        if weighted:
+            w = w * _row_weights(root, df)
         cols = offer_cols(df, INTERACTIONS.name)
         rows = df["_row"].to_numpy()
         weights.add(rows, cols, w * dec)
@@ -481,7 +550,7 @@ def build_interactions(
     new_pos[n_offers + token_order] = np.arange(n_offers, len(tokens))
     item_ids = np.empty(len(tokens), dtype=object)
     item_ids[new_pos] = tokens
-    matrix = weights.result(len(tokens), new_pos, cfg.min_weight)
+    matrix = apply_transform(weights.result(len(tokens), new_pos, cfg.min_weight), cfg)
     purchased = bought.result(len(tokens), new_pos, 0.0)
     purchased.data[:] = 1.0
     stats["cells"] = int(matrix.nnz)
@@ -546,8 +615,25 @@ def offer_availability(
     return out
 
 
-def _latest_time(root: Path) -> pd.Timestamp:
-    """The latest event time over all history tables (the reference for recency when no cut-off is given)."""
+def _row_weights(root: Path, df: pd.DataFrame) -> np.ndarray:
+    """``interactions.weight`` of the rows as floats; NaN, infinite or negative weights are refused."""
+    values = pd.to_numeric(df[Col.WEIGHT], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        event, value = df[Col.EVENT_ID].iloc[first], df[Col.WEIGHT].iloc[first]
+        raise ValueError(
+            f"{root / INTERACTIONS.name}: column '{Col.WEIGHT}' has {int(bad.sum())} NaN, infinite or "
+            f"negative value(s) (first: event_id {event!r}, weight {value!r}); weights must be >= 0"
+        )
+    return values
+
+
+def _latest_time(root: Path, required: bool = True) -> pd.Timestamp:
+    """The latest event time over all history tables (the reference for recency when no cut-off is given).
+
+    Data without any timestamp has no reference; with ``required=False`` its undated rows are not decayed
+    and the reference is the Unix epoch."""
     latest = latest_event_time(
         root,
         (
@@ -558,5 +644,7 @@ def _latest_time(root: Path) -> pd.Timestamp:
         ),
     )
     if latest is None:
+        if not required:
+            return pd.Timestamp(0)
         raise ValueError(f"{root}: the dataset has no dated history (no flights, purchases or events)")
     return latest

@@ -84,6 +84,22 @@ def iter_table(root: Path | str, name: str, columns: list[str] | None = None) ->
         yield pd.read_parquet(part, columns=columns)
 
 
+def table_columns(root: Path | str, name: str) -> list[str]:
+    """The column names a stored table has (its first part's schema); [] when the table is absent."""
+    import pyarrow.parquet as pq
+
+    spec = ALL_TABLES[name]
+    path = table_path(Path(root), spec)
+    if spec.partitioned:
+        parts = sorted(path.glob("part-*.parquet")) if path.is_dir() else []
+        if not parts:
+            return []
+        path = parts[0]
+    elif not path.is_file():
+        return []
+    return list(pq.read_schema(path).names)
+
+
 def latest_time(root: Path | str, name: str, column: str) -> pd.Timestamp | None:
     """The latest non-null value of timestamp ``column`` in table ``name`` (naive UTC); None if it has none.
 
