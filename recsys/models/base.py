@@ -54,7 +54,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     random_state: int = 42
-    prior_weight: float = Field(
+    prior_weight: float | None = Field(
         default=0.0,
         ge=0,
         description="members with history also get their group's popularity, at this weight relative to the "
@@ -74,19 +74,52 @@ class ModelConfig(BaseModel):
         return out
 
 
+DEFAULT_PRIOR_WEIGHT = 10.0
+
+
 class LearnedModelConfig(ModelConfig):
     """Base configuration of the learned models (ALS, BPR, LightFM, hybrid).
 
-    Their learned score re-ranks within the member's group popularity by default: on the 50k world the learned
-    part alone ranked below popularity (NDCG@10 ALS 0.16 vs 0.26), and ALS with this prior scored 0.293.
+    Their learned score re-ranks within the member's group popularity when members have groups: on the 50k
+    world the learned part alone ranked below popularity (NDCG@10 ALS 0.16 vs 0.26), and ALS with a prior of
+    :data:`DEFAULT_PRIOR_WEIGHT` scored 0.293. Without member groups (generic data: no tier, no miles) that
+    prior is global popularity, which pulled ALS down to 0.5-0.7x bare implicit ALS; so the default
+    (``None``) is :func:`resolve_prior_weight`'s: the prior only over real groups.
     """
 
-    prior_weight: float = Field(
-        default=10.0,
+    prior_weight: float | None = Field(
+        default=None,
         ge=0,
         description="members with history also get their group's popularity, at this weight relative to the "
-        "spread of the model's own scores (0: the learned score alone)",
+        "spread of the model's own scores (0: the learned score alone; default: "
+        f"{DEFAULT_PRIOR_WEIGHT:g} when members fall into two or more known groups, else 0)",
     )
+
+
+class NoGroupsError(ValueError):
+    """A popularity prior over member groups was asked for, but no member has a known group."""
+
+
+def has_known_groups(group_names: Sequence[str]) -> bool:
+    """Whether group labels (``"gold|m10k"``; ``?`` = unknown part) split members into two or more groups,
+    one at least with a known part."""
+    known = [g for g in group_names if any(part != "?" for part in str(g).split("|"))]
+    return len(group_names) >= 2 and bool(known)
+
+
+def resolve_prior_weight(configured: float | None, group_names: Sequence[str]) -> float:
+    """The prior weight a model uses: ``configured`` when set; by default :data:`DEFAULT_PRIOR_WEIGHT` over
+    known groups and 0 (the plain model) without. An explicit prior over groups nobody has is refused: it
+    would silently be global popularity (ask for that with no groups at all)."""
+    if configured is None:
+        return DEFAULT_PRIOR_WEIGHT if has_known_groups(group_names) else 0.0
+    if configured > 0 and group_names and not has_known_groups(group_names):
+        raise NoGroupsError(
+            f"prior_weight={configured:g} is set but no member group is available (every member's group is "
+            f"{', '.join(map(repr, group_names))}): set prior_weight 0 for the plain model, or groups [] for "
+            "a global-popularity prior"
+        )
+    return float(configured)
 
 
 @dataclass(frozen=True)
@@ -207,6 +240,7 @@ class Recommender(ABC):
         self.group_names: tuple[str, ...] = ()
         self.member_groups_: np.ndarray | None = None
         self.prior_: float = 0.0
+        self.prior_weight_: float = 0.0  # the prior weight fit resolved (resolve_prior_weight)
         self.has_history_: np.ndarray | None = None
         self.user_items_: sp.csr_matrix | None = None
         self.member_feature_names_: np.ndarray | None = None
@@ -235,11 +269,13 @@ class Recommender(ABC):
         # Members with history: their learned vector, plus ``prior`` × the one-hot of their group on the block
         # (kept as a scalar and the group index, never as a dense members × groups matrix).
         prior = 1.0 if self.known_members_use_popularity else 0.0
-        if not self.known_members_use_popularity and self.config.prior_weight > 0:
+        weight = resolve_prior_weight(self.config.prior_weight, data.group_names)
+        if not self.known_members_use_popularity and weight > 0:
             g = np.where(groups >= 0, groups, n_groups - 1)
             learned = score_scale(vectors.user, vectors.item, data, self.config.random_state)
             popular = score_scale(None, pop, data, self.config.random_state, groups=g)
-            prior = self.config.prior_weight * learned / popular
+            prior = weight * learned / popular
+        self.prior_weight_ = 0.0 if self.known_members_use_popularity else weight
         feature = feature_offset = None
         if vectors.feature is not None:
             feature = np.hstack([vectors.feature, np.zeros((len(vectors.feature), n_groups), np.float32)])

@@ -44,13 +44,14 @@ from recsys.ids import IdMap
 from recsys.interactions import (
     DEST_PREFIX,
     OFFER_PREFIX,
+    Holdout,
     InteractionConfig,
     InteractionMatrix,
     build_interactions,
     offer_availability,
     to_utc_naive,
 )
-from recsys.models.base import RecDataset, Recommender
+from recsys.models.base import NoGroupsError, RecDataset, Recommender
 from recsys.models.features import (
     MEMBER_FEATURE_KEYS,
     build_item_features,
@@ -287,8 +288,10 @@ class ModelBundle:
         before: datetime | None = None,
         seed: int = 42,
         progress: bool = False,
+        holdout: Holdout | None = None,
     ) -> ModelBundle:
-        """Train a ``kind`` model on ``dataset_dir`` (only history before ``before`` when given).
+        """Train a ``kind`` model on ``dataset_dir`` (only history before ``before`` when given, and none of
+        what ``holdout`` holds out: per-member and random evaluation splits).
 
         ``config`` follows :class:`BundleConfig` (``{"model": {...}, "interactions": {...}, "groups": ...}``);
         ``seed`` sets every random state. Raises :class:`BundleError` on data that cannot make a model.
@@ -310,7 +313,7 @@ class ModelBundle:
         # in pyarrow/numpy/pandas code that releases the GIL (1M members: 23 s together instead of 36 s).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="profiles") as pool:
             profiles_job = pool.submit(_member_profiles, root, before, seed)
-            inter = build_interactions(root, cfg.interactions, before, progress=progress)
+            inter = build_interactions(root, cfg.interactions, before, holdout=holdout, progress=progress)
             if inter.matrix.nnz == 0:
                 when = f" before {before}" if before is not None else ""
                 raise BundleError(f"{root}: no interactions{when}; nothing to learn from")
@@ -338,7 +341,13 @@ class ModelBundle:
         timings["features_seconds"] = time.perf_counter() - t1  # beyond the overlap with the matrix
 
         t2 = time.perf_counter()
-        model.fit(data)
+        try:
+            model.fit(data)
+        except NoGroupsError as exc:
+            raise BundleError(
+                f"{root}: {kind}: {exc}. The groups are {' × '.join(groups_used)} (BundleConfig.groups), "
+                "from the members table and profiles, and this dataset has none of them"
+            ) from exc
         timings["fit_seconds"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -356,6 +365,7 @@ class ModelBundle:
             "before": before.isoformat() if before is not None else None,
             "groups": ",".join(groups_used),
             **model.params(),
+            "model.prior_weight_effective": model.prior_weight_,
             **cfg.interactions.flat(),
             **{f"retrieval.{k}": v for k, v in cfg.retrieval.model_dump(mode="json").items()},
             **{f"calibration.{k}": v for k, v in cfg.calibration.model_dump(mode="json").items()},
