@@ -22,7 +22,16 @@ from recsys.evaluation.report import (
     to_markdown,
 )
 from recsys.evaluation.slices import slice_metrics
-from recsys.evaluation.split import DEFAULT_TEST_DAYS, TimeSplit, time_split
+from recsys.evaluation.split import (
+    DEFAULT_TEST_DAYS,
+    RELEVANCES,
+    TimeSplit,
+    default_exclude_seen,
+    default_relevance,
+    is_generic,
+    time_split,
+)
+from recsys.evaluation.splits import DEFAULT_TEST_FRACTION, SPLIT_METHODS, make_split
 
 __all__ = [
     "BASELINE",
@@ -30,11 +39,14 @@ __all__ = [
     "BASELINE_MODEL_GROUPS",
     "DEFAULT_KS",
     "DEFAULT_TEST_DAYS",
+    "DEFAULT_TEST_FRACTION",
     "ORACLE",
     "ORACLE_ON_POPULARITY",
     "ORACLE_UNCONSTRAINED",
     "PRIMARY_K",
     "PRIMARY_METRIC",
+    "RELEVANCES",
+    "SPLIT_METHODS",
     "EvaluationError",
     "ModelEvaluation",
     "OracleRecommender",
@@ -43,8 +55,12 @@ __all__ = [
     "best_model",
     "collect_recommendations",
     "comparison_table",
+    "default_exclude_seen",
+    "default_relevance",
     "evaluate_recommender",
     "has_oracle",
+    "is_generic",
+    "make_split",
     "metric_name",
     "metrics_at",
     "ranking_metrics",

@@ -69,6 +69,24 @@ def collect_recommendations(
     return pd.concat(frames, ignore_index=True)
 
 
+def without_seen(recommend: RecommendFn, seen: pd.DataFrame) -> RecommendFn:
+    """``recommend`` with each member's already-seen offers (member_id, offer_id pairs) taken out of the list:
+    it asks for ``k`` plus the most any member of the batch has seen, drops those and renumbers the ranks."""
+    per_member = seen.groupby(Col.MEMBER_ID, sort=False)[Col.OFFER_ID].size()
+    key = [Col.MEMBER_ID, Col.OFFER_ID]
+
+    def filtered(member_ids: np.ndarray, k: int) -> pd.DataFrame:
+        extra = int(per_member.reindex(pd.Index(member_ids)).fillna(0).max()) if len(member_ids) else 0
+        recs = recommend(member_ids, k + extra)
+        merged = recs.merge(seen[key], on=key, how="left", indicator="_seen")
+        recs = recs.loc[(merged["_seen"] == "left_only").to_numpy()]
+        recs = recs.sort_values([Col.MEMBER_ID, RANK], kind="stable")
+        recs = recs.assign(**{RANK: recs.groupby(Col.MEMBER_ID, sort=False).cumcount() + 1})
+        return recs.loc[recs[RANK] <= k]
+
+    return filtered
+
+
 def evaluate_recommender(
     name: str,
     recommend: RecommendFn,
@@ -88,6 +106,8 @@ def evaluate_recommender(
         raise EvaluationError("the offer catalogue is empty")
     t0 = time.perf_counter()
     members = np.asarray(split.test_members, dtype=object)
+    if split.seen is not None:
+        recommend = without_seen(recommend, split.seen)
     recs = collect_recommendations(recommend, members, max(ks), batch_size, progress, desc=name)
     metrics = metrics_at(recs, split.relevant, ks, catalogue_size=len(offers))
     slices = slice_metrics(recs, split, offers, PRIMARY_K)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from recsys.evaluation import TimeSplit
+from recsys.evaluation import DEFAULT_TEST_FRACTION, TimeSplit
 from training.commands.common import cli_errors, load_configs, print_table, resolve_data, settings
-from training.pipeline import MODEL_KINDS
+from training.pipeline import MODEL_KINDS, SplitSettings
+
+TRANSFORMS: tuple[str, ...] = ("raw", "log1p", "bm25")
 
 _MODEL_HELP = f"Model kind: {'|'.join(MODEL_KINDS)} or all (the best on the primary metric is registered)."
 
@@ -27,6 +29,55 @@ TestDaysOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: RECSYS_SEED or 42).")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on long steps.")]
+SplitOpt = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        help="time (one cut-off), per-user (last --test-fraction of each member's interactions), "
+        "leave-last-out, or random (seeded; for data without timestamps).",
+    ),
+]
+FractionOpt = Annotated[
+    float, typer.Option("--test-fraction", help="Share held out by the per-user and random splits.")
+]
+RelevanceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--relevance",
+        help="What counts as relevant in the test period: purchase, click (and purchases) or any "
+        "interaction. Default: purchase for the airline world, any for generic data.",
+        show_default=False,
+    ),
+]
+MinWeightOpt = Annotated[
+    float | None,
+    typer.Option("--relevant-min-weight", help="Only interactions with weight >= this are relevant."),
+]
+SeenOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--exclude-seen/--keep-seen",
+        help="Filter items a member acted on in training out of ranked lists and relevant sets. Default: "
+        "filtered for generic data, kept for the airline world (offers are bought again on every trip).",
+        show_default=False,
+    ),
+]
+TransformOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--transform",
+        help="Confidence transform of the summed cell weights for every model: raw (default), log1p, bm25.",
+        show_default=False,
+    ),
+]
+HalfLifeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--half-life-days",
+        help="Recency half-life of interaction weights for every model, in days, or 'none' (default 180).",
+        show_default=False,
+    ),
+]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -54,12 +105,28 @@ def train(
     model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name.")] = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
+    split: SplitOpt = "time",
+    test_fraction: FractionOpt = DEFAULT_TEST_FRACTION,
+    relevance: RelevanceOpt = None,
+    relevant_min_weight: MinWeightOpt = None,
+    exclude_seen: SeenOpt = None,
+    transform: TransformOpt = None,
+    half_life_days: HalfLifeOpt = None,
 ) -> None:
     """Train, evaluate on the held-out period, log the run to MLflow and register the model as challenger."""
     from training.pipeline import train_pipeline
 
     cfg = settings()
     with cli_errors():
+        split_settings = SplitSettings(
+            split,
+            cutoff,
+            test_days or cfg.test_days,
+            test_fraction,
+            relevance,
+            relevant_min_weight,
+            exclude_seen,
+        )
         result = train_pipeline(
             resolve_data(data, cfg),
             model,
@@ -71,9 +138,11 @@ def train(
             cutoff=cutoff,
             test_days=test_days or cfg.test_days,
             seed=cfg.seed if seed is None else seed,
-            configs=load_configs(config),
+            configs=with_interaction_overrides(load_configs(config), transform, half_life_days),
             primary_metric=cfg.primary_metric,
             progress=progress,
+            split_settings=split_settings,
+            announce=_announce,
         )
     report = result.report
     _describe_split(report.split)
@@ -103,6 +172,13 @@ def evaluate(
     ] = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
+    split: SplitOpt = "time",
+    test_fraction: FractionOpt = DEFAULT_TEST_FRACTION,
+    relevance: RelevanceOpt = None,
+    relevant_min_weight: MinWeightOpt = None,
+    exclude_seen: SeenOpt = None,
+    transform: TransformOpt = None,
+    half_life_days: HalfLifeOpt = None,
     validation: Annotated[
         bool,
         typer.Option(
@@ -118,16 +194,25 @@ def evaluate(
 
     cfg = settings()
     with cli_errors():
+        split_settings = SplitSettings(
+            split,
+            cutoff,
+            test_days or cfg.test_days,
+            test_fraction,
+            relevance,
+            relevant_min_weight,
+            exclude_seen,
+        )
         report = evaluate_models(
             resolve_data(data, cfg),
             model,
-            cutoff=cutoff,
-            test_days=test_days or cfg.test_days,
             seed=cfg.seed if seed is None else seed,
             with_oracle=oracle,
-            configs=load_configs(config),
+            configs=with_interaction_overrides(load_configs(config), transform, half_life_days),
             progress=progress,
             validation=validation,
+            split_settings=split_settings,
+            announce=_announce,
         )
     _describe_split(report.split, "validation" if validation else "held-out")
     print_table(report.table)
@@ -139,12 +224,54 @@ def evaluate(
         typer.echo(f"wrote {out}")
 
 
+def _announce(line: str) -> None:
+    typer.echo(f"settings: {line}")
+
+
+def with_interaction_overrides(
+    configs: dict[str, Any] | None, transform: str | None, half_life_days: str | None
+) -> dict[str, Any] | None:
+    """``configs`` with ``--transform`` / ``--half-life-days`` set in every model kind's interactions."""
+    if transform is None and half_life_days is None:
+        return configs
+    update: dict[str, Any] = {}
+    if transform is not None:
+        if transform not in TRANSFORMS:
+            raise ValueError(f"--transform {transform!r}: choose from {', '.join(TRANSFORMS)}")
+        update["transform"] = transform
+    if half_life_days is not None:
+        if half_life_days.strip().lower() == "none":
+            update["half_life_days"] = None
+        else:
+            try:
+                update["half_life_days"] = float(half_life_days)
+            except ValueError as exc:
+                raise ValueError(f"--half-life-days {half_life_days!r}: a number of days or 'none'") from exc
+    out = {k: dict(v) for k, v in (configs or {}).items()}
+    for kind in MODEL_KINDS:
+        cfg = out.setdefault(kind, {})
+        cfg["interactions"] = {**dict(cfg.get("interactions") or {}), **update}
+    return out
+
+
 def _describe_split(split: TimeSplit, kind: str = "held-out") -> None:
-    typer.echo(
-        f"{kind} period {split.cutoff.date()} .. {split.end.date()}: "
-        f"{len(split.test_members)} test members "
-        f"({len(split.cold_members)} cold), relevance = {split.relevance}"
+    who = (
+        f"{len(split.test_members)} test members ({len(split.cold_members)} cold), relevance = "
+        f"{split.relevance}{f' (weight >= {split.min_weight:g})' if split.min_weight is not None else ''}, "
+        f"seen items {'filtered' if split.exclude_seen else 'kept'}"
     )
+    if split.method == "time":
+        typer.echo(f"{kind} period {split.cutoff.date()} .. {split.end.date()}: {who}")
+    elif split.method == "random":
+        typer.echo(f"{kind} random split ({split.test_fraction:.0%} of each member's items): {who}")
+    else:
+        assert split.holdout is not None and split.holdout.member_cutoffs is not None
+        cuts = split.holdout.member_cutoffs
+        share = f" (last {split.test_fraction:.0%})" if split.test_fraction else ""
+        typer.echo(
+            f"{kind} {split.method} split{share}, member cut-offs {cuts.min().date()} .. "
+            f"{cuts.max().date()}: {who}"
+        )
 
 
 def register(app: typer.Typer) -> None:
