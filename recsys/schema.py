@@ -591,5 +591,7 @@ SOURCE_NULLABLE: dict[str, dict[str, frozenset[str]]] = {
                 Col.VALID_FROM,
             }
         ),
+        # data without timestamps (the source file has no timestamp column)
+        INTERACTIONS.name: frozenset({Col.EVENT_TIME}),
     },
 }

@@ -49,6 +49,7 @@ from recsys.evaluation import (
     comparison_table,
     default_exclude_seen,
     default_relevance,
+    default_split,
     evaluate_recommender,
     has_oracle,
     is_generic,
@@ -123,6 +124,12 @@ def check_dataset(dataset_dir: Path | str) -> dict[str, Any]:
         offers = read_table(root, "offers")
     except DatasetError as exc:
         raise PipelineError(str(exc)) from exc
+    if manifest.get("import_format") == "air-data" and (offers.empty or members.empty):
+        raise PipelineError(
+            f"{root}: an air-data import holds members' LRFMC aggregates, no offers or interactions to "
+            f"train or evaluate a recommender on ({len(members):,} members, {len(offers):,} offers); segment "
+            "it with `recsys segment --data`, or import interactions (--format interactions or canonical)"
+        )
     if members.empty:
         raise PipelineError(f"{root}: the dataset has no members")
     if members[Col.MEMBER_ID].nunique() < 2:
@@ -192,7 +199,7 @@ class SplitSettings:
     ``relevance`` and ``exclude_seen`` None: the default for the kind of data (purchases and no seen filter
     for the airline world; any interaction and the filter for generic data)."""
 
-    method: str = "time"
+    method: str | None = None  # None: time, or random for data without timestamps
     cutoff: str | None = None
     test_days: int = DEFAULT_TEST_DAYS
     test_fraction: float = DEFAULT_TEST_FRACTION
@@ -216,6 +223,7 @@ def effective_settings(
     from recsys.models.registry import config_class
 
     root = Path(dataset_dir)
+    method = split.method or default_split(root)
     generic = is_generic(root)
     kind_of_data = "generic data" if generic else "the airline world"
     relevance = split.relevance or default_relevance(root)
@@ -225,7 +233,9 @@ def effective_settings(
         "per-user": f"per-user time split, last {split.test_fraction:.0%} of each member's interactions",
         "leave-last-out": "leave-last-out (each member's last interaction)",
         "random": f"random split of {split.test_fraction:.0%} of each member's items (seed {seed})",
-    }.get(split.method, split.method)
+    }.get(method, method)
+    if split.method is None and method == "random":
+        how += " (the interactions have no timestamps)"
     lines = [
         f"split: {how}",
         f"relevance: {relevance}"
@@ -305,9 +315,10 @@ def evaluate_models(
         (announce or _no_announce)(line)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    method = ss.method or default_split(root)
     split = make_split(
         root,
-        ss.method,  # type: ignore[arg-type]
+        method,  # type: ignore[arg-type]
         cutoff=ss.cutoff,
         test_days=ss.test_days,
         test_fraction=ss.test_fraction,
@@ -317,8 +328,8 @@ def evaluate_models(
         seed=seed,
     )
     if validation:
-        if ss.method != "time":
-            raise EvaluationError(f"--validation needs the time split, not --split {ss.method}")
+        if method != "time":
+            raise EvaluationError(f"--validation needs the time split, not --split {method}")
         split = make_split(
             root,
             "time",

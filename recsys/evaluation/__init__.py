@@ -31,7 +31,7 @@ from recsys.evaluation.split import (
     is_generic,
     time_split,
 )
-from recsys.evaluation.splits import DEFAULT_TEST_FRACTION, SPLIT_METHODS, make_split
+from recsys.evaluation.splits import DEFAULT_TEST_FRACTION, SPLIT_METHODS, default_split, make_split
 
 __all__ = [
     "BASELINE",
@@ -57,6 +57,7 @@ __all__ = [
     "comparison_table",
     "default_exclude_seen",
     "default_relevance",
+    "default_split",
     "evaluate_recommender",
     "has_oracle",
     "is_generic",

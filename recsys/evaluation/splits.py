@@ -89,14 +89,23 @@ def make_split(
     return _member_time_split(root, rows, method, test_fraction, rel, min_weight, seen)
 
 
+def undated_interactions(dataset_dir: Path | str) -> int:
+    """How many interaction rows have no time (an interactions import of a file without timestamps)."""
+    root = Path(dataset_dir)
+    undated = 0
+    if has_table(root, "interactions"):
+        for part in iter_table(root, "interactions", [Col.EVENT_TIME]):
+            undated += int(part[Col.EVENT_TIME].isna().sum())
+    return undated
+
+
+def default_split(dataset_dir: Path | str) -> SplitMethod:
+    """``time``, or ``random`` for data without timestamps."""
+    return "random" if undated_interactions(dataset_dir) else "time"
+
+
 def _refuse_undated(root: Path, method: str, rows: pd.DataFrame | None = None) -> None:
-    if rows is not None:
-        undated = int(rows[_TIME].isna().sum())
-    else:
-        undated = 0
-        if has_table(root, "interactions"):
-            for part in iter_table(root, "interactions", [Col.EVENT_TIME]):
-                undated += int(part[Col.EVENT_TIME].isna().sum())
+    undated = int(rows[_TIME].isna().sum()) if rows is not None else undated_interactions(root)
     if undated:
         raise EvaluationError(
             f"{root}: {undated:,} interaction(s) have no timestamp, so the {method!r} split (--split) cannot "

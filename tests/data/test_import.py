@@ -313,12 +313,27 @@ def test_interactions_format_maps_users_items_and_keeps_weights(tmp_path: Path) 
     assert users.set_index(Col.MEMBER_ID).at["u2", "country"] == "JP"
 
 
-def test_interactions_without_event_type_or_weight_are_refused(tmp_path: Path) -> None:
+def test_interactions_without_event_type_weight_or_timestamp_say_what_they_assume(tmp_path: Path) -> None:
     src = tmp_path / "events.csv"
-    src.write_text("user_id,item_id,timestamp\nu1,i1,2024-01-01T00:00:00\n")
+    src.write_text("user_id,item_id\nu1,i1\nu2,i1\n")
+    code, output = run("data", "import", src, "--format", "interactions", "--out", tmp_path / "ds")
+    assert code == 0, output
+    assert "note: events.csv: no 'event_type' column: every row is imported as a 'click'" in output
+    assert "note: events.csv: no 'weight' column: every row counts once" in output
+    assert "note: events.csv: no 'timestamp' column: event_time is left empty" in output
+    events = pd.read_parquet(tmp_path / "ds" / "interactions")
+    assert events[Col.EVENT_TYPE].tolist() == ["click", "click"]
+    assert events[Col.EVENT_TIME].isna().all()
+    code, output = run("data", "validate", tmp_path / "ds")
+    assert code == 0, output
+
+
+def test_interactions_with_a_timestamp_column_need_a_time_in_every_row(tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    src.write_text("user_id,item_id,timestamp\nu1,i1,2024-01-01T00:00:00\nu2,i1,\n")
     code, output = run("data", "import", src, "--format", "interactions", "--out", tmp_path / "ds")
     assert code != 0
-    assert "events.csv, column event_type: missing column" in output
+    assert "events.csv row 2, column timestamp: missing value" in output
     assert not (tmp_path / "ds").exists()
 
 

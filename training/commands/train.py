@@ -30,11 +30,12 @@ TestDaysOpt = Annotated[
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: RECSYS_SEED or 42).")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on long steps.")]
 SplitOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--split",
-        help="time (one cut-off), per-user (last --test-fraction of each member's interactions), "
-        "leave-last-out, or random (seeded; for data without timestamps).",
+        help="time (one cut-off; the default), per-user (last --test-fraction of each member's "
+        "interactions), leave-last-out, or random (seeded; the default for data without timestamps).",
+        show_default=False,
     ),
 ]
 FractionOpt = Annotated[
@@ -105,7 +106,7 @@ def train(
     model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name.")] = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
-    split: SplitOpt = "time",
+    split: SplitOpt = None,
     test_fraction: FractionOpt = DEFAULT_TEST_FRACTION,
     relevance: RelevanceOpt = None,
     relevant_min_weight: MinWeightOpt = None,
@@ -172,7 +173,7 @@ def evaluate(
     ] = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
-    split: SplitOpt = "time",
+    split: SplitOpt = None,
     test_fraction: FractionOpt = DEFAULT_TEST_FRACTION,
     relevance: RelevanceOpt = None,
     relevant_min_weight: MinWeightOpt = None,

@@ -3,11 +3,14 @@
 ``SRC`` is either the interactions file itself or a directory holding ``interactions.(csv|parquet)`` and,
 optionally, ``users.(csv|parquet)`` and ``items.(csv|parquet)``.
 
-* interactions: ``user_id``, ``item_id``, ``timestamp`` (ISO 8601, or Unix epoch seconds/milliseconds) and
-  ``event_type`` (impression/click/purchase/dismiss) and/or ``weight`` (>= 0); optional ``event_id``,
-  ``request_id``, ``placement``. Lands in ``interactions`` (user_id -> member_id, item_id -> offer_id,
-  timestamp -> event_time, weight kept in the optional ``weight`` column; a row without event_type is a
-  ``click``; without event_id, the id is ``<file stem>-<data row, 9 digits>``; without placement, ``home``).
+* interactions: ``user_id``, ``item_id``; optional ``timestamp`` (ISO 8601, or Unix epoch
+  seconds/milliseconds), ``event_type`` (impression/click/purchase/dismiss), ``weight`` (>= 0: a play count, a
+  rating...), ``event_id``, ``request_id``, ``placement``. Lands in ``interactions`` (user_id -> member_id,
+  item_id -> offer_id, timestamp -> event_time, weight kept in the optional ``weight`` column and multiplying
+  the event's weight in training; without event_type a row is a ``click``; without event_id, the id is
+  ``<file stem>-<data row, 9 digits>``; without placement, ``home``). Without a timestamp column event_time
+  stays empty (data without times: evaluation uses a random split); with one, every row needs a time. Each
+  assumption is printed as a note.
 * users: ``user_id`` plus any member columns of the schema (tier, home_airport, ...), which land in
   ``members``; every other column is a user feature, written to ``features/user_features.parquet``
   (member_id + features).
@@ -19,6 +22,7 @@ optionally, ``users.(csv|parquet)`` and ``items.(csv|parquet)``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,19 +92,23 @@ def import_interactions(
     report = ValidationReport()
     (events,), problems = read_table_file(events_path, INTERACTIONS.name)
     report.extend(problems)
-    _require(events, (Col.USER_ID, Col.ITEM_ID, Col.TIMESTAMP), report)
-    if Col.EVENT_TYPE not in events.frame.columns and Col.WEIGHT not in events.frame.columns:
-        report.add(
-            ProblemGroup(
-                INTERACTIONS.name,
-                events.label,
-                Col.EVENT_TYPE,
-                MISSING_COLUMN,
-                "missing column: the file needs 'event_type' or 'weight' (or both)",
-            )
-        )
+    _require(events, (Col.USER_ID, Col.ITEM_ID), report)
     if not report.ok and report.has_table_level():
         raise ImportFailed(f"import refused: {report.summary()}; nothing was written", report)
+    columns = set(events.frame.columns)
+    label = events.label
+    if Col.EVENT_TYPE not in columns:
+        report.notes.append(f"{label}: no 'event_type' column: every row is imported as a '{DEFAULT_EVENT}'")
+    if Col.WEIGHT not in columns:
+        report.notes.append(
+            f"{label}: no 'weight' column: every row counts once (its event type's weight in training)"
+        )
+    dated = Col.TIMESTAMP in columns
+    if not dated:
+        report.notes.append(
+            f"{label}: no 'timestamp' column: event_time is left empty; training does not decay these rows "
+            "and evaluation uses a seeded random split (--split random)"
+        )
     interactions = _interactions(events, events_path)
 
     chunks: dict[str, list[Chunk]] = {INTERACTIONS.name: [interactions]}
@@ -118,6 +126,10 @@ def import_interactions(
     if item_features is not None:
         extras[ITEM_FEATURES] = item_features
     rules = Rules.for_format(FORMAT, default_airports())
+    if dated:  # a timestamp column, once given, is required in every row
+        nullable = dict(rules.extra_nullable)
+        nullable[INTERACTIONS.name] = nullable.get(INTERACTIONS.name, frozenset()) - {Col.EVENT_TIME}
+        rules = replace(rules, extra_nullable=nullable)
     checked = check_tables(chunks, rules, cascade=skip_invalid)
     sources = [p for p in (events_path, users_path, items_path) if p is not None]
     return write_dataset(
@@ -179,7 +191,7 @@ def _interactions(events: Chunk, path: Path) -> Chunk:
             Col.FLIGHT_ID: none,
             Col.PLACEMENT: f[Col.PLACEMENT] if Col.PLACEMENT in f.columns else str(DEFAULT_PLACEMENT),
             Col.EVENT_TYPE: f[Col.EVENT_TYPE] if Col.EVENT_TYPE in f.columns else str(DEFAULT_EVENT),
-            Col.EVENT_TIME: _timestamps(f[Col.TIMESTAMP]),
+            Col.EVENT_TIME: _timestamps(f[Col.TIMESTAMP]) if Col.TIMESTAMP in f.columns else none,
         },
         index=f.index,
     )
