@@ -178,6 +178,23 @@ BAD_INPUT = [
         422,
         "variants[0].model",
     ),
+    (
+        "missing cap policy file",
+        {
+            "variants": [
+                {"key": "a", "weight": 0.5, "model": {"alias": "champion"}},
+                {"key": "b", "weight": 0.5, "model": {"alias": "champion"}, "cap_policy": "/nope/caps.yaml"},
+            ]
+        },
+        422,
+        "variants[1].cap_policy",
+    ),
+    (
+        "popularity baseline that is not a popularity model",
+        {"holdout_serving": "popularity", "holdout_model": {"alias": "no-such-alias"}},
+        422,
+        "holdout_model",
+    ),
     ("end before start", {"start": "2099-02-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}, 422, "end"),
     ("holdout above half", {"holdout": 0.6}, 422, "holdout"),
     ("unknown placement", {"placements": ["lounge"]}, 422, "placements[0]"),
