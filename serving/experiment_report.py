@@ -8,8 +8,8 @@ from typing import Any
 
 from recsys.experiments import Experiment
 from recsys.experiments.attribution import Attribution, Price, attribute
-from recsys.experiments.history import dataset_history, history_from_events
-from recsys.experiments.report import History, build_report
+from recsys.experiments.history import dataset_history, history_from_events, merge_history
+from recsys.experiments.report import build_report
 from recsys.schema import EventType
 from serving.services import Services
 
@@ -43,19 +43,17 @@ def experiment_report(services: Services, exp: Experiment) -> dict[str, Any]:
         events = services.event_log.between(start, until)
         attribution = attribute(records, events, prices)
     members = set(attribution.members)
-    history: dict[str, History]
-    if services.settings.data_dir is not None and services.settings.data_dir.exists():
-        history = dataset_history(
-            services.settings.data_dir, start, prices, members, since=start - HISTORY_LOOKBACK
-        )
-    else:
-        history = history_from_events(
-            services.event_log.between(
-                start - HISTORY_LOOKBACK, start, event_types=[EventType.PURCHASE.value]
-            ),
-            prices,
-            members,
-        )
+    # Pre-experiment behaviour: the world's history (a generated or imported dataset) and what the service
+    # itself logged before the start.
+    history = history_from_events(
+        services.event_log.between(start - HISTORY_LOOKBACK, start, event_types=[EventType.PURCHASE.value]),
+        prices,
+        members,
+    )
+    data_dir = services.settings.data_dir
+    if data_dir is not None and data_dir.exists():
+        from_data = dataset_history(data_dir, start, prices, members, since=start - HISTORY_LOOKBACK)
+        history = merge_history(history, from_data)
     latency = services.experiments.latency_p99(exp.key) if services.experiments is not None else {}
     report = build_report(
         exp,

@@ -80,3 +80,15 @@ def dataset_history(
         str(m): History(float(r.n), float(r.cash), float(r.miles))
         for m, r in zip(g.index, g.itertuples(index=False), strict=True)
     }
+
+
+def merge_history(*parts: Mapping[str, History]) -> dict[str, History]:
+    """Per-member sums of several histories (e.g. the dataset's and the event log's)."""
+    out: dict[str, History] = {}
+    for part in parts:
+        for m, h in part.items():
+            o = out.get(m)
+            out[m] = (
+                h if o is None else History(o.purchases + h.purchases, o.value + h.value, o.miles + h.miles)
+            )
+    return out
