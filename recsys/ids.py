@@ -5,8 +5,10 @@ External ids are mapped at the edge, in the public methods of models and in the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,3 +79,13 @@ class IdMap:
         """A new map with unseen ids appended (existing indices unchanged)."""
         extra = [i for i in pd.unique(pd.Series(list(new_ids))) if i not in self._index]
         return IdMap(np.concatenate([self.external_ids, np.asarray(extra, dtype=object)]))
+
+
+def row_ids(path: Path | str, rows: Iterable[int]) -> list[str]:
+    """Ids of the rows of a source file that has no id column (the cleaned air-data ``data_selected.csv``):
+    ``<file stem>-<1-based data row, 6 digits>``, the stem's characters other than letters, digits and ``_``
+    replaced by ``_`` (row 1 of ``data_selected.csv`` is ``data_selected-000001``). The one rule whether the
+    file is imported (``recsys data import --format air-data``) or read directly (``recsys segment --data
+    file.csv``), so a member has the same id both ways."""
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(path).stem)
+    return [f"{stem}-{int(r):06d}" for r in rows]

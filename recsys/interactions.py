@@ -28,6 +28,13 @@ redemption → dest token                  2.0
 flight → dest / route / cabin / meal     1.0 / 1.0 / 0.5 / 1.0
 =====================================  ========  =====================================================
 
+**Imported weights**: a generic import's ``interactions.weight`` (a play count, a rating) multiplies its row's
+event weight; NaN, infinite or negative weights are refused.
+
+**Confidence transform** (``transform``): after the cells are summed, ``raw`` keeps them, ``log1p`` takes
+``log(1 + w)`` (counts spanning 1 to 100,000s) and ``bm25`` applies implicit's ``bm25_weight`` (items as the
+documents). ``raw`` is the default: the airline world's event weights were chosen on it.
+
 **One purchase, one count**: an offer bought through the app is logged twice — as a ``purchase`` event and as
 an ancillary or redemption row. Rows naming an offer are therefore added only to (member, offer) cells that
 have no purchase event; they still carry the history from before the offer log started.

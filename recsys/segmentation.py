@@ -40,7 +40,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from recsys.features.lrfmc import LRFMC_COLUMNS
-from recsys.schema import Segment
+from recsys.schema import Col, Segment
 
 N_INIT = 10
 MAX_FIT_ROWS = 200_000
@@ -261,6 +261,12 @@ class DatasetSegmentation:
     members_in: int  # members read
     members_used: int  # members fitted on, after dropping never-flown members and cleaning
     clean: str
+
+    def member_segments(self) -> pd.DataFrame:
+        """member_id, L, R, F, M, C and segment of every member the model was fitted on (members left out
+        of the fit — never flown, or removed by the cleaning rule — are not listed)."""
+        out = self.lrfmc[[Col.MEMBER_ID, *LRFMC_COLUMNS]].reset_index(drop=True)
+        return out.assign(segment=self.model.predict(out))
 
     def to_dict(self) -> dict[str, Any]:
         summary = self.model.summary()

@@ -199,3 +199,30 @@ def test_cli_on_a_generated_world_is_deterministic(small_world: Path) -> None:
     assert 0 < doc["members_used"] < 2_000  # members with no flight in the window are not clustered
     assert [s["segment"] for s in doc["segments"]] == [str(s) for s in SEGMENT_ORDER]
     assert _run("--data", str(small_world), "--seed", "5", "--json") == (code, out)
+
+
+def test_cli_out_writes_member_lrfmc_and_segment_with_the_same_ids_read_or_imported(
+    tmp_path: Path, data_selected: Path
+) -> None:
+    # The first 3,000 members of the real file; no MEMBER_NO, so ids follow the row rule: stem-row.
+    lines = data_selected.read_text(encoding="utf-8-sig").splitlines()
+    src = tmp_path / "air data (2).csv"
+    src.write_text("\n".join(lines[:3001]) + "\n", encoding="utf-8")
+    code, out = _run("--data", str(src), "--out", str(tmp_path / "direct.csv"))
+    assert code == 0, out
+    result = CliRunner().invoke(
+        app, ["data", "import", str(src), "--format", "air-data", "--out", str(tmp_path / "ds")]
+    )
+    assert result.exit_code == 0, result.output
+    code, out = _run("--data", str(tmp_path / "ds"), "--out", str(tmp_path / "imported.parquet"))
+    assert code == 0, out
+    direct = pd.read_csv(tmp_path / "direct.csv", dtype={"member_id": str})
+    imported = pd.read_parquet(tmp_path / "imported.parquet")
+    assert list(direct.columns) == ["member_id", "L", "R", "F", "M", "C", "segment"]
+    assert direct["member_id"].iloc[0] == "air_data_2_-000001"
+    assert direct["member_id"].is_unique and len(direct) > 2_900
+    pd.testing.assert_frame_equal(direct, imported, check_dtype=False)
+    assert set(direct["segment"]) == {str(s) for s in SEGMENT_ORDER}
+    # The label is the nearest centre of the model the same command fits.
+    model = fit_segments(lrfmc_from_aggregates(clean_textbook(read_air_data_csv(src))), seed=0)
+    assert (model.predict(direct) == direct["segment"].to_numpy()).all()

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.data.times import to_utc_naive
+from recsys.ids import row_ids
 from recsys.schema import MEMBER_AGGREGATES, Cabin, Col
 
 DAYS_PER_MONTH = 30.0
@@ -90,8 +91,8 @@ def read_air_data_csv(path: Path | str) -> pd.DataFrame:
     """Read an air-data CSV (``data_selected.csv`` or a raw part) into the ``member_aggregates`` shape.
 
     Handles the UTF-8 BOM and CRLF. Dates are parsed with the year-first (``2006/11/2``) or month-first
-    (``11/2/2006``) format the files use. ``member_id`` is ``MEMBER_NO`` when present, else the
-    1-based row number.
+    (``11/2/2006``) format the files use. ``member_id`` is ``MEMBER_NO`` when present, else
+    :func:`recsys.ids.row_ids` (``data_selected-000001``): the same id the air-data importer gives.
     The raw fare columns ``SUM_YR_1``/``SUM_YR_2`` are kept when present, for :func:`clean_textbook`.
     """
     raw = pd.read_csv(path, encoding="utf-8-sig")
@@ -103,7 +104,7 @@ def read_air_data_csv(path: Path | str) -> pd.DataFrame:
             Col.MEMBER_ID: (
                 raw["MEMBER_NO"].astype("int64").astype(str)
                 if "MEMBER_NO" in raw.columns
-                else pd.Series(np.arange(1, len(raw) + 1)).astype(str)
+                else pd.Series(row_ids(path, np.arange(1, len(raw) + 1)), dtype=object)
             )
         }
     )

@@ -16,7 +16,8 @@ Per-request methods (:meth:`score`, :meth:`acceptance_probability`, :meth:`retri
 small matrix-vector product — no pandas.
 
 Scores: a member with history is scored by the learned vector plus ``prior_weight`` × the popularity of their
-group (miles band × home airport by default; segment for the popularity baseline). Cold-start policy (see
+group (tier × miles band by default; segment for the popularity baseline); without member groups the default
+prior is 0, the plain model (:func:`recsys.models.base.resolve_prior_weight`). Cold-start policy (see
 :mod:`recsys.models.base`): a member without training history is scored by the content model from
 ``member_features`` plus the group prior (LightFM, hybrid), else by the popularity of their group (from
 ``member_features`` or the training data), else by global popularity — never an error.

@@ -26,6 +26,15 @@ def segment(
     save: Annotated[
         Path | None, typer.Option("--save", help="Also save the fitted segment model (JSON) to this file.")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write member_id, L, R, F, M, C and segment of every segmented member to this CSV (or "
+            ".parquet) file.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Cluster members on standardised LRFMC (k-means, k = 5), name the five segments from their centres
     (keep / develop / win_back / general / low_value) and print their sizes and centres."""
@@ -39,6 +48,14 @@ def segment(
         raise typer.Exit(1) from exc
     if save is not None:
         result.model.save(save)
+    if out is not None:
+        labels = result.member_segments()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".parquet":
+            labels.to_parquet(out, index=False)
+        else:
+            labels.to_csv(out, index=False)
+        typer.echo(f"wrote {len(labels):,} members' LRFMC and segment to {out}", err=as_json)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -14,7 +14,6 @@ The mapping, and what cannot be mapped, is documented in ``docs/data_dictionary.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from recsys.data.validate import (
     check_tables,
     default_airports,
 )
+from recsys.ids import row_ids
 from recsys.schema import MEMBER_AGGREGATES, MEMBERS, Col, Tier
 
 FORMAT = "air-data"
@@ -453,8 +453,7 @@ def _selected_chunk(path: Path, read: CsvRead, report: ValidationReport) -> Chun
     excluded = np.zeros(len(frame), dtype=bool)
     ffp = _dates(frame, "FFP_DATE", SELECTED_DATE_FORMAT, label, rows, report, excluded)
     load = _dates(frame, "LOAD_TIME", SELECTED_DATE_FORMAT, label, rows, report, excluded)
-    stem = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem)
-    ids = pd.Series([f"{stem}-{r:06d}" for r in rows], index=frame.index, dtype="str")
+    ids = pd.Series(row_ids(path, rows), index=frame.index, dtype="str")
     aggregates = _aggregates(frame, ids, ffp, load)[~excluded]
     display = {c: s for c, s in AGGREGATE_SOURCE.items() if c != Col.MEMBER_ID}
     return Chunk(
