@@ -128,6 +128,10 @@ class RegistryCatalog:
         info = self._info(ref)
         return info.kind if info is not None else None
 
+    def resolve(self, ref: ModelRef) -> str | None:
+        info = self._info(ref)
+        return str(info.version) if info is not None else None
+
 
 def registry_variant_loader(settings: Settings) -> VariantLoader:
     def load(ref: ModelRef) -> tuple[Any, Any]:

@@ -147,14 +147,16 @@ class ExperimentRuntime:
             try:
                 exp_arms: dict[tuple[str, str], ServedModel | None] = {}
                 for v in exp.variants:
-                    exp_arms[(exp.key, v.key)] = self._served_model(v.model, v.objective.value, v.cap_policy)
-                    used.add((str(v.model), v.objective.value, v.cap_policy))
+                    exp_arms[(exp.key, v.key)] = self._served_model(
+                        v.model.served(), v.objective.value, v.cap_policy
+                    )
+                    used.add((str(v.model.served()), v.objective.value, v.cap_policy))
                 if exp.holdout > 0:
                     if exp.holdout_serving is HoldoutServing.POPULARITY and exp.holdout_model is not None:
                         exp_arms[(exp.key, HOLDOUT)] = self._served_model(
-                            exp.holdout_model, "expected_value", None
+                            exp.holdout_model.served(), "expected_value", None
                         )
-                        used.add((str(exp.holdout_model), "expected_value", None))
+                        used.add((str(exp.holdout_model.served()), "expected_value", None))
                     else:
                         exp_arms[(exp.key, HOLDOUT)] = None
             except Exception as exc:

@@ -92,11 +92,13 @@ def _enum(cls: Any, value: Any, name: str) -> Any:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A registered model version or alias (exactly one of them)."""
+    """A registered model version or alias (exactly one of them). ``pinned`` is the version an alias pointed
+    to when the experiment started: a running experiment keeps serving it even if the alias moves."""
 
     name: str
     alias: str | None = None
     version: str | None = None
+    pinned: str | None = None
 
     def __post_init__(self) -> None:
         if (self.alias is None) == (self.version is None):
@@ -104,6 +106,12 @@ class ModelRef:
 
     def __str__(self) -> str:
         return f"{self.name}@{self.alias}" if self.alias is not None else f"{self.name}/{self.version}"
+
+    def served(self) -> ModelRef:
+        """What to load: the pinned version when there is one, else the reference itself."""
+        if self.alias is not None and self.pinned is not None:
+            return ModelRef(self.name, version=self.pinned)
+        return self
 
 
 @dataclass(frozen=True)
@@ -292,13 +300,15 @@ def overlaps(a: Experiment, b: Experiment) -> str | None:
 def _ref_json(ref: ModelRef | None) -> dict[str, Any] | None:
     if ref is None:
         return None
-    return {"name": ref.name, "alias": ref.alias, "version": ref.version}
+    return {"name": ref.name, "alias": ref.alias, "version": ref.version, "pinned_version": ref.pinned}
 
 
 def _ref(obj: Mapping[str, Any] | None) -> ModelRef | None:
     if obj is None:
         return None
-    return ModelRef(name=obj["name"], alias=obj.get("alias"), version=obj.get("version"))
+    return ModelRef(
+        name=obj["name"], alias=obj.get("alias"), version=obj.get("version"), pinned=obj.get("pinned_version")
+    )
 
 
 def _dt(text: str | None) -> datetime | None:

@@ -80,6 +80,10 @@ class ModelCatalog(Protocol):
         """The model kind (``popularity``, ``als`` …) of the version ``ref`` resolves to, when known."""
         ...
 
+    def resolve(self, ref: ModelRef) -> str | None:
+        """The version ``ref`` (an alias or a version) points to now, or None."""
+        ...
+
 
 # Extra checks of a variant's cap policy: path -> None, or why it cannot be used.
 CapPolicyCheck = Callable[[str], str | None]
@@ -289,7 +293,7 @@ class ExperimentStore:
                     raise ExperimentError("placements", problem, kind="conflict", code="experiment_overlap")
             start = exp.start if exp.start is not None and exp.start > now else now
             started = replace(
-                exp,
+                self._pinned(exp),
                 status=Status.RUNNING,
                 start=start,
                 started_at=now,
@@ -299,6 +303,22 @@ class ExperimentStore:
             validate(started)
             self._save(conn, started)
         return started
+
+    def _pinned(self, exp: Experiment) -> Experiment:
+        """``exp`` with every alias pinned to the version it points to now (the policies stay fixed)."""
+        if self.catalog is None:
+            return exp
+
+        def pin(ref: ModelRef) -> ModelRef:
+            if ref.alias is None or self.catalog is None:
+                return ref
+            return replace(ref, pinned=self.catalog.resolve(ref))
+
+        return replace(
+            exp,
+            variants=tuple(replace(v, model=pin(v.model)) for v in exp.variants),
+            holdout_model=pin(exp.holdout_model) if exp.holdout_model is not None else None,
+        )
 
     def stop(self, key: str) -> Experiment:
         """running → stopped (its members go back to the default model at once)."""

@@ -110,6 +110,9 @@ class ModelRefOut(BaseModel):
     name: str
     alias: str | None
     version: str | None
+    pinned_version: str | None = Field(
+        default=None, description="The version the alias pointed to when the experiment started (served)."
+    )
 
 
 class VariantOut(BaseModel):

@@ -41,6 +41,9 @@ class Catalog:
         v = self._version(ref)
         return self.versions[v] if v else None
 
+    def resolve(self, ref: ModelRef) -> str | None:
+        return self._version(ref)
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
@@ -83,7 +86,11 @@ def test_durable_across_store_instances(store_url: tuple[str, str | None]) -> No
     again = make(store_url)
     got = again.require("a")
     assert got.status is Status.RUNNING and got.description == "first" and got.holdout == 0.1
-    assert got.variants == created.variants and got.start == T0 and got.revision == 2
+    assert got.start == T0 and got.revision == 2
+    # Starting pins the alias to the version it points to now; a version stays as it is.
+    assert got.variants[0] == created.variants[0] and got.variants[0].model.pinned is None
+    assert got.variants[1].model == ModelRef("m", alias="champion", pinned="2")
+    assert got.variants[1].model.served() == ModelRef("m", version="2")
     assert [e.key for e in again.running()] == ["a"]
     again.close()
 

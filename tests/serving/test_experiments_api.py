@@ -107,6 +107,7 @@ def test_create_start_route_stop(
     started = exp_client.post("/v1/experiments/route-test/start", headers=H)
     assert started.status_code == 200, started.text
     assert started.json()["status"] == "running"
+    assert started.json()["variants"][1]["model"]["pinned_version"] == registry.first_version
     exp = from_json(started.json())
     seen: dict[str, int] = {}
     for member in world_members[:60]:
