@@ -264,12 +264,14 @@ async def run_simulation(
     clock: Callable[[], datetime] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     timeout_s: float = 30.0,
+    day_seconds: float = 0.0,
 ) -> SimulationReport:
     """Play ``plan`` day by day against the service at ``base_url`` (loopback only).
 
     Within a day the members run side by side (``concurrency`` requests in flight), each member's requests
     in order, so a member's fatigue and the service's caps see them in sequence. Stops early, saying why in
-    ``truncated``, when ``max_seconds`` or ``max_requests`` is reached.
+    ``truncated``, when ``max_seconds`` or ``max_requests`` is reached. ``day_seconds`` > 0 paces the run:
+    each simulated day lasts at least that long in real time (to watch a report fill up).
     """
     url = check_loopback(base_url)
     if concurrency < 1:
@@ -312,10 +314,14 @@ async def run_simulation(
         for day in range(days):
             if not budget_left():
                 break
+            day_started = time.monotonic()
             chains = by_day.get(day, {})
             await asyncio.gather(*(chain(client, reqs) for reqs in chains.values()))
             if not stop:
                 report.days_played = day + 1
+            rest = day_seconds - (time.monotonic() - day_started)
+            if rest > 0 and day < days - 1:
+                await asyncio.sleep(rest)
     report.truncated = stop[0] if stop else None
     report.seconds = time.monotonic() - started
     return report

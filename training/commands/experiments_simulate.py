@@ -40,6 +40,12 @@ def register(app: typer.Typer) -> None:
         max_seconds: Annotated[
             float | None, typer.Option("--max-seconds", min=1, help="Stop after this many seconds.")
         ] = None,
+        day_seconds: Annotated[
+            float,
+            typer.Option(
+                "--day-seconds", min=0, help="Real seconds a simulated day lasts at least (pacing)."
+            ),
+        ] = 0.0,
         out: Annotated[
             Path | None, typer.Option("--out", help="Also write the summary as JSON to this file.")
         ] = None,
@@ -78,6 +84,7 @@ def register(app: typer.Typer) -> None:
                     concurrency=concurrency,
                     max_seconds=max_seconds,
                     max_requests=max_requests,
+                    day_seconds=day_seconds,
                 )
             )
         except (DatasetError, SimulationError, KeyError, OSError) as exc:
