@@ -32,6 +32,7 @@ from serving.errors import install_error_handlers
 from serving.experiments import ExperimentRuntime, VariantLoader, with_objective
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
+from serving.pages import routes as pages
 from serving.services import Services
 from serving.tracking import TrackingSigner
 
@@ -409,6 +410,7 @@ def create_app(
     app.include_router(members.router)
     app.include_router(admin.router)
     app.include_router(experiments.router)
+    app.include_router(pages.router)
     app.include_router(ops.router)
     if settings.enable_floor_endpoint:
         app.include_router(ops.floor_router)
