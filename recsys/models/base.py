@@ -581,7 +581,14 @@ class Recommender(ABC):
             "groups": list(self.group_names),
             "prior": self.prior_,
         }
+        self._save_extra(path)
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    def _save_extra(self, path: Path) -> None:  # noqa: B027 - optional hook
+        """Save what a model holds beyond its vectors (the contextual ranker's booster); default nothing."""
+
+    def _load_extra(self, path: Path) -> None:  # noqa: B027 - optional hook
+        """Load what :meth:`_save_extra` saved; default nothing."""
 
     @classmethod
     def load(cls, path: Path | str) -> Recommender:
@@ -619,6 +626,7 @@ class Recommender(ABC):
         model.has_history_ = np.diff(model.user_items_.indptr) > 0
         if "member_feature_names" in arrays:
             model.member_feature_names_ = arrays["member_feature_names"].astype(object)
+        model._load_extra(path)
         return model
 
     def params(self) -> dict[str, Any]:

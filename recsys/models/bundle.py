@@ -63,6 +63,8 @@ from recsys.models.features import (
     member_feature_table,
 )
 from recsys.models.registry import MODEL_KINDS, config_class, model_class
+from recsys.ranker.features import OfferArrays, ScoringContext
+from recsys.ranker.model import ContextRanker
 from recsys.retrieval.index import IndexConfig, ItemIndex, recall_at_k
 from recsys.schema import INTERACTIONS, MEMBERS, OFFERS, Col, EventType
 
@@ -278,6 +280,14 @@ class ModelBundle:
         self._has_history = model.has_history_
         model.member_index("")  # build the lookups now, not on the first request
         model.content_vector([])
+        # The contextual ranker (``ranker`` kind, once trained on impressions): per-offer feature arrays of
+        # this catalogue, bound once.
+        self.context_ranker: ContextRanker | None = getattr(model, "context_", None)
+        self._ranker_offers: OfferArrays | None = None
+        self._ranker_rows: dict[str, int] = {}
+        if self.context_ranker is not None:
+            self._ranker_offers = self.context_ranker.space.bind_offers(offers)
+            self._ranker_rows = {o: i for i, o in enumerate(self._ranker_offers.offer_ids)}
 
     # ------------------------------------------------------------------------------------------- training
     @classmethod
@@ -393,6 +403,16 @@ class ModelBundle:
         }
         log.info("trained %s bundle: %s", kind, info["timings"])
         return cls(kind, params, offers, model, inter.purchased, offers_index, dest_index, calibration, info)
+
+    def attach_context_ranker(self, ranker: ContextRanker, stats: Mapping[str, Any] | None = None) -> None:
+        """Give a ``ranker`` bundle its trained context ranker (``recsys.ranker.training``)."""
+        if not hasattr(self.model, "context_"):
+            raise BundleError(f"a {self.kind} model cannot carry a context ranker")
+        self.model.context_ = ranker
+        self.context_ranker = ranker
+        self._ranker_offers = ranker.space.bind_offers(self.offers)
+        self._ranker_rows = {o: i for i, o in enumerate(self._ranker_offers.offer_ids)}
+        self.info["ranker"] = dict(stats or {})
 
     # -------------------------------------------------------------------------------------------- save/load
     def save(self, path: Path | str) -> None:
@@ -634,13 +654,35 @@ class MemberScoring:
         scores[ok] = b._vectors.item[idx[ok]] @ self.vector
         return scores, idx
 
-    def score(self, offer_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def score(
+        self, offer_ids: Sequence[str], context: ScoringContext | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(model scores, calibrated P(accept | impression)) of the offers — one dot product for both.
 
-        Offers the bundle does not know score ``-inf`` with probability 0."""
+        Offers the bundle does not know score ``-inf`` with probability 0. With a request ``context`` and a
+        contextual ranker in the bundle, both are the ranker's P(purchase) in that context (offers outside
+        the catalogue: 0); other models ignore the context."""
         scores, idx = self.model_scores(offer_ids)
-        cal = self.bundle.calibration["known" if self.known else "cold"]
+        b = self.bundle
+        if context is not None and b.context_ranker is not None:
+            return self._in_context(offer_ids, scores, context)
+        cal = b.calibration["known" if self.known else "cold"]
         return scores, cal(scores, idx)
+
+    def _in_context(
+        self, offer_ids: Sequence[str], cf: np.ndarray, context: ScoringContext
+    ) -> tuple[np.ndarray, np.ndarray]:
+        b = self.bundle
+        ranker, offers = b.context_ranker, b._ranker_offers
+        assert ranker is not None and offers is not None
+        pos = b._ranker_rows
+        rows = np.fromiter((pos.get(o, -1) for o in offer_ids), dtype=np.int64, count=len(offer_ids))
+        out = np.zeros(len(rows), dtype=np.float64)
+        ok = rows >= 0
+        if ok.any():
+            x = ranker.space.request_matrix(offers, rows[ok], context, cf[ok], self.known)
+            out[ok] = ranker.predict(x)
+        return out.copy(), out
 
 
 def _strip_prefix(ids: np.ndarray, prefix: str) -> np.ndarray:

@@ -15,6 +15,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "bpr": ("recsys.models.bpr", "BPRRecommender"),
     "lightfm": ("recsys.models.lightfm_model", "LightFMRecommender"),
     "hybrid": ("recsys.models.hybrid", "HybridRecommender"),
+    "ranker": ("recsys.models.ranker", "RankerRecommender"),
 }
 MODEL_KINDS: tuple[str, ...] = tuple(_KINDS)
 

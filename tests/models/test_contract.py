@@ -10,6 +10,7 @@ from recsys.models.bpr import BPRRecommender
 from recsys.models.hybrid import HybridRecommender
 from recsys.models.lightfm_model import LightFMRecommender
 from recsys.models.popularity import PopularityRecommender
+from recsys.models.ranker import RankerRecommender
 
 
 class TestPopularity(RecommenderContract):
@@ -37,5 +38,16 @@ class TestHybrid(RecommenderContract):
         return HybridRecommender(
             als={"factors": 4, "iterations": 10, "num_threads": 1},
             lightfm={"no_components": 4, "epochs": 30},
+            random_state=7,
+        )
+
+
+class TestRanker(RecommenderContract):
+    """Without a request context the ranker ranks by its base model's vectors (ALS here); its contextual
+    scoring has its own tests (tests/ranker)."""
+
+    def make(self):
+        return RankerRecommender(
+            base_model={"factors": 4, "iterations": 10, "regularization": 0.01, "num_threads": 1},
             random_state=7,
         )

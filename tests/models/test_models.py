@@ -110,7 +110,7 @@ def test_hybrid_with_zero_lightfm_weight_ranks_like_als():
 
 
 def test_registry_knows_every_kind_and_rejects_others():
-    assert set(MODEL_KINDS) == {"popularity", "als", "bpr", "lightfm", "hybrid"}
+    assert set(MODEL_KINDS) == {"popularity", "als", "bpr", "lightfm", "hybrid", "ranker"}
     for kind in MODEL_KINDS:
         assert create_model(kind).kind == kind
     with pytest.raises(ValueError, match="unknown model kind"):

@@ -1,0 +1,675 @@
+"""The contextual acceptance ranker's features: one code path for training rows and for a request's
+candidates.
+
+A row describes one impression: (member, offer, request context, exposure history, CF score). Training builds
+hundreds of thousands of rows at once (:func:`recsys.ranker.training.impression_table`), the service a few
+dozen per request (:meth:`FeatureSpace.request_matrix`); both call the same block functions below on arrays,
+so the two paths cannot drift apart.
+
+Blocks (names in :attr:`FeatureSpace.names`):
+
+- **member**: the online profile's numeric columns (``recsys.features.profiles``) and a few categoricals
+  (tier, segment, channel, special meal, dominant cabin) as codes of the training vocabulary.
+- **offer**: the offer's code (its identity: known offers learn their own appeal; an offer unseen in training
+  gets code -1, which the learner treats as missing, so a new offer is scored from its other features),
+  category, family, prices, margin, days it has been on sale.
+- **cross**: the offer's special meal against the member's, its award destination against the member's top
+  destination and the trip's, miles balance over its miles price, its upgrade target cabin against the
+  booked one.
+- **context**: placement, whether there is a trip, great-circle distance, booked cabin, hours to departure,
+  departure weekday, business-centre route, departure from home, destination region.
+- **exposure** (fatigue): impressions of this offer and of its family in the last 1/7/30/90 days, its
+  dismissals, clicks and purchases in the last 90 days, days since it was last shown, and the member's
+  impressions of anything in the last day and week — always counted strictly *before* the request time.
+  The history reaches back :data:`EXPOSURE_HORIZON_DAYS`, the same in training and online (see
+  :func:`member_exposures` for where the service gets it).
+- **cf**: the collaborative model's score of (member, offer) and whether the member had a learned vector.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.schema import CABIN_ORDER, Col, EventType, OfferFamily, Placement
+
+EXPOSURE_HORIZON_DAYS = 90
+EXPOSURES_KEY = "exposures"  # the profile key holding the member's recent exposure history online
+_DAY_S = 86_400
+_EPOCH = np.datetime64("2000-01-01T00:00:00", "s")
+
+MEMBER_NUMERIC: tuple[str, ...] = (
+    "miles_balance",
+    "qualifying_km_12m",
+    "qualifying_segments_12m",
+    "lrfmc_l",
+    "lrfmc_r",
+    "lrfmc_f",
+    "lrfmc_m",
+    "lrfmc_c",
+    "value_score",
+    "cabin_share_f",
+    "cabin_share_c",
+    "cabin_share_w",
+    "cabin_share_y",
+    "weekday_share",
+    "short_stay_share",
+    "business_hub_share",
+    "lounge_share",
+    "bags_per_flight",
+    "flights_total",
+    "days_since_last_flight",
+    "top_destination_flights",
+)
+MEMBER_CATEGORICAL: tuple[str, ...] = ("tier", "segment", "channel", "special_meal", "dominant_cabin")
+OFFER_FEATURES: tuple[str, ...] = (
+    "offer_code",
+    "offer_category",
+    "offer_family",
+    "log_price_cash",
+    "log_price_miles",
+    "log_margin",
+    "offer_days_on_sale",
+)
+CROSS_FEATURES: tuple[str, ...] = (
+    "meal_match",
+    "dest_is_top_destination",
+    "dest_is_trip_destination",
+    "miles_cover",
+    "upgrade_gap",
+    "dest_region_is_trip_region",
+)
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "placement",
+    "has_trip",
+    "trip_km",
+    "trip_cabin",
+    "hours_to_departure",
+    "departure_weekday",
+    "business_route",
+    "from_home",
+    "trip_region",
+)
+# (name, scope, event type, window days)
+_EXPOSURE_SPECS: tuple[tuple[str, str, int, int], ...] = (
+    ("offer_impressions_1d", "offer", 0, 1),
+    ("offer_impressions_7d", "offer", 0, 7),
+    ("offer_impressions_30d", "offer", 0, 30),
+    ("offer_impressions_90d", "offer", 0, EXPOSURE_HORIZON_DAYS),
+    ("family_impressions_7d", "family", 0, 7),
+    ("family_impressions_30d", "family", 0, 30),
+    ("offer_dismissals_90d", "offer", 1, EXPOSURE_HORIZON_DAYS),
+    ("family_dismissals_30d", "family", 1, 30),
+    ("offer_clicks_90d", "offer", 2, EXPOSURE_HORIZON_DAYS),
+    ("offer_purchases_90d", "offer", 3, EXPOSURE_HORIZON_DAYS),
+    ("member_impressions_1d", "member", 0, 1),
+    ("member_impressions_7d", "member", 0, 7),
+)
+EXPOSURE_FEATURES: tuple[str, ...] = (*(s[0] for s in _EXPOSURE_SPECS), "days_since_offer_shown")
+CF_FEATURES: tuple[str, ...] = ("cf_score", "cf_known")
+EVENT_CODES: dict[str, int] = {
+    EventType.IMPRESSION.value: 0,
+    EventType.DISMISS.value: 1,
+    EventType.CLICK.value: 2,
+    EventType.PURCHASE.value: 3,
+}
+PLACEMENTS: tuple[str, ...] = tuple(p.value for p in Placement)
+FAMILIES: tuple[str, ...] = tuple(f.value for f in OfferFamily)
+CABIN_LEVEL: dict[str, int] = {str(c): i for i, c in enumerate(CABIN_ORDER)}
+
+CATEGORICAL_FEATURES: tuple[str, ...] = (
+    *MEMBER_CATEGORICAL,
+    "offer_code",
+    "offer_category",
+    "offer_family",
+    "placement",
+    "trip_region",
+)
+
+
+def to_seconds(times: Any) -> np.ndarray:
+    """Seconds since 2000-01-01 UTC (float64; NaN for missing) of datetimes (aware → UTC; naive = UTC)."""
+    if isinstance(times, datetime):
+        ts = pd.Timestamp(times)
+        if ts.tzinfo is not None:
+            ts = ts.tz_convert("UTC").tz_localize(None)
+        return np.asarray([(ts.to_datetime64() - _EPOCH) / np.timedelta64(1, "s")], dtype=np.float64)
+    s = pd.Series(times)
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    values = pd.to_datetime(s).to_numpy("datetime64[s]")
+    out = (values - _EPOCH) / np.timedelta64(1, "s")
+    return np.where(np.isnat(values), np.nan, out).astype(np.float64)
+
+
+def _codes(values: Sequence[Any] | np.ndarray, vocab: Mapping[str, int]) -> np.ndarray:
+    """Codes of values in a vocabulary; unknown or missing → -1 (the learner's "missing")."""
+    return np.fromiter(
+        (vocab.get(v, -1) if isinstance(v, str) else -1 for v in values), dtype=np.float64, count=len(values)
+    )
+
+
+@dataclass(frozen=True)
+class ExposureHistory:
+    """Members' past events for the exposure block: per event its member code, offer code (catalogue index of
+    the feature space; -1 unknown), family code, event code (:data:`EVENT_CODES`) and time (seconds).
+
+    Training gives every member's events at once; a request gives one member's (member code 0)."""
+
+    member: np.ndarray
+    offer: np.ndarray
+    family: np.ndarray
+    event: np.ndarray
+    time: np.ndarray
+
+    @classmethod
+    def empty(cls) -> ExposureHistory:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, z, z, np.zeros(0, dtype=np.float64))
+
+
+def _window_counts(
+    hist_key: np.ndarray, hist_time: np.ndarray, query_key: np.ndarray, query_time: np.ndarray, days: int
+) -> np.ndarray:
+    """Per query, history events with the same key and a time in ``[t - days, t)`` (vectorised)."""
+    if len(hist_key) == 0:
+        return np.zeros(len(query_key), dtype=np.float64)
+    order = np.lexsort((hist_time, hist_key))
+    k, t = hist_key[order], hist_time[order]
+    # Compare (key, time) pairs lexicographically through one float key: times are < 2**31 s since 2000.
+    span = float(2**32)
+    comp = k.astype(np.float64) * span + t
+    q_hi = query_key.astype(np.float64) * span + query_time
+    hi = np.searchsorted(comp, q_hi, side="left")
+    lo = np.searchsorted(comp, q_hi - days * _DAY_S, side="left")
+    return (hi - lo).astype(np.float64)
+
+
+def _last_time(
+    hist_key: np.ndarray, hist_time: np.ndarray, query_key: np.ndarray, query_time: np.ndarray
+) -> np.ndarray:
+    """Per query, the latest history time with the same key strictly before the query time (NaN if none)."""
+    out = np.full(len(query_key), np.nan)
+    if len(hist_key) == 0:
+        return out
+    order = np.lexsort((hist_time, hist_key))
+    k, t = hist_key[order], hist_time[order]
+    span = float(2**32)
+    comp = k.astype(np.float64) * span + t
+    pos = np.searchsorted(comp, query_key.astype(np.float64) * span + query_time, side="left") - 1
+    ok = pos >= 0
+    same = np.zeros(len(query_key), dtype=bool)
+    same[ok] = k[pos[ok]] == query_key[ok]
+    out[same] = t[pos[same]]
+    return out
+
+
+def exposure_block(
+    hist: ExposureHistory,
+    member: np.ndarray,
+    offer: np.ndarray,
+    family: np.ndarray,
+    time: np.ndarray,
+    n_offers: int,
+) -> np.ndarray:
+    """The exposure features (:data:`EXPOSURE_FEATURES`) of queries (member code, offer code, family code,
+    time in seconds), counted from ``hist`` strictly before each query's time and within the horizon."""
+    n_fam = len(FAMILIES) + 1
+    recent = hist.time >= 0  # every event; the window bounds below do the rest
+    h_member, h_offer, h_family = hist.member[recent], hist.offer[recent], hist.family[recent]
+    h_event, h_time = hist.event[recent], hist.time[recent]
+    out = np.zeros((len(member), len(EXPOSURE_FEATURES)), dtype=np.float64)
+    keys = {
+        "offer": (h_member * (n_offers + 1) + (h_offer + 1), member * (n_offers + 1) + (offer + 1)),
+        "family": (h_member * n_fam + (h_family + 1), member * n_fam + (family + 1)),
+        "member": (h_member, member),
+    }
+    for j, (_, scope, event, days) in enumerate(_EXPOSURE_SPECS):
+        hk, qk = keys[scope]
+        sel = h_event == event
+        out[:, j] = _window_counts(hk[sel], h_time[sel], qk, time, days)
+    hk, qk = keys["offer"]
+    sel = h_event == 0
+    last = _last_time(hk[sel], h_time[sel], qk, time)
+    days_since = (time - last) / _DAY_S
+    out[:, -1] = np.where(
+        np.isnan(days_since) | (days_since > EXPOSURE_HORIZON_DAYS), EXPOSURE_HORIZON_DAYS, days_since
+    )
+    # Offers unknown to the feature space have no per-offer history.
+    out[offer < 0, : len(_EXPOSURE_SPECS)] *= np.asarray(
+        [0.0 if s[1] == "offer" else 1.0 for s in _EXPOSURE_SPECS]
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """What the ranker needs from a request beyond the member and the offers: placement, time, the trip (all
+    optional) and the member's profile as the online member store holds it (exposure history included,
+    under :data:`EXPOSURES_KEY`; see :func:`member_exposures`)."""
+
+    placement: str
+    now: datetime
+    origin: str | None = None
+    destination: str | None = None
+    departure_time: datetime | None = None
+    cabin: str | None = None
+    profile: Mapping[str, Any] | None = None
+
+
+@dataclass
+class FeatureSpace:
+    """Vocabularies and per-offer arrays, fixed at training and saved with the ranker: the same columns, in
+    the same order, for training rows and for requests.
+
+    ``offer_ids``: the training catalogue (offer code = position); ``vocab``: member categorical values seen
+    in training; ``airports``: IATA → (lat, lon, region code, business centre); ``regions``: region names.
+    """
+
+    offer_ids: tuple[str, ...]
+    vocab: dict[str, tuple[str, ...]]
+    airports: dict[str, tuple[float, float, int, bool]]
+    regions: tuple[str, ...]
+    categories: tuple[str, ...]
+    _offer_pos: dict[str, int] = field(init=False, repr=False)
+    _vocab_pos: dict[str, dict[str, int]] = field(init=False, repr=False)
+    _offers: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._offer_pos = {o: i for i, o in enumerate(self.offer_ids)}
+        self._vocab_pos = {k: {v: i for i, v in enumerate(vs)} for k, vs in self.vocab.items()}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (
+            *MEMBER_NUMERIC,
+            *MEMBER_CATEGORICAL,
+            *OFFER_FEATURES,
+            *CROSS_FEATURES,
+            *CONTEXT_FEATURES,
+            *EXPOSURE_FEATURES,
+            *CF_FEATURES,
+        )
+
+    @property
+    def n_offers(self) -> int:
+        return len(self.offer_ids)
+
+    # ------------------------------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, offers: pd.DataFrame, profiles: pd.DataFrame, network: Any) -> FeatureSpace:
+        """From the training catalogue, the training profiles (categorical vocabularies) and the network."""
+        from recsys.data.network import CITY, IATA, LAT, LON, REGION, REGIONS  # noqa: F401
+        from recsys.features.profiles import BUSINESS_CENTRES
+
+        vocab = {
+            c: tuple(sorted({str(v) for v in profiles[c].dropna().unique()})) if c in profiles else ()
+            for c in MEMBER_CATEGORICAL
+        }
+        a = network.airports
+        region_pos = {r: i for i, r in enumerate(REGIONS)}
+        airports = {
+            str(code): (float(lat), float(lon), region_pos.get(str(reg), -1), str(code) in BUSINESS_CENTRES)
+            for code, lat, lon, reg in zip(a[IATA], a[LAT], a[LON], a[REGION], strict=True)
+        }
+        categories = tuple(sorted({str(c) for c in offers[Col.CATEGORY]}))
+        return cls(tuple(str(o) for o in offers[Col.OFFER_ID]), vocab, airports, tuple(REGIONS), categories)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offer_ids": list(self.offer_ids),
+            "vocab": {k: list(v) for k, v in self.vocab.items()},
+            "airports": {k: list(v) for k, v in self.airports.items()},
+            "regions": list(self.regions),
+            "categories": list(self.categories),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> FeatureSpace:
+        return cls(
+            tuple(obj["offer_ids"]),
+            {k: tuple(v) for k, v in obj["vocab"].items()},
+            {k: (float(v[0]), float(v[1]), int(v[2]), bool(v[3])) for k, v in obj["airports"].items()},
+            tuple(obj["regions"]),
+            tuple(obj["categories"]),
+        )
+
+    def bind_offers(self, offers: pd.DataFrame) -> OfferArrays:
+        """Per-offer arrays of a catalogue (the serving one may differ from the training one): rows follow
+        ``offers``; each offer's code is its position in the training catalogue (-1 when new)."""
+        return OfferArrays.build(self, offers)
+
+    def offer_code(self, offer_ids: Sequence[str]) -> np.ndarray:
+        pos = self._offer_pos
+        return np.fromiter((pos.get(o, -1) for o in offer_ids), dtype=np.int64, count=len(offer_ids))
+
+    # ------------------------------------------------------------------------------------------- blocks
+    def member_block(self, column: Any, n: int) -> np.ndarray:
+        """Member features of ``n`` rows; ``column(name)`` returns that profile column's values (length n),
+        or None when the profiles do not have it (→ missing)."""
+        out = np.full((n, len(MEMBER_NUMERIC) + len(MEMBER_CATEGORICAL)), np.nan)
+        for j, name in enumerate(MEMBER_NUMERIC):
+            values = column(name)
+            if values is not None:
+                out[:, j] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
+        for j, name in enumerate(MEMBER_CATEGORICAL, start=len(MEMBER_NUMERIC)):
+            values = column(name)
+            if values is not None:
+                out[:, j] = _codes(values, self._vocab_pos.get(name, {}))
+        return out
+
+    def context_block(
+        self,
+        placement: np.ndarray,
+        origin: np.ndarray,
+        destination: np.ndarray,
+        departure_s: np.ndarray,
+        cabin: np.ndarray,
+        now_s: np.ndarray,
+        home: np.ndarray,
+    ) -> np.ndarray:
+        """Context features of rows (object arrays of codes; None where there is no trip)."""
+        n = len(placement)
+        ap = self.airports
+        nan4 = (np.nan, np.nan, -1, False)
+        o = [ap.get(x, nan4) if isinstance(x, str) else nan4 for x in origin]
+        d = [ap.get(x, nan4) if isinstance(x, str) else nan4 for x in destination]
+        lat1 = np.fromiter((x[0] for x in o), np.float64, n)
+        lon1 = np.fromiter((x[1] for x in o), np.float64, n)
+        lat2 = np.fromiter((x[0] for x in d), np.float64, n)
+        lon2 = np.fromiter((x[1] for x in d), np.float64, n)
+        from recsys.data.network import haversine_km
+
+        km = haversine_km(lat1, lon1, lat2, lon2)
+        has_trip = np.fromiter((isinstance(x, str) for x in destination), np.float64, n)
+        hours = (departure_s - now_s) / 3600.0
+        weekday = np.where(
+            np.isnan(departure_s), np.nan, np.floor(np.nan_to_num(departure_s) / _DAY_S + 5) % 7
+        )  # 2000-01-01 was a Saturday: 0 = Monday
+        business = np.fromiter((a[3] and b[3] for a, b in zip(o, d, strict=True)), np.float64, n)
+        from_home = np.fromiter(
+            (isinstance(a, str) and a == h for a, h in zip(origin, home, strict=True)), np.float64, n
+        )
+        region = np.fromiter((x[2] for x in d), np.float64, n)
+        return np.column_stack(
+            [
+                _codes(placement, {p: i for i, p in enumerate(PLACEMENTS)}),
+                has_trip,
+                km,
+                _codes(cabin, CABIN_LEVEL),
+                hours,
+                weekday,
+                business,
+                from_home,
+                region,
+            ]
+        )
+
+    def matrix(
+        self,
+        member: np.ndarray,
+        offers: OfferArrays,
+        rows: np.ndarray,
+        context: np.ndarray,
+        now_s: np.ndarray,
+        trip_destination: np.ndarray,
+        top_destination: np.ndarray,
+        exposure: np.ndarray,
+        cf: np.ndarray,
+        cf_known: np.ndarray,
+    ) -> np.ndarray:
+        """The feature matrix (float32, columns :attr:`names`) of rows: member features (n or 1 rows),
+        ``rows`` into ``offers``, context features, request times, trip destinations, the members' top
+        destinations, exposure features and CF scores."""
+        n = len(rows)
+        if member.shape[0] == 1 and n != 1:
+            member = np.broadcast_to(member, (n, member.shape[1]))
+        off = offers.table[rows]
+        # Cross features.
+        member_meal = member[:, len(MEMBER_NUMERIC) + MEMBER_CATEGORICAL.index("special_meal")]
+        meal_vocab = self.vocab.get("special_meal", ())
+        offer_meal = offers.meal_code(rows, self._vocab_pos.get("special_meal", {}))
+        is_special = offers.special[rows]
+        known_meal = ~np.isnan(member_meal) & (member_meal >= 0)
+        none_code = float(meal_vocab.index("none")) if "none" in meal_vocab else -2.0
+        meal_match = np.where(
+            is_special,
+            np.where(
+                known_meal & (member_meal == offer_meal), 1.0, np.where(member_meal == none_code, -1.0, -0.5)
+            ),
+            0.0,
+        )
+        dest = offers.destination[rows]
+        dest_top = np.asarray(
+            [isinstance(a, str) and a == b for a, b in zip(dest, top_destination, strict=True)],
+            dtype=np.float64,
+        )
+        dest_trip = np.asarray(
+            [isinstance(a, str) and a == b for a, b in zip(dest, trip_destination, strict=True)],
+            dtype=np.float64,
+        )
+        miles = member[:, MEMBER_NUMERIC.index("miles_balance")]
+        price_miles = offers.price_miles[rows]
+        miles_cover = np.where(
+            price_miles > 0, np.clip(miles / np.maximum(price_miles, 1.0), 0.0, 10.0), np.nan
+        )
+        trip_cabin = context[:, CONTEXT_FEATURES.index("trip_cabin")]
+        target = offers.target_level[rows]
+        upgrade_gap = np.where((target >= 0) & (trip_cabin >= 0), target - trip_cabin, np.nan)
+        trip_region = context[:, CONTEXT_FEATURES.index("trip_region")]
+        region_match = np.where(
+            (offers.region[rows] >= 0) & (trip_region >= 0), offers.region[rows] == trip_region, np.nan
+        ).astype(np.float64)
+        days_on_sale = np.clip((now_s - offers.valid_from_s[rows]) / _DAY_S, 0.0, 365.0)
+        out = np.empty((n, len(self.names)), dtype=np.float32)
+        c = 0
+        for block in (
+            member,
+            off,
+            days_on_sale[:, None],
+            np.column_stack([meal_match, dest_top, dest_trip, miles_cover, upgrade_gap, region_match]),
+            context,
+            exposure,
+            np.column_stack([np.where(np.isfinite(cf), cf, np.nan), cf_known]),
+        ):
+            w = block.shape[1]
+            out[:, c : c + w] = block
+            c += w
+        assert c == out.shape[1]
+        return out
+
+    # ----------------------------------------------------------------------------------------- requests
+    def request_matrix(
+        self,
+        offers: OfferArrays,
+        rows: np.ndarray,
+        context: ScoringContext,
+        cf: np.ndarray,
+        cf_known: bool,
+    ) -> np.ndarray:
+        """Feature rows of one request's candidates (``rows`` into ``offers``): the per-request path."""
+        profile = context.profile or {}
+        member = self.member_block(lambda name: [profile.get(name)] if name in profile else None, 1)
+        now_s = to_seconds(context.now)
+        dep = (
+            to_seconds(context.departure_time) if context.departure_time is not None else np.asarray([np.nan])
+        )
+        ctx = self.context_block(
+            np.asarray([context.placement], dtype=object),
+            np.asarray([context.origin], dtype=object),
+            np.asarray([context.destination], dtype=object),
+            dep,
+            np.asarray([context.cabin], dtype=object),
+            now_s,
+            np.asarray([profile.get("home_airport")], dtype=object),
+        )
+        n = len(rows)
+        hist = self.history_from_profile(profile)
+        codes = offers.code[rows]
+        exposure = exposure_block(
+            hist,
+            np.zeros(n, dtype=np.int64),
+            codes,
+            offers.family[rows],
+            np.full(n, now_s[0]),
+            self.n_offers,
+        )
+        top = profile.get("top_destination")
+        return self.matrix(
+            member,
+            offers,
+            rows,
+            np.broadcast_to(ctx, (n, ctx.shape[1])),
+            np.full(n, now_s[0]),
+            np.full(n, context.destination, dtype=object),
+            np.full(n, top if isinstance(top, str) else None, dtype=object),
+            exposure,
+            np.asarray(cf, dtype=np.float64),
+            np.full(n, 1.0 if cf_known else 0.0),
+        )
+
+    def history_from_profile(self, profile: Mapping[str, Any]) -> ExposureHistory:
+        """The exposure history a member record carries (:func:`member_exposures`), as arrays."""
+        exp = profile.get(EXPOSURES_KEY)
+        if not exp:
+            return ExposureHistory.empty()
+        offer_ids = exp.get("offer") or []
+        code = self.offer_code(offer_ids)
+        fam_pos = {f: i for i, f in enumerate(FAMILIES)}
+        family = np.fromiter((fam_pos.get(f, -1) for f in exp.get("family") or []), np.int64, len(offer_ids))
+        event = np.asarray(exp.get("event") or [], dtype=np.int64)
+        time = np.asarray(exp.get("time") or [], dtype=np.float64)
+        return ExposureHistory(np.zeros(len(code), dtype=np.int64), code, family, event, time)
+
+
+@dataclass(frozen=True)
+class OfferArrays:
+    """Per-offer arrays of a catalogue, bound to a :class:`FeatureSpace` (rows follow the catalogue)."""
+
+    offer_ids: tuple[str, ...]
+    code: np.ndarray
+    family: np.ndarray
+    table: (
+        np.ndarray
+    )  # offer_code, category, family, log prices, log margin (the OFFER_FEATURES but the last)
+    special: np.ndarray
+    meal: np.ndarray
+    destination: np.ndarray
+    region: np.ndarray
+    price_miles: np.ndarray
+    target_level: np.ndarray
+    valid_from_s: np.ndarray
+
+    @classmethod
+    def build(cls, space: FeatureSpace, offers: pd.DataFrame) -> OfferArrays:
+        from recsys.schema import SPECIAL_MEALS
+
+        ids = tuple(str(o) for o in offers[Col.OFFER_ID])
+        code = space.offer_code(ids)
+        fam_pos = {f: i for i, f in enumerate(FAMILIES)}
+        family = np.fromiter((fam_pos.get(str(f), -1) for f in offers[Col.FAMILY]), np.int64, len(ids))
+        cat = _codes([str(c) for c in offers[Col.CATEGORY]], {c: i for i, c in enumerate(space.categories)})
+        cash = pd.to_numeric(offers[Col.PRICE_CASH], errors="coerce").fillna(0).to_numpy(np.float64)
+        miles = pd.to_numeric(offers[Col.PRICE_MILES], errors="coerce").fillna(0).to_numpy(np.float64)
+        margin = (
+            pd.to_numeric(offers["margin"], errors="coerce").fillna(0).to_numpy(np.float64)
+            if "margin" in offers
+            else np.zeros(len(ids))
+        )
+        table = np.column_stack(
+            [
+                np.where(code >= 0, code, -1).astype(np.float64),
+                cat,
+                family.astype(np.float64),
+                np.log1p(np.maximum(cash, 0)),
+                np.log1p(np.maximum(miles, 0)),
+                np.log1p(np.maximum(margin, 0)),
+            ]
+        )
+        specials = {str(m) for m in SPECIAL_MEALS}
+        meal = offers[Col.MEAL].to_numpy(object) if Col.MEAL in offers else np.full(len(ids), None, object)
+        meal = np.asarray([m if isinstance(m, str) else None for m in meal], dtype=object)
+        special = np.asarray([m in specials for m in meal], dtype=bool)
+        dest_col = offers[Col.DESTINATION].to_numpy(object) if Col.DESTINATION in offers else meal
+        destination = np.asarray([d if isinstance(d, str) else None for d in dest_col], dtype=object)
+        reg_pos = {r: i for i, r in enumerate(space.regions)}
+        reg_col = offers[Col.REGION].to_numpy(object) if Col.REGION in offers else meal
+        region = np.asarray([reg_pos.get(r, -1) if isinstance(r, str) else -1 for r in reg_col], np.float64)
+        tgt_col = offers["target_cabin"].to_numpy(object) if "target_cabin" in offers else meal
+        target = np.asarray(
+            [CABIN_LEVEL.get(t, -1) if isinstance(t, str) else -1 for t in tgt_col], np.float64
+        )
+        if "valid_from" in offers:
+            valid_from = to_seconds(offers["valid_from"])
+            valid_from = np.where(np.isnan(valid_from), -np.inf, valid_from)
+        else:
+            valid_from = np.full(len(ids), -np.inf)
+        return cls(ids, code, family, table, special, meal, destination, region, miles, target, valid_from)
+
+    def meal_code(self, rows: np.ndarray, vocab: Mapping[str, int]) -> np.ndarray:
+        return _codes(self.meal[rows], vocab)
+
+
+def member_exposures(
+    events: pd.DataFrame, offers: pd.DataFrame, as_of: datetime | pd.Timestamp
+) -> dict[str, dict[str, list[Any]]]:
+    """Each member's exposure history for the online profile (key :data:`EXPOSURES_KEY`): their impressions,
+    dismissals, clicks and purchases of the :data:`EXPOSURE_HORIZON_DAYS` before ``as_of``, as
+    ``{"offer": [...], "family": [...], "event": [...], "time": [...]}`` (times in seconds since 2000).
+
+    The service scores with what the member store holds: the history is published with the profiles
+    (:func:`with_exposures`), so events after the publish reach the features at the next publish (the
+    frequency caps, counted live, bound repeated exposure meanwhile). Training counts the same events as
+    of each impression's time (:func:`recsys.ranker.training.impression_table`).
+    """
+    t = to_seconds(events[Col.EVENT_TIME])
+    end = to_seconds(as_of)[0]
+    keep = (t < end) & (t >= end - EXPOSURE_HORIZON_DAYS * _DAY_S)
+    members = events[Col.MEMBER_ID].astype(str).to_numpy(object)[keep]
+    offer_ids = events[Col.OFFER_ID].astype(str).to_numpy(object)[keep]
+    kinds = events[Col.EVENT_TYPE].astype(str).map(EVENT_CODES).fillna(-1).to_numpy(np.int64)[keep]
+    times = t[keep]
+    fam = dict(zip(offers[Col.OFFER_ID].astype(str), offers[Col.FAMILY].astype(str), strict=True))
+    families = np.asarray([fam.get(o) for o in offer_ids], dtype=object)
+    order = np.lexsort((times, members))
+    members, offer_ids, kinds, times, families = (
+        a[order] for a in (members, offer_ids, kinds, times, families)
+    )
+    starts = np.flatnonzero(np.r_[True, members[1:] != members[:-1]]) if len(members) else np.zeros(0, int)
+    bounds = np.r_[starts, len(members)]
+    out: dict[str, dict[str, list[Any]]] = {}
+    for a, b in itertools.pairwise(bounds):
+        out[str(members[a])] = {
+            "offer": offer_ids[a:b].tolist(),
+            "family": families[a:b].tolist(),
+            "event": kinds[a:b].tolist(),
+            "time": times[a:b].tolist(),
+        }
+    return out
+
+
+def with_exposures(profiles: pd.DataFrame, dataset_dir: Any) -> pd.DataFrame:
+    """``profiles`` with each member's exposure history (:func:`member_exposures`) as of the profiles'
+    ``as_of``, in column :data:`EXPOSURES_KEY` (None for members without events); unchanged when the dataset
+    has no interactions table."""
+    from pathlib import Path
+
+    from recsys.data.layout import has_table, read_table
+
+    root = Path(dataset_dir)
+    if not has_table(root, "interactions") or profiles.empty:
+        return profiles
+    as_of = pd.Timestamp(profiles["as_of"].iloc[0]) if "as_of" in profiles else pd.Timestamp.now("UTC")
+    events = read_table(
+        root, "interactions", columns=[Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME]
+    )
+    offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
+    hist = member_exposures(events, offers, as_of)
+    ids = profiles[Col.MEMBER_ID].astype(str)
+    return profiles.assign(**{EXPOSURES_KEY: [hist.get(m) for m in ids]})

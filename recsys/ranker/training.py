@@ -1,0 +1,369 @@
+"""Training the contextual acceptance ranker from the impressions logged before a cut-off, and judging it on a
+held-out period.
+
+Time discipline (nothing a training row sees comes from its own future):
+
+- training rows are the impressions of ``[T - window, T)``; their label is a purchase of the same offer in the
+  same request;
+- their member profiles and CF scores come from a profile build and a CF model (``base``, ALS by default)
+  *as of the window's start* ``T - window`` — exactly the situation of the service, which scores with the
+  last published profiles and the last trained model;
+- exposure features count the member's events strictly before each impression's time;
+- the latest ``calibration_share`` of the window is held out for early stopping and the isotonic map.
+
+The served ranker carries a CF model refitted up to ``T`` (``recsys.models.ranker``): for requests after
+``T`` its scores are as fresh as the window-start model's were for the training rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.layout import latest_event_time, read_table
+from recsys.interactions import OFFER_PREFIX
+from recsys.ranker.features import (
+    EVENT_CODES,
+    FAMILIES,
+    ExposureHistory,
+    FeatureSpace,
+    exposure_block,
+    to_seconds,
+)
+from recsys.ranker.model import ContextRanker, RankerConfig, fit_booster, fit_logistic
+from recsys.schema import Col, EventType
+
+log = logging.getLogger(__name__)
+
+
+class RankerTrainingError(ValueError):
+    """The data cannot train the ranker (no impressions or no purchases in the window)."""
+
+
+@dataclass
+class ImpressionTable:
+    """Feature rows of impressions with their labels (purchase of the same offer in the same request)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    time: np.ndarray
+    member_id: np.ndarray
+    offer_id: np.ndarray
+    placement: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: np.ndarray) -> ImpressionTable:
+        return ImpressionTable(
+            self.x[idx],
+            self.y[idx],
+            self.time[idx],
+            self.member_id[idx],
+            self.offer_id[idx],
+            self.placement[idx],
+        )
+
+
+@dataclass
+class RankerTraining:
+    """The fitted ranker, the logistic reference and what training measured."""
+
+    ranker: ContextRanker
+    reference: Any  # scikit-learn logistic-regression pipeline on the same rows
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def read_events(root: Path, end: pd.Timestamp | None) -> pd.DataFrame:
+    """The interactions table (events before ``end``), times as naive UTC."""
+    cols = [
+        Col.REQUEST_ID,
+        Col.MEMBER_ID,
+        Col.OFFER_ID,
+        Col.FLIGHT_ID,
+        Col.PLACEMENT,
+        Col.EVENT_TYPE,
+        Col.EVENT_TIME,
+    ]
+    ev = read_table(root, "interactions", columns=cols)
+    t = pd.to_datetime(ev[Col.EVENT_TIME])
+    if isinstance(t.dtype, pd.DatetimeTZDtype):
+        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+    ev = ev.assign(**{Col.EVENT_TIME: t})
+    if end is not None:
+        ev = ev.loc[ev[Col.EVENT_TIME] < end]
+    return ev.reset_index(drop=True)
+
+
+def cf_pair_scores(
+    bundle: Any, member_ids: np.ndarray, offer_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(CF score, learned-member flag) of (member, offer) pairs from a bundle's model vectors: the learned
+    vector for members with history, the cold-start group vector otherwise; NaN for offers it does not
+    know."""
+    model = bundle.model
+    rows = bundle.member_ids.to_index(np.asarray(member_ids, dtype=object), missing=-1)
+    items = bundle.item_ids.to_index(
+        np.asarray([OFFER_PREFIX + str(o) for o in offer_ids], dtype=object), missing=-1
+    )
+    known = np.zeros(len(rows), dtype=bool)
+    inside = rows >= 0
+    known[inside] = model.has_history_[rows[inside]]
+    vec = model._check_fitted()
+    out = np.full(len(rows), np.nan)
+    uniq, inv = np.unique(rows, return_inverse=True)
+    users = model.user_vectors(uniq)
+    ok = items >= 0
+    chunk = 200_000
+    idx = np.flatnonzero(ok)
+    for s in range(0, len(idx), chunk):
+        sel = idx[s : s + chunk]
+        out[sel] = np.einsum("ij,ij->i", users[inv[sel]], vec.item[items[sel]])
+    return out, known
+
+
+def impression_table(
+    root: Path,
+    space: FeatureSpace,
+    offers: pd.DataFrame,
+    events: pd.DataFrame,
+    profiles: pd.DataFrame,
+    cf_bundle: Any,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    max_rows: int | None = None,
+    seed: int = 42,
+) -> ImpressionTable:
+    """Feature rows of the impressions in ``[start, end)``; ``events`` must hold every event before ``end``
+    (the exposure history)."""
+    et = events[Col.EVENT_TYPE].astype(str)
+    t = events[Col.EVENT_TIME]
+    imp = events.loc[(et == EventType.IMPRESSION.value) & (t >= start) & (t < end)]
+    if max_rows is not None and len(imp) > max_rows:
+        rng = np.random.default_rng(seed)
+        imp = imp.iloc[np.sort(rng.choice(len(imp), max_rows, replace=False))]
+    if imp.empty:
+        raise RankerTrainingError(f"no impressions between {start} and {end}")
+    bought = events.loc[et == EventType.PURCHASE.value, [Col.REQUEST_ID, Col.OFFER_ID]].drop_duplicates()
+    bought = bought.assign(_y=1)
+    imp = imp.merge(bought, on=[Col.REQUEST_ID, Col.OFFER_ID], how="left")
+    y = imp["_y"].fillna(0).to_numpy(np.int8)
+    n = len(imp)
+
+    # Offers and members.
+    off = space.bind_offers(offers)
+    off_pos = {o: i for i, o in enumerate(off.offer_ids)}
+    offer_ids = imp[Col.OFFER_ID].astype(str).to_numpy(object)
+    rows = np.fromiter((off_pos.get(o, -1) for o in offer_ids), np.int64, n)
+    if (rows < 0).any():  # impressions of offers missing from the catalogue cannot be featurised
+        keep = rows >= 0
+        imp, y, rows, offer_ids = imp.loc[keep], y[keep], rows[keep], offer_ids[keep]
+        n = len(imp)
+    member_ids = imp[Col.MEMBER_ID].astype(str).to_numpy(object)
+    prof_pos = pd.Index(profiles[Col.MEMBER_ID].astype(str)).get_indexer(member_ids)
+
+    def column(name: str) -> Any:
+        if name not in profiles:
+            return None
+        values = profiles[name].to_numpy(object)
+        out = np.empty(n, dtype=object)
+        out[:] = None
+        ok = prof_pos >= 0
+        out[ok] = values[prof_pos[ok]]
+        return out
+
+    member = space.member_block(column, n)
+    home = column("home_airport")
+    top = column("top_destination")
+
+    # Trip context from the impression's flight.
+    flights = read_table(
+        root,
+        "flights",
+        columns=[Col.FLIGHT_ID, Col.ORIGIN, Col.DESTINATION, Col.DEPARTURE_TIME, Col.CABIN],
+    )
+    fpos = pd.Index(flights[Col.FLIGHT_ID].astype(str)).get_indexer(imp[Col.FLIGHT_ID].astype(str).to_numpy())
+    has = fpos >= 0
+
+    def flight_col(name: str) -> np.ndarray:
+        values = flights[name].to_numpy(object)
+        out = np.empty(n, dtype=object)
+        out[:] = None
+        out[has] = values[fpos[has]]
+        return out
+
+    dep = np.full(n, np.nan)
+    dep[has] = to_seconds(flights[Col.DEPARTURE_TIME])[fpos[has]]
+    now_s = to_seconds(imp[Col.EVENT_TIME])
+    destination = flight_col(Col.DESTINATION)
+    ctx = space.context_block(
+        imp[Col.PLACEMENT].astype(str).to_numpy(object),
+        flight_col(Col.ORIGIN),
+        destination,
+        dep,
+        flight_col(Col.CABIN),
+        now_s,
+        home if home is not None else np.full(n, None, dtype=object),
+    )
+
+    # Exposure history: every event before ``end``, strictly before each impression.
+    hist = history_arrays(space, offers, events)
+    m_codes = pd.Index(pd.unique(events[Col.MEMBER_ID].astype(str))).get_indexer(member_ids)
+    exposure = exposure_block(hist, m_codes, off.code[rows], off.family[rows], now_s, space.n_offers)
+
+    cf, known = cf_pair_scores(cf_bundle, member_ids, offer_ids)
+    x = space.matrix(
+        member,
+        off,
+        rows,
+        ctx,
+        now_s,
+        destination,
+        top if top is not None else np.full(n, None, dtype=object),
+        exposure,
+        cf,
+        known.astype(np.float64),
+    )
+    return ImpressionTable(
+        x, y.astype(np.int8), now_s, member_ids, offer_ids, imp[Col.PLACEMENT].astype(str).to_numpy(object)
+    )
+
+
+def history_arrays(space: FeatureSpace, offers: pd.DataFrame, events: pd.DataFrame) -> ExposureHistory:
+    """Every member's events as exposure-history arrays (member code = position among the events' members)."""
+    members = events[Col.MEMBER_ID].astype(str)
+    codes = pd.Index(pd.unique(members)).get_indexer(members.to_numpy(object))
+    offer_ids = events[Col.OFFER_ID].astype(str).to_numpy(object)
+    fam = dict(zip(offers[Col.OFFER_ID].astype(str), offers[Col.FAMILY].astype(str), strict=True))
+    fam_pos = {f: i for i, f in enumerate(FAMILIES)}
+    family = np.fromiter((fam_pos.get(fam.get(o, ""), -1) for o in offer_ids), np.int64, len(offer_ids))
+    event = events[Col.EVENT_TYPE].astype(str).map(EVENT_CODES).fillna(-1).to_numpy(np.int64)
+    return ExposureHistory(
+        codes.astype(np.int64), space.offer_code(offer_ids), family, event, to_seconds(events[Col.EVENT_TIME])
+    )
+
+
+def dataset_end(root: Path) -> pd.Timestamp:
+    """The time of the dataset's last interaction event."""
+    end = latest_event_time(root, [("interactions", Col.EVENT_TIME)])
+    if end is None:
+        raise RankerTrainingError(f"{root}: no interaction events; the ranker learns from impressions")
+    return _naive(end)
+
+
+def _naive(ts: datetime | pd.Timestamp) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+def train_context_ranker(
+    root: Path | str,
+    before: datetime | None,
+    cfg: RankerConfig,
+    *,
+    base_kind: str = "als",
+    base_config: dict[str, Any] | None = None,
+    seed: int = 42,
+    with_reference: bool = False,
+    progress: bool = False,
+) -> RankerTraining:
+    """Train the ranker on the impressions of the ``cfg.window_days`` before ``before`` (default: the
+    dataset's end). See the module docstring for the time discipline."""
+    from recsys.data.network import load_network
+    from recsys.features.profiles import build_member_profiles
+    from recsys.models.bundle import ModelBundle
+
+    root = Path(root)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    end = _naive(before) if before is not None else dataset_end(root) + pd.Timedelta(seconds=1)
+    start = end - pd.Timedelta(days=cfg.window_days)
+    cf_bundle = ModelBundle.train(root, base_kind, base_config, before=start.to_pydatetime(), seed=seed)
+    timings["cf_seconds"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    profiles = build_member_profiles(root, start.to_pydatetime() - timedelta(microseconds=1), seed=seed)
+    offers = read_table(root, "offers")
+    space = FeatureSpace.build(offers, profiles, load_network())
+    events = read_events(root, end)
+    table = impression_table(
+        root, space, offers, events, profiles, cf_bundle, start, end, max_rows=cfg.max_rows, seed=seed
+    )
+    timings["features_seconds"] = time.perf_counter() - t1
+    if table.y.sum() == 0:
+        raise RankerTrainingError(f"no purchases among the impressions between {start} and {end}")
+    order = np.argsort(table.time, kind="stable")
+    n_cal = max(1, round(len(order) * cfg.calibration_share))
+    fit_idx, cal_idx = order[:-n_cal], order[-n_cal:]
+    t2 = time.perf_counter()
+    ranker = fit_booster(
+        space, table.x[fit_idx], table.y[fit_idx], table.x[cal_idx], table.y[cal_idx], cfg, seed
+    )
+    timings["fit_seconds"] = time.perf_counter() - t2
+    reference = None
+    if with_reference:
+        t3 = time.perf_counter()
+        reference = fit_logistic(table.x, table.y, space, seed)
+        timings["reference_seconds"] = time.perf_counter() - t3
+    stats = {
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "impressions": len(table),
+        "purchases": int(table.y.sum()),
+        "calibration_impressions": int(n_cal),
+        "base": base_kind,
+        **timings,
+        "total_seconds": time.perf_counter() - t0,
+    }
+    ranker.info.update(stats)
+    log.info("trained the contextual ranker: %s", stats)
+    return RankerTraining(ranker, reference, stats)
+
+
+def train_ranker_bundle(
+    root: Path | str,
+    config: dict[str, Any] | None = None,
+    *,
+    before: datetime | None = None,
+    seed: int = 42,
+    progress: bool = False,
+    with_reference: bool = False,
+) -> tuple[Any, RankerTraining]:
+    """A served ``ranker`` bundle: the base CF model fitted before ``before`` (retrieval, embeddings, the
+    CF-score feature) and the context ranker trained on the impressions of the window before it; and what
+    that training measured (with the logistic reference when ``with_reference``)."""
+    from recsys.models.bundle import ModelBundle
+    from recsys.models.ranker import RankerRecommender
+
+    root = Path(root)
+    t0 = time.perf_counter()
+    bundle = ModelBundle.train(root, "ranker", config, before=before, seed=seed, progress=progress)
+    model = bundle.model
+    assert isinstance(model, RankerRecommender)
+    cfg = model.config
+    base_config = {
+        "model": model.base_config(),
+        "interactions": bundle.info["config"]["interactions"],
+        "groups": list(bundle.group_keys),
+    }
+    training = train_context_ranker(
+        root,
+        before,
+        cfg.ranker,
+        base_kind=cfg.base,
+        base_config=base_config,
+        seed=seed,
+        with_reference=with_reference,
+        progress=progress,
+    )
+    bundle.attach_context_ranker(training.ranker, training.stats)
+    bundle.info["timings"]["ranker_seconds"] = training.stats["total_seconds"]
+    bundle.info["timings"]["total_seconds"] = time.perf_counter() - t0
+    return bundle, training
