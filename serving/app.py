@@ -170,6 +170,32 @@ def build_experiment_store(settings: Settings) -> ExperimentStore:
     )
 
 
+def pipeline_config(settings: Settings) -> Any:
+    """The pipeline's configuration from the service settings (the ranking objective per placement)."""
+    from recsys.pipeline.types import PipelineConfig, parse_ranking_objectives
+
+    default, per_placement = parse_ranking_objectives(settings.ranking_objective)
+    return PipelineConfig(
+        objective=default,
+        ranking_objectives=per_placement,
+        blend_exponent=settings.ranking_blend_exponent,
+    )
+
+
+def settings_pipeline_factory(settings: Settings) -> PipelineFactory:
+    config = pipeline_config(settings)
+
+    def factory(bundle: Any, member_store: Any, cap_enforcer: Any) -> Any:
+        from recsys.data.network import load_network
+        from recsys.pipeline.pipeline import OfferPipeline
+
+        return OfferPipeline(
+            bundle, member_store, cap_enforcer=cap_enforcer, config=config, network=load_network()
+        )
+
+    return factory
+
+
 def catalogue_index(bundle: Any) -> dict[str, Any]:
     """offer id -> catalogue offer (family, category, exempt...) of a bundle."""
     from recsys.pipeline.catalogue import Catalogue
@@ -281,7 +307,7 @@ def create_app(
             enforcer = build_cap_enforcer(settings)
             closers.append(enforcer.close)
             async_closers.append(enforcer.aclose)
-        factory = pipeline_factory or default_pipeline_factory
+        factory = pipeline_factory or settings_pipeline_factory(settings)
         holder = ModelHolder(
             bundle_loader or registry_loader(settings),
             lambda bundle: factory(bundle, store, enforcer),

@@ -78,6 +78,28 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="How often to check whether the alias moved; 0 disables the poll."
     )
 
+    # --- ranking --------------------------------------------------------------------------------------
+    ranking_objective: str = Field(
+        default="expected_value",
+        description="What candidates are ranked by: expected_value (p x margin), acceptance (p) or blend "
+        "(p x margin^blend_exponent); one for every placement, and/or per placement: "
+        "'expected_value,booking=acceptance,home=blend'.",
+    )
+    ranking_blend_exponent: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="The blend objective's exponent of the margin (1 = expected value).",
+    )
+
+    @field_validator("ranking_objective")
+    @classmethod
+    def _known_objectives(cls, value: str) -> str:
+        from recsys.pipeline.types import parse_ranking_objectives
+
+        parse_ranking_objectives(value)  # raises ValueError naming the bad part
+        return value
+
     # --- member profiles --------------------------------------------------------------------------------
     data_dir: Path | None = Field(
         default=None, description="Dataset to build member profiles from when the member store is empty."

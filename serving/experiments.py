@@ -195,8 +195,11 @@ class ExperimentRuntime:
 
 
 def with_objective(pipeline: Any, objective: str) -> Any:
-    """The freshly built pipeline ranking by ``objective`` (its config is the only thing that differs)."""
+    """The freshly built pipeline ranking by ``objective`` at every placement (its config is the only thing
+    that differs; the service's per-placement objectives do not override a variant's)."""
     config = getattr(pipeline, "config", None)
-    if config is not None and getattr(config, "objective", objective) != objective:
-        pipeline.config = dataclasses.replace(config, objective=objective)
+    if config is not None and (
+        getattr(config, "objective", objective) != objective or getattr(config, "ranking_objectives", None)
+    ):
+        pipeline.config = dataclasses.replace(config, objective=objective, ranking_objectives={})
     return pipeline

@@ -35,10 +35,12 @@ class Status(StrEnum):
 
 
 class Objective(StrEnum):
-    """How a variant ranks eligible offers: by expected value (p(accept) × margin) or by p(accept) alone."""
+    """How a variant ranks eligible offers: by expected value (p(accept) × margin), by p(accept) alone, or by
+    their blend p × margin^β (``PipelineConfig.objective``)."""
 
     EXPECTED_VALUE = "expected_value"
     ACCEPTANCE = "acceptance"
+    BLEND = "blend"
 
 
 class Baseline(StrEnum):

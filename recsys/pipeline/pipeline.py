@@ -51,7 +51,8 @@ from recsys.pipeline.types import (
     SuppressedCandidate,
     TripContext,
 )
-from recsys.pipeline.value import expected_values, offer_values, rank_by_value
+from recsys.pipeline.value import expected_values, offer_values, rank_by_value, ranking_keys
+from recsys.ranker.features import ScoringContext
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class OfferPipeline:
             from recsys.stores.member_store import model_version_prefix
 
             self._embedding_versions = model_version_prefix(*registered)
+        # A contextual ranker scores candidates in the request's context (placement, trip, time, profile).
+        self._contextual = getattr(bundle, "context_ranker", None) is not None
         self._families = [o.family for o in self.catalogue.offers]
         self._categories = [o.category for o in self.catalogue.offers]
         self._cap_candidates: list[Any] | None = None
@@ -267,7 +270,10 @@ class OfferPipeline:
         # -- score and value -----------------------------------------------------------------------------
         eligible = elig.eligible
         offer_ids = [self.catalogue.offers[i].offer_id for i in eligible]
-        raw_scores, raw_probs = scoring.score(offer_ids)
+        if self._contextual:
+            raw_scores, raw_probs = scoring.score(offer_ids, _scoring_context(request, profile))
+        else:
+            raw_scores, raw_probs = scoring.score(offer_ids)
         # A few dozen values: from here on plain floats, cheaper than numpy's per-call overhead.
         scores = [-math.inf if math.isnan(x) else x for x in np.asarray(raw_scores, dtype=float).tolist()]
         probs = [
@@ -275,9 +281,8 @@ class OfferPipeline:
             for x in np.asarray(raw_probs, dtype=float).tolist()
         ]
         ev = expected_values(eligible, probs, self.values, elig.close, cfg.close_value_factor)
-        # The objective ranks (and diversifies) by expected value or by p(accept).
-        rank_values = ev if cfg.objective == "expected_value" else probs
-        order = rank_by_value(rank_values, scores)
+        key = ranking_keys(probs, ev, cfg.objective_exponent(request.placement))
+        order = rank_by_value(key, scores)
         if cfg.drop_worthless:
             keep = []
             for p in order:
@@ -302,7 +307,7 @@ class OfferPipeline:
         div = diversify(
             fams,
             cats,
-            [rank_values[p] for p in order],
+            [key[p] for p in order],
             cfg.max_per_category,
             cfg.max_per_family,
             cfg.family_repeat_penalty,
@@ -407,6 +412,21 @@ class OfferPipeline:
     def offer_ids(self) -> Mapping[str, int]:
         """Known offer ids → catalogue index."""
         return self.catalogue.index_of
+
+
+def _scoring_context(request: RecommendRequest, profile: Mapping[str, Any] | None) -> ScoringContext:
+    trip = request.trip
+    if trip is None:
+        return ScoringContext(request.placement, request.now, profile=profile)
+    return ScoringContext(
+        request.placement,
+        request.now,
+        trip.origin,
+        trip.destination,
+        trip.departure_time,
+        trip.booked_cabin,
+        profile,
+    )
 
 
 @dataclass(frozen=True, slots=True)

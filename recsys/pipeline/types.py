@@ -18,7 +18,11 @@ from recsys.pipeline.messages import ACCEPTED_LOCALES, normalize_locale
 from recsys.schema import FARE_CLASS_CABIN, Cabin, OfferFamily, Placement
 
 MAX_LIMIT = 50
-OBJECTIVES = frozenset({"expected_value", "acceptance"})
+EXPECTED_VALUE = "expected_value"
+ACCEPTANCE = "acceptance"
+BLEND = "blend"
+RANKING_OBJECTIVES: tuple[str, ...] = (EXPECTED_VALUE, ACCEPTANCE, BLEND)
+OBJECTIVES = frozenset(RANKING_OBJECTIVES)
 # Member ids: letters, digits and ``_-:.``, 1-64 characters (they become parts of Redis keys).
 MEMBER_ID_RE = re.compile(r"^[A-Za-z0-9_\-:.]{1,64}$")
 # The accepted values as plain-string sets: checked on every request (``Enum.__members__`` builds a view each
@@ -258,8 +262,12 @@ class PipelineConfig:
       them a chance (p(accept) > 0).
     - ``offer_ttl_hours``: expiry of an offer with no earlier closing (validity end, sale window).
     - ``default_tier``: tier assumed for a member the member store does not know (a brand-new member).
-    - ``objective``: what ranks eligible offers: ``expected_value`` (p(accept) × margin) or ``acceptance``
-      (p(accept) alone); experiments compare the two.
+    - ``objective``: what the candidates are ranked by (:data:`RANKING_OBJECTIVES`), at every placement not
+      in ``ranking_objectives`` (placement → objective); experiments compare them. ``expected_value``
+      (default): p(accept) × margin; ``acceptance``: p(accept) alone (the most likely purchases); ``blend``:
+      p^(1-β) × EV^β = p × margin^β with β = ``blend_exponent`` in [0, 1] — β = 1 is expected value, β = 0
+      acceptance, in between a margin that counts less than proportionally. The diversity re-rank uses
+      the same key; every returned offer still reports its expected value.
     """
 
     retrieval_k: int = 60
@@ -274,11 +282,35 @@ class PipelineConfig:
     drop_worthless: bool = True
     offer_ttl_hours: float = 24.0
     default_tier: str = "basic"
-    objective: str = "expected_value"
+    objective: str = EXPECTED_VALUE
+    ranking_objectives: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    blend_exponent: float = 0.5
+
+    def objective_exponent(self, placement: str) -> float:
+        """β of the ranking key p^(1-β) × EV^β at a placement: 1 expected value, 0 acceptance."""
+        objective = self.ranking_objectives.get(placement, self.objective)
+        if objective == EXPECTED_VALUE:
+            return 1.0
+        if objective == ACCEPTANCE:
+            return 0.0
+        return self.blend_exponent
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective not in RANKING_OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(RANKING_OBJECTIVES)}, got {self.objective!r}")
+        for placement, objective in self.ranking_objectives.items():
+            if placement not in _PLACEMENTS:
+                raise ValueError(
+                    f"ranking_objectives: unknown placement {placement!r}; one of {sorted(_PLACEMENTS)}"
+                )
+            if objective not in RANKING_OBJECTIVES:
+                raise ValueError(
+                    f"ranking_objectives.{placement} must be one of {list(RANKING_OBJECTIVES)}, "
+                    f"got {objective!r}"
+                )
+        object.__setattr__(self, "ranking_objectives", MappingProxyType(dict(self.ranking_objectives)))
+        if not 0.0 <= self.blend_exponent <= 1.0:
+            raise ValueError("blend_exponent must be in [0, 1]")
         if self.retrieval_k < 0:
             raise ValueError("retrieval_k must be >= 0")
         if self.destination_k < 0:
@@ -297,3 +329,27 @@ class PipelineConfig:
             raise ValueError("miles_liability_cost_cny must be >= 0")
         if self.offer_ttl_hours <= 0:
             raise ValueError("offer_ttl_hours must be > 0")
+
+
+def parse_ranking_objectives(text: str) -> tuple[str, dict[str, str]]:
+    """``"acceptance"`` or ``"expected_value,booking=acceptance,home=blend"`` → (default objective,
+    per-placement objectives); a bare objective sets the default. Raises ValueError naming the bad part."""
+    default = EXPECTED_VALUE
+    per: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" in part:
+            placement, objective = (x.strip() for x in part.split("=", 1))
+            if placement not in _PLACEMENTS:
+                raise ValueError(f"unknown placement {placement!r} in {text!r}; one of {sorted(_PLACEMENTS)}")
+            if objective not in RANKING_OBJECTIVES:
+                raise ValueError(
+                    f"unknown objective {objective!r} in {text!r}; one of {list(RANKING_OBJECTIVES)}"
+                )
+            per[placement] = objective
+        elif part in RANKING_OBJECTIVES:
+            default = part
+        else:
+            raise ValueError(f"unknown objective {part!r} in {text!r}; one of {list(RANKING_OBJECTIVES)}")
+    return default, per

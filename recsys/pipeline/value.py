@@ -62,3 +62,16 @@ def expected_values(
 def rank_by_value(expected: Sequence[float], scores: Sequence[float]) -> list[int]:
     """Positions ordered by expected value, high to low; ties broken by model score, then position."""
     return sorted(range(len(expected)), key=lambda p: (-expected[p], -scores[p], p))
+
+
+def ranking_keys(probabilities: Sequence[float], expected: Sequence[float], exponent: float) -> list[float]:
+    """The ranking objective's key per candidate: p^(1-β) × EV^β (β = ``exponent``; see
+    ``PipelineConfig.ranking_objective``): β = 1 expected value, β = 0 acceptance probability."""
+    if exponent == 1.0:
+        return list(expected)
+    if exponent == 0.0:
+        return [float(p) for p in probabilities]
+    return [
+        float(p) ** (1.0 - exponent) * float(v) ** exponent if p > 0 and v > 0 else 0.0
+        for p, v in zip(probabilities, expected, strict=True)
+    ]
