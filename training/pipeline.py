@@ -67,7 +67,11 @@ from recsys.registry import (
 )
 from recsys.schema import NULLABLE, SOURCE_NULLABLE, Col
 
-MODEL_KINDS: tuple[str, ...] = ("popularity", "als", "bpr", "lightfm", "hybrid")
+# ``all`` trains and compares these; ``ranker`` (the contextual acceptance ranker, trained on logged
+# impressions) is trained when named.
+ALL_KINDS: tuple[str, ...] = ("popularity", "als", "bpr", "lightfm", "hybrid")
+MODEL_KINDS: tuple[str, ...] = (*ALL_KINDS, "ranker")
+RANKER = "ranker"
 
 
 class PipelineError(ValueError):
@@ -86,6 +90,9 @@ class EvaluationReport:
     timings: dict[str, float] = field(default_factory=dict)
     references: list[ModelEvaluation] = field(default_factory=list)
     settings: list[str] = field(default_factory=list)  # effective_settings(), as printed
+    # The ranker's acceptance metrics on the test period's impressions (AUC, log loss, calibration) beside
+    # its logistic-regression reference, when the ranker was trained.
+    acceptance: Any = None
 
     def evaluation(self, kind: str) -> ModelEvaluation:
         for e in self.evaluations:
@@ -180,7 +187,7 @@ def flatten_params(value: Mapping[str, Any], prefix: str = "") -> dict[str, str]
 
 
 def _kinds(model: str | Sequence[str]) -> list[str]:
-    kinds = list(MODEL_KINDS) if model == "all" else [model] if isinstance(model, str) else list(model)
+    kinds = list(ALL_KINDS) if model == "all" else [model] if isinstance(model, str) else list(model)
     unknown = [k for k in kinds if k not in MODEL_KINDS]
     if unknown or not kinds:
         raise PipelineError(f"unknown model kind(s) {unknown}; choose from {', '.join(MODEL_KINDS)} or all")
@@ -342,16 +349,35 @@ def evaluate_models(
     offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
     timings["split_s"] = time.perf_counter() - t0
 
+    acceptance = None
+
     def train_and_evaluate(name: str, kind: str, config: Any) -> tuple[Any, ModelEvaluation]:
+        nonlocal acceptance
         t1 = time.perf_counter()
-        bundle = ModelBundle.train(
-            root, kind, config, before=split.before, seed=seed, progress=progress, holdout=split.holdout
-        )
-        if kind != BASELINE and announce is not None and name == kind:
-            weight = bundle.params.get("model.prior_weight_effective", 0.0)
-            why = f"over groups {' × '.join(bundle.group_keys)}" if weight else "(plain model, no prior)"
-            announce(f"{name}: prior_weight {weight:g} {why}")
-        train_s = time.perf_counter() - t1
+        if kind == RANKER:
+            from recsys.ranker.evaluation import heldout_report
+            from recsys.ranker.training import train_ranker_bundle
+
+            if split.holdout is not None:
+                raise PipelineError(
+                    "the ranker learns from impressions before a time cut-off: use the time split"
+                )
+            bundle, training = train_ranker_bundle(
+                root, config, before=split.before, seed=seed, progress=progress, with_reference=True
+            )
+            train_s = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            acceptance = heldout_report(root, bundle, split.before, split.end, reference=training.reference)
+            timings[f"{name}.acceptance_eval_s"] = time.perf_counter() - t2
+        else:
+            bundle = ModelBundle.train(
+                root, kind, config, before=split.before, seed=seed, progress=progress, holdout=split.holdout
+            )
+            if kind != BASELINE and announce is not None and name == kind:
+                weight = bundle.params.get("model.prior_weight_effective", 0.0)
+                why = f"over groups {' × '.join(bundle.group_keys)}" if weight else "(plain model, no prior)"
+                announce(f"{name}: prior_weight {weight:g} {why}")
+            train_s = time.perf_counter() - t1
         ev = evaluate_recommender(name, _recommend_fn(bundle), split, offers, ks=ks, progress=progress)
         ev.train_seconds = train_s
         timings[f"{name}.train_s"] = train_s
@@ -412,7 +438,9 @@ def evaluate_models(
             references.append(on_popularity)
             timings[f"{ORACLE_ON_POPULARITY}.eval_s"] = on_popularity.eval_seconds
     table = comparison_table(evaluations, oracle, references=references)
-    return EvaluationReport(split, evaluations, oracle, table, bundles, timings, references, settings)
+    return EvaluationReport(
+        split, evaluations, oracle, table, bundles, timings, references, settings, acceptance
+    )
 
 
 def _no_announce(line: str) -> None:
@@ -499,7 +527,13 @@ def train_pipeline(
         raise EvaluationError(f"{kind}: no {primary_metric} was computed; cannot register it")
 
     t1 = time.perf_counter()
-    if refit:
+    if refit and kind == RANKER:
+        from recsys.ranker.training import train_ranker_bundle
+
+        bundle = train_ranker_bundle(
+            root, (configs or {}).get(kind), before=None, seed=seed, progress=progress
+        )[0]
+    elif refit:
         bundle = ModelBundle.train(
             root, kind, (configs or {}).get(kind), before=None, seed=seed, progress=progress
         )
@@ -576,6 +610,15 @@ def _publish(
         ],
         ignore_index=True,
     )
+    if report.acceptance is not None:
+        for _, r in report.acceptance.metrics.iterrows():
+            for m in ("auc", "log_loss", "brier", "ece"):
+                metrics[f"acceptance.{r['model']}.{m}"] = float(r[m])
+        if kind == RANKER:
+            ranker_row = report.acceptance.metrics.set_index("model").loc["ranker_lightgbm"]
+            model_metrics.update(
+                {f"acceptance_{m}": float(ranker_row[m]) for m in ("auc", "log_loss", "ece")}
+            )
     texts = {
         "evaluation/comparison.md": report.markdown,
         "evaluation/comparison.csv": report.table.to_csv(index=False),
@@ -584,6 +627,9 @@ def _publish(
         "evaluation/settings.txt": "\n".join(report.settings) + "\n",
         "data/manifest.json": json.dumps(manifest, indent=2, sort_keys=True, default=str),
     }
+    if report.acceptance is not None:
+        texts["evaluation/acceptance.md"] = report.acceptance.markdown()
+        texts["evaluation/acceptance_by_placement.csv"] = report.acceptance.by_placement.to_csv(index=False)
     tags = {
         "kind": kind,
         "data_fingerprint": fp,
