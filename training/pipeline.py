@@ -358,16 +358,17 @@ def evaluate_models(
             from recsys.ranker.evaluation import heldout_report
             from recsys.ranker.training import train_ranker_bundle
 
-            if split.holdout is not None:
+            cutoff = split.before
+            if split.holdout is not None or cutoff is None:
                 raise PipelineError(
                     "the ranker learns from impressions before a time cut-off: use the time split"
                 )
             bundle, training = train_ranker_bundle(
-                root, config, before=split.before, seed=seed, progress=progress, with_reference=True
+                root, config, before=cutoff, seed=seed, progress=progress, with_reference=True
             )
             train_s = time.perf_counter() - t1
             t2 = time.perf_counter()
-            acceptance = heldout_report(root, bundle, split.before, split.end, reference=training.reference)
+            acceptance = heldout_report(root, bundle, cutoff, split.end, reference=training.reference)
             timings[f"{name}.acceptance_eval_s"] = time.perf_counter() - t2
         else:
             bundle = ModelBundle.train(

@@ -66,7 +66,7 @@ def rank_by_value(expected: Sequence[float], scores: Sequence[float]) -> list[in
 
 def ranking_keys(probabilities: Sequence[float], expected: Sequence[float], exponent: float) -> list[float]:
     """The ranking objective's key per candidate: p^(1-β) × EV^β (β = ``exponent``; see
-    ``PipelineConfig.ranking_objective``): β = 1 expected value, β = 0 acceptance probability."""
+    ``PipelineConfig.objective``): β = 1 expected value, β = 0 acceptance probability."""
     if exponent == 1.0:
         return list(expected)
     if exponent == 0.0:

@@ -128,13 +128,13 @@ def test_ranking_objectives():
     blend = ranking_keys(probs, ev, 0.5)
     assert blend == pytest.approx([np.sqrt(0.5 * 5.0), np.sqrt(0.1 * 20.0), 0.0])
     cfg = PipelineConfig(
-        ranking_objective="acceptance", ranking_objectives={"booking": "blend"}, blend_exponent=0.3
+        objective="acceptance", ranking_objectives={"booking": "blend"}, blend_exponent=0.3
     )
     assert cfg.objective_exponent("home") == 0.0
     assert cfg.objective_exponent("booking") == 0.3
     assert PipelineConfig().objective_exponent("home") == 1.0
-    with pytest.raises(ValueError, match="ranking_objective"):
-        PipelineConfig(ranking_objective="clicks")
+    with pytest.raises(ValueError, match="objective must be"):
+        PipelineConfig(objective="clicks")
     with pytest.raises(ValueError, match="unknown placement 'lobby'"):
         PipelineConfig(ranking_objectives={"lobby": "acceptance"})
     assert parse_ranking_objectives("acceptance, booking=blend") == ("acceptance", {"booking": "blend"})

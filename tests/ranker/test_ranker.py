@@ -166,7 +166,7 @@ def test_pipeline_serves_the_rankers_probabilities_under_each_objective(trained:
     members = [*profiles["member_id"].astype(str).head(25), "NEW-1"]
     served = 0
     for objective in ("expected_value", "acceptance", "blend"):
-        pipe = OfferPipeline(bundle, store, config=PipelineConfig(ranking_objective=objective, **loose))
+        pipe = OfferPipeline(bundle, store, config=PipelineConfig(objective=objective, **loose))
         for i, member in enumerate(members):
             trip = TripContext(
                 origin="PEK",
