@@ -17,7 +17,8 @@ Shape (every figure per arm; lifts of each non-control variant, and of the holdo
     srm               {chi2, p_value, verdict: ok|warn|alert|insufficient, observed, expected}
     guardrails[]      {variant, dismiss_rate, empty_response_rate, p99_latency_ms, comparisons: {metric:
                        comparison}}
-    timeline[]        {date, variant, exposed_members, purchasers, conversion} (cumulative, per UTC day)
+    timeline[]        {date, time, bucket_s, variant, exposed_members, purchasers, conversion} (cumulative
+                      at the end of each bucket: a minute to a UTC day, at most 60 buckets over the window)
     offline_estimate  {available, reason | estimator, metric, control, treatment, absolute_lift, ...}
     attribution       {requests, events_attributed, events_before_exposure, events_unattributed,
                        events_wrong_member, crossover_members}
@@ -184,26 +185,45 @@ def _comparison(
     return {**comp.to_json(), "cuped": cup}
 
 
+# Bucket sizes of the timeline: the smallest that keeps a window within TIMELINE_POINTS buckets, so an
+# experiment of a few hours (a live simulation) gets a curve and not a single daily point.
+TIMELINE_BUCKETS = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=6),
+    timedelta(days=1),
+)
+TIMELINE_POINTS = 60
+
+
 def _timeline(
     arms: Sequence[str], by_arm: Mapping[str, Sequence[MemberOutcome]], start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
-    days: list[datetime] = []
-    day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    while day <= end and len(days) < 400:
-        days.append(day)
-        day += timedelta(days=1)
+    span = end - start
+    size = next((b for b in TIMELINE_BUCKETS if span / b <= TIMELINE_POINTS), TIMELINE_BUCKETS[-1])
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    first = epoch + (start.astimezone(UTC) - epoch) // size * size  # aligned to the bucket size
+    buckets: list[datetime] = []
+    b = first
+    while b <= end and len(buckets) < 400:
+        buckets.append(b)
+        b += size
     out: list[dict[str, Any]] = []
     for arm in arms:
         members = by_arm.get(arm, [])
         exp_t = np.sort(np.array([m.first_exposure.timestamp() for m in members]))
         buy_t = np.sort(np.array([m.first_purchase.timestamp() for m in members if m.first_purchase]))
-        for d in days:
-            cut = (d + timedelta(days=1)).timestamp()
+        for b in buckets:
+            cut = (b + size).timestamp()
             n = int(np.searchsorted(exp_t, cut, side="left"))
             k = int(np.searchsorted(buy_t, cut, side="left"))
             out.append(
                 {
-                    "date": d.date().isoformat(),
+                    "date": b.date().isoformat(),
+                    "time": b.isoformat(),
+                    "bucket_s": int(size.total_seconds()),
                     "variant": arm,
                     "exposed_members": n,
                     "purchasers": k,

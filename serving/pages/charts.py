@@ -175,7 +175,8 @@ def timeline_series(report: Mapping[str, Any]) -> dict[str, list[tuple[str, floa
         series.setdefault(str(point.get("variant")), [])
         if _finite(conv):
             # sub-day buckets carry a "time"; daily ones only a "date"
-            when = str(point.get("time") or point.get("date"))
+            daily = int(point.get("bucket_s") or 86_400) >= 86_400
+            when = str(point.get("date") if daily or not point.get("time") else point["time"])
             series[str(point["variant"])].append((when, float(conv)))
     for points in series.values():
         points.sort()
