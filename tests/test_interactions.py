@@ -206,3 +206,56 @@ def test_popularity_is_weight_per_available_time() -> None:
     assert per_time[0] == pytest.approx((12 / 1.0) / (2 / 0.1))
     with pytest.raises(ValueError, match="item_availability"):
         RecDataset(ui, members, items, item_availability=np.array([1.0, 0.0]))
+
+
+@pytest.fixture(scope="module")
+def weighted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generic implicit feedback: two members, play counts as weights, one undated-free timeline."""
+    dest = tmp_path_factory.mktemp("weighted") / "world"
+    events = pd.DataFrame(
+        [
+            ("e1", "m1", "o1", "click", _d(10), 3.0),
+            ("e2", "m1", "o1", "click", _d(5), 4.0),
+            ("e3", "m1", "o2", "purchase", _d(2), 2.0),
+            ("e4", "m2", "o2", "click", _d(1), 100.0),
+            ("e5", "m2", "o3", "click", _d(0), 0.0),  # a zero weight: no cell
+        ],
+        columns=[Col.EVENT_ID, Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME, Col.WEIGHT],
+    )
+    with DatasetWriter(dest) as w:
+        w.write_table("members", pd.DataFrame({Col.MEMBER_ID: ["m1", "m2"]}))
+        w.write_table("offers", pd.DataFrame({Col.OFFER_ID: ["o1", "o2", "o3"]}))
+        w.write_table("interactions", events)
+        w.commit({"source": "test"})
+    return dest
+
+
+def test_the_weight_column_multiplies_the_event_weight_and_transforms_apply(weighted: Path) -> None:
+    raw = _dense(build_interactions(weighted, {"half_life_days": None}))
+    assert raw == {("m1", "offer:o1"): 2.0 * 7, ("m1", "offer:o2"): 5.0 * 2, ("m2", "offer:o2"): 2.0 * 100}
+    logged = _dense(build_interactions(weighted, {"half_life_days": None, "transform": "log1p"}))
+    assert logged == pytest.approx({k: float(np.log1p(v)) for k, v in raw.items()})
+    # BM25 by hand, items as documents (implicit's convention): N = 3 items, idf of member m =
+    # log(3) - log(1 + items of m); length norm of item i = 0.2 + 0.8 * (its total / mean item total).
+    bm25 = _dense(build_interactions(weighted, {"half_life_days": None, "transform": "bm25"}))
+    totals = {"offer:o1": 14.0, "offer:o2": 210.0, "offer:o3": 0.0}
+    mean_total = sum(totals.values()) / 3
+    idf = {"m1": np.log(3) - np.log1p(2), "m2": np.log(3) - np.log1p(1)}
+    for (member, item), value in raw.items():
+        norm = 0.2 + 0.8 * totals[item] / mean_total
+        expected = value * 101.0 / (100.0 * norm + value) * idf[member]
+        if expected > 0:
+            assert bm25[(member, item)] == pytest.approx(expected, rel=1e-5)
+        else:
+            assert (member, item) not in bm25  # m1 touched 2 of 3 items: idf 0, the cell is dropped
+
+
+def test_a_holdout_keeps_per_member_cut_offs_and_held_out_pairs_out(weighted: Path) -> None:
+    from recsys.interactions import Holdout
+
+    cut = Holdout(member_cutoffs=pd.Series({"m1": _d(5)}))
+    cells = _dense(build_interactions(weighted, {"half_life_days": None}, holdout=cut))
+    assert cells == {("m1", "offer:o1"): 2.0 * 3, ("m2", "offer:o2"): 2.0 * 100}  # m1 from day -5 held out
+    pairs = Holdout(pairs=pd.DataFrame({Col.MEMBER_ID: ["m2"], Col.OFFER_ID: ["o2"]}))
+    cells = _dense(build_interactions(weighted, {"half_life_days": None}, holdout=pairs))
+    assert cells == {("m1", "offer:o1"): 2.0 * 7, ("m1", "offer:o2"): 5.0 * 2}
