@@ -93,6 +93,7 @@ class EvaluationReport:
     # The ranker's acceptance metrics on the test period's impressions (AUC, log loss, calibration) beside
     # its logistic-regression reference, when the ranker was trained.
     acceptance: Any = None
+    configs: dict[str, Any] = field(default_factory=dict)  # per kind, as trained (after choose_priors)
 
     def evaluation(self, kind: str) -> ModelEvaluation:
         for e in self.evaluations:
@@ -257,6 +258,9 @@ def effective_settings(
     else:
         lines.append("interactions has no 'weight' column: every row counts its event type's weight")
     for kind in kinds:
+        if kind == RANKER:  # trained on logged impressions, with a configuration of its own
+            lines.append(f"{kind}: contextual acceptance ranker on the logged impressions before the cut-off")
+            continue
         cfg = BundleConfig.model_validate((configs or {}).get(kind) or {})
         inter = cfg.interactions
         model_cfg = config_class(kind).model_validate({**cfg.model, "random_state": seed})
@@ -299,6 +303,7 @@ def evaluate_models(
     validation: bool = False,
     split_settings: SplitSettings | None = None,
     announce: Callable[[str], None] | None = None,
+    choose_prior: bool = False,
 ) -> EvaluationReport:
     """Train each model on events before the cut-off and evaluate it on the test period.
 
@@ -307,7 +312,9 @@ def evaluate_models(
     before that), never looking at the test period: choose settings there, report the test period.
     ``split_settings`` chooses another split, the relevance and the seen filter (``cutoff``/``test_days`` are
     its fields when it is given). ``announce`` receives the effective settings, one line each, before any
-    training starts, and each model's resolved prior.
+    training starts, and each model's resolved prior. ``choose_prior`` keeps a learned model's default
+    popularity prior only where it scores better than the plain model on the validation period (the
+    ``test_days`` before the cut-off; :func:`choose_priors`).
     """
     from recsys.models.bundle import ModelBundle
 
@@ -348,6 +355,30 @@ def evaluate_models(
         )
     offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
     timings["split_s"] = time.perf_counter() - t0
+    if choose_prior:
+        if method != "time":
+            raise EvaluationError(
+                "choosing the prior (--choose-prior) validates on the period before a time cut-off; it needs "
+                f"--split time, not --split {method}"
+            )
+        val = make_split(
+            root,
+            "time",
+            test_days=ss.test_days,
+            end=split.cutoff,
+            relevance=split.relevance,
+            min_weight=ss.min_weight,
+            exclude_seen=split.exclude_seen,
+        )
+        configs = choose_priors(
+            root,
+            [k for k in kinds if k not in (BASELINE, RANKER)],
+            configs,
+            val,
+            offers,
+            seed,
+            announce or _no_announce,
+        )
 
     acceptance = None
 
@@ -440,12 +471,72 @@ def evaluate_models(
             timings[f"{ORACLE_ON_POPULARITY}.eval_s"] = on_popularity.eval_seconds
     table = comparison_table(evaluations, oracle, references=references)
     return EvaluationReport(
-        split, evaluations, oracle, table, bundles, timings, references, settings, acceptance
+        split,
+        evaluations,
+        oracle,
+        table,
+        bundles,
+        timings,
+        references,
+        settings,
+        acceptance,
+        dict(configs or {}),
     )
 
 
 def _no_announce(line: str) -> None:
     del line
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    return dict(config.model_dump() if hasattr(config, "model_dump") else config)
+
+
+def choose_priors(
+    root: Path,
+    kinds: Sequence[str],
+    configs: Mapping[str, Any] | None,
+    validation: TimeSplit,
+    offers: pd.DataFrame,
+    seed: int,
+    announce: Callable[[str], None],
+) -> dict[str, Any]:
+    """``configs`` with each learned kind's default prior kept only where it helped: the kind is trained with
+    its default prior and with ``prior_weight`` 0 before the validation period and judged on it (primary
+    metric); the prior stays only when it scores strictly higher. An explicit ``prior_weight`` is left as set.
+    """
+    from recsys.models.bundle import ModelBundle
+
+    out = {k: _as_dict(v) for k, v in (configs or {}).items()}
+    for kind in kinds:
+        cfg = out.get(kind, {})
+        if dict(cfg.get("model") or {}).get("prior_weight") is not None:
+            continue
+        scores: dict[str, float] = {}
+        for label, weight in (("prior", None), ("plain", 0.0)):
+            model = {**dict(cfg.get("model") or {})}
+            if weight is not None:
+                model["prior_weight"] = weight
+            bundle = ModelBundle.train(
+                root, kind, {**cfg, "model": model}, before=validation.before, seed=seed
+            )
+            if label == "prior" and not bundle.params.get("model.prior_weight_effective"):
+                break  # no member groups: the default already is the plain model
+            ev = evaluate_recommender(f"{kind}.{label}", _recommend_fn(bundle), validation, offers)
+            scores[label] = ev.primary
+        if len(scores) < 2:
+            continue
+        keep = scores["prior"] > scores["plain"]
+        announce(
+            f"{kind}: on the validation period {validation.cutoff.date()} .. {validation.end.date()} "
+            f"{PRIMARY_METRIC} {scores['prior']:.4f} with the prior, {scores['plain']:.4f} without: "
+            f"{'prior kept' if keep else 'plain model (prior_weight 0)'}"
+        )
+        if not keep:
+            out[kind] = {**cfg, "model": {**dict(cfg.get("model") or {}), "prior_weight": 0.0}}
+    return out
 
 
 def _prior_fn(bundle: Any, offer_ids: pd.Series) -> Any:
@@ -495,6 +586,7 @@ def train_pipeline(
     progress: bool = False,
     split_settings: SplitSettings | None = None,
     announce: Callable[[str], None] | None = None,
+    choose_prior: bool = False,
 ) -> TrainResult:
     """Evaluate, choose, refit and publish. ``model`` = one kind (registered even if another scores higher)
     or ``"all"`` (the best on ``primary_metric`` is registered)."""
@@ -518,7 +610,9 @@ def train_pipeline(
         progress=progress,
         split_settings=split_settings,
         announce=announce,
+        choose_prior=choose_prior,
     )
+    configs = report.configs
     timings = dict(report.timings)
     timings["evaluation_total_s"] = time.perf_counter() - t0
     requested = _kinds(model)

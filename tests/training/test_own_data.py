@@ -265,3 +265,24 @@ def test_every_import_format_through_train_and_evaluate(
         code, output = _cli([command, "--data", str(tmp_path / "air"), *fast], env)
         assert code == 1 and "an air-data import holds members' LRFMC aggregates" in output
         assert "recsys segment --data" in output
+
+
+def test_choose_prior_keeps_the_prior_only_where_it_helped_on_validation(
+    train_world: Path, small_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    config = tmp_path / "fast.json"
+    config.write_text(json.dumps({"als": {"model": {"factors": 8, "iterations": 3}, "recall_queries": 50}}))
+    args = ["evaluate", "--model", "als", "--config", str(config), "--no-oracle", "--no-progress"]
+    code, output = _cli([*args, "--data", str(train_world), "--choose-prior"])
+    assert code == 0, output
+    line = next(s for s in _settings(output) if "on the validation period" in s)
+    found = re.search(r"ndcg_at_10 ([\d.]+) with the prior, ([\d.]+) without: (.*)$", line)
+    assert found is not None, line
+    with_prior, plain, verdict = float(found[1]), float(found[2]), found[3]
+    assert verdict == ("prior kept" if with_prior > plain else "plain model (prior_weight 0)")
+    resolved = next(s for s in _settings(output) if s.startswith("als: prior_weight "))
+    assert resolved.startswith("als: prior_weight 10 ") == (with_prior > plain)
+
+    _import(write_csv(small_frame, tmp_path / "interactions.csv"), tmp_path / "generic")
+    code, output = _cli([*args, "--data", str(tmp_path / "generic"), "--choose-prior", "--split", "per-user"])
+    assert code == 1 and "it needs --split time, not --split per-user" in output

@@ -79,6 +79,14 @@ HalfLifeOpt = Annotated[
         show_default=False,
     ),
 ]
+ChoosePriorOpt = Annotated[
+    bool,
+    typer.Option(
+        "--choose-prior/--default-prior",
+        help="Keep each learned model's default popularity prior only where it scores better than the plain "
+        "model on the validation period (--test-days before the cut-off); time split only.",
+    ),
+]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -113,6 +121,7 @@ def train(
     exclude_seen: SeenOpt = None,
     transform: TransformOpt = None,
     half_life_days: HalfLifeOpt = None,
+    choose_prior: ChoosePriorOpt = False,
 ) -> None:
     """Train, evaluate on the held-out period, log the run to MLflow and register the model as challenger."""
     from training.pipeline import train_pipeline
@@ -144,6 +153,7 @@ def train(
             progress=progress,
             split_settings=split_settings,
             announce=_announce,
+            choose_prior=choose_prior,
         )
     report = result.report
     _describe_split(report.split)
@@ -180,6 +190,7 @@ def evaluate(
     exclude_seen: SeenOpt = None,
     transform: TransformOpt = None,
     half_life_days: HalfLifeOpt = None,
+    choose_prior: ChoosePriorOpt = False,
     validation: Annotated[
         bool,
         typer.Option(
@@ -214,6 +225,7 @@ def evaluate(
             validation=validation,
             split_settings=split_settings,
             announce=_announce,
+            choose_prior=choose_prior,
         )
     _describe_split(report.split, "validation" if validation else "held-out")
     print_table(report.table)
