@@ -34,9 +34,13 @@ world: $(WORLD)/manifest.json
 champion: world
 	$(BIN)/recsys models ensure-champion --data $(WORLD)
 
+# A local admin token (X-Debug-Token: admin reloads, debug output) for this run unless RECSYS_DEBUG_TOKEN is set.
 run: world champion
 	$(BIN)/recsys data describe $(WORLD)
-	$(BIN)/python -m serving
+	@token="$${RECSYS_DEBUG_TOKEN:-local-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}"; \
+	echo "Local admin token for this run (set RECSYS_DEBUG_TOKEN to choose one): $$token"; \
+	echo "  reload the cap policy: curl -X POST -H 'X-Debug-Token: '$$token localhost:8000/v1/admin/caps-policy/reload"; \
+	RECSYS_DEBUG_TOKEN="$$token" $(BIN)/python -m serving
 
 # The end-to-end page tests drive Debian's chromium through Playwright (never `playwright install`: it
 # downloads a browser from outside the package registries).

@@ -24,7 +24,7 @@ from recsys.experiments import ExperimentStore, ModelRef
 from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
-from serving.api.routes import admin, events, experiments, members, ops, recommendations
+from serving.api.routes import admin, events, experiments, members, offers, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
 from serving.config import Settings
@@ -32,6 +32,7 @@ from serving.errors import install_error_handlers
 from serving.experiments import ExperimentRuntime, VariantLoader, with_objective
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
+from serving.openapi import install_openapi
 from serving.pages import routes as pages
 from serving.services import Services
 from serving.tracking import TrackingSigner
@@ -429,17 +430,21 @@ def create_app(
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_openapi
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(recommendations.router)
     app.include_router(events.router)
     app.include_router(members.router)
+    app.include_router(offers.router)
     app.include_router(admin.router)
     app.include_router(experiments.router)
     app.include_router(pages.router)
     app.include_router(ops.router)
     if settings.enable_floor_endpoint:
         app.include_router(ops.floor_router)
+    install_openapi(app, clock or (lambda: datetime.now(UTC)))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

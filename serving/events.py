@@ -232,13 +232,17 @@ def apply_online(
         try:
             if ev.event_type == EventType.CLICK:
                 continue
+            o = offers[ev.offer_id]
             if ev.event_type == EventType.PURCHASE and ev.trip_key and member_store is not None:
                 member_store.add_purchase(ev.member_id, ev.trip_key, ev.offer_id, PURCHASE_MEMORY)
+            if ev.event_type == EventType.PURCHASE and getattr(o, "trip_bound", False):
+                # Bought for one flight: remembered for that trip above; the member-wide purchase cool-down
+                # would hide the same upgrade on every other flight.
+                continue
             if cap_enforcer is not None:
                 member = members.get(ev.member_id)
                 if member is None:
                     member = members[ev.member_id] = cap_member(member_store, ev.member_id)
-                o = offers[ev.offer_id]
                 candidate = CapCandidate(
                     ev.offer_id,
                     family=str(o.family),

@@ -12,6 +12,8 @@ from typing import Any
 
 from recsys.experiments import Assignment
 from recsys.pipeline import RecommendRequest, RecommendResult, TripContext
+from recsys.pipeline.catalogue import CASH_CURRENCY
+from recsys.pipeline.pipeline import withheld_counts
 from recsys.requestlog import PolicyRef, RequestRecord, ShownOffer, TripSnapshot
 from serving.api.schemas import RecommendationRequest, TripIn
 from serving.errors import ApiError
@@ -47,6 +49,7 @@ def to_domain(body: RecommendationRequest, *, now: datetime, debug: bool) -> Rec
             fare_class=t.fare_class,
             flight_number=t.flight_number,
             seats_left={c.value: n for c, n in t.seats_left.items()} if t.seats_left is not None else None,
+            arrival_time=t.arrival_time,
         )
     return RecommendRequest(
         member_id=body.member_id,
@@ -86,6 +89,7 @@ def to_response(
             "category": o.category,
             "title": o.title,
             "price_cash": o.price_cash,
+            "currency": CASH_CURRENCY if o.price_cash is not None else None,
             "price_miles": o.price_miles,
             "score": float(o.score),
             "acceptance_probability": float(o.acceptance_probability),
@@ -114,6 +118,8 @@ def to_response(
         "cold_start": bool(result.cold_start),
         "cap_degraded": result.cap_degraded,
         "offers": offers,
+        # Why fewer than `limit` came back, in aggregate: allowed without the debug token, names no offer.
+        "withheld": withheld_counts(result.suppressed) if len(offers) < body.limit else None,
         "suppressed": suppressed,
         "experiment": (
             {"key": experiment.experiment, "variant": experiment.variant} if experiment is not None else None

@@ -227,11 +227,11 @@ def build_plan(
     cooldowns, counters, plan_keys = plan.cooldowns, plan.counters, plan.keys
     for cand in candidates:
         offer_id, category, family = cand.offer_id, cand.category, cand.family
-        if rp.is_exempt(offer_id, category, cand.exempt):
-            plan.candidates.append((True, [], []))
-            continue
+        exempt = rp.is_exempt(offer_id, category, cand.exempt)
         cds: list[int] = []
         for reason, prefix, by_offer, ms in cd_specs:
+            if exempt and not prefix.startswith("dismiss:"):
+                continue  # exempt from counting caps, not from a member's "no"
             target = offer_id if by_offer else category
             fname = prefix + target
             j = cooldown_idx.get(fname)
@@ -239,6 +239,9 @@ def build_plan(
                 j = cooldown_idx[fname] = len(cooldowns)
                 cooldowns.append(CooldownRef(fname, reason, target, ms))
             cds.append(j)
+        if exempt:
+            plan.candidates.append((not cds, cds, []))  # no cool-down to check: the fast path
+            continue
         cts: list[int] = []
         subs = (offer_id, category, family, placement, "-")
         for cap in caps_for(family, category, placement):

@@ -199,9 +199,8 @@ def from_ms(ms: float) -> datetime:
 
 
 def iso_z(dt: datetime | None) -> str | None:
-    """``2026-11-23T08:00Z`` style (seconds shown only when not zero)."""
+    """RFC 3339 in UTC, ``2026-11-23T08:00:00Z`` (whole seconds)."""
     if dt is None:
         return None
     dt = dt.astimezone(UTC)
-    head = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}"
-    return f"{head}:{dt.second:02d}Z" if dt.second or dt.microsecond else f"{head}Z"
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}Z"

@@ -31,6 +31,9 @@ import pandas as pd
 
 from recsys.schema import OFFERS, Cabin, Col, OfferCategory, Placement
 
+# ISO 4217 code of every cash price in the catalogue (the programme sells in yuan).
+CASH_CURRENCY = "CNY"
+
 # Categories sold for a specific booked flight: they need a trip context to be eligible.
 TRIP_BOUND_CATEGORIES: frozenset[str] = frozenset(
     {

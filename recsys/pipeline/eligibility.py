@@ -28,14 +28,19 @@ Rules (reason codes in brackets):
 - miles: an offer paid in miles only needs its price in the balance [``insufficient_miles``] — except a
   redemption within reach (balance >= ``close_fraction`` of the price), which stays as a "you're close"
   offer; a ``min_miles`` above the price is a hard threshold [``below_min_miles``]
-- already bought for this trip [``already_purchased``]
+- already bought for this trip [``already_purchased``]; for the one-per-trip categories
+  (:data:`ONE_PER_TRIP_CATEGORIES`: lounge passes, upgrades) any offer of the category bought for this trip
+- no paid lounge pass for a member entitled to lounge access, by booked cabin (First, Business) or by tier
+  (Gold, Platinum) [``lounge_entitled``]
+- at placement ``in_trip`` a trip in progress (departed, not yet arrived) keeps its in-trip offers: their
+  sale window runs until arrival
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from recsys.pipeline.catalogue import AWARD_CATEGORIES, Catalogue, CatalogueOffer
 from recsys.pipeline.messages import CABIN_NAMES, EN, term
@@ -68,6 +73,21 @@ class Reason:
     BELOW_MIN_MILES = "below_min_miles"
     INSUFFICIENT_MILES = "insufficient_miles"
     ALREADY_PURCHASED = "already_purchased"
+    LOUNGE_ENTITLED = "lounge_entitled"
+
+
+# Members with lounge access of their own: by the cabin they fly, or by their card tier.
+LOUNGE_ENTITLED_CABINS: frozenset[str] = frozenset({"F", "C"})
+LOUNGE_ENTITLED_TIERS: frozenset[str] = frozenset({"gold", "platinum"})
+# One bought for a trip is enough: buying one hides the category's other offers for that trip.
+ONE_PER_TRIP_CATEGORIES: frozenset[str] = frozenset(
+    {
+        OfferCategory.LOUNGE,
+        OfferCategory.CABIN_UPGRADE,
+        OfferCategory.UPGRADE_BID,
+        OfferCategory.AWARD_UPGRADE,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +109,8 @@ class EligibilityContext:
     lounge_airports: frozenset[str] | None = None
     close_fraction: float = 0.8
     require_seat_inventory: bool = True
+    purchased_categories: frozenset[str] = frozenset()
+    max_trip_hours: float = 20.0
 
 
 Verdict = tuple[str, str] | None
@@ -210,6 +232,21 @@ def hours_to_departure(trip: TripContext | None, now: datetime) -> float | None:
     return (trip.departure_time - now).total_seconds() / 3600.0
 
 
+def arrival(trip: TripContext, max_trip_hours: float) -> datetime | None:
+    """The trip's arrival: given, else departure + ``max_trip_hours`` (the longest flight), else None."""
+    if trip.arrival_time is not None:
+        return trip.arrival_time
+    if trip.departure_time is None:
+        return None
+    return trip.departure_time + timedelta(hours=max_trip_hours)
+
+
+def in_progress(trip: TripContext, now: datetime, max_trip_hours: float) -> bool:
+    """Departed and not yet arrived."""
+    end = arrival(trip, max_trip_hours)
+    return trip.departure_time is not None and end is not None and trip.departure_time <= now < end
+
+
 def rule_window(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     if o.window_open_hours is None and o.window_close_hours is None:
         return None
@@ -219,6 +256,12 @@ def rule_window(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     if hours is None:
         return Reason.DEPARTURE_UNKNOWN, f"{o.category} has a sale window; no departure time given"
     if hours <= 0:
+        if (
+            ctx.placement == "in_trip"
+            and ctx.trip is not None
+            and in_progress(ctx.trip, ctx.now, ctx.max_trip_hours)
+        ):
+            return None  # on board: in-trip offers are sold until arrival
         return Reason.DEPARTED, f"flight departed {-hours:.1f} h ago"
     if o.window_close_hours is not None and hours < o.window_close_hours:
         return Reason.WINDOW_CLOSED, (
@@ -268,6 +311,19 @@ def rule_miles(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
 def rule_purchased(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     if o.offer_id in ctx.purchased:
         return Reason.ALREADY_PURCHASED, "already bought for this trip"
+    if o.category in ONE_PER_TRIP_CATEGORIES and o.category in ctx.purchased_categories:
+        return Reason.ALREADY_PURCHASED, f"another {o.category} offer is already bought for this trip"
+    return None
+
+
+def rule_lounge_entitled(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.category != OfferCategory.LOUNGE or not (o.price_cash or o.price_miles):
+        return None  # the complimentary-access notice is for the entitled
+    if ctx.tier in LOUNGE_ENTITLED_TIERS:
+        return Reason.LOUNGE_ENTITLED, f"tier {ctx.tier} has lounge access; no pass is sold"
+    cabin = ctx.trip.booked_cabin if ctx.trip is not None else None
+    if cabin in LOUNGE_ENTITLED_CABINS:
+        return Reason.LOUNGE_ENTITLED, f"{_cabin(cabin)} passengers have lounge access; no pass is sold"
     return None
 
 
@@ -280,6 +336,7 @@ RULES: tuple[Rule, ...] = (
     rule_cabin,
     rule_upgrade,
     rule_fare_class,
+    rule_lounge_entitled,
     rule_origin,
     rule_window,
     rule_blackout,
@@ -300,6 +357,7 @@ APPLIES: dict[Rule, Callable[[CatalogueOffer], bool]] = {
     rule_cabin: lambda o: bool(o.eligible_cabins),
     rule_upgrade: lambda o: o.is_upgrade,
     rule_fare_class: lambda o: bool(o.eligible_fare_classes),
+    rule_lounge_entitled: lambda o: o.category == OfferCategory.LOUNGE,
     rule_origin: lambda o: (
         bool(o.eligible_origins) or o.requires_lounge or o.category == OfferCategory.LOUNGE
     ),

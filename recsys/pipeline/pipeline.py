@@ -38,7 +38,7 @@ import numpy as np
 from recsys.pipeline.candidates import gather_candidates
 from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
 from recsys.pipeline.diversity import diversify
-from recsys.pipeline.eligibility import EligibilityContext, Reason, filter_eligible, rules_for
+from recsys.pipeline.eligibility import EligibilityContext, Reason, arrival, filter_eligible, rules_for
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
 from recsys.pipeline.titles import catalogue_titles
 from recsys.pipeline.types import (
@@ -145,11 +145,40 @@ class OfferPipeline:
     def validate(self, request: RecommendRequest) -> None:
         """Checks that need the pipeline's data (airports known to the network); raises InvalidRequest."""
         trip = request.trip
-        if trip is None or self.airports is None:
+        if trip is None:
+            return
+        self._validate_departure(trip, request)
+        if self.airports is None:
             return
         for name, code in (("trip.origin", trip.origin), ("trip.destination", trip.destination)):
             if code is not None and code not in self.airports:
                 raise InvalidRequest(name, f"unknown airport {code!r}")
+
+    def _validate_departure(self, trip: TripContext, request: RecommendRequest) -> None:
+        """A departure is in the future and within the booking horizon; a departed trip only while in
+        progress, at placement ``in_trip``."""
+        dep = trip.departure_time
+        if dep is None:
+            return
+        now, cfg = request.now, self.config
+        if dep - now > timedelta(days=cfg.booking_horizon_days):
+            raise InvalidRequest(
+                "trip.departure_time",
+                f"{dep.isoformat()} is beyond the booking horizon of {cfg.booking_horizon_days:g} days",
+            )
+        if dep <= now:
+            end = arrival(trip, cfg.max_trip_hours)
+            if request.placement == "in_trip" and end is not None and now < end:
+                return
+            raise InvalidRequest(
+                "trip.departure_time",
+                f"{dep.isoformat()} is in the past"
+                + (
+                    " and the trip has arrived"
+                    if request.placement == "in_trip"
+                    else "; a trip in progress is served at placement in_trip until arrival"
+                ),
+            )
 
     def recommend(self, request: RecommendRequest) -> RecommendResult:
         """Ranked, eligible, explained and capped offers for one request (see the module doc).
@@ -255,6 +284,10 @@ class OfferPipeline:
             trip=trip,
             home_airport=member.home_airport,
             purchased=purchased,
+            purchased_categories=frozenset(
+                offers[self.catalogue.index_of[p]].category for p in purchased if p in self.catalogue.index_of
+            ),
+            max_trip_hours=cfg.max_trip_hours,
             families=request.families,
             lounge_airports=self.lounge_airports,
             close_fraction=cfg.close_fraction,
@@ -403,6 +436,10 @@ class OfferPipeline:
             expiry = min(expiry, close)
         return expiry
 
+    def titles(self, locale: str) -> list[str]:
+        """Every catalogue offer's title in ``locale`` (``en`` or ``zh-CN``), by catalogue index."""
+        return self._titles[locale]
+
     def offer(self, offer_id: str) -> CatalogueOffer | None:
         """The catalogue entry of an offer id (for the events endpoint's validation), or None."""
         i = self.catalogue.index_of.get(offer_id)
@@ -427,6 +464,48 @@ def _scoring_context(request: RecommendRequest, profile: Mapping[str, Any] | Non
         trip.booked_cabin,
         profile,
     )
+
+
+# Why candidates were withheld, in aggregate (the app may show it; it names no offer).
+WITHHELD_KEYS: tuple[str, ...] = (
+    "frequency_cap",
+    "cooldown",
+    "cap_store_unavailable",
+    "already_purchased",
+    "needs_seats_left",
+    "not_eligible",
+    "low_value",
+    "diversity",
+)
+
+
+def withheld_counts(suppressed: Sequence[SuppressedCandidate]) -> dict[str, int]:
+    """How many candidates each kind of reason withheld (every key of :data:`WITHHELD_KEYS`, zeros
+    included). Offers ranked below the returned ones are not counted: they were not withheld."""
+    out = dict.fromkeys(WITHHELD_KEYS, 0)
+    for s in suppressed:
+        if s.stage == Stage.CAPS:
+            if s.reason.startswith(("cooldown", "purchased")):
+                key = "cooldown"
+            elif s.reason.startswith("outage"):
+                key = "cap_store_unavailable"
+            else:
+                key = "frequency_cap"
+        elif s.stage == Stage.ELIGIBILITY:
+            if s.reason == Reason.ALREADY_PURCHASED:
+                key = "already_purchased"
+            elif s.reason == Reason.SEATS_UNKNOWN:
+                key = "needs_seats_left"
+            else:
+                key = "not_eligible"
+        elif s.stage == Stage.VALUE:
+            key = "low_value"
+        elif s.stage == Stage.DIVERSITY:
+            key = "diversity"
+        else:
+            continue
+        out[key] += 1
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,33 +71,47 @@ _CABIN = r"(?P<cabin>[FCJWY])"
 # Titles built from attributes: the pattern on the English copy, then a template per locale whose fields are
 # ``city`` (the offer's destination), ``cabin`` (captured code) and ``meal`` (the offer's meal code).
 PATTERNS: tuple[tuple[re.Pattern[str], Mapping[str, str]], ...] = (
-    (re.compile(rf"^Fly to .+ with miles \({_CABIN}\)$"), {ZH_CN: "里程兑换{city}机票（{cabin}）"}),
-    (re.compile(rf"^Upgrade to {_CABIN} cabin with miles$"), {ZH_CN: "里程升舱至{cabin}"}),
-    (re.compile(rf"^Last-minute upgrade to {_CABIN} cabin$"), {ZH_CN: "临时升舱至{cabin}"}),
-    (re.compile(rf"^Bid for an upgrade to {_CABIN} cabin$"), {ZH_CN: "竞价升舱至{cabin}"}),
-    (re.compile(rf"^Upgrade to {_CABIN} cabin$"), {ZH_CN: "升舱至{cabin}"}),
+    (
+        re.compile(rf"^Fly to (?P<place>.+) with miles \({_CABIN}\)$"),
+        {EN: "Fly to {place} with miles ({cabin})", ZH_CN: "里程兑换{city}机票（{cabin}）"},
+    ),
+    (
+        re.compile(rf"^Upgrade to {_CABIN} cabin with miles$"),
+        {EN: "Upgrade to {cabin} with miles", ZH_CN: "里程升舱至{cabin}"},
+    ),
+    (
+        re.compile(rf"^Last-minute upgrade to {_CABIN} cabin$"),
+        {EN: "Last-minute upgrade to {cabin}", ZH_CN: "临时升舱至{cabin}"},
+    ),
+    (
+        re.compile(rf"^Bid for an upgrade to {_CABIN} cabin$"),
+        {EN: "Bid for an upgrade to {cabin}", ZH_CN: "竞价升舱至{cabin}"},
+    ),
+    (re.compile(rf"^Upgrade to {_CABIN} cabin$"), {EN: "Upgrade to {cabin}", ZH_CN: "升舱至{cabin}"}),
     (re.compile(r"^Request a special meal \((?P<meal>[A-Z]{4})\)$"), {ZH_CN: "申请特殊餐食：{meal}"}),
 )
 
 
 def localized_title(offer: CatalogueOffer, ctx: ExplainContext) -> str | None:
-    """``offer``'s title in ``ctx.locale``; ``None`` when neither the memory nor a pattern translates it."""
-    if ctx.locale == EN:
-        return offer.title
+    """``offer``'s title in ``ctx.locale``; ``None`` when neither the memory nor a pattern translates it.
+    English titles are the catalogue's copy, except that cabin codes in it are named in words."""
     memory = TITLES.get(ctx.locale, {})
     if offer.title in memory:
         return memory[offer.title]
     for pattern, templates in PATTERNS:
         m = pattern.match(offer.title)
-        if m is None or ctx.locale not in templates:
+        if m is None:
             continue
+        if ctx.locale not in templates:
+            break
         groups = m.groupdict()
         return templates[ctx.locale].format(
+            place=groups.get("place") or "",
             city=ctx.place(offer.destination),
             cabin=ctx.cabin(groups.get("cabin")),
             meal=term(MEAL_NAMES, groups.get("meal") or offer.meal, ctx.locale, offer.meal or ""),
         )
-    return None
+    return offer.title if ctx.locale == EN else None
 
 
 def catalogue_titles(

@@ -71,6 +71,7 @@ class TripContext:
     fare_class: str | None = None
     flight_number: str | None = None
     seats_left: Mapping[str, int] | None = None
+    arrival_time: datetime | None = None
 
     def __post_init__(self) -> None:
         _iata("trip.origin", self.origin)
@@ -78,6 +79,11 @@ class TripContext:
         if self.origin is not None and self.origin == self.destination:
             raise InvalidRequest("trip.destination", "must differ from trip.origin")
         _require_aware("trip.departure_time", self.departure_time)
+        _require_aware("trip.arrival_time", self.arrival_time)
+        if self.arrival_time is not None and (
+            self.departure_time is None or self.arrival_time <= self.departure_time
+        ):
+            raise InvalidRequest("trip.arrival_time", "needs a trip.departure_time before it")
         if self.cabin is not None and not _is_one_of(self.cabin, _CABINS):
             raise InvalidRequest(
                 "trip.cabin", f"unknown cabin {self.cabin!r}; one of {[c.value for c in Cabin]}"
@@ -268,6 +274,9 @@ class PipelineConfig:
       p^(1-β) × EV^β = p × margin^β with β = ``blend_exponent`` in [0, 1] — β = 1 is expected value, β = 0
       acceptance, in between a margin that counts less than proportionally. The diversity re-rank uses
       the same key; every returned offer still reports its expected value.
+    - ``booking_horizon_days``: how far ahead flights are sold; a later departure is an invalid request.
+    - ``max_trip_hours``: the longest flight; a trip without ``arrival_time`` is in progress this long after
+      departure (in-trip offers are sold until arrival; a trip that has arrived is an invalid request).
     """
 
     retrieval_k: int = 60
@@ -285,6 +294,8 @@ class PipelineConfig:
     objective: str = EXPECTED_VALUE
     ranking_objectives: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     blend_exponent: float = 0.5
+    booking_horizon_days: float = 361.0
+    max_trip_hours: float = 20.0
 
     def objective_exponent(self, placement: str) -> float:
         """β of the ranking key p^(1-β) × EV^β at a placement: 1 expected value, 0 acceptance."""

@@ -61,7 +61,7 @@ def test_rolling_window_edge(make_enforcer: MakeEnforcer) -> None:
     (s,) = d.suppressed
     assert s.reason == "cap:member_offer:rolling_7d"
     assert s.detail == (
-        "this offer shown 1 time in the last 7 days (max 1, cap the_cap); next allowed 2026-11-23T08:00Z"
+        "this offer shown 1 time in the last 7 days (max 1, cap the_cap); next allowed 2026-11-23T08:00:00Z"
     )
     # The window is (now - 7d, now]: exactly 7 days later the first impression no longer counts.
     assert shown(e, m, o, t0 + timedelta(days=7))
@@ -78,7 +78,7 @@ def test_rolling_window_counts_several_impressions(make_enforcer: MakeEnforcer) 
     d = e.select_and_record(m, [offer("D")], 1, HOME, t0 + timedelta(hours=3))
     assert d.selected == []
     # The slot frees when the OLDEST of the three leaves the window: t0 + 24h.
-    assert d.suppressed[0].detail.endswith("next allowed 2026-05-02T10:00Z")
+    assert d.suppressed[0].detail.endswith("next allowed 2026-05-02T10:00:00Z")
     assert not shown(e, m, offer("D"), t0 + timedelta(hours=24) - MS)
     assert shown(e, m, offer("D"), t0 + timedelta(hours=24))
     assert not shown(e, m, offer("E"), t0 + timedelta(hours=24, minutes=30))
@@ -100,7 +100,8 @@ def test_calendar_day_follows_member_time_zone(make_enforcer: MakeEnforcer) -> N
     d = e.select_and_record(shanghai, [offer("B")], 1, HOME, datetime(2026, 11, 22, 15, 59, 59, tzinfo=UTC))
     assert d.selected == [] and d.suppressed[0].reason == "cap:member:day"
     assert (
-        d.suppressed[0].detail == "offers shown 1 time today (max 1, cap the_cap); resets 2026-11-22T16:00Z"
+        d.suppressed[0].detail
+        == "offers shown 1 time today (max 1, cap the_cap); resets 2026-11-22T16:00:00Z"
     )
     # A new local day in Shanghai at 16:00Z; still the same day in New York until 05:00Z next morning.
     assert shown(e, shanghai, offer("B"), datetime(2026, 11, 22, 16, 0, tzinfo=UTC))
@@ -115,7 +116,7 @@ def test_calendar_day_across_spring_forward_new_york(make_enforcer: MakeEnforcer
     assert shown(e, m, offer("A"), datetime(2026, 3, 8, 5, 0, tzinfo=UTC))  # 00:00 local, first instant
     d = e.select_and_record(m, [offer("B")], 1, HOME, datetime(2026, 3, 9, 3, 59, 59, tzinfo=UTC))
     assert d.selected == []
-    assert d.suppressed[0].detail.endswith("resets 2026-03-09T04:00Z")
+    assert d.suppressed[0].detail.endswith("resets 2026-03-09T04:00:00Z")
     assert shown(e, m, offer("B"), datetime(2026, 3, 9, 4, 0, tzinfo=UTC))
 
 
@@ -152,7 +153,7 @@ def test_calendar_week_resets_on_local_monday(make_enforcer: MakeEnforcer) -> No
     )
     assert d.suppressed[0].reason == "cap:member_category:week"
     assert d.suppressed[0].detail == (
-        "seat offers shown 2 times this week (max 2, cap the_cap); resets 2026-11-22T15:00Z"
+        "seat offers shown 2 times this week (max 2, cap the_cap); resets 2026-11-22T15:00:00Z"
     )
     # Another category is counted separately.
     assert shown(
@@ -373,10 +374,10 @@ def test_dismissal_cooldowns(make_enforcer: MakeEnforcer) -> None:
         ("S1", "cooldown:dismiss:offer"),
         ("S2", "cooldown:dismiss:category"),
     ]
-    assert d.suppressed[0].detail == "dismissed 2026-06-01T09:00Z; hidden until 2026-06-15T09:00Z"
+    assert d.suppressed[0].detail == "dismissed 2026-06-01T09:00:00Z; hidden until 2026-06-15T09:00:00Z"
     assert (
         d.suppressed[1].detail
-        == "a seat offer was dismissed 2026-06-01T09:00Z; category hidden until 2026-06-03T09:00Z"
+        == "a seat offer was dismissed 2026-06-01T09:00:00Z; category hidden until 2026-06-03T09:00:00Z"
     )
     # Category cool-down (2 days) ends; the offer's own (14 days) does not.
     assert shown(e, m, offer("S2"), t + timedelta(days=2), placement=BOOKING)
@@ -393,7 +394,7 @@ def test_purchase_suppresses_the_offer(make_enforcer: MakeEnforcer) -> None:
     assert d.selected == ["B2"]
     assert (d.suppressed[0].reason, d.suppressed[0].detail) == (
         "purchased",
-        "bought 2026-06-01T09:00Z; not shown again until 2026-07-01T09:00Z",
+        "bought 2026-06-01T09:00:00Z; not shown again until 2026-07-01T09:00:00Z",
     )
     assert shown(e, m, offer("B1", category="baggage"), t + timedelta(days=30), placement=BOOKING)
 
@@ -408,12 +409,20 @@ def test_out_of_order_events_keep_the_latest_time(make_enforcer: MakeEnforcer) -
     assert shown(e, m, o, t + timedelta(days=19), placement=BOOKING)
 
 
-def test_exempt_offer_ignores_cooldowns(make_enforcer: MakeEnforcer) -> None:
+def test_exempt_offer_honours_the_members_dismissal(make_enforcer: MakeEnforcer) -> None:
+    """Exempt means exempt from counting caps, not from a member's "no"."""
     e = make_enforcer(make_policy(DEFAULTISH))
     m, svc = member(), offer("SVC", exempt=True)
+    other = offer("SVC2", category=OfferCategory.MEAL.value, exempt=True)
     t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
     e.record_event(m, svc, EventType.DISMISS.value, HOME, t)
-    assert shown(e, m, svc, t + timedelta(hours=1))
+    assert not shown(e, m, svc, t + timedelta(hours=1))
+    assert not shown(e, m, svc, t + timedelta(days=13, hours=23))
+    assert shown(e, m, svc, t + timedelta(days=14, hours=1))
+    for _ in range(20):  # never counted: any number of impressions leaves it (and its kind) shown
+        e.record_event(m, other, EventType.IMPRESSION.value, HOME, t)
+    e.record_event(m, other, EventType.PURCHASE.value, HOME, t)
+    assert shown(e, m, other, t + timedelta(hours=1))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -424,7 +433,7 @@ def test_exempt_offer_ignores_cooldowns(make_enforcer: MakeEnforcer) -> None:
 def test_member_state_reports_counts_limits_and_resets(make_enforcer: MakeEnforcer) -> None:
     e = make_enforcer(make_policy(DEFAULTISH))
     m = member(tz="Asia/Shanghai")
-    t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 17:00 in Shanghai; local day ends 2026-06-01T16:00Z
+    t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 17:00 in Shanghai; local day ends 2026-06-01T16:00:00Z
     e.select_and_record(m, [offer("U1", UP, "cabin_upgrade"), offer("S1")], 2, HOME, t)
     e.select_and_record(m, [offer("S2")], 1, HOME, t + timedelta(minutes=10))
     e.record_event(m, offer("S3"), EventType.DISMISS.value, HOME, t + timedelta(minutes=20))
@@ -439,38 +448,38 @@ def test_member_state_reports_counts_limits_and_resets(make_enforcer: MakeEnforc
         "limit": 4,
         "count": 3,
         "remaining": 1,
-        "resets_at": "2026-06-01T16:00Z",
+        "resets_at": "2026-06-01T16:00:00Z",
         "blocked_until": None,
         "reason_code": "cap:member:day",
     }
     assert caps[("upsell_daily", "upsell")]["count"] == 1
     assert caps[("home_hourly", "home")]["count"] == 3
-    assert caps[("home_hourly", "home")]["blocked_until"] == "2026-06-01T10:00Z"
-    assert caps[("home_hourly", "home")]["resets_at"] == "2026-06-01T10:00Z"
+    assert caps[("home_hourly", "home")]["blocked_until"] == "2026-06-01T10:00:00Z"
+    assert caps[("home_hourly", "home")]["resets_at"] == "2026-06-01T10:00:00Z"
     s1 = caps[("offer_weekly", "S1")]
-    assert (s1["count"], s1["remaining"], s1["blocked_until"]) == (1, 0, "2026-06-08T09:00Z")
+    assert (s1["count"], s1["remaining"], s1["blocked_until"]) == (1, 0, "2026-06-08T09:00:00Z")
     assert ("offer_weekly", "S3") not in caps
     assert state["cooldowns"] == [
         {
             "reason_code": "cooldown:dismiss:category",
             "scope": "category",
             "target": "seat",
-            "since": "2026-06-01T09:20Z",
-            "until": "2026-06-03T09:20Z",
+            "since": "2026-06-01T09:20:00Z",
+            "until": "2026-06-03T09:20:00Z",
         },
         {
             "reason_code": "cooldown:dismiss:offer",
             "scope": "offer",
             "target": "S3",
-            "since": "2026-06-01T09:20Z",
-            "until": "2026-06-15T09:20Z",
+            "since": "2026-06-01T09:20:00Z",
+            "until": "2026-06-15T09:20:00Z",
         },
     ]
     # Next local day: day counters are back to zero, the weekly offer cap is not.
     later = e.member_state(m, datetime(2026, 6, 1, 16, 0, tzinfo=UTC))
     caps = {(c["cap"], c["key"]): c for c in later["caps"]}
     assert caps[("member_daily", "-")]["count"] == 0
-    assert caps[("member_daily", "-")]["resets_at"] == "2026-06-02T16:00Z"
+    assert caps[("member_daily", "-")]["resets_at"] == "2026-06-02T16:00:00Z"
     assert caps[("offer_weekly", "S1")]["count"] == 1
 
 

@@ -38,11 +38,14 @@ def errors_of(text: str) -> list[tuple[int | None, str, str]]:
 
 def test_default_policy_file_loads_and_matches_the_brief() -> None:
     policy = load_policy(REPO / "config" / "caps.yaml")
-    assert policy.count_on == "serve" and policy.timeout_ms <= 20
+    # impressions the app reports count (docs/capping.md, "The default limits")
+    assert policy.count_on == "event" and policy.timeout_ms <= 20
     basic = {c.name: c for c in policy.resolved("basic").caps}
     plat = {c.name: c for c in policy.resolved("platinum").caps}
-    assert (basic["upsell_daily"].limit, basic["upsell_daily"].window.spec) == (2, "day")
-    assert (basic["offer_weekly"].limit, basic["offer_weekly"].window.spec) == (1, "7d")
+    assert (basic["upsell_daily"].limit, basic["upsell_daily"].window.spec) == (4, "day")
+    assert (basic["offer_weekly"].limit, basic["offer_weekly"].window.spec) == (3, "7d")
+    # a day's journey: four screens of four offers
+    assert basic["member_daily"].limit == 16 and basic["placement_hourly"].limit >= 4
     assert basic["offer_weekly"].scope is Scope.MEMBER_OFFER
     assert policy.resolved("basic").cooldowns.dismiss_offer == 14 * 86_400
     assert policy.resolved("basic").cooldowns.purchase_offer > 0

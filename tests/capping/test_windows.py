@@ -97,7 +97,7 @@ def test_unknown_time_zone_falls_back_to_utc() -> None:
 
 
 def test_iso_z() -> None:
-    assert iso_z(datetime(2026, 11, 23, 8, 0, tzinfo=UTC)) == "2026-11-23T08:00Z"
+    assert iso_z(datetime(2026, 11, 23, 8, 0, tzinfo=UTC)) == "2026-11-23T08:00:00Z"
     assert iso_z(datetime(2026, 11, 23, 8, 0, 5, tzinfo=UTC)) == "2026-11-23T08:00:05Z"
 
 

@@ -91,3 +91,15 @@ def test_every_title_of_the_generated_catalogue_has_a_chinese_title(small_world:
 def test_memory_has_no_entry_twice_under_another_spelling() -> None:
     memory = TITLES[ZH_CN]
     assert len({k.casefold().strip() for k in memory}) == len(memory)
+
+
+def test_cabins_are_named_in_words_in_both_locales(small_world: Path) -> None:
+    cat = Catalogue(read_table(small_world, "offers"))
+    by_locale = catalogue_titles(cat.offers, {})
+    code = re.compile(r"\b[FCJWY]\b(?! cabin)|\b[FCJWY] cabin\b|\([FCJWY]\)")
+    for locale in ("en", ZH_CN):
+        coded = [t for t in by_locale[locale] if code.search(t)]
+        assert coded == [], (locale, coded)
+    en = dict(zip((o.offer_id for o in cat.offers), by_locale["en"], strict=True))
+    assert en["UP-CAB-Y2W-01"] == "Upgrade to Premium Economy"
+    assert en["UP-BID-C2F-01"] == "Bid for an upgrade to First"

@@ -145,6 +145,17 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+def serve_counting_policy(tmp: Path) -> Path:
+    """The default policy counting on serve with each offer once a week: for tests of the atomic
+    check-and-record, where a second request may not repeat the first one's offers."""
+    text = CAPS_POLICY.read_text().replace("count_on: event", "count_on: serve")
+    text = text.replace("    limit: 3\n    window: 7d", "    limit: 1\n    window: 7d")
+    assert "count_on: serve" in text and "limit: 1\n    window: 7d" in text
+    path = tmp / "caps-serve.yaml"
+    path.write_text(text)
+    return path
+
+
 def make_settings(registry: Registry, world: Path, tmp: Path, prefix: str | None, **over: Any) -> Settings:
     values: dict[str, Any] = {
         "mlflow_tracking_uri": registry.tracking_uri,

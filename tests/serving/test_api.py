@@ -405,7 +405,19 @@ def test_threadpool_setting_serves_the_blocking_pipeline(
     from serving.app import create_app
     from tests.serving.conftest import make_settings
 
-    settings = make_settings(registry, serving_world, tmp_path, redis_prefix, pipeline_in_threadpool=True)
+    policy = tmp_path / "caps.yaml"  # counted on serve, each offer once a week: a repeat would be a bug
+    policy.write_text(
+        'version: "serve-1"\ncount_on: serve\ntimeout_ms: 500\ncaps:\n'
+        "  - {name: offer_weekly, scope: member_offer, limit: 1, window: 7d}\n"
+    )
+    settings = make_settings(
+        registry,
+        serving_world,
+        tmp_path,
+        redis_prefix,
+        pipeline_in_threadpool=True,
+        capping_policy_path=policy,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         member = world_members[20]
         first = c.post("/v1/recommendations", json=rec_body(member, limit=2))

@@ -9,7 +9,7 @@ import pandas as pd
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.serving.conftest import Registry, make_settings
+from tests.serving.conftest import Registry, make_settings, serve_counting_policy
 from tests.serving.test_api import rec_body
 
 
@@ -20,7 +20,9 @@ def test_embedded_stores_serve_the_api(
     world_members: list[str],
     world_offers: pd.DataFrame,
 ) -> None:
-    settings = make_settings(registry, serving_world, tmp_path, None)
+    settings = make_settings(
+        registry, serving_world, tmp_path, None, capping_policy_path=serve_counting_policy(tmp_path)
+    )
     assert settings.redis_url is None
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz").json()

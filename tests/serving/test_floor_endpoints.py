@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.serving.conftest import Registry, make_settings
+from tests.serving.conftest import Registry, make_settings, serve_counting_policy
 from tests.serving.test_api import rec_body
 
 IO_FLOOR = "/v1/_floor/recommend-io"
@@ -22,12 +22,14 @@ VALIDATE_FLOOR = "/v1/_floor/recommend-validate"
 def floor_client(
     registry: Registry, serving_world: Path, tmp_path_factory: pytest.TempPathFactory, module_prefix: str
 ) -> Iterator[TestClient]:
+    tmp = tmp_path_factory.mktemp("svc-floor")
     settings = make_settings(
         registry,
         serving_world,
-        tmp_path_factory.mktemp("svc-floor"),
+        tmp,
         module_prefix,
         enable_floor_endpoint=True,
+        capping_policy_path=serve_counting_policy(tmp),
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c

@@ -162,7 +162,7 @@ def test_cap_policy_reload_rejects_a_bad_file_and_keeps_the_running_policy(
         first = client.post("/v1/admin/caps-policy/reload", headers=headers)
         assert first.status_code == 200 and first.json()["ok"] is True
         version = first.json()["version"]
-        policy.write_text(good.replace("limit: 6", "limit: -6", 1))
+        policy.write_text(good.replace("limit: 16", "limit: -16", 1))
         bad = client.post("/v1/admin/caps-policy/reload", headers=headers)
         assert bad.status_code == 422
         assert bad.json()["ok"] is False and bad.json()["version"] == version

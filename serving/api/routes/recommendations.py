@@ -40,7 +40,6 @@ ERRORS = {
 @router.post(
     "/v1/recommendations",
     response_model=RecommendationResponse,
-    response_class=OrjsonResponse,
     responses=ERRORS,  # type: ignore[arg-type]
     dependencies=[Depends(require_json)],
     openapi_extra={"parameters": [DEBUG_TOKEN_PARAMETER]},
