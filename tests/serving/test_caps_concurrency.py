@@ -2,9 +2,9 @@
 worker processes sharing the real Redis, never together serve more than any cap allows.
 
 The service runs as real processes (``python -m serving`` with ``RECSYS_WORKERS=2``); the caps are the
-shipped policy (``config/caps.yaml``), resolved for the member's tier, so the check is: for every cap and
-every key it counts (offer, category, family, placement or the member), the offers served across all 200
-answers are at most the cap's limit. All requests land within seconds, inside every window of the policy.
+shipped policy (``config/caps.yaml``, counted on serve), resolved for the member's tier, so the check is: for
+every cap and every key it counts (offer, category, family, placement or the member), the offers served
+across all 200 answers are at most the cap's limit. All requests land within seconds, inside every window of the policy.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from recsys.capping.policy import load_policy
 from serving.launcher import run_service
-from tests.serving.conftest import CAPS_POLICY, Registry, service_env
+from tests.serving.conftest import Registry, serve_counting_policy, service_env
 from tests.serving.test_api import rec_body, trip
 
 N_REQUESTS = 200
@@ -40,7 +40,10 @@ def test_200_concurrent_requests_on_two_workers_never_exceed_a_cap(
     member = members.iloc[42]
     member_id, tier = str(member["member_id"]), str(member["tier"])
     offers = pd.read_parquet(serving_world / "offers.parquet").set_index("offer_id")
-    policy = load_policy(CAPS_POLICY)
+    # Counted on serve: the atomic check-and-record is what this test is about (the shipped file counts the
+    # impressions the app reports).
+    policy_path = serve_counting_policy(tmp_path)
+    policy = load_policy(policy_path)
     resolved = policy.resolved(tier)
 
     # A mix of screens so that every cap scope is exercised; trips depart in 2-6 days.
@@ -62,6 +65,7 @@ def test_200_concurrent_requests_on_two_workers_never_exceed_a_cap(
         redis_prefix,
         RECSYS_CAPPING_ENABLED="true",
         RECSYS_REDIS_TIMEOUT_MS="2000",
+        RECSYS_CAPPING_POLICY_PATH=str(policy_path),
     )
     started = datetime.now(UTC)
     with run_service(env, workers=2, ready_timeout_s=240) as svc:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from recsys.requestlog import SqlRequestLog
 from serving.app import create_app
 from tests.requestlog.conftest import PG_URL, drop_schema, pg_schema_or_fail
-from tests.serving.conftest import DEBUG_TOKEN, Registry, make_settings
+from tests.serving.conftest import DEBUG_TOKEN, Registry, make_settings, serve_counting_policy
 from tests.serving.test_api import rec_body, trip
 
 SHOWN_OR_RANKED_BELOW = {"value", "diversity", "top_k"}  # stages that drop candidates, not non-candidates
@@ -40,6 +40,8 @@ def logged(
         request_log_url=url,
         request_log_schema=schema,
         exploration_share=0.0,
+        # counted on serve, each offer once a week: a repeated screen's candidates show the caps at work
+        capping_policy_path=serve_counting_policy(tmp_path),
     )
     reader = SqlRequestLog(url, schema=schema)
     try:
