@@ -4,7 +4,8 @@ worker processes sharing the real Redis, never together serve more than any cap 
 The service runs as real processes (``python -m serving`` with ``RECSYS_WORKERS=2``); the caps are the
 shipped policy (``config/caps.yaml``, counted on serve), resolved for the member's tier, so the check is: for
 every cap and every key it counts (offer, category, family, placement or the member), the offers served
-across all 200 answers are at most the cap's limit. All requests land within seconds, inside every window of the policy.
+across all 200 answers are at most the cap's limit. All requests land within seconds, inside every window of
+the policy.
 """
 
 from __future__ import annotations
