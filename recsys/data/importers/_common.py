@@ -186,7 +186,8 @@ def finalize(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
         elif ltype == "float" and not pd.api.types.is_float_dtype(s.dtype):
             df[col] = pd.to_numeric(s, errors="coerce").astype("float64")
         elif ltype == "str" and s.dtype == object:
-            df[col] = s.astype("str")
+            # nulls stay null: pandas < 3 (spotify-confidence pins it) turns None into the text 'None'
+            df[col] = s.astype("str").where(s.notna(), None)
         elif ltype == "date" and pd.api.types.is_datetime64_any_dtype(s.dtype):
             df[col] = s.astype(DATE_DTYPE)  # dates as the generator writes them: Arrow date32
     return df[list(cols)]
