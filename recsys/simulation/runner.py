@@ -116,6 +116,10 @@ class SimulationReport:
     variants: dict[str, VariantCounts] = field(default_factory=lambda: defaultdict(VariantCounts))
     events_posted: int = 0
     events_accepted: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds_so_far(self) -> float:
+        return time.monotonic() - self.started
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -265,13 +269,15 @@ async def run_simulation(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout_s: float = 30.0,
     day_seconds: float = 0.0,
+    on_day: Callable[[int, SimulationReport], None] | None = None,
 ) -> SimulationReport:
     """Play ``plan`` day by day against the service at ``base_url`` (loopback only).
 
     Within a day the members run side by side (``concurrency`` requests in flight), each member's requests
     in order, so a member's fatigue and the service's caps see them in sequence. Stops early, saying why in
     ``truncated``, when ``max_seconds`` or ``max_requests`` is reached. ``day_seconds`` > 0 paces the run:
-    each simulated day lasts at least that long in real time (to watch a report fill up).
+    each simulated day lasts at least that long in real time (to watch a report fill up). ``on_day`` is
+    called after each simulated day with its number (progress).
     """
     url = check_loopback(base_url)
     if concurrency < 1:
@@ -319,6 +325,8 @@ async def run_simulation(
             await asyncio.gather(*(chain(client, reqs) for reqs in chains.values()))
             if not stop:
                 report.days_played = day + 1
+            if on_day is not None:
+                on_day(day, report)
             rest = day_seconds - (time.monotonic() - day_started)
             if rest > 0 and day < days - 1:
                 await asyncio.sleep(rest)

@@ -127,10 +127,20 @@ def test_simulation_against_a_running_service(
     registry: Registry, serving_world: Path, tmp_path: Path, redis_prefix: str, sim_members: SimMembers
 ) -> None:
     plan = plan_requests(sim_members, 45, seed=3)
+    days_seen: list[int] = []
     env = service_env(registry, serving_world, tmp_path, redis_prefix)
     with run_service(env) as svc:
         report = asyncio.run(
-            run_simulation(svc.url, sim_members, plan, days=45, seed=3, concurrency=8, max_seconds=120)
+            run_simulation(
+                svc.url,
+                sim_members,
+                plan,
+                days=45,
+                seed=3,
+                concurrency=8,
+                max_seconds=120,
+                on_day=lambda day, _: days_seen.append(day),
+            )
         )
         log = EventLog(f"sqlite:///{tmp_path}/events.db", create=False)
         try:
@@ -141,6 +151,7 @@ def test_simulation_against_a_running_service(
     summary = report.as_dict()
     assert summary["errors"] == {}, summary
     assert summary["truncated"] is None and summary["days_played"] == 45
+    assert days_seen == list(range(45))
     assert summary["requests_sent"] == len(plan)
     (counts,) = summary["variants"].values()  # no experiment: one group
     assert counts["requests"] == len(plan)

@@ -56,7 +56,13 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from recsys.data.layout import DatasetError
-        from recsys.simulation import SimulationError, load_members, plan_requests, run_simulation
+        from recsys.simulation import (
+            SimulationError,
+            SimulationReport,
+            load_members,
+            plan_requests,
+            run_simulation,
+        )
         from recsys.simulation.runner import check_loopback
 
         if activity <= 0:
@@ -74,6 +80,14 @@ def register(app: typer.Typer) -> None:
             sim = load_members(data, members, seed)
             plan = plan_requests(sim, days, seed, activity)
             typer.echo(f"{len(sim):,} members, {len(plan):,} planned requests over {days} days", err=True)
+
+            def progress(day: int, report: SimulationReport) -> None:
+                if (day + 1) % 5 == 0 or day + 1 == days:
+                    typer.echo(
+                        f"day {day + 1}/{days}: {report.sent:,} requests, {report.seconds_so_far():.0f} s",
+                        err=True,
+                    )
+
             report = asyncio.run(
                 run_simulation(
                     url,
@@ -85,6 +99,7 @@ def register(app: typer.Typer) -> None:
                     max_seconds=max_seconds,
                     max_requests=max_requests,
                     day_seconds=day_seconds,
+                    on_day=progress,
                 )
             )
         except (DatasetError, SimulationError, KeyError, OSError) as exc:
