@@ -252,6 +252,7 @@ def effective_settings(
         f"already-seen items: {'filtered out of lists and relevant sets' if seen else 'kept'}"
         + ("" if split.exclude_seen is not None else f" (default for {kind_of_data})"),
     ]
+    undated = split.method is None and method == "random"
     columns = table_columns(root, "interactions")
     if Col.WEIGHT in columns:
         lines.append("interactions.weight: multiplies each row's event weight")
@@ -266,6 +267,8 @@ def effective_settings(
         model_cfg = config_class(kind).model_validate({**cfg.model, "random_state": seed})
         ev = inter.events
         decay = f"half-life {inter.half_life_days:g} days" if inter.half_life_days is not None else "no decay"
+        if undated:
+            decay += " (rows without a timestamp are not decayed)"
         parts = [
             f"events purchase={ev.purchase:g} click={ev.click:g} impression={ev.impression:g} "
             f"dismiss={ev.dismiss:g}",

@@ -182,6 +182,7 @@ def _member_time_split(
         n_test = np.ones_like(n)
     else:
         n_test = np.maximum(1, np.rint(test_fraction * n)).astype(np.int64)
+    n_test = np.minimum(n_test, np.maximum(n - 1, 1))  # one interaction at least stays in training
     first_test = acted.loc[(pos == n - n_test) & (n >= 2), [Col.MEMBER_ID, _TIME]]
     first_time = acted.groupby(Col.MEMBER_ID, sort=False)[_TIME].min()
     cut = first_test.set_index(Col.MEMBER_ID)[_TIME]
@@ -239,7 +240,7 @@ def _random_split(
             "member(s), none has two different items (one to learn from, one to test)"
         )
     merged = rows.merge(held.assign(_held=True), on=key, how="left")
-    test = merged["_held"].fillna(False).to_numpy(dtype=bool)
+    test = merged["_held"].notna().to_numpy(dtype=bool)
     relevant = _relevant(rows.loc[test], relevance, min_weight, "among the randomly held-out pairs")
     seen = None
     if exclude_seen:  # the held-out pairs are never in training: nothing to drop, the lists are filtered
