@@ -39,8 +39,8 @@ def experiment_report(services: Services, exp: Experiment) -> dict[str, Any]:
         attribution = Attribution()
         warnings.append("the service has no request log configured: nothing can be attributed")
     else:
-        records = list(services.request_log.between(start, until, experiment=exp.key))
-        events = services.event_log.between(start, until)
+        records = services.request_log.exposures(exp.key, start, until)
+        events = services.event_log.attribution_rows(start, until)
         attribution = attribute(records, events, prices)
     members = set(attribution.members)
     # Pre-experiment behaviour: the world's history (a generated or imported dataset) and what the service

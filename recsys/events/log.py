@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Column,
@@ -86,6 +86,16 @@ class EventRecord:
             MODEL_VERSION: self.model_version,
             RECEIVED_AT: received_at,
         }
+
+
+class EventRow(NamedTuple):
+    """An event as experiment attribution reads it (:meth:`EventLog.attribution_rows`)."""
+
+    member_id: str
+    offer_id: str
+    event_type: str
+    event_time: datetime
+    request_id: str | None
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,20 @@ class EventLog:
                     request_id=row._mapping[Col.REQUEST_ID],
                     model_version=row._mapping[MODEL_VERSION],
                 )
+
+    def attribution_rows(self, since: datetime, until: datetime) -> Iterator[EventRow]:
+        """Events with ``since <= event_time < until`` as the few columns attribution reads, in event-time
+        order (cheaper than :meth:`between` over hundreds of thousands of events)."""
+        c = events_table.c
+        stmt = (
+            select(c[Col.MEMBER_ID], c[Col.OFFER_ID], c[Col.EVENT_TYPE], c[Col.EVENT_TIME], c[Col.REQUEST_ID])
+            .where(c[Col.EVENT_TIME] >= since.astimezone(UTC), c[Col.EVENT_TIME] < until.astimezone(UTC))
+            .order_by(c[Col.EVENT_TIME])
+        )
+        with self.engine.connect() as conn:
+            for r in conn.execution_options(yield_per=10_000).execute(stmt):
+                t = r[3]
+                yield EventRow(r[0], r[1], r[2], t.replace(tzinfo=UTC) if t.tzinfo is None else t, r[4])
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -20,17 +20,39 @@ from recsys.requestlog.record import RequestRecord
 from recsys.schema import EventType
 
 
-class RequestSource(Protocol):
-    """The request log, read back by time window and experiment."""
+class ExposureLike(Protocol):
+    """One logged request of the experiment: who, when, which arm, how many offers it showed."""
 
-    def between(
-        self,
-        since: datetime,
-        until: datetime,
-        *,
-        experiment: str | None = None,
-        batch_size: int = 1000,
-    ) -> Iterator[RequestRecord]: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def member_id(self) -> str: ...
+    @property
+    def request_time(self) -> datetime: ...
+    @property
+    def variant(self) -> str | None: ...
+    @property
+    def shown(self) -> int: ...
+
+
+class RequestSource(Protocol):
+    """The request log, read back per experiment (``recsys.requestlog.SqlRequestLog.exposures``)."""
+
+    def exposures(self, experiment: str, since: datetime, until: datetime) -> Iterator[ExposureLike]: ...
+
+
+@dataclass(frozen=True)
+class Exposure:
+    request_id: str
+    member_id: str
+    request_time: datetime
+    variant: str | None
+    shown: int
+
+
+def exposures_of(records: Iterable[RequestRecord]) -> list[Exposure]:
+    """Request records as the exposures :func:`attribute` reads."""
+    return [Exposure(r.request_id, r.member_id, r.request_time, r.variant, len(r.shown)) for r in records]
 
 
 class EventLike(Protocol):
@@ -104,11 +126,11 @@ def _utc(t: datetime) -> datetime:
 
 
 def attribute(
-    records: Iterable[RequestRecord],
+    records: Iterable[ExposureLike],
     events: Iterable[EventLike],
     prices: Mapping[str, Price],
 ) -> Attribution:
-    """Tie ``events`` to the experiment's request ``records`` (all of one experiment)."""
+    """Tie ``events`` to the experiment's requests (``records``, all of one experiment; any order)."""
     out = Attribution()
     request_member: dict[str, tuple[str, str]] = {}  # request id -> (member, variant)
     for r in sorted(records, key=lambda r: (_utc(r.request_time), r.request_id)):
@@ -122,7 +144,7 @@ def attribute(
         elif r.variant != m.variant:
             m.crossover = True
         m.requests += 1
-        if not r.shown:
+        if r.shown == 0:
             m.empty_requests += 1
         request_member[r.request_id] = (r.member_id, r.variant)
     for ev in events:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sqlalchemy import (
     JSON,
@@ -87,6 +87,16 @@ shown_table = Table(
 )
 
 
+class ExposureRow(NamedTuple):
+    """A request as experiment attribution needs it (:meth:`SqlRequestLog.exposures`)."""
+
+    request_id: str
+    member_id: str
+    request_time: datetime
+    variant: str | None
+    shown: int
+
+
 @runtime_checkable
 class RequestLog(Protocol):
     """Where request records go and how they are read back (attribution, experiments, policy evaluation)."""
@@ -120,6 +130,10 @@ class RequestLog(Protocol):
     ) -> Iterator[RequestRecord]:
         """Records with ``since <= request_time < until`` in time order (optionally of one experiment),
         read in batches."""
+        ...
+
+    def exposures(self, experiment: str, since: datetime, until: datetime) -> Iterator[ExposureRow]:
+        """One experiment's requests in ``[since, until)`` in time order, without their candidate sets."""
         ...
 
     def count(self, *, member_id: str | None = None, experiment: str | None = None) -> int:
@@ -295,6 +309,20 @@ class SqlRequestLog:
                 batch = self._load(conn, c.request_id.in_([r.request_id for r in ids]))
             yield from batch
             after = (ids[-1].request_time, ids[-1].request_id)
+
+    def exposures(self, experiment: str, since: datetime, until: datetime) -> Iterator[ExposureRow]:
+        """One experiment's requests with ``since <= request_time < until`` in time order, as (request id,
+        member, time, variant, number of offers shown): what attribution reads, without the candidate sets."""
+        c, s = requests_table.c, shown_table.c
+        shown = select(func.count()).where(s.request_id == c.request_id).scalar_subquery()
+        stmt = (
+            select(c.request_id, c.member_id, c.request_time, c.variant, shown.label("shown"))
+            .where(c.experiment == experiment, c.request_time >= _utc(since), c.request_time < _utc(until))
+            .order_by(c.request_time, c.request_id)
+        )
+        with self.engine.connect() as conn:
+            for r in conn.execution_options(yield_per=5000).execute(stmt):
+                yield ExposureRow(r.request_id, r.member_id, _utc(r.request_time), r.variant, int(r.shown))
 
     def count(self, *, member_id: str | None = None, experiment: str | None = None) -> int:
         stmt = select(func.count()).select_from(requests_table)

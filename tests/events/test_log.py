@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -130,3 +130,16 @@ def test_plain_postgresql_url_uses_psycopg3() -> None:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+def test_read_back_by_event_time(event_log: EventLog) -> None:
+    batch = [ev(i, "purchase" if i % 3 == 0 else "impression", member=f"M{i % 2}") for i in range(10)]
+    event_log.append(batch[::-1])
+    since, until = T0 + timedelta(minutes=2), T0 + timedelta(minutes=8)
+    got = list(event_log.between(since.astimezone(timezone(timedelta(hours=8))), until))
+    assert [e.event_id for e in got] == [f"ev-{i}" for i in range(2, 8)]
+    assert got[0] == batch[2] and got[0].event_time.tzinfo is not None
+    purchases = list(event_log.between(T0, until, event_types=["purchase"]))
+    assert [e.event_id for e in purchases] == ["ev-0", "ev-3", "ev-6"]
+    rows = list(event_log.attribution_rows(since, until))
+    assert rows == [(e.member_id, e.offer_id, e.event_type, e.event_time, e.request_id) for e in got]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys.experiments.attribution import Price, attribute
+from recsys.experiments.attribution import Price, attribute, exposures_of
 from recsys.experiments.history import dataset_history, history_from_events, merge_history
 from recsys.experiments.report import History
 from recsys.requestlog import PolicyRef, RequestRecord, ShownOffer
@@ -65,7 +65,7 @@ def test_events_count_only_through_the_experiment_after_first_exposure() -> None
         Ev("M9", "A", "click", at(12), "r3"),  # someone else's token
         Ev("M3", "A", "impression", at(51), "r5"),  # crossover request: counts in M3's first arm
     ]
-    a = attribute(records, events, PRICES)
+    a = attribute(exposures_of(records), events, PRICES)
     m1, m2, m3 = a.members["M1"], a.members["M2"], a.members["M3"]
     assert (m1.variant, m1.requests, m1.empty_requests) == ("control", 2, 1)
     assert (m1.impressions, m1.clicks, m1.purchases, m1.revenue, m1.miles) == (2, 1, 1, 100.0, 0.0)

@@ -142,3 +142,16 @@ def test_records_survive_reopening(tmp_path) -> None:
     assert again.get_many(["req-0000", "req-0001"]) == {"req-0000": rec(0), "req-0001": rec(1)}
     assert replace(rec(0)) == again.get("req-0000")
     again.close()
+
+
+def test_exposures_of_an_experiment(request_log: SqlRequestLog) -> None:
+    records = [rec(i, member=f"M{i % 4}") for i in range(12)]
+    records[6] = rec(6, member="M2", shown=(), variant="treatment")
+    request_log.append(records[::-1])
+    got = list(request_log.exposures("exp-1", T0 + timedelta(minutes=1), T0 + timedelta(minutes=10)))
+    assert got == [
+        ("req-0003", "M3", T0 + timedelta(minutes=3), "control", 2),
+        ("req-0006", "M2", T0 + timedelta(minutes=6), "treatment", 0),
+        ("req-0009", "M1", T0 + timedelta(minutes=9), "control", 2),
+    ]
+    assert list(request_log.exposures("exp-2", T0, T0 + timedelta(days=1))) == []
