@@ -4,7 +4,11 @@ Items are the offers of the catalogue **and** tokens of what members do on their
 
     offer:<offer_id>        an offer (impressions, clicks, purchases, dismissals; ancillary purchases and
                             redemptions that name the offer)
-    dest:<IATA>             a destination flown to (flights) or redeemed for (redemptions)
+    dest:<IATA>             a journey's destination flown to (flights; a leg that only connects does not
+                            count, see :mod:`recsys.data.trips`), an award redeemed for it (redemptions) or
+                            a car rented there (partner activities)
+    hotel:<IATA>            a hotel stay in that city: partner hotel nights earned (partner activities) or
+                            a hotel redeemed with miles (redemptions of kind ``hotel``)
     route:<ORG>-<DST>       a route flown
     cabin:<F|C|W|Y>         a cabin flown
     meal:<code>             a meal taken (special meals and signature dishes; ``STD``/``NONE`` are skipped)
@@ -24,8 +28,10 @@ ancillary purchase naming an offer       5.0      a purchase — counted only wh
                                                   count")
 ancillary purchase → category token      1.0
 redemption naming an offer               5.0      miles spent on the offer (same rule)
-redemption → dest token                  2.0
+redemption → dest token                  2.0      (a hotel redemption: → hotel token, same weight)
 flight → dest / route / cabin / meal     1.0 / 1.0 / 0.5 / 1.0
+partner hotel stay → hotel token         1.0
+partner car rental → dest token          0.5
 =====================================  ========  =====================================================
 
 **Imported weights**: a generic import's ``interactions.weight`` (a play count, a rating) multiplies its row's
@@ -76,6 +82,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.data.layout import has_table, iter_table, latest_event_time, read_table, table_columns
 from recsys.data.times import to_utc_naive
+from recsys.data.trips import connecting_legs
 from recsys.ids import IdMap
 from recsys.schema import (
     ANCILLARIES,
@@ -83,10 +90,13 @@ from recsys.schema import (
     INTERACTIONS,
     MEMBERS,
     OFFERS,
+    PARTNER_ACTIVITIES,
     REDEMPTIONS,
     Col,
     EventType,
     MealCode,
+    PartnerKind,
+    RedemptionKind,
 )
 
 log = logging.getLogger(__name__)
@@ -97,7 +107,8 @@ ROUTE_PREFIX = "route:"
 CABIN_PREFIX = "cabin:"
 MEAL_PREFIX = "meal:"
 CATEGORY_PREFIX = "category:"
-TOKEN_KINDS = ("offer", "dest", "route", "cabin", "meal", "category")
+HOTEL_PREFIX = "hotel:"
+TOKEN_KINDS = ("offer", "dest", "route", "cabin", "meal", "category", "hotel")
 
 _COL_CAP = 2**24  # column space of the accumulator before the vocabulary is final (16 M items)
 
@@ -126,6 +137,8 @@ class SourceWeights(BaseModel):
     flight_route: float = Field(default=1.0, ge=0)
     flight_cabin: float = Field(default=0.5, ge=0)
     flight_meal: float = Field(default=1.0, ge=0)
+    partner_hotel: float = Field(default=1.0, ge=0)
+    partner_car_rental: float = Field(default=0.5, ge=0)
 
 
 Transform = Literal["raw", "log1p", "bm25"]
@@ -518,17 +531,33 @@ def build_interactions(
         bought.add(rows, cols, np.ones(len(rows)))
         weights.add(rows, token_cols(CATEGORY_PREFIX, df[Col.CATEGORY]), cfg.sources.ancillary_category * dec)
 
-    # Redemptions.
+    # Redemptions: an award's destination, a hotel's city.
     for df, dec in parts(
-        REDEMPTIONS.name, [Col.MEMBER_ID, Col.OFFER_ID, Col.DESTINATION, Col.REDEEM_TIME], Col.REDEEM_TIME
+        REDEMPTIONS.name,
+        [Col.MEMBER_ID, Col.OFFER_ID, Col.KIND, Col.DESTINATION, Col.REDEEM_TIME],
+        Col.REDEEM_TIME,
     ):
         rows = df["_row"].to_numpy()
         cols = offer_cols(df, REDEMPTIONS.name)
         offer_rows.add(rows, cols, cfg.sources.redemption_offer * dec)
         bought.add(rows, cols, np.ones(len(rows)))
-        weights.add(
-            rows, token_cols(DEST_PREFIX, df[Col.DESTINATION]), cfg.sources.redemption_destination * dec
-        )
+        hotel = (df[Col.KIND].astype("string") == RedemptionKind.HOTEL.value).fillna(False).to_numpy(bool)
+        place = df[Col.DESTINATION]
+        w = cfg.sources.redemption_destination * dec
+        weights.add(rows, token_cols(DEST_PREFIX, place.where(~hotel)), w)
+        weights.add(rows, token_cols(HOTEL_PREFIX, place.where(hotel)), w)
+
+    # Partner activities (optional table): hotel stays and car rentals, at a place.
+    for df, dec in parts(
+        PARTNER_ACTIVITIES.name, [Col.MEMBER_ID, Col.KIND, Col.PLACE, Col.ACTIVITY_TIME], Col.ACTIVITY_TIME
+    ):
+        rows = df["_row"].to_numpy()
+        kind = df[Col.KIND].astype("string")
+        hotel = (kind == PartnerKind.HOTEL.value).fillna(False).to_numpy(bool)
+        car = (kind == PartnerKind.CAR_RENTAL.value).fillna(False).to_numpy(bool)
+        place = df[Col.PLACE]
+        weights.add(rows, token_cols(HOTEL_PREFIX, place.where(hotel)), cfg.sources.partner_hotel * dec)
+        weights.add(rows, token_cols(DEST_PREFIX, place.where(car)), cfg.sources.partner_car_rental * dec)
 
     # Flights: destination, route, cabin and meal tokens.
     s = cfg.sources
@@ -538,7 +567,11 @@ def build_interactions(
         Col.DEPARTURE_TIME,
     ):
         rows = df["_row"].to_numpy()
-        weights.add(rows, token_cols(DEST_PREFIX, df[Col.DESTINATION]), s.flight_destination * dec)
+        onward = connecting_legs(
+            df[Col.MEMBER_ID], df[Col.ORIGIN], df[Col.DESTINATION], df[Col.DEPARTURE_TIME]
+        )
+        journey_end = df[Col.DESTINATION].where(~onward)
+        weights.add(rows, token_cols(DEST_PREFIX, journey_end), s.flight_destination * dec)
         weights.add(rows, token_cols(ROUTE_PREFIX, df[Col.ORIGIN], df[Col.DESTINATION]), s.flight_route * dec)
         weights.add(rows, token_cols(CABIN_PREFIX, df[Col.CABIN]), s.flight_cabin * dec)
         weights.add(rows, token_cols(MEAL_PREFIX, df[Col.MEAL_CODE], skip=cfg.meal_skip), s.flight_meal * dec)
@@ -648,6 +681,7 @@ def _latest_time(root: Path, required: bool = True) -> pd.Timestamp:
             (ANCILLARIES.name, Col.PURCHASE_TIME),
             (REDEMPTIONS.name, Col.REDEEM_TIME),
             (FLIGHTS.name, Col.DEPARTURE_TIME),
+            (PARTNER_ACTIVITIES.name, Col.ACTIVITY_TIME),
         ),
     )
     if latest is None:

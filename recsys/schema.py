@@ -230,6 +230,14 @@ class RedemptionKind(StrEnum):
     DONATION = "donation"
 
 
+class PartnerKind(StrEnum):
+    """Kinds of partner earning (``partner_activities.kind``)."""
+
+    HOTEL = "hotel"
+    CAR_RENTAL = "car_rental"
+    CREDIT_CARD = "credit_card"
+
+
 class Segment(StrEnum):
     """Five LRFMC customer-value segments (重要保持 / 重要发展 / 重要挽留 / 一般 / 低价值)."""
 
@@ -329,6 +337,11 @@ class Col:
     EXPLORATION = "exploration"
     EXPERIMENT = "experiment"
     VARIANT = "variant"
+
+    # partner activities
+    ACTIVITY_ID = "activity_id"
+    ACTIVITY_TIME = "activity_time"
+    PLACE = "place"
 
     # member aggregates (LRFMC source fields, as in the airline customer-value data)
     FFP_DATE = "ffp_date"
@@ -505,6 +518,22 @@ REQUESTS = TableSpec(
     partitioned=True,
 )
 
+# Optional table: miles earned with partners (hotel stays, car rentals, co-branded card statements), each
+# with a place (an airport code standing for its city) and a time, so partner earning is observable history.
+PARTNER_ACTIVITIES = TableSpec(
+    "partner_activities",
+    Col.ACTIVITY_ID,
+    {
+        Col.ACTIVITY_ID: "str",
+        Col.MEMBER_ID: "str",
+        Col.KIND: "str",
+        Col.ACTIVITY_TIME: "datetime",
+        Col.PLACE: "str",
+        Col.MILES_EARNED: "int",
+    },
+    partitioned=True,
+)
+
 # Optional table: per-member aggregates when flights themselves are not available (the imported airline
 # customer-value data). LRFMC features are computed from flights when present, from this table otherwise.
 MEMBER_AGGREGATES = TableSpec(
@@ -527,6 +556,7 @@ TABLES: dict[str, TableSpec] = {
 OPTIONAL_TABLES: dict[str, TableSpec] = {
     MEMBER_AGGREGATES.name: MEMBER_AGGREGATES,
     REQUESTS.name: REQUESTS,
+    PARTNER_ACTIVITIES.name: PARTNER_ACTIVITIES,
 }
 ALL_TABLES: dict[str, TableSpec] = {**TABLES, **OPTIONAL_TABLES}
 
@@ -553,6 +583,7 @@ NULLABLE: dict[str, frozenset[str]] = {
             Col.VARIANT,
         }
     ),
+    PARTNER_ACTIVITIES.name: frozenset(),
 }
 
 # ----------------------------------------------------------------------------------------------------------

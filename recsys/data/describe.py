@@ -18,7 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.data.layout import has_table, iter_table, read_manifest, read_table
+from recsys.data.layout import NETWORK_DIR, has_table, iter_table, read_manifest, read_table
+from recsys.data.network import COUNTRY, IATA, load_network
+from recsys.data.trips import connecting_legs
 from recsys.schema import (
     FLIGHTS,
     INTERACTIONS,
@@ -40,6 +42,10 @@ FREQUENCY_BANDS: tuple[tuple[str, float, float], ...] = (
     ("8+ / year", 8.0, np.inf),
 )
 HISTORY_YEARS = 3.0
+# Published share of passengers on cross-border routes (international + Hong Kong, Macau, Taiwan): CAAC 2019
+# statistical bulletin, all Chinese airlines 12.9 %; Air China, April 2017 operating data, 17.8 %; Air China,
+# September 2024, 10.8 % international alone. Sources in docs/data_dictionary.md.
+PUBLISHED_CROSS_BORDER = (0.11, 0.18)
 AGGREGATE_WINDOW_YEARS = 2.0  # the airline customer-value data counts flights over two years before LOAD_TIME
 
 
@@ -237,8 +243,130 @@ def describe(dataset_dir: Path | str, top_routes: int = 10) -> str:
     else:
         lines.append(NO_DATA)
 
+    lines += _describe_travel(root, members)
     lines += _describe_offers_and_acceptance(root)
     return "\n".join(lines) + "\n"
+
+
+def _airport_countries(root: Path) -> dict[str, str]:
+    """IATA -> country: the dataset's own network table when it has one, else the shipped network."""
+    path = root / NETWORK_DIR / "airports.parquet"
+    airports = pd.read_parquet(path) if path.is_file() else load_network().airports
+    return dict(zip(airports[IATA].astype(str), airports[COUNTRY].astype(str), strict=True))
+
+
+def _describe_travel(root: Path, members: pd.DataFrame) -> list[str]:
+    """Cross-border share of flight legs, journey destinations and (generated worlds) the taste structure."""
+    lines = _section("International share")
+    if not has_table(root, FLIGHTS.name):
+        return [*lines, NO_DATA]
+    countries = _airport_countries(root)
+    home = (
+        dict(zip(members[Col.MEMBER_ID].astype(str), members[Col.HOME_AIRPORT].astype(str), strict=True))
+        if len(members) and Col.HOME_AIRPORT in members
+        else {}
+    )
+    n_legs = n_cross = n_known = 0
+    journey_parts: list[pd.DataFrame] = []
+    cols = [Col.MEMBER_ID, Col.ORIGIN, Col.DESTINATION, Col.DEPARTURE_TIME]
+    for part in iter_table(root, FLIGHTS.name, columns=cols):
+        if not len(part):
+            continue
+        o = part[Col.ORIGIN].astype(str).map(countries)
+        d = part[Col.DESTINATION].astype(str).map(countries)
+        known = (o.notna() & d.notna()).to_numpy()
+        n_legs += len(part)
+        n_known += int(known.sum())
+        n_cross += int((known & (o != d).to_numpy()).sum())
+        connecting = connecting_legs(
+            part[Col.MEMBER_ID], part[Col.ORIGIN], part[Col.DESTINATION], part[Col.DEPARTURE_TIME]
+        )
+        ends = part.loc[~connecting, [Col.MEMBER_ID, Col.DESTINATION]].astype(str)
+        away = ends[Col.DESTINATION].to_numpy() != ends[Col.MEMBER_ID].map(home).to_numpy()
+        journey_parts.append(
+            ends[away].groupby([Col.MEMBER_ID, Col.DESTINATION]).size().rename("n").reset_index()
+        )
+    if not n_known:
+        return [*lines, NO_DATA]
+    share = n_cross / n_known
+    lo, hi = PUBLISHED_CROSS_BORDER
+    verdict = "within" if lo <= share <= hi else "OUTSIDE"
+    lines.append(
+        f"  legs crossing a border: {_pct(share).strip()} of {n_known:,} legs "
+        f"({verdict} the published {100 * lo:.0f}-{100 * hi:.0f} %; see docs/data_dictionary.md)"
+    )
+    if n_known < n_legs:
+        lines.append(f"  ({n_legs - n_known:,} legs touch airports of unknown country)")
+    journeys = (
+        pd.concat(journey_parts).groupby([Col.MEMBER_ID, Col.DESTINATION])["n"].sum().reset_index()
+        if journey_parts
+        else pd.DataFrame(columns=[Col.MEMBER_ID, Col.DESTINATION, "n"])
+    )
+    total = journeys["n"].sum()
+    top = journeys.groupby(Col.DESTINATION)["n"].sum().sort_values(ascending=False).head(8)
+    if total:
+        lines.append(
+            "  top journey destinations (connections excluded): "
+            + ", ".join(f"{d} {_pct(c / total).strip()}" for d, c in top.items())
+        )
+    lines += _describe_tastes(root, journeys)
+    return lines
+
+
+def _describe_tastes(root: Path, journeys: pd.DataFrame) -> list[str]:
+    """Per hidden taste: the share of members leaning to it, the destinations its members fly to more than
+    everyone else, and the rank correlation between the hidden taste and the flown destinations' taste."""
+    from scipy.stats import spearmanr
+
+    from recsys.data.truth import acceptance_parameters, has_truth, member_traits
+
+    if not has_truth(root):
+        return []
+    taste = acceptance_parameters(root).get("taste", {})
+    names = list(taste.get("names", []))
+    traits = member_traits(root)
+    cols = [f"taste_{t}" for t in names]
+    if not names or any(c not in traits for c in cols):
+        return []
+    lines = _section("Travel tastes (hidden truth)")
+    mix = traits[cols].to_numpy(float)
+    leaning = np.argmax(mix, axis=1)
+    ids = pd.Index(traits[Col.MEMBER_ID].astype(str))
+    loadings = taste.get("loadings", {})
+    dest_load = np.array(
+        [loadings.get(d, [0.0] * len(names)) for d in journeys[Col.DESTINATION]], dtype=float
+    )
+    dest_load = dest_load.reshape(len(journeys), len(names))
+    row = ids.get_indexer(journeys[Col.MEMBER_ID].astype(str))
+    ok = row >= 0
+    n = journeys["n"].to_numpy(float)
+    flown = np.zeros((len(ids), len(names)))
+    trips = np.bincount(row[ok], weights=n[ok], minlength=len(ids))
+    for k in range(len(names)):
+        flown[:, k] = np.bincount(row[ok], weights=(n * dest_load[:, k])[ok], minlength=len(ids))
+    has = trips > 0
+    observed = flown[has] / trips[has, None]
+    all_share = journeys.groupby(Col.DESTINATION)["n"].sum()
+    all_share = all_share / max(all_share.sum(), 1)
+    lines.append(f"  {'taste':<20}{'leaning':>9}{'rho':>7}  destinations flown more than average")
+    rhos = []
+    for k, name in enumerate(names):
+        lean = float((leaning == k).mean())
+        rho = float(spearmanr(mix[has, k], observed[:, k]).statistic) if has.sum() > 2 else float("nan")
+        rhos.append(rho)
+        mine = journeys[(leaning[np.maximum(row, 0)] == k) & ok]
+        counts = mine.groupby(Col.DESTINATION)["n"].sum()
+        excess = (counts / max(counts.sum(), 1) - all_share.reindex(counts.index)).sort_values(
+            ascending=False
+        )
+        tops = ", ".join(f"{d} +{100 * v:.1f}" for d, v in excess.head(5).items() if v > 0)
+        lines.append(f"  {name:<20}{_pct(lean):>9}{rho:>7.2f}  {tops}")
+    lines.append(
+        f"  rho: rank correlation, over {int(has.sum()):,} members with journeys, between a member's hidden "
+        "taste and the mean taste loading of the destinations they flew to (min "
+        f"{np.nanmin(rhos):.2f}, max {np.nanmax(rhos):.2f}); excess in points of journey share"
+    )
+    return lines
 
 
 def _bands_from_aggregates(root: Path, window_years: float = AGGREGATE_WINDOW_YEARS) -> list[str]:

@@ -51,7 +51,8 @@ from recsys.data.network import (
     load_network,
 )
 from recsys.data.world import acceptance as acc
-from recsys.data.world.catalogue import award_miles, build_catalogue
+from recsys.data.world.catalogue import CONNECTING_HUBS, award_miles, build_catalogue, hotel_miles
+from recsys.data.world.tastes import SettingsError, WorldSettings, loading_matrix, parse_settings
 from recsys.requestlog.propensity import pair_inclusion
 from recsys.schema import (
     ANCILLARIES,
@@ -62,6 +63,7 @@ from recsys.schema import (
     INTERACTIONS,
     MEMBERS,
     OFFERS,
+    PARTNER_ACTIVITIES,
     REDEMPTIONS,
     REQUESTS,
     TIER_ORDER,
@@ -72,6 +74,7 @@ from recsys.schema import (
     MealCode,
     OfferCategory,
     OfferFamily,
+    PartnerKind,
     Placement,
     RedemptionKind,
     SeatType,
@@ -136,11 +139,8 @@ _SPECIAL_MEAL_WEIGHTS = {
     "LSML": 0.08,
     "CHML": 0.08,
 }
-_REGION_BASE = np.array([6.0, 1.0, 1.5, 0.8, 0.6, 0.4])  # Dirichlet base of region affinities (REGIONS order)
 _CHANNELS = ("app", "web", "call_centre", "agent")
 _CHANNEL_BASE = np.array([2.5, 1.5, 0.5, 0.5])
-_N_CANDIDATES = 8  # destinations a member considers, by preference rank
-_RANK_WEIGHTS = np.array([0.30, 0.20, 0.14, 0.10, 0.08, 0.07, 0.06, 0.05])
 
 # Monthly travel weights (Jan..Dec) per trip purpose (business, leisure, family).
 _SEASON = np.array(
@@ -190,6 +190,18 @@ _PLACEMENT_PLAN = {
     Placement.HOME: (0.0, 2),
 }
 _HOME_REQUESTS_PER_YEAR = 6.0  # times the app share, for an active member
+# Partner earning (assumed figures; PhoenixMiles publishes per-partner rates, not averages): share of trips
+# with a partner hotel stay or a car rental, and the miles they earn.
+_HOTEL_STAY_BUSINESS, _HOTEL_STAY_LEISURE = 0.35, 0.25
+_CAR_RENTAL_BUSINESS, _CAR_RENTAL_LEISURE = 0.04, 0.08
+_HOTEL_MILES_BASE, _HOTEL_MILES_NIGHT = 500, 250
+_CAR_MILES_BASE, _CAR_MILES_DAY = 300, 100
+# Direct redemptions (not through an offer) per year, scaled by leisure share and flying: set so that award
+# trips come to about 7 % of the legs members fly, within the 6-9 % of passengers on award tickets that
+# US programmes report in their 10-K filings (docs/data_dictionary.md); whatever a member cannot afford at
+# that moment does not happen.
+_DIRECT_REDEMPTIONS = 0.9
+_PARTNER_KINDS = [k.value for k in (PartnerKind.HOTEL, PartnerKind.CAR_RENTAL, PartnerKind.CREDIT_CARD)]
 
 _TIERS = [t.value for t in TIER_ORDER]
 _CABINS = [c.value for c in CABIN_ORDER]  # Y W C F
@@ -215,12 +227,20 @@ class GeneratorError(ValueError):
 
 
 def generate_world(
-    out: Path | str, n_members: int, seed: int, *, overwrite: bool = False, progress: bool = True
+    out: Path | str,
+    n_members: int,
+    seed: int,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    settings: WorldSettings | dict[str, Any] | None = None,
 ) -> Path:
     """Generate a loyalty world of ``n_members`` members into ``out`` (atomically) and return its path.
 
-    Raises :class:`GeneratorError` on bad arguments and ``recsys.data.layout.DatasetError`` if ``out`` exists
-    and ``overwrite`` is false.
+    ``settings`` (:class:`~recsys.data.world.tastes.WorldSettings` or a mapping of its fields) shapes travel
+    tastes and the international share; the defaults make the project's default world. Raises
+    :class:`GeneratorError` on bad arguments or settings (naming them) and ``recsys.data.layout.DatasetError``
+    if ``out`` exists and ``overwrite`` is false.
     """
     if isinstance(n_members, bool) or not isinstance(n_members, int | np.integer) or n_members <= 0:
         raise GeneratorError(f"n_members must be a positive integer, got {n_members!r}")
@@ -231,8 +251,12 @@ def generate_world(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise GeneratorError(f"seed must be a non-negative integer, got {seed!r}")
     n_members, seed = int(n_members), int(seed)
+    try:
+        world_settings = parse_settings(settings)
+    except SettingsError as exc:
+        raise GeneratorError(str(exc)) from None
     network = load_network()
-    world = _World(network, seed)
+    world = _World(network, seed, world_settings)
     with DatasetWriter(out, overwrite=overwrite) as writer:
         writer.write_table(OFFERS.name, _conform(world.offers, OFFERS))
         writer.write_extra(f"{NETWORK_DIR}/airports.parquet", network.airports)
@@ -266,6 +290,7 @@ def generate_world(
             "history_start": START.date().isoformat(),
             "offer_log_start": LOG_START.date().isoformat(),
             "chunk_members": CHUNK_MEMBERS,
+            "settings": world_settings.model_dump(mode="json"),
             "timestamps": "naive, UTC",
             "network": "Air China routes derived from OpenFlights (ODbL); see network/ and recsys/resources",
         }
@@ -372,13 +397,15 @@ def compute_tiers(
 class _World:
     """Everything global to a world (network, catalogue, parameters); generates member chunks."""
 
-    def __init__(self, network: Network, seed: int) -> None:
+    def __init__(self, network: Network, seed: int, settings: WorldSettings) -> None:
         self.net = network
         self.seed = seed
+        self.settings = settings
         rng = np.random.default_rng([seed, 10**6])
         a = network.airports
         self.n_airports = len(a)
         self.iata = a[IATA].to_numpy(object)
+        self.airport_index = {str(c): i for i, c in enumerate(self.iata)}
         self.tz = a[TZ].to_numpy(object)
         self.region = np.array([REGIONS.index(r) for r in a[REGION]], dtype=np.int64)
         self.has_lounge = a[HAS_LOUNGE].to_numpy(bool)
@@ -403,12 +430,20 @@ class _World:
         self.home_weight = np.where(deg > 0, hub, 0.0) ** 1.3
         self.home_weight /= self.home_weight.sum()
         self.dest_logw = np.log(hub + 1.0)
+        self._paths(hub)
+        self._tastes(hub)
+        self.hotel_miles_at = np.array([hotel_miles(REGIONS[r]) for r in self.region], dtype=np.int64)
         # flight numbers and departure slots per route and slot (2 daily slots)
         self.route_dep_min = rng.integers(6 * 60 // 5, 22 * 60 // 5, size=(len(routes), 2)) * 5
         # offers
         self.offers = build_catalogue(network, LOG_START, END)
         self._offer_tables()
         self.params = acc.default_parameters()
+        self.params["taste"]["names"] = list(self.taste_names)
+        self.params["taste"]["loadings"] = {
+            str(self.iata[i]): [round(float(v), 4) for v in self.taste_load[i]]
+            for i in np.flatnonzero(self.taste_load.sum(axis=1) > 0)
+        }
         appeal = rng.normal(0.0, 0.35, size=len(self.offers))
         self.params["offer_appeal"] = {
             str(o): round(float(v), 4) for o, v in zip(self.offers[Col.OFFER_ID], appeal, strict=True)
@@ -418,6 +453,64 @@ class _World:
         ranks = rng.permutation(len(self.offers)) + 1
         self.popularity = 1.0 / ranks**0.8
         self.log_popularity = np.log(self.popularity)
+
+    # -- paths and tastes ------------------------------------------------------------------------------------
+    def _paths(self, hub: np.ndarray) -> None:
+        """How each (origin, destination) pair is flown: nonstop (-1), through a connecting hub (its airport
+        index, the shortest of :data:`CONNECTING_HUBS` by distance) or not at all (-2)."""
+        n = self.n_airports
+        nonstop = self.route_idx >= 0
+        km = np.where(nonstop, self.r_km[np.maximum(self.route_idx, 0)], np.iinfo(np.int64).max // 4)
+        via = np.where(nonstop, -1, -2).astype(np.int64)
+        best = np.full((n, n), np.iinfo(np.int64).max // 2, dtype=np.int64)
+        for code in CONNECTING_HUBS:
+            if code not in self.airport_index:
+                continue
+            h = self.airport_index[code]
+            total = km[:, h][:, None] + km[h, :][None, :]
+            better = ~nonstop & (total < best) & nonstop[:, h][:, None] & nonstop[h, :][None, :]
+            better[h, :] = better[:, h] = False
+            via = np.where(better, h, via)
+            best = np.where(better, total, best)
+        np.fill_diagonal(via, -2)
+        self.via = via
+        self.reach = via >= -1
+        self.path_km = np.where(self.reach, np.minimum(km, best), 0)
+
+    def _tastes(self, hub: np.ndarray) -> None:
+        """Taste loadings over the airports, and the calibration of the international share of trips."""
+        st = self.settings
+        self.taste_names = st.names()
+        self.taste_load = loading_matrix(self.iata, self.taste_names)  # airports x tastes, in [0, 1]
+        col = self.taste_load.sum(axis=0)
+        self.taste_dist = self.taste_load / np.where(col > 0, col, 1.0)  # each taste a distribution
+        self.taste_alpha = st.taste_concentration * len(self.taste_names) * st.shares()
+        self.hub_dist = hub / hub.sum()
+        self.abroad = self.region != REGIONS.index("domestic")
+        k_bus = self.taste_names.index("business_hubs") if "business_hubs" in self.taste_names else -1
+        self.business_dist = (
+            0.5 * self.taste_dist[:, k_bus] + 0.5 * self.hub_dist if k_bus >= 0 else self.hub_dist.copy()
+        )
+        # mean taste-implied international mass of leisure trips, on a fixed sample of members: members'
+        # international probabilities are scaled by it so that the world's average follows the setting
+        rng = np.random.default_rng([self.seed, 10**6 + 1])
+        home = rng.choice(self.n_airports, size=4000, p=self.home_weight)
+        theta = self._taste_mix(rng, 4000)
+        self.leisure_abroad_mean = float(np.mean(self._abroad_mass(self._leisure_weights(home, theta))))
+
+    def _taste_mix(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        theta = rng.gamma(self.taste_alpha[None, :] * np.ones((n, 1))) + 1e-12
+        return np.asarray(theta / theta.sum(axis=1, keepdims=True))
+
+    def _leisure_weights(self, home: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """(members x airports) destination weights of leisure and family trips: taste and hub size."""
+        tw = self.settings.taste_weight
+        w = tw * (theta @ self.taste_dist.T) + (1.0 - tw) * self.hub_dist[None, :]
+        return np.asarray(np.where(self.reach[home], w, 0.0))
+
+    def _abroad_mass(self, w: np.ndarray) -> np.ndarray:
+        total = w.sum(axis=1)
+        return np.asarray((w * self.abroad[None, :]).sum(axis=1) / np.where(total > 0, total, 1.0))
 
     # -- offers as arrays for eligibility --------------------------------------------------------------------
     def _offer_tables(self) -> None:
@@ -464,6 +557,14 @@ class _World:
         self.o_family = o[Col.FAMILY].to_numpy(object)
         self.o_category = o[Col.CATEGORY].to_numpy(object)
         self.o_dest = o[Col.DESTINATION].to_numpy(object)
+        # hotels belong to a destination city and are offered for a trip there (airport index, -1 others)
+        self.o_trip_dest = np.array(
+            [
+                airport_ix.get(d, -1) if c == OfferCategory.HOTEL.value and isinstance(d, str) else -1
+                for c, d in zip(self.o_category, self.o_dest, strict=True)
+            ],
+            dtype=np.int64,
+        )
         self.o_ids = o[Col.OFFER_ID].to_numpy(object)
 
     def truth_parameters(self) -> dict[str, Any]:
@@ -487,6 +588,7 @@ class _World:
         m["truth"] = self._truth_frame(m, m["ids"])
         m["acc"] = acc.member_arrays(m["truth"])  # the acceptance model sees exactly what truth/ records
         fl = self._flights(rng, m)
+        m["partner_activities"] = self._partner_activities(rng, m, fl)
         tiers = self._tiers(m, fl)
         m["tier"] = tiers
         anc_org = self._organic_ancillaries(rng, m, fl)
@@ -518,20 +620,24 @@ class _World:
             -1,
         )
         home = rng.choice(self.n_airports, size=n, p=self.home_weight)
-        affinity = rng.gamma(_REGION_BASE[None, :] * np.ones((n, 1)))
-        affinity /= affinity.sum(axis=1, keepdims=True)
-        # candidate destinations: routes out of home, weighted by hub size and region affinity
-        dests = self.dest_pad[home]  # (n, max_deg)
-        valid = dests >= 0
-        dsafe = np.maximum(dests, 0)
-        logw = np.where(
-            valid,
-            self.dest_logw[dsafe] + 1.5 * np.log(affinity[np.arange(n)[:, None], self.region[dsafe]]),
-            -np.inf,
+        # travel tastes: a mix per member; leisure and family trips follow it (and hub size), business trips
+        # follow hub size and the business hubs; each purpose crosses a border with its own probability
+        theta = self._taste_mix(rng, n)
+        w_leisure = self._leisure_weights(home, theta)
+        w_business = np.where(self.reach[home], self.business_dist[None, :], 0.0)
+        abroad_l = self._abroad_mass(w_leisure)
+        p_abroad_l = np.clip(
+            self.settings.international_leisure_share * abroad_l / max(self.leisure_abroad_mean, 1e-9), 0, 0.9
         )
-        cand = _gumbel_topk(rng, logw, _N_CANDIDATES)
-        cand_dest = np.take_along_axis(dests, cand, axis=1)
-        cand_ok = np.take_along_axis(valid, cand, axis=1)
+        p_abroad_b = np.where(
+            self._abroad_mass(w_business) > 0, self.settings.international_business_share, 0.0
+        )
+        total_l = w_leisure.sum(axis=1, keepdims=True)
+        affinity = np.column_stack(
+            [(w_leisure * (self.region == r)[None, :]).sum(axis=1) for r in range(len(REGIONS))]
+        ) / np.where(total_l > 0, total_l, 1.0)
+        fav_order = np.argsort(-w_leisure, axis=1, kind="stable")[:, :3]
+        fav_ok = np.take_along_axis(w_leisure, fav_order, axis=1) > 0
         channel = rng.gamma(_CHANNEL_BASE[None, :] * np.ones((n, 1)))
         channel /= channel.sum(axis=1, keepdims=True)
         tolerance = 1.0 + rng.lognormal(np.log(2.5), 0.5, n)
@@ -562,7 +668,10 @@ class _World:
         high_n = np.maximum(np.ceil(hi * years - 1e-9).astype(np.int64) - 1, low_n)
         n_seg = np.where(band > 0, np.clip(n_seg, np.maximum(low_n, 1), np.maximum(high_n, 1)), 0)
         birth = rng.normal(1983, 11, n).round().clip(1940, 2008).astype(np.int64)
-        partner = np.where(rng.random(n) < 0.35, rng.lognormal(np.log(300), 0.8, n), 0.0)
+        # co-branded card holders earn about this many miles a month (assumed: ~8,000 CNY of monthly spend)
+        partner = np.where(
+            rng.random(n) < self.settings.card_holder_share, rng.lognormal(np.log(600), 0.7, n), 0.0
+        )
         m.update(
             band=band,
             arche=arche,
@@ -572,8 +681,12 @@ class _World:
             special=special,
             home=home,
             affinity=affinity,
-            cand_dest=cand_dest,
-            cand_ok=cand_ok,
+            theta=theta,
+            w_leisure=w_leisure,
+            w_business=w_business,
+            p_abroad=np.column_stack([p_abroad_b, p_abroad_l]),
+            fav=fav_order,
+            fav_ok=fav_ok,
             channel=channel,
             tolerance=tolerance,
             enrol=enrol,
@@ -595,13 +708,27 @@ class _World:
         nt = len(t_member)
         mix = m["mix"][t_member]
         purpose = (rng.random(nt)[:, None] > mix.cumsum(axis=1)).sum(axis=1).clip(0, 2)
-        # destination: one of the member's candidates by preference rank
-        ok = m["cand_ok"][t_member]
-        w = np.where(ok, _RANK_WEIGHTS[None, : ok.shape[1]], 0.0)
-        w /= w.sum(axis=1, keepdims=True)
-        rank = (rng.random(nt)[:, None] > w.cumsum(axis=1)).sum(axis=1).clip(0, ok.shape[1] - 1)
-        dest = m["cand_dest"][t_member, rank]
         home = m["home"][t_member]
+        leisure = purpose > 0
+        abroad = rng.random(nt) < m["p_abroad"][t_member, leisure.astype(np.int64)]
+        dest = self._destinations(rng, m, t_member, leisure, abroad)
+        # a destination without a nonstop route is flown through a connecting hub (each way); trips are
+        # taken in order until the member's legs reach their flying intensity (the last one may be one way)
+        via_out = self.via[home, dest]
+        via_ret = self.via[dest, home]
+        via_ret = np.where(via_ret == -2, via_out, via_ret)  # not flown back that way: mirror the outbound
+        n_out = 1 + (via_out >= 0)
+        legs = n_out + 1 + (via_ret >= 0)
+        before = np.cumsum(legs) - legs  # legs of the member's earlier trips (cumsum restarted per member)
+        starts = np.r_[True, t_member[1:] != t_member[:-1]] if nt else np.zeros(0, dtype=bool)
+        before -= np.maximum.accumulate(np.where(starts, before, 0)) if nt else before
+        remaining = n_seg[t_member] - before
+        keep = remaining > 0
+        t_member, purpose, home, dest, via_out, via_ret, n_out, remaining = (
+            x[keep] for x in (t_member, purpose, home, dest, via_out, via_ret, n_out, remaining)
+        )
+        nt = len(t_member)
+        has_return = remaining > n_out
         length_days = np.select(
             [purpose == 0, purpose == 1],
             [1 + rng.geometric(0.45, nt), 2 + rng.geometric(0.18, nt)],
@@ -617,14 +744,19 @@ class _World:
         accept = rng.random((nt, _SEASON_DRAWS)) * _SEASON.max() < weight
         pick = np.where(accept.any(axis=1), accept.argmax(axis=1), _SEASON_DRAWS - 1)
         day0 = cand[np.arange(nt), pick] // _DAY_MIN * _DAY_MIN
-        # segments: outbound for every trip, return for all but the odd last one of a member
-        seq_in_member = _run_starts(t_member)
-        has_return = (2 * seq_in_member + 1) < n_seg[t_member]
-        s_trip = np.concatenate([np.arange(nt), np.flatnonzero(has_return)])
-        is_ret = np.concatenate([np.zeros(nt, bool), np.ones(int(has_return.sum()), bool)])
+        # legs: outbound for every trip, the way back for all but possibly the last one of a member
+        n_ret = np.where(has_return, 1 + (via_ret >= 0), 0)
+        s_trip = np.repeat(np.arange(nt), n_out + n_ret)
+        k_leg = _run_starts(s_trip)
+        is_ret = k_leg >= n_out[s_trip]
+        j_leg = np.where(is_ret, k_leg - n_out[s_trip], k_leg)  # leg index within its direction
+        hub_leg = np.where(is_ret, via_ret[s_trip], via_out[s_trip])
+        two = hub_leg >= 0
+        start = np.where(is_ret, dest[s_trip], home[s_trip])
+        end = np.where(is_ret, home[s_trip], dest[s_trip])
+        o = np.where(two & (j_leg == 1), hub_leg, start)
+        d = np.where(two & (j_leg == 0), hub_leg, end)
         s_member = t_member[s_trip]
-        o = np.where(is_ret, dest[s_trip], home[s_trip])
-        d = np.where(is_ret, home[s_trip], dest[s_trip])
         route = self.route_idx[o, d]
         # a missing reverse route (rare) is flown on the outbound route's distance with its flight number
         missing = route < 0
@@ -636,6 +768,11 @@ class _World:
             + np.where(is_ret, length_days[s_trip] * _DAY_MIN, 0)
             + self.route_dep_min[route, slot]
         )
+        # a connection leaves 1-3 hours after the first leg lands (block time ~ 30 min + 800 km/h)
+        second = np.flatnonzero(j_leg == 1)
+        block = 30 + self.r_km[route[second - 1]] * 60 // 800
+        layover = rng.integers(12, 37, len(second)) * 5
+        dep[second] = dep[second - 1] + block + layover
         dep = np.minimum(dep, _HORIZON_MIN - 1)
         km = self.r_km[route]
         trip_purpose = purpose[s_trip]
@@ -723,11 +860,76 @@ class _World:
             "is_ret": is_ret,
             "long_haul": long_haul,
             "trip_len": length_days[s_trip],
+            "trip_dest": dest[s_trip],
+            # where this leg's direction ends (the trip's destination outbound, home on the way back): the
+            # destination of the trip context a request on this leg carries
+            "journey_dest": np.where(is_ret, home[s_trip], dest[s_trip]),
+            "first": j_leg == 0,
         }
         fl = {k: v[order] for k, v in fl.items()}
         fl["seq"] = _run_starts(fl["member"])
         fl["meal_codes"] = meal_codes
         return fl
+
+    def _destinations(
+        self,
+        rng: np.random.Generator,
+        m: dict[str, Any],
+        t_member: np.ndarray,
+        leisure: np.ndarray,
+        abroad: np.ndarray,
+    ) -> np.ndarray:
+        """Each trip's destination: drawn from the member's leisure or business weights, among the
+        destinations abroad or at home as ``abroad`` says (any reachable one when that set is empty)."""
+        out = np.empty(len(t_member), dtype=np.int64)
+        block = 20_000
+        for s in range(0, len(t_member), block):
+            tm, le, ab = t_member[s : s + block], leisure[s : s + block], abroad[s : s + block]
+            w = np.where(le[:, None], m["w_leisure"][tm], m["w_business"][tm])
+            side = np.where(ab[:, None], self.abroad[None, :], ~self.abroad[None, :])
+            ws = w * side
+            empty = ws.sum(axis=1) <= 0
+            ws[empty] = w[empty]
+            out[s : s + block] = _draw_rows(rng, ws)
+        return out
+
+    def _partner_activities(
+        self, rng: np.random.Generator, m: dict[str, Any], fl: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """Miles earned with partners, each with a place and a time: hotel stays and car rentals at a trip's
+        destination (checked in on arrival), co-branded card statements at home (monthly). Sorted by member
+        and time."""
+        trip_start = np.flatnonzero(~fl["is_ret"] & fl["first"])  # one leg per trip: its first outbound
+        business = fl["purpose"][trip_start] == 0
+        nights = np.clip(fl["trip_len"][trip_start], 1, 14)
+        stays = rng.random(len(trip_start)) < np.where(business, _HOTEL_STAY_BUSINESS, _HOTEL_STAY_LEISURE)
+        cars = rng.random(len(trip_start)) < np.where(business, _CAR_RENTAL_BUSINESS, _CAR_RENTAL_LEISURE)
+        arrive = fl["dep"][trip_start] + 6 * 60
+        h, c = trip_start[stays], trip_start[cars]
+        # card statements: one a month from the member's first month in the window
+        holder = np.flatnonzero(m["partner"] > 0)
+        month = _YEAR_MIN / 12
+        n_stmt = np.floor((_HORIZON_MIN - m["active_from"][holder]) / month).astype(np.int64)
+        s_member = np.repeat(holder, n_stmt)
+        s_time = (m["active_from"][s_member] + (_run_starts(s_member) + 1) * month).astype(np.int64) - 1
+        s_miles = np.round(m["partner"][s_member] * rng.gamma(4.0, 0.25, len(s_member)))
+        member = np.concatenate([fl["member"][h], fl["member"][c], s_member])
+        time = np.concatenate([arrive[stays], arrive[cars] + 30, s_time])
+        kind = np.concatenate(
+            [np.zeros(len(h), np.int64), np.ones(len(c), np.int64), np.full(len(s_member), 2, np.int64)]
+        )
+        place = np.concatenate([fl["trip_dest"][h], fl["trip_dest"][c], m["home"][s_member]])
+        miles = np.concatenate(
+            [
+                _HOTEL_MILES_BASE + _HOTEL_MILES_NIGHT * nights[stays],
+                _CAR_MILES_BASE + _CAR_MILES_DAY * np.minimum(nights[cars], 7),
+                s_miles,
+            ]
+        ).astype(np.int64)
+        keep = time < _HORIZON_MIN
+        order = np.lexsort((kind[keep], time[keep], member[keep]))
+        out = {"member": member, "time": time, "kind": kind, "place": place, "miles": miles}
+        return {k: v[keep][order] for k, v in out.items()}
 
     def _tiers(self, m: dict[str, Any], fl: dict[str, Any]) -> np.ndarray:
         n = m["n"]
@@ -791,7 +993,7 @@ class _World:
     ) -> dict[str, np.ndarray]:
         digital = m["channel"][:, 0] + m["channel"][:, 1]
         in_log = fl["dep"] >= _LOG_START_MIN + 3 * _DAY_MIN
-        outbound = in_log & ~fl["is_ret"]
+        outbound = in_log & ~fl["is_ret"] & fl["first"]  # one booking per trip, on its first leg
         parts: list[dict[str, np.ndarray]] = []
 
         def add(sel: np.ndarray, place: Placement, hours_to_dep: np.ndarray) -> None:
@@ -842,14 +1044,18 @@ class _World:
     def _balance_at(
         self, m: dict[str, Any], fl: dict[str, Any], member: np.ndarray, time: np.ndarray
     ) -> np.ndarray:
-        """Miles earned (flights + partners) by each (member, time): flights departed before ``time``."""
+        """Miles earned by each (member, time): flights departed and partner activities before ``time``."""
         key_f = fl["member"].astype(np.int64) * (_HORIZON_MIN + 1) + fl["dep"]
         cum = np.r_[0, np.cumsum(fl["miles"])]
         first = np.searchsorted(key_f, member.astype(np.int64) * (_HORIZON_MIN + 1), side="left")
         upto = np.searchsorted(key_f, member.astype(np.int64) * (_HORIZON_MIN + 1) + time, side="left")
         flown = cum[upto] - cum[first]
-        months = np.maximum(time - m["active_from"][member], 0) / (_YEAR_MIN / 12)
-        return np.asarray(flown + (m["partner"][member] * months).astype(np.int64))
+        act = m["partner_activities"]
+        key_p = act["member"].astype(np.int64) * (_HORIZON_MIN + 1) + act["time"]
+        cum_p = np.r_[0, np.cumsum(act["miles"])]
+        first_p = np.searchsorted(key_p, member.astype(np.int64) * (_HORIZON_MIN + 1), side="left")
+        upto_p = np.searchsorted(key_p, member.astype(np.int64) * (_HORIZON_MIN + 1) + time, side="left")
+        return np.asarray(flown + cum_p[upto_p] - cum_p[first_p])
 
     def _eligible(
         self,
@@ -878,6 +1084,9 @@ class _World:
         if len(fl["cabin"]):
             trip_ok &= ~self.o_lounge[None, :] | self.has_lounge[fl["origin"][f]][:, None]
         e &= np.where(self.o_trip[None, :], trip_ok & has_trip[:, None], True)
+        trip_dest = fl["journey_dest"][f] if len(fl["cabin"]) else np.full(len(member), -1)
+        at_dest = has_trip[:, None] & (trip_dest[:, None] == self.o_trip_dest[None, :])
+        e &= np.where(self.o_trip_dest[None, :] >= 0, at_dest, True)
         # non-trip offers restricted to origins (award flights, route promotions): the member's home airport
         e &= np.where(self.o_trip[None, :], True, self.o_origins[:, m["home"][member]].T)
         e &= balance[:, None] >= self.o_min_miles[None, :]
@@ -1005,7 +1214,8 @@ class _World:
         buy: np.ndarray,
     ) -> np.ndarray:
         buy = buy.copy()
-        for _ in range(3):
+        rounds = 12
+        for i in range(rounds):
             s = np.where(buy, spend, 0)
             w = np.flatnonzero(s > 0)
             if len(w) == 0:
@@ -1016,10 +1226,13 @@ class _World:
             base = np.maximum.accumulate(np.where(starts, cum - s[order], 0))
             spent_so_far = cum - base
             earned = self._balance_at(m, fl, member[order], time[order])
-            bad = order[spent_so_far > earned]
+            bad = np.flatnonzero(spent_so_far > earned)
             if len(bad) == 0:
                 break
-            buy[bad] = False
+            if i < rounds - 1:  # a member's first unaffordable spend goes; later ones may fit then
+                _, first = np.unique(member[order][bad], return_index=True)
+                bad = bad[first]
+            buy[order[bad]] = False
         return buy
 
     def _redemptions(
@@ -1038,7 +1251,9 @@ class _World:
         years = (_HORIZON_MIN - m["active_from"]) / _YEAR_MIN
         flyer = m["n_seg"] > 0
         lam = np.where(
-            flyer, 0.12 * years * (0.4 + m["mix"][:, 1] + m["mix"][:, 2]) * np.sqrt(m["rate"] + 0.5), 0
+            flyer,
+            _DIRECT_REDEMPTIONS * years * (0.4 + m["mix"][:, 1] + m["mix"][:, 2]) * np.sqrt(m["rate"] + 0.5),
+            0,
         )
         lam = lam + 0.05 * years * (m["partner"] > 0)
         k = rng.poisson(lam)
@@ -1047,25 +1262,22 @@ class _World:
             np.int64
         )
         kind_draw = rng.random(len(om))
-        fav = m["cand_dest"][om, 0]
-        km = self.r_km[np.maximum(self.route_idx[m["home"][om], fav], 0)]
+        place = _draw_rows(rng, m["w_leisure"][om])  # where to: the member's tastes
+        km = self.path_km[m["home"][om], place]
         award = kind_draw < 0.7
         merch = (kind_draw >= 0.7) & (kind_draw < 0.9)
+        hotel = self.hotel_miles_at[place]
         miles = np.where(
             award,
             award_miles(km, Cabin.Y),
-            np.where(
-                merch,
-                rng.choice([3_000, 6_000, 12_000, 20_000], len(om)),
-                rng.choice([8_000, 15_000], len(om)),
-            ),
+            np.where(merch, rng.choice([3_000, 6_000, 12_000, 20_000], len(om)), hotel),
         ).astype(np.int64)
         kinds = np.where(
             award,
             RedemptionKind.AWARD_FLIGHT.value,
             np.where(merch, RedemptionKind.MERCHANDISE.value, RedemptionKind.HOTEL.value),
         ).astype(object)
-        dest = _where_none(award, self.iata[fav])
+        dest = _where_none(~merch, self.iata[place])
         # affordability over both kinds together, in time order
         member = np.concatenate([log["imp_member"][w], om])
         time = np.concatenate([log["imp_time"][w] + 3, ot])
@@ -1203,6 +1415,18 @@ class _World:
                 Col.DESTINATION: pd.Series(r_dest, dtype=object),
             }
         )
+        # partner activities
+        act = m["partner_activities"]
+        partner_activities = pd.DataFrame(
+            {
+                Col.ACTIVITY_ID: _strings(_ids("P", num[act["member"]], 7, _run_starts(act["member"]), 5)),
+                Col.MEMBER_ID: pd.Series(mid_np[act["member"]]),
+                Col.KIND: pd.Series(np.array(_PARTNER_KINDS, dtype=object)[act["kind"]]),
+                Col.ACTIVITY_TIME: _timestamps(act["time"]),
+                Col.PLACE: pd.Series(self.iata[act["place"]]),
+                Col.MILES_EARNED: act["miles"].astype(np.int64),
+            }
+        )
         # members
         earned = self._balance_at(m, fl, np.arange(n), np.full(n, _HORIZON_MIN))
         spent = np.bincount(r_member, weights=r_miles, minlength=n).astype(np.int64)
@@ -1234,6 +1458,7 @@ class _World:
             ANCILLARIES.name: _conform(ancillaries, ANCILLARIES),
             REDEMPTIONS.name: _conform(redemptions, REDEMPTIONS),
             REQUESTS.name: _conform(requests, REQUESTS),
+            PARTNER_ACTIVITIES.name: _conform(partner_activities, PARTNER_ACTIVITIES),
             "truth": truth,
             TRUTH_REQUESTS: request_truth,
         }
@@ -1265,7 +1490,7 @@ class _World:
             flight_numbers = np.asarray(_ids("CA", route_num, 4).to_pylist(), dtype=object)
             cabins = np.array(_CABINS, dtype=object)[fl["cabin"]]
             fare_classes = np.array(_FARE_CLASS_LIST, dtype=object)[fl["fc"]]
-            origin, dest = self.iata[fl["origin"]], self.iata[fl["dest"]]
+            origin, dest = self.iata[fl["origin"]], self.iata[fl["journey_dest"]]
             trip = {
                 Col.FLIGHT_ID: _take_or_none(flight_id_np, f),
                 Col.FLIGHT_NUMBER: _take_or_none(flight_numbers, f),
@@ -1313,7 +1538,7 @@ class _World:
         return requests, truth
 
     def _truth_frame(self, m: dict[str, Any], mid: np.ndarray) -> pd.DataFrame:
-        fav = _where_none(m["cand_ok"][:, :3], self.iata[np.maximum(m["cand_dest"][:, :3], 0)])
+        fav = _where_none(m["fav_ok"], self.iata[m["fav"]])
         special = np.where(
             m["special"] >= 0,
             np.array(acc.SPECIAL_MEAL_CODES, dtype=object)[np.maximum(m["special"], 0)],
@@ -1330,6 +1555,7 @@ class _World:
             "special_meal": special,
             "home_airport": self.iata[m["home"]],
             **{f"affinity_{r}": m["affinity"][:, i] for i, r in enumerate(REGIONS)},
+            **{f"taste_{t}": m["theta"][:, k] for k, t in enumerate(self.taste_names)},
             "favourite_1": fav[:, 0],
             "favourite_2": fav[:, 1],
             "favourite_3": fav[:, 2],
@@ -1340,7 +1566,14 @@ class _World:
             "partner_miles_per_month": m["partner"],
         }
         df = pd.DataFrame(cols)
-        return df[list(acc.TRAIT_COLUMNS)]
+        return df[list(acc.trait_columns(self.taste_names))]
+
+
+def _draw_rows(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
+    """One column index per row of non-negative ``weights``, with probability proportional to the weight."""
+    cum = np.cumsum(weights, axis=1)
+    u = rng.random(len(weights)) * cum[:, -1] if len(weights) else np.zeros(0)
+    return np.minimum((cum < u[:, None]).sum(axis=1), weights.shape[1] - 1).astype(np.int64)
 
 
 def _where_none(cond: np.ndarray, values: np.ndarray) -> np.ndarray:

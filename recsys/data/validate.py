@@ -51,6 +51,7 @@ from recsys.schema import (
     MealCode,
     OfferCategory,
     OfferFamily,
+    PartnerKind,
     Placement,
     RedemptionKind,
     SeatType,
@@ -85,6 +86,7 @@ TABLE_ORDER: tuple[str, ...] = (
     "interactions",
     "requests",
     "member_aggregates",
+    "partner_activities",
 )
 
 # (table, column) -> (referenced table, what to call one of its rows)
@@ -101,6 +103,7 @@ REFERENCES: dict[tuple[str, str], tuple[str, str]] = {
     ("member_aggregates", Col.MEMBER_ID): ("members", "member"),
     ("requests", Col.MEMBER_ID): ("members", "member"),
     ("requests", Col.FLIGHT_ID): ("flights", "flight"),
+    ("partner_activities", Col.MEMBER_ID): ("members", "member"),
 }
 # member_aggregates may stand alone: an aggregates-only dataset (the cleaned air-data file has no member
 # profile).
@@ -114,6 +117,7 @@ HISTORY_TIMES: dict[str, str] = {
     "redemptions": Col.REDEEM_TIME,
     "interactions": Col.EVENT_TIME,
     "requests": Col.REQUEST_TIME,
+    "partner_activities": Col.ACTIVITY_TIME,
 }
 
 # ``flights.flight_date`` may be the local date of departure at the origin (an airline's own files) while
@@ -131,6 +135,7 @@ NON_NEGATIVE: dict[str, tuple[str, ...]] = {
     "offers": (Col.PRICE_CASH, Col.PRICE_MILES, Col.MIN_MILES),
     "interactions": (Col.WEIGHT,),
     "member_aggregates": (Col.FLIGHT_COUNT, Col.SEG_KM_SUM, Col.LAST_TO_END, Col.AVG_DISCOUNT),
+    "partner_activities": (Col.MILES_EARNED,),
 }
 
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
@@ -232,6 +237,10 @@ class Rules:
                 Col.DESTINATION: airports,
                 Col.CABIN: (_values(Cabin), "cabin"),
                 Col.FARE_CLASS: (frozenset(FARE_CLASS_CABIN), "fare class"),
+            },
+            "partner_activities": {
+                Col.KIND: (_values(PartnerKind), "partner kind"),
+                Col.PLACE: airports,
             },
         }
         return per_table.get(table, {})

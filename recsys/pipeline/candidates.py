@@ -8,7 +8,8 @@ now, whatever the model says. :func:`gather_candidates` unions, in this order (f
 3. ``trip:origin``: offers restricted to the departure airport (lounges, fast track, awards from there);
 4. ``trip:ancillary``: trip-bound offers open to any airport whose eligible cabins include the booked one
    (meals, seats, bags, Wi-Fi, priority boarding, fast track, insurance...);
-5. ``trip:destination``: offers at the trip's destination (partner hotels, award flights there and back);
+5. ``trip:destination``: offers at the trip's destination (partner hotels, which eligibility keeps for a trip
+   to their city only; award flights there and back);
 6. ``affinity``: award flights and hotels at destinations the member is likely to want (the profile's top
    destination and route, and the destinations the model scores highest for the member), so a member with
    the miles hears about them even when the offer retrieval does not rank them.

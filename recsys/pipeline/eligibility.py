@@ -20,6 +20,8 @@ Rules (reason codes in brackets):
 - origin among the offer's origins [``origin_not_eligible``]: the departure airport for trip-bound offers,
   the trip origin or the member's home airport for others (award flights from the member's airport); a
   lounge offer needs a lounge at the departure airport [``no_lounge_at_origin``]
+- partner hotels belong to a destination city: offered only for a trip to that city
+  [``not_trip_destination``]
 - sale windows relative to departure: open ``window_open_hours`` before, close ``window_close_hours`` before
   (meal orders close 24 h before, upgrade bids about a day before) [``departure_unknown``, ``departed``,
   ``window_not_open``, ``window_closed``]
@@ -65,6 +67,7 @@ class Reason:
     FARE_CLASS_NOT_ELIGIBLE = "fare_class_not_eligible"
     ORIGIN_NOT_ELIGIBLE = "origin_not_eligible"
     NO_LOUNGE_AT_ORIGIN = "no_lounge_at_origin"
+    NOT_TRIP_DESTINATION = "not_trip_destination"
     DEPARTURE_UNKNOWN = "departure_unknown"
     DEPARTED = "departed"
     WINDOW_NOT_OPEN = "window_not_open"
@@ -225,6 +228,16 @@ def rule_origin(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     return None
 
 
+def rule_destination(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
+    if o.category != OfferCategory.HOTEL or o.destination is None:
+        return None
+    dest = ctx.trip.destination if ctx.trip is not None else None
+    if dest != o.destination:
+        where = "no trip destination given" if dest is None else f"the trip goes to {dest}"
+        return Reason.NOT_TRIP_DESTINATION, f"a hotel in {o.destination} is offered for a trip there; {where}"
+    return None
+
+
 def hours_to_departure(trip: TripContext | None, now: datetime) -> float | None:
     """Hours from ``now`` to the trip's departure (negative once departed), or None without a departure."""
     if trip is None or trip.departure_time is None:
@@ -338,6 +351,7 @@ RULES: tuple[Rule, ...] = (
     rule_fare_class,
     rule_lounge_entitled,
     rule_origin,
+    rule_destination,
     rule_window,
     rule_blackout,
     rule_miles,
@@ -361,6 +375,7 @@ APPLIES: dict[Rule, Callable[[CatalogueOffer], bool]] = {
     rule_origin: lambda o: (
         bool(o.eligible_origins) or o.requires_lounge or o.category == OfferCategory.LOUNGE
     ),
+    rule_destination: lambda o: o.category == OfferCategory.HOTEL and o.destination is not None,
     rule_window: lambda o: (
         o.trip_bound and (o.window_open_hours is not None or o.window_close_hours is not None)
     ),

@@ -52,9 +52,6 @@ TITLES: Mapping[str, Mapping[str, str]] = {
         "Transit hotel near the airport": "机场附近中转酒店",
         "Travel insurance": "旅行保险",
         "Cancellation cover": "行程取消保障",
-        "Partner hotel night": "合作酒店住宿一晚",
-        "Two hotel nights, city break": "城市度假酒店两晚",
-        "Resort weekend": "度假村周末",
         "Travel adapter and amenity kit": "旅行转换插头及洗漱包",
         "Model aircraft": "飞机模型",
         "Carry-on suitcase": "登机行李箱",
@@ -74,6 +71,14 @@ PATTERNS: tuple[tuple[re.Pattern[str], Mapping[str, str]], ...] = (
     (
         re.compile(rf"^Fly to (?P<place>.+) with miles \({_CABIN}\)$"),
         {EN: "Fly to {place} with miles ({cabin})", ZH_CN: "里程兑换{city}机票（{cabin}）"},
+    ),
+    (
+        re.compile(r"^Partner hotel in (?P<place>.+), two nights$"),
+        {EN: "Partner hotel in {place}, two nights", ZH_CN: "{city}合作酒店两晚"},
+    ),
+    (
+        re.compile(r"^Resort stay in (?P<place>.+), three nights$"),
+        {EN: "Resort stay in {place}, three nights", ZH_CN: "{city}度假村三晚"},
     ),
     (
         re.compile(rf"^Upgrade to {_CABIN} cabin with miles$"),

@@ -83,6 +83,7 @@ ROWS = [
     offer("OLD", "redemption", "merchandise", price_miles=1000, valid_to=NOW - timedelta(seconds=1)),
     offer("RICH", "redemption", "miles_promotion", min_miles=100_000),
     offer("CSEAT", "ancillary", "seat", eligible_cabins=["C", "F"]),
+    offer("HOTEL_NRT", "redemption", "hotel", destination="NRT", price_miles=15_000, min_miles=15_000),
 ]
 CAT = Catalogue(catalogue_frame(ROWS))
 
@@ -132,6 +133,14 @@ def test_origins_departure_airport_for_trip_offers_home_airport_for_others() -> 
     assert verdict("AWARD_PEK", ctx(trip=None, home_airport="CTU")) == Reason.ORIGIN_NOT_ELIGIBLE
     assert verdict("AWARD_PEK", ctx(trip=None, home_airport=None)) == Reason.ORIGIN_NOT_ELIGIBLE
     assert verdict("AWARD_PEK", ctx(home_airport="CTU")) is None  # the booked trip departs PEK
+
+
+def test_a_hotel_is_offered_only_for_a_trip_to_its_city() -> None:
+    assert verdict("HOTEL_NRT", ctx(trip=trip(destination="NRT"))) is None
+    assert verdict("HOTEL_NRT", ctx()) == Reason.NOT_TRIP_DESTINATION  # the trip goes to CTU
+    assert verdict("HOTEL_NRT", ctx(trip=None, home_airport="PEK")) == Reason.NOT_TRIP_DESTINATION
+    v = check(CAT[CAT.index_of["HOTEL_NRT"]], ctx())
+    assert v is not None and "NRT" in v[1] and "CTU" in v[1]
 
 
 def test_meal_orders_close_24h_before_departure() -> None:

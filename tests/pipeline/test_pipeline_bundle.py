@@ -225,7 +225,7 @@ def test_with_redis_member_store_and_redis_caps(world: World, redis_prefix: str)
         shown = 0
         capped: Counter[str] = Counter()
         for i in range(20):
-            placement = ("post_booking", "home")[i % 2]
+            placement = ("post_booking", "home", "booking")[i % 3]
             req = RecommendRequest(
                 member_id=member,
                 placement=placement,

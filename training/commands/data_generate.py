@@ -26,10 +26,22 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
         ] = True,
+        settings: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                metavar="NAME=VALUE",
+                help="A generator setting (repeatable), e.g. --set tastes=4 "
+                "--set taste_shares=0.4,0.3,0.2,0.1 --set international_leisure_share=0.15. Settings: "
+                "tastes, taste_shares, taste_concentration, taste_weight, international_leisure_share, "
+                "international_business_share, card_holder_share.",
+            ),
+        ] = None,
     ) -> None:
         """Generate a synthetic loyalty world (members, flights, offers, interactions, hidden truth)."""
         from recsys.data.generator import GeneratorError, generate_world
         from recsys.data.layout import DatasetError
+        from recsys.data.world.tastes import SettingsError, parse_settings
 
         if members <= 0:
             typer.echo(f"error: --members must be a positive integer, got {members}", err=True)
@@ -37,6 +49,18 @@ def register(app: typer.Typer) -> None:
         if seed < 0:
             typer.echo(f"error: --seed must be a non-negative integer, got {seed}", err=True)
             raise typer.Exit(2)
+        overrides: dict[str, object] = {}
+        for item in settings or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                typer.echo(f"error: --set expects NAME=VALUE, got {item!r}", err=True)
+                raise typer.Exit(2)
+            overrides[name.strip()] = _setting_value(value.strip())
+        try:
+            world_settings = parse_settings(overrides)
+        except SettingsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
         if out.exists() and not out.is_dir():
             typer.echo(f"error: --out {out} exists and is not a directory", err=True)
             raise typer.Exit(2)
@@ -44,7 +68,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {out} already exists; pass --overwrite to replace it", err=True)
             raise typer.Exit(1)
         try:
-            path = generate_world(out, members, seed, overwrite=overwrite, progress=progress)
+            path = generate_world(
+                out, members, seed, overwrite=overwrite, progress=progress, settings=world_settings
+            )
         except (GeneratorError, DatasetError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
@@ -68,3 +94,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
         typer.echo(text, nl=False)
+
+
+def _setting_value(text: str) -> object:
+    """A ``--set`` value: a number, a comma-separated list of numbers, or the text itself."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        numbers = [float(p) if any(c in p for c in ".eE") else int(p) for p in parts]
+    except ValueError:
+        return text
+    return numbers if len(parts) > 1 or text.endswith(",") else numbers[0]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.network import REGIONS
+from recsys.data.world.tastes import TASTE_NAMES
 from recsys.schema import SPECIAL_MEALS, Col, MealCode, OfferCategory, Placement
 
 # Member feature vector used by the acceptance model (all roughly centred on 0).
@@ -33,30 +34,37 @@ PLACEMENTS: tuple[str, ...] = tuple(p.value for p in Placement)
 MEAL_CODES: tuple[str, ...] = tuple(m.value for m in MealCode)
 SPECIAL_MEAL_CODES: tuple[str, ...] = tuple(m.value for m in MealCode if m in SPECIAL_MEALS)
 
-# Truth table columns (truth/member_traits): the hidden traits of each member.
-TRAIT_COLUMNS: tuple[str, ...] = (
-    Col.MEMBER_ID,
-    "archetype",
-    "business",
-    "leisure",
-    "family",
-    "comfort",
-    "price_sensitivity",
-    "special_meal",
-    "home_airport",
-    *(f"affinity_{r}" for r in REGIONS),
-    "favourite_1",
-    "favourite_2",
-    "favourite_3",
-    "channel_app",
-    "channel_web",
-    "channel_call_centre",
-    "channel_agent",
-    "fatigue_tolerance",
-    "flyer_band",
-    "annual_flights",
-    "partner_miles_per_month",
-)
+
+def trait_columns(tastes: tuple[str, ...] = TASTE_NAMES) -> tuple[str, ...]:
+    """Truth table columns (truth/member_traits): the hidden traits of each member, for a world's tastes."""
+    return (
+        Col.MEMBER_ID,
+        "archetype",
+        "business",
+        "leisure",
+        "family",
+        "comfort",
+        "price_sensitivity",
+        "special_meal",
+        "home_airport",
+        *(f"affinity_{r}" for r in REGIONS),
+        *(f"taste_{t}" for t in tastes),
+        "favourite_1",
+        "favourite_2",
+        "favourite_3",
+        "channel_app",
+        "channel_web",
+        "channel_call_centre",
+        "channel_agent",
+        "fatigue_tolerance",
+        "flyer_band",
+        "annual_flights",
+        "partner_miles_per_month",
+    )
+
+
+TRAIT_COLUMNS: tuple[str, ...] = trait_columns()
+TASTE_PREFIX = "taste_"
 
 # Base logit of a purchase per category (before traits, context, price).
 _BASE: dict[str, float] = {
@@ -146,7 +154,10 @@ def default_parameters() -> dict[str, Any]:
         "placement": {k: dict(v) for k, v in _PLACEMENT.items()},
         "price_coefficient": 0.9,  # times price sensitivity times log price level
         "special_meal": {"base": -1.2, "match": 2.5, "mismatch": -4.0},
-        "award": {"affinity": 1.0, "favourite": 1.3},
+        "award": {"affinity": 0.3, "favourite": 0.5},
+        # destination tastes (award flights and hotels): coefficient x (member's taste mix . the destination's
+        # taste loadings - centre); the generator records the world's taste names and loadings
+        "taste": {"coefficient": 3.0, "centre": 0.2, "names": [], "loadings": {}},
         "fatigue": {"slope": 0.8, "dismiss_base": -2.6, "dismiss_slope": 0.7, "dismiss_price": 1.0},
         "click": {"scale": 0.5, "shift": 1.0},
         "offer_appeal": {},
@@ -164,6 +175,7 @@ class MemberArrays:
     favourites: np.ndarray  # (n, 3) airport codes (object) of favourite destinations
     tolerance: np.ndarray  # (n,) exposures tolerated before fatigue
     price_sensitivity: np.ndarray  # (n,)
+    taste: np.ndarray  # (n, tastes) the member's taste mix (rows sum to 1; zero columns without tastes)
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,7 @@ class OfferArrays:
     special_meal: np.ndarray  # (m,) index into SPECIAL_MEAL_CODES or -1
     region: np.ndarray  # (m,) index into REGIONS or -1
     destination: np.ndarray  # (m,) airport code (object) or None
+    taste_loading: np.ndarray  # (m, tastes) the destination's loading on each taste (0 without one)
 
 
 def member_arrays(traits: pd.DataFrame) -> MemberArrays:
@@ -202,8 +215,17 @@ def member_arrays(traits: pd.DataFrame) -> MemberArrays:
     )
     affinity = traits[[f"affinity_{r}" for r in REGIONS]].to_numpy(float)
     favourites = traits[["favourite_1", "favourite_2", "favourite_3"]].to_numpy(object)
+    taste_cols = [c for c in traits.columns if str(c).startswith(TASTE_PREFIX)]
+    taste = traits[taste_cols].to_numpy(float) if taste_cols else np.zeros((len(traits), 0))
     return MemberArrays(
-        features, mix, special, affinity, favourites, traits["fatigue_tolerance"].to_numpy(float), price
+        features,
+        mix,
+        special,
+        affinity,
+        favourites,
+        traits["fatigue_tolerance"].to_numpy(float),
+        price,
+        taste,
     )
 
 
@@ -226,7 +248,12 @@ def offer_arrays(offers: pd.DataFrame, params: dict[str, Any]) -> OfferArrays:
     dest = np.array(
         [d if isinstance(d, str) else None for d in offers[Col.DESTINATION].to_numpy(object)], dtype=object
     )
-    return OfferArrays(category, appeal, price_level, special, region, dest)
+    loadings = params.get("taste", {}).get("loadings", {})
+    n_tastes = len(params.get("taste", {}).get("names", []))
+    taste_loading = np.array(
+        [loadings.get(d, [0.0] * n_tastes) if d is not None else [0.0] * n_tastes for d in dest], dtype=float
+    ).reshape(len(dest), n_tastes)
+    return OfferArrays(category, appeal, price_level, special, region, dest, taste_loading)
 
 
 def _category_tables(params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -251,12 +278,14 @@ def pair_logit(
     long_haul: np.ndarray | None = None,
     premium: np.ndarray | None = None,
     placement: np.ndarray | None = None,
+    destination_average: np.ndarray | None = None,
 ) -> np.ndarray:
     """Purchase logit of (member, offer) pairs, without fatigue.
 
     Context arguments are per pair; ``None`` means the generic context: the trip purpose is the member's mix,
     short haul, economy, no placement bonus. ``purpose`` holds 0/1/2 (business/leisure/family) or -1 (no trip:
-    the member's mix).
+    the member's mix). ``destination_average`` (per offer, see :func:`destination_term_average`) replaces the
+    member-specific destination term by its offer average: the same model without destination taste.
     """
     base, trait_coef, ctx_coef, place_coef = _category_tables(params)
     cat = offers.category[offer_idx]
@@ -287,17 +316,58 @@ def pair_logit(
         match = members.special_meal[member_idx] == off_meal
         special_logit = sm["base"] + offers.appeal[offer_idx] + np.where(match, sm["match"], sm["mismatch"])
         logit = np.where(is_special, special_logit, logit)
-    # award flights: destination affinity and favourites
+    # award flights and hotels: the member's destination preference (or its offer average, for comparison)
+    if destination_average is not None:
+        logit = logit + destination_average[offer_idx]
+    else:
+        logit = logit + destination_term(params, members, offers, member_idx, offer_idx)
+    return np.asarray(logit)
+
+
+def destination_term(
+    params: dict[str, Any],
+    members: MemberArrays,
+    offers: OfferArrays,
+    member_idx: np.ndarray,
+    offer_idx: np.ndarray,
+) -> np.ndarray:
+    """The destination-preference term of (member, offer) pairs: region affinity, favourite destinations and
+    taste (award flights and hotels at a destination; 0 for every other offer)."""
     region = offers.region[offer_idx]
     has_region = region >= 0
-    if has_region.any():
-        aw = params["award"]
-        aff = members.affinity[member_idx, np.maximum(region, 0)]
-        bonus = aw["affinity"] * np.log(np.clip(aff * len(REGIONS), 0.05, None))
-        dest = offers.destination[offer_idx]
-        fav = (members.favourites[member_idx] == dest[:, None]).any(axis=1)
-        logit = logit + np.where(has_region, bonus + aw["favourite"] * fav, 0.0)
-    return np.asarray(logit)
+    out = np.zeros(len(offer_idx))
+    if not has_region.any():
+        return out
+    w = np.flatnonzero(has_region)
+    mi, oi = member_idx[w], offer_idx[w]
+    aw = params["award"]
+    aff = members.affinity[mi, region[w]]
+    term = aw["affinity"] * np.log(np.clip(aff * len(REGIONS), 0.05, None))
+    dest = offers.destination[oi]
+    fav = (members.favourites[mi] == dest[:, None]).any(axis=1)
+    term = term + aw["favourite"] * fav
+    taste = params.get("taste")
+    k = min(members.taste.shape[1], offers.taste_loading.shape[1])
+    if taste and k:
+        s = np.einsum("ij,ij->i", members.taste[mi, :k], offers.taste_loading[oi, :k])
+        term = term + taste["coefficient"] * (s - taste["centre"])
+    out[w] = term
+    return out
+
+
+def destination_term_average(
+    params: dict[str, Any], members: MemberArrays, offers: OfferArrays
+) -> np.ndarray:
+    """Per offer, the mean of :func:`destination_term` over ``members`` (0 for offers without one)."""
+    n, m = len(members.features), len(offers.category)
+    out = np.zeros(m)
+    if n == 0:
+        return out
+    for j in np.flatnonzero(offers.region >= 0):
+        out[j] = float(
+            destination_term(params, members, offers, np.arange(n), np.full(n, j, dtype=np.int64)).mean()
+        )
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

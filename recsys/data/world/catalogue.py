@@ -71,7 +71,76 @@ AWARD_DESTINATIONS: tuple[str, ...] = (
     "SYD",
     "MEL",
 )
+# ... and the signature places of the travel tastes (recsys.data.world.tastes)
+AWARD_DESTINATIONS += (
+    "HKT",
+    "OKA",
+    "HNL",
+    "CUN",
+    "CTS",
+    "PUS",
+    "FCO",
+    "BCN",
+    "VIE",
+    "ATH",
+    "JZH",
+    "LXA",
+    "DYG",
+    "KWL",
+    "ZUH",
+    "AKL",
+)
 AWARD_PREMIUM_DESTINATIONS: tuple[str, ...] = ("NRT", "FRA", "LHR", "CDG", "JFK", "LAX", "SYD", "HKG")
+# Hubs that connect a member's airport to a destination without a nonstop route (award flights are eligible
+# from every airport that reaches the destination nonstop or through one of them).
+CONNECTING_HUBS: tuple[str, ...] = ("PEK", "PVG", "CTU")
+# Partner hotels by destination city, offered for a trip to that city (resort stays too in RESORT_CITIES).
+HOTEL_CITIES: tuple[str, ...] = (
+    "SYX",
+    "HAK",
+    "XMN",
+    "HKT",
+    "BKK",
+    "OKA",
+    "HNL",
+    "NRT",
+    "KIX",
+    "ICN",
+    "CTS",
+    "CDG",
+    "LHR",
+    "FCO",
+    "BCN",
+    "PVG",
+    "HKG",
+    "SIN",
+    "LAX",
+    "ZUH",
+    "LJG",
+    "KMG",
+    "LXA",
+    "KWL",
+    "JZH",
+    "SYD",
+    "PEK",
+    "SZX",
+    "FRA",
+    "JFK",
+    "XIY",
+    "HGH",
+)
+RESORT_CITIES: frozenset[str] = frozenset({"SYX", "HAK", "HKT", "OKA", "HNL"})
+# Miles price of two partner-hotel nights by the city's region (assumed: we found no published PhoenixMiles
+# hotel chart); a resort stay costs double.
+_HOTEL_MILES = {"domestic": 10_000, "greater_china": 15_000, "asia": 15_000}
+_HOTEL_MILES_LONG_HAUL = 20_000
+
+
+def hotel_miles(region: str) -> int:
+    """Miles price of two partner-hotel nights in a city of ``region``."""
+    return _HOTEL_MILES.get(region, _HOTEL_MILES_LONG_HAUL)
+
+
 AWARD_BLACKOUT_DOMESTIC = [1, 2, 7, 8, 10]  # Spring Festival, summer, Golden Week
 AWARD_BLACKOUT_INTERNATIONAL = [7, 8]
 REFERENCE_HUB = "PEK"
@@ -510,7 +579,7 @@ def build_catalogue(network: Network, valid_from: datetime, horizon_end: datetim
     for dest in AWARD_DESTINATIONS:
         if dest not in airports.index:
             continue
-        origins = sorted(routes.loc[routes["destination"] == dest, "origin"].unique().tolist())
+        origins = _origins_reaching(routes, dest)
         if not origins:
             continue
         region = str(airports.at[dest, REGION])
@@ -566,23 +635,28 @@ def build_catalogue(network: Network, valid_from: datetime, horizon_end: datetim
         window=(336, 24),
         placements=[P.POST_BOOKING, P.CHECK_IN],
     )
-    for i, (title, miles) in enumerate(
-        [
-            ("Partner hotel night", 8_000),
-            ("Two hotel nights, city break", 15_000),
-            ("Resort weekend", 30_000),
-        ],
-        start=1,
-    ):
-        add(
-            f"RD-HOTEL-{i:02d}",
-            OfferCategory.HOTEL,
-            title,
-            miles=miles,
-            margin=round(0.003 * miles, 2),
-            min_miles=miles,
-            placements=[P.HOME, P.POST_BOOKING],
-        )
+    # partner hotels belong to a destination city and are offered for a trip there
+    for dest in HOTEL_CITIES:
+        if dest not in airports.index:
+            continue
+        region = str(airports.at[dest, REGION])
+        city = str(airports.at[dest, "city"])
+        miles = hotel_miles(region)
+        stays = [("01", f"Partner hotel in {city}, two nights", miles)]
+        if dest in RESORT_CITIES:
+            stays.append(("02", f"Resort stay in {city}, three nights", 2 * miles))
+        for suffix, title, price in stays:
+            add(
+                f"RD-HOTEL-{dest}-{suffix}",
+                OfferCategory.HOTEL,
+                title,
+                miles=price,
+                margin=round(0.003 * price, 2),
+                destination=dest,
+                region=region,
+                min_miles=price,
+                placements=[P.BOOKING, P.POST_BOOKING],
+            )
     for i, (title, miles) in enumerate(
         [("Travel adapter and amenity kit", 3_000), ("Model aircraft", 6_000), ("Carry-on suitcase", 20_000)],
         start=1,
@@ -642,6 +716,17 @@ def build_catalogue(network: Network, valid_from: datetime, horizon_end: datetim
     if df[Col.OFFER_ID].duplicated().any():  # pragma: no cover - catalogue bug
         raise AssertionError("duplicated offer ids in the catalogue")
     return df
+
+
+def _origins_reaching(routes: pd.DataFrame, dest: str) -> list[str]:
+    """Airports that reach ``dest`` nonstop or through one of :data:`CONNECTING_HUBS` (sorted)."""
+    into = set(routes.loc[routes["destination"] == dest, "origin"])
+    origins = set(into)
+    for hub in CONNECTING_HUBS:
+        if hub in into:
+            origins |= set(routes.loc[routes["destination"] == hub, "origin"])
+    origins.discard(dest)
+    return sorted(origins)
 
 
 def _distance_from(a: pd.Series, b: pd.Series) -> float:
