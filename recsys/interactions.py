@@ -531,17 +531,18 @@ def build_interactions(
         bought.add(rows, cols, np.ones(len(rows)))
         weights.add(rows, token_cols(CATEGORY_PREFIX, df[Col.CATEGORY]), cfg.sources.ancillary_category * dec)
 
-    # Redemptions: an award's destination, a hotel's city.
-    for df, dec in parts(
-        REDEMPTIONS.name,
-        [Col.MEMBER_ID, Col.OFFER_ID, Col.KIND, Col.DESTINATION, Col.REDEEM_TIME],
-        Col.REDEEM_TIME,
-    ):
+    # Redemptions: an award's destination, a hotel's city (a table without kinds: destinations only).
+    red_cols = [Col.MEMBER_ID, Col.OFFER_ID, Col.DESTINATION, Col.REDEEM_TIME]
+    with_kind = Col.KIND in table_columns(root, REDEMPTIONS.name)
+    for df, dec in parts(REDEMPTIONS.name, red_cols + [Col.KIND] * with_kind, Col.REDEEM_TIME):
         rows = df["_row"].to_numpy()
         cols = offer_cols(df, REDEMPTIONS.name)
         offer_rows.add(rows, cols, cfg.sources.redemption_offer * dec)
         bought.add(rows, cols, np.ones(len(rows)))
-        hotel = (df[Col.KIND].astype("string") == RedemptionKind.HOTEL.value).fillna(False).to_numpy(bool)
+        kind = (
+            df[Col.KIND].astype("string") if with_kind else pd.Series(pd.NA, index=df.index, dtype="string")
+        )
+        hotel = (kind == RedemptionKind.HOTEL.value).fillna(False).to_numpy(bool)
         place = df[Col.DESTINATION]
         w = cfg.sources.redemption_destination * dec
         weights.add(rows, token_cols(DEST_PREFIX, place.where(~hotel)), w)
