@@ -12,6 +12,10 @@ Part 2 — a 1,000,000-member world, in one process:
     oracle) for an ALS model trained before the cut-off (its training is not counted);
   * the total (target ≤ 20 min) and the peak RSS of the process (target ≤ 12 GB).
 
+Part 3 — the contextual acceptance ranker on the 50,000-member world: its training before the test cut-off
+(the base ALS at the cut-off, the ALS and profiles at the training window's start, impression features,
+LightGBM and its calibration), as ``recsys train --model ranker`` runs it; reported, no target.
+
 Worlds are generated under ``var/bench/`` when missing (generation is not timed). MLflow logs to a throw-away
 SQLite store. Results are printed and written to ``var/bench/bench_train.json``.
 
@@ -129,6 +133,29 @@ def bench_50k(world: Path, tracking: str) -> dict[str, Any]:
     }
 
 
+def bench_ranker(world: Path) -> dict[str, Any]:
+    from recsys.evaluation.split import time_split
+    from recsys.ranker.training import train_ranker_bundle
+
+    split = time_split(world)
+    t0, c0 = time.perf_counter(), cpu_s()
+    load0 = os.getloadavg()[0]
+    bundle, training = train_ranker_bundle(world, before=split.before, seed=SEED)
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    stats = training.stats
+    print("\n== 50,000-member world: contextual ranker training ==")
+    base_s = bundle.info["timings"]["total_seconds"] - stats["total_seconds"]
+    print(f"  base ALS bundle at the cut-off          {base_s:8.1f} s")
+    for key in ("cf_seconds", "features_seconds", "fit_seconds"):
+        print(f"  {key:38s} {stats[key]:8.1f} s")
+    print(
+        f"  ranker training wall time               {wall:8.1f} s   CPU {cpu:.1f} s "
+        f"(load average {load0:.1f} -> {os.getloadavg()[0]:.1f}); {stats['impressions']:,} impressions, "
+        f"{stats['purchases']:,} purchases, {training.ranker.info['rounds']} trees"
+    )
+    return {"wall_s": wall, "cpu_s": cpu, "stats": stats}
+
+
 def bench_1m(world: Path, tracking: str) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
@@ -237,6 +264,7 @@ def main() -> None:
     parser.add_argument("--world-1m", type=Path, default=BENCH_DIR / "world-1m")
     parser.add_argument("--skip-50k", action="store_true")
     parser.add_argument("--skip-1m", action="store_true")
+    parser.add_argument("--skip-ranker", action="store_true")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "bench_train.json")
     parser.add_argument(
         "--max-memory-gb",
@@ -254,6 +282,8 @@ def main() -> None:
         tracking = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         if not args.skip_50k:
             results["world_50k"] = bench_50k(ensure_world(args.world_50k, 50_000), tracking)
+        if not args.skip_ranker:
+            results["ranker_50k"] = bench_ranker(ensure_world(args.world_50k, 50_000))
         if not args.skip_1m:
             try:
                 results["world_1m"] = bench_1m(ensure_world(args.world_1m, 1_000_000), tracking)

@@ -4,8 +4,10 @@ Measures process CPU time (not wall time: the machine is shared) over the reques
 uses (the 50,000-member world's champion, real Redis for the member store and caps), and optionally writes
 a cProfile of the app path.
 
-    .venv/bin/python bench/profile_recommend.py [--requests 3000] [--no-caps] [--on-loop]
+    .venv/bin/python bench/profile_recommend.py [--requests 3000] [--no-caps] [--on-loop] [--alias champion]
         [--profile var/bench/app.prof] [--profile-pipeline var/bench/pipeline.prof]
+
+``--alias`` picks the registered version served (e.g. the ALS champion against a ranker challenger).
 
 The service's start-up bootstrap publishes the member profiles under a prefix of the run's own; those keys and
 the run's cap counters are deleted at its end (the shared Redis keeps nothing).
@@ -91,13 +93,14 @@ async def run(args: argparse.Namespace) -> None:
     settings = Settings(
         redis_url=redis_url,
         mlflow_tracking_uri=f"sqlite:///{ROOT}/var/mlflow.db",
-        database_url="sqlite:///:memory:",
+        database_url=f"sqlite:///{ROOT}/var/profile-recommend-{run_prefix}.db",
         members_key_prefix=f"{run_prefix}:members",
         caps_key_prefix=caps_prefix,
         capping_policy_path=ROOT / "config" / "caps.yaml",
         capping_enabled=not args.no_caps,
         data_dir=world,
         reload_interval_s=0,
+        model_alias=args.alias,
         log_level="warning",
         tracking_secret="x" * 32,
         pipeline_in_threadpool=not args.on_loop,
@@ -173,6 +176,7 @@ async def run(args: argparse.Namespace) -> None:
             model.pipeline.recommend, model.pipeline.arecommend = real, areal
             degraded = sum(services.metrics.cap_degraded.values())
             print(
+                f"{args.alias} ({getattr(model.pipeline.bundle, 'kind', '?')}): "
                 f"caps {'off' if args.no_caps else 'on'}: pipeline {pipe_ms:.2f} ms CPU/request; "
                 f"ASGI app {app_ms:.2f} ms CPU/request (wall {wall_ms:.2f}); "
                 f"framework+route (canned pipeline result) {frame_ms:.2f} ms; "
@@ -190,6 +194,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--members", type=int, default=5000)
     p.add_argument("--no-caps", action="store_true")
+    p.add_argument("--alias", default="champion", help="registry alias of the model served")
     p.add_argument("--on-loop", action="store_true", help="run the pipeline on the event loop")
     p.add_argument("--profile", default="", help="write a cProfile of the app path here")
     p.add_argument("--profile-pipeline", default="", help="write a cProfile of the pipeline alone here")

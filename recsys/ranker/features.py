@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -133,19 +133,29 @@ CATEGORICAL_FEATURES: tuple[str, ...] = (
 )
 
 
+_EPOCH_NAIVE = datetime(2000, 1, 1)
+_EPOCH_AWARE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def to_seconds(times: Any) -> np.ndarray:
     """Seconds since 2000-01-01 UTC (float64; NaN for missing) of datetimes (aware → UTC; naive = UTC)."""
-    if isinstance(times, datetime):
-        ts = pd.Timestamp(times)
-        if ts.tzinfo is not None:
-            ts = ts.tz_convert("UTC").tz_localize(None)
-        return np.asarray([(ts.to_datetime64() - _EPOCH) / np.timedelta64(1, "s")], dtype=np.float64)
+    if isinstance(times, datetime):  # the per-request path: plain datetime arithmetic
+        epoch = _EPOCH_NAIVE if times.tzinfo is None or times.utcoffset() is None else _EPOCH_AWARE
+        return np.asarray([(times - epoch).total_seconds()], dtype=np.float64)
     s = pd.Series(times)
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         s = s.dt.tz_convert("UTC").dt.tz_localize(None)
     values = pd.to_datetime(s).to_numpy("datetime64[s]")
     out = (values - _EPOCH) / np.timedelta64(1, "s")
     return np.where(np.isnat(values), np.nan, out).astype(np.float64)
+
+
+def _floats(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Numbers as float64 (None → NaN); anything else goes through pandas' coercion (bad → NaN)."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
 
 
 def _codes(values: Sequence[Any] | np.ndarray, vocab: Mapping[str, int]) -> np.ndarray:
@@ -174,40 +184,24 @@ class ExposureHistory:
         return cls(z, z, z, z, np.zeros(0, dtype=np.float64))
 
 
-def _window_counts(
-    hist_key: np.ndarray, hist_time: np.ndarray, query_key: np.ndarray, query_time: np.ndarray, days: int
-) -> np.ndarray:
-    """Per query, history events with the same key and a time in ``[t - days, t)`` (vectorised)."""
-    if len(hist_key) == 0:
-        return np.zeros(len(query_key), dtype=np.float64)
-    order = np.lexsort((hist_time, hist_key))
-    k, t = hist_key[order], hist_time[order]
-    # Compare (key, time) pairs lexicographically through one float key: times are < 2**31 s since 2000.
-    span = float(2**32)
-    comp = k.astype(np.float64) * span + t
-    q_hi = query_key.astype(np.float64) * span + query_time
-    hi = np.searchsorted(comp, q_hi, side="left")
-    lo = np.searchsorted(comp, q_hi - days * _DAY_S, side="left")
-    return (hi - lo).astype(np.float64)
+# (key, time) pairs compare as one int64: key × 2**31 + whole seconds since 2000 (until 2068); keys stay below
+# 2**32 (members × offers × event kinds: 1 M × 100 × 4 ≈ 2**29).
+_SPAN = np.int64(2**31)
+_N_EVENTS = len(EVENT_CODES)
 
 
-def _last_time(
-    hist_key: np.ndarray, hist_time: np.ndarray, query_key: np.ndarray, query_time: np.ndarray
-) -> np.ndarray:
-    """Per query, the latest history time with the same key strictly before the query time (NaN if none)."""
-    out = np.full(len(query_key), np.nan)
-    if len(hist_key) == 0:
-        return out
-    order = np.lexsort((hist_time, hist_key))
-    k, t = hist_key[order], hist_time[order]
-    span = float(2**32)
-    comp = k.astype(np.float64) * span + t
-    pos = np.searchsorted(comp, query_key.astype(np.float64) * span + query_time, side="left") - 1
-    ok = pos >= 0
-    same = np.zeros(len(query_key), dtype=bool)
-    same[ok] = k[pos[ok]] == query_key[ok]
-    out[same] = t[pos[same]]
-    return out
+def _sorted_keys(key: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """History (key, time) pairs as sorted int64 keys (one sort per scope, shared by every window)."""
+    return np.sort(key.astype(np.int64) * _SPAN + np.floor(time).astype(np.int64))
+
+
+def _count_before(comp: np.ndarray, key: np.ndarray, time: np.ndarray, days: int) -> np.ndarray:
+    """Per query, sorted history pairs with the same key and a time in ``[time - days, time)``."""
+    hi = key.astype(np.int64) * _SPAN + time
+    lo = hi - np.int64(days * 86_400)
+    return (np.searchsorted(comp, hi, side="left") - np.searchsorted(comp, lo, side="left")).astype(
+        np.float64
+    )
 
 
 def exposure_block(
@@ -219,28 +213,38 @@ def exposure_block(
     n_offers: int,
 ) -> np.ndarray:
     """The exposure features (:data:`EXPOSURE_FEATURES`) of queries (member code, offer code, family code,
-    time in seconds), counted from ``hist`` strictly before each query's time and within the horizon."""
+    time in seconds), counted from ``hist`` strictly before each query's time and within the horizon.
+
+    Vectorised for any number of members: each scope's history is one sorted array of (member, target,
+    event, time) keys, and every window is two binary searches per query."""
     n_fam = len(FAMILIES) + 1
-    recent = hist.time >= 0  # every event; the window bounds below do the rest
-    h_member, h_offer, h_family = hist.member[recent], hist.offer[recent], hist.family[recent]
-    h_event, h_time = hist.event[recent], hist.time[recent]
-    out = np.zeros((len(member), len(EXPOSURE_FEATURES)), dtype=np.float64)
-    keys = {
+    ev = np.where((hist.event >= 0) & (hist.event < _N_EVENTS), hist.event, 0)
+    valid = (hist.event >= 0) & (hist.event < _N_EVENTS)
+    h_member, h_offer, h_family, h_time = (
+        hist.member[valid],
+        hist.offer[valid],
+        hist.family[valid],
+        hist.time[valid],
+    )
+    ev = ev[valid]
+    scopes = {
         "offer": (h_member * (n_offers + 1) + (h_offer + 1), member * (n_offers + 1) + (offer + 1)),
         "family": (h_member * n_fam + (h_family + 1), member * n_fam + (family + 1)),
         "member": (h_member, member),
     }
+    sorted_keys = {name: _sorted_keys(hk * _N_EVENTS + ev, h_time) for name, (hk, _) in scopes.items()}
+    out = np.zeros((len(member), len(EXPOSURE_FEATURES)), dtype=np.float64)
+    t = np.floor(time).astype(np.int64)
     for j, (_, scope, event, days) in enumerate(_EXPOSURE_SPECS):
-        hk, qk = keys[scope]
-        sel = h_event == event
-        out[:, j] = _window_counts(hk[sel], h_time[sel], qk, time, days)
-    hk, qk = keys["offer"]
-    sel = h_event == 0
-    last = _last_time(hk[sel], h_time[sel], qk, time)
-    days_since = (time - last) / _DAY_S
-    out[:, -1] = np.where(
-        np.isnan(days_since) | (days_since > EXPOSURE_HORIZON_DAYS), EXPOSURE_HORIZON_DAYS, days_since
-    )
+        out[:, j] = _count_before(sorted_keys[scope], scopes[scope][1] * _N_EVENTS + event, t, days)
+    # Days since the offer was last shown: the latest impression key before the query's.
+    comp = sorted_keys["offer"]
+    base = scopes["offer"][1].astype(np.int64) * _N_EVENTS * _SPAN  # this (member, offer)'s impressions
+    pos = np.searchsorted(comp, base + t, side="left") - 1
+    last = comp[np.maximum(pos, 0)] if len(comp) else np.zeros(len(t), dtype=np.int64)
+    same = (pos >= 0) & (last >= base)
+    days_since = np.where(same, (base + t - last) / _DAY_S, np.inf)
+    out[:, -1] = np.minimum(days_since, EXPOSURE_HORIZON_DAYS)
     # Offers unknown to the feature space have no per-offer history.
     out[offer < 0, : len(_EXPOSURE_SPECS)] *= np.asarray(
         [0.0 if s[1] == "offer" else 1.0 for s in _EXPOSURE_SPECS]
@@ -357,7 +361,7 @@ class FeatureSpace:
         for j, name in enumerate(MEMBER_NUMERIC):
             values = column(name)
             if values is not None:
-                out[:, j] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
+                out[:, j] = _floats(values)
         for j, name in enumerate(MEMBER_CATEGORICAL, start=len(MEMBER_NUMERIC)):
             values = column(name)
             if values is not None:

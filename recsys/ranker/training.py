@@ -153,37 +153,12 @@ def impression_table(
     if imp.empty:
         raise RankerTrainingError(f"no impressions between {start} and {end}")
     bought = events.loc[et == EventType.PURCHASE.value, [Col.REQUEST_ID, Col.OFFER_ID]].drop_duplicates()
-    bought = bought.assign(_y=1)
-    imp = imp.merge(bought, on=[Col.REQUEST_ID, Col.OFFER_ID], how="left")
-    y = imp["_y"].fillna(0).to_numpy(np.int8)
+    imp = imp.merge(bought.assign(_y=1), on=[Col.REQUEST_ID, Col.OFFER_ID], how="left")
+    known = pd.Index(offers[Col.OFFER_ID].astype(str)).get_indexer(imp[Col.OFFER_ID].astype(str)) >= 0
+    imp = imp.loc[known].reset_index(
+        drop=True
+    )  # impressions of offers missing from the catalogue: no features
     n = len(imp)
-
-    # Offers and members.
-    off = space.bind_offers(offers)
-    off_pos = {o: i for i, o in enumerate(off.offer_ids)}
-    offer_ids = imp[Col.OFFER_ID].astype(str).to_numpy(object)
-    rows = np.fromiter((off_pos.get(o, -1) for o in offer_ids), np.int64, n)
-    if (rows < 0).any():  # impressions of offers missing from the catalogue cannot be featurised
-        keep = rows >= 0
-        imp, y, rows, offer_ids = imp.loc[keep], y[keep], rows[keep], offer_ids[keep]
-        n = len(imp)
-    member_ids = imp[Col.MEMBER_ID].astype(str).to_numpy(object)
-    prof_pos = pd.Index(profiles[Col.MEMBER_ID].astype(str)).get_indexer(member_ids)
-
-    def column(name: str) -> Any:
-        if name not in profiles:
-            return None
-        values = profiles[name].to_numpy(object)
-        out = np.empty(n, dtype=object)
-        out[:] = None
-        ok = prof_pos >= 0
-        out[ok] = values[prof_pos[ok]]
-        return out
-
-    member = space.member_block(column, n)
-    home = column("home_airport")
-    top = column("top_destination")
-
     # Trip context from the impression's flight.
     flights = read_table(
         root,
@@ -202,25 +177,84 @@ def impression_table(
 
     dep = np.full(n, np.nan)
     dep[has] = to_seconds(flights[Col.DEPARTURE_TIME])[fpos[has]]
-    now_s = to_seconds(imp[Col.EVENT_TIME])
-    destination = flight_col(Col.DESTINATION)
-    ctx = space.context_block(
-        imp[Col.PLACEMENT].astype(str).to_numpy(object),
+    member_ids = imp[Col.MEMBER_ID].astype(str).to_numpy(object)
+    offer_ids = imp[Col.OFFER_ID].astype(str).to_numpy(object)
+    placement = imp[Col.PLACEMENT].astype(str).to_numpy(object)
+    x = pair_features(
+        space,
+        offers,
+        events,
+        profiles,
+        cf_bundle,
+        member_ids,
+        offer_ids,
+        to_seconds(imp[Col.EVENT_TIME]),
+        placement,
         flight_col(Col.ORIGIN),
-        destination,
+        flight_col(Col.DESTINATION),
         dep,
         flight_col(Col.CABIN),
+    )
+    y = imp["_y"].fillna(0).to_numpy(np.int8)
+    return ImpressionTable(x, y, to_seconds(imp[Col.EVENT_TIME]), member_ids, offer_ids, placement)
+
+
+def pair_features(
+    space: FeatureSpace,
+    offers: pd.DataFrame,
+    events: pd.DataFrame,
+    profiles: pd.DataFrame,
+    cf_bundle: Any,
+    member_ids: np.ndarray,
+    offer_ids: np.ndarray,
+    now_s: np.ndarray,
+    placement: np.ndarray,
+    origin: np.ndarray,
+    destination: np.ndarray,
+    departure_s: np.ndarray,
+    cabin: np.ndarray,
+) -> np.ndarray:
+    """Feature rows of (member, offer, request context) pairs in bulk: profiles as given, exposures counted
+    from ``events`` strictly before each pair's time, CF scores from ``cf_bundle``'s vectors. Offers must be
+    in ``offers``. Trip arrays hold None / NaN where there is no trip."""
+    n = len(member_ids)
+    off = space.bind_offers(offers)
+    off_pos = {o: i for i, o in enumerate(off.offer_ids)}
+    rows = np.fromiter((off_pos.get(str(o), -1) for o in offer_ids), np.int64, n)
+    if (rows < 0).any():
+        missing = sorted({str(o) for o, r in zip(offer_ids, rows, strict=True) if r < 0})[:5]
+        raise RankerTrainingError(f"offers {missing} are not in the catalogue")
+    prof_pos = pd.Index(profiles[Col.MEMBER_ID].astype(str)).get_indexer(np.asarray(member_ids, dtype=object))
+
+    def column(name: str) -> Any:
+        if name not in profiles:
+            return None
+        values = profiles[name].to_numpy(object)
+        out = np.empty(n, dtype=object)
+        out[:] = None
+        ok = prof_pos >= 0
+        out[ok] = values[prof_pos[ok]]
+        return out
+
+    member = space.member_block(column, n)
+    home = column("home_airport")
+    top = column("top_destination")
+    ctx = space.context_block(
+        placement,
+        origin,
+        destination,
+        departure_s,
+        cabin,
         now_s,
         home if home is not None else np.full(n, None, dtype=object),
     )
-
-    # Exposure history: every event before ``end``, strictly before each impression.
     hist = history_arrays(space, offers, events)
-    m_codes = pd.Index(pd.unique(events[Col.MEMBER_ID].astype(str))).get_indexer(member_ids)
+    m_codes = pd.Index(pd.unique(events[Col.MEMBER_ID].astype(str))).get_indexer(
+        np.asarray(member_ids, dtype=object)
+    )
     exposure = exposure_block(hist, m_codes, off.code[rows], off.family[rows], now_s, space.n_offers)
-
     cf, known = cf_pair_scores(cf_bundle, member_ids, offer_ids)
-    x = space.matrix(
+    return space.matrix(
         member,
         off,
         rows,
@@ -231,9 +265,6 @@ def impression_table(
         exposure,
         cf,
         known.astype(np.float64),
-    )
-    return ImpressionTable(
-        x, y.astype(np.int8), now_s, member_ids, offer_ids, imp[Col.PLACEMENT].astype(str).to_numpy(object)
     )
 
 

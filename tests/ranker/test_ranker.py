@@ -196,3 +196,59 @@ def test_pipeline_serves_the_rankers_probabilities_under_each_objective(trained:
             key = {"expected_value": ev, "acceptance": p, "blend": np.sqrt(p * ev)}[objective]
             assert (np.diff(key) <= 1e-12).all(), (objective, key)
     assert served >= 3 * 20
+
+
+def test_ranker_is_a_policy_of_the_policy_evaluation(trained: Trained, small_world: Path):
+    """Replayed requests (here: the held-out impressions' requests, their shown offers as candidates) get the
+    probabilities the held-out table computes for the same impressions, and a top-k slate by the objective."""
+    from recsys.evaluation.policy import SLOTS, PairScorer, RequestBatch, ScoredPolicy
+    from recsys.ranker.policy import RankerScorer
+
+    bundle = trained.bundle
+    start, end = trained.cutoff, trained.cutoff + pd.Timedelta(days=10)
+    events = read_events(small_world, end)
+    imps = events[(events["event_type"] == "impression") & (events["event_time"] >= start)]
+    imps = imps.sort_values(["request_id", "offer_id"]).reset_index(drop=True)
+    flights = read_table(small_world, "flights").set_index("flight_id")
+    req = imps.drop_duplicates("request_id").reset_index(drop=True)
+    trip = flights.reindex(req["flight_id"])
+    requests = pd.DataFrame(
+        {
+            "request_id": req["request_id"],
+            "member_id": req["member_id"],
+            "request_time": req["event_time"],
+            "placement": req["placement"],
+            "flight_id": req["flight_id"],
+            "flight_number": trip["flight_number"].to_numpy(),
+            "origin": trip["origin"].to_numpy(),
+            "destination": trip["destination"].to_numpy(),
+            "cabin": trip["cabin"].to_numpy(),
+            "fare_class": trip["fare_class"].to_numpy(),
+            "departure_time": trip["departure_time"].to_numpy(),
+            SLOTS: 1,
+        }
+    )
+    rows = pd.Index(requests["request_id"]).get_indexer(imps["request_id"])
+    batch = RequestBatch(requests, rows, imps["offer_id"].to_numpy(object))
+    scorer = RankerScorer(bundle, small_world, objective="acceptance")
+    assert isinstance(scorer, PairScorer)
+    assert scorer.trained_before == trained.cutoff.to_pydatetime()
+    p = scorer.probabilities(batch)
+    profiles = build_member_profiles(small_world, start.to_pydatetime() - timedelta(microseconds=1), seed=42)
+    table = impression_table(
+        small_world, bundle.context_ranker.space, read_table(small_world, "offers"), events, profiles, bundle,
+        start, end,
+    )  # fmt: skip
+    want = pd.Series(bundle.context_ranker.predict(table.x), index=table.member_id + "|" + table.offer_id)
+    got = pd.Series(p, index=(imps["member_id"] + "|" + imps["offer_id"]).to_numpy())
+    want = want.groupby(level=0).mean()
+    assert len(got) >= 50
+    np.testing.assert_allclose(got.groupby(level=0).mean().loc[want.index], want, rtol=1e-9)
+    inclusion = ScoredPolicy(scorer).inclusion(batch)
+    per_request = np.bincount(batch.request_row, weights=inclusion)
+    assert (per_request == 1).all()
+    best = np.asarray([p[batch.request_row == r].max() for r in range(batch.n_requests)])
+    np.testing.assert_allclose(p[inclusion == 1], best)
+    ev = RankerScorer(bundle, small_world, objective="expected_value").score(batch)
+    margin = np.asarray([scorer._value[o] for o in batch.offer_id])
+    np.testing.assert_allclose(ev, p * margin, rtol=1e-9)
