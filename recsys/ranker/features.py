@@ -438,7 +438,7 @@ class FeatureSpace:
         # Cross features.
         member_meal = member[:, len(MEMBER_NUMERIC) + MEMBER_CATEGORICAL.index("special_meal")]
         meal_vocab = self.vocab.get("special_meal", ())
-        offer_meal = offers.meal_code(rows, self._vocab_pos.get("special_meal", {}))
+        offer_meal = offers.meal_vocab_code[rows]
         is_special = offers.special[rows]
         known_meal = ~np.isnan(member_meal) & (member_meal >= 0)
         none_code = float(meal_vocab.index("none")) if "none" in meal_vocab else -2.0
@@ -449,15 +449,10 @@ class FeatureSpace:
             ),
             0.0,
         )
-        dest = offers.destination[rows]
-        dest_top = np.asarray(
-            [isinstance(a, str) and a == b for a, b in zip(dest, top_destination, strict=True)],
-            dtype=np.float64,
-        )
-        dest_trip = np.asarray(
-            [isinstance(a, str) and a == b for a, b in zip(dest, trip_destination, strict=True)],
-            dtype=np.float64,
-        )
+        # Object arrays compare elementwise; offers without a destination (None) never match.
+        dest, has_dest = offers.destination[rows], offers.has_destination[rows]
+        dest_top = (has_dest & (dest == top_destination)).astype(np.float64)
+        dest_trip = (has_dest & (dest == trip_destination)).astype(np.float64)
         miles = member[:, MEMBER_NUMERIC.index("miles_balance")]
         price_miles = offers.price_miles[rows]
         miles_cover = np.where(
@@ -569,6 +564,8 @@ class OfferArrays:
     price_miles: np.ndarray
     target_level: np.ndarray
     valid_from_s: np.ndarray
+    meal_vocab_code: np.ndarray  # the offer's meal as a code of the space's special-meal vocabulary
+    has_destination: np.ndarray
 
     @classmethod
     def build(cls, space: FeatureSpace, offers: pd.DataFrame) -> OfferArrays:
@@ -614,10 +611,12 @@ class OfferArrays:
             valid_from = np.where(np.isnan(valid_from), -np.inf, valid_from)
         else:
             valid_from = np.full(len(ids), -np.inf)
-        return cls(ids, code, family, table, special, meal, destination, region, miles, target, valid_from)
-
-    def meal_code(self, rows: np.ndarray, vocab: Mapping[str, int]) -> np.ndarray:
-        return _codes(self.meal[rows], vocab)
+        meal_vocab_code = _codes(meal, space._vocab_pos.get("special_meal", {}))
+        has_destination = np.asarray([d is not None for d in destination], dtype=bool)
+        return cls(
+            ids, code, family, table, special, meal, destination, region, miles, target, valid_from,
+            meal_vocab_code, has_destination,
+        )  # fmt: skip
 
 
 def member_exposures(
