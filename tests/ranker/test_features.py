@@ -127,9 +127,7 @@ def test_ranking_objectives():
     assert ranking_keys(probs, ev, 0.0) == probs
     blend = ranking_keys(probs, ev, 0.5)
     assert blend == pytest.approx([np.sqrt(0.5 * 5.0), np.sqrt(0.1 * 20.0), 0.0])
-    cfg = PipelineConfig(
-        objective="acceptance", ranking_objectives={"booking": "blend"}, blend_exponent=0.3
-    )
+    cfg = PipelineConfig(objective="acceptance", ranking_objectives={"booking": "blend"}, blend_exponent=0.3)
     assert cfg.objective_exponent("home") == 0.0
     assert cfg.objective_exponent("booking") == 0.3
     assert PipelineConfig().objective_exponent("home") == 1.0
@@ -151,3 +149,28 @@ def test_acceptance_metrics_on_known_values():
     assert m["ece"] == pytest.approx(0.15)  # bins (0.15 vs 0) and (0.85 vs 1)
     table = calibration_bins(y.astype(float), np.asarray([0.1, 0.2, 0.8, 0.9]), bins=2)
     assert table["observed"].tolist() == [0.0, 1.0]
+
+
+def test_single_member_exposure_matches_the_batch_path_and_a_brute_force_count():
+    from recsys.ranker.features import single_member_exposure
+
+    rng = np.random.default_rng(5)
+    n = 120
+    family_of = np.asarray([0, 0, 1, 1, 2, 2])
+    offer = rng.integers(-1, 6, n)  # -1: an offer the feature space does not know
+    hist = ExposureHistory(
+        member=np.zeros(n, dtype=np.int64),
+        offer=offer,
+        family=np.where(offer >= 0, family_of[np.maximum(offer, 0)], -1),
+        event=rng.choice([0, 0, 0, 1, 2, 3], n),
+        time=np.round(rng.uniform(0, 120 * DAY, n)),
+    )
+    for t in (hist.time[3], 100 * DAY + 17.0, 5 * DAY):
+        q = np.arange(-1, 6)
+        fam = np.where(q >= 0, family_of[np.maximum(q, 0)], -1)
+        fast = single_member_exposure(hist, q, fam, float(t))
+        batch = exposure_block(hist, np.zeros(len(q), dtype=np.int64), q, fam, np.full(len(q), t), n_offers=6)
+        np.testing.assert_array_equal(fast, batch)
+        for i in range(1, len(q)):  # known offers against the loops
+            want = brute_force(hist, 0, q[i], fam[i], t)
+            assert dict(zip(EXPOSURE_FEATURES, fast[i], strict=True)) == pytest.approx(want)
