@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import fastapi_offline
@@ -22,7 +24,10 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.responses import HTMLResponse
+
+from serving.api import experiment_schemas, schemas
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 STATIC_URL = "/static-docs"
@@ -72,6 +77,27 @@ def declare_errors(doc: dict[str, Any]) -> None:
             )
 
 
+def model_examples(*modules: ModuleType) -> dict[str, Any]:
+    """Schema name -> the ``example`` of each pydantic model of ``modules`` that has one, as written."""
+    out: dict[str, Any] = {}
+    for module in modules:
+        for name, obj in vars(module).items():
+            if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == module.__name__:
+                extra = obj.model_config.get("json_schema_extra")
+                if isinstance(extra, dict) and "example" in extra:
+                    out[name] = extra["example"]
+    return out
+
+
+def restore_examples(doc: dict[str, Any], examples: dict[str, Any]) -> None:
+    """Put the examples back as written: FastAPI drops every null from the document (exclude_none), and an
+    example without its required nullable fields fails its own schema."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name, example in examples.items():
+        if name in schemas:
+            schemas[name]["example"] = copy.deepcopy(example)
+
+
 def relative_examples(doc: dict[str, Any], now: datetime) -> None:
     """Fill the request examples with times relative to ``now``, so they work verbatim."""
     schemas = doc.get("components", {}).get("schemas", {})
@@ -88,6 +114,10 @@ def relative_examples(doc: dict[str, Any], now: datetime) -> None:
             ev["event_time"] = event_time.isoformat()
             if ev.get("trip_key"):
                 ev["trip_key"] = f"{ev['trip_key'].split('|', 1)[0]}|{day.isoformat()}"
+    for name in ("ExperimentIn", "ExperimentUpdate"):
+        experiment = schemas.get(name, {}).get("example")
+        if experiment and experiment.get("end"):
+            experiment["end"] = (now + timedelta(days=30)).replace(microsecond=0).isoformat()
     response = schemas.get("RecommendationResponse", {}).get("example")
     if response:
         for offer in response.get("offers", []):
@@ -109,6 +139,7 @@ def install_openapi(app: FastAPI, clock: Callable[[], datetime]) -> None:
                 routes=app.routes,
             )
             declare_errors(doc)
+            restore_examples(doc, model_examples(schemas, experiment_schemas))
             relative_examples(doc, now)
             built.update(key=key, doc=doc)
         app.openapi_schema = built["doc"]

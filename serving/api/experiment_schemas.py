@@ -90,6 +90,14 @@ class ExperimentUpdate(_In):
     """Fields to change (only those given). A running experiment keeps its split: changing variants,
     weights, traffic, holdout, placements, namespace or seed is refused (409)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "example": {"description": "Run until the end of the year.", "end": "2026-12-31T00:00:00Z"}
+        },
+    )
+
     description: str | None = Field(default=None, max_length=2000)
     placements: list[Placement] | None = None
     namespace: str | None = Field(default=None, min_length=1, max_length=64)
