@@ -2,8 +2,9 @@
 
 One registered-model name (``loyalty-offers`` by default) holds every version. Versions are addressed by
 MLflow 3 *aliases* (stages are deprecated): a new version is registered as ``challenger``; ``promote`` moves
-``champion`` to it only if it beats the current champion on the primary metric (NDCG@10 on the held-out
-period) or when forced. The service loads ``models:/<name>@champion`` through :func:`load_bundle`.
+``champion`` to it only if it beats the current champion on the primary metric (expected value per
+replayed request on the held-out period) or when forced. The service loads ``models:/<name>@champion``
+through :func:`load_bundle`.
 
 Each version carries tags ``metric.<name>`` (its held-out metrics), ``kind``, ``data_fingerprint`` and
 ``cutoff``, so listing and promotion need no run look-ups.
@@ -42,7 +43,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_MODEL_NAME = "loyalty-offers"
 DEFAULT_EXPERIMENT = "loyalty-offers"
-PRIMARY_METRIC = "ndcg_at_10"
+PRIMARY_METRIC = "ev_per_request"  # expected value per replayed request (recsys.evaluation.policy_eval)
 MODEL_ARTIFACT = "model"
 METRIC_TAG = "metric."
 

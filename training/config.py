@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recsys.evaluation import DEFAULT_TEST_DAYS, PRIMARY_METRIC
+from recsys.evaluation import DEFAULT_TEST_DAYS
+from recsys.evaluation.policy_eval import PRIMARY_POLICY_METRIC
 from recsys.registry import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 
 
@@ -28,7 +29,11 @@ class TrainingSettings(BaseSettings):
     data_dir: Path | None = Field(default=None, description="Default dataset directory for train/evaluate.")
     test_days: int = Field(default=DEFAULT_TEST_DAYS, ge=1, description="Held-out days before the end.")
     seed: int = Field(default=42, description="Seed of every random step.")
-    primary_metric: str = Field(default=PRIMARY_METRIC, description="Metric that picks and promotes models.")
+    primary_metric: str = Field(
+        default=PRIMARY_POLICY_METRIC,
+        description="Metric that picks and promotes models: expected value per replayed request (NDCG@10 "
+        "when the data has no request log).",
+    )
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RECSYS_REDIS_URL", "REDIS_URL"),

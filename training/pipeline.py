@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recsys.data.layout import DatasetError, fingerprint, read_manifest, read_table
+from recsys.data.layout import DatasetError, fingerprint, has_table, read_manifest, read_table
 from recsys.evaluation import (
     BASELINE,
     BASELINE_GLOBAL,
@@ -56,6 +56,9 @@ from recsys.evaluation import (
     make_split,
     to_markdown,
 )
+from recsys.evaluation.policies import standard_policies
+from recsys.evaluation.policy_eval import PRIMARY_POLICY_METRIC, PolicyReport, evaluate_policies
+from recsys.evaluation.replay import Replay, load_replay
 from recsys.models.base import DEFAULT_PRIOR_WEIGHT
 from recsys.registry import (
     CHALLENGER,
@@ -65,7 +68,7 @@ from recsys.registry import (
     dumps_params,
     publish,
 )
-from recsys.schema import NULLABLE, SOURCE_NULLABLE, Col
+from recsys.schema import NULLABLE, REQUESTS, SOURCE_NULLABLE, Col
 
 # ``all`` trains and compares these; ``ranker`` (the contextual acceptance ranker, trained on logged
 # impressions) is trained when named.
@@ -94,6 +97,10 @@ class EvaluationReport:
     # its logistic-regression reference, when the ranker was trained.
     acceptance: Any = None
     configs: dict[str, Any] = field(default_factory=dict)  # per kind, as trained (after choose_priors)
+    # the policy table: replayed test-period requests (None: the dataset has no request log)
+    policy: PolicyReport | None = None
+    replay: Replay | None = field(repr=False, default=None)
+    split_dir: Path | None = None  # the dataset evaluated
 
     def evaluation(self, kind: str) -> ModelEvaluation:
         for e in self.evaluations:
@@ -307,6 +314,8 @@ def evaluate_models(
     split_settings: SplitSettings | None = None,
     announce: Callable[[str], None] | None = None,
     choose_prior: bool = False,
+    policies: bool = True,
+    pipeline_kinds: Sequence[str] = (),
 ) -> EvaluationReport:
     """Train each model on events before the cut-off and evaluate it on the test period.
 
@@ -318,6 +327,12 @@ def evaluate_models(
     training starts, and each model's resolved prior. ``choose_prior`` keeps a learned model's default
     popularity prior only where it scores better than the plain model on the validation period (the
     ``test_days`` before the cut-off; :func:`choose_priors`).
+
+    With ``policies`` and a request log in the dataset, the test period's requests are replayed too
+    (:mod:`recsys.evaluation.policy_eval`): every model's slates valued by expected purchases and expected
+    value per request, true (generated worlds) and estimated from the logs; ``pipeline_kinds`` also replay
+    the service's whole pipeline over those models (slower: one pipeline call per request). Each model's
+    ``ev_per_request`` and ``purchases_per_request`` join its metrics.
     """
     from recsys.models.bundle import ModelBundle
 
@@ -426,12 +441,14 @@ def evaluate_models(
         evaluations.append(ev)
 
     oracle, references = None, []
+    global_bundle = None
     if with_baseline:
         # The same baseline without groups: the comparison is with the better of the two, not the weaker.
         cfg = (configs or {}).get(BASELINE) or {}
         cfg = dict(cfg.model_dump() if hasattr(cfg, "model_dump") else cfg)
         global_cfg = {**cfg, "model": {**dict(cfg.get("model") or {}), "by_group": False}}
-        references.append(train_and_evaluate(BASELINE_GLOBAL, BASELINE, global_cfg)[1])
+        global_bundle, global_eval = train_and_evaluate(BASELINE_GLOBAL, BASELINE, global_cfg)
+        references.append(global_eval)
         learned = [k for k in kinds if k != BASELINE]
         if learned:
             # The same baseline over the groups the first learned model was trained with.
@@ -472,6 +489,20 @@ def evaluate_models(
             )
             references.append(on_popularity)
             timings[f"{ORACLE_ON_POPULARITY}.eval_s"] = on_popularity.eval_seconds
+    policy_report = replay = None
+    if policies and has_table(root, REQUESTS.name) and BASELINE in bundles:
+        t2 = time.perf_counter()
+        replay, policy_report = _policy_report(root, split, bundles, global_bundle, pipeline_kinds, progress)
+        timings["policies.eval_s"] = time.perf_counter() - t2
+        names = {r.name for r in policy_report.results}
+        for e in [*evaluations, *references]:
+            # a model's row as the service values offers; a contextual ranker's is its pipeline replay
+            name = e.name if e.name in names else f"{e.name}_pipeline"
+            if name not in names:
+                continue
+            row = policy_report.result(name)
+            e.metrics[PRIMARY_POLICY_METRIC] = row.primary
+            e.metrics["purchases_per_request"] = row.true.get("purchases", row.purchases["snips"].value)
     table = comparison_table(evaluations, oracle, references=references)
     return EvaluationReport(
         split,
@@ -484,6 +515,9 @@ def evaluate_models(
         settings,
         acceptance,
         dict(configs or {}),
+        policy=policy_report,
+        replay=replay,
+        split_dir=root,
     )
 
 
@@ -540,6 +574,62 @@ def choose_priors(
         if not keep:
             out[kind] = {**cfg, "model": {**dict(cfg.get("model") or {}), "prior_weight": 0.0}}
     return out
+
+
+def _policy_report(
+    root: Path,
+    split: TimeSplit,
+    bundles: Mapping[str, Any],
+    global_bundle: Any,
+    pipeline_kinds: Sequence[str],
+    progress: bool,
+) -> tuple[Replay, PolicyReport]:
+    """Replay the test period's requests with every model, the baselines and the oracles."""
+    unknown = [k for k in pipeline_kinds if k not in bundles]
+    if unknown:
+        raise PipelineError(
+            f"--pipeline names model(s) {unknown} that were not trained; have {sorted(bundles)}"
+        )
+    replay = load_replay(root, split.cutoff, split.end, progress=progress)
+    policies = standard_policies(
+        root, replay, bundles, global_popularity=global_bundle, pipeline_kinds=pipeline_kinds
+    )
+    return replay, evaluate_policies(replay, policies, progress=progress)
+
+
+def closed_loop_report(
+    report: EvaluationReport,
+    kind: str,
+    caps_policy: Path | str,
+    *,
+    seed: int = 42,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The closed-loop check of fatigue for model ``kind`` (ranked as the service values offers), without
+    caps and with the cap policy at ``caps_policy``: expected impressions, purchases, dismissals and value
+    per member over the replayed test period."""
+    from recsys.capping.api import PolicyHolder, build_enforcer
+    from recsys.evaluation.closed_loop import closed_loop, loop_table
+    from recsys.evaluation.policies import BundleScorer
+    from recsys.evaluation.policy_eval import margins_by_offer
+
+    replay, root = report.replay, report.split_dir
+    if replay is None or replay.responder is None or root is None:
+        raise PipelineError(
+            "the closed loop needs the replayed request log of a generated world (its hidden response model)"
+        )
+    if kind not in report.bundles:
+        raise PipelineError(f"no trained model {kind!r} for the closed loop; have {sorted(report.bundles)}")
+    scores = BundleScorer(kind, report.bundles[kind], "value", margins_by_offer(replay)).score(replay.batch)
+    offers = read_table(root, "offers")
+    members = read_table(root, "members", columns=[Col.MEMBER_ID, Col.TIER, Col.TIME_ZONE])
+    results = [closed_loop(replay, scores, kind, offers, members, None, seed=seed, progress=progress)]
+    caps = build_enforcer(None, PolicyHolder(caps_policy))
+    try:
+        results.append(closed_loop(replay, scores, kind, offers, members, caps, seed=seed, progress=progress))
+    finally:
+        caps.close()
+    return loop_table(results)
 
 
 def _prior_fn(bundle: Any, offer_ids: pd.Series) -> Any:
@@ -619,6 +709,9 @@ def train_pipeline(
     timings = dict(report.timings)
     timings["evaluation_total_s"] = time.perf_counter() - t0
     requested = _kinds(model)
+    if primary_metric not in report.table or not report.table[primary_metric].notna().any():
+        # no request log to replay (imported data): rank on the held-out NDCG instead
+        primary_metric = PRIMARY_METRIC
     kind = requested[0] if len(requested) == 1 else best_model(report.table, primary_metric)
     chosen_eval = report.evaluation(kind)
     if not np.isfinite(chosen_eval.metrics.get(primary_metric, np.nan)):
@@ -717,7 +810,17 @@ def _publish(
             model_metrics.update(
                 {f"acceptance_{m}": float(ranker_row[m]) for m in ("auc", "log_loss", "ece")}
             )
+    if report.policy is not None:
+        metrics.update(report.policy.metrics())
     texts = {
+        **(
+            {
+                "evaluation/policies.md": report.policy.markdown(),
+                "evaluation/policies.csv": report.policy.table().to_csv(index=False),
+            }
+            if report.policy is not None
+            else {}
+        ),
         "evaluation/comparison.md": report.markdown,
         "evaluation/comparison.csv": report.table.to_csv(index=False),
         "evaluation/slices.csv": slices.to_csv(index=False),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,101 @@ def true_acceptance(
         logit = acc.pair_logit(params, block, offer_arr, mi, oi)
         out[s : s + nb] = acc.sigmoid(logit).reshape(nb, n_o)
     return out
+
+
+REQUEST_CONTEXT_DIR = "request_context"
+
+
+def has_request_truth(dataset_dir: Path | str) -> bool:
+    """Whether a generated world records its requests' hidden trip context (worlds from this generator on)."""
+    return has_truth(dataset_dir) and any(
+        (Path(dataset_dir) / TRUTH_DIR / REQUEST_CONTEXT_DIR).glob("*.parquet")
+    )
+
+
+@dataclass(frozen=True)
+class Responder:
+    """The hidden response model for given (request, offer) pairs: how a member responds to an impression in
+    the request's context after ``prior`` earlier impressions of the same offer (closed-loop replays)."""
+
+    params: dict[str, Any]
+    logit: np.ndarray  # fatigue-free purchase logit in context, per pair
+    tolerance: np.ndarray  # the member's tolerance of repeated offers, per pair
+    price_sensitivity: np.ndarray  # per pair
+
+    def probabilities(
+        self, pairs: np.ndarray, prior: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P(purchase), P(click | no purchase), P(dismiss | no click)) of the pairs after ``prior``
+        exposures."""
+        excess = acc.fatigue_excess(self.params, self.tolerance[pairs], np.asarray(prior, dtype=float))
+        return acc.response_probabilities(
+            self.params, self.logit[pairs], excess, self.price_sensitivity[pairs]
+        )
+
+
+def request_responder(
+    dataset_dir: Path | str,
+    request_ids: np.ndarray,
+    member_ids: np.ndarray,
+    offer_ids: np.ndarray,
+    placements: np.ndarray,
+) -> Responder:
+    """The :class:`Responder` of each (request, offer) pair — its trip's purpose, long haul, premium cabin and
+    placement — exactly as the generator drew responses. All arguments are per pair. Raises ``KeyError``
+    naming unknown ids, ``DatasetError`` without truth."""
+    root = Path(dataset_dir)
+    params = acceptance_parameters(root)
+    ctx_dir = root / TRUTH_DIR / REQUEST_CONTEXT_DIR
+    if not any(ctx_dir.glob("*.parquet")):
+        raise DatasetError(f"{dataset_dir}: no request context in the truth ({ctx_dir} missing)")
+    req_ids = np.asarray(request_ids, dtype=object)
+    ctx = pd.read_parquet(ctx_dir)
+    ctx_idx = pd.Index(ctx[Col.REQUEST_ID]).get_indexer(req_ids)
+    if (ctx_idx < 0).any():
+        raise KeyError(f"unknown request ids: {list(req_ids[ctx_idx < 0][:5])}")
+    purpose_codes = {p: i for i, p in enumerate(acc.PURPOSES)}
+    purpose = np.array([purpose_codes.get(p, -1) for p in ctx["trip_purpose"].to_numpy(object)])[ctx_idx]
+    long_haul = ctx["long_haul"].to_numpy(bool)[ctx_idx]
+    premium = ctx["premium"].to_numpy(bool)[ctx_idx]
+    offers = read_table(root, OFFERS.name)
+    oidx = pd.Index(offers[Col.OFFER_ID]).get_indexer(np.asarray(offer_ids, dtype=object))
+    if (oidx < 0).any():
+        raise KeyError(f"unknown offer ids: {list(np.asarray(offer_ids)[oidx < 0][:5])}")
+    offer_arr = acc.offer_arrays(offers, params)
+    members = np.asarray(member_ids, dtype=object)
+    uniq, midx = np.unique(members, return_inverse=True)
+    traits = acc.member_arrays(member_traits(root, list(uniq)))
+    place_codes = {p: i for i, p in enumerate(acc.PLACEMENTS)}
+    place = np.array([place_codes[p] for p in np.asarray(placements, dtype=object)], dtype=np.int64)
+    logit = acc.pair_logit(
+        params, traits, offer_arr, midx, oidx, purpose=purpose, long_haul=long_haul, premium=premium,
+        placement=place,
+    )  # fmt: skip
+    return Responder(params, logit, traits.tolerance[midx], traits.price_sensitivity[midx])
+
+
+def request_acceptance(
+    dataset_dir: Path | str,
+    request_ids: np.ndarray,
+    member_ids: np.ndarray,
+    offer_ids: np.ndarray,
+    placements: np.ndarray,
+    prior_exposures: np.ndarray | None = None,
+) -> np.ndarray:
+    """True P(purchase) of each (request, offer) pair in the request's context (:func:`request_responder`);
+    with ``prior_exposures`` (earlier impressions of the same offer to the same member) including fatigue,
+    else fatigue-free."""
+    responder = request_responder(dataset_dir, request_ids, member_ids, offer_ids, placements)
+    if prior_exposures is None:
+        return acc.sigmoid(responder.logit)
+    return responder.probabilities(np.arange(len(responder.logit)), prior_exposures)[0]
+
+
+def legacy_popularity(dataset_dir: Path | str) -> dict[str, float]:
+    """The generated world's logging policy: each offer's popularity weight (draws ∝ weight)."""
+    path = Path(dataset_dir) / TRUTH_DIR / ACCEPTANCE_FILE
+    if not path.is_file():
+        raise DatasetError(f"{dataset_dir}: no generator truth ({path} missing)")
+    legacy = json.loads(path.read_text()).get("legacy_policy") or {}
+    return {str(k): float(v) for k, v in (legacy.get("popularity") or {}).items()}

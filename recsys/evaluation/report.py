@@ -24,6 +24,8 @@ REFERENCES = frozenset(
     {ORACLE, ORACLE_UNCONSTRAINED, ORACLE_ON_POPULARITY, BASELINE_GLOBAL, BASELINE_MODEL_GROUPS}
 )
 
+# From the policy replay (recsys.evaluation.policy_eval): shown first, when some row has them.
+_POLICY_HEAD = ("ev_per_request", "purchases_per_request")
 _HEAD = (
     "ndcg_at_10",
     "precision_at_10",
@@ -58,10 +60,11 @@ def comparison_table(
     family_cols = sorted(
         {m for e in rows for m in e.metrics if m.startswith("family_") and m.endswith(primary)}
     )
+    policy_cols = [c for c in _POLICY_HEAD if any(c in e.metrics for e in rows)]
     records = []
     for e in rows:
         rec: dict[str, object] = {"model": e.name}
-        for col in (*_HEAD, *family_cols):
+        for col in (*policy_cols, *_HEAD, *family_cols):
             rec[col] = e.metrics.get(col, np.nan)
         rec["n_members"] = int(e.metrics.get("n_members", 0))
         rec["train_s"] = e.train_seconds if e.train_seconds is not None else np.nan

@@ -583,6 +583,34 @@ class ModelBundle:
         """
         return self.for_member(member_id, member_features).score(offer_ids)[1]
 
+    def score_pairs(
+        self,
+        member_ids: Sequence[str] | np.ndarray,
+        offer_ids: Sequence[str] | np.ndarray,
+        member_features: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(model scores, calibrated P(accept)) of many (member, offer) pairs at once, exactly as
+        :meth:`for_member` scores one member's offers (cold-start policy from ``member_features[member_id]``);
+        offers the bundle does not know score ``-inf`` with probability 0. For replays of many requests."""
+        members = np.asarray(member_ids, dtype=object)
+        uniq, inv = np.unique(members.astype(str), return_inverse=True)
+        features = member_features or {}
+        vectors = np.empty((len(uniq), self.model.dim), dtype=np.float32)
+        known = np.empty(len(uniq), dtype=bool)
+        for i, m in enumerate(uniq):
+            view = self.for_member(str(m), features.get(str(m)))
+            vectors[i], known[i] = view.vector, view.known
+        idx = self._offer_index([str(o) for o in offer_ids])
+        ok = idx >= 0
+        scores = np.full(len(idx), -np.inf, dtype=np.float64)
+        scores[ok] = np.einsum("ij,ij->i", self._vectors.item[idx[ok]], vectors[inv[ok]])
+        probs = np.zeros(len(idx), dtype=np.float64)
+        for flag, name in ((True, "known"), (False, "cold")):
+            sel = ok & (known[inv] == flag)
+            if sel.any():
+                probs[sel] = self.calibration[name](scores[sel], idx[sel])
+        return scores, probs
+
     def retrieve(
         self, member_id: str, k: int, member_features: Mapping[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

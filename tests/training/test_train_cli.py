@@ -7,6 +7,7 @@ import re
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -67,12 +68,18 @@ def test_evaluate_prints_and_writes_the_table(env: dict[str, str], train_world: 
     out_file = tmp_path / "table.md"
     code, out = _run(
         ["evaluate", "--data", str(train_world), "--model", "popularity", "--config", env["CONFIG"],
-         "--out", str(out_file), "--no-progress"],
+         "--out", str(out_file), "--no-progress", "--policy-out", str(tmp_path / "policies.csv"),
+         "--closed-loop"],
         env,
     )  # fmt: skip
     assert code == 0, out
     assert "held-out period" in out and "popularity" in out and "oracle" in out
-    assert out_file.read_text().startswith("| model | ndcg_at_10")
+    # the world has a request log: the policy replay's figures lead, NDCG stays as a diagnostic
+    assert out_file.read_text().startswith("| model | ev_per_request | purchases_per_request | ndcg_at_10")
+    assert "Policy table:" in out and "| ev_oracle |" in out and "SNIPS EV" in out
+    policies = pd.read_csv(tmp_path / "policies.csv")
+    assert {"uniform_random", "popularity", "conversion", "oracle", "ev_oracle"} <= set(policies["policy"])
+    assert "Closed loop (popularity" in out and "| popularity | on |" in out and "| popularity | off |" in out
 
 
 def test_evaluate_on_the_validation_period_ends_where_the_test_period_starts(

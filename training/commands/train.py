@@ -158,6 +158,9 @@ def train(
     report = result.report
     _describe_split(report.split)
     print_table(report.table)
+    if report.policy is not None:
+        typer.echo("")
+        typer.echo(report.policy.markdown())
     pub = result.published
     typer.echo(f"chosen model: {result.kind}; data fingerprint {result.fingerprint}")
     if pub is not None:
@@ -199,6 +202,38 @@ def evaluate(
             "is never read) to choose settings; then report the test period.",
         ),
     ] = False,
+    policies: Annotated[
+        bool,
+        typer.Option(
+            "--policies/--no-policies",
+            help="Replay the period's logged requests: the policy table (expected purchases and value per "
+            "request, true and IPS/SNIPS/DR with 95 % CIs).",
+        ),
+    ] = True,
+    pipeline: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pipeline",
+            help="Also replay the service's whole pipeline (eligibility, value, diversity) over this model "
+            "kind (repeatable; one pipeline call per request).",
+        ),
+    ] = None,
+    policy_out: Annotated[
+        Path | None,
+        typer.Option("--policy-out", help="Also write the policy table here (.csv or .md).", dir_okay=False),
+    ] = None,
+    closed_loop: Annotated[
+        bool,
+        typer.Option(
+            "--closed-loop/--open-loop",
+            help="Also replay the period in time order with the best model's own exposures (fatigue from "
+            "what it showed), without and with the cap policy: purchases, dismissals and value per member.",
+        ),
+    ] = False,
+    caps_policy: Annotated[
+        Path,
+        typer.Option("--caps-policy", help="Cap policy of the closed loop.", exists=True, dir_okay=False),
+    ] = Path("config/caps.yaml"),
 ) -> None:
     """Print the comparison table of the models (with popularity and the oracle) on the held-out period."""
     from recsys.evaluation import to_markdown
@@ -226,9 +261,38 @@ def evaluate(
             split_settings=split_settings,
             announce=_announce,
             choose_prior=choose_prior,
+            policies=policies,
+            pipeline_kinds=tuple(pipeline or ()),
         )
     _describe_split(report.split, "validation" if validation else "held-out")
     print_table(report.table)
+    if report.policy is not None:
+        typer.echo("")
+        typer.echo(report.policy.markdown())
+        if policy_out is not None:
+            policy_out.parent.mkdir(parents=True, exist_ok=True)
+            policy_out.write_text(
+                report.policy.table().to_csv(index=False)
+                if policy_out.suffix == ".csv"
+                else report.policy.markdown()
+            )
+            typer.echo(f"wrote {policy_out}")
+    elif policies:
+        typer.echo("no policy table: the dataset has no request log (table 'requests') to replay")
+    if closed_loop:
+        from recsys.evaluation import best_model, to_markdown
+        from recsys.evaluation.policy_eval import PRIMARY_POLICY_METRIC
+        from training.pipeline import closed_loop_report
+
+        if report.policy is None:
+            raise typer.BadParameter(
+                "needs the policy replay (drop --no-policies)", param_hint="--closed-loop"
+            )
+        kind = best_model(report.table, PRIMARY_POLICY_METRIC)
+        with cli_errors():
+            loop = closed_loop_report(report, kind, caps_policy, seed=cfg.seed, progress=progress)
+        typer.echo(f"\nClosed loop ({kind}, fatigue from its own exposures; expected values per member):\n")
+        typer.echo(to_markdown(loop))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(

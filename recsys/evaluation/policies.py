@@ -1,0 +1,261 @@
+"""The policies of the policy table, each a :class:`~recsys.evaluation.policy.SlatePolicy`.
+
+- :class:`UniformRandom` — every candidate with probability ``k / n`` (exact, not sampled);
+- :class:`LoggingPolicy` — the logging policy's own inclusion probabilities (its on-policy value);
+- :class:`ConversionScorer` — purchases per impression of the offer at the placement before the cut-off;
+- :class:`BundleScorer` — a trained model bundle: its raw score (popularity baselines), its calibrated
+  acceptance (the ``acceptance`` objective) or calibrated acceptance × margin (the ``value`` objective, how
+  the service ranks);
+- :class:`PipelinePolicy` — the service's own :class:`~recsys.pipeline.pipeline.OfferPipeline` (eligibility,
+  value, diversity; no caps), restricted to the request's candidate set;
+- :class:`ArrayScorer` — scores known for the replayed pairs (the oracles: true acceptance, true EV).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recsys.evaluation.policy import PolicyError, RequestBatch, slot_of
+from recsys.schema import Col
+
+Objective = Literal["score", "acceptance", "value"]
+
+
+class UniformRandom:
+    """Shows ``k`` candidates drawn uniformly at random: each with probability ``min(k, n) / n``."""
+
+    name = "uniform_random"
+    trained_before: datetime | None = None
+
+    def inclusion(self, batch: RequestBatch) -> np.ndarray:
+        n = np.diff(batch.starts)
+        per_request = np.minimum(batch.slots, n) / np.maximum(n, 1)
+        return np.asarray(per_request[batch.request_row], dtype=np.float64)
+
+
+class LoggingPolicy:
+    """The policy that wrote the log, by its exact inclusion probabilities of every candidate."""
+
+    trained_before: datetime | None = None
+
+    def __init__(self, inclusion: np.ndarray, name: str = "legacy_logging") -> None:
+        self._inclusion = np.asarray(inclusion, dtype=np.float64)
+        self.name = name
+
+    def inclusion(self, batch: RequestBatch) -> np.ndarray:
+        if len(self._inclusion) != batch.n_pairs:
+            raise PolicyError(f"{self.name}: known for {len(self._inclusion)} pairs, asked {batch.n_pairs}")
+        return self._inclusion
+
+
+class ArrayScorer:
+    """Scores given for exactly the replayed pairs (oracles reading the hidden truth)."""
+
+    trained_before: datetime | None = None
+
+    def __init__(self, name: str, scores: np.ndarray) -> None:
+        self.name = name
+        self._scores = np.asarray(scores, dtype=np.float64)
+
+    def score(self, batch: RequestBatch) -> np.ndarray:
+        if len(self._scores) != batch.n_pairs:
+            raise PolicyError(f"{self.name}: scores for {len(self._scores)} pairs, asked {batch.n_pairs}")
+        return self._scores
+
+
+class ConversionScorer:
+    """Purchases per impression of each offer at the request's placement, counted before the cut-off
+    (member-agnostic)."""
+
+    name = "conversion"
+
+    def __init__(self, rates: pd.DataFrame, trained_before: datetime) -> None:
+        self.rates = rates
+        self.trained_before: datetime | None = trained_before
+
+    def score(self, batch: RequestBatch) -> np.ndarray:
+        from recsys.evaluation.replay import _pair_rates
+
+        return _pair_rates(self.rates, batch.offer_id, batch.pair_column(Col.PLACEMENT))
+
+
+class ScoringBundle(Protocol):
+    """What :class:`BundleScorer` needs of a :class:`recsys.models.bundle.ModelBundle`."""
+
+    info: dict[str, Any]
+
+    def score_pairs(
+        self,
+        member_ids: Sequence[str] | np.ndarray,
+        offer_ids: Sequence[str] | np.ndarray,
+        member_features: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class BundleScorer:
+    """A model bundle's per-pair scores, as the service computes them for one member and its candidates.
+
+    ``objective``: ``score`` (the model score), ``acceptance`` (calibrated P(accept)) or ``value`` (calibrated
+    P(accept) × margin). ``profiles`` (member_id → profile dict) feed the cold-start policy.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        bundle: ScoringBundle,
+        objective: Objective,
+        margins: Mapping[str, float],
+        profiles: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.name = name
+        self.bundle = bundle
+        self.objective = objective
+        self.margins = margins
+        self.profiles = profiles or {}
+        before = bundle.info.get("before")
+        # a bundle refitted on all data saw everything: it has no cut-off
+        self.trained_before: datetime | None = (
+            datetime.fromisoformat(before) if before else datetime.max.replace(tzinfo=None)
+        )
+
+    def score(self, batch: RequestBatch) -> np.ndarray:
+        members = batch.pair_column(Col.MEMBER_ID)
+        scores, probs = self.bundle.score_pairs(members, batch.offer_id, self.profiles)
+        if self.objective == "score":
+            return scores
+        if self.objective == "acceptance":
+            return probs
+        margin = np.array([self.margins.get(o, 0.0) for o in batch.offer_id], dtype=np.float64)
+        return np.asarray(probs * margin)
+
+
+class RecommendPipeline(Protocol):
+    """What :class:`PipelinePolicy` needs of :class:`recsys.pipeline.pipeline.OfferPipeline`."""
+
+    def recommend(self, request: Any) -> Any: ...
+
+
+class PipelinePolicy:
+    """The service's pipeline as a policy: per request it ranks (eligibility, value, diversity, no caps);
+    the first ``k`` offers that are in the request's candidate set make the slate."""
+
+    def __init__(self, name: str, pipeline: RecommendPipeline, trained_before: datetime | None) -> None:
+        self.name = name
+        self.pipeline = pipeline
+        self.trained_before = trained_before
+        self.progress = False
+
+    def inclusion(self, batch: RequestBatch) -> np.ndarray:
+        from recsys.pipeline.types import MAX_LIMIT, RecommendRequest, TripContext
+
+        req = batch.requests
+        starts = batch.starts
+        scores = np.full(batch.n_pairs, -np.inf)
+        cols = {c: req[c].to_numpy(object) for c in req.columns}
+        times = pd.to_datetime(req[Col.REQUEST_TIME]).dt.tz_localize(UTC)
+        deps = pd.to_datetime(req[Col.DEPARTURE_TIME]).dt.tz_localize(UTC)
+        for i in tqdm(range(batch.n_requests), desc=self.name, disable=not self.progress, unit="req"):
+            a, b = starts[i], starts[i + 1]
+            if a == b:
+                continue
+            trip = None
+            if isinstance(cols[Col.ORIGIN][i], str):
+                dep = deps.iloc[i]
+                trip = TripContext(
+                    origin=cols[Col.ORIGIN][i],
+                    destination=cols[Col.DESTINATION][i],
+                    departure_time=None if pd.isna(dep) else dep.to_pydatetime(),
+                    cabin=cols[Col.CABIN][i],
+                    fare_class=cols[Col.FARE_CLASS][i],
+                    flight_number=cols[Col.FLIGHT_NUMBER][i],
+                )
+            result = self.pipeline.recommend(
+                RecommendRequest(
+                    member_id=str(cols[Col.MEMBER_ID][i]),
+                    placement=str(cols[Col.PLACEMENT][i]),
+                    trip=trip,
+                    limit=MAX_LIMIT,
+                    now=times.iloc[i].to_pydatetime(),
+                )
+            )
+            rank = {o.offer_id: len(result.offers) - r for r, o in enumerate(result.offers)}
+            cand = batch.offer_id[a:b]
+            scores[a:b] = [rank.get(o, -np.inf) for o in cand]
+        return (slot_of(batch, scores) >= 0).astype(np.float64)
+
+
+def standard_policies(
+    dataset_dir: str | Any,
+    replay: Any,
+    bundles: Mapping[str, ScoringBundle],
+    *,
+    global_popularity: ScoringBundle | None = None,
+    pipeline_kinds: Sequence[str] = (),
+    baseline: str = "popularity",
+) -> list[Any]:
+    """The policy table's policies over ``bundles`` (model kind → bundle trained before the cut-off).
+
+    Rows: uniform random; the logging policy (generated worlds); segment popularity (``baseline``) and global
+    popularity by their scores; per-offer conversion; each learned model ranked by calibrated acceptance ×
+    margin (``<kind>``, as the service values offers) and by acceptance alone (``<kind>_acceptance``); for the
+    kinds in ``pipeline_kinds`` and for contextual rankers (they score a request in its context) the service's
+    whole pipeline (``<kind>_pipeline``); the oracles.
+    """
+    from recsys.evaluation.policy import ScoredPolicy
+    from recsys.evaluation.policy_eval import EV_ORACLE_POLICY, ORACLE_POLICY, margins_by_offer
+    from recsys.features.profiles import build_member_profiles, profile_records
+
+    cutoff = replay.cutoff.to_pydatetime()
+    profiles_df = build_member_profiles(dataset_dir, as_of=cutoff)
+    profiles = {str(r[Col.MEMBER_ID]): r for r in profile_records(profiles_df)}
+    margins = margins_by_offer(replay)
+    policies: list[Any] = [UniformRandom()]
+    if replay.logging_inclusion is not None:
+        policies.append(LoggingPolicy(replay.logging_inclusion))
+    if baseline in bundles:
+        policies.append(ScoredPolicy(BundleScorer(baseline, bundles[baseline], "score", margins, profiles)))
+    if global_popularity is not None:
+        policies.append(
+            ScoredPolicy(BundleScorer(f"{baseline}_global", global_popularity, "score", margins, profiles))
+        )
+    policies.append(ScoredPolicy(ConversionScorer(replay.rates, cutoff)))
+    pipelines = list(pipeline_kinds)
+    for kind, bundle in bundles.items():
+        if kind == baseline:
+            continue
+        if getattr(bundle, "context_ranker", None) is not None:
+            # a contextual ranker scores each request in its context: replay it through the pipeline
+            pipelines += [] if kind in pipelines else [kind]
+            continue
+        policies.append(ScoredPolicy(BundleScorer(kind, bundle, "value", margins, profiles)))
+        policies.append(
+            ScoredPolicy(BundleScorer(f"{kind}_acceptance", bundle, "acceptance", margins, profiles))
+        )
+    for kind in pipelines:
+        policies.append(pipeline_policy(f"{kind}_pipeline", bundles[kind], profiles_df))
+    if replay.p_true is not None:
+        policies.append(ScoredPolicy(ArrayScorer(ORACLE_POLICY, replay.p_true)))
+        policies.append(ScoredPolicy(ArrayScorer(EV_ORACLE_POLICY, replay.p_true * replay.margin)))
+    return policies
+
+
+def pipeline_policy(name: str, bundle: Any, profiles: pd.DataFrame) -> PipelinePolicy:
+    """The service's pipeline over ``bundle`` with an in-process member store of ``profiles`` and no caps;
+    every catalogue offer is retrieved (the logged candidate set bounds the slate) and seat inventory, which
+    the log does not hold, is not required."""
+    from recsys.pipeline.pipeline import OfferPipeline
+    from recsys.pipeline.types import PipelineConfig
+    from recsys.stores.member_store import EmbeddedMemberStore
+
+    store = EmbeddedMemberStore()
+    store.publish(profiles, None, "replay")
+    config = PipelineConfig(retrieval_k=len(bundle.offers), require_seat_inventory=False)
+    before = bundle.info.get("before")
+    trained = datetime.fromisoformat(before) if before else datetime.max
+    return PipelinePolicy(name, OfferPipeline(bundle, store, None, config), trained)

@@ -1,0 +1,145 @@
+"""Policy evaluation on a generated world: replayed requests, true values, estimates, refusals."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.evaluation import EvaluationError, time_split
+from recsys.evaluation.policies import ArrayScorer, ConversionScorer, LoggingPolicy, UniformRandom
+from recsys.evaluation.policy import RequestBatch, ScoredPolicy
+from recsys.evaluation.policy_eval import PolicyRefused, evaluate_policies, policy_table
+from recsys.evaluation.replay import Replay, load_replay
+from recsys.schema import Col
+
+
+@pytest.fixture(scope="module")
+def replay(small_world: Path) -> Replay:
+    split = time_split(small_world)
+    return load_replay(small_world, split.cutoff, split.end)
+
+
+def test_replay_holds_every_test_period_request_and_its_logged_slate(
+    small_world: Path, replay: Replay
+) -> None:
+    req = pd.read_parquet(small_world / "requests")
+    t = pd.to_datetime(req[Col.REQUEST_TIME])
+    in_test = req[(t >= replay.cutoff) & (t < replay.end)]
+    assert replay.batch.n_requests == len(in_test) > 100
+    assert replay.batch.n_pairs == int(in_test[Col.CANDIDATES].map(len).sum())
+    assert int(replay.logged.shown.sum()) == int(in_test[Col.SHOWN].map(len).sum())
+    # the logging policy's inclusion of every candidate, recomputed from the truth's popularity weights,
+    # equals the propensity the log recorded for the offers it showed
+    shown = replay.logged.shown
+    assert replay.logging_inclusion is not None
+    np.testing.assert_allclose(replay.logging_inclusion[shown], replay.logged.propensity[shown], rtol=1e-9)
+    per_request = np.bincount(replay.batch.request_row, weights=replay.logging_inclusion)
+    n_cand = np.diff(replay.batch.starts)
+    np.testing.assert_allclose(per_request, np.minimum(replay.batch.slots, n_cand), atol=1e-9)
+
+
+def test_true_values_are_the_generator_s_response_model(replay: Replay) -> None:
+    """Purchases logged for upsell and ancillary offers match the true probabilities with fatigue (the
+    generator drew them from exactly these); redemptions lose the purchases members could not afford."""
+    assert replay.p_true is not None and replay.p_true_fatigue is not None
+    shown = replay.logged.shown
+    for family in ("upsell", "ancillary"):
+        m = shown & (replay.family == family)
+        p = replay.p_true_fatigue[m]
+        bought = replay.logged.reward[m].sum()
+        assert abs(bought - p.sum()) < 4 * np.sqrt((p * (1 - p)).sum()) + 1, family
+    assert (replay.p_true_fatigue <= replay.p_true + 1e-12).all()  # fatigue only lowers acceptance
+
+
+def _policies(replay: Replay) -> list[ScoredPolicy | UniformRandom | LoggingPolicy]:
+    assert replay.p_true is not None and replay.logging_inclusion is not None
+    cutoff = replay.cutoff.to_pydatetime()
+    return [
+        UniformRandom(),
+        LoggingPolicy(replay.logging_inclusion),
+        ScoredPolicy(ConversionScorer(replay.rates, cutoff)),
+        ScoredPolicy(ArrayScorer("oracle", replay.p_true)),
+        ScoredPolicy(ArrayScorer("ev_oracle", replay.p_true * replay.margin)),
+    ]
+
+
+def test_the_policy_table_orders_policies_by_their_true_values(replay: Replay) -> None:
+    report = evaluate_policies(replay, _policies(replay), baseline="uniform_random")
+    by = {r.name: r for r in report.results}
+    for r in report.results:
+        assert r.true["purchases"] <= by["oracle"].true["purchases"] + 1e-12, r.name
+        assert r.true["ev"] <= by["ev_oracle"].true["ev"] + 1e-9, r.name
+    # the logging policy's on-policy IPS is the log's own purchases per request
+    logging = by["legacy_logging"].purchases["ips"].value
+    assert logging == pytest.approx(replay.logged.reward.sum() / replay.batch.n_requests)
+    assert by["uniform_random"].vs_baseline["snips"].value == 0.0
+    assert by["oracle"].vs_baseline["snips"].value > 0
+    table = policy_table(report)
+    assert list(table["policy"]) == [r.name for r in report.results]
+    assert table.loc[table["policy"] == "oracle", "purchases / oracle"].item() == pytest.approx(1.0)
+    assert {"IPS EV", "SNIPS EV", "DR EV", "SNIPS EV - base"} <= set(table.columns)
+    assert "95 % CIs clustered by member" in report.markdown()
+
+
+class _Peeker:
+    name = "peeker"
+
+    def __init__(self, trained_before: datetime) -> None:
+        self.trained_before = trained_before
+
+    def score(self, batch: RequestBatch) -> np.ndarray:
+        return np.zeros(batch.n_pairs)
+
+
+def test_a_policy_trained_after_the_cut_off_is_refused(replay: Replay) -> None:
+    late = (replay.cutoff + pd.Timedelta(days=10)).to_pydatetime()
+    with pytest.raises(PolicyRefused, match=r"'peeker' was trained on data up to .* after the test period"):
+        evaluate_policies(replay, [UniformRandom(), ScoredPolicy(_Peeker(late))], baseline="uniform_random")
+    ok = (replay.cutoff - pd.Timedelta(days=1)).to_pydatetime()
+    evaluate_policies(replay, [UniformRandom(), ScoredPolicy(_Peeker(ok))], baseline="uniform_random")
+
+
+def test_a_test_period_without_requests_or_a_dataset_without_a_log_is_an_error(
+    small_world: Path, tmp_path: Path
+) -> None:
+    split = time_split(small_world)
+    later = split.end + pd.Timedelta(days=30)
+    with pytest.raises(EvaluationError, match="no request in the test period"):
+        load_replay(small_world, split.end, later)
+    copy = tmp_path / "w"
+    shutil.copytree(small_world, copy)
+    shutil.rmtree(copy / "requests")
+    with pytest.raises(EvaluationError, match="no request log"):
+        load_replay(copy, split.cutoff, split.end)
+
+
+def test_closed_loop_accumulates_the_policy_s_own_fatigue_and_caps_limit_exposure(
+    small_world: Path, replay: Replay
+) -> None:
+    from recsys.capping.api import PolicyHolder, build_enforcer
+    from recsys.data.layout import read_table
+    from recsys.evaluation.closed_loop import closed_loop
+
+    assert replay.p_true is not None
+    offers = read_table(small_world, "offers")
+    members = read_table(small_world, "members", columns=[Col.MEMBER_ID, Col.TIER, Col.TIME_ZONE])
+    scores = replay.p_true  # the oracle's ranking shows the same offers again and again
+    free = closed_loop(replay, scores, "oracle", offers, members, None)
+    caps = build_enforcer(None, PolicyHolder(Path(__file__).parents[2] / "config" / "caps.yaml"))
+    capped = closed_loop(replay, scores, "oracle", offers, members, caps, seed=1)
+    caps.close()
+    assert capped.impressions < free.impressions
+    assert free.members == capped.members == len(set(replay.batch.requests[Col.MEMBER_ID]))
+    # without caps the loop shows the oracle's slates; their repeats tire members: fewer purchases than the
+    # fatigue-free value of the same slates
+    from recsys.evaluation.policy import top_k_inclusion
+
+    pi = top_k_inclusion(replay.batch, scores).astype(float)
+    assert free.impressions == pytest.approx(pi.sum())
+    assert 0 < free.purchases < pi @ replay.p_true
+    assert free.dismissals > 0 and capped.dismissals < free.dismissals
