@@ -551,7 +551,7 @@ def _fmt(value: float | None) -> str:
 
 def versions_table(versions: Sequence[ModelVersionInfo], metrics: Sequence[str] = ()) -> pd.DataFrame:
     """A printable table of versions: version, aliases, kind, created, metrics, run id."""
-    metrics = tuple(metrics) or (PRIMARY_METRIC, "precision_at_10", "recall_at_10", "map_at_10")
+    metrics = tuple(metrics) or (PRIMARY_METRIC, "ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10")
     rows = []
     for v in versions:
         row: dict[str, object] = {

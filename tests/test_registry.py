@@ -56,12 +56,14 @@ def _members(world: Path, n: int = 5) -> list[str]:
     return [*ids[:n], "NOT-A-MEMBER"]  # an unknown member gets the cold-start ranking
 
 
-def _publish(uri: str, bundle: ModelBundle, ndcg: float, name: str = "offers", **kw: object) -> str:
+def _publish(
+    uri: str, bundle: ModelBundle, ndcg: float, name: str = "offers", ev: float | None = None, **kw: object
+) -> str:
     result = publish(
         uri,
         bundle,
         model_name=name,
-        model_metrics={"ndcg_at_10": ndcg},
+        model_metrics={"ndcg_at_10": ndcg, "ev_per_request": 100 * ndcg if ev is None else ev},
         tags={"kind": bundle.kind, "data_fingerprint": "fp"},
         input_member_ids=["M0000001"],
         **kw,  # type: ignore[arg-type]
@@ -97,13 +99,16 @@ def test_pyfunc_by_alias_ranks_like_the_bundle_in_process(
 
 
 def test_promote_refuses_a_worse_challenger_unless_forced(tracking_uri: str, bundle: ModelBundle) -> None:
-    v1 = _publish(tracking_uri, bundle, 0.30)
+    v1 = _publish(tracking_uri, bundle, 0.30, ev=30.0)
     first = promote(tracking_uri, "offers")
     assert first.promoted and first.previous is None and "no champion" in first.reason
 
-    v2 = _publish(tracking_uri, bundle, 0.20)
+    # the gate is expected value per request: a better NDCG does not promote a version that earns less
+    v2 = _publish(tracking_uri, bundle, 0.40, ev=20.0)
     refused = promote(tracking_uri, "offers")
-    assert not refused.promoted and "does not beat" in refused.reason
+    assert (
+        not refused.promoted and "ev_per_request=20" in refused.reason and "does not beat" in refused.reason
+    )
     assert refused.candidate.version == v2
     assert {v.version: v.aliases for v in list_versions(tracking_uri, "offers")}[v1] == ("champion",)
 
@@ -112,14 +117,15 @@ def test_promote_refuses_a_worse_challenger_unless_forced(tracking_uri: str, bun
     aliases = {v.version: set(v.aliases) for v in list_versions(tracking_uri, "offers")}
     assert aliases == {v1: set(), v2: {"champion", "challenger"}}
 
-    v3 = _publish(tracking_uri, bundle, 0.25)
-    assert promote(tracking_uri, "offers", version=v3).promoted  # 0.25 beats 0.20
+    v3 = _publish(tracking_uri, bundle, 0.25, ev=25.0)
+    assert promote(tracking_uri, "offers", version=v3).promoted  # 25 beats 20
     assert not promote(tracking_uri, "offers", version=v3).promoted  # already champion
 
     table = versions_table(list_versions(tracking_uri, "offers"))
     assert table["version"].tolist() == [v3, v2, v1]
     assert table["aliases"].tolist() == ["challenger,champion", "", ""]
-    assert table["ndcg_at_10"].tolist() == pytest.approx([0.25, 0.20, 0.30])
+    assert table["ndcg_at_10"].tolist() == pytest.approx([0.25, 0.40, 0.30])
+    assert table["ev_per_request"].tolist() == pytest.approx([25.0, 20.0, 30.0])
 
 
 def test_promote_without_versions_is_a_clear_error(tracking_uri: str) -> None:

@@ -30,7 +30,9 @@ def list_models(tracking_uri: UriOpt = None, model_name: NameOpt = None) -> None
     typer.echo(f"{name} at {uri}: {len(versions)} version(s)")
     if versions:
         print_table(
-            versions_table(versions, (cfg.primary_metric, "precision_at_10", "recall_at_10", "map_at_10"))
+            versions_table(
+                versions, (cfg.primary_metric, "ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10")
+            )
         )
 
 
