@@ -1482,7 +1482,7 @@ class _World:
 
         def lists(rows: np.ndarray, values: pa.Array) -> pd.Series:
             offsets = pa.array(np.searchsorted(rows, bounds, side="left").astype(np.int32))
-            return pd.Series(pa.ListArray.from_arrays(offsets, values).to_pandas(), dtype=object)
+            return pd.Series(pd.arrays.ArrowExtensionArray(pa.ListArray.from_arrays(offsets, values)))
 
         offer_ids = pa.array(self.o_ids.astype(str))
         if len(fl["member"]):

@@ -261,6 +261,14 @@ class DatasetWriter:
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = table.schema.pandas_metadata
+    if meta and any(str(c.get("numpy_type", "")).startswith("list<") for c in meta["columns"]):
+        # Arrow-backed list columns (the generator writes them without a Python object per cell) read back
+        # as pandas' default object lists: pandas cannot parse its own name for the Arrow list dtype
+        for c in meta["columns"]:
+            if str(c.get("numpy_type", "")).startswith("list<"):
+                c["numpy_type"] = "object"
+        table = table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta).encode()})
     pq.write_table(table, path, compression="zstd")
 
 
