@@ -139,6 +139,10 @@ class CapDecision:
     selected: list[str]
     suppressed: list[Suppression]
     degraded: str | None = None
+    # The considered candidates that break a cap or are in a cool-down on their own, before anything this
+    # request selects counts (None: unknown, the store was unavailable). The others are the request's
+    # candidate set after caps; ``suppressed`` also holds offers only this request's own picks crowded out.
+    blocked: list[str] | None = None
 
 
 class SuppressionCounters:
@@ -183,8 +187,12 @@ class CapEnforcer(ABC):
         placement: str,
         now: datetime,
         record: bool = True,
+        also_check: Sequence[CapCandidate] = (),
     ) -> CapDecision:
-        """Take up to ``k`` candidates in rank order that break no cap; record their impressions."""
+        """Take up to ``k`` candidates in rank order that break no cap; record their impressions.
+
+        ``also_check``: candidates never selected, only checked on their own (they appear in
+        ``CapDecision.blocked`` when blocked): the rest of a candidate set the ranking left out."""
 
     async def aselect_and_record(
         self,
@@ -194,9 +202,10 @@ class CapEnforcer(ABC):
         placement: str,
         now: datetime,
         record: bool = True,
+        also_check: Sequence[CapCandidate] = (),
     ) -> CapDecision:
         """:meth:`select_and_record` for an event loop (stores without an asyncio client answer in place)."""
-        return self.select_and_record(member, candidates, k, placement, now, record)
+        return self.select_and_record(member, candidates, k, placement, now, record, also_check)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release asyncio connections (from the event loop that used them)."""

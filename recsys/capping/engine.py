@@ -121,6 +121,8 @@ class Plan:
     cooldowns: list[CooldownRef] = field(default_factory=list)
     # per candidate: (exempt, cool-down indices, counter indices)
     candidates: list[tuple[bool, list[int], list[int]]] = field(default_factory=list)
+    # Only the first ``selectable`` candidates may be selected; the others are only checked on their own.
+    selectable: int | None = None
 
     def lua_args(self, k: int, mode: str) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV for the check-and-record script (see redis_store.CHECK_AND_RECORD_LUA).
@@ -137,6 +139,7 @@ class Plan:
             "x": [
                 [1 if e else 0, [j + 1 for j in cds], [i + 1 for i in cts]] for e, cds, cts in self.candidates
             ],
+            "m": len(self.candidates) if self.selectable is None else self.selectable,
         }
         return names, [self.now_ms, k, mode, orjson.dumps(spec)]
 
@@ -150,6 +153,9 @@ class RawResult:
 
     selected: list[int]
     suppressed: list[tuple[int, int, int, int, int]]
+    # Candidates blocked on their own, by the state before this request (a cool-down, or a counter already
+    # at its limit), whatever else the request selects: the rest are the request's capped candidate set.
+    blocked: list[int] = field(default_factory=list)
 
 
 # Which value a cap counts per, as an index into (offer_id, category, family, placement, "-").
@@ -312,7 +318,16 @@ def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
     cd_time = [int(v) if v else None for v in cd_values]
     selected: list[int] = []
     suppressed: list[tuple[int, int, int, int, int]] = []
-    for ci, (exempt, cds, cts) in enumerate(plan.candidates):
+
+    def _blocked(cds: list[int], cts: list[int]) -> bool:
+        for j in cds:
+            t = cd_time[j]
+            if t is not None and now < t + plan.cooldowns[j].duration_ms:
+                return True
+        return any(stored[i] + 1 > plan.counters[i].limit for i in cts)
+
+    selectable = len(plan.candidates) if plan.selectable is None else plan.selectable
+    for ci, (exempt, cds, cts) in enumerate(plan.candidates[:selectable]):
         if check and len(selected) >= k:
             break
         if exempt:
@@ -342,6 +357,11 @@ def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
             for i in cts:
                 count[i] += 1
                 added[i] += 1
+    alone = (
+        [ci for ci, (exempt, cds, cts) in enumerate(plan.candidates) if not exempt and _blocked(cds, cts)]
+        if check
+        else []
+    )
     if record:
         touched: set[int] = set()
         for i, c in enumerate(plan.counters):
@@ -362,7 +382,7 @@ def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
                         if int(v.rsplit(",", 1)[-1]) <= now - hk.window_ms:
                             kv.hdel(hk.name, f)
             kv.pexpire(hk.name, hk.ttl_ms)
-    return RawResult(selected, suppressed)
+    return RawResult(selected, suppressed, alone)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -434,7 +454,10 @@ def decode(
             texts[(kind, ref, value, hint)] = text
         suppressed.append(Suppression(candidates[ci].offer_id, *text))
     return CapDecision(
-        selected=[candidates[i].offer_id for i in raw.selected], suppressed=suppressed, degraded=degraded
+        selected=[candidates[i].offer_id for i in raw.selected],
+        suppressed=suppressed,
+        degraded=degraded,
+        blocked=[candidates[i].offer_id for i in raw.blocked],
     )
 
 
@@ -584,13 +607,14 @@ class _Selection:
     """One select-and-record call, planned: what the store runs and what the decision is decoded from."""
 
     member: CapMember
-    candidates: Sequence[CapCandidate]
+    candidates: Sequence[CapCandidate]  # the selectable ones (the outage policy sees only these)
     k: int
     placement: str
     now: datetime
     record: bool
     plan: Plan
     mode: str
+    planned: Sequence[CapCandidate]  # what the plan indexes: the selectable ones, then ``also_check``
 
 
 class PlanEnforcer(CapEnforcer):
@@ -651,10 +675,11 @@ class PlanEnforcer(CapEnforcer):
         placement: str,
         now: datetime,
         record: bool = True,
+        also_check: Sequence[CapCandidate] = (),
     ) -> CapDecision:
         if k <= 0 or not candidates:
             return CapDecision(selected=[], suppressed=[], degraded=None)
-        call = self._selection(member, candidates, k, placement, now, record)
+        call = self._selection(member, candidates, k, placement, now, record, also_check)
         try:
             raw = self._execute(call.plan, k, call.mode)
         except StoreUnavailable as e:
@@ -669,12 +694,13 @@ class PlanEnforcer(CapEnforcer):
         placement: str,
         now: datetime,
         record: bool = True,
+        also_check: Sequence[CapCandidate] = (),
     ) -> CapDecision:
         """:meth:`select_and_record` for an event loop: the store's round trip is awaited (see
         :meth:`_aexecute`)."""
         if k <= 0 or not candidates:
             return CapDecision(selected=[], suppressed=[], degraded=None)
-        call = self._selection(member, candidates, k, placement, now, record)
+        call = self._selection(member, candidates, k, placement, now, record, also_check)
         try:
             raw = await self._aexecute(call.plan, k, call.mode)
         except StoreUnavailable as e:
@@ -693,16 +719,19 @@ class PlanEnforcer(CapEnforcer):
         placement: str,
         now: datetime,
         record: bool,
+        also_check: Sequence[CapCandidate] = (),
     ) -> _Selection:
         now = _aware(now)
         if self.candidate_window is not None:
             candidates = candidates[: max(self.candidate_window, 5 * k)]
+        planned = [*candidates, *also_check] if also_check else candidates
         policy = self.holder.policy
         rp = policy.resolved(member.tier)
         keys = KeySpace(self.key_prefix, member.member_id)
-        plan = build_plan(policy, rp, keys, member, candidates, placement, now)
+        plan = build_plan(policy, rp, keys, member, planned, placement, now)
+        plan.selectable = len(candidates)
         mode = "check_record" if record and policy.count_on == "serve" else "check"
-        return _Selection(member, candidates, k, placement, now, record, plan, mode)
+        return _Selection(member, candidates, k, placement, now, record, plan, mode, planned)
 
     def _decided(self, call: _Selection, outcome: RawResult | StoreUnavailable) -> CapDecision:
         """The decision from the store's result, or from the outage policy when the store was unavailable;
@@ -718,7 +747,7 @@ class PlanEnforcer(CapEnforcer):
                 call.record,
             )
         else:
-            decision = decode(call.plan, outcome, call.candidates, call.member.tier)
+            decision = decode(call.plan, outcome, call.planned, call.member.tier)
         self.counters.add_many([s.reason for s in decision.suppressed])
         if decision.degraded:
             self.counters.add(f"degraded:{decision.degraded.split(':', 1)[0]}")

@@ -61,8 +61,10 @@ T = TypeVar("T")
 #   {"k": [[kind (r|c|l), window_ms, keep, ttl_ms], ...],          one per counter hash, in KEYS order
 #    "c": [[hash index, field, limit], ...],                        one per counter
 #    "f": [cool-down field, ...], "d": [cool-down duration_ms, ...],
-#    "x": [[exempt (0|1), [cool-down indices], [counter indices]], ...]}   one per candidate, in rank order
-# Returns {selected candidate indices (1-based), flat suppressions {cand, kind, ref, value, hint} ...}.
+#    "x": [[exempt (0|1), [cool-down indices], [counter indices]], ...],   one per candidate, in rank order
+#    "m": how many of the candidates may be selected (the others are only checked on their own)}
+# Returns {selected candidate indices (1-based), flat suppressions {cand, kind, ref, value, hint} ...,
+#          candidates blocked on their own by the stored state (1-based)}.
 CHECK_AND_RECORD_LUA = """
 local now = tonumber(ARGV[1])
 local k = tonumber(ARGV[2])
@@ -124,7 +126,8 @@ if #fields > 0 then
   end
 end
 local selected, suppressed = {}, {}
-for c = 1, #cands do
+local selectable = plan['m'] or #cands
+for c = 1, selectable do
   if check and #selected >= k then break end
   local cand = cands[c]
   if cand[1] == 1 then
@@ -197,11 +200,31 @@ if record then
     redis.call('PEXPIRE', KEYS[ki], h[4])
   end
 end
+-- Candidates blocked on their own by the stored state (cool-down, or a counter already at its limit).
+local blocked = {}
+if check then
+  for c = 1, #cands do
+    local cand = cands[c]
+    if cand[1] ~= 1 then
+      local b = false
+      for _, j in ipairs(cand[2]) do
+        local t = cdt[j]
+        if t and now < t + cddur[j] then b = true break end
+      end
+      if not b then
+        for _, i in ipairs(cand[3]) do
+          if stored[i] + 1 > specs[i][3] then b = true break end
+        end
+      end
+      if b then blocked[#blocked + 1] = c end
+    end
+  end
+end
 local flat = {}
 for _, s in ipairs(suppressed) do
   for _, x in ipairs(s) do flat[#flat + 1] = x end
 end
-return {selected, flat}
+return {selected, flat, blocked}
 """.replace("PRUNE_AT", str(ROLLING_PRUNE_AT))
 
 # Cool-downs: remember the time of the last dismissal / purchase per field (never move it backwards), drop
@@ -300,12 +323,12 @@ def _local_policy(policy: CapPolicy) -> CapPolicy:
 
 def _raw_result(reply: Any) -> RawResult:
     """The check-and-record script's reply as 0-based candidate indices and suppression tuples."""
-    sel, flat = reply
+    sel, flat, blocked = reply
     suppressed = [
         (int(flat[i]) - 1, int(flat[i + 1]), int(flat[i + 2]) - 1, int(flat[i + 3]), int(flat[i + 4]))
         for i in range(0, len(flat), 5)
     ]
-    return RawResult([int(c) - 1 for c in sel], suppressed)
+    return RawResult([int(c) - 1 for c in sel], suppressed, [int(c) - 1 for c in blocked])
 
 
 class RedisCapEnforcer(PlanEnforcer):

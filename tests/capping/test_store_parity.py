@@ -65,9 +65,12 @@ def test_redis_and_in_process_stores_agree(key_prefix: str, count_on: str) -> No
             continue
         cands = rng.sample(offers, rng.randint(1, 10))
         k = rng.randint(1, 5)
-        a = mem.select_and_record(m, cands, k, placement, t)
-        b = red.select_and_record(m, cands, k, placement, t)
+        # Offers only checked on their own (the rest of a candidate set): never selected, maybe blocked.
+        extra = rng.sample([o for o in offers if o not in cands], rng.randint(0, 4))
+        a = mem.select_and_record(m, cands, k, placement, t, also_check=extra)
+        b = red.select_and_record(m, cands, k, placement, t, also_check=extra)
         assert a == b, (step, a, b)
+        assert not set(a.selected) & {o.offer_id for o in extra}
     for m in members:
         assert mem.member_state(m, t) | {"store": ""} == red.member_state(m, t) | {"store": ""}
     assert mem.counters.snapshot() == red.counters.snapshot()
