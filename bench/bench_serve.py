@@ -15,6 +15,10 @@ What it does, in one run:
 4. a fixed-rate (open-loop) run at 300 requests/s from a separate process (``--loadgen`` mode of this script,
    latency measured from each request's *scheduled* send time, so a stall is not hidden): p50/p99;
 5. restarts the service with capping OFF and repeats 3–4 for recommendations: the cost of capping;
+   throughout, the request log is ON (every recommend decision written in batches to the SQLite log beside the
+   event log, 5 % exploration); beside the caps-on service a second one with the request log OFF
+   (``RECSYS_REQUEST_LOG_ENABLED=false``) takes part in the same interleaved rounds and its own 300 req/s
+   run: the cost of the request log, and afterwards the number of records written against answers given;
 6. the service's RSS; then a simulated month of traffic through the cap enforcer over the world's members
    and the Redis memory per active member, checking every cap key has a TTL.
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -423,10 +428,19 @@ def service_counters(url: str) -> dict[str, float]:
             "recsys_cap_degraded_total",
             "recsys_offers_served_total",
             "recsys_http_requests_total",
+            "recsys_request_log_",
         ):
             if name.startswith(prefix):
                 out[name] = float(value)
     return out
+
+
+def count_request_records(db: Path) -> int:
+    """Rows in the request log of a stopped service's SQLite database."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("select count(*) from request_log").fetchone()[0])
 
 
 def delete_prefix(client: Any, prefix: str) -> int:
@@ -523,29 +537,50 @@ def main() -> None:
             env = {**base_env, "RECSYS_CAPPING_ENABLED": str(capping).lower()}
             log(f"starting the service ({tag})")
             t0 = time.perf_counter()
-            with run_service(
-                env, workers=1, ready_timeout_s=600, log_path=work / f"service-{tag}.log"
-            ) as svc:
+            with contextlib.ExitStack() as stack:
+                svc = stack.enter_context(
+                    run_service(env, workers=1, ready_timeout_s=600, log_path=work / f"service-{tag}.log")
+                )
                 results[f"startup_s_{tag}"] = round(time.perf_counter() - t0, 1)
                 log(f"ready in {results[f'startup_s_{tag}']}s; warming up")
                 run_wrk(wrk, f"{svc.url}/v1/recommendations", rec_lua, 3, args.connections)
+                nolog = None
+                if capping:
+                    # The same service without the request log, its own cap counters (same member store).
+                    log("starting the service with the request log off")
+                    nolog_env = {
+                        **env,
+                        "RECSYS_REQUEST_LOG_ENABLED": "false",
+                        "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps-nolog",
+                        "RECSYS_DATABASE_URL": f"sqlite:///{work}/events-nolog.db",
+                    }
+                    nolog = stack.enter_context(
+                        run_service(
+                            nolog_env, workers=1, ready_timeout_s=600, log_path=work / "service-nolog.log"
+                        )
+                    )
+                    run_wrk(wrk, f"{nolog.url}/v1/recommendations", rec_lua, 3, args.connections)
                 # Caps on: the floors and recommend in interleaved rounds, so a slow spell of the (shared)
                 # machine hits every endpoint of a round alike; the ratio is the median of the rounds'.
-                runs: dict[str, tuple[str, Path]] = {f"recommend_{tag}": ("/v1/recommendations", rec_lua)}
+                runs: dict[str, tuple[str, str, Path]] = {
+                    f"recommend_{tag}": (svc.url, "/v1/recommendations", rec_lua)
+                }
                 if capping:
+                    assert nolog is not None
                     runs = {
-                        "floor": ("/v1/_floor", get_lua),
-                        "validate_floor": (VALIDATE_FLOOR_PATH, validate_lua),
-                        "io_floor": (IO_FLOOR_PATH, io_lua),
+                        "floor": (svc.url, "/v1/_floor", get_lua),
+                        "validate_floor": (svc.url, VALIDATE_FLOOR_PATH, validate_lua),
+                        "io_floor": (svc.url, IO_FLOOR_PATH, io_lua),
                         **runs,
+                        "recommend_log_off": (nolog.url, "/v1/recommendations", rec_lua),
                     }
                 rounds = args.rounds if capping else 1
                 per_round: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
                 for i in range(rounds):
-                    for name, (path, lua) in runs.items():
-                        log(f"wrk: {path} ({tag}, round {i + 1}/{rounds})")
+                    for name, (base, path, lua) in runs.items():
+                        log(f"wrk: {path} ({name}, round {i + 1}/{rounds})")
                         per_round[name].append(
-                            run_wrk(wrk, f"{svc.url}{path}", lua, args.duration, args.connections)
+                            run_wrk(wrk, f"{base}{path}", lua, args.duration, args.connections)
                         )
                 for name, got in per_round.items():
                     results[name] = median_run(got)
@@ -554,8 +589,16 @@ def main() -> None:
                 results[f"fixed_rate_{tag}"] = run_open_loop(
                     svc.port, bodies_file, args.rate, args.fixed_duration
                 )
+                if nolog is not None:
+                    log(f"open loop: {args.rate:.0f} req/s for {args.fixed_duration:.0f}s (request log off)")
+                    results["fixed_rate_log_off"] = run_open_loop(
+                        nolog.port, bodies_file, args.rate, args.fixed_duration
+                    )
                 results[f"rss_bytes_{tag}"] = svc.rss_bytes()
                 results[f"service_counters_{tag}"] = service_counters(svc.url)
+            # Stopped (SIGTERM): the writer drained its queue. Every answer has its record?
+            results[f"request_log_rows_{tag}"] = count_request_records(work / "events.db")
+            (work / "events.db").rename(work / f"events-{tag}.db")
         if args.month_members > 0:
             log(f"simulating a month of cap traffic for {args.month_members} members")
             results["month"] = simulate_month(
@@ -584,6 +627,10 @@ def round_ratios(r: dict[str, Any], name: str) -> list[float]:
             r.get(f"{name}_rounds") or [r[name]], r.get("floor_rounds") or [r["floor"]], strict=True
         )
     ]
+
+
+def x_rps(x: dict[str, Any]) -> str:
+    return f"{float(x['rps']):.0f}"
 
 
 def report(r: dict[str, Any]) -> None:
@@ -657,6 +704,21 @@ def report(r: dict[str, Any]) -> None:
         f"{ok(d50 <= TARGET_CAP_P50_MS)}), p99 {d99:+.2f} ms (<= {TARGET_CAP_P99_MS} "
         f"{ok(d99 <= TARGET_CAP_P99_MS)})"
     )
+    log_off, fixed_log_off = r.get("recommend_log_off"), r.get("fixed_rate_log_off")
+    if log_off and fixed_log_off:
+        v = [
+            float(a["rps"]) / float(b["rps"])
+            for a, b in zip(r["recommend_caps_on_rounds"], r["recommend_log_off_rounds"], strict=True)
+        ]
+        print(
+            f"request log on / off throughput   {statistics.median(v):6.1%}   wrk, caps on "
+            f"({x_rps(log_off)} req/s with the log off) {each(v)}"
+        )
+        print(
+            f"  p99 at {fixed_on['rate']:.0f} req/s log on / off    {fixed_on['p99_ms']:.2f} / "
+            f"{fixed_log_off['p99_ms']:.2f} ms (ratio {fixed_on['p99_ms'] / fixed_log_off['p99_ms']:.2f}); "
+            f"p50 {fixed_on['p50_ms']:.2f} / {fixed_log_off['p50_ms']:.2f} ms"
+        )
     for tag in ("caps_on", "caps_off"):
         counters = r.get(f"service_counters_{tag}", {})
         requests = sum(v for k, v in counters.items() if "/v1/recommendations" in k and 'status="200"' in k)
@@ -666,6 +728,16 @@ def report(r: dict[str, Any]) -> None:
         print(
             f"{tag}: {requests:.0f} answers, {served / max(requests, 1):.1f} offers each, {cold:.0f} cold "
             f"starts, {degraded:.0f} with the cap store degraded (timeout → outage policy)"
+        )
+        written = counters.get("recsys_request_log_written_total", 0)
+        dropped = sum(v for k, v in counters.items() if k.startswith("recsys_request_log_dropped_total"))
+        lag_n = counters.get("recsys_request_log_write_lag_seconds_count", 0)
+        lag = counters.get("recsys_request_log_write_lag_seconds_sum", 0) / max(lag_n, 1)
+        rows = r.get(f"request_log_rows_{tag}")
+        print(
+            f"  request log: {written:.0f} records written and {dropped:.0f} dropped at the last scrape, "
+            f"mean batch write lag {lag * 1000:.0f} ms; {rows} rows after shutdown "
+            f"(answers incl. warm-up: {requests:.0f}) {ok(rows == requests)}"
         )
     if month:
         per_member = month.get("bytes_per_member")

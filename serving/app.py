@@ -84,13 +84,6 @@ def registry_resolver(settings: Settings) -> VersionResolver:
     return resolve
 
 
-def default_pipeline_factory(bundle: Any, member_store: Any, cap_enforcer: Any) -> Any:
-    from recsys.data.network import load_network
-    from recsys.pipeline.pipeline import OfferPipeline
-
-    return OfferPipeline(bundle, member_store, cap_enforcer=cap_enforcer, network=load_network())
-
-
 def build_request_writer(settings: Settings, log: RequestLog, metrics: Metrics) -> RequestWriter:
     return BatchingRequestWriter(
         log,
@@ -172,7 +165,8 @@ def build_experiment_store(settings: Settings) -> ExperimentStore:
 
 
 def pipeline_config(settings: Settings) -> Any:
-    """The pipeline's configuration from the service settings (the ranking objective per placement)."""
+    """The pipeline's configuration from the service settings (the ranking objective per placement, the
+    exploration share)."""
     from recsys.pipeline.types import PipelineConfig, parse_ranking_objectives
 
     default, per_placement = parse_ranking_objectives(settings.ranking_objective)
@@ -180,6 +174,8 @@ def pipeline_config(settings: Settings) -> Any:
         objective=default,
         ranking_objectives=per_placement,
         blend_exponent=settings.ranking_blend_exponent,
+        exploration_share=settings.exploration_share,
+        exploration_seed=settings.exploration_seed,
     )
 
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -109,6 +110,8 @@ class OfferPipeline:
             network = load_network()
         self.network = network or None
         self.catalogue = Catalogue(bundle.offers)
+        # Exploration draws. random.Random's calls are atomic under the GIL: safe across request threads.
+        self._rng = random.Random(config.exploration_seed)
         self._rules = [rules_for(o) for o in self.catalogue.offers]  # eligibility rules each offer can fail
         self.values: list[float] = offer_values(self.catalogue, config.miles_liability_cost_cny).tolist()
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
@@ -350,44 +353,85 @@ class OfferPipeline:
         ranked = [order[p] for p in div.order]  # positions into `eligible`, final order
         t = _lap(timings, "diversity", t)
 
-        # -- frequency caps ------------------------------------------------------------------------------
+        # -- exploration and frequency caps -------------------------------------------------------------
+        # Explore: the slate is the first k offers that break no cap in a uniformly random order of all
+        # eligible offers (= a uniform k-of-n draw from the capped candidate set when the request's own picks
+        # crowd nothing out). Exploit: the first k in value order. Either way the cap store also reports
+        # which eligible offers are blocked on their own: the rest are the candidate set.
+        k = request.limit
+        share = cfg.exploration_share
+        explore = share > 0.0 and self._rng.random() < share
+        n_elig = len(eligible)
+        order = self._rng.sample(range(n_elig), n_elig) if explore else ranked
         cap_degraded: str | None = None
-        cap_blocked: set[str] = set()
-        if self.cap_enforcer is not None and self._cap_candidates is not None and ranked:
+        blocked: set[str] = set()
+        deterministic: set[int] | None = None  # positions the exploit slate shows (None: `selected`)
+        if self.cap_enforcer is not None and self._cap_candidates is not None and order:
             cap_member = self._cap_member_cls(member_id, tier=member.tier, time_zone=member.time_zone)
+            capc = self._cap_candidates
+            if explore and share < 1.0:
+                # The exploit slate in this cap state (not recorded): the propensities need it.
+                det = yield _CapSelect(
+                    cap_member, [capc[eligible[p]] for p in ranked], k, request.placement, now, record=False
+                )
+                pos_in_ranked = {offer_ids[p]: p for p in ranked}
+                deterministic = {pos_in_ranked[o] for o in det.selected if o in pos_in_ranked}
+            window = getattr(self.cap_enforcer, "candidate_window", None)
+            cut = len(order) if window is None else max(window, 5 * k)
+            in_order = set(order)
+            # Offers only checked (never selected): the ranking's leftovers and anything past the window.
+            checked = order[cut:] + [p for p in range(n_elig) if p not in in_order]
             decision = yield _CapSelect(
                 cap_member,
-                [self._cap_candidates[eligible[p]] for p in ranked],
-                request.limit,
+                [capc[eligible[p]] for p in order[:cut]],
+                k,
                 request.placement,
                 now,
+                also_check=[capc[eligible[p]] for p in checked],
             )
             cap_degraded = decision.degraded
             for s in decision.suppressed:
                 suppressed.append(SuppressedCandidate(s.offer_id, Stage.CAPS, s.reason, s.detail))
-                cap_blocked.add(s.offer_id)
-            pos_of = {offer_ids[p]: p for p in ranked}
+            # Unknown under a cap-store outage: then what the outage policy suppressed.
+            blocked = (
+                set(decision.blocked)
+                if decision.blocked is not None
+                else {s.offer_id for s in decision.suppressed}
+            )
+            pos_of = {offer_ids[p]: p for p in order}
             selected = [pos_of[o] for o in decision.selected if o in pos_of]
             seen = set(decision.selected) | {s.offer_id for s in decision.suppressed}
-            rest = [p for p in ranked if offer_ids[p] not in seen]
+            rest = [p for p in order if offer_ids[p] not in seen]
         else:
-            selected, rest = ranked[: request.limit], ranked[request.limit :]
+            selected, rest = order[:k], order[k:]
+            if explore:
+                deterministic = set(ranked[:k])
+        if deterministic is None:
+            deterministic = set(selected)
         for p in rest:
             suppressed.append(
                 SuppressedCandidate(
-                    offer_ids[p], Stage.TOP_K, BELOW_TOP_K, f"ranked below the {request.limit} returned"
+                    offer_ids[p],
+                    Stage.TOP_K,
+                    BELOW_TOP_K,
+                    f"not drawn among the {k} returned" if explore else f"ranked below the {k} returned",
                 )
             )
+        if explore:  # an explored slate may show what value or diversity would have dropped
+            shown_ids = {offer_ids[p] for p in selected}
+            suppressed = [x for x in suppressed if x.offer_id not in shown_ids]
+        candidate_ids = tuple(o for o in offer_ids if o not in blocked) if blocked else tuple(offer_ids)
+        # Propensity = P(shown) over the mixture: (1 - share) * [in the exploit slate] + share * k/n.
+        n = len(candidate_ids)
+        p_explore = share * min(k, n) / n if n else 0.0
         t = _lap(timings, "caps", t)
-        candidate_ids = (
-            tuple(o for o in offer_ids if o not in cap_blocked) if cap_blocked else tuple(offer_ids)
-        )
 
         # -- top k: explain ------------------------------------------------------------------------------
         ectx = ExplainContext(trip=trip, now=now, city=self.city, locale=request.locale)
         out: list[RankedOffer] = []
         for rank, p in enumerate(selected, start=1):
             o = self.catalogue.offers[eligible[p]]
+            propensity = min(1.0, (1.0 - share) * (p in deterministic) + p_explore)
             out.append(
                 RankedOffer(
                     offer_id=o.offer_id,
@@ -402,12 +446,20 @@ class OfferPipeline:
                     rank=rank,
                     expires_at=self._expires_at(o, trip, now),
                     reasons=explain(o, member, ectx, elig.close.get(o.index, 0)),
+                    propensity=propensity,
                 )
             )
         _lap(timings, "explain", t)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return RecommendResult(
-            out, suppressed, cap_degraded, cold_start, timings, store_degraded, candidates=candidate_ids
+            out,
+            suppressed,
+            cap_degraded,
+            cold_start,
+            timings,
+            store_degraded,
+            candidates=candidate_ids,
+            explored=explore,
         )
 
     def _scoring(self, member_id: str, record: Any, profile: Mapping[str, Any] | None) -> Any:
@@ -531,17 +583,31 @@ class _CapSelect:
     k: int
     placement: str
     now: datetime
+    record: bool = True
+    also_check: list[Any] = field(default_factory=list)
 
     def run(self, pipeline: OfferPipeline) -> Any:
         enforcer: Any = pipeline.cap_enforcer  # only asked for when there is one
         return enforcer.select_and_record(
-            self.member, self.candidates, k=self.k, placement=self.placement, now=self.now, record=True
+            self.member,
+            self.candidates,
+            k=self.k,
+            placement=self.placement,
+            now=self.now,
+            record=self.record,
+            also_check=self.also_check,
         )
 
     async def arun(self, pipeline: OfferPipeline) -> Any:
         enforcer: Any = pipeline.cap_enforcer
         return await enforcer.aselect_and_record(
-            self.member, self.candidates, k=self.k, placement=self.placement, now=self.now, record=True
+            self.member,
+            self.candidates,
+            k=self.k,
+            placement=self.placement,
+            now=self.now,
+            record=self.record,
+            also_check=self.also_check,
         )
 
 

@@ -277,6 +277,10 @@ class PipelineConfig:
     - ``booking_horizon_days``: how far ahead flights are sold; a later departure is an invalid request.
     - ``max_trip_hours``: the longest flight; a trip without ``arrival_time`` is in progress this long after
       departure (in-trip offers are sold until arrival; a trip that has arrived is an invalid request).
+    - ``exploration_share``: share of requests whose slate is drawn uniformly at random (without
+      replacement) from the candidate set instead of by value, caps applied all the same; 0 disables. Every
+      shown offer carries its propensity over the explore/exploit mixture (see ``OfferPipeline``).
+    - ``exploration_seed``: seed of the exploration draws (None: from the OS).
     """
 
     retrieval_k: int = 60
@@ -296,6 +300,8 @@ class PipelineConfig:
     blend_exponent: float = 0.5
     booking_horizon_days: float = 361.0
     max_trip_hours: float = 20.0
+    exploration_share: float = 0.0
+    exploration_seed: int | None = None
 
     def objective_exponent(self, placement: str) -> float:
         """β of the ranking key p^(1-β) × EV^β at a placement: 1 expected value, 0 acceptance."""
@@ -340,6 +346,8 @@ class PipelineConfig:
             raise ValueError("miles_liability_cost_cny must be >= 0")
         if self.offer_ttl_hours <= 0:
             raise ValueError("offer_ttl_hours must be > 0")
+        if not 0.0 <= self.exploration_share <= 1.0:
+            raise ValueError("exploration_share must be in [0, 1]")
 
 
 def parse_ranking_objectives(text: str) -> tuple[str, dict[str, str]]:

@@ -169,6 +169,7 @@ def make_settings(registry: Registry, world: Path, tmp: Path, prefix: str | None
         "reload_interval_s": 0,
         "debug_token": DEBUG_TOKEN,
         "tracking_secret": TRACKING_SECRET,
+        "exploration_share": 0.0,  # deterministic slates unless a test explores on purpose
     }
     values.update(over)
     return Settings(**values)
@@ -189,6 +190,7 @@ def service_env(registry: Registry, world: Path, tmp: Path, prefix: str, **over:
         "RECSYS_DEBUG_TOKEN": DEBUG_TOKEN,
         "RECSYS_TRACKING_SECRET": TRACKING_SECRET,
         "RECSYS_LOG_LEVEL": "info",
+        "RECSYS_EXPLORATION_SHARE": "0",
     }
     env.update(over)
     return env

@@ -3,7 +3,9 @@ set after eligibility and caps, the shown slate with propensities; events join t
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from scipy import stats
 
 from recsys.requestlog import SqlRequestLog
 from serving.app import create_app
@@ -22,26 +25,23 @@ from tests.serving.test_api import rec_body, trip
 SHOWN_OR_RANKED_BELOW = {"value", "diversity", "top_k"}  # stages that drop candidates, not non-candidates
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def logged(
-    request: pytest.FixtureRequest, registry: Registry, serving_world: Path, tmp_path: Path, redis_prefix: str
+@contextlib.contextmanager
+def logged_app(
+    backend: str, registry: Registry, world: Path, tmp: Path, redis_prefix: str, **over: Any
 ) -> Iterator[tuple[TestClient, SqlRequestLog]]:
     """The app over real Redis with its request log in SQLite or in a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        url, schema, engine = f"sqlite:///{tmp_path}/requests.db", None, None
+    if backend == "sqlite":
+        url, schema, engine = f"sqlite:///{tmp}/requests.db", None, None
     else:
         engine, schema = pg_schema_or_fail("test_svc_reqlog")
         url = PG_URL
-    settings = make_settings(
-        registry,
-        serving_world,
-        tmp_path,
-        redis_prefix,
-        request_log_url=url,
-        request_log_schema=schema,
-        exploration_share=0.0,
+    values: dict[str, Any] = {
+        "exploration_share": 0.0,
         # counted on serve, each offer once a week: a repeated screen's candidates show the caps at work
-        capping_policy_path=serve_counting_policy(tmp_path),
+        "capping_policy_path": serve_counting_policy(tmp),
+    } | over
+    settings = make_settings(
+        registry, world, tmp, redis_prefix, request_log_url=url, request_log_schema=schema, **values
     )
     reader = SqlRequestLog(url, schema=schema)
     try:
@@ -51,6 +51,19 @@ def logged(
         reader.close()
         if engine is not None and schema is not None:
             drop_schema(engine, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture()
+def logged(
+    backend: str, registry: Registry, serving_world: Path, tmp_path: Path, redis_prefix: str
+) -> Iterator[tuple[TestClient, SqlRequestLog]]:
+    with logged_app(backend, registry, serving_world, tmp_path, redis_prefix) as app:
+        yield app
 
 
 def flush(client: TestClient) -> None:
@@ -98,12 +111,15 @@ def test_every_request_is_logged_with_candidates_and_propensities(
         assert [s.slot for s in r.shown] == list(range(len(answer["offers"])))
         assert all(s.propensity == 1.0 for s in r.shown)
         shown_any += len(r.shown)
-        # Candidates: every offer that passed eligibility and caps = shown, or dropped only by value,
-        # diversity or the top k; none suppressed by eligibility or caps.
-        below = {s["offer_id"] for s in answer["suppressed"] if s["stage"] in SHOWN_OR_RANKED_BELOW}
-        blocked = {s["offer_id"] for s in answer["suppressed"] if s["stage"] in {"eligibility", "caps"}}
-        assert set(r.candidates) == {o["offer_id"] for o in answer["offers"]} | below
-        assert not set(r.candidates) & blocked
+        # Candidates: every offer that passed eligibility and the caps on its own = shown, dropped by value,
+        # diversity or the top k, or crowded out by this request's own picks (a cap suppression); never
+        # an ineligible one.
+        stage = {s["offer_id"]: s["stage"] for s in answer["suppressed"]}
+        below = {o for o, st in stage.items() if st in SHOWN_OR_RANKED_BELOW}
+        shown = {o["offer_id"] for o in answer["offers"]}
+        assert set(r.candidates) >= shown | below
+        assert all(stage[o] == "caps" for o in set(r.candidates) - shown - below)
+        assert not {o for o in r.candidates if stage.get(o) == "eligibility"}
         assert len(r.candidates) == len(set(r.candidates))
     assert shown_any > 20  # the test looked at real slates
 
@@ -167,3 +183,104 @@ def test_request_log_can_be_switched_off(
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/recommendations", json=rec_body(world_members[0])).status_code == 200
         assert client.app.state.services.request_writer is None  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------- exploration
+
+
+def test_explored_propensities_match_show_frequencies(
+    backend: str,
+    registry: Registry,
+    serving_world: Path,
+    tmp_path: Path,
+    redis_prefix: str,
+    world_members: list[str],
+) -> None:
+    """Over many seeded requests in one state (caps off), each offer is shown as often as the propensities
+    the log recorded for it say (chi-square), and exploration happens on its share of requests."""
+    share, k, n_req = 0.3, 3, 1200
+    body = rec_body(world_members[50], limit=k)
+    with logged_app(
+        backend,
+        registry,
+        serving_world,
+        tmp_path,
+        redis_prefix,
+        exploration_share=share,
+        exploration_seed=20261205,
+        capping_enabled=False,
+    ) as (client, log):
+        ids = []
+        for _ in range(n_req):
+            resp = client.post("/v1/recommendations", json=body)
+            assert resp.status_code == 200, resp.text
+            ids.append(resp.json()["request_id"])
+        flush(client)
+        records = list(log.get_many(ids).values())
+    assert len(records) == n_req
+    candidates = records[0].candidates
+    n = len(candidates)
+    assert n > k and all(r.candidates == candidates for r in records)
+    exploit = {s.offer_id for s in next(r for r in records if not r.exploration).shown}
+    explored = sum(r.exploration for r in records)
+    assert stats.binomtest(explored, n_req, share).pvalue > 0.01
+    shows: Counter[str] = Counter()
+    recorded: dict[str, float] = {}
+    for r in records:
+        for s in r.shown:
+            shows[s.offer_id] += 1
+            assert recorded.setdefault(s.offer_id, s.propensity) == s.propensity
+            # The marginal over the mixture: (1 - share) * [in the value slate] + share * k / n.
+            assert s.propensity == pytest.approx((1 - share) * (s.offer_id in exploit) + share * k / n)
+        if not r.exploration:
+            assert {s.offer_id for s in r.shown} == exploit
+    expected = [n_req * ((1 - share) * (c in exploit) + share * k / n) for c in candidates]
+    observed = [shows[c] for c in candidates]
+    assert stats.chisquare(observed, expected).pvalue > 0.01
+    assert stats.chisquare(observed, [n_req * k / n] * n).pvalue < 1e-6  # the test can tell a wrong p
+
+
+def test_explored_slates_obey_the_caps(
+    backend: str,
+    registry: Registry,
+    serving_world: Path,
+    tmp_path: Path,
+    redis_prefix: str,
+    world_members: list[str],
+    world_offers: pd.DataFrame,
+) -> None:
+    policy = tmp_path / "caps-explore.yaml"
+    policy.write_text(
+        'version: "explore-test"\ncount_on: serve\ncaps:\n'
+        "  - {name: member_daily, scope: member, limit: 6, window: day}\n"
+        "  - {name: upsell_daily, scope: member_family, families: [upsell], limit: 2, window: day}\n"
+        "  - {name: offer_weekly, scope: member_offer, limit: 1, window: 7d}\n"
+    )
+    with logged_app(
+        backend,
+        registry,
+        serving_world,
+        tmp_path,
+        redis_prefix,
+        exploration_share=1.0,
+        exploration_seed=5,
+        capping_policy_path=policy,
+    ) as (client, log):
+        member = world_members[60]
+        ids = [
+            client.post("/v1/recommendations", json=rec_body(member, limit=5)).json()["request_id"]
+            for _ in range(6)
+        ]
+        flush(client)
+        records = [log.get(i) for i in ids]
+    exempt = set(world_offers.loc[world_offers["exempt"], "offer_id"])
+    family = dict(zip(world_offers["offer_id"], world_offers["family"], strict=True))
+    shown = [s.offer_id for r in records if r is not None for s in r.shown if s.offer_id not in exempt]
+    assert all(r is not None and r.exploration for r in records)
+    assert shown and len(shown) == len(set(shown))  # offer_weekly: the same offer at most once a week
+    assert len(shown) <= 6  # member_daily: six a day
+    assert sum(family[o] == "upsell" for o in shown) <= 2  # upsell_daily
+    for r in records:
+        assert r is not None
+        n = len(r.candidates)
+        assert all(s.propensity == pytest.approx(min(5, n) / n) for s in r.shown)
