@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from recsys.schema import Col
+from recsys.sqltables import create_tables
 
 TABLE_NAME = "offer_events"
 TRIP_KEY = "trip_key"
@@ -140,7 +141,7 @@ class EventLog:
         if schema is not None:
             self.engine = self.engine.execution_options(schema_translate_map={None: schema})
         if create:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)  # several workers may start at once
 
     def _insert(self) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(events_table)

@@ -47,6 +47,7 @@ from recsys.experiments.model import (
     to_json,
     validate,
 )
+from recsys.sqltables import create_tables
 
 TABLE_NAME = "experiments"
 _LOCK_ID = 0x7EC5_0E1D  # pg_advisory_xact_lock key of experiment transitions
@@ -136,7 +137,7 @@ class ExperimentStore:
         if schema is not None:
             self.engine = self.engine.execution_options(schema_translate_map={None: schema})
         if create:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)  # several workers may start at once
         self.catalog = catalog
         self.cap_policy_check = cap_policy_check
         self.clock = clock or (lambda: datetime.now(UTC))

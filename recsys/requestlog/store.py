@@ -12,7 +12,6 @@ batch is validated first (:meth:`RequestRecord.validate`), so a bad record refus
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,9 +37,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from recsys.requestlog.record import PolicyRef, RequestRecord, ShownOffer, TripSnapshot
+from recsys.sqltables import create_tables
 
 REQUESTS_TABLE = "request_log"
 SHOWN_TABLE = "request_shown"
@@ -192,19 +191,7 @@ class SqlRequestLog:
         if schema is not None:
             self.engine = self.engine.execution_options(schema_translate_map={None: schema})
         if create:
-            self._create_tables()
-
-    def _create_tables(self) -> None:
-        # Several service workers start at once: one may create a table between another's existence check
-        # and its CREATE. Checking again after such a collision finds the table there.
-        for attempt in range(3):
-            try:
-                metadata.create_all(self.engine)
-                return
-            except (OperationalError, ProgrammingError, IntegrityError):
-                if attempt == 2:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+            create_tables(metadata, self.engine)  # several workers may start at once
 
     def _insert(self, table: Table) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
