@@ -272,3 +272,35 @@ def test_report_shape(exp_client: TestClient, registry: Registry) -> None:
     )
     assert [a["variant"] for a in report["arms"]] == ["control", "acceptance", "holdout"]
     assert report["metrics"][0]["metric"] == "conversion" and report["metrics"][0]["primary"]
+
+
+def test_popularity_baseline_and_holdout_served_popularity(
+    exp_client: TestClient, registry: Registry, world_members: list[str]
+) -> None:
+    pop = {"version": registry.first_version}  # the session's registry holds a popularity model
+    body = definition(
+        registry,
+        "pop-holdout",
+        placements=["home"],
+        variants=[
+            {"key": "popularity", "weight": 0.5, "model": pop, "baseline": "popularity"},
+            {"key": "acceptance", "weight": 0.5, "model": pop, "objective": "acceptance"},
+        ],
+        holdout=0.3,
+        holdout_serving="popularity",
+        holdout_model=pop,
+    )
+    resp = exp_client.post("/v1/experiments", json=body, headers=H)
+    assert resp.status_code == 201, resp.text
+    assert exp_client.post("/v1/experiments/pop-holdout/start", headers=H).status_code == 200
+    try:
+        served = set()
+        for member in world_members[:40]:
+            r = exp_client.post(
+                "/v1/recommendations", json=rec_body(member, placement="home", trip=None)
+            ).json()
+            served.add(r["experiment"]["variant"])
+            assert r["model"]["version"] == registry.first_version
+        assert "holdout" in served
+    finally:
+        exp_client.post("/v1/experiments/pop-holdout/stop", headers=H)
