@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from recsys.experiments import Experiment
+from recsys.experiments import Experiment, Status
 from recsys.experiments.attribution import Attribution, Price, attribute
 from recsys.experiments.history import dataset_history, history_from_events, merge_history
 from recsys.experiments.report import build_report
@@ -54,7 +54,17 @@ def experiment_report(services: Services, exp: Experiment) -> dict[str, Any]:
     if data_dir is not None and data_dir.exists():
         from_data = dataset_history(data_dir, start, prices, members, since=start - HISTORY_LOOKBACK)
         history = merge_history(history, from_data)
-    latency = services.experiments.latency_p99(exp.key) if services.experiments is not None else {}
+    runtime = services.experiments
+    latency = runtime.latency_p99(exp.key) if runtime is not None else {}
+    if (
+        runtime is not None
+        and exp.status is Status.RUNNING
+        and all(e.key != exp.key for e in runtime.snapshot.experiments)
+    ):
+        warnings.append(
+            "this worker does not serve the experiment (its members get the default model): "
+            f"{runtime.last_error or 'not loaded yet'}"
+        )
     report = build_report(
         exp,
         attribution,

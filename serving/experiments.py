@@ -93,7 +93,10 @@ class ExperimentRuntime:
 
     def latency_p99(self, experiment: str) -> dict[str, float | None]:
         """p99 latency (ms) per arm over this worker's latest requests."""
-        return {arm: p99(list(q)) for (exp, arm), q in list(self._latency.items()) if exp == experiment}
+        # deque.copy() is one C call: safe while the event loop appends (the report runs in a thread).
+        return {
+            arm: p99(list(q.copy())) for (exp, arm), q in list(self._latency.items()) if exp == experiment
+        }
 
     @property
     def snapshot(self) -> Snapshot:

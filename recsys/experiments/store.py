@@ -289,6 +289,8 @@ class ExperimentStore:
                 raise ExperimentError("end", f"end {exp.end.isoformat()} has passed")
             self._check_models(exp)
             for other in self._running(conn):
+                if other.end is not None and other.end <= now:
+                    continue  # past its end: it routes nobody any more
                 problem = overlaps(exp, other)
                 if problem is not None:
                     raise ExperimentError("placements", problem, kind="conflict", code="experiment_overlap")

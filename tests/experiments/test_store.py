@@ -235,3 +235,16 @@ def test_concurrent_starts_let_one_through(store_url: tuple[str, str | None]) ->
     assert len(stores[0].running()) == 1
     for st in stores:
         st.close()
+
+
+def test_a_running_experiment_past_its_end_does_not_block(store_url: tuple[str, str | None]) -> None:
+    now = [T0]
+    s = make(store_url, now)
+    s.create(exp("old", end=T0 + timedelta(days=1)))
+    s.create(exp("new", end=T0 + timedelta(days=10)))
+    s.start("old")
+    with pytest.raises(ExperimentError):
+        s.start("new")
+    now[0] = T0 + timedelta(days=2)
+    assert s.start("new").status is Status.RUNNING
+    s.close()
