@@ -471,3 +471,17 @@ def test_async_member_store_outage_serves_the_member_as_unknown() -> None:
     res = asyncio.run(pipeline(dead).arecommend(request("M1", placement="home", trip=None)))
     assert res.store_degraded is not None and "ConnectionError" in res.store_degraded
     assert [o.offer_id for o in res.offers] == ["PROMO"]
+
+
+def test_acceptance_objective_ranks_by_probability(store: EmbeddedMemberStore) -> None:
+    by_value = pipeline(store, max_per_category=10, family_repeat_penalty=1.0).recommend(request())
+    by_p = pipeline(store, max_per_category=10, family_repeat_penalty=1.0, objective="acceptance").recommend(
+        request()
+    )
+    assert {o.offer_id for o in by_p.offers} == {o.offer_id for o in by_value.offers}
+    ev = [o.expected_value for o in by_value.offers]
+    p = [o.acceptance_probability for o in by_p.offers]
+    assert ev == sorted(ev, reverse=True) and p == sorted(p, reverse=True)
+    assert [o.offer_id for o in by_p.offers] != [o.offer_id for o in by_value.offers]
+    with pytest.raises(ValueError, match="objective"):
+        PipelineConfig(objective="clicks")
