@@ -32,6 +32,7 @@ from serving.errors import install_error_handlers
 from serving.experiments import ExperimentRuntime, VariantLoader, with_objective
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
+from serving.offline import RegistryOfflineEstimator
 from serving.openapi import install_openapi
 from serving.pages import routes as pages
 from serving.services import Services
@@ -373,7 +374,9 @@ def create_app(
         services.experiment_store = exp_store
         services.experiments = runtime
         services.request_log = rlog if rlog is not None else request_log
-        services.offline_estimator = offline_estimator
+        services.offline_estimator = offline_estimator or RegistryOfflineEstimator(
+            settings.mlflow_tracking_uri
+        )
         app.state.services = services
         if member_store is None:
             await anyio.to_thread.run_sync(
