@@ -47,12 +47,10 @@ class RegistryOfflineEstimator:
     def estimate(
         self, experiment: Experiment, control: Variant, treatment: Variant
     ) -> OfflineEstimate | None:
-        if (
-            treatment.objective is not Objective.EXPECTED_VALUE
-            or control.objective is not Objective.EXPECTED_VALUE
-        ):
-            return None  # the replay values policies as the service ranks by expected value only
-        key = (str(control.model.served()), str(treatment.model.served()))
+        key = (
+            f"{control.model.served()}:{control.objective.value}",
+            f"{treatment.model.served()}:{treatment.objective.value}",
+        )
         if key in self._cache:
             return self._cache[key]
         found = self._estimate(control, treatment)
@@ -63,15 +61,16 @@ class RegistryOfflineEstimator:
         c_info, t_info = self._version(control.model), self._version(treatment.model)
         if c_info is None or t_info is None or not c_info.kind or not t_info.kind:
             return None
-        if c_info.kind == t_info.kind:
+        pc, pt = policy_name(c_info.kind, control.objective), policy_name(t_info.kind, treatment.objective)
+        if pc == pt:
             return None  # one policy row for both: the replay cannot tell them apart
         name = f"{ESTIMATOR}_{METRIC}"
         for run_id in (t_info.run_id, c_info.run_id):
             metrics = self._run_metrics(run_id)
-            vc, vt = metrics.get(f"{c_info.kind}.{name}"), metrics.get(f"{t_info.kind}.{name}")
+            vc, vt = metrics.get(f"{pc}.{name}"), metrics.get(f"{pt}.{name}")
             if vc is None or vt is None:
                 continue
-            se_c, se_t = metrics.get(f"{c_info.kind}.{name}_se"), metrics.get(f"{t_info.kind}.{name}_se")
+            se_c, se_t = metrics.get(f"{pc}.{name}_se"), metrics.get(f"{pt}.{name}_se")
             ci = rel = rel_ci = None
             if se_c is not None and se_t is not None:
                 half = Z95 * math.sqrt(se_c**2 + se_t**2)  # the rows' errors as if independent: conservative
@@ -89,8 +88,13 @@ class RegistryOfflineEstimator:
                 relative_lift=rel,
                 relative_ci=rel_ci,
                 note=(
-                    f"replay of the test period logged by training run {run_id}: policy {t_info.kind!r} "
-                    f"against {c_info.kind!r}, each trained before the test period"
+                    f"replay of the test period logged by training run {run_id}: policy {pt!r} "
+                    f"against {pc!r}, each trained before the test period"
                 ),
             )
         return None
+
+
+def policy_name(kind: str, objective: Objective) -> str:
+    """The policy table's row for a model kind ranked by an objective (``recsys.evaluation.policies``)."""
+    return kind if objective is Objective.EXPECTED_VALUE else f"{kind}_acceptance"

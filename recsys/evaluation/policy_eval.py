@@ -92,8 +92,11 @@ class PolicyReport:
                 out[f"{r.name}.true_{k}_per_request"] = v
             for est, e in r.purchases.items():
                 out[f"{r.name}.{est}_purchases_per_request"] = e.value
+                # the standard error too: the experiment report puts the estimate's interval beside the lift
+                out[f"{r.name}.{est}_purchases_per_request_se"] = e.se
             for est, e in r.value.items():
                 out[f"{r.name}.{est}_ev_per_request"] = e.value
+                out[f"{r.name}.{est}_ev_per_request_se"] = e.se
             out[f"{r.name}.{PRIMARY_POLICY_METRIC}"] = r.primary
         return out
 

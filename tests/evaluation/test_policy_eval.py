@@ -84,6 +84,10 @@ def test_the_policy_table_orders_policies_by_their_true_values(replay: Replay) -
     assert table.loc[table["policy"] == "oracle", "purchases / oracle"].item() == pytest.approx(1.0)
     assert {"IPS EV", "SNIPS EV", "DR EV", "SNIPS EV - base"} <= set(table.columns)
     assert "95 % CIs clustered by member" in report.markdown()
+    flat = report.metrics()
+    est = by["oracle"].purchases["snips"]
+    assert flat["oracle.snips_purchases_per_request"] == est.value
+    assert flat["oracle.snips_purchases_per_request_se"] == est.se > 0
 
 
 class _Peeker:

@@ -30,6 +30,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
             "popularity.snips_purchases_per_request_se": 0.001,
             "als.snips_purchases_per_request": 0.025,
             "als.snips_purchases_per_request_se": 0.0012,
+            "als_acceptance.snips_purchases_per_request": 0.018,
         },
     ):
         run = client.create_run(exp_id)
@@ -66,7 +67,16 @@ def test_no_estimate_when_the_replay_cannot_tell(store: str) -> None:
     pop = Variant("pop", 0.5, ModelRef(NAME, version="1"))
     pop2 = Variant("pop2", 0.5, ModelRef(NAME, version="1"), objective=Objective.EXPECTED_VALUE)
     assert est.estimate(experiment(pop, pop2), pop, pop2) is None  # one policy row for both
-    acc = Variant("acc", 0.5, ModelRef(NAME, version="2"), objective=Objective.ACCEPTANCE)
-    assert est.estimate(experiment(pop, acc), pop, acc) is None  # the replay ranks by expected value
+    pop_acc = Variant("acc", 0.5, ModelRef(NAME, version="1"), objective=Objective.ACCEPTANCE)
+    assert est.estimate(experiment(pop, pop_acc), pop, pop_acc) is None  # no popularity_acceptance row
     missing = Variant("m", 0.5, ModelRef(NAME, version="9"))
     assert est.estimate(experiment(pop, missing), pop, missing) is None
+
+
+def test_acceptance_objective_reads_its_own_row(store: str) -> None:
+    champ = Variant("champ", 0.5, ModelRef(NAME, version="2"))
+    acc = Variant("acc", 0.5, ModelRef(NAME, version="2"), objective=Objective.ACCEPTANCE)
+    got = RegistryOfflineEstimator(store).estimate(experiment(champ, acc), champ, acc)
+    assert got is not None and (got.control, got.treatment) == (0.025, 0.018)
+    assert got.absolute_ci is None  # the acceptance row logged no standard error here
+    assert got.relative_lift == pytest.approx(0.018 / 0.025 - 1)
