@@ -143,6 +143,18 @@ def registry_variant_loader(settings: Settings) -> VariantLoader:
     return load
 
 
+def reuse_served(holder: ModelHolder, load: VariantLoader) -> VariantLoader:
+    """A variant naming the version the service serves shares its loaded bundle (one copy in memory)."""
+
+    def loader(ref: ModelRef) -> tuple[Any, Any]:
+        current = holder.current
+        if current is not None and (current.name, current.version) == (ref.name, ref.version):
+            return current.bundle, current
+        return load(ref)
+
+    return loader
+
+
 def check_cap_policy(path: str) -> str | None:
     """None when the cap policy file loads; else what is wrong with it."""
     from recsys.capping.policy import PolicyError, load_policy
@@ -367,7 +379,7 @@ def create_app(
 
         runtime = ExperimentRuntime(
             exp_store,
-            variant_loader or registry_variant_loader(settings),
+            reuse_served(holder, variant_loader or registry_variant_loader(settings)),
             variant_pipeline,
             index_offers=index_offers or catalogue_index,
         )

@@ -109,6 +109,13 @@ def test_create_start_route_stop(
     assert started.json()["status"] == "running"
     assert started.json()["variants"][1]["model"]["pinned_version"] == registry.first_version
     exp = from_json(started.json())
+    services = exp_client.app.state.services  # type: ignore[attr-defined]
+    arms = services.experiments.snapshot.arms
+    # Both arms serve the version the service already holds: one bundle in memory, two pipelines.
+    assert arms[("route-test", "control")].bundle is services.holder.current.bundle
+    assert arms[("route-test", "acceptance")].bundle is services.holder.current.bundle
+    assert arms[("route-test", "acceptance")].pipeline.config.objective == "acceptance"
+    assert arms[("route-test", "control")].pipeline.config.objective == "expected_value"
     seen: dict[str, int] = {}
     for member in world_members[:60]:
         r = exp_client.post("/v1/recommendations", json=rec_body(member)).json()
