@@ -40,7 +40,10 @@ run: world champion
 	@token="$${RECSYS_DEBUG_TOKEN:-local-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}"; \
 	echo "Local admin token for this run (set RECSYS_DEBUG_TOKEN to choose one): $$token"; \
 	echo "  reload the cap policy: curl -X POST -H 'X-Debug-Token: '$$token localhost:8000/v1/admin/caps-policy/reload"; \
-	RECSYS_DEBUG_TOKEN="$$token" $(BIN)/python -m serving
+	key="$${RECSYS_ADMIN_API_KEY:-local-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}"; \
+	echo "Experiments admin API key for this run (set RECSYS_ADMIN_API_KEY to choose one): $$key"; \
+	echo "  list experiments: curl -H 'X-Api-Key: '$$key localhost:8000/v1/experiments"; \
+	RECSYS_DEBUG_TOKEN="$$token" RECSYS_ADMIN_API_KEY="$$key" $(BIN)/python -m serving
 
 # The end-to-end page tests drive Debian's chromium through Playwright (never `playwright install`: it
 # downloads a browser from outside the package registries).
