@@ -42,9 +42,22 @@ def _ci(value: Any) -> tuple[float, float] | None:
     return None
 
 
+def arm_colours(report: Mapping[str, Any]) -> dict[str, str]:
+    """One colour per arm in the report's order (control first), the holdout grey: the same in both charts."""
+    arms = [str(a.get("variant")) for a in report.get("arms", [])]
+    for point in report.get("timeline", []):
+        if str(point.get("variant")) not in arms:
+            arms.append(str(point.get("variant")))
+    colours: dict[str, str] = {}
+    for arm in arms:
+        colours[arm] = HOLDOUT_COLOUR if arm == "holdout" else PALETTE[len(colours) % len(PALETTE)]
+    return colours
+
+
 def lift_rows(report: Mapping[str, Any]) -> list[LiftRow]:
     """The rows the lift chart draws: every metric's comparisons with a relative lift, the primary metric
-    first, then the offline estimates of the primary metric."""
+    first, then the offline estimates of the primary metric. The holdout (no offers at all, so -100 % on
+    most metrics) stays in the tables: on the chart it would squeeze every other interval."""
     rows: list[LiftRow] = []
     primary = None
     for metric in report.get("metrics", []):
@@ -52,7 +65,7 @@ def lift_rows(report: Mapping[str, Any]) -> list[LiftRow]:
             primary = metric.get("metric")
         for comp in metric.get("comparisons", []):
             lift = comp.get("relative_lift")
-            if _finite(lift):
+            if _finite(lift) and comp.get("variant") != "holdout":
                 rows.append(
                     LiftRow(
                         str(metric.get("metric")),
@@ -139,11 +152,10 @@ def lift_chart(report: Mapping[str, Any], *, width: int = 720) -> Markup:
         f'<line class="zero" x1="{x(0)}" y1="{top - 4}" x2="{x(0)}" y2="{axis_y}" stroke="#343a40" '
         'stroke-width="1.5"/>'
     )
-    variants = sorted({r.variant for r in rows})
-    colour = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
+    colour = arm_colours(report)
     for i, r in enumerate(rows):
         cy = top + row_h * i + row_h / 2
-        c = HOLDOUT_COLOUR if r.variant == "holdout" else colour[r.variant]
+        c = colour.get(r.variant, PALETTE[0])
         label = f"{r.metric} · {r.variant}" + (" (offline estimate)" if r.kind == "offline" else "")
         ci_text = f" [{_pct(r.ci[0])}, {_pct(r.ci[1])}]" if r.ci else ""
         parts.append(
@@ -227,8 +239,9 @@ def timeline_chart(report: Mapping[str, Any], *, width: int = 720, height: int =
     parts.append(
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#343a40"/>'
     )
+    colour = arm_colours(report)
     for i, (arm, pts) in enumerate(series.items()):
-        c = HOLDOUT_COLOUR if arm == "holdout" else PALETTE[i % len(PALETTE)]
+        c = colour.get(arm, PALETTE[i % len(PALETTE)])
         coords = " ".join(f"{x(d)},{y(v)}" for d, v in pts)
         last = pts[-1][1] if pts else None
         parts.append(

@@ -173,3 +173,29 @@ def test_session_cookies_are_signed_and_bound_to_the_key() -> None:
     assert signer.login_token_ok(login_cookie, token)
     assert not signer.login_token_ok(login_cookie, token + "x")
     assert not signer.login_token_ok(None, token)
+
+
+def test_the_holdout_stays_off_the_lift_chart_and_arms_keep_their_colour() -> None:
+    report = {
+        **REPORT,
+        "arms": [{"variant": "control"}, {"variant": "champion"}, {"variant": "holdout"}],
+        "metrics": [
+            {
+                "metric": "conversion",
+                "primary": True,
+                "comparisons": [
+                    comparison("champion", 0.1, [0.0, 0.2]),
+                    comparison("holdout", -1.0, [-1, -1]),
+                ],
+            }
+        ],
+    }
+    lift = ET.fromstring(str(charts.lift_chart(report)))
+    rows = lift.findall(f"{SVG}g[@class='lift-row']")
+    assert [r.get("data-variant") for r in rows] == ["champion", "champion"]  # measured and offline
+    champion_fill = rows[0].find(f"{SVG}circle").get("fill")  # type: ignore[union-attr]
+    timeline = ET.fromstring(str(charts.timeline_chart(report)))
+    series = {g.get("data-variant"): g for g in timeline.findall(f"{SVG}g[@class='series']")}
+    assert series["champion"].find(f"{SVG}polyline").get("stroke") == champion_fill  # type: ignore[union-attr]
+    assert series["holdout"].find(f"{SVG}polyline").get("stroke") == charts.HOLDOUT_COLOUR  # type: ignore[union-attr]
+    assert series["control"].find(f"{SVG}polyline").get("stroke") == charts.PALETTE[0]  # type: ignore[union-attr]
