@@ -29,6 +29,7 @@ Blocks (names in :attr:`FeatureSpace.names`):
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,6 +123,8 @@ EVENT_CODES: dict[str, int] = {
 PLACEMENTS: tuple[str, ...] = tuple(p.value for p in Placement)
 FAMILIES: tuple[str, ...] = tuple(f.value for f in OfferFamily)
 CABIN_LEVEL: dict[str, int] = {str(c): i for i, c in enumerate(CABIN_ORDER)}
+_PLACEMENT_POS: dict[str, int] = {p: i for i, p in enumerate(PLACEMENTS)}
+_NO_AIRPORT = (math.nan, math.nan, -1, False)
 
 CATEGORICAL_FEATURES: tuple[str, ...] = (
     *MEMBER_CATEGORICAL,
@@ -534,20 +537,10 @@ class FeatureSpace:
     ) -> np.ndarray:
         """Feature rows of one request's candidates (``rows`` into ``offers``): the per-request path."""
         profile = context.profile or {}
-        member = self.member_block(lambda name: [profile.get(name)] if name in profile else None, 1)
         now_s = to_seconds(context.now)
-        dep = (
-            to_seconds(context.departure_time) if context.departure_time is not None else np.asarray([np.nan])
-        )
-        ctx = self.context_block(
-            np.asarray([context.placement], dtype=object),
-            np.asarray([context.origin], dtype=object),
-            np.asarray([context.destination], dtype=object),
-            dep,
-            np.asarray([context.cabin], dtype=object),
-            now_s,
-            np.asarray([profile.get("home_airport")], dtype=object),
-        )
+        dep = to_seconds(context.departure_time)[0] if context.departure_time is not None else math.nan
+        member = self._member_row(profile)[None, :]
+        ctx = np.asarray([self._context_row(context, float(now_s[0]), dep, profile.get("home_airport"))])
         # One member and one context: their blocks are single rows, broadcast; only the offer-dependent
         # columns are computed per candidate. Equal to matrix() on the same inputs (tests/ranker checks a
         # request's rows against the rows training built for the same impressions).
@@ -598,6 +591,45 @@ class FeatureSpace:
         out[:, col] = np.where(np.isfinite(cf), cf, np.nan)
         out[:, col + 1] = 1.0 if cf_known else 0.0
         return out
+
+    def _member_row(self, profile: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`member_block` of one profile, in plain Python (a request has one member)."""
+        out = np.empty(len(MEMBER_NUMERIC) + len(MEMBER_CATEGORICAL))
+        for j, name in enumerate(MEMBER_NUMERIC):
+            v = profile.get(name)
+            try:
+                out[j] = math.nan if v is None else float(v)
+            except (TypeError, ValueError):
+                out[j] = math.nan
+        for j, name in enumerate(MEMBER_CATEGORICAL, start=len(MEMBER_NUMERIC)):
+            v = profile.get(name)
+            out[j] = self._vocab_pos.get(name, {}).get(v, -1) if isinstance(v, str) else -1
+        return out
+
+    def _context_row(self, ctx: ScoringContext, now: float, dep: float, home: Any) -> list[float]:
+        """:meth:`context_block` of one request, in plain Python (same formulas)."""
+        from recsys.data.network import EARTH_RADIUS_KM
+
+        ap = self.airports
+        o = ap.get(ctx.origin, _NO_AIRPORT) if isinstance(ctx.origin, str) else _NO_AIRPORT
+        d = ap.get(ctx.destination, _NO_AIRPORT) if isinstance(ctx.destination, str) else _NO_AIRPORT
+        p1, p2 = math.radians(o[0]), math.radians(d[0])
+        a = (
+            math.sin((p2 - p1) / 2) ** 2
+            + math.cos(p1) * math.cos(p2) * math.sin(math.radians(d[1] - o[1]) / 2) ** 2
+        )
+        km = math.nan if math.isnan(a) else 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(max(a, 0.0), 1.0)))
+        return [
+            _PLACEMENT_POS.get(ctx.placement, -1),
+            1.0 if isinstance(ctx.destination, str) else 0.0,
+            km,
+            CABIN_LEVEL.get(ctx.cabin, -1) if isinstance(ctx.cabin, str) else -1,
+            (dep - now) / 3600.0,
+            math.nan if math.isnan(dep) else math.floor(dep / _DAY_S + 5) % 7,
+            1.0 if (o[3] and d[3]) else 0.0,
+            1.0 if isinstance(ctx.origin, str) and ctx.origin == home else 0.0,
+            d[2],
+        ]
 
     def history_from_profile(self, profile: Mapping[str, Any]) -> ExposureHistory:
         """The exposure history a member record carries (:func:`member_exposures`), as arrays."""
