@@ -205,7 +205,9 @@ def standard_policies(
     popularity by their scores; per-offer conversion; each learned model ranked by calibrated acceptance ×
     margin (``<kind>``, as the service values offers) and by acceptance alone (``<kind>_acceptance``); for the
     kinds in ``pipeline_kinds`` and for contextual rankers (they score a request in its context) the service's
-    whole pipeline (``<kind>_pipeline``); the oracles.
+    whole pipeline (``<kind>_pipeline``; its member store holds profiles without the exposure history, so a
+    contextual ranker's ``<kind>`` rows, scored with each request's exposures, are the ones to read); the
+    oracles.
     """
     from recsys.evaluation.policy import ScoredPolicy
     from recsys.evaluation.policy_eval import EV_ORACLE_POLICY, ORACLE_POLICY, margins_by_offer
@@ -230,7 +232,18 @@ def standard_policies(
         if kind == baseline:
             continue
         if getattr(bundle, "context_ranker", None) is not None:
-            # a contextual ranker scores each request in its context: replay it through the pipeline
+            # a contextual ranker scores each request in its context: by its P(purchase) with the member's
+            # exposures as of each request (the same features as its training), and through the pipeline
+            from recsys.ranker.policy import RankerScorer
+
+            policies.append(
+                ScoredPolicy(RankerScorer(bundle, dataset_dir, objective="expected_value", name=kind))
+            )
+            policies.append(
+                ScoredPolicy(
+                    RankerScorer(bundle, dataset_dir, objective="acceptance", name=f"{kind}_acceptance")
+                )
+            )
             pipelines += [] if kind in pipelines else [kind]
             continue
         policies.append(ScoredPolicy(BundleScorer(kind, bundle, "value", margins, profiles)))
