@@ -206,27 +206,40 @@ class SqlRequestLog:
             r.validate()
             unique.setdefault(r.request_id, r)
         now = datetime.now(UTC)
-        stmt = (
-            self._insert(requests_table)
-            .values([_request_row(r, now) for r in unique.values()])
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(requests_table.c.request_id)
-        )
+        ids = list(unique)
         with self.engine.begin() as conn:
-            new = set(conn.execute(stmt).scalars())
-            shown = [
-                {
-                    "request_id": r.request_id,
-                    "slot": s.slot,
-                    "offer_id": s.offer_id,
-                    "propensity": s.propensity,
-                }
-                for r in unique.values()
-                if r.request_id in new
-                for s in r.shown
-            ]
-            if shown:
-                conn.execute(shown_table.insert(), shown)
+            # The ids already logged (a retried batch), then one executemany per table: a multi-row VALUES
+            # with RETURNING costs several times more CPU per record, and this runs in the service process.
+            logged: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = select(requests_table.c.request_id).where(requests_table.c.request_id.in_(chunk))
+                logged.update(conn.execute(q).scalars())
+            fresh = [r for r in unique.values() if r.request_id not in logged]
+            if fresh:
+                # DO NOTHING still guards against another writer logging the same id meanwhile.
+                conn.execute(
+                    self._insert(requests_table).on_conflict_do_nothing(index_elements=["request_id"]),
+                    [_request_row(r, now) for r in fresh],
+                )
+                shown = [
+                    {
+                        "request_id": r.request_id,
+                        "slot": s.slot,
+                        "offer_id": s.offer_id,
+                        "propensity": s.propensity,
+                    }
+                    for r in fresh
+                    for s in r.shown
+                ]
+                if shown:
+                    conn.execute(
+                        self._insert(shown_table).on_conflict_do_nothing(
+                            index_elements=["request_id", "slot"]
+                        ),
+                        shown,
+                    )
+        new = fresh
         return len(new)
 
     # --------------------------------------------------------------------------------------------- read
