@@ -54,7 +54,9 @@ browser:
 	@test -x $(CHROMIUM) || $(SUDO) apt-get install -y -q chromium || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# lint-imports first: the layer contracts and "no import cycles" in pyproject.toml's [tool.importlinter].
 test: $(STAMP) browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

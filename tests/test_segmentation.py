@@ -12,14 +12,14 @@ from typer.testing import CliRunner
 
 from recsys.data.layout import DatasetWriter
 from recsys.features.lrfmc import LRFMC_COLUMNS, clean_textbook, lrfmc_from_aggregates, read_air_data_csv
-from recsys.schema import Segment
-from recsys.segmentation import (
+from recsys.features.segmentation import (
     SEGMENT_ORDER,
     SegmentationError,
     SegmentModel,
     fit_segments,
     name_clusters,
 )
+from recsys.schema import Segment
 from training.cli import app
 
 

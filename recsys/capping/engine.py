@@ -33,7 +33,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from recsys.capping.api import (
+from recsys.capping.policy import CapPolicy, PolicyHolder, ResolvedCap, ResolvedPolicy, Scope
+from recsys.capping.types import (
     REASON_COOLDOWN_DISMISS_CATEGORY,
     REASON_COOLDOWN_DISMISS_OFFER,
     REASON_PURCHASED,
@@ -42,11 +43,9 @@ from recsys.capping.api import (
     CapDecision,
     CapEnforcer,
     CapMember,
-    PolicyHolder,
     Suppression,
     SuppressionCounters,
 )
-from recsys.capping.policy import CapPolicy, ResolvedCap, ResolvedPolicy, Scope
 from recsys.capping.windows import WindowKind, current_period, from_ms, iso_z, parse_duration, to_ms
 from recsys.schema import EventType
 

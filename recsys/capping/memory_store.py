@@ -16,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 
-from recsys.capping.api import CapCandidate, CapDecision, CapMember, PolicyHolder
 from recsys.capping.engine import (
     KeySpace,
     Plan,
@@ -24,6 +23,12 @@ from recsys.capping.engine import (
     RawResult,
     StoreUnavailable,
     run_plan,
+)
+from recsys.capping.policy import PolicyHolder
+from recsys.capping.types import (
+    CapCandidate,
+    CapDecision,
+    CapMember,
 )
 
 DEFAULT_MAX_MEMBERS = 1_000_000

@@ -32,15 +32,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from recsys.aioredis import LoopRedis
-from recsys.capping.api import (
-    REASON_OUTAGE_CLOSED,
-    CapCandidate,
-    CapDecision,
-    CapMember,
-    CapPolicy,
-    PolicyHolder,
-    Suppression,
-)
 from recsys.capping.engine import (
     LOCAL_CAP_NAME,
     ROLLING_PRUNE_AT,
@@ -51,6 +42,14 @@ from recsys.capping.engine import (
     StoreUnavailable,
 )
 from recsys.capping.memory_store import EmbeddedCapEnforcer
+from recsys.capping.policy import CapPolicy, PolicyHolder
+from recsys.capping.types import (
+    REASON_OUTAGE_CLOSED,
+    CapCandidate,
+    CapDecision,
+    CapMember,
+    Suppression,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,8 +4,9 @@
   (online), one row per member, columns :class:`ProfileCol`.
 * :mod:`recsys.features.lrfmc` - L, R, F, M, C from flights or from the ``member_aggregates`` table, and the
   textbook cleaning of the real customer-value data.
+* :mod:`recsys.features.segmentation` - LRFMC customer-value segments (k-means, named clusters).
+* :mod:`recsys.features.flyers` - the members and flights tables as profiles and segments read them.
 * :mod:`recsys.features.offers` - :func:`build_offer_features`: family, category, cabin, region, price bands.
 
-Import from the submodules (this package imports nothing itself, so ``recsys.segmentation`` can depend on
-``recsys.features.lrfmc`` while ``recsys.features.profiles`` depends on ``recsys.segmentation``).
+Import from the submodules (this package imports nothing itself).
 """

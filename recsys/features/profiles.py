@@ -36,8 +36,8 @@ column                          type    meaning (default for a member with no fl
 ``lrfmc_l`` .. ``lrfmc_c``      float   L months of membership, R months since last flight (= L if never), F
                                         flights and M km in the window, C mean fare level (0) - see lrfmc.py
 ``segment``                     str     five-segment label (:class:`~recsys.schema.Segment`) from the fitted
-                                        :class:`~recsys.segmentation.SegmentModel`; ``low_value`` if no flight
-                                        in the window
+                                        :class:`~recsys.features.segmentation.SegmentModel`; ``low_value``
+                                        if no flight in the window
 ``value_score``                 float   0-100: 100 x (0.3 freq + 0.3 dist + 0.4 cabin), see
                                         :func:`value_score`
 ``value_band``                  str     ``v00_20`` .. ``v80_100`` (20-point bands of the value score)
@@ -84,17 +84,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
-from pandas.api.types import union_categoricals
 
-from recsys.data.layout import DatasetError, has_table, iter_table, read_manifest, read_table, table_path
-from recsys.data.times import as_of_end, to_utc_naive
+from recsys.data.layout import DatasetError, has_table, read_table
+from recsys.data.times import to_utc_naive
+from recsys.features.flyers import (
+    ProfileError,
+    load_flights,
+    load_members,
+    resolve_as_of,
+)
 from recsys.features.lrfmc import (
     DAYS_PER_MONTH,
     OBSERVATION_DAYS,
@@ -109,9 +113,9 @@ from recsys.features.lrfmc import (
     lrfmc_from_flights,
     recode,
 )
+from recsys.features.segmentation import SegmentationError, SegmentModel, fit_segments
 from recsys.schema import (
     CABIN_ORDER,
-    FLIGHTS,
     SPECIAL_MEALS,
     TIER_ORDER,
     TIER_RULES,
@@ -121,7 +125,6 @@ from recsys.schema import (
     Segment,
     Tier,
 )
-from recsys.segmentation import SegmentationError, SegmentModel, fit_segments
 
 QUALIFYING_DAYS = 365
 SHORT_STAY_DAYS = 4
@@ -288,43 +291,6 @@ PROFILE_VOCABULARIES: dict[str, tuple[str, ...] | None] = {
     ProfileCol.TOP_ROUTE: None,
     ProfileCol.TOP_DESTINATION: None,
 }
-
-# Flight columns the profiles read (optional ones may be missing; they then give the default).
-FLIGHT_COLUMNS: tuple[str, ...] = (
-    Col.MEMBER_ID,
-    Col.DEPARTURE_TIME,
-    Col.ORIGIN,
-    Col.DESTINATION,
-    Col.CABIN,
-    Col.FARE_CLASS,
-    Col.DISTANCE_KM,
-    Col.FARE_PAID,
-    Col.MEAL_CODE,
-    Col.BAGS,
-    Col.LOUNGE_USED,
-)
-MEMBER_COLUMNS: tuple[str, ...] = (
-    Col.MEMBER_ID,
-    Col.ENROL_DATE,
-    Col.TIER,
-    Col.HOME_AIRPORT,
-    Col.TIME_ZONE,
-    Col.MILES_BALANCE,
-    Col.CHANNEL,
-)
-_CATEGORICAL_FLIGHT_COLUMNS = (
-    Col.MEMBER_ID,
-    Col.ORIGIN,
-    Col.DESTINATION,
-    Col.CABIN,
-    Col.FARE_CLASS,
-    Col.MEAL_CODE,
-)
-
-
-class ProfileError(ValueError):
-    """Input profiles cannot be built from (unknown tier, missing columns, no time to anchor the windows)."""
-
 
 # ----------------------------------------------------------------------------------------------------
 # Pure per-member rules (also usable on their own by the service)
@@ -847,74 +813,6 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------
 # Dataset-level entry points
 # ----------------------------------------------------------------------------------------------------
-
-
-def resolve_as_of(dataset_dir: Path | str, as_of: datetime | date | str | None = None) -> pd.Timestamp:
-    """The end of the profile windows: ``as_of`` if given, else the manifest's ``as_of``, else the latest
-    flight or interaction time (see :func:`recsys.data.times.as_of_end` for bare dates)."""
-    if as_of is not None:
-        return as_of_end(as_of)
-    root = Path(dataset_dir)
-    manifest = read_manifest(root)
-    if manifest.get("as_of"):
-        return as_of_end(manifest["as_of"])
-    latest: pd.Timestamp | None = None
-    for table, col in (("flights", Col.DEPARTURE_TIME), ("interactions", Col.EVENT_TIME)):
-        if not has_table(root, table):
-            continue
-        for part in iter_table(root, table, columns=[col]):
-            if len(part):
-                tmax = departure_times(part.rename(columns={col: Col.DEPARTURE_TIME})).max()
-                if pd.notna(tmax) and (latest is None or tmax > latest):
-                    latest = tmax
-    if latest is None and has_table(root, "member_aggregates"):
-        load = datetime_values(read_table(root, "member_aggregates", columns=[Col.LOAD_TIME])[Col.LOAD_TIME])
-        latest = load.max() if len(load) else None
-    if latest is None:
-        raise ProfileError(f"{root}: no as_of in the manifest and no flights or events to take it from")
-    return latest
-
-
-def load_members(dataset_dir: Path | str) -> pd.DataFrame:
-    """The members table with the columns profiles use (missing optional columns are allowed)."""
-    root = Path(dataset_dir)
-    if not has_table(root, "members") and has_table(root, "member_aggregates"):
-        return pd.DataFrame(
-            {Col.MEMBER_ID: pd.Series(dtype=object), Col.ENROL_DATE: pd.Series(dtype="M8[ns]")}
-        )
-    members = read_table(root, "members")
-    if Col.MEMBER_ID not in members.columns or Col.ENROL_DATE not in members.columns:
-        raise ProfileError(f"{root}: members table lacks {Col.MEMBER_ID!r} or {Col.ENROL_DATE!r}")
-    return members[[c for c in MEMBER_COLUMNS if c in members.columns]]
-
-
-def load_flights(dataset_dir: Path | str) -> pd.DataFrame:
-    """All flights with the columns profiles use, read part by part with string columns as categoricals."""
-    root = Path(dataset_dir)
-    if not has_table(root, "flights"):
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in FLIGHT_COLUMNS})
-    first = next(iter(sorted(table_path(root, FLIGHTS).glob("part-*.parquet"))), None)
-    present = set(pq.read_schema(first).names) if first is not None else set(FLIGHT_COLUMNS)
-    cols = [c for c in FLIGHT_COLUMNS if c in present]
-    if Col.DEPARTURE_TIME not in present and Col.FLIGHT_DATE in present:
-        cols.append(Col.FLIGHT_DATE)
-    parts: list[pd.DataFrame] = []
-    for part in iter_table(root, "flights", columns=cols):  # only the columns used: half the memory
-        for c in _CATEGORICAL_FLIGHT_COLUMNS:
-            if c in part.columns:
-                part[c] = part[c].astype("category")
-        parts.append(part)
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in FLIGHT_COLUMNS})
-    if len(parts) == 1:
-        return parts[0]
-    merged: dict[str, Any] = {}
-    for c in parts[0].columns:
-        if c in _CATEGORICAL_FLIGHT_COLUMNS:
-            merged[c] = union_categoricals([p[c] for p in parts])
-        else:
-            merged[c] = np.concatenate([p[c].to_numpy() for p in parts])
-    return pd.DataFrame(merged)
 
 
 def build_member_profiles_with_context(

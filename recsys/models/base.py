@@ -45,7 +45,7 @@ class UnsupportedOption(ValueError):
 
 
 class NotFittedError(RuntimeError):
-    """The model was used before :meth:`Recommender.fit` (or :meth:`Recommender.load`)."""
+    """The model was used before :meth:`Recommender.fit` (or :func:`recsys.models.registry.load_model`)."""
 
 
 class ModelConfig(BaseModel):
@@ -590,19 +590,19 @@ class Recommender(ABC):
     def _load_extra(self, path: Path) -> None:  # noqa: B027 - optional hook
         """Load what :meth:`_save_extra` saved; default nothing."""
 
-    @classmethod
-    def load(cls, path: Path | str) -> Recommender:
-        """Load a model saved by :meth:`save` (any kind: the registry picks the class)."""
-        from recsys.models.registry import model_class
-
-        path = Path(path)
+    @staticmethod
+    def saved_meta(path: Path) -> dict[str, Any]:
+        """The metadata :meth:`save` wrote (``kind``, ``config``, ...); not a saved model is an error."""
         if not (path / META_FILE).is_file():
             raise FileNotFoundError(f"{path}: no {META_FILE}; not a saved model")
-        meta = json.loads((path / META_FILE).read_text())
-        klass = model_class(meta["kind"])
-        if cls is not Recommender and not issubclass(klass, cls):
-            raise TypeError(f"{path} holds a {meta['kind']} model, not a {cls.kind}")
-        model = klass(meta["config"])
+        meta: dict[str, Any] = json.loads((path / META_FILE).read_text())
+        return meta
+
+    @classmethod
+    def restore(cls, path: Path, meta: dict[str, Any]) -> Recommender:
+        """A model of this class from what :meth:`save` wrote; :func:`recsys.models.registry.load_model`
+        picks the class from the saved kind and calls this."""
+        model = cls(meta["config"])
         with np.load(path / STATE_FILE, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         extra = {k.removeprefix("extra__"): v for k, v in arrays.items() if k.startswith("extra__")}

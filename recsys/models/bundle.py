@@ -62,7 +62,7 @@ from recsys.models.features import (
     member_feature_names,
     member_feature_table,
 )
-from recsys.models.registry import MODEL_KINDS, config_class, model_class
+from recsys.models.registry import MODEL_KINDS, config_class, load_model, model_class
 from recsys.ranker.features import OfferArrays, ScoringContext
 from recsys.ranker.model import ContextRanker
 from recsys.retrieval.index import IndexConfig, ItemIndex, recall_at_k
@@ -442,7 +442,7 @@ class ModelBundle:
             meta = json.loads((path / BUNDLE_FILE).read_text())
             if meta.get("format") != BUNDLE_FORMAT:
                 raise BundleError(f"{path}: bundle format {meta.get('format')} is not {BUNDLE_FORMAT}")
-            model = Recommender.load(path / MODEL_DIR)
+            model = load_model(path / MODEL_DIR)
             offers = pd.read_parquet(path / OFFERS_FILE)
             purchased = sp.csr_matrix(sp.load_npz(path / PURCHASED_FILE))
             offers_index = ItemIndex.load(path / INDEX_DIR, OFFERS_INDEX)

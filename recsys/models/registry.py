@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from recsys.models.base import ModelConfig, Recommender
+from recsys.models.base import ModelConfig, Recommender
 
 # kind -> (module, class)
 _KINDS: dict[str, tuple[str, str]] = {
@@ -36,3 +36,14 @@ def config_class(kind: str) -> type[ModelConfig]:
 def create_model(kind: str, config: dict[str, Any] | None = None) -> Recommender:
     """A new, unfitted model of ``kind`` with a validated configuration (unknown keys raise)."""
     return model_class(kind)(config or {})
+
+
+def load_model(path: Path | str, expected: type[Recommender] = Recommender) -> Recommender:
+    """Load a model saved by :meth:`Recommender.save`, of whatever kind it was saved as; ``expected`` narrows
+    the kinds accepted (a different one is a ``TypeError``)."""
+    path = Path(path)
+    meta = Recommender.saved_meta(path)
+    klass = model_class(meta["kind"])
+    if not issubclass(klass, expected):
+        raise TypeError(f"{path} holds a {meta['kind']} model, not a {expected.kind}")
+    return klass.restore(path, meta)

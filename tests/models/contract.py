@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from recsys.ids import IdMap
 from recsys.models.base import FeatureMatrix, RecDataset, Recommender, UnsupportedOption
+from recsys.models.registry import load_model
 
 N_BLOCK = 10
 ITEMS = np.asarray([f"i{j}" for j in range(8)], dtype=object)
@@ -194,7 +195,7 @@ class RecommenderContract:
     def test_save_load_round_trip(self, fitted, tmp_path):
         model, _ = fitted
         model.save(tmp_path / "m")
-        loaded = Recommender.load(tmp_path / "m")
+        loaded = load_model(tmp_path / "m")
         assert type(loaded) is type(model) and loaded.config == model.config
         users = [*MEMBERS.tolist(), "NEW"]
         a_ids, a_scores = model.recommend(users, N=5)

@@ -39,7 +39,7 @@ def segment(
     """Cluster members on standardised LRFMC (k-means, k = 5), name the five segments from their centres
     (keep / develop / win_back / general / low_value) and print their sizes and centres."""
     from recsys.data.layout import DatasetError
-    from recsys.segmentation import segment_dataset
+    from recsys.features.segmentation import segment_dataset
 
     try:
         result = segment_dataset(data, seed=seed, clean=clean)

@@ -39,7 +39,16 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from recsys.features.lrfmc import LRFMC_COLUMNS
+from recsys.data.layout import DatasetError, has_table, read_table
+from recsys.features.flyers import load_flights, load_members, resolve_as_of
+from recsys.features.lrfmc import (
+    LRFMC_COLUMNS,
+    LrfmcCol,
+    clean_textbook,
+    lrfmc_from_aggregates,
+    lrfmc_from_flights,
+    read_air_data_csv,
+)
 from recsys.schema import Col, Segment
 
 N_INIT = 10
@@ -301,16 +310,6 @@ def segment_dataset(
     :func:`~recsys.features.lrfmc.clean_textbook` (for flights: drops members whose window fares are all zero
     although they flew kilometres - the same rule on ``C``/``M``); ``"none"`` keeps every row.
     """
-    from recsys.data.layout import DatasetError, has_table, read_table
-    from recsys.features.lrfmc import (
-        LrfmcCol,
-        clean_textbook,
-        lrfmc_from_aggregates,
-        lrfmc_from_flights,
-        read_air_data_csv,
-    )
-    from recsys.features.profiles import load_flights, load_members, resolve_as_of
-
     if clean not in CLEAN_MODES:
         raise SegmentationError(f"unknown --clean mode {clean!r} (use one of {list(CLEAN_MODES)})")
     root = Path(path)

@@ -1,0 +1,166 @@
+"""The capping types the stores and the pipeline share: members, candidates, decisions, the enforcer's
+interface. Below the stores, so they import it; :mod:`recsys.capping.api` (above them) adds the factory."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from recsys.capping.policy import CapPolicy, PolicyHolder
+
+__all__ = [
+    "REASON_COOLDOWN_DISMISS_CATEGORY",
+    "REASON_COOLDOWN_DISMISS_OFFER",
+    "REASON_OUTAGE_CLOSED",
+    "REASON_PURCHASED",
+    "REASON_PURCHASED_CATEGORY",
+    "CapCandidate",
+    "CapDecision",
+    "CapEnforcer",
+    "CapMember",
+    "Suppression",
+    "SuppressionCounters",
+]
+
+REASON_COOLDOWN_DISMISS_OFFER = "cooldown:dismiss:offer"
+REASON_COOLDOWN_DISMISS_CATEGORY = "cooldown:dismiss:category"
+REASON_PURCHASED = "purchased"
+REASON_PURCHASED_CATEGORY = "purchased:category"
+REASON_OUTAGE_CLOSED = "outage:fail_closed"
+
+
+@dataclass(frozen=True)
+class CapMember:
+    """Who is being capped. ``time_zone`` is an IANA name (calendar windows follow it; unknown → UTC)."""
+
+    member_id: str
+    tier: str
+    time_zone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not self.member_id or "{" in self.member_id or "}" in self.member_id:
+            raise ValueError(f"member_id must be non-empty and contain no braces, got {self.member_id!r}")
+
+
+@dataclass(frozen=True)
+class CapCandidate:
+    """One ranked candidate offer. ``family``/``category`` are OfferFamily/OfferCategory values."""
+
+    offer_id: str
+    family: str
+    category: str
+    exempt: bool = False
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """Why an offer was left out: a ``reason`` code and a human ``detail`` for marketers and support."""
+
+    offer_id: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class CapDecision:
+    """The offers to show (rank order, at most k), the ones dropped and why, and any store degradation."""
+
+    selected: list[str]
+    suppressed: list[Suppression]
+    degraded: str | None = None
+    # The considered candidates that break a cap or are in a cool-down on their own, before anything this
+    # request selects counts (None: unknown, the store was unavailable). The others are the request's
+    # candidate set after caps; ``suppressed`` also holds offers only this request's own picks crowded out.
+    blocked: list[str] | None = None
+
+
+class SuppressionCounters:
+    """Thread-safe counts of suppressions by reason code (plus ``degraded:<mode>`` per degraded call)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[reason] += n
+
+    def add_many(self, reasons: Sequence[str]) -> None:
+        if not reasons:
+            return
+        with self._lock:
+            self._counts.update(reasons)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class CapEnforcer(ABC):
+    """Frequency-cap enforcement over a counter store (Redis or in-process). Thread-safe."""
+
+    counters: SuppressionCounters
+    holder: PolicyHolder
+
+    @property
+    def policy(self) -> CapPolicy:
+        """The policy in force now (may change on reload)."""
+        return self.holder.policy
+
+    @abstractmethod
+    def select_and_record(
+        self,
+        member: CapMember,
+        candidates: Sequence[CapCandidate],
+        k: int,
+        placement: str,
+        now: datetime,
+        record: bool = True,
+        also_check: Sequence[CapCandidate] = (),
+    ) -> CapDecision:
+        """Take up to ``k`` candidates in rank order that break no cap; record their impressions.
+
+        ``also_check``: candidates never selected, only checked on their own (they appear in
+        ``CapDecision.blocked`` when blocked): the rest of a candidate set the ranking left out."""
+
+    async def aselect_and_record(
+        self,
+        member: CapMember,
+        candidates: Sequence[CapCandidate],
+        k: int,
+        placement: str,
+        now: datetime,
+        record: bool = True,
+        also_check: Sequence[CapCandidate] = (),
+    ) -> CapDecision:
+        """:meth:`select_and_record` for an event loop (stores without an asyncio client answer in place)."""
+        return self.select_and_record(member, candidates, k, placement, now, record, also_check)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release asyncio connections (from the event loop that used them)."""
+
+    @abstractmethod
+    def record_event(
+        self, member: CapMember, offer: CapCandidate, event_type: str, placement: str, now: datetime
+    ) -> None:
+        """Apply an app event: impression (count_on=event), dismiss (cool-downs), purchase (suppression)."""
+
+    @abstractmethod
+    def member_state(self, member: CapMember, now: datetime) -> dict[str, Any]:
+        """A JSON-able view for support staff: each cap's count, limit and reset time; active cool-downs."""
+
+    def ping(self) -> bool:
+        """True when the counter store answers (always true in-process); for readiness checks."""
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """Store health for metrics and admin pages: store, breaker_open, last_error, failures."""
+        return {"store": "memory", "breaker_open": False, "last_error": None, "failures": 0}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
