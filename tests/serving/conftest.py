@@ -213,3 +213,27 @@ def client(
     settings = make_settings(registry, serving_world, tmp_path_factory.mktemp("svc-app"), module_prefix)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
+
+
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def live_service(
+    registry: Registry, serving_world: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One real uvicorn process (real Redis, a SQLite event log, the admin key set), shared by the tests
+    that only need a live service: starting one costs a model load."""
+    from serving.launcher import run_service
+
+    client = redis_or_fail()
+    prefix = f"test-svc-live-{uuid.uuid4().hex[:10]}"
+    env = service_env(
+        registry, serving_world, tmp_path_factory.mktemp("live"), prefix, RECSYS_ADMIN_API_KEY=ADMIN_KEY
+    )
+    try:
+        with run_service(env, workers=1, ready_timeout_s=180) as svc:
+            yield svc
+    finally:
+        delete_prefix(client, prefix)
+        client.close()

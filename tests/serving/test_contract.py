@@ -13,7 +13,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,23 +21,17 @@ import httpx
 import jsonschema_rs
 import pytest
 
-from serving.launcher import LiveService, run_service
-from tests.serving.conftest import DEBUG_TOKEN, Registry, service_env
+from serving.launcher import LiveService
+from tests.serving.conftest import ADMIN_KEY, DEBUG_TOKEN
 
-ADMIN_KEY = "test-admin-key-0123456789"
 CREDENTIALS = {"X-Debug-Token": DEBUG_TOKEN, "X-Api-Key": ADMIN_KEY}
 # The app's own calls first (experiments started by the walk would route them to variants).
 FIRST = ("/v1/recommendations", "/v1/events")
 
 
 @pytest.fixture(scope="module")
-def live(
-    registry: Registry, serving_world: Path, tmp_path_factory: pytest.TempPathFactory, module_prefix: str
-) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("contract")
-    env = service_env(registry, serving_world, tmp, module_prefix, RECSYS_ADMIN_API_KEY=ADMIN_KEY)
-    with run_service(env, workers=1, ready_timeout_s=180) as svc:
-        yield svc
+def live(live_service: LiveService) -> LiveService:
+    return live_service
 
 
 @pytest.fixture(scope="module")
