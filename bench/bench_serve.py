@@ -4,9 +4,10 @@ What it does, in one run:
 
 1. makes sure the 50,000-member world and its champion exist (``recsys data generate`` /
    ``recsys models ensure-champion``), and that ``wrk`` is installed (Debian package ``wrk``);
-2. starts the service (``python -m serving``, ONE uvicorn worker, real Redis for caps and the member store,
-   the champion from the registry) with the benchmark floor endpoint ``GET /v1/_floor`` enabled — a fixed
-   10-offer JSON body served by the same app, middleware and server;
+2. starts the service (``bench/floor_app.py``: the service's app, served as ``python -m serving`` serves it,
+   ONE uvicorn worker, real Redis for caps and the member store, the champion from the registry) plus the
+   benchmark's own floor endpoints, ``GET /v1/_floor`` a fixed 10-offer JSON body served by the same app,
+   middleware and server;
 3. drives it with ``wrk`` from a separate process (a Lua script cycling over thousands of distinct members,
    placements and trips): throughput and p50/p99 of the floor, of ``POST /v1/_floor/recommend-validate`` (the
    same request bodies validated, no I/O: what the framework's handling of this POST costs), of
@@ -68,6 +69,8 @@ TARGET_CAP_P99_MS = 3.0
 FARE_BY_CABIN = {"F": ["F", "A"], "C": ["J", "C", "D"], "W": ["G", "E"], "Y": ["Y", "B", "M", "H", "Q", "K"]}
 PLACEMENTS = ["home", "booking", "check_in", "post_booking", "in_trip"]
 # The same request bodies, served with the member-store read and the cap check but no ranking.
+# The service's app plus the benchmark's floor endpoints (the product has none).
+FLOOR_APP = [sys.executable, str(ROOT / "bench" / "floor_app.py")]
 IO_FLOOR_PATH = "/v1/_floor/recommend-io"
 VALIDATE_FLOOR_PATH = "/v1/_floor/recommend-validate"
 
@@ -518,7 +521,6 @@ def main() -> None:
         "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
         "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
         "RECSYS_CAPPING_POLICY_PATH": str(ROOT / "config" / "caps.yaml"),
-        "RECSYS_ENABLE_FLOOR_ENDPOINT": "true",
         "RECSYS_DATA_DIR": str(world),
         "RECSYS_RELOAD_INTERVAL_S": "0",
         "RECSYS_LOG_LEVEL": "warning",
@@ -539,7 +541,13 @@ def main() -> None:
             t0 = time.perf_counter()
             with contextlib.ExitStack() as stack:
                 svc = stack.enter_context(
-                    run_service(env, workers=1, ready_timeout_s=600, log_path=work / f"service-{tag}.log")
+                    run_service(
+                        env,
+                        workers=1,
+                        ready_timeout_s=600,
+                        log_path=work / f"service-{tag}.log",
+                        command=FLOOR_APP,
+                    )
                 )
                 results[f"startup_s_{tag}"] = round(time.perf_counter() - t0, 1)
                 log(f"ready in {results[f'startup_s_{tag}']}s; warming up")

@@ -453,8 +453,6 @@ def create_app(
     app.include_router(experiments.router)
     app.include_router(pages.router)
     app.include_router(ops.router)
-    if settings.enable_floor_endpoint:
-        app.include_router(ops.floor_router)
     install_openapi(app, clock or (lambda: datetime.now(UTC)))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -145,9 +145,6 @@ class Settings(BaseSettings):
         description="How old an event's event_time may be (apps queue events while offline); a batch with "
         "an older event is rejected (422 event_time_too_old): such times are broken device clocks.",
     )
-    enable_floor_endpoint: bool = Field(
-        default=False, description="Expose GET /v1/_floor, a fixed 10-offer body used as the framework floor."
-    )
 
     pipeline_in_threadpool: bool = Field(
         default=False,

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +68,10 @@ def run_service(
     ready_timeout_s: float = 120.0,
     cwd: str | Path | None = None,
     log_path: str | Path | None = None,
+    command: Sequence[str] | None = None,
 ) -> Iterator[LiveService]:
-    """Start ``python -m serving`` with ``env`` (on top of this process's environment), wait until ``/readyz``
+    """Start ``python -m serving`` (or ``command``, an app served the same way)
+    with ``env`` (on top of this process's environment), wait until ``/readyz``
     answers 200, yield it, then stop it (SIGTERM, then SIGKILL after 10 s). Raises RuntimeError with the log
     if it does not become ready in time or exits early."""
     port = port or free_port()
@@ -86,7 +88,7 @@ def run_service(
     log_file = Path(log_path)
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving"],
+            list(command or [sys.executable, "-m", "serving"]),
             env=full_env,
             cwd=cwd,
             stdout=out,

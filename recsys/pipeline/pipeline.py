@@ -140,10 +140,6 @@ class OfferPipeline:
                 for o in self.catalogue.offers
             ]
 
-    def cap_candidates(self, n: int) -> list[Any]:
-        """The cap enforcer's view of the catalogue's first ``n`` offers (benchmarks of caps alone)."""
-        return list((self._cap_candidates or [])[:n])
-
     # ------------------------------------------------------------------------------------------------------
     def validate(self, request: RecommendRequest) -> None:
         """Checks that need the pipeline's data (airports known to the network); raises InvalidRequest."""

@@ -1,5 +1,6 @@
-"""The benchmark's floor endpoints: off by default; when enabled, the recommend I/O floor really reads the
-member store and checks and records caps in Redis (so ``make bench-serve``'s upper bound is honest)."""
+"""The benchmark's floor endpoints (``bench/floor_app.py``): the product has none; in the benchmark's app the
+recommend I/O floor really reads the member store and checks and records caps in Redis (so
+``make bench-serve``'s upper bound is honest)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from bench.floor_app import floor_app
 from tests.serving.conftest import Registry, make_settings, serve_counting_policy
 from tests.serving.test_api import rec_body
 
@@ -28,14 +29,13 @@ def floor_client(
         serving_world,
         tmp,
         module_prefix,
-        enable_floor_endpoint=True,
         capping_policy_path=serve_counting_policy(tmp),
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with TestClient(floor_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 
-def test_floor_endpoints_are_off_by_default(client: TestClient, world_members: list[str]) -> None:
+def test_the_product_has_no_floor_endpoints(client: TestClient, world_members: list[str]) -> None:
     assert client.get("/v1/_floor").status_code == 404
     assert client.post(IO_FLOOR, json=rec_body(world_members[0])).status_code == 404
     assert client.post(VALIDATE_FLOOR, json=rec_body(world_members[0])).status_code == 404

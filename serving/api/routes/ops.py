@@ -1,17 +1,14 @@
-"""Health, readiness, metrics and the framework-floor endpoint."""
+"""Health, readiness and metrics."""
 
 from __future__ import annotations
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from starlette.responses import PlainTextResponse, Response
 
-from recsys.capping.api import CapMember
-from recsys.pipeline.explain import MemberFacts
-from serving.api.deps import ServicesDep, current_model, require_json
-from serving.api.schemas import HealthOut, ReadyOut, RecommendationRequest
+from serving.api.deps import ServicesDep
+from serving.api.schemas import HealthOut, ReadyOut
 from serving.metrics import CONTENT_TYPE
-from serving.recommendations import check_airports, to_domain
 from serving.responses import OrjsonResponse
 
 router = APIRouter(tags=["operations"])
@@ -83,85 +80,3 @@ async def readyz(services: ServicesDep) -> Response:
 async def metrics(services: ServicesDep) -> Response:
     services.metrics.sync(services.holder, services.cap_enforcer, services.request_writer)
     return Response(services.metrics.render(), media_type=CONTENT_TYPE)
-
-
-FLOOR_BODY = {
-    "request_id": "00000000000000000000000000000000",
-    "offers": [
-        {
-            "offer_id": f"FLOOR-{i:02d}",
-            "family": "ancillary",
-            "category": "seat",
-            "title": f"Offer {i}",
-            "price_cash": 100.0 + i,
-            "price_miles": None,
-            "score": 1.0 - i / 10,
-            "rank": i + 1,
-            "expires_at": "2026-11-23T00:00:00Z",
-            "reasons": ["Framework floor"],
-            "tracking_token": "x" * 64,
-        }
-        for i in range(10)
-    ],
-}
-
-floor_router = APIRouter(tags=["operations"])
-# Candidates the I/O floor passes to the cap check: as many as the pipeline passes (the median over
-# bench-serve's request mix on the 50k champion is 8, the mean 7.1), so the floor does no more cap work.
-IO_FLOOR_CANDIDATES = 8
-
-
-@floor_router.get("/v1/_floor", summary="Benchmark floor: a fixed 10-offer body (enabled by a setting)")
-async def floor() -> Response:
-    return OrjsonResponse(FLOOR_BODY)
-
-
-@floor_router.post(
-    "/v1/_floor/recommend-validate",
-    dependencies=[Depends(require_json)],
-    summary="Benchmark: the recommend endpoint's request handling alone, no I/O (enabled by a setting)",
-)
-async def recommend_validate_floor(body: RecommendationRequest, request: Request) -> Response:
-    """The same body as ``POST /v1/recommendations``, validated as that endpoint does (schema, airports,
-    the pipeline's request), answered with ``limit`` offers of the floor body: what a POST of this body
-    costs the framework before any store is read. ``make bench-serve`` reports it beside the other floors,
-    so the recommend endpoint's cost splits into request handling, I/O and ranking."""
-    services = request.app.state.services
-    check_airports(body.trip, services.airports)
-    domain = to_domain(body, now=services.clock(), debug=False)
-    return OrjsonResponse({**FLOOR_BODY, "offers": FLOOR_BODY["offers"][: domain.limit]})
-
-
-@floor_router.post(
-    "/v1/_floor/recommend-io",
-    dependencies=[Depends(require_json)],
-    summary="Benchmark: the recommend endpoint's per-request I/O without ranking (enabled by a setting)",
-)
-async def recommend_io_floor(body: RecommendationRequest, request: Request) -> Response:
-    """What every recommendation costs before any ranking, as the issue specifies the service: the same body
-    validated, the member's profile and embedding read from the member store, the atomic cap check-and-record
-    of a ranked list as long as the pipeline's (the catalogue's first offers), and ``limit`` offers in the
-    response. ``make bench-serve`` compares its throughput with the floor's: no pipeline built on these
-    parts can be faster."""
-    services = request.app.state.services
-    pipeline = current_model(services).pipeline
-    check_airports(body.trip, services.airports)
-    domain = to_domain(body, now=services.clock(), debug=False)
-    trip_key = domain.trip.trip_key() if domain.trip is not None else None
-    record, _ = await pipeline.member_store.aget_with_purchases(domain.member_id, trip_key)
-    selected: list[str] = []
-    if pipeline.cap_enforcer is not None:
-        member = MemberFacts.from_profile(
-            record.profile if record is not None else None, pipeline.config.default_tier
-        )
-        decision = await pipeline.cap_enforcer.aselect_and_record(
-            CapMember(domain.member_id, tier=member.tier, time_zone=member.time_zone),
-            pipeline.cap_candidates(IO_FLOOR_CANDIDATES),
-            k=body.limit,
-            placement=domain.placement,
-            now=domain.now,
-            record=True,
-        )
-        selected = list(decision.selected)
-    offers = FLOOR_BODY["offers"][: body.limit]
-    return OrjsonResponse({**FLOOR_BODY, "offers": offers, "selected": selected})
