@@ -9,7 +9,8 @@ a temporary directory. Read-only for tests: copy it if a test must modify a data
 
 ``redis_client`` / ``prefix``: the machine's real Redis (db 14) and a key prefix unique to the test whose keys
 are deleted afterwards. When Redis is not running the test FAILS (never skips) with the command that starts
-it. (The capping tests use db 15 with fixtures of their own.)
+it. Every Redis fixture of the suite (capping: db 15, service: db 0) is built on :func:`redis_or_fail` and
+:func:`delete_prefix` here.
 """
 
 from __future__ import annotations
@@ -43,14 +44,33 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_world(out, SMALL_WORLD_MEMBERS, SMALL_WORLD_SEED, progress=False)
 
 
+def redis_or_fail(url: str = REDIS_URL) -> redis.Redis:
+    """A client of the real Redis at ``url``; FAILS the test (never skips) with how to start Redis."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as e:
+        client.close()
+        pytest.fail(f"Redis is not reachable at {url} ({e}); start it with: {START_REDIS}", pytrace=False)
+    return client
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete every key whose name starts with ``prefix`` (``prefix:...`` and ``prefix-caps:...`` alike)."""
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.unlink(*keys[i : i + 500])
+
+
+def unique_prefix(kind: str) -> str:
+    """A key prefix no other test (or concurrent run) uses."""
+    return f"test-{kind}-{uuid.uuid4().hex[:10]}"
+
+
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     """A client of the real Redis (db 14); fails with how to start Redis when it is not running."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as e:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}); start it with: {START_REDIS}")
+    client = redis_or_fail(REDIS_URL)
     yield client
     client.close()
 
@@ -59,11 +79,9 @@ def redis_client() -> Iterator[redis.Redis]:
 def prefix(redis_client: redis.Redis, request: pytest.FixtureRequest) -> Iterator[str]:
     """A key prefix unique to this test; every key under it is removed afterwards."""
     module = request.node.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
-    p = f"test-{module}-{uuid.uuid4().hex[:10]}"
+    p = unique_prefix(module)
     yield p
-    keys = list(redis_client.scan_iter(match=f"{p}:*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
+    delete_prefix(redis_client, p)
 
 
 @pytest.fixture(scope="session")

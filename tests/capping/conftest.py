@@ -6,7 +6,6 @@ running at 127.0.0.1:6379 they FAIL (never skip) with the command that starts it
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,18 +13,13 @@ import pytest
 import redis
 
 from recsys.capping.api import CapEnforcer, CapPolicy, build_enforcer, parse_policy
+from tests.conftest import delete_prefix, redis_or_fail, unique_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
 
 
 def require_redis(url: str = REDIS_URL) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as e:
-        pytest.fail(f"Redis is not reachable at {url} ({e}); start it with: {START_REDIS}", pytrace=False)
-    return client
+    return redis_or_fail(url)
 
 
 def make_policy(text: str) -> CapPolicy:
@@ -39,20 +33,14 @@ def redis_client() -> Iterator[redis.Redis]:
     client.close()
 
 
-def _cleanup(client: redis.Redis, prefix: str) -> None:
-    names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if names:
-        client.delete(*names)
-
-
 @pytest.fixture
 def key_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     """A key prefix unique to this test; its Redis keys are deleted afterwards."""
-    prefix = f"test-caps-{uuid.uuid4().hex[:10]}"
+    prefix = unique_prefix("caps")
     yield prefix
     try:
         client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-        _cleanup(client, prefix)
+        delete_prefix(client, prefix)
         client.close()
     except redis.exceptions.RedisError:
         pass

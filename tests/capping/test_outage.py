@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from recsys.capping.api import CapCandidate, CapDecision, CapEnforcer, CapMember, build_enforcer
-from tests.capping.conftest import START_REDIS, make_policy
+from tests.capping.conftest import make_policy
+from tests.conftest import START_REDIS
 
 TIMEOUT_MS = 20
 # "Never hangs": a call takes the 20 ms socket timeout at most, plus scheduling noise — which on the shared

@@ -4,7 +4,6 @@ profiles, the shipped network, and — for the Redis paths — the real Redis me
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import redis
 
 from recsys.capping.api import build_enforcer, load_policy
 from recsys.features.profiles import ProfileCol, build_member_profiles
@@ -24,9 +22,9 @@ from recsys.pipeline.eligibility import EligibilityContext, check
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
 from recsys.schema import FARE_CLASSES, Cabin, next_cabin
 from recsys.stores.member_store import EmbeddedMemberStore, RedisMemberStore, publish_profiles
+from tests.conftest import delete_prefix, redis_or_fail, unique_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
-START_REDIS = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
 POLICY_FILE = Path(__file__).resolve().parents[2] / "config" / "caps.yaml"
 PLACEMENTS = ("home", "booking", "check_in", "post_booking", "in_trip")
 HOURS_BEFORE = {"booking": 400.0, "post_booking": 90.0, "check_in": 20.0, "in_trip": 1.5}
@@ -196,17 +194,10 @@ def test_cpu_cost_per_request(world: World) -> None:
 
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as e:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}); start it with: {START_REDIS}")
-    prefix = f"test-pl-{uuid.uuid4().hex[:10]}"
+    client = redis_or_fail(REDIS_URL)
+    prefix = unique_prefix("pl")
     yield prefix
-    for pattern in (f"{prefix}:*", f"{prefix}-caps:*"):
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        if keys:
-            client.delete(*keys)
+    delete_prefix(client, prefix)  # the member store's keys and the caps' (``<prefix>-caps``)
     client.close()
 
 

@@ -23,6 +23,8 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.config import Settings
+from tests.conftest import delete_prefix, unique_prefix
+from tests.conftest import redis_or_fail as _redis_or_fail
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -64,21 +66,7 @@ class Registry:
 
 
 def redis_or_fail() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"Redis is not reachable at {REDIS_URL} ({exc}). Start it: `redis-server --daemonize yes` "
-            "(or `service redis-server start`)."
-        )
-    return client
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    for i in range(0, len(keys), 500):
-        client.unlink(*keys[i : i + 500])
+    return _redis_or_fail(REDIS_URL)
 
 
 def pg_schema_or_fail() -> tuple[sa.Engine, str]:
@@ -139,7 +127,7 @@ def world_offers(serving_world: Path) -> pd.DataFrame:
 @pytest.fixture()
 def redis_prefix() -> Iterator[str]:
     client = redis_or_fail()
-    prefix = f"test-svc-{uuid.uuid4().hex[:10]}"
+    prefix = unique_prefix("svc")
     yield prefix
     delete_prefix(client, prefix)
     client.close()
@@ -199,7 +187,7 @@ def service_env(registry: Registry, world: Path, tmp: Path, prefix: str, **over:
 @pytest.fixture(scope="module")
 def module_prefix() -> Iterator[str]:
     client = redis_or_fail()
-    prefix = f"test-svc-{uuid.uuid4().hex[:10]}"
+    prefix = unique_prefix("svc")
     yield prefix
     delete_prefix(client, prefix)
     client.close()
