@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -470,6 +470,7 @@ class PolicyHolder:
         *,
         policy: CapPolicy | None = None,
         poll_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if path is None and policy is None:
             raise ValueError("PolicyHolder needs a path or a policy")
@@ -478,7 +479,8 @@ class PolicyHolder:
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._mtime: float | None = None
-        self._last_check = time.monotonic()
+        self._clock = clock  # seconds, for the polling interval only (tests pass their own)
+        self._last_check = clock()
         if policy is None:
             assert self.path is not None
             self._mtime = self._stat()
@@ -505,7 +507,7 @@ class PolicyHolder:
     @property
     def policy(self) -> CapPolicy:
         if self.path is not None and self.poll_interval_s > 0:
-            now = time.monotonic()
+            now = self._clock()
             if now - self._last_check >= self.poll_interval_s and self._lock.acquire(blocking=False):
                 try:
                     self._last_check = now

@@ -147,17 +147,18 @@ def test_holder_reload_keeps_running_policy_on_bad_file(tmp_path: Path) -> None:
 def test_holder_polls_file_mtime(tmp_path: Path) -> None:
     path = tmp_path / "caps.yaml"
     path.write_text(GOOD)
-    holder = PolicyHolder(path, poll_interval_s=0.001)
+    now = [100.0]
+    holder = PolicyHolder(path, poll_interval_s=5.0, clock=lambda: now[0])
     path.write_text(GOOD.replace("version: v1", "version: v3"))
     st = path.stat()
     os.utime(path, (st.st_atime, st.st_mtime + 5))  # make sure the mtime moves on coarse file systems
-    import time
-
-    time.sleep(0.01)
+    now[0] += 4.9
+    assert holder.policy.version == "v1", "not polled before the interval"
+    now[0] += 0.1
     assert holder.policy.version == "v3"
     path.write_text("caps: [oops")
     os.utime(path, (st.st_atime, st.st_mtime + 10))
-    time.sleep(0.01)
+    now[0] += 5.0
     assert holder.policy.version == "v3"
     assert holder.last_error is not None
 

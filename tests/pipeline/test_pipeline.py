@@ -253,11 +253,18 @@ def test_limit_and_top_k_suppression(store: EmbeddedMemberStore) -> None:
     assert len(below) == 3
 
 
-def test_category_limit_applies_in_the_pipeline(store: EmbeddedMemberStore) -> None:
-    res = pipeline(store, max_per_category=1).recommend(request(member_id="M1", placement="home", trip=None))
+def test_category_limit_applies_in_the_pipeline() -> None:
+    # 80,000 miles: both award flights (one category) are eligible at home; the limit keeps one of them.
+    rich = EmbeddedMemberStore()
+    rich.publish(pd.DataFrame([profile("M1", **{P.MILES_BALANCE: 80_000})]), None, "v1")
+    home = request(member_id="M1", placement="home", trip=None)
+    unlimited = [o.category for o in pipeline(rich).recommend(home).offers]
+    assert unlimited.count("award_flight") == 2
+    res = pipeline(rich, max_per_category=1).recommend(home)
     cats = [o.category for o in res.offers]
-    assert len(cats) == len(set(cats))
-    assert any(s.stage == Stage.DIVERSITY for s in res.suppressed) or len(cats) == len(res.offers)
+    assert len(cats) == len(set(cats)) and "award_flight" in cats
+    dropped = [s for s in res.suppressed if s.stage == Stage.DIVERSITY]
+    assert [s.offer_id for s in dropped] == ["AWARD_NRT"]  # the lower-ranked of the two
 
 
 def test_already_bought_for_this_trip_is_suppressed(store: EmbeddedMemberStore) -> None:

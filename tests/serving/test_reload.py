@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def publish_and_promote(reg: Registry) -> str:
     assert result.version is not None
     promote(reg.tracking_uri, reg.model_name, result.version.version, force=True)
     return result.version.version
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` (every 50 ms) until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -80,13 +89,13 @@ def test_promoted_model_is_picked_up_under_load_without_a_failed_request(
         for t in threads:
             t.start()
         try:
-            time.sleep(2.0)
+            wait_for(lambda: len(versions) >= 50 or bool(failures), "50 answers before the switch")
             assert versions and set(versions) == {reg.first_version}
             new_version = publish_and_promote(reg)
-            deadline = time.monotonic() + 60
-            while new_version not in versions[-20:] and time.monotonic() < deadline:
-                time.sleep(0.2)
-            time.sleep(2.0)  # keep the load on after the switch
+            wait_for(lambda: new_version in versions[-20:], "the promoted version served", timeout_s=60)
+            # keep the load on after the switch: 50 more answers
+            switched = len(versions)
+            wait_for(lambda: len(versions) >= switched + 50 or bool(failures), "50 answers after the switch")
         finally:
             stop.set()
             for t in threads:
