@@ -14,16 +14,18 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import FastAPI
 
+from recsys.capping.types import CapEnforcer
 from recsys.events import EventLog
 from recsys.experiments import ExperimentStore, ModelRef
 from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
+from recsys.stores.member_store import MemberStore
 from serving.api.routes import admin, events, experiments, members, offers, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
@@ -38,10 +40,18 @@ from serving.pages import routes as pages
 from serving.services import Services
 from serving.tracking import TrackingSigner
 
+if TYPE_CHECKING:
+    import redis
+
+    from recsys.pipeline.catalogue import CatalogueOffer
+    from recsys.pipeline.pipeline import OfferPipeline
+    from recsys.pipeline.scorer import Scorer
+    from recsys.pipeline.types import PipelineConfig
+
 logger = logging.getLogger("serving")
 
 # (bundle, member_store, cap_enforcer) -> pipeline
-PipelineFactory = Callable[[Any, Any, Any], Any]
+PipelineFactory = Callable[["Scorer", MemberStore, CapEnforcer | None], "OfferPipeline"]
 
 DESCRIPTION = """
 Offers for an airline loyalty programme's members: upsell, ancillary and redemption offers that this
@@ -177,7 +187,7 @@ def build_experiment_store(settings: Settings) -> ExperimentStore:
     )
 
 
-def pipeline_config(settings: Settings) -> Any:
+def pipeline_config(settings: Settings) -> PipelineConfig:
     """The pipeline's configuration from the service settings (the ranking objective per placement, the
     exploration share)."""
     from recsys.pipeline.types import PipelineConfig, parse_ranking_objectives
@@ -195,7 +205,7 @@ def pipeline_config(settings: Settings) -> Any:
 def settings_pipeline_factory(settings: Settings) -> PipelineFactory:
     config = pipeline_config(settings)
 
-    def factory(bundle: Any, member_store: Any, cap_enforcer: Any) -> Any:
+    def factory(bundle: Scorer, member_store: MemberStore, cap_enforcer: CapEnforcer | None) -> OfferPipeline:
         from recsys.data.network import load_network
         from recsys.pipeline.pipeline import OfferPipeline
 
@@ -206,7 +216,7 @@ def settings_pipeline_factory(settings: Settings) -> PipelineFactory:
     return factory
 
 
-def catalogue_index(bundle: Any) -> dict[str, Any]:
+def catalogue_index(bundle: Scorer) -> dict[str, CatalogueOffer]:
     """offer id -> catalogue offer (family, category, exempt...) of a bundle."""
     from recsys.pipeline.catalogue import Catalogue
 
@@ -220,7 +230,7 @@ def default_airports() -> frozenset[str]:
     return frozenset(load_network().iata.tolist())
 
 
-def build_cap_enforcer(settings: Settings) -> Any:
+def build_cap_enforcer(settings: Settings) -> CapEnforcer:
     from recsys.capping.api import PolicyHolder, build_enforcer
 
     if not settings.capping_policy_path.exists():
@@ -237,13 +247,13 @@ def build_cap_enforcer(settings: Settings) -> Any:
     )
 
 
-def build_member_store(settings: Settings) -> Any:
+def build_member_store(settings: Settings) -> MemberStore:
     from recsys.stores.member_store import build_member_store as build
 
     return build(settings.redis_url, prefix=settings.members_key_prefix)
 
 
-def redis_client(settings: Settings) -> Any | None:
+def redis_client(settings: Settings) -> redis.Redis | None:
     if not settings.redis_url:
         return None
     import redis
@@ -263,8 +273,8 @@ def create_app(
     version_resolver: VersionResolver | None = None,
     pipeline_factory: PipelineFactory | None = None,
     index_offers: Callable[[Any], Any] | None = None,
-    member_store: Any | None = None,
-    cap_enforcer: Any | None = None,
+    member_store: MemberStore | None = None,
+    cap_enforcer: CapEnforcer | None = None,
     event_log: EventLog | None = None,
     request_log: RequestLog | None = None,
     airports: frozenset[str] | None = None,
@@ -359,9 +369,9 @@ def create_app(
         if exp_store is None:
             exp_store = build_experiment_store(settings)
             closers.append(exp_store.close)
-        variant_enforcers: dict[str, Any] = {}
+        variant_enforcers: dict[str, CapEnforcer] = {}
 
-        def enforcer_for(cap_policy: str | None) -> Any:
+        def enforcer_for(cap_policy: str | None) -> CapEnforcer | None:
             if cap_policy is None or not settings.capping_enabled:
                 return enforcer
             found = variant_enforcers.get(cap_policy)
@@ -373,7 +383,7 @@ def create_app(
                 async_closers.append(found.aclose)
             return found
 
-        def variant_pipeline(bundle: Any, objective: str, cap_policy: str | None) -> Any:
+        def variant_pipeline(bundle: Scorer, objective: str, cap_policy: str | None) -> OfferPipeline:
             # A fresh pipeline per arm: its config (the objective) is its own.
             return with_objective(factory(bundle, store, enforcer_for(cap_policy)), objective)
 

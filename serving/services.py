@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from recsys.capping.types import CapEnforcer
 from recsys.events import EventLog
 from recsys.experiments import ExperimentStore
 from recsys.experiments.attribution import RequestSource
 from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.writer import RequestWriter
+from recsys.stores.member_store import MemberStore
 from serving.config import Settings
 from serving.experiments import ExperimentRuntime
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder
 from serving.tracking import TrackingSigner
+
+if TYPE_CHECKING:
+    import redis
 
 
 @dataclass
@@ -24,13 +29,13 @@ class Services:
     settings: Settings
     holder: ModelHolder
     event_log: EventLog
-    member_store: Any
-    cap_enforcer: Any | None
+    member_store: MemberStore
+    cap_enforcer: CapEnforcer | None
     airports: frozenset[str]
     signer: TrackingSigner
     metrics: Metrics
     clock: Callable[[], datetime]
-    redis: Any | None = None  # a client used only for readiness pings
+    redis: redis.Redis | None = None  # a client used only for readiness pings
     request_writer: RequestWriter | None = None  # None: the request log is off
     experiment_store: ExperimentStore | None = None
     experiments: ExperimentRuntime | None = None  # routes requests of running experiments to their arms

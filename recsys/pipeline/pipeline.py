@@ -32,15 +32,18 @@ import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from recsys.capping.types import CapCandidate, CapDecision, CapEnforcer, CapMember
+from recsys.models.bundle import MemberScoring
 from recsys.pipeline.candidates import gather_candidates
 from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
 from recsys.pipeline.diversity import diversify
 from recsys.pipeline.eligibility import EligibilityContext, Reason, arrival, filter_eligible, rules_for
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
+from recsys.pipeline.scorer import Scorer
 from recsys.pipeline.titles import catalogue_titles
 from recsys.pipeline.types import (
     InvalidRequest,
@@ -54,6 +57,7 @@ from recsys.pipeline.types import (
 )
 from recsys.pipeline.value import expected_values, offer_values, rank_by_value, ranking_keys
 from recsys.ranker.features import ScoringContext
+from recsys.stores.member_store import MemberRecord, MemberStore, model_version_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +98,9 @@ class OfferPipeline:
 
     def __init__(
         self,
-        bundle: Any,
-        member_store: Any,
-        cap_enforcer: Any | None = None,
+        bundle: Scorer,
+        member_store: MemberStore,
+        cap_enforcer: CapEnforcer | None = None,
         config: PipelineConfig = PipelineConfig(),
         network: Any | None = None,
     ) -> None:
@@ -122,19 +126,13 @@ class OfferPipeline:
         registered = getattr(bundle, "registered_as", None)
         self._embedding_versions: str | None = None
         if registered is not None and hasattr(bundle, "for_vector"):
-            from recsys.stores.member_store import model_version_prefix
-
             self._embedding_versions = model_version_prefix(*registered)
         # A contextual ranker scores candidates in the request's context (placement, trip, time, profile).
         self._contextual = getattr(bundle, "context_ranker", None) is not None
         self._families = [o.family for o in self.catalogue.offers]
         self._categories = [o.category for o in self.catalogue.offers]
-        self._cap_candidates: list[Any] | None = None
-        self._cap_member_cls: Any = None
+        self._cap_candidates: list[CapCandidate] | None = None
         if cap_enforcer is not None:
-            from recsys.capping.api import CapCandidate, CapMember
-
-            self._cap_member_cls = CapMember
             self._cap_candidates = [
                 CapCandidate(o.offer_id, family=o.family, category=o.category, exempt=o.exempt)
                 for o in self.catalogue.offers
@@ -245,7 +243,7 @@ class OfferPipeline:
         cold_start = not scoring.known
         retrieved: Sequence[str] = ()
         if cfg.retrieval_k > 0:
-            retrieved = scoring.retrieve(cfg.retrieval_k)[0]
+            retrieved = cast(Sequence[str], scoring.retrieve(cfg.retrieval_k)[0])  # an array of offer ids
         destinations = list(member.likely_destinations)
         if cfg.destination_k > 0 and self._has_destinations:
             codes = scoring.similar_destinations(cfg.destination_k)[0]
@@ -363,7 +361,7 @@ class OfferPipeline:
         blocked: set[str] = set()
         deterministic: set[int] | None = None  # positions the exploit slate shows (None: `selected`)
         if self.cap_enforcer is not None and self._cap_candidates is not None and order:
-            cap_member = self._cap_member_cls(member_id, tier=member.tier, time_zone=member.time_zone)
+            cap_member = CapMember(member_id, tier=member.tier, time_zone=member.time_zone)
             capc = self._cap_candidates
             if explore and share < 1.0:
                 # The exploit slate in this cap state (not recorded): the propensities need it.
@@ -458,7 +456,9 @@ class OfferPipeline:
             explored=explore,
         )
 
-    def _scoring(self, member_id: str, record: Any, profile: Mapping[str, Any] | None) -> Any:
+    def _scoring(
+        self, member_id: str, record: MemberRecord | None, profile: Mapping[str, Any] | None
+    ) -> MemberScoring:
         """The member's scoring view: from the embedding the member store holds when it was published for
         this model version, else from the bundle (its learned vector or the cold-start policy)."""
         prefix = self._embedding_versions
@@ -469,7 +469,8 @@ class OfferPipeline:
             and (record.version or "").startswith(prefix)
         ):
             try:
-                return self.bundle.for_vector(record.embedding)
+                for_vector = self.bundle.for_vector  # type: ignore[attr-defined]  # checked at construction
+                return for_vector(record.embedding)
             except ValueError:
                 logger.warning("member %s: stored embedding does not fit the model; bundle used", member_id)
         return self.bundle.for_member(member_id, member_features=profile)
@@ -563,10 +564,10 @@ class _MemberRead:
     member_id: str
     trip_key: str | None
 
-    def run(self, pipeline: OfferPipeline) -> Any:
+    def run(self, pipeline: OfferPipeline) -> tuple[MemberRecord | None, frozenset[str]]:
         return pipeline.member_store.get_with_purchases(self.member_id, self.trip_key)
 
-    async def arun(self, pipeline: OfferPipeline) -> Any:
+    async def arun(self, pipeline: OfferPipeline) -> tuple[MemberRecord | None, frozenset[str]]:
         return await pipeline.member_store.aget_with_purchases(self.member_id, self.trip_key)
 
 
@@ -574,16 +575,17 @@ class _MemberRead:
 class _CapSelect:
     """The cap enforcer's atomic check-and-record of the ranked candidates."""
 
-    member: Any
-    candidates: list[Any]
+    member: CapMember
+    candidates: list[CapCandidate]
     k: int
     placement: str
     now: datetime
     record: bool = True
-    also_check: list[Any] = field(default_factory=list)
+    also_check: list[CapCandidate] = field(default_factory=list)
 
-    def run(self, pipeline: OfferPipeline) -> Any:
-        enforcer: Any = pipeline.cap_enforcer  # only asked for when there is one
+    def run(self, pipeline: OfferPipeline) -> CapDecision:
+        enforcer = pipeline.cap_enforcer  # only asked for when there is one
+        assert enforcer is not None
         return enforcer.select_and_record(
             self.member,
             self.candidates,
@@ -594,8 +596,9 @@ class _CapSelect:
             also_check=self.also_check,
         )
 
-    async def arun(self, pipeline: OfferPipeline) -> Any:
-        enforcer: Any = pipeline.cap_enforcer
+    async def arun(self, pipeline: OfferPipeline) -> CapDecision:
+        enforcer = pipeline.cap_enforcer
+        assert enforcer is not None
         return await enforcer.aselect_and_record(
             self.member,
             self.candidates,
