@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from recsys.capping.types import CapCandidate, CapEnforcer, CapMember
 from recsys.events import AppendResult, EventLog, EventRecord
 from recsys.schema import Col, EventType
+from recsys.stores.member_store import MemberStore
 from serving.api.schemas import EventIn
 from serving.errors import ApiError
 from serving.members import profile_of
@@ -201,10 +203,8 @@ def validate_batch(
     return records
 
 
-def cap_member(member_store: Any, member_id: str) -> Any:
+def cap_member(member_store: MemberStore | None, member_id: str) -> CapMember:
     """The capping view of a member (tier and time zone from the member store; basic/UTC when unknown)."""
-    from recsys.capping.api import CapMember
-
     tier, tz = "basic", "UTC"
     if member_store is not None:
         try:
@@ -219,15 +219,17 @@ def cap_member(member_store: Any, member_id: str) -> Any:
 
 
 def apply_online(
-    accepted: list[EventRecord], *, offers: Mapping[str, Any], member_store: Any, cap_enforcer: Any | None
+    accepted: list[EventRecord],
+    *,
+    offers: Mapping[str, Any],
+    member_store: MemberStore | None,
+    cap_enforcer: CapEnforcer | None,
 ) -> int:
     """Apply new events to online state; returns how many could not be applied (logged)."""
     if not accepted:
         return 0
-    from recsys.capping.api import CapCandidate
-
     errors = 0
-    members: dict[str, Any] = {}
+    members: dict[str, CapMember] = {}
     for ev in accepted:
         try:
             if ev.event_type == EventType.CLICK:
@@ -264,8 +266,8 @@ def ingest(
     signer: TrackingSigner,
     window: TimeWindow,
     event_log: EventLog,
-    member_store: Any,
-    cap_enforcer: Any | None,
+    member_store: MemberStore | None,
+    cap_enforcer: CapEnforcer | None,
 ) -> IntakeResult:
     """Validate, append (idempotent) and apply one batch."""
     records = validate_batch(events, max_batch=max_batch, offers=offers, signer=signer, window=window)

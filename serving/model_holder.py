@@ -13,28 +13,32 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio.to_thread
+
+if TYPE_CHECKING:
+    from recsys.pipeline.pipeline import OfferPipeline
+    from recsys.pipeline.scorer import Scorer
 
 logger = logging.getLogger("serving.models")
 
 # Load whatever version the alias points to now: (bundle, version info with .name .version .alias .run_id).
-BundleLoader = Callable[[], tuple[Any, Any]]
+BundleLoader = Callable[[], tuple["Scorer", Any]]
 # The version the alias points to now, without loading it (cheap; used by the poll). None = alias not set.
 VersionResolver = Callable[[], str | None]
 # Build the request pipeline around a freshly loaded bundle.
-PipelineFactory = Callable[[Any], Any]
+PipelineFactory = Callable[["Scorer"], "OfferPipeline"]
 # offer id -> offer attributes (``family``, ``category``, ``exempt``...) of a bundle's catalogue.
-OfferIndexer = Callable[[Any], Mapping[str, Any]]
+OfferIndexer = Callable[["Scorer"], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
 class ServedModel:
     """One immutable snapshot of what the service serves."""
 
-    bundle: Any
-    pipeline: Any
+    bundle: Scorer
+    pipeline: OfferPipeline
     offers: Mapping[str, Any]
     name: str
     version: str
