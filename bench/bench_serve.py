@@ -438,6 +438,12 @@ def service_counters(url: str) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_request_records(db: Path) -> int:
     """Rows in the request log of a stopped service's SQLite database."""
     import sqlite3
@@ -584,12 +590,17 @@ def main() -> None:
                     }
                 rounds = args.rounds if capping else 1
                 per_round: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+                pids = {svc.url: svc.process.pid, **({nolog.url: nolog.process.pid} if nolog else {})}
                 for i in range(rounds):
                     for name, (base, path, lua) in runs.items():
                         log(f"wrk: {path} ({name}, round {i + 1}/{rounds})")
-                        per_round[name].append(
-                            run_wrk(wrk, f"{base}{path}", lua, args.duration, args.connections)
+                        # The service's CPU per answer: unlike throughput, hardly moved by other load.
+                        cpu0 = cpu_seconds(pids[base])
+                        run = run_wrk(wrk, f"{base}{path}", lua, args.duration, args.connections)
+                        run["cpu_ms_per_request"] = (
+                            (cpu_seconds(pids[base]) - cpu0) * 1000 / max(run["requests"], 1)
                         )
+                        per_round[name].append(run)
                 for name, got in per_round.items():
                     results[name] = median_run(got)
                     results[f"{name}_rounds"] = got
@@ -721,6 +732,12 @@ def report(r: dict[str, Any]) -> None:
         print(
             f"request log on / off throughput   {statistics.median(v):6.1%}   wrk, caps on "
             f"({x_rps(log_off)} req/s with the log off) {each(v)}"
+        )
+        cpu_on = statistics.median(float(x["cpu_ms_per_request"]) for x in r["recommend_caps_on_rounds"])
+        cpu_off = statistics.median(float(x["cpu_ms_per_request"]) for x in r["recommend_log_off_rounds"])
+        print(
+            f"  service CPU per answer on / off {cpu_on:.2f} / {cpu_off:.2f} ms "
+            f"(ratio {cpu_on / cpu_off:.2f}; medians of the rounds, little moved by other load)"
         )
         print(
             f"  p99 at {fixed_on['rate']:.0f} req/s log on / off    {fixed_on['p99_ms']:.2f} / "
