@@ -624,14 +624,13 @@ class _World:
         # follow hub size and the business hubs; each purpose crosses a border with its own probability
         theta = self._taste_mix(rng, n)
         w_leisure = self._leisure_weights(home, theta)
-        w_business = np.where(self.reach[home], self.business_dist[None, :], 0.0)
         abroad_l = self._abroad_mass(w_leisure)
         p_abroad_l = np.clip(
             self.settings.international_leisure_share * abroad_l / max(self.leisure_abroad_mean, 1e-9), 0, 0.9
         )
-        p_abroad_b = np.where(
-            self._abroad_mass(w_business) > 0, self.settings.international_business_share, 0.0
-        )
+        # business trips cross a border only from an airport with some route abroad
+        abroad_b = (self.reach & self.abroad[None, :]).any(axis=1)[home]
+        p_abroad_b = np.where(abroad_b, self.settings.international_business_share, 0.0)
         total_l = w_leisure.sum(axis=1, keepdims=True)
         affinity = np.column_stack(
             [(w_leisure * (self.region == r)[None, :]).sum(axis=1) for r in range(len(REGIONS))]
@@ -683,7 +682,6 @@ class _World:
             affinity=affinity,
             theta=theta,
             w_leisure=w_leisure,
-            w_business=w_business,
             p_abroad=np.column_stack([p_abroad_b, p_abroad_l]),
             fav=fav_order,
             fav_ok=fav_ok,
@@ -882,10 +880,11 @@ class _World:
         """Each trip's destination: drawn from the member's leisure or business weights, among the
         destinations abroad or at home as ``abroad`` says (any reachable one when that set is empty)."""
         out = np.empty(len(t_member), dtype=np.int64)
-        block = 20_000
+        block = 4096
         for s in range(0, len(t_member), block):
             tm, le, ab = t_member[s : s + block], leisure[s : s + block], abroad[s : s + block]
-            w = np.where(le[:, None], m["w_leisure"][tm], m["w_business"][tm])
+            business = np.where(self.reach[m["home"][tm]], self.business_dist[None, :], 0.0)
+            w = np.where(le[:, None], m["w_leisure"][tm], business)
             side = np.where(ab[:, None], self.abroad[None, :], ~self.abroad[None, :])
             ws = w * side
             empty = ws.sum(axis=1) <= 0
@@ -1569,11 +1568,15 @@ class _World:
         return df[list(acc.trait_columns(self.taste_names))]
 
 
-def _draw_rows(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
-    """One column index per row of non-negative ``weights``, with probability proportional to the weight."""
-    cum = np.cumsum(weights, axis=1)
-    u = rng.random(len(weights)) * cum[:, -1] if len(weights) else np.zeros(0)
-    return np.minimum((cum < u[:, None]).sum(axis=1), weights.shape[1] - 1).astype(np.int64)
+def _draw_rows(rng: np.random.Generator, weights: np.ndarray, block: int = 4096) -> np.ndarray:
+    """One column index per row of non-negative ``weights``, with probability proportional to the weight
+    (rows in blocks, so the cumulative sums stay small)."""
+    out = np.empty(len(weights), dtype=np.int64)
+    for s in range(0, len(weights), block):
+        cum = np.cumsum(weights[s : s + block], axis=1)
+        u = rng.random(len(cum)) * cum[:, -1]
+        out[s : s + block] = np.minimum((cum < u[:, None]).sum(axis=1), weights.shape[1] - 1)
+    return out
 
 
 def _where_none(cond: np.ndarray, values: np.ndarray) -> np.ndarray:
