@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -37,14 +37,18 @@ from recsys.experiments import (
 from recsys.experiments.stats import p99
 from serving.model_holder import OfferIndexer, ServedModel
 
+if TYPE_CHECKING:
+    from recsys.pipeline.pipeline import OfferPipeline
+    from recsys.pipeline.scorer import Scorer
+
 logger = logging.getLogger("serving.experiments")
 
 LATENCY_WINDOW = 10_000  # latest requests per arm whose latency the p99 guardrail reads
 
 # ModelRef -> (bundle, version info with .name .version .alias .run_id)
-VariantLoader = Callable[[ModelRef], tuple[Any, Any]]
+VariantLoader = Callable[[ModelRef], tuple["Scorer", Any]]
 # (bundle, objective, cap policy path or None) -> pipeline
-VariantPipelineFactory = Callable[[Any, str, str | None], Any]
+VariantPipelineFactory = Callable[["Scorer", str, str | None], "OfferPipeline"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class ExperimentRuntime:
         self._index_offers = index_offers
         self._snapshot = Snapshot()
         self._lock = asyncio.Lock()
-        self._bundles: dict[str, tuple[Any, Any]] = {}
+        self._bundles: dict[str, tuple[Scorer, Any]] = {}
         self._served: dict[tuple[str, str, str | None], ServedModel] = {}
         self._latency: dict[tuple[str, str], deque[float]] = {}
         self.last_error: str | None = None
@@ -197,7 +201,7 @@ class ExperimentRuntime:
                 logger.exception("experiment poll failed")
 
 
-def with_objective(pipeline: Any, objective: str) -> Any:
+def with_objective(pipeline: OfferPipeline, objective: str) -> OfferPipeline:
     """The freshly built pipeline ranking by ``objective`` at every placement (its config is the only thing
     that differs; the service's per-placement objectives do not override a variant's)."""
     config = getattr(pipeline, "config", None)
