@@ -16,21 +16,17 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     Column,
     DateTime,
-    Engine,
     Index,
     MetaData,
     String,
     Table,
-    create_engine,
-    event,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 
 from recsys.schema import Col
-from recsys.sqltables import create_tables
+from recsys.sqltables import create_tables, open_engine
 
 TABLE_NAME = "offer_events"
 TRIP_KEY = "trip_key"
@@ -125,21 +121,9 @@ class EventLog:
     def __init__(
         self, url: str, *, schema: str | None = None, create: bool = True, echo: bool = False
     ) -> None:
-        if url.startswith(("postgresql://", "postgres://")):  # plain URL: the installed driver, psycopg 3
-            url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        parsed = make_url(url)
-        self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"event log URL must be sqlite or postgresql, got {self.dialect!r}")
-        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
-            from pathlib import Path
-
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
-        if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        if schema is not None:
-            self.engine = self.engine.execution_options(schema_translate_map={None: schema})
+        self.engine, self.dialect = open_engine(
+            url, what="event log", schema=schema, echo=echo, sqlite_listeners={"connect": _sqlite_pragmas}
+        )
         if create:
             create_tables(metadata, self.engine)  # several workers may start at once
 

@@ -17,25 +17,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import (
     JSON,
     Column,
     DateTime,
-    Engine,
     Integer,
     MetaData,
     String,
     Table,
-    create_engine,
-    event,
     func,
     select,
     text,
 )
-from sqlalchemy.engine import make_url
 
 from recsys.experiments.model import (
     Experiment,
@@ -47,7 +42,7 @@ from recsys.experiments.model import (
     to_json,
     validate,
 )
-from recsys.sqltables import create_tables
+from recsys.sqltables import create_tables, open_engine
 
 TABLE_NAME = "experiments"
 _LOCK_ID = 0x7EC5_0E1D  # pg_advisory_xact_lock key of experiment transitions
@@ -122,20 +117,12 @@ class ExperimentStore:
         create: bool = True,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        if url.startswith(("postgresql://", "postgres://")):
-            url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        parsed = make_url(url)
-        self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"experiment store URL must be sqlite or postgresql, got {self.dialect!r}")
-        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
-        if schema is not None:
-            self.engine = self.engine.execution_options(schema_translate_map={None: schema})
+        self.engine, self.dialect = open_engine(
+            url,
+            what="experiment store",
+            schema=schema,
+            sqlite_listeners={"connect": _sqlite_pragmas, "begin": _sqlite_begin},
+        )
         if create:
             create_tables(metadata, self.engine)  # several workers may start at once
         self.catalog = catalog

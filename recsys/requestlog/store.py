@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sqlalchemy import (
@@ -22,7 +21,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Engine,
     Float,
     ForeignKey,
     Index,
@@ -30,16 +28,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    create_engine,
-    event,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 
 from recsys.requestlog.record import PolicyRef, RequestRecord, ShownOffer, TripSnapshot
-from recsys.sqltables import create_tables
+from recsys.sqltables import create_tables, open_engine
 
 REQUESTS_TABLE = "request_log"
 SHOWN_TABLE = "request_shown"
@@ -177,19 +172,9 @@ class SqlRequestLog:
     def __init__(
         self, url: str, *, schema: str | None = None, create: bool = True, echo: bool = False
     ) -> None:
-        if url.startswith(("postgresql://", "postgres://")):  # plain URL: the installed driver, psycopg 3
-            url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        parsed = make_url(url)
-        self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"request log URL must be sqlite or postgresql, got {self.dialect!r}")
-        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
-        if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        if schema is not None:
-            self.engine = self.engine.execution_options(schema_translate_map={None: schema})
+        self.engine, self.dialect = open_engine(
+            url, what="request log", schema=schema, echo=echo, sqlite_listeners={"connect": _sqlite_pragmas}
+        )
         if create:
             create_tables(metadata, self.engine)  # several workers may start at once
 
