@@ -253,3 +253,149 @@ def to_changes(body: ExperimentUpdate, default_name: str) -> dict[str, Any]:
             continue  # null for a required field: leave it as it is
         changes[name] = value
     return changes
+
+
+# -- the report (``GET /v1/experiments/{key}/report``; built by recsys.experiments.report.build_report)
+Interval = tuple[float, float]
+
+
+class RatesOut(BaseModel):
+    """Per-arm rates (null where the denominator is 0)."""
+
+    ctr: float | None = Field(description="clicks / impressions")
+    conversion: float | None = Field(description="purchasers / exposed members")
+    revenue_per_member: float | None
+    miles_per_member: float | None
+    purchases_per_member: float | None
+    dismiss_rate: float | None = Field(description="dismissals / impressions")
+    empty_response_rate: float | None = Field(description="requests with no offer / requests")
+
+
+class ArmOut(BaseModel):
+    variant: str
+    holdout: bool
+    expected_share: float
+    exposed_members: int
+    requests: int
+    empty_requests: int
+    impressions: int
+    clicks: int
+    purchases: int
+    purchasers: int
+    dismissals: int
+    revenue: float
+    miles: float
+    rates: RatesOut
+    p99_latency_ms: float | None = Field(description="this worker's latest requests of the arm")
+
+
+class _ComparisonFields(BaseModel):
+    control: float | None
+    treatment: float | None
+    absolute_lift: float | None
+    absolute_ci: Interval | None = Field(description="95 % confidence interval of the absolute lift")
+    relative_lift: float | None
+    relative_ci: Interval | None = Field(description="95 % delta-method interval of the relative lift")
+    p_value: float | None
+    test: str = Field(description="the test behind p_value (two-proportion z-test or Welch's t-test)")
+    n_control: int
+    n_treatment: int
+
+
+class CupedOut(_ComparisonFields):
+    theta: float | None
+    variance_reduction: float | None
+    covariate: str
+
+
+class ComparisonOut(_ComparisonFields):
+    cuped: CupedOut | None = Field(description="CUPED-adjusted figures, null where no covariate applies")
+
+
+class VariantComparisonOut(ComparisonOut):
+    variant: str
+
+
+class MetricReportOut(BaseModel):
+    metric: Metric
+    kind: str = Field(description="proportion or mean")
+    primary: bool
+    comparisons: list[VariantComparisonOut]
+
+
+class SrmOut(BaseModel):
+    chi2: float | None
+    p_value: float | None
+    verdict: str = Field(description="ok, warn (p < 0.01), alert (p < 0.001) or insufficient")
+    observed: dict[str, int]
+    expected: dict[str, float]
+
+
+class GuardrailOut(BaseModel):
+    variant: str
+    dismiss_rate: float | None
+    empty_response_rate: float | None
+    p99_latency_ms: float | None
+    comparisons: dict[str, ComparisonOut]
+
+
+class TimelinePointOut(BaseModel):
+    date: str
+    time: AwareDatetime
+    bucket_s: int
+    variant: str
+    exposed_members: int
+    purchasers: int
+    conversion: float | None = Field(description="cumulative at the end of the bucket")
+
+
+class OfflineEstimateOut(BaseModel):
+    variant: str
+    estimator: str
+    metric: str
+    control: float
+    treatment: float
+    absolute_lift: float
+    absolute_ci: Interval | None
+    relative_lift: float | None
+    relative_ci: Interval | None
+    n_requests: int
+    note: str
+
+
+class OfflineOut(BaseModel):
+    available: bool
+    reason: str | None = Field(default=None, description="why there is no estimate")
+    estimates: list[OfflineEstimateOut] | None = None
+
+
+class AttributionOut(BaseModel):
+    requests: int
+    events_attributed: int
+    events_before_exposure: int
+    events_unattributed: int
+    events_wrong_member: int
+    crossover_members: int
+
+
+class WindowOut(BaseModel):
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class ExperimentReportOut(BaseModel):
+    """An experiment's report: per-arm figures, lifts against control with CIs and p-values, CUPED, SRM,
+    guardrails, cumulative conversion over time and the offline estimate of the same policies."""
+
+    experiment: ExperimentOut
+    generated_at: AwareDatetime
+    window: WindowOut
+    control: str
+    arms: list[ArmOut]
+    metrics: list[MetricReportOut]
+    srm: SrmOut
+    guardrails: list[GuardrailOut]
+    timeline: list[TimelinePointOut]
+    offline_estimate: OfflineOut
+    attribution: AttributionOut
+    warnings: list[str]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from serving.api.experiment_schemas import ExperimentReportOut
 from serving.app import create_app
 from tests.serving.conftest import Registry, make_settings
 from tests.serving.test_api import rec_body
@@ -129,6 +130,8 @@ def test_report_counts_what_members_did_in_their_arm(
     resp = client.get("/v1/experiments/report-e2e/report", headers=H)
     assert resp.status_code == 200, resp.text
     report = resp.json()
+    # The declared schema holds for a report with traffic (CUPED, timeline, guardrails filled in).
+    ExperimentReportOut.model_validate(report)
     assert report["control"] == "control"
     arms = {a["variant"]: a for a in report["arms"]}
     assert set(arms) == {"control", "acc", "holdout"}

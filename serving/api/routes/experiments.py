@@ -15,6 +15,7 @@ from serving.api.experiment_schemas import (
     ExperimentIn,
     ExperimentList,
     ExperimentOut,
+    ExperimentReportOut,
     ExperimentUpdate,
     to_changes,
     to_domain,
@@ -151,6 +152,7 @@ async def stop_experiment(services: ServicesDep, key: str = KeyPath) -> Response
 
 @router.get(
     "/v1/experiments/{key}/report",
+    response_model=ExperimentReportOut,
     responses=ERRORS,
     summary="The experiment's report: per-variant figures, lifts with CIs and p-values, CUPED, SRM, "
     "guardrails, cumulative conversion, and the offline estimate of the same policies",
