@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path
@@ -9,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from recsys.experiments import ExperimentError, ExperimentStore, Status
-from recsys.experiments.model import to_json
+from recsys.experiments.model import Experiment, to_json
 from serving.api.deps import ServicesDep, require_admin_key, require_json
 from serving.api.experiment_schemas import (
     ExperimentIn,
@@ -58,6 +59,16 @@ async def _refresh(services: Services) -> None:
     # This worker takes effect at once; the others within experiments_poll_s.
     if services.experiments is not None:
         await services.experiments.refresh()
+
+
+async def _transition(services: Services, change: Callable[..., Experiment], *args: Any) -> Response:
+    """Apply a store change off the event loop, map a refusal to a 4xx, let this worker see it at once."""
+    try:
+        changed = await run_in_threadpool(change, *args)
+    except ExperimentError as exc:
+        raise _api_error(exc) from exc
+    await _refresh(services)
+    return OrjsonResponse(to_json(changed))
 
 
 @router.get("/v1/experiments", response_model=ExperimentList, responses=ERRORS, summary="All experiments")
@@ -111,11 +122,9 @@ async def update_experiment(body: ExperimentUpdate, services: ServicesDep, key: 
     store = _store(services)
     try:
         changes = to_changes(body, services.settings.model_name)
-        updated = await run_in_threadpool(store.update, key, changes)
     except ExperimentError as exc:
         raise _api_error(exc) from exc
-    await _refresh(services)
-    return OrjsonResponse(to_json(updated))
+    return await _transition(services, store.update, key, changes)
 
 
 @router.post(
@@ -125,13 +134,7 @@ async def update_experiment(body: ExperimentUpdate, services: ServicesDep, key: 
     summary="Start a draft (refused if it could share a member with a running experiment on a placement)",
 )
 async def start_experiment(services: ServicesDep, key: str = KeyPath) -> Response:
-    store = _store(services)
-    try:
-        started = await run_in_threadpool(store.start, key)
-    except ExperimentError as exc:
-        raise _api_error(exc) from exc
-    await _refresh(services)
-    return OrjsonResponse(to_json(started))
+    return await _transition(services, _store(services).start, key)
 
 
 @router.post(
@@ -141,13 +144,7 @@ async def start_experiment(services: ServicesDep, key: str = KeyPath) -> Respons
     summary="Stop a running experiment (its members return to the default model)",
 )
 async def stop_experiment(services: ServicesDep, key: str = KeyPath) -> Response:
-    store = _store(services)
-    try:
-        stopped = await run_in_threadpool(store.stop, key)
-    except ExperimentError as exc:
-        raise _api_error(exc) from exc
-    await _refresh(services)
-    return OrjsonResponse(to_json(stopped))
+    return await _transition(services, _store(services).stop, key)
 
 
 @router.get(
