@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_SELECTED_CANDIDATES = (
@@ -42,6 +43,31 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("small_world") / "world"
     return generate_world(out, SMALL_WORLD_MEMBERS, SMALL_WORLD_SEED, progress=False)
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def pg_schema_or_fail(prefix: str, url: str = PG_URL) -> tuple[sa.Engine, str]:
+    """An engine on the shared PostgreSQL and a fresh schema of this test's own (drop it with drop_schema)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as exc:  # never skip: the PostgreSQL path must be tested
+        pytest.fail(
+            f"PostgreSQL is not reachable at {url} ({type(exc).__name__}: {exc}). Start it, e.g. "
+            "`service postgresql start` (trust auth for user postgres, database `test`)."
+        )
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    return engine, schema
+
+
+def drop_schema(engine: sa.Engine, schema: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 def redis_or_fail(url: str = REDIS_URL) -> redis.Redis:

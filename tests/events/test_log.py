@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -10,25 +9,14 @@ import pytest
 import sqlalchemy as sa
 
 from recsys.events import EventLog, EventRecord
+from tests.conftest import PG_URL
+from tests.conftest import pg_schema_or_fail as _pg_schema_or_fail
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 T0 = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
 
 def pg_schema_or_fail() -> tuple[sa.Engine, str]:
-    engine = sa.create_engine(PG_URL)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:  # never skip: the PostgreSQL path must be tested
-        pytest.fail(
-            f"PostgreSQL is not reachable at {PG_URL} ({type(exc).__name__}: {exc}). Start it, e.g. "
-            "`service postgresql start` (trust auth for user postgres, database `test`)."
-        )
-    schema = f"test_events_{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    return engine, schema
+    return _pg_schema_or_fail("test_events")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

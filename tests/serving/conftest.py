@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.config import Settings
 from tests.conftest import delete_prefix, unique_prefix
+from tests.conftest import pg_schema_or_fail as _pg_schema_or_fail
 from tests.conftest import redis_or_fail as _redis_or_fail
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -70,19 +71,7 @@ def redis_or_fail() -> redis.Redis:
 
 
 def pg_schema_or_fail() -> tuple[sa.Engine, str]:
-    engine = sa.create_engine(PG_URL)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {PG_URL} ({type(exc).__name__}). Start it: "
-            "`service postgresql start` (trust auth, user postgres, database `test`)."
-        )
-    schema = f"test_svc_{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    return engine, schema
+    return _pg_schema_or_fail("test_svc", PG_URL)
 
 
 @pytest.fixture(scope="session")
