@@ -16,7 +16,7 @@ export RECSYS_DATA_DIR ?= $(WORLD)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(abspath $(VAR))/mlflow.db
 export RECSYS_MLFLOW_TRACKING_URI ?= $(MLFLOW_TRACKING_URI)
 
-.PHONY: run test venv lint typecheck world champion clean bench-data bench-train bench-serve browser
+.PHONY: run test venv lint typecheck world champion clean bench-data bench-train bench-serve browser redis-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,8 +54,15 @@ browser:
 	@test -x $(CHROMIUM) || $(SUDO) apt-get install -y -q chromium || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# The tests start Redis servers of their own (a 3-master Redis Cluster, a Redis to freeze and kill): Debian's
+# redis-server and redis-cli (package redis-tools). The shared Redis on 6379 is not started here.
+redis-tools:
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null || \
+		$(SUDO) apt-get install -y -q redis-server redis-tools || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server redis-tools; }
+
 # lint-imports first: the layer contracts and "no import cycles" in pyproject.toml's [tool.importlinter].
-test: $(STAMP) browser
+test: $(STAMP) browser redis-tools
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 

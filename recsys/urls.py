@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-# URL schemes of a Redis (TCP, TLS, Unix socket) for the member store, the cap store and the CLI.
-REDIS_URL_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
+# URL schemes of a Redis (TCP, TLS, Unix socket; a Cluster; Sentinels) for the stores and the CLI
+# (recsys.stores.redis builds the clients).
+REDIS_URL_SCHEMES: tuple[str, ...] = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
 
 
 def is_redis_url(url: str) -> bool:
-    """Whether ``url`` starts with ``redis://``, ``rediss://`` or ``unix://``."""
-    return url.startswith(tuple(f"{scheme}://" for scheme in REDIS_URL_SCHEMES))
+    """Whether ``url`` starts with one of :data:`REDIS_URL_SCHEMES` and ``://``."""
+    return url.lower().startswith(tuple(f"{scheme}://" for scheme in REDIS_URL_SCHEMES))
 
 
 def redact_url(url: str) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -50,6 +49,7 @@ from recsys.capping.types import (
     CapMember,
     Suppression,
 )
+from recsys.stores.redis import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -246,57 +246,6 @@ return 1
 """
 
 
-class CircuitBreaker:
-    """Closed → (failure) → open for a back-off → one trial call → closed on success, longer back-off on
-    failure."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._open_until = 0.0  # 0 = closed
-        self._backoff_s: float | None = None
-        self._trial = False
-        self.last_error: str | None = None
-        self.failures = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._open_until != 0.0
-
-    def allow(self) -> bool:
-        if self._open_until == 0.0:
-            return True
-        with self._lock:
-            if self._open_until == 0.0:
-                return True
-            if self._clock() >= self._open_until and not self._trial:
-                self._trial = True
-                return True
-            return False
-
-    def success(self) -> None:
-        if self._open_until != 0.0 or self._backoff_s is not None:
-            with self._lock:
-                if self._open_until != 0.0:
-                    logger.warning("cap store back after %d failed calls", self.failures)
-                self._open_until = 0.0
-                self._backoff_s = None
-                self._trial = False
-                self.failures = 0
-
-    def failure(self, error: str, backoff_s: float, max_backoff_s: float) -> None:
-        with self._lock:
-            if self._open_until == 0.0:
-                logger.error("cap store unavailable (%s); outage policy applies", error)
-            b = backoff_s if self._backoff_s is None else min(self._backoff_s * 2, max_backoff_s)
-            self._backoff_s = b
-            # Jitter so that many processes do not all retry at the same instant.
-            self._open_until = self._clock() + b * random.uniform(0.8, 1.0)
-            self._trial = False
-            self.last_error = error
-            self.failures += 1
-
-
 def _describe(e: BaseException) -> str:
     if isinstance(e, redis.exceptions.TimeoutError | TimeoutError):
         return "redis timeout"
@@ -362,7 +311,7 @@ class RedisCapEnforcer(PlanEnforcer):
         )
         self._check_script = self.client.register_script(CHECK_AND_RECORD_LUA)
         self._cooldown_script = self.client.register_script(SET_COOLDOWNS_LUA)
-        self.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker(name="cap store")
         self._local_lock = threading.Lock()
         self._local: EmbeddedCapEnforcer | None = None
         self._local_src: CapPolicy | None = None
