@@ -496,7 +496,7 @@ def main() -> None:
     if args.quick:
         args.duration, args.fixed_duration, args.month_members, args.rounds = 4.0, 5.0, 200, 1
 
-    from serving.launcher import run_service
+    from bench.launcher import run_service
 
     world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
     world = world if world.is_absolute() else ROOT / world

@@ -1,5 +1,5 @@
-"""Run the service as a separate process (``python -m serving``) on a free port: for tests that need real
-worker processes (caps under concurrency) and for the benchmark. Not used by the service itself."""
+"""Run the service as a separate process (``python -m serving``) on a free port. Test and benchmark support,
+not the product: tests that need real worker processes (caps under concurrency) and the benchmarks use it."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import uvicorn
 from pydantic import ValidationError
 
+from recsys.stores.redis import RedisConfigError, check_startup
 from serving.app import create_app
 from serving.config import Settings
 from serving.metrics import multiprocess_dir
@@ -33,8 +34,20 @@ def load_settings() -> Settings:
         sys.exit("invalid service settings:\n" + "\n".join(lines))
 
 
+def check_redis(settings: Settings) -> None:
+    """Reach the configured Redis before serving; a setting that cannot work exits naming it (status 1)."""
+    config = settings.redis_config()
+    if config is None:
+        return
+    try:
+        check_startup(config)
+    except RedisConfigError as exc:
+        sys.exit(f"invalid service settings:\n  {exc}")
+
+
 def main() -> None:
     settings = load_settings()
+    check_redis(settings)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -26,6 +26,7 @@ from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
 from recsys.stores.member_store import MemberStore
+from recsys.stores.redis import RedisClients, SyncRedis
 from serving.api.routes import admin, events, experiments, members, offers, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
@@ -41,8 +42,6 @@ from serving.services import Services
 from serving.tracking import TrackingSigner
 
 if TYPE_CHECKING:
-    import redis
-
     from recsys.pipeline.catalogue import CatalogueOffer
     from recsys.pipeline.pipeline import OfferPipeline
     from recsys.pipeline.scorer import Scorer
@@ -230,7 +229,14 @@ def default_airports() -> frozenset[str]:
     return frozenset(load_network().iata.tolist())
 
 
-def build_cap_enforcer(settings: Settings) -> CapEnforcer:
+def build_redis_clients(settings: Settings) -> RedisClients | None:
+    """The worker's clients of ``RECSYS_REDIS_URL``, checked at start-up (an unknown scheme, a missing TLS
+    file, an unreachable Redis or cluster, a cluster with uncovered slots: an error naming the setting)."""
+    config = settings.redis_config()
+    return RedisClients(config, check=True) if config is not None else None
+
+
+def build_cap_enforcer(settings: Settings, redis: RedisClients | None = None) -> CapEnforcer:
     from recsys.capping.api import PolicyHolder, build_enforcer
 
     if not settings.capping_policy_path.exists():
@@ -244,21 +250,23 @@ def build_cap_enforcer(settings: Settings) -> CapEnforcer:
         holder,
         key_prefix=settings.caps_key_prefix,
         timeout_ms=settings.redis_timeout_ms,
+        client=_shared_client(redis),
     )
 
 
-def build_member_store(settings: Settings) -> MemberStore:
+def build_member_store(settings: Settings, redis: RedisClients | None = None) -> MemberStore:
     from recsys.stores.member_store import build_member_store as build
 
-    return build(settings.redis_url, prefix=settings.members_key_prefix)
+    client = _shared_client(redis)
+    return build(
+        settings.redis_url, prefix=settings.members_key_prefix, **({"client": client} if client else {})
+    )
 
 
-def redis_client(settings: Settings) -> redis.Redis | None:
-    if not settings.redis_url:
-        return None
-    import redis
-
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+def _shared_client(redis: RedisClients | None) -> SyncRedis | None:
+    """The factory's blocking client for a Cluster or Sentinels (the stores' own URL clients speak to one
+    Redis only); None for a standalone Redis, whose stores still open their own asyncio connections."""
+    return redis.sync if redis is not None and redis.mode != "standalone" else None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -315,16 +323,20 @@ def create_app(
                 closers.append(rlog.close)
             writer = build_request_writer(settings, rlog, metrics)
             closers.append(writer.close)  # closers run in reverse: the writer drains before its log closes
+        redis = build_redis_clients(settings)  # one set of clients per worker, checked before anything else
+        if redis is not None:
+            closers.append(redis.close)
+            async_closers.append(redis.aclose)
         store = member_store
         if store is None:
-            store = build_member_store(settings)
+            store = build_member_store(settings, redis)
             if hasattr(store, "close"):
                 closers.append(store.close)
             if hasattr(store, "aclose"):
                 async_closers.append(store.aclose)
         enforcer = cap_enforcer
         if enforcer is None and settings.capping_enabled:
-            enforcer = build_cap_enforcer(settings)
+            enforcer = build_cap_enforcer(settings, redis)
             closers.append(enforcer.close)
             async_closers.append(enforcer.aclose)
         factory = pipeline_factory or settings_pipeline_factory(settings)
@@ -348,9 +360,6 @@ def create_app(
                     "worker will not verify in another; set it",
                     settings.workers,
                 )
-        redis = redis_client(settings)
-        if redis is not None:
-            closers.append(redis.close)
         services = Services(
             settings=settings,
             holder=holder,
@@ -377,7 +386,7 @@ def create_app(
             found = variant_enforcers.get(cap_policy)
             if found is None:
                 found = variant_enforcers[cap_policy] = build_cap_enforcer(
-                    settings.model_copy(update={"capping_policy_path": Path(cap_policy)})
+                    settings.model_copy(update={"capping_policy_path": Path(cap_policy)}), redis
                 )
                 closers.append(found.close)
                 async_closers.append(found.aclose)
@@ -402,7 +411,7 @@ def create_app(
         app.state.services = services
         if member_store is None:
             await anyio.to_thread.run_sync(
-                bootstrap_profiles, store, settings.data_dir, settings.bootstrap_profiles
+                bootstrap_profiles, store, settings.data_dir, settings.bootstrap_profiles, redis
             )
         outcome = await holder.reload(force=True)
         if outcome.status == "failed":

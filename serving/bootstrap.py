@@ -12,7 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from redis.exceptions import LockError
+
+from recsys.stores.member_store import MemberStore
+from recsys.stores.redis import RedisClients
 
 logger = logging.getLogger("serving.bootstrap")
 
@@ -20,9 +25,13 @@ LOCK_TTL_S = 900
 
 
 def bootstrap_profiles(
-    store: Any, data_dir: Path | None, mode: Literal["auto", "always", "never"] = "auto"
+    store: MemberStore | None,
+    data_dir: Path | None,
+    mode: Literal["auto", "always", "never"] = "auto",
+    redis: RedisClients | None = None,
 ) -> str | None:
     """Publish profiles from ``data_dir`` when the store has none (``auto``) or unconditionally (``always``).
+    With ``redis`` (the store's deployment), one worker publishes under a lock and the others skip it.
 
     Returns the published version, or None when nothing was done. Never raises: a failure is logged and the
     service runs with cold-start answers for every member (and 404 profiles).
@@ -39,9 +48,11 @@ def bootstrap_profiles(
                 data_dir,
             )
             return None
-        client = getattr(store, "client", None)
-        lock_key = f"{getattr(store, 'prefix', 'members')}:bootstrap-lock"
-        if client is not None and not client.set(lock_key, b"1", nx=True, ex=LOCK_TTL_S):
+        # redis-py's Lock: released only by the worker holding it (its token), never another's.
+        lock = (
+            redis.lock(f"{getattr(store, 'prefix', 'members')}:bootstrap-lock", LOCK_TTL_S) if redis else None
+        )
+        if lock is not None and not lock.acquire():
             logger.info("another worker is publishing member profiles; not publishing here")
             return None
         try:
@@ -61,8 +72,13 @@ def bootstrap_profiles(
             )
             return version
         finally:
-            if client is not None:
-                client.delete(lock_key)
+            if lock is not None:
+                try:
+                    lock.release()
+                except (
+                    LockError
+                ):  # expired (a publish longer than LOCK_TTL_S): another worker may hold it now
+                    logger.warning("the bootstrap lock expired before the publish ended")
     except Exception:
         logger.exception("could not publish member profiles from %s; members served as cold start", data_dir)
         return None

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.stores.redis import RedisCallPolicy, RedisConfig, TLSOptions
+
 # Secrets that must never reach production; the validator refuses them.
 PLACEHOLDER_SECRETS = frozenset({"changethis", "change-me", "changeme", "secret", "password", ""})
 
@@ -22,6 +24,27 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("redis_url", "RECSYS_REDIS_URL", "REDIS_URL"),
         description="Redis for caps and the online member store; unset = embedded single-process stores.",
+    )
+    redis_mode: Literal["auto", "standalone", "cluster", "sentinel"] = Field(
+        default="auto",
+        description="auto: from the URL's scheme (redis+cluster://h1:p1,h2:p2 is a Cluster, "
+        "redis+sentinel://h1:p1,h2:p2/service[/db] Sentinels); cluster: a redis:// URL names one "
+        "start-up node of a Redis Cluster.",
+    )
+    redis_username: str | None = Field(default=None, description="Redis ACL user (overrides the URL's).")
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password (overrides the URL's)."
+    )
+    redis_tls_certfile: Path | None = Field(default=None, description="Client certificate (rediss:// only).")
+    redis_tls_keyfile: Path | None = Field(default=None, description="Client certificate's key (rediss://).")
+    redis_tls_ca_certs: Path | None = Field(
+        default=None, description="CA bundle verifying the server (rediss://)."
+    )
+    redis_tls_cert_reqs: Literal["required", "optional", "none"] = Field(
+        default="required", description="Verification of the server's certificate (rediss://)."
+    )
+    redis_tls_check_hostname: bool = Field(
+        default=True, description="Check the server certificate's host name (rediss://, cert_reqs=required)."
     )
     members_key_prefix: str = Field(default="members", description="Key prefix of the online member store.")
     caps_key_prefix: str = Field(default="caps", description="Key prefix of the cap counters.")
@@ -181,6 +204,29 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    def redis_config(self) -> RedisConfig | None:
+        """The Redis deployment of the stores (None: embedded single-process stores)."""
+        if not self.redis_url:
+            return None
+        password = self.redis_password.get_secret_value() if self.redis_password is not None else None
+        policy = (
+            RedisCallPolicy(timeout_ms=self.redis_timeout_ms) if self.redis_timeout_ms else RedisCallPolicy()
+        )
+        return RedisConfig(
+            self.redis_url,
+            mode=self.redis_mode,
+            username=self.redis_username,
+            password=password,
+            tls=TLSOptions(
+                certfile=str(self.redis_tls_certfile) if self.redis_tls_certfile else None,
+                keyfile=str(self.redis_tls_keyfile) if self.redis_tls_keyfile else None,
+                ca_certs=str(self.redis_tls_ca_certs) if self.redis_tls_ca_certs else None,
+                cert_reqs=self.redis_tls_cert_reqs,
+                check_hostname=self.redis_tls_check_hostname,
+            ),
+            policy=policy,
+        )
 
     @field_validator("redis_url", "request_log_url", mode="before")
     @classmethod

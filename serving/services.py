@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from recsys.capping.types import CapEnforcer
 from recsys.events import EventLog
@@ -14,14 +14,12 @@ from recsys.experiments.attribution import RequestSource
 from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.writer import RequestWriter
 from recsys.stores.member_store import MemberStore
+from recsys.stores.redis import RedisClients
 from serving.config import Settings
 from serving.experiments import ExperimentRuntime
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder
 from serving.tracking import TrackingSigner
-
-if TYPE_CHECKING:
-    import redis
 
 
 @dataclass
@@ -35,7 +33,7 @@ class Services:
     signer: TrackingSigner
     metrics: Metrics
     clock: Callable[[], datetime]
-    redis: redis.Redis | None = None  # a client used only for readiness pings
+    redis: RedisClients | None = None  # the worker's Redis clients (stores, locks, readiness pings)
     request_writer: RequestWriter | None = None  # None: the request log is off
     experiment_store: ExperimentStore | None = None
     experiments: ExperimentRuntime | None = None  # routes requests of running experiments to their arms

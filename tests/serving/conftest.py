@@ -153,7 +153,7 @@ def make_settings(registry: Registry, world: Path, tmp: Path, prefix: str | None
 
 
 def service_env(registry: Registry, world: Path, tmp: Path, prefix: str, **over: str) -> dict[str, str]:
-    """Environment for a service process (``serving.launcher.run_service``)."""
+    """Environment for a service process (``bench.launcher.run_service``)."""
     env = {
         "RECSYS_MLFLOW_TRACKING_URI": registry.tracking_uri,
         "RECSYS_MODEL_NAME": registry.model_name,
@@ -201,7 +201,7 @@ def live_service(
 ) -> Iterator[Any]:
     """One real uvicorn process (real Redis, a SQLite event log, the admin key set), shared by the tests
     that only need a live service: starting one costs a model load."""
-    from serving.launcher import run_service
+    from bench.launcher import run_service
 
     client = redis_or_fail()
     prefix = f"test-svc-live-{uuid.uuid4().hex[:10]}"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.launcher import LiveService
+from bench.launcher import LiveService
 
 FLOOD_SECONDS = 4.0
 FLOODERS = 3

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from serving.launcher import run_service
+from bench.launcher import run_service
 from tests.serving.conftest import Registry, serve_counting_policy, service_env
 from tests.serving.test_api import rec_body, trip
 

@@ -21,7 +21,7 @@ import httpx
 import jsonschema_rs
 import pytest
 
-from serving.launcher import LiveService
+from bench.launcher import LiveService
 from tests.serving.conftest import ADMIN_KEY, DEBUG_TOKEN
 
 CREDENTIALS = {"X-Debug-Token": DEBUG_TOKEN, "X-Api-Key": ADMIN_KEY}

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.launcher import run_service
 from recsys.experiments import assign_member
 from recsys.experiments.model import from_json
-from serving.launcher import run_service
 from tests.serving.conftest import Registry, service_env
 from tests.serving.test_api import rec_body
 

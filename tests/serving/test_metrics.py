@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.launcher import run_service
 from serving.app import create_app
-from serving.launcher import run_service
 from serving.metrics import Metrics
 from tests.serving.conftest import Registry, make_settings, service_env
 from tests.serving.test_api import rec_body

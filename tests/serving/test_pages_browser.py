@@ -23,8 +23,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from bench.launcher import run_service
 from recsys.simulation import load_members, plan_requests, run_simulation
-from serving.launcher import run_service
 from tests.serving.conftest import Registry, service_env
 
 CHROMIUM = Path("/usr/bin/chromium")

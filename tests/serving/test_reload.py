@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.launcher import run_service
 from serving.app import create_app
-from serving.launcher import run_service
 from tests.serving.conftest import DEBUG_TOKEN, Registry, make_settings, service_env
 from tests.serving.test_api import rec_body
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from serving.launcher import run_service
+from bench.launcher import run_service
 from tests.serving.conftest import DEBUG_TOKEN, PG_URL, Registry, pg_schema_or_fail, service_env
 
 ADMIN_KEY = "test-admin-key-0123456789"

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from bench.launcher import run_service
 from recsys.events import EventLog
 from recsys.simulation import SimMembers, SimulationError, load_members, plan_requests, run_simulation
 from recsys.simulation.plan import MINUTES_PER_DAY
 from recsys.simulation.runner import check_loopback, experiment_label
-from serving.launcher import run_service
 from tests.serving.conftest import Registry, service_env
 from training.cli import app
 

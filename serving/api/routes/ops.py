@@ -37,12 +37,11 @@ async def readyz(services: ServicesDep) -> Response:
     else:
         checks["model"] = f"{model.name} v{model.version} ({model.alias})"
     if services.redis is not None:
-        try:
-            await anyio.to_thread.run_sync(services.redis.ping)
+        if await anyio.to_thread.run_sync(services.redis.ping):
             checks["redis"] = "ok"
-        except Exception as exc:
+        else:
             ready = False
-            checks["redis"] = f"unreachable: {type(exc).__name__}"
+            checks["redis"] = f"unreachable ({services.redis.config.describe()})"
     enforcer = services.cap_enforcer
     if enforcer is not None and hasattr(enforcer, "status"):
         # Informational: with the cap store down the outage policy answers, so the service stays ready.
