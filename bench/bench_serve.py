@@ -488,6 +488,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--model", default="all", help="model kind(s) trained when no champion exists (as make)")
     p.add_argument("--quick", action="store_true", help="short runs (smoke test of the benchmark itself)")
+    p.add_argument(
+        "--ranker",
+        choices=("on", "off", "only"),
+        default="on",
+        help="the contextual ranker against the ALS ranking: with the rest (on), skipped, or alone",
+    )
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the service and clean Redis on kill
     if args.loadgen:
@@ -507,6 +513,8 @@ def main() -> None:
     wrk = ensure_wrk()
     client = check_redis(redis_url)
     ensure_world_and_champion(world, tracking, args.world_members, args.seed, args.model)
+    if args.ranker != "off":
+        results_versions = ensure_ranked_versions(world, tracking, args.seed)
 
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-{run_id}"
@@ -540,7 +548,7 @@ def main() -> None:
         "duration_s": args.duration,
     }
     try:
-        for capping in (True, False):
+        for capping in () if args.ranker == "only" else (True, False):
             tag = "caps_on" if capping else "caps_off"
             env = {**base_env, "RECSYS_CAPPING_ENABLED": str(capping).lower()}
             log(f"starting the service ({tag})")
@@ -618,7 +626,12 @@ def main() -> None:
             # Stopped (SIGTERM): the writer drained its queue. Every answer has its record?
             results[f"request_log_rows_{tag}"] = count_request_records(work / "events.db")
             (work / "events.db").rename(work / f"events-{tag}.db")
-        if args.month_members > 0:
+        if args.ranker != "off":
+            results["ranker_vs_als"] = {
+                "versions": results_versions,
+                **ranker_vs_als(base_env, work, wrk, rec_lua, bodies_file, args, prefix),
+            }
+        if args.month_members > 0 and args.ranker != "only":
             log(f"simulating a month of cap traffic for {args.month_members} members")
             results["month"] = simulate_month(
                 redis_url, f"{prefix}:month", world, args.month_members, args.seed
@@ -626,7 +639,10 @@ def main() -> None:
     finally:
         removed = delete_prefix(client, prefix)
         log(f"removed {removed} benchmark keys from Redis")
-    report(results)
+    if "floor" in results:
+        report(results)
+    if "ranker_vs_als" in results:
+        report_ranker(results["ranker_vs_als"])
     out = VAR / "bench" / "serve.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
@@ -772,6 +788,167 @@ def report(r: dict[str, Any]) -> None:
             "members; "
             f"cap keys {month.get('keys')}; Redis bytes per active member {per_member}; "
             f"keys without TTL {no_ttl} {ok(no_ttl == 0)}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The contextual ranker against today's ALS ranking, in the same run
+# ------------------------------------------------------------------------------------------------------------
+
+RANKED_ALIASES = {"als": "bench-als", "ranker": "bench-ranker"}  # kind -> the benchmark's own registry alias
+TARGET_RANKER_P99_MS = 10.0
+TARGET_RANKER_RATIO = 0.8
+
+
+def _code_fingerprint() -> str:
+    """A digest of the model code: a version registered by older code is trained again, not reused."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(
+        [*(ROOT / "recsys" / "ranker").glob("*.py"), *(ROOT / "recsys" / "models").glob("*.py")]
+    ):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def ensure_ranked_versions(world: Path, tracking_uri: str, seed: int) -> dict[str, str]:
+    """ALS and the contextual ranker trained on all of ``world`` (as the pipeline's refit trains the model it
+    registers), registered under the benchmark's own aliases; versions registered for the same data and code
+    are reused. Returns kind -> version."""
+    from recsys.models.bundle import ModelBundle
+    from recsys.ranker.training import train_ranker_bundle
+    from recsys.registry import DEFAULT_MODEL_NAME, get_version, publish
+    from training.pipeline import data_fingerprint
+
+    tags = {"data_fingerprint": data_fingerprint(world), "bench_code": _code_fingerprint()}
+    versions: dict[str, str] = {}
+    for kind, alias in RANKED_ALIASES.items():
+        have = get_version(tracking_uri, DEFAULT_MODEL_NAME, alias)
+        if have is not None and all(have.tags.get(k) == v for k, v in tags.items()):
+            versions[kind] = have.version
+            continue
+        log(f"training {kind} on {world} for {DEFAULT_MODEL_NAME}@{alias}")
+        t0 = time.perf_counter()
+        if kind == "ranker":
+            bundle = train_ranker_bundle(world, seed=seed)[0]
+        else:
+            bundle = ModelBundle.train(world, kind, seed=seed)
+        pub = publish(
+            tracking_uri,
+            bundle,
+            params={"kind": kind},
+            tags={**tags, "kind": kind},
+            input_member_ids=[str(m) for m in bundle.member_ids.external_ids[:3]],
+            alias=alias,
+            run_name=f"bench-serve-{kind}",
+        )
+        assert pub.version is not None
+        versions[kind] = pub.version.version
+        log(f"  {kind} registered as version {pub.version.version} in {time.perf_counter() - t0:.0f} s")
+    return versions
+
+
+def ranker_vs_als(
+    base_env: dict[str, str],
+    work: Path,
+    wrk: str,
+    rec_lua: Path,
+    bodies_file: Path,
+    args: argparse.Namespace,
+    prefix: str,
+) -> dict[str, Any]:
+    """The ALS ranking and the contextual ranker, each served by its own service (one worker, caps on, the
+    request log on), driven in interleaved wrk rounds (throughput and the service's CPU per answer) and at the
+    fixed rate; afterwards every answer must have its request record."""
+    from serving.launcher import run_service
+
+    out: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        services = {}
+        for kind, alias in RANKED_ALIASES.items():
+            log(f"starting the service serving {kind} ({alias})")
+            env = {
+                **base_env,
+                "RECSYS_MODEL_ALIAS": alias,
+                "RECSYS_CAPPING_ENABLED": "true",
+                "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members-{kind}",
+                "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps-{kind}",
+                "RECSYS_DATABASE_URL": f"sqlite:///{work}/events-{kind}.db",
+            }
+            services[kind] = stack.enter_context(
+                run_service(env, workers=1, ready_timeout_s=600, log_path=work / f"service-{kind}.log")
+            )
+            run_wrk(wrk, f"{services[kind].url}/v1/recommendations", rec_lua, 3, args.connections)  # warm-up
+        for kind in services:
+            out[f"{kind}_rounds"] = []
+        for i in range(args.rounds):
+            for kind, svc in services.items():
+                log(f"wrk: /v1/recommendations serving {kind} (round {i + 1}/{args.rounds})")
+                cpu0 = cpu_seconds(svc.process.pid)
+                run = run_wrk(wrk, f"{svc.url}/v1/recommendations", rec_lua, args.duration, args.connections)
+                run["cpu_ms_per_request"] = (
+                    (cpu_seconds(svc.process.pid) - cpu0) * 1000 / max(run["requests"], 1)
+                )
+                out[f"{kind}_rounds"].append(run)
+        for kind, svc in services.items():
+            log(f"open loop: {args.rate:.0f} req/s for {args.fixed_duration:.0f}s serving {kind}")
+            out[f"{kind}_fixed_rate"] = run_open_loop(svc.port, bodies_file, args.rate, args.fixed_duration)
+            out[f"{kind}_counters"] = service_counters(svc.url)
+    for kind in services:  # stopped: each writer drained its queue
+        out[f"{kind}_request_log_rows"] = count_request_records(work / f"events-{kind}.db")
+    return out
+
+
+def report_ranker(r: dict[str, Any]) -> None:
+    def ok(flag: bool) -> str:
+        return "PASS" if flag else "FAIL"
+
+    als, ranker = r["als_rounds"], r["ranker_rounds"]
+    ratios = [float(b["rps"]) / float(a["rps"]) for a, b in zip(als, ranker, strict=True)]
+    cpu = [
+        float(a["cpu_ms_per_request"]) / float(b["cpu_ms_per_request"])
+        for a, b in zip(als, ranker, strict=True)
+    ]
+    ratio, cpu_ratio = statistics.median(ratios), statistics.median(cpu)
+    print()
+    print("contextual ranker against the ALS ranking (each its own service, caps on, request log on):")
+    print(f"{'':34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms':>9}{'errors':>9}")
+    for kind in RANKED_ALIASES:
+        x = median_run(r[f"{kind}_rounds"])
+        cpu_ms = statistics.median(float(y["cpu_ms_per_request"]) for y in r[f"{kind}_rounds"])
+        print(
+            f"{kind + ', wrk':34}{x['rps']:>10.0f}{x['p50_ms']:>10.2f}{x['p99_ms']:>10.2f}{cpu_ms:>9.2f}"
+            f"{x['errors'] + x['non2xx']:>9}"
+        )
+    for kind in RANKED_ALIASES:
+        f = r[f"{kind}_fixed_rate"]
+        name = f"{kind} @{f['rate']:.0f}/s"
+        print(
+            f"{name:34}{f['achieved_rps']:>10.0f}{f['p50_ms']:>10.2f}{f['p99_ms']:>10.2f}{'':>9}"
+            f"{f['errors'] + f['requests'] - f['ok']:>9}"
+        )
+    rounds = ", ".join(f"{v:.2f}" for v in ratios)
+    print(
+        f"ranker / ALS throughput            {ratio:6.2f}x  target >= {TARGET_RANKER_RATIO}x  "
+        f"{ok(ratio >= TARGET_RANKER_RATIO)}  (rounds: {rounds})"
+    )
+    print(
+        f"  ALS / ranker service CPU per answer {cpu_ratio:5.2f}x  (the same ratio from CPU time, little "
+        "moved by other load)"
+    )
+    p99 = r["ranker_fixed_rate"]["p99_ms"]
+    print(
+        f"ranker p99 at {r['ranker_fixed_rate']['rate']:.0f} req/s               {p99:6.2f} ms target <= "
+        f"{TARGET_RANKER_P99_MS:.0f} ms  {ok(p99 <= TARGET_RANKER_P99_MS)} (ALS "
+        f"{r['als_fixed_rate']['p99_ms']:.2f} ms)"
+    )
+    for kind in RANKED_ALIASES:
+        counters = r[f"{kind}_counters"]
+        answers = sum(v for k, v in counters.items() if "/v1/recommendations" in k and 'status="200"' in k)
+        rows = r[f"{kind}_request_log_rows"]
+        print(
+            f"  {kind} request log: {rows} rows after shutdown, {answers:.0f} answers {ok(rows == answers)}"
         )
 
 
