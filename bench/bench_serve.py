@@ -861,7 +861,7 @@ def ranker_vs_als(
     """The ALS ranking and the contextual ranker, each served by its own service (one worker, caps on, the
     request log on), driven in interleaved wrk rounds (throughput and the service's CPU per answer) and at the
     fixed rate; afterwards every answer must have its request record."""
-    from serving.launcher import run_service
+    from bench.launcher import run_service
 
     out: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
