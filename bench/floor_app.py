@@ -86,7 +86,7 @@ async def recommend_io_floor(body: RecommendationRequest, request: Request) -> R
     check_airports(body.trip, services.airports)
     domain = to_domain(body, now=services.clock(), debug=False)
     trip_key = domain.trip.trip_key() if domain.trip is not None else None
-    record, _ = await pipeline.member_store.aget_with_purchases(domain.member_id, trip_key)
+    record = (await pipeline.member_store.aread(domain.member_id, trip_key)).record
     selected: list[str] = []
     if pipeline.cap_enforcer is not None:
         member = MemberFacts.from_profile(

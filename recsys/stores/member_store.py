@@ -2,60 +2,72 @@
 
 Training materialises the offline member profiles (``recsys.features.profiles``) and the model's member
 embeddings into the online store with :func:`publish_profiles`; the service reads one member per request with
-:meth:`MemberStore.get` (or :meth:`MemberStore.get_with_purchases`, which also returns what the member already
-bought for the trip, in the same round trip). Implementations are chosen by URL
-(:func:`build_member_store`): ``redis://``/``rediss://``/``unix://`` → :class:`RedisMemberStore` (shared by
-all service processes), ``None``/``memory://`` → :class:`EmbeddedMemberStore` (in-process, one process only).
+:meth:`MemberStore.read` (the profile, what the member already bought for the trip and, when the caller names
+it, one more hash of the member's — the cap state — all in one round trip). Implementations are chosen by URL
+(:func:`build_member_store`): a Redis URL → :class:`RedisMemberStore` (shared by all service processes; a
+standalone Redis, a Sentinel-managed one or a Redis Cluster, see :mod:`recsys.stores.redis`), ``None`` /
+``memory://`` → :class:`EmbeddedMemberStore` (in-process, one process only).
 
-Redis layout (``prefix`` defaults to ``members``)::
+Redis layout (``prefix`` defaults to ``members``). Every key of one member carries the member id as its
+Redis Cluster hash tag, so one script can read them all (and the cap store's hash of the member, which uses
+the same tag) on one cluster slot; the version keys share the prefix as their tag::
 
-    {prefix}:active                       string: the active version (the pointer)
-    {prefix}:v{version}:{member_id}       hash: p = profile JSON, e = embedding float32 bytes (may be absent)
-    {prefix}:v{version}:__meta__          hash: members, with_embedding, dim, published_at
-    {prefix}:versions                     sorted set: versions by publish time
-    {prefix}:purchases:{member_id}:{trip} set of offer ids bought for that trip (TTL: until after the trip)
+    {prefix}:{M0000001}:{version}         string: the member's record (format below)
+    {prefix}:{M0000001}:b:{trip_key}      set of offer ids bought for that trip (TTL: until after the trip)
+    {prefix}:{{prefix}}:active            string: the active version (the pointer)
+    {prefix}:{{prefix}}:meta:{version}    hash: columns (JSON list), dim, dtype, members, with_embedding, ...
+    {prefix}:{{prefix}}:versions          sorted set: versions by publish time
+
+A record is ``b"\\x01"``, the embedding's dimension (2 bytes, little endian, 0 = none), the embedding
+(``dim`` float16 or float32 values, the version's ``dtype``), then the profile as a JSON *array* in the
+version's column order: the column names are stored once per version, not once per member.
+
+Every key has a TTL: a published version lives ``version_ttl`` (default 35 days; publishing again renews
+it: training republishes daily), the pointer and metadata as long as their version.
+
+The service caches the pointer and the version's columns (refreshed every ``pointer_refresh_s``, and at once
+by a publish through the same store), so a read is one script over the member's own keys, never a key name
+computed inside Lua (Redis Cluster forbids it).
 
 Publishing a version:
 
 1. any leftovers of a failed earlier publish of the same version are unlinked;
-2. members are loaded with pipelined ``HSET`` in batches (``batch_size``), each key with a *staging* TTL, so a
-   publish that dies half-way leaves nothing behind for long;
-3. once every batch is in, the new keys are made persistent and the pointer is switched in ONE atomic step
-   (``SET {prefix}:active``) — readers see the old version until then, the new one after, never a mix: a read
-   is a single Lua script that resolves the pointer and reads the member's hash atomically (one round trip);
-4. the previous version's keys get a TTL (``old_version_ttl``, default 10 minutes) and expire by themselves;
-   versions older than that have already expired. The pointer key never expires.
-
-The Lua read addresses keys computed from the pointer, which is fine on a single Redis (primary/replica); on a
-Redis Cluster the member keys would need a hash tag per version and the pointer cached client-side.
+2. members are loaded with pipelined ``SET``\\ s in batches (``batch_size``; on a cluster redis-py's cluster
+   pipeline sends each node its own batch), each key with a *staging* TTL, so a publish that dies half-way
+   leaves nothing behind for long;
+3. once every batch is in, the keys get the version's TTL and the pointer is switched in ONE atomic step —
+   readers see the old version until they refresh their pointer, the new one after, never a mix (each record
+   names its version);
+4. the previous version's keys get a TTL (``old_version_ttl``, default 10 minutes, well above the pointer
+   refresh) and expire by themselves.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import re
+import struct
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 import orjson
 import pandas as pd
-from redis.exceptions import NoScriptError
 
-from recsys.aioredis import LoopRedis
 from recsys.schema import Col
+from recsys.stores.redis import RedisClients, RedisUnavailable
 from recsys.urls import is_redis_url
 
 DEFAULT_PREFIX = "members"
-META = "__meta__"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+RECORD_FORMAT = 1
+_HEADER = struct.Struct("<BH")  # format, embedding dimension
+EmbeddingDtype: TypeAlias = Literal["float16", "float32"]
+_DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
 
 class MemberStoreError(RuntimeError):
@@ -70,6 +82,17 @@ class MemberRecord:
     profile: dict[str, Any]
     embedding: np.ndarray | None
     version: str | None
+
+
+@dataclass(frozen=True)
+class MemberRead:
+    """What one request reads about a member: the record (None: unknown member or no version yet), the
+    offers bought for the trip, and the fields of the extra hash asked for (None: not asked, or the store
+    cannot read it in the same round trip)."""
+
+    record: MemberRecord | None
+    purchased: frozenset[str] = frozenset()
+    extra: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +131,15 @@ def _json_default(v: Any) -> Any:
 
 
 def profile_records(profiles: pd.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(member_id, profile dict) for each row of a profiles frame (must have a ``member_id`` column).
+    """(member_id, profile dict) for each row of a profiles frame (must have a ``member_id`` column)."""
+    cols, rows = profile_rows(profiles)
+    for mid, values in rows:
+        yield mid, dict(zip(cols, values, strict=True))
+
+
+def profile_rows(profiles: pd.DataFrame) -> tuple[list[str], Iterator[tuple[str, list[Any]]]]:
+    """The column names and (member_id, values in column order) for each row of a profiles frame (must
+    have a ``member_id`` column).
 
     Values become plain Python (``tolist``) and nulls (NaN, NaT, None) None, column by column — a
     50,000-member frame converts in about a second.
@@ -127,9 +158,13 @@ def profile_records(profiles: pd.DataFrame) -> Iterator[tuple[str, dict[str, Any
         if missing.any():
             values = [None if m else v for v, m in zip(values, missing, strict=True)]
         columns.append(values)
-    for row in zip(*columns, strict=True):
-        rec = dict(zip(cols, row, strict=True))
-        yield str(rec[Col.MEMBER_ID]), rec
+    id_at = cols.index(Col.MEMBER_ID)
+
+    def rows() -> Iterator[tuple[str, list[Any]]]:
+        for row in zip(*columns, strict=True):
+            yield str(row[id_at]), list(row)
+
+    return cols, rows()
 
 
 def _embedding_lookup(
@@ -146,14 +181,49 @@ def _embedding_lookup(
     return embeddings
 
 
-class MemberStore(ABC):
+def encode_record(values: list[Any], embedding: np.ndarray | None, dtype: EmbeddingDtype) -> bytes:
+    """One member's stored record (see the module doc)."""
+    profile = orjson.dumps(values, default=_json_default, option=_JSON_OPTS)
+    if embedding is None:
+        return _HEADER.pack(RECORD_FORMAT, 0) + profile
+    vec = np.ascontiguousarray(embedding, dtype=_DTYPES[dtype]).ravel()
+    if not 0 < vec.shape[0] < 65536:
+        raise ValueError(f"embedding dimension must be 1..65535, got {vec.shape[0]}")
+    return _HEADER.pack(RECORD_FORMAT, vec.shape[0]) + vec.tobytes() + profile
+
+
+def decode_record(
+    member_id: str, data: bytes, version: str, columns: list[str], dtype: EmbeddingDtype
+) -> MemberRecord:
+    fmt, dim = _HEADER.unpack_from(data)
+    if fmt != RECORD_FORMAT:
+        raise MemberStoreError(f"member record of {member_id} has format {fmt}, this service reads {RECORD_FORMAT}")
+    at = _HEADER.size
+    vec: np.ndarray | None = None
+    if dim:
+        dt = _DTYPES[dtype]
+        vec = np.frombuffer(data, dtype=dt, count=dim, offset=at).astype(np.float32)
+        at += dim * dt.itemsize
+    values = orjson.loads(data[at:])
+    return MemberRecord(member_id, dict(zip(columns, values, strict=True)), vec, version)
+
+
+class MemberStore(Protocol):
     """Online member profiles and embeddings (versioned), plus per-trip purchase state."""
 
-    @abstractmethod
+    def read(self, member_id: str, trip_key: str | None, extra_key: str | None = None) -> MemberRead:
+        """The member's record in the active version, the trip's purchases and (when the store can read it
+        in the same round trip, see :meth:`location`) the fields of the hash ``extra_key``."""
+        ...
+
+    async def aread(self, member_id: str, trip_key: str | None, extra_key: str | None = None) -> MemberRead:
+        """:meth:`read` for an event loop."""
+        ...
+
     def get(self, member_id: str) -> MemberRecord | None:
         """The member's record in the active version, or None when the member (or any version) is unknown."""
+        ...
 
-    @abstractmethod
     def publish(
         self,
         profiles: pd.DataFrame,
@@ -161,41 +231,36 @@ class MemberStore(ABC):
         version: str,
     ) -> PublishReport:
         """Load a new version and make it active atomically (see the module doc)."""
+        ...
 
-    @abstractmethod
     def active_version(self) -> str | None:
         """The version readers see now (None before the first publish)."""
+        ...
 
-    @abstractmethod
     def add_purchase(self, member_id: str, trip_key: str, offer_id: str, ttl: timedelta | float) -> None:
         """Remember that ``member_id`` bought ``offer_id`` for the trip ``trip_key`` (for ``ttl``)."""
+        ...
 
-    @abstractmethod
     def purchases(self, member_id: str, trip_key: str) -> frozenset[str]:
         """Offer ids the member bought for the trip."""
+        ...
 
-    def get_with_purchases(
-        self, member_id: str, trip_key: str | None
-    ) -> tuple[MemberRecord | None, frozenset[str]]:
-        """:meth:`get` and :meth:`purchases` together (one round trip where the store allows it)."""
-        rec = self.get(member_id)
-        return rec, (self.purchases(member_id, trip_key) if trip_key else frozenset())
-
-    async def aget_with_purchases(
-        self, member_id: str, trip_key: str | None
-    ) -> tuple[MemberRecord | None, frozenset[str]]:
-        """:meth:`get_with_purchases` for an event loop (in-process stores answer in place)."""
-        return self.get_with_purchases(member_id, trip_key)
+    def location(self) -> str | None:
+        """Which Redis the store lives in (None: in-process). Another store at the same location whose keys
+        carry the member's hash tag can have its hash read by :meth:`read`."""
+        ...
 
     def ping(self) -> bool:
         """True when the store answers (readiness)."""
-        return True
+        ...
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
+        ...
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release asyncio connections (from the event loop that used them)."""
+    async def aclose(self) -> None:
+        """Release the running loop's asyncio connections."""
+        ...
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -203,11 +268,12 @@ class MemberStore(ABC):
 # ------------------------------------------------------------------------------------------------------------
 
 
-class EmbeddedMemberStore(MemberStore):
+class EmbeddedMemberStore:
     """In-process store: one dict per version, swapped atomically; purchases in a dict with expiry times.
 
     For the single-process default (no Redis configured): the service publishes the artefact's profiles into
-    it at start-up. State is lost on restart and not shared between processes.
+    it at start-up. State is lost on restart and not shared between processes. Embeddings are kept as
+    float32 (memory is not the constraint here).
     """
 
     def __init__(self, clock: Any = time.time) -> None:
@@ -215,6 +281,13 @@ class EmbeddedMemberStore(MemberStore):
         self._purchases: dict[tuple[str, str], dict[str, float]] = {}
         self._lock = threading.Lock()
         self._clock = clock
+
+    def read(self, member_id: str, trip_key: str | None, extra_key: str | None = None) -> MemberRead:
+        rec = self._state[1].get(member_id)
+        return MemberRead(rec, self.purchases(member_id, trip_key) if trip_key else frozenset())
+
+    async def aread(self, member_id: str, trip_key: str | None, extra_key: str | None = None) -> MemberRead:
+        return self.read(member_id, trip_key)
 
     def get(self, member_id: str) -> MemberRecord | None:
         return self._state[1].get(member_id)
@@ -231,15 +304,16 @@ class EmbeddedMemberStore(MemberStore):
         if version == previous:
             raise MemberStoreError(f"version {version} is already active; publish a new version")
         emb = _embedding_lookup(profiles, embeddings)
+        cols, rows = profile_rows(profiles)
         data: dict[str, MemberRecord] = {}
         n_emb = 0
-        for mid, prof in profile_records(profiles):
+        for mid, values in rows:
             vec = emb.get(mid) if emb is not None else None
             if vec is not None:
                 vec = np.asarray(vec, dtype=np.float32).copy()
                 vec.setflags(write=False)
                 n_emb += 1
-            data[mid] = MemberRecord(mid, prof, vec, version)
+            data[mid] = MemberRecord(mid, dict(zip(cols, values, strict=True)), vec, version)
         self._state = (version, data)  # one reference swap: readers see the old or the new dict, never a mix
         return PublishReport(version, previous, len(data), n_emb, time.perf_counter() - t0)
 
@@ -264,147 +338,220 @@ class EmbeddedMemberStore(MemberStore):
                 del self._purchases[(member_id, trip_key)]
             return frozenset(live)
 
+    def location(self) -> str | None:
+        return None
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
 
 # ------------------------------------------------------------------------------------------------------------
 # Redis
 # ------------------------------------------------------------------------------------------------------------
 
-# KEYS[1] = pointer key; ARGV[1] = prefix, ARGV[2] = member id, ARGV[3] = purchases key or ''.
-# Returns {version or '', profile json or '', embedding bytes or '', {purchased offer ids}}.
-_GET_LUA = """
-local v = redis.call('GET', KEYS[1])
-local purchased = {}
-if ARGV[3] ~= '' then purchased = redis.call('SMEMBERS', ARGV[3]) end
-if not v then return {'', '', '', purchased} end
-local rec = redis.call('HMGET', ARGV[1] .. ':v' .. v .. ':' .. ARGV[2], 'p', 'e')
-return {v, rec[1] or '', rec[2] or '', purchased}
+# One request's read. KEYS: the member's record (when a version is active), the trip's purchases (when a
+# trip is given), the extra hash (when asked) — all with the member's hash tag. ARGV[1]: which of the three
+# are present, as "r", "b", "x" letters in that order.
+# Returns {record or '', {purchased offer ids}, {extra hash field, value, ...}}.
+_READ_LUA = """
+local which, i = ARGV[1], 1
+local rec, bought, extra = false, {}, {}
+if string.find(which, 'r', 1, true) then rec = redis.call('GET', KEYS[i]); i = i + 1 end
+if string.find(which, 'b', 1, true) then bought = redis.call('SMEMBERS', KEYS[i]); i = i + 1 end
+if string.find(which, 'x', 1, true) then extra = redis.call('HGETALL', KEYS[i]) end
+return {rec or '', bought, extra}
 """
 
-# KEYS[1] = pointer key, KEYS[2] = versions zset; ARGV[1] = new version, ARGV[2] = timestamp.
-# Returns the previous version or ''.
+# KEYS: pointer, versions zset, the new version's metadata (one hash tag). ARGV: new version, timestamp,
+# TTL (s) of the pointer and the metadata (the version's). Returns the previous version or ''.
 _SWITCH_LUA = """
 local old = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 return old or ''
 """
 
 
-class RedisMemberStore(MemberStore):
+@dataclass(frozen=True)
+class _Active:
+    """The cached pointer: the active version and how to decode its records."""
+
+    version: str | None
+    columns: list[str] = field(default_factory=list)
+    dtype: EmbeddingDtype = "float16"
+    read_at: float = 0.0
+
+
+class RedisMemberStore:
     """Member store in Redis (see the module doc for the key layout and the publish protocol).
 
-    Reads use ``socket_timeout`` (default 250 ms: a request must not hang on a slow store; the pipeline then
-    serves the member as unknown); publishing uses separate connections with ``publish_timeout``. Pass
-    ``client`` to use one ready ``redis.Redis`` (``decode_responses=False``) for both.
+    ``clients``: the process's :class:`~recsys.stores.redis.RedisClients` (or a Redis URL). Reads go through
+    its call guard (one timeout and circuit breaker shared with the cap store) and raise
+    :class:`~recsys.stores.redis.RedisUnavailable` when Redis does not answer; the pipeline then serves the
+    member as unknown. Publishing uses the clients' bulk connections.
 
-    A store built from a ``url`` also reads through an asyncio client (:meth:`aget_with_purchases`;
-    :class:`recsys.aioredis.LoopRedis`), so a request waiting for Redis does not hold up the others on the
-    loop.
+    ``embedding_dtype``: how published embeddings are stored (``float16`` halves them; the ranking change it
+    causes is measured by ``bench/bench_embedding_precision.py``).
     """
 
     def __init__(
         self,
-        url: str | None = None,
+        clients: RedisClients | str,
         *,
         prefix: str = DEFAULT_PREFIX,
-        client: Any = None,
         batch_size: int = 1000,
         staging_ttl: timedelta = timedelta(hours=6),
+        version_ttl: timedelta = timedelta(days=35),
         old_version_ttl: timedelta = timedelta(minutes=10),
-        socket_timeout: float = 0.25,
-        publish_timeout: float = 30.0,
+        pointer_refresh_s: float = 1.0,
+        embedding_dtype: EmbeddingDtype = "float16",
     ) -> None:
-        import redis
-
-        self._bulk: Any
-        # reads awaited on an event loop (a store built around a given client reads with it, blocking)
-        self._aio = (
-            LoopRedis(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
-            if client is None and url
-            else None
-        )
-        if client is None:
-            if not url:
-                raise ValueError("RedisMemberStore needs a url or a client")
-            client = redis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
-            )
-            # bulk loads use their own connections with a long timeout; reads fail fast
-            self._bulk = redis.Redis.from_url(
-                url, socket_timeout=publish_timeout, socket_connect_timeout=publish_timeout
-            )
-        else:
-            self._bulk = client
-        self.client = client
-        if not prefix or any(ch in prefix for ch in " \n"):
-            raise ValueError(f"invalid key prefix {prefix!r}")
+        self.clients = RedisClients.from_url(clients) if isinstance(clients, str) else clients
+        self._own_clients = isinstance(clients, str)
+        if not prefix or any(ch in prefix for ch in " \n{}"):
+            raise ValueError(f"invalid key prefix {prefix!r}: non-empty, no spaces or braces")
+        if embedding_dtype not in _DTYPES:
+            raise ValueError(f"embedding_dtype must be one of {sorted(_DTYPES)}, got {embedding_dtype!r}")
         self.prefix = prefix
         self.batch_size = int(batch_size)
         self.staging_ttl = _ttl_seconds(staging_ttl)
+        self.version_ttl = _ttl_seconds(version_ttl)
         self.old_version_ttl = _ttl_seconds(old_version_ttl)
-        self._pointer = f"{prefix}:active"
-        self._versions = f"{prefix}:versions"
-        self._get_sha = hashlib.sha1(_GET_LUA.encode()).hexdigest()  # loaded on first NOSCRIPT
-        self._switch = self._bulk.register_script(_SWITCH_LUA)
+        self.pointer_refresh_s = float(pointer_refresh_s)
+        self.embedding_dtype: EmbeddingDtype = embedding_dtype
+        tag = f"{prefix}:{{{prefix}}}"
+        self._pointer = f"{tag}:active"
+        self._versions = f"{tag}:versions"
+        self._active = _Active(None)
+        self._read_script = self.clients.sync.register_script(_READ_LUA)
+        self._switch = self.clients.bulk.register_script(_SWITCH_LUA)
 
     # -- keys --------------------------------------------------------------------------------------------
     def member_key(self, version: str, member_id: str) -> str:
-        return f"{self.prefix}:v{version}:{member_id}"
+        return f"{self.prefix}:{{{member_id}}}:{version}"
 
     def purchases_key(self, member_id: str, trip_key: str) -> str:
-        return f"{self.prefix}:purchases:{member_id}:{trip_key}"
+        return f"{self.prefix}:{{{member_id}}}:b:{trip_key}"
+
+    def meta_key(self, version: str) -> str:
+        return f"{self.prefix}:{{{self.prefix}}}:meta:{version}"
 
     def version_keys(self, version: str) -> Iterator[bytes]:
-        """Every key of one version (SCAN; for maintenance and tests)."""
-        yield from self._bulk.scan_iter(match=f"{self.prefix}:v{_glob_escape(version)}:*", count=1000)
+        """Every member key of one version (SCAN of every primary; for maintenance and tests)."""
+        yield from self.clients.bulk.scan_iter(
+            match=f"{_glob_escape(self.prefix)}:{{*}}:{_glob_escape(version)}", count=1000
+        )
+
+    def location(self) -> str | None:
+        return self.clients.config.url
+
+    # -- the pointer -------------------------------------------------------------------------------------
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._active.read_at < self.pointer_refresh_s
+
+    def _refresh(self) -> _Active:
+        client = self.clients.sync
+        version = client.get(self._pointer)
+        return self._activate(version, lambda v: client.hmget(self.meta_key(v), ["columns", "dtype"]))
+
+    async def _arefresh(self) -> _Active:
+        client = self.clients.aio
+        version = await client.get(self._pointer)
+        meta = None
+        if version and version.decode() != self._active.version:
+            meta = await client.hmget(self.meta_key(version.decode()), ["columns", "dtype"])
+        return self._activate(version, lambda v: meta)
+
+    def _activate(self, raw: bytes | None, meta_of: Any) -> _Active:
+        now = time.monotonic()
+        if not raw:
+            self._active = _Active(None, read_at=now)
+            return self._active
+        version = raw.decode()
+        if version == self._active.version:
+            self._active = _Active(version, self._active.columns, self._active.dtype, now)
+            return self._active
+        columns, dtype = meta_of(version) or (None, None)
+        if not columns:
+            # The pointer names a version without metadata: it expired, or a publish is switching now.
+            self._active = _Active(None, read_at=now)
+            return self._active
+        self._active = _Active(version, orjson.loads(columns), (dtype or b"float16").decode(), now)
+        return self._active
 
     # -- reads -------------------------------------------------------------------------------------------
-    def _read(self, member_id: str, trip_key: str | None) -> tuple[MemberRecord | None, frozenset[str]]:
-        pkey = self.purchases_key(member_id, trip_key) if trip_key else ""
-        try:
-            reply = self.client.evalsha(self._get_sha, 1, self._pointer, self.prefix, member_id, pkey)
-        except NoScriptError:  # the server restarted or flushed its script cache
-            self._get_sha = self.client.script_load(_GET_LUA)
-            reply = self.client.evalsha(self._get_sha, 1, self._pointer, self.prefix, member_id, pkey)
-        return self._record(member_id, reply)
+    def _read_args(
+        self, active: _Active, member_id: str, trip_key: str | None, extra_key: str | None
+    ) -> tuple[list[str], str]:
+        keys: list[str] = []
+        which = ""
+        if active.version is not None:
+            keys.append(self.member_key(active.version, member_id))
+            which += "r"
+        if trip_key:
+            keys.append(self.purchases_key(member_id, trip_key))
+            which += "b"
+        if extra_key:
+            keys.append(extra_key)
+            which += "x"
+        return keys, which
 
-    async def aget_with_purchases(
-        self, member_id: str, trip_key: str | None
-    ) -> tuple[MemberRecord | None, frozenset[str]]:
-        if self._aio is None:
-            return self._read(member_id, trip_key)
-        pkey = self.purchases_key(member_id, trip_key) if trip_key else ""
-        reply = await self._aio.evalsha(
-            _GET_LUA, self._get_sha, [self._pointer], [self.prefix, member_id, pkey]
-        )
-        return self._record(member_id, reply)
+    def read(self, member_id: str, trip_key: str | None, extra_key: str | None = None) -> MemberRead:
+        guard = self.clients.guard
 
-    async def aclose(self) -> None:
-        if self._aio is not None:
-            await self._aio.aclose()
+        def run() -> Any:
+            active = self._active if self._fresh() else self._refresh()
+            keys, which = self._read_args(active, member_id, trip_key, extra_key)
+            if not keys:
+                return active, None
+            return active, self._read_script(keys=keys, args=[which])
 
-    def _record(self, member_id: str, reply: Any) -> tuple[MemberRecord | None, frozenset[str]]:
-        version, prof, emb, bought = reply
-        purchased = frozenset(b.decode() for b in bought)
-        if not version or not prof:
-            return None, purchased
-        vec = np.frombuffer(emb, dtype=np.float32) if emb else None
-        return MemberRecord(member_id, orjson.loads(prof), vec, version.decode()), purchased
+        active, reply = guard.call(run)
+        return self._decode(member_id, active, reply, extra_key is not None)
+
+    async def aread(self, member_id: str, trip_key: str | None, extra_key: str | None = None) -> MemberRead:
+        async def run() -> Any:
+            active = self._active if self._fresh() else await self._arefresh()
+            keys, which = self._read_args(active, member_id, trip_key, extra_key)
+            if not keys:
+                return active, None
+            client = self.clients.aio
+            try:
+                reply = await client.evalsha(self._read_script.sha, len(keys), *keys, which)
+            except Exception as e:
+                if "NOSCRIPT" not in str(e):
+                    raise
+                reply = await client.eval(_READ_LUA, len(keys), *keys, which)
+            return active, reply
+
+        active, reply = await self.clients.guard.acall(run)
+        return self._decode(member_id, active, reply, extra_key is not None)
+
+    def _decode(self, member_id: str, active: _Active, reply: Any, with_extra: bool) -> MemberRead:
+        if reply is None:
+            return MemberRead(None, frozenset(), {} if with_extra else None)
+        rec, bought, flat = reply
+        record = None
+        if rec and active.version is not None:
+            record = decode_record(member_id, rec, active.version, active.columns, active.dtype)
+        extra = None
+        if with_extra:
+            extra = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        return MemberRead(record, frozenset(b.decode() for b in bought), extra)
 
     def get(self, member_id: str) -> MemberRecord | None:
-        return self._read(member_id, None)[0]
-
-    def get_with_purchases(
-        self, member_id: str, trip_key: str | None
-    ) -> tuple[MemberRecord | None, frozenset[str]]:
-        return self._read(member_id, trip_key)
+        return self.read(member_id, None).record
 
     def active_version(self) -> str | None:
-        return self._active_version(self.client)
-
-    def _active_version(self, client: Any) -> str | None:
-        v = client.get(self._pointer)
-        return v.decode() if v else None
+        return self._refresh().version
 
     # -- publish -----------------------------------------------------------------------------------------
     def publish(
@@ -415,68 +562,70 @@ class RedisMemberStore(MemberStore):
     ) -> PublishReport:
         t0 = time.perf_counter()
         version = _check_version(version)
-        if version == self._active_version(self._bulk):
+        bulk = self.clients.bulk
+        current = bulk.get(self._pointer)
+        if current is not None and current.decode() == version:
             raise MemberStoreError(f"version {version} is already active; publish a new version")
         emb = _embedding_lookup(profiles, embeddings)
         self._unlink(self.version_keys(version))  # leftovers of a failed publish of this version
+        cols, rows = profile_rows(profiles)
         keys: list[str] = []
         n_emb = 0
         dim = 0
-        pipe = self._bulk.pipeline(transaction=False)
-        for mid, prof in profile_records(profiles):
+        # A cluster pipeline groups the commands by node and sends each node its batch.
+        pipe = bulk.pipeline(transaction=False)
+        for mid, values in rows:
             key = self.member_key(version, mid)
-            mapping: dict[str, bytes] = {"p": orjson.dumps(prof, default=_json_default, option=_JSON_OPTS)}
             vec = emb.get(mid) if emb is not None else None
             if vec is not None:
-                arr = np.ascontiguousarray(vec, dtype=np.float32)
-                mapping["e"] = arr.tobytes()
-                dim = arr.shape[0]
                 n_emb += 1
-            pipe.hset(key, mapping=mapping)
-            pipe.expire(key, self.staging_ttl)
+                dim = int(np.asarray(vec).size)
+            pipe.set(key, encode_record(values, vec, self.embedding_dtype), ex=self.staging_ttl)
             keys.append(key)
             if len(keys) % self.batch_size == 0:
                 pipe.execute()
                 self._after_batch(version, len(keys))
-        meta_key = self.member_key(version, META)
-        pipe.hset(
-            meta_key,
-            mapping={
-                "members": len(keys),
-                "with_embedding": n_emb,
-                "dim": dim,
-                "published_at": datetime.now(UTC).isoformat(),
-            },
-        )
         pipe.execute()
-        # Loaded: make the new keys permanent, then switch the pointer atomically.
-        keys.append(meta_key)
+        meta = {
+            "columns": orjson.dumps(cols),
+            "dtype": self.embedding_dtype,
+            "members": len(keys),
+            "with_embedding": n_emb,
+            "dim": dim,
+            "published_at": datetime.now(UTC).isoformat(),
+        }
+        meta_key = self.meta_key(version)
+        bulk.hset(meta_key, mapping=meta)
+        bulk.expire(meta_key, self.staging_ttl)
+        # Loaded: give the new keys the version's life, then switch the pointer atomically.
         for start in range(0, len(keys), self.batch_size):
             for key in keys[start : start + self.batch_size]:
-                pipe.persist(key)
+                pipe.expire(key, self.version_ttl)
             pipe.execute()
-        previous = self._switch(keys=[self._pointer, self._versions], args=[version, time.time()])
+        previous = self._switch(
+            keys=[self._pointer, self._versions, meta_key], args=[version, time.time(), self.version_ttl]
+        )
+        self._active = _Active(version, cols, self.embedding_dtype, time.monotonic())
         previous_version = previous.decode() if previous else None
         if previous_version and previous_version != version:
             self._expire(self.version_keys(previous_version), self.old_version_ttl)
-            self._bulk.zrem(self._versions, previous_version)
-        return PublishReport(version, previous_version, len(keys) - 1, n_emb, time.perf_counter() - t0)
+            bulk.expire(self.meta_key(previous_version), self.old_version_ttl)
+            bulk.zrem(self._versions, previous_version)
+        return PublishReport(version, previous_version, len(keys), n_emb, time.perf_counter() - t0)
 
     def _after_batch(self, version: str, loaded: int) -> None:
         """Hook called after each loaded batch (progress logging; tests use it to read mid-load)."""
 
     def _unlink(self, keys: Iterator[bytes]) -> None:
-        batch: list[bytes] = []
-        for k in keys:
-            batch.append(k)
-            if len(batch) >= self.batch_size:
-                self._bulk.unlink(*batch)
-                batch = []
-        if batch:
-            self._bulk.unlink(*batch)
+        pipe = self.clients.bulk.pipeline(transaction=False)
+        for n, k in enumerate(keys, start=1):
+            pipe.unlink(k)
+            if n % self.batch_size == 0:
+                pipe.execute()
+        pipe.execute()
 
     def _expire(self, keys: Iterator[bytes], ttl: int) -> None:
-        pipe = self._bulk.pipeline(transaction=False)
+        pipe = self.clients.bulk.pipeline(transaction=False)
         for n, k in enumerate(keys, start=1):
             pipe.expire(k, ttl)
             if n % self.batch_size == 0:
@@ -486,39 +635,43 @@ class RedisMemberStore(MemberStore):
     # -- per-trip state ----------------------------------------------------------------------------------
     def add_purchase(self, member_id: str, trip_key: str, offer_id: str, ttl: timedelta | float) -> None:
         key = self.purchases_key(member_id, trip_key)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.sadd(key, offer_id)
-        pipe.expire(key, _ttl_seconds(ttl), gt=False)
-        pipe.execute()
+
+        def run() -> None:
+            pipe = self.clients.sync.pipeline(transaction=True)  # one key: one slot, a MULTI works
+            pipe.sadd(key, offer_id)
+            pipe.expire(key, _ttl_seconds(ttl))
+            pipe.execute()
+
+        self.clients.guard.call(run)
 
     def purchases(self, member_id: str, trip_key: str) -> frozenset[str]:
-        return frozenset(b.decode() for b in self.client.smembers(self.purchases_key(member_id, trip_key)))
+        return self.read(member_id, trip_key).purchased
 
     def ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except Exception:
-            return False
+        return self.clients.ping()
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.close()
-        if self._bulk is not self.client:
-            with contextlib.suppress(Exception):
-                self._bulk.close()
+        if self._own_clients:
+            self.clients.close()
+
+    async def aclose(self) -> None:
+        if self._own_clients:
+            await self.clients.aclose()
 
 
 def _glob_escape(s: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", s)
 
 
-def build_member_store(url: str | None, **kwargs: Any) -> MemberStore:
-    """The member store for a URL: ``redis://``/``rediss://``/``unix://`` → Redis; None/``memory://`` →
-    embedded. Keyword arguments go to the implementation (e.g. ``prefix=``, ``client=`` for Redis)."""
+def build_member_store(
+    url: str | None, *, clients: RedisClients | None = None, **kwargs: Any
+) -> MemberStore:
+    """The member store for a URL: a Redis URL → Redis (on ``clients`` when given, the process's shared
+    clients); None/``memory://`` → embedded. Keyword arguments go to the implementation (e.g. ``prefix=``)."""
     if not url or url.startswith("memory://"):
         return EmbeddedMemberStore()
     if is_redis_url(url):
-        return RedisMemberStore(url, **kwargs)
+        return RedisMemberStore(clients or url, **kwargs)
     raise ValueError(f"unsupported member store URL {url!r}: use redis://host:port/db, memory:// or nothing")
 
 
@@ -555,3 +708,21 @@ def publish_profiles(store: MemberStore, profiles: pd.DataFrame, bundle: Any, ve
                 if vec is not None:
                     embeddings[mid] = np.asarray(vec, dtype=np.float32)
     return store.publish(profiles, embeddings, version)
+
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "EmbeddedMemberStore",
+    "MemberRead",
+    "MemberRecord",
+    "MemberStore",
+    "MemberStoreError",
+    "PublishReport",
+    "RedisMemberStore",
+    "RedisUnavailable",
+    "build_member_store",
+    "model_version_prefix",
+    "profile_records",
+    "profile_rows",
+    "publish_profiles",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,13 @@ from recsys.stores.member_store import (
     build_member_store,
     publish_profiles,
 )
+from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig, RedisUnavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def clients(timeout_ms: float = 5000, url: str = REDIS_URL) -> RedisClients:
+    return RedisClients(RedisConfig(url, policy=RedisCallPolicy(timeout_ms=timeout_ms)))
 
 
 def profiles(n: int, gen: int) -> pd.DataFrame:
@@ -44,7 +50,7 @@ def embeddings(n: int, gen: int) -> np.ndarray:
 
 
 def test_redis_publish_then_read_one_member(redis_client: redis.Redis, prefix: str) -> None:
-    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    store = RedisMemberStore(clients(), prefix=prefix)
     assert store.active_version() is None
     assert store.get("M00001") is None
     report = store.publish(profiles(50, gen=1), embeddings(50, 1), "1")
@@ -58,20 +64,35 @@ def test_redis_publish_then_read_one_member(redis_client: redis.Redis, prefix: s
     assert rec is not None and rec.version == "1"
     assert rec.profile["tier"] == "basic" and rec.profile["miles_balance"] == 300
     assert rec.profile["missing"] is None and rec.profile["top_route"] == "PEK-CTU"
-    assert rec.embedding is not None
-    np.testing.assert_array_equal(rec.embedding, embeddings(50, 1)[3])
+    assert rec.embedding is not None  # stored as float16 (the default)
+    np.testing.assert_array_equal(rec.embedding, embeddings(50, 1)[3].astype(np.float16).astype(np.float32))
     assert store.get("NOPE") is None
-    # keys are under the versioned prefix; the pointer names the version
-    assert redis_client.exists(f"{prefix}:v1:M00003") and redis_client.get(f"{prefix}:active") == b"1"
+    # the member's key carries its hash tag and the version; the pointer names the version; all expire
+    assert redis_client.exists(f"{prefix}:{{M00003}}:1") and redis_client.get(f"{prefix}:{{{prefix}}}:active") == b"1"
+    assert redis_client.ttl(f"{prefix}:{{M00003}}:1") > 30 * 86_400
 
 
 def test_redis_members_without_embedding(redis_client: redis.Redis, prefix: str) -> None:
-    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    store = RedisMemberStore(clients(), prefix=prefix)
     df = profiles(3, 1)
     store.publish(df, {"M00001": np.ones(4, dtype=np.float32)}, "a")
     rec0, rec1 = store.get("M00000"), store.get("M00001")
     assert rec0 is not None and rec0.embedding is None
     assert rec1 is not None and rec1.embedding is not None and rec1.embedding.tolist() == [1.0] * 4
+
+
+def test_redis_embeddings_are_float16_unless_asked(redis_client: redis.Redis, prefix: str) -> None:
+    vecs = embeddings(5, 1)
+    half = RedisMemberStore(clients(), prefix=prefix)
+    half.publish(profiles(5, 1), vecs, "h")
+    rec = half.get("M00002")
+    assert rec is not None and rec.embedding is not None and rec.embedding.dtype == np.float32
+    np.testing.assert_array_equal(rec.embedding, vecs[2].astype(np.float16).astype(np.float32))
+    full = RedisMemberStore(clients(), prefix=prefix, embedding_dtype="float32")
+    full.publish(profiles(5, 1), vecs, "f")
+    rec = full.get("M00002")
+    assert rec is not None and rec.embedding is not None
+    np.testing.assert_array_equal(rec.embedding, vecs[2])
 
 
 class _SpyStore(RedisMemberStore):
@@ -88,9 +109,9 @@ def test_redis_switch_is_atomic_readers_see_old_version_during_load(
     redis_client: redis.Redis, prefix: str
 ) -> None:
     n = 2000
-    store = _SpyStore(client=redis_client, prefix=prefix, batch_size=100)
+    store = _SpyStore(clients(), prefix=prefix, batch_size=100)
     store.publish(profiles(n, gen=1), embeddings(n, 1), "1")
-    reader = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
+    reader = RedisMemberStore(clients(), prefix=prefix, pointer_refresh_s=0)
     seen_mid_load: list[tuple[str | None, int]] = []
 
     def read_mid_load(version: str, loaded: int) -> None:
@@ -104,7 +125,7 @@ def test_redis_switch_is_atomic_readers_see_old_version_during_load(
     observed: list[tuple[str | None, int]] = []
 
     def hammer() -> None:
-        r = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
+        r = RedisMemberStore(clients(), prefix=prefix, pointer_refresh_s=0)
         i = 0
         while not stop.is_set():
             rec = r.get(f"M{(i * 37) % n:05d}")
@@ -135,16 +156,17 @@ def test_redis_switch_is_atomic_readers_see_old_version_during_load(
 
 
 def test_redis_old_versions_expire(redis_client: redis.Redis, prefix: str) -> None:
-    store = RedisMemberStore(client=redis_client, prefix=prefix, old_version_ttl=1)
+    store = RedisMemberStore(clients(), prefix=prefix, old_version_ttl=1, version_ttl=timedelta(days=35))
     store.publish(profiles(20, 1), embeddings(20, 1), "1")
-    assert redis_client.ttl(f"{prefix}:v1:M00001") == -1  # the active version never expires
+    # the active version lives version_ttl (renewed by every publish)
+    assert 34 * 86_400 < redis_client.ttl(store.member_key("1", "M00001")) <= 35 * 86_400
     report = store.publish(profiles(20, 2), embeddings(20, 2), "2")
     assert report.previous_version == "1"
     old_keys = list(store.version_keys("1"))
-    assert len(old_keys) == 21  # 20 members + meta
-    assert all(0 < redis_client.pttl(k) <= 1000 for k in old_keys)
-    assert redis_client.ttl(f"{prefix}:v2:M00001") == -1
-    assert redis_client.ttl(f"{prefix}:active") == -1
+    assert len(old_keys) == 20
+    assert all(0 < redis_client.pttl(k) <= 1000 for k in [*old_keys, store.meta_key("1")])
+    assert 34 * 86_400 < redis_client.ttl(store.member_key("2", "M00001")) <= 35 * 86_400
+    assert 34 * 86_400 < redis_client.ttl(f"{prefix}:{{{prefix}}}:active") <= 35 * 86_400
     deadline = time.monotonic() + 10  # Redis expires keys within ~1 s of their TTL; poll, do not guess
     while list(store.version_keys("1")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -156,7 +178,7 @@ def test_redis_old_versions_expire(redis_client: redis.Redis, prefix: str) -> No
 def test_redis_failed_publish_keeps_the_old_version_and_leaves_only_expiring_keys(
     redis_client: redis.Redis, prefix: str
 ) -> None:
-    store = _SpyStore(client=redis_client, prefix=prefix, batch_size=10)
+    store = _SpyStore(clients(), prefix=prefix, batch_size=10)
     store.publish(profiles(30, 1), None, "1")
 
     def boom(version: str, loaded: int) -> None:
@@ -173,13 +195,13 @@ def test_redis_failed_publish_keeps_the_old_version_and_leaves_only_expiring_key
     assert partial and all(redis_client.ttl(k) > 0 for k in partial)  # staging TTL: nothing stays forever
     store.on_batch = None
     store.publish(profiles(30, 2), None, "2")  # a retry of the same version clears the leftovers
-    assert store.active_version() == "2" and len(list(store.version_keys("2"))) == 31
+    assert store.active_version() == "2" and len(list(store.version_keys("2"))) == 30
 
 
 def test_redis_refuses_to_republish_the_active_version_and_bad_versions(
     redis_client: redis.Redis, prefix: str
 ) -> None:
-    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    store = RedisMemberStore(clients(), prefix=prefix)
     store.publish(profiles(3, 1), None, "7")
     with pytest.raises(MemberStoreError, match="already active"):
         store.publish(profiles(3, 1), None, "7")
@@ -193,16 +215,16 @@ def test_redis_refuses_to_republish_the_active_version_and_bad_versions(
 def test_redis_purchases_per_trip_with_ttl_in_the_same_round_trip(
     redis_client: redis.Redis, prefix: str
 ) -> None:
-    store = RedisMemberStore(client=redis_client, prefix=prefix)
+    store = RedisMemberStore(clients(), prefix=prefix)
     store.publish(profiles(3, 1), None, "1")
     store.add_purchase("M00001", "CA4101|2026-11-24", "MEAL-1", ttl=1)
     store.add_purchase("M00001", "CA4101|2026-11-24", "BAG-1", ttl=60)
     assert store.purchases("M00001", "CA4101|2026-11-24") == {"MEAL-1", "BAG-1"}
     assert store.purchases("M00001", "CA999|2026-11-24") == frozenset()
-    rec, bought = store.get_with_purchases("M00001", "CA4101|2026-11-24")
-    assert rec is not None and bought == {"MEAL-1", "BAG-1"}
-    rec, bought = store.get_with_purchases("NEW", "CA4101|2026-11-24")
-    assert rec is None and bought == frozenset()
+    read = store.read("M00001", "CA4101|2026-11-24")
+    assert read.record is not None and read.purchased == {"MEAL-1", "BAG-1"}
+    read = store.read("NEW", "CA4101|2026-11-24")
+    assert read.record is None and read.purchased == frozenset()
     assert redis_client.ttl(store.purchases_key("M00001", "CA4101|2026-11-24")) > 0
 
 
@@ -217,50 +239,50 @@ def test_build_member_store_by_url(redis_client: redis.Redis) -> None:
 
 
 def test_unreachable_redis_store_reports_not_ready() -> None:
-    s = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)
+    s = RedisMemberStore(clients(200, "redis://127.0.0.1:1/0"))
     assert s.ping() is False
 
 
 def test_async_read_matches_the_blocking_read(prefix: str) -> None:
     """What the service's event loop awaits: the same record and trip purchases as the blocking read, from
     many coroutines at once; a store built around a given client answers in place."""
-    store = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
+    store = RedisMemberStore(clients(), prefix=prefix, pointer_refresh_s=0)
     store.publish(profiles(40, gen=3), embeddings(40, 3), "3")
     store.add_purchase("M00007", "CA1405|2026-11-25", "AN-BAG-23-01", ttl=600)
 
     async def read_all() -> list[Any]:
         got = await asyncio.gather(
-            *(store.aget_with_purchases(f"M{i:05d}", "CA1405|2026-11-25") for i in range(40)),
-            store.aget_with_purchases("M99999", None),
+            *(store.aread(f"M{i:05d}", "CA1405|2026-11-25") for i in range(40)),
+            store.aread("M99999", None),
         )
-        await store.aclose()
+        await store.clients.aclose()
         return list(got)
 
     got = asyncio.run(read_all())
-    for i, (rec, bought) in enumerate(got[:40]):
-        blocking = store.get_with_purchases(f"M{i:05d}", "CA1405|2026-11-25")
-        assert rec is not None and blocking[0] is not None
+    for i, read in enumerate(got[:40]):
+        rec, blocking = read.record, store.read(f"M{i:05d}", "CA1405|2026-11-25")
+        assert rec is not None and blocking.record is not None
         assert (rec.member_id, rec.version, rec.profile) == (
-            blocking[0].member_id,
-            blocking[0].version,
-            blocking[0].profile,
+            blocking.record.member_id,
+            blocking.record.version,
+            blocking.record.profile,
         )
-        np.testing.assert_array_equal(rec.embedding, embeddings(40, 3)[i])
-        assert bought == blocking[1] == (frozenset({"AN-BAG-23-01"}) if i == 7 else frozenset())
-    assert got[40] == (None, frozenset())
-    store.close()
+        np.testing.assert_array_equal(rec.embedding, embeddings(40, 3)[i].astype(np.float16).astype(np.float32))
+        assert read.purchased == blocking.purchased == (frozenset({"AN-BAG-23-01"}) if i == 7 else frozenset())
+    assert (got[40].record, got[40].purchased) == (None, frozenset())
+    store.clients.close()
 
 
 def test_async_read_of_an_unreachable_store_raises() -> None:
-    s = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)
+    s = RedisMemberStore(clients(200, "redis://127.0.0.1:1/0"))
 
     async def read() -> Any:
         try:
-            return await s.aget_with_purchases("M00001", None)
+            return await s.aread("M00001", None)
         finally:
-            await s.aclose()
+            await s.clients.aclose()
 
-    with pytest.raises(redis.exceptions.ConnectionError):
+    with pytest.raises(RedisUnavailable):
         asyncio.run(read())
 
 
@@ -287,7 +309,7 @@ def test_embedded_purchases_expire() -> None:
     store = EmbeddedMemberStore(clock=lambda: clock[0])
     store.add_purchase("M1", "T1", "O1", ttl=10)
     store.add_purchase("M1", "T1", "O2", ttl=100)
-    assert store.get_with_purchases("M1", "T1") == (None, frozenset({"O1", "O2"}))
+    assert store.read("M1", "T1").purchased == frozenset({"O1", "O2"})
     clock[0] += 11
     assert store.purchases("M1", "T1") == {"O2"}
     clock[0] += 100
@@ -308,8 +330,8 @@ class _Bundle:
 def test_publish_profiles_takes_embeddings_from_the_bundle(kind: str, request: pytest.FixtureRequest) -> None:
     store: MemberStore
     if kind == "redis":
-        client = request.getfixturevalue("redis_client")
-        store = RedisMemberStore(client=client, prefix=request.getfixturevalue("prefix"))
+        request.getfixturevalue("redis_client")
+        store = RedisMemberStore(clients(), prefix=request.getfixturevalue("prefix"))
     else:
         store = EmbeddedMemberStore()
     report = publish_profiles(store, profiles(4, 1), _Bundle(), "20261122")
@@ -330,35 +352,22 @@ class _CountingRedis(redis.Redis):
         return super().execute_command(*args, **options)
 
 
-def test_redis_read_is_one_round_trip(redis_client: redis.Redis, prefix: str) -> None:
-    client = _CountingRedis.from_url(REDIS_URL, socket_timeout=2)
-    store = RedisMemberStore(client=client, prefix=prefix)
+def test_redis_read_is_one_round_trip_with_purchases_and_another_hash_of_the_member(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    c = clients()
+    c._sync = _CountingRedis.from_url(REDIS_URL, socket_timeout=2)  # the real client, instrumented
+    store = RedisMemberStore(c, prefix=prefix, pointer_refresh_s=3600)
     store.publish(profiles(5, 1), embeddings(5, 1), "1")
     store.add_purchase("M00001", "T1", "O1", ttl=60)
-    store.get_with_purchases("M00001", "T1")  # loads the script on the first NOSCRIPT
+    caps = f"{prefix}-caps:{{M00001}}"  # e.g. the cap store's hash: the same hash tag
+    redis_client.hset(caps, mapping={"a": "1", "v": "3"})
+    redis_client.expire(caps, 60)
+    store.read("M00001", "T1")  # loads the script on the first NOSCRIPT
     before = _CountingRedis.commands
-    rec, bought = store.get_with_purchases("M00002", "T1")
-    assert rec is not None and bought == frozenset()
-    rec, bought = store.get_with_purchases("M00001", "T1")
-    assert rec is not None and bought == {"O1"}
-    assert _CountingRedis.commands - before == 2  # one command per read: profile, embedding and purchases
-    client.close()
-
-
-def test_async_read_reloads_the_script_after_redis_forgot_it(redis_client: redis.Redis, prefix: str) -> None:
-    """A Redis restart (or SCRIPT FLUSH) empties the script cache: the awaited read loads it again."""
-    store = RedisMemberStore(REDIS_URL, prefix=prefix, socket_timeout=5)
-    store.publish(profiles(5, gen=4), embeddings(5, 4), "4")
-
-    async def read_after_flush() -> Any:
-        await store.aget_with_purchases("M00001", None)  # the script is known now
-        redis_client.script_flush()
-        try:
-            return await store.aget_with_purchases("M00002", None)
-        finally:
-            await store.aclose()
-
-    rec, bought = asyncio.run(read_after_flush())
-    assert rec is not None and rec.member_id == "M00002" and rec.profile["gen"] == 4
-    assert bought == frozenset()
-    store.close()
+    read = store.read("M00002", "T1")
+    assert read.record is not None and read.purchased == frozenset() and read.extra is None
+    read = store.read("M00001", "T1", caps)
+    assert read.record is not None and read.purchased == {"O1"} and read.extra == {"a": "1", "v": "3"}
+    assert _CountingRedis.commands - before == 2  # one command per read
+    c.close()

@@ -123,22 +123,20 @@ def open_store(target: MemberTarget, progress: _LoadProgress | None = None) -> R
     import redis
 
     from recsys.stores.member_store import RedisMemberStore
+    from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 
     class _Store(RedisMemberStore):
         def _after_batch(self, version: str, loaded: int) -> None:
             if progress is not None:
                 progress.update(loaded)
 
-    store = _Store(
-        target.url,
-        prefix=target.prefix,
-        batch_size=target.batch_size,
-        socket_timeout=5.0,  # a CLI may wait longer than a request
-    )
+    # a CLI may wait longer than a request
+    clients = RedisClients(RedisConfig(target.url, policy=RedisCallPolicy(timeout_ms=5000)))
+    store = _Store(clients, prefix=target.prefix, batch_size=target.batch_size)
     try:
-        store.client.ping()
+        clients.sync.ping()
     except redis.exceptions.RedisError as exc:
-        store.close()
+        store.clients.close()
         typer.echo(
             f"error: Redis at {redact_url(target.url)} is unreachable ({exc}); nothing was published. "
             f"Start it (e.g. {START_REDIS}) or pass another --redis-url",
@@ -197,7 +195,7 @@ def publish_members(
             typer.echo(f"error: {exc}; nothing was published", err=True)
             raise typer.Exit(1) from exc
     finally:
-        store.close()
+        store.clients.close()
     seconds = time.perf_counter() - started
     typer.echo(f"members published: {report.members}")
     typer.echo(f"with embeddings:   {report.with_embedding}")

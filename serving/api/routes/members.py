@@ -35,7 +35,7 @@ async def member_profile(member_id: MemberId, services: ServicesDep) -> Response
     profile = None
     if services.member_store is not None:
         try:
-            profile = (await services.member_store.aget_with_purchases(member_id, None))[0]
+            profile = (await services.member_store.aread(member_id, None)).record
         except Exception as exc:  # the store is down or slow: say so, not a 500
             raise ApiError(
                 503,
