@@ -26,7 +26,7 @@ from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
 from recsys.stores.member_store import MemberStore
-from recsys.stores.redis import RedisClients, SyncRedis
+from recsys.stores.redis import RedisClients
 from serving.api.routes import admin, events, experiments, members, offers, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
@@ -250,23 +250,14 @@ def build_cap_enforcer(settings: Settings, redis: RedisClients | None = None) ->
         holder,
         key_prefix=settings.caps_key_prefix,
         timeout_ms=settings.redis_timeout_ms,
-        client=_shared_client(redis),
+        clients=redis,
     )
 
 
 def build_member_store(settings: Settings, redis: RedisClients | None = None) -> MemberStore:
     from recsys.stores.member_store import build_member_store as build
 
-    client = _shared_client(redis)
-    return build(
-        settings.redis_url, prefix=settings.members_key_prefix, **({"client": client} if client else {})
-    )
-
-
-def _shared_client(redis: RedisClients | None) -> SyncRedis | None:
-    """The factory's blocking client for a Cluster or Sentinels (the stores' own URL clients speak to one
-    Redis only); None for a standalone Redis, whose stores still open their own asyncio connections."""
-    return redis.sync if redis is not None and redis.mode != "standalone" else None
+    return build(settings.redis_url, clients=redis, prefix=settings.members_key_prefix)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -330,10 +321,8 @@ def create_app(
         store = member_store
         if store is None:
             store = build_member_store(settings, redis)
-            if hasattr(store, "close"):
-                closers.append(store.close)
-            if hasattr(store, "aclose"):
-                async_closers.append(store.aclose)
+            closers.append(store.close)
+            async_closers.append(store.aclose)
         enforcer = cap_enforcer
         if enforcer is None and settings.capping_enabled:
             enforcer = build_cap_enforcer(settings, redis)
@@ -381,15 +370,16 @@ def create_app(
         variant_enforcers: dict[str, CapEnforcer] = {}
 
         def enforcer_for(cap_policy: str | None) -> CapEnforcer | None:
-            if cap_policy is None or not settings.capping_enabled:
+            if cap_policy is None or not settings.capping_enabled or enforcer is None:
                 return enforcer
             found = variant_enforcers.get(cap_policy)
             if found is None:
-                found = variant_enforcers[cap_policy] = build_cap_enforcer(
-                    settings.model_copy(update={"capping_policy_path": Path(cap_policy)}), redis
+                from recsys.capping.api import PolicyHolder
+
+                # The arm's policy over the default enforcer's counter store: both count the same events.
+                found = variant_enforcers[cap_policy] = enforcer.with_policy(
+                    PolicyHolder(Path(cap_policy), poll_interval_s=settings.capping_policy_poll_s)
                 )
-                closers.append(found.close)
-                async_closers.append(found.aclose)
             return found
 
         def variant_pipeline(bundle: Scorer, objective: str, cap_policy: str | None) -> OfferPipeline:

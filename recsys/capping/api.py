@@ -27,8 +27,9 @@ Semantics (docs/capping.md has the full policy format):
   selected (within the first ``max(candidate_window, 5 * k)`` candidates, 50 by default; later ones are
   left out of the decision — neither selected nor suppressed). Exempt offers are never capped nor counted.
   When ``record`` is true and the policy says ``count_on: serve`` one impression is recorded for every
-  selected offer, atomically per member (Redis: one Lua script, one round trip, whatever the number of
-  candidates), so concurrent requests for one member can never together exceed a cap.
+  selected offer, atomically per member (Redis: the member's one cap hash is read — by the member store,
+  with the profile, in the pipeline — and the writes are committed by one script only if the hash did not
+  change meanwhile), so concurrent requests for one member can never together exceed a cap.
 - With ``count_on: event`` impressions are counted from ``record_event(..., "impression", ...)`` instead
   (impressions reported while ``count_on: serve`` are ignored, so nothing is counted twice). ``dismiss``
   starts the dismissal cool-downs, ``purchase`` the purchase suppression; ``click`` is ignored.
@@ -54,10 +55,8 @@ Reason codes (``Suppression.reason``, also the keys of ``counters``):
 
 from __future__ import annotations
 
-from typing import Any
-
-# The factory sits above the stores (they import recsys.capping.types, never this module).
-from recsys.capping.memory_store import EmbeddedCapEnforcer
+from recsys.capping.enforcer import CapStore, CoreCapEnforcer, ResilientCapEnforcer
+from recsys.capping.memory_store import MemoryCapStore
 from recsys.capping.policy import (
     CapPolicy,
     PolicyError,
@@ -66,7 +65,7 @@ from recsys.capping.policy import (
     load_policy,
     parse_policy,
 )
-from recsys.capping.redis_store import RedisCapEnforcer
+from recsys.capping.redis_store import RedisCapStore
 from recsys.capping.types import (
     REASON_COOLDOWN_DISMISS_CATEGORY,
     REASON_COOLDOWN_DISMISS_OFFER,
@@ -77,9 +76,11 @@ from recsys.capping.types import (
     CapDecision,
     CapEnforcer,
     CapMember,
+    CapState,
     Suppression,
     SuppressionCounters,
 )
+from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 from recsys.urls import is_redis_url
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "CapEnforcer",
     "CapMember",
     "CapPolicy",
+    "CapState",
     "PolicyError",
     "PolicyHolder",
     "ReloadResult",
@@ -110,14 +112,16 @@ def build_enforcer(
     *,
     key_prefix: str = "caps",
     timeout_ms: float | None = None,
-    client: Any = None,
+    clients: RedisClients | None = None,
     candidate_window: int | None = 50,
 ) -> CapEnforcer:
-    """The enforcer for a store URL: ``redis://`` / ``rediss://`` / ``unix://`` → Redis (shared by every
-    process), ``None`` / ``""`` / ``memory://`` → in-process counters (same semantics, one process only).
+    """The enforcer for a store URL: a Redis URL (``redis://``, ``rediss://``, ``unix://``, cluster and
+    sentinel URLs, see :mod:`recsys.stores.redis`) → Redis (shared by every process), ``None`` / ``""`` /
+    ``memory://`` → in-process counters (same semantics, one process only).
 
-    ``timeout_ms`` overrides the policy's ``timeout_ms`` (socket timeout of every Redis call). ``client`` lets
-    a caller pass a ready ``redis.Redis`` (it must use ``decode_responses=False``).
+    ``clients``: the process's Redis clients (shared with the member store: one timeout and circuit breaker
+    for both). Without them the enforcer builds its own from ``url``, with ``timeout_ms`` (default: the
+    policy's ``timeout_ms``) and the policy's breaker back-off.
 
     ``candidate_window``: ``select_and_record`` looks at the first ``max(candidate_window, 5 * k)`` ranked
     candidates only (the later ones are neither selected nor suppressed; the caller treats them as ranked
@@ -126,12 +130,26 @@ def build_enforcer(
     holder = policy if isinstance(policy, PolicyHolder) else PolicyHolder.static(policy)
     if candidate_window is not None and candidate_window < 1:
         raise ValueError(f"candidate_window must be at least 1 or None, got {candidate_window}")
-    enforcer: Any
+    store: CapStore
     if not url or url.startswith("memory://"):
-        enforcer = EmbeddedCapEnforcer(holder, key_prefix=key_prefix)
+        store = MemoryCapStore(key_prefix=key_prefix)
     elif is_redis_url(url):
-        enforcer = RedisCapEnforcer(url, holder, key_prefix=key_prefix, timeout_ms=timeout_ms, client=client)
+        own = clients is None
+        if clients is None:
+            p = holder.policy
+            clients = RedisClients(
+                RedisConfig(
+                    url,
+                    policy=RedisCallPolicy(
+                        timeout_ms=timeout_ms if timeout_ms is not None else p.timeout_ms,
+                        breaker_backoff_ms=p.outage.breaker_backoff_ms,
+                        breaker_max_backoff_ms=p.outage.breaker_max_backoff_ms,
+                    ),
+                ),
+                name="cap store",
+            )
+        store = RedisCapStore(clients, key_prefix=key_prefix, own_clients=own)
     else:
         raise ValueError(f"unsupported cap store URL {url!r}: use redis://host:port/db, memory:// or nothing")
-    enforcer.candidate_window = candidate_window
-    return enforcer
+    core = CoreCapEnforcer(holder, store, candidate_window=candidate_window)
+    return ResilientCapEnforcer(core, local_store=lambda max_members: MemoryCapStore(max_members, key_prefix))

@@ -1,39 +1,48 @@
-"""The store-independent half of cap enforcement: which keys a request touches, and what the answer means.
+"""The store-independent core of cap enforcement: the member's cap state, what a request decides from it, and
+what it writes back.
 
-A request is compiled into a :class:`Plan` — the member's hash keys it reads (one per cap, per calendar period
-for calendar caps), the fields in them (one per offer / category / family / placement the cap counts per), the
-cool-down fields, and for every candidate the counters and cool-downs that concern it. A store runs the plan
-atomically (Redis: one Lua script, one round trip; in-process: the same algorithm under a lock,
-:func:`run_plan`) and returns a :class:`RawResult`; :func:`decode` turns it into a
-:class:`~recsys.capping.api.CapDecision` with reason codes and human details. Both stores share this code, and
-it is pure (testable without a server).
+**State: one hash per member** (``<prefix>:{M0000001}``, the member id as Redis Cluster hash tag, the same
+tag as the member store's keys so one script reads the profile and the caps). Its fields, short on purpose
+(a member's hash stays a Redis listpack, a few hundred bytes)::
 
-Key layout — a handful of hashes per member, all sharing the ``{member_id}`` hash tag (one Redis Cluster slot
-per member), every one with a TTL::
+    <code>.<window>|<sub>   a counter: <code> is 4 base-36 characters of a hash of the cap's name (longer only
+                            if two names of the policy collide), <window> the window (``7d``, ``24h``; ``D``
+                            day, ``W`` week, ``L`` lifetime), <sub> what it counts per (offer id, category,
+                            family, placement, ``-`` member-wide)
+    ~<d|p><o|c>|<target>    a cool-down: time of the last dismissal / purchase of an offer / category
+    v                       the state's version, raised by every write (optimistic concurrency)
 
-    <prefix>:{M0000001}:r:<cap>            rolling window: field <sub> → "t1,t2,..." impression times (ms),
-                                           ascending, at most the cap's largest limit; TTL window + 1 min
-    <prefix>:{M0000001}:c:<cap>:<period>   calendar window (d2026-11-22 / w2026-W47, member's local time):
-                                           field <sub> → count; TTL to the end of the period + 1 min
-    <prefix>:{M0000001}:l:<cap>            lifetime: field <sub> → count; TTL lifetime_ttl (refreshed on use)
-    <prefix>:{M0000001}:cd                 cool-downs: field <event>:<scope>:<id> → time (ms) of the last
-                                           dismissal / purchase; TTL the longest cool-down + 1 min
+Values (numbers in base 36):
 
-``<sub>`` is the offer id, category, family or placement the cap counts per, or ``-`` for member-wide caps.
-Fields of a rolling hash whose newest time has left the window are dropped when the hash has more than
-``ROLLING_PRUNE_AT`` fields (and with the whole hash when its TTL runs out), so memory per member is bounded.
+- **rolling** ``<first bucket>:<n0>.<n1>...``: impression counts in consecutive buckets of ``window / 24``
+  (``24h`` → 1 h buckets, ``7d`` → 7 h); an empty count is 0. A bucket counts while any impression in it
+  could still be inside the window, i.e. until its *end* plus the window: an impression stops counting
+  between one window and one window plus one bucket after it was shown (conservative: a cap is never
+  exceeded, an offer may come back up to one bucket later than an exact window would allow).
+- **calendar** ``<period end, minutes>:<count>``: a count for the member's current local day or week; a field of
+  an earlier period counts 0.
+- **lifetime** ``<count>:<last impression, seconds>``: kept ``lifetime_ttl`` after the last impression.
+- **cool-down** ``<time, ms>``.
+
+Every write drops the fields whose life is over and sets the hash's TTL to the longest remaining life (+1
+min), so every key expires and memory per member is bounded.
+
+**Decisions** are made here, in Python, from a read of the hash (:func:`run_plan`); a store only reads the
+hash and commits the writes :func:`writes` derives, *if the hash's version is still the one read* (one Lua
+script; otherwise it returns the new state and the decision is made again). Concurrent requests of one member
+therefore never together exceed a cap, and the decision logic exists once for every store.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from functools import lru_cache
+from typing import Any
 
-import orjson
-
-from recsys.capping.policy import CapPolicy, PolicyHolder, ResolvedCap, ResolvedPolicy, Scope
+from recsys.capping.policy import CapPolicy, ResolvedCap, ResolvedPolicy, Scope
 from recsys.capping.types import (
     REASON_COOLDOWN_DISMISS_CATEGORY,
     REASON_COOLDOWN_DISMISS_OFFER,
@@ -41,64 +50,156 @@ from recsys.capping.types import (
     REASON_PURCHASED_CATEGORY,
     CapCandidate,
     CapDecision,
-    CapEnforcer,
     CapMember,
     Suppression,
-    SuppressionCounters,
 )
-from recsys.capping.windows import WindowKind, current_period, from_ms, iso_z, parse_duration, to_ms
-from recsys.schema import EventType
+from recsys.capping.windows import (
+    WindowKind,
+    current_period,
+    from_ms,
+    iso_z,
+    parse_duration,
+    parse_window,
+    to_ms,
+)
 
-# Extra life given to every key beyond the end of its window (clock skew between service processes).
+# Extra life given to the hash beyond its longest-living field (clock skew between service processes).
 TTL_SLACK_MS = 60_000
-# A rolling hash with more fields than this is pruned of fields whose impressions have all left the window.
-ROLLING_PRUNE_AT = 32
+# A rolling window is counted in this many buckets (plus the one the window's start falls in).
+BUCKETS_PER_WINDOW = 24
 # select_and_record considers at most max(DEFAULT_CANDIDATE_WINDOW, 5 * k) ranked candidates: the cost of a
 # request grows with the candidates, and a long tail of the ranking almost never reaches the answer.
 DEFAULT_CANDIDATE_WINDOW = 50
 # Name of the per-process conservative cap added while Redis is unavailable (fail_open).
 LOCAL_CAP_NAME = "outage_local"
+VERSION_FIELD = "v"
+COOLDOWN_MARK = "~"
 
 KIND_COOLDOWN = 1
 KIND_CAP = 2
 
-
-class KeySpace:
-    """Key names for one member."""
-
-    def __init__(self, prefix: str, member_id: str) -> None:
-        self.base = f"{prefix}:{{{member_id}}}"
-        self.cooldowns = f"{self.base}:cd"
-
-    def counter(self, cap: ResolvedCap, period: str | None) -> str:
-        key = f"{self.base}:{cap.window.code}:{cap.name}"
-        return f"{key}:{period}" if period else key
-
-    @staticmethod
-    def cooldown_field(event: str, scope: str, target: str) -> str:
-        return f"{event}:{scope}:{target}"
+_WINDOW_TAG = {"day": "D", "week": "W", "lifetime": "L"}
 
 
-@dataclass
-class HashKey:
-    """One counter hash a plan reads: its name, window kind (r|c|l) and write parameters."""
+def b36(n: int) -> str:
+    """``n`` (>= 0) in base 36, lower case."""
+    if n < 0:
+        raise ValueError(f"cannot encode negative {n}")
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
 
-    name: str
-    kind: str
-    window_ms: int  # rolling only
-    keep: int  # rolling: times kept per field (largest limit across tiers)
-    ttl_ms: int
+
+def _i36(s: str) -> int:
+    return int(s, 36) if s else 0
+
+
+def bucket_ms(window_ms: int) -> int:
+    """The bucket length of a rolling window (ms): a 24th of it, at least a second."""
+    return max(1000, -(-window_ms // BUCKETS_PER_WINDOW))
+
+
+def window_tag(cap: ResolvedCap) -> str:
+    w = cap.window
+    return w.spec if w.kind is WindowKind.ROLLING else _WINDOW_TAG[w.spec]
+
+
+def _digest(name: str, n: int) -> str:
+    h = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+    return b36(h)[-n:].rjust(n, "0")
+
+
+@lru_cache(maxsize=64)
+def _name_codes(names: frozenset[str]) -> dict[str, str]:
+    short = {n: _digest(n, 4) for n in names}
+    clash = {c for c in short.values() if list(short.values()).count(c) > 1}
+    return {n: (_digest(n, 10) if c in clash else c) for n, c in short.items()}
+
+
+def cap_codes(policy: CapPolicy) -> dict[str, str]:
+    """Cap name → the short code its fields start with (unique within the policy)."""
+    return _name_codes(frozenset(c.name for c in policy.caps) | {LOCAL_CAP_NAME})
+
+
+def counter_prefix(policy: CapPolicy, cap: ResolvedCap) -> str:
+    return f"{cap_codes(policy)[cap.name]}.{window_tag(cap)}|"
+
+
+def cooldown_field(event: str, scope: str, target: str) -> str:
+    return f"{COOLDOWN_MARK}{event[0]}{scope[0]}|{target}"
+
+
+# -- the values ---------------------------------------------------------------------------------------------
+
+
+def parse_rolling(value: str | None) -> tuple[int, list[int]]:
+    """(first bucket, counts of consecutive buckets) of a rolling field."""
+    if not value:
+        return 0, []
+    first, _, counts = value.partition(":")
+    return _i36(first), [_i36(c) for c in counts.split(".")]
+
+
+def format_rolling(first: int, counts: list[int]) -> str:
+    while counts and counts[-1] == 0:
+        counts = counts[:-1]
+    lead = 0
+    while lead < len(counts) and counts[lead] == 0:
+        lead += 1
+    counts = counts[lead:]
+    return f"{b36(first + lead)}:" + ".".join(b36(c) if c else "" for c in counts)
+
+
+def live_buckets(value: str | None, now_ms: int, window_ms: int) -> list[tuple[int, int]]:
+    """(bucket, count) of the rolling field's buckets that still count at ``now_ms``, oldest first."""
+    first, counts = parse_rolling(value)
+    size = bucket_ms(window_ms)
+    lo = (now_ms - window_ms) // size  # the oldest bucket that may hold an impression inside the window
+    return [(first + i, c) for i, c in enumerate(counts) if c and first + i >= lo]
+
+
+def parse_pair(value: str | None) -> tuple[int, int]:
+    """(a, b) of an ``a:b`` value (calendar: period end minute, count; lifetime: count, last second)."""
+    if not value:
+        return 0, 0
+    a, _, b = value.partition(":")
+    return _i36(a), _i36(b)
+
+
+def field_expiry_ms(name: str, value: str, lifetime_ms: int, cooldown_ms: int) -> int:
+    """When a field stops mattering (ms since the epoch); 0 for a field this code cannot read."""
+    try:
+        if name.startswith(COOLDOWN_MARK):
+            return _i36(value) + cooldown_ms
+        head = name.partition("|")[0]
+        tag = head.rpartition(".")[2]
+        if tag == "D" or tag == "W":
+            return parse_pair(value)[0] * 60_000
+        if tag == "L":
+            return parse_pair(value)[1] * 1000 + lifetime_ms
+        w = parse_window(tag).seconds * 1000
+        first, counts = parse_rolling(value)
+        return (first + len(counts)) * bucket_ms(w) + w
+    except ValueError:
+        return 0
+
+
+# -- the plan -----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class CounterRef:
-    """One counter: field ``sub`` of hash ``key_idx``, limited to ``limit``."""
+    """One counter a request reads: field ``name`` of cap ``cap`` counting ``sub``."""
 
-    key_idx: int
+    name: str
     cap: ResolvedCap
     sub: str
     kind: str  # "r" | "c" | "l"
-    window_ms: int
+    window_ms: int  # rolling only
     limit: int
     period_end_ms: int | None  # calendar only
 
@@ -114,8 +215,8 @@ class CooldownRef:
 @dataclass
 class Plan:
     now_ms: int
-    cooldown_key: str
-    keys: list[HashKey] = field(default_factory=list)
+    lifetime_ms: int
+    cooldown_ms: int  # the longest cool-down of any tier (+ slack): how long a cool-down field is kept
     counters: list[CounterRef] = field(default_factory=list)
     cooldowns: list[CooldownRef] = field(default_factory=list)
     # per candidate: (exempt, cool-down indices, counter indices)
@@ -123,38 +224,20 @@ class Plan:
     # Only the first ``selectable`` candidates may be selected; the others are only checked on their own.
     selectable: int | None = None
 
-    def lua_args(self, k: int, mode: str) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV for the check-and-record script (see redis_store.CHECK_AND_RECORD_LUA).
-
-        The plan travels as one JSON argument (decoded by cjson inside Redis): cheaper to pack than hundreds
-        of separate arguments.
-        """
-        names = [h.name for h in self.keys] + [self.cooldown_key]
-        spec = {
-            "k": [[h.kind, h.window_ms, h.keep, h.ttl_ms] for h in self.keys],
-            "c": [[c.key_idx + 1, c.sub, c.limit] for c in self.counters],
-            "f": [d.field for d in self.cooldowns],
-            "d": [d.duration_ms for d in self.cooldowns],
-            "x": [
-                [1 if e else 0, [j + 1 for j in cds], [i + 1 for i in cts]] for e, cds, cts in self.candidates
-            ],
-            "m": len(self.candidates) if self.selectable is None else self.selectable,
-        }
-        return names, [self.now_ms, k, mode, orjson.dumps(spec)]
-
 
 @dataclass
 class RawResult:
-    """What a store returns: selected candidate indices (rank order) and suppressions
-    ``(candidate, kind, ref, value, hint)`` — kind 1: cool-down ``ref`` with event time ``value``; kind 2:
-    counter ``ref`` with count ``value`` and ``hint`` = time (ms) of the impression whose expiry frees a slot.
-    """
+    """A decision by candidate index: selected (rank order) and suppressions ``(candidate, kind, ref, value,
+    hint)`` — kind 1: cool-down ``ref`` with event time ``value``; kind 2: counter ``ref`` with count
+    ``value`` and ``hint`` = the end (ms) of the bucket whose expiry frees a slot (rolling windows).
+    ``added``: impressions to record per counter."""
 
     selected: list[int]
     suppressed: list[tuple[int, int, int, int, int]]
     # Candidates blocked on their own, by the state before this request (a cool-down, or a counter already
     # at its limit), whatever else the request selects: the rest are the request's capped candidate set.
     blocked: list[int] = field(default_factory=list)
+    added: list[int] = field(default_factory=list)
 
 
 # Which value a cap counts per, as an index into (offer_id, category, family, placement, "-").
@@ -167,42 +250,57 @@ _SUB_INDEX = {
 }
 
 
-def _lifetime_ms(policy: CapPolicy) -> int:
+def lifetime_ms(policy: CapPolicy) -> int:
     return int(parse_duration(policy.lifetime_ttl).total_seconds() * 1000)
 
 
-def cap_key(
+def max_cooldown_ms(policy: CapPolicy) -> int:
+    """The longest cool-down of any kind and tier (+ slack): how long a cool-down field is kept."""
+    tiers = ["", *[t.value for t in policy.tiers]]
+    longest = max(
+        max(c.dismiss_offer, c.dismiss_category, c.purchase_offer, c.purchase_category)
+        for c in (policy.resolved(t).cooldowns for t in tiers)
+    )
+    return longest * 1000 + TTL_SLACK_MS
+
+
+def cooldown_fields(policy: CapPolicy, member: CapMember, offer: CapCandidate, event: str) -> list[str]:
+    """The cool-down fields an event sets: those with a duration for this member's tier or any other (so a
+    tier change does not lose a dismissal)."""
+    tiers = [member.tier, *[t.value for t in policy.tiers]]
+    return [
+        cooldown_field(event, scope, offer.offer_id if scope == "offer" else offer.category)
+        for scope in ("offer", "category")
+        if any(getattr(policy.resolved(t).cooldowns, f"{event}_{scope}") for t in tiers)
+    ]
+
+
+def counter_of(
     policy: CapPolicy,
     cap: ResolvedCap,
-    keys: KeySpace,
+    sub: str,
     member: CapMember,
     now: datetime,
     periods: dict[str, tuple[str, int]] | None = None,
-) -> tuple[HashKey, int | None]:
-    """The hash holding ``cap``'s counts for this member now, and (calendar) the period's end in ms.
-
-    ``periods`` caches the member's current calendar periods across the caps of one request.
-    """
+) -> CounterRef:
+    """The counter of ``cap`` for ``sub`` now (``periods`` caches the member's calendar periods)."""
     w = cap.window
-    now_ms = to_ms(now)
+    name = counter_prefix(policy, cap) + sub
     if w.kind is WindowKind.CALENDAR:
         period = periods.get(w.unit) if periods is not None else None
         if period is None:
             period = current_period(w.unit, now, member.time_zone)
             if periods is not None:
                 periods[w.unit] = period
-        label, end_ms = period
-        return HashKey(keys.counter(cap, label), "c", 0, 0, end_ms - now_ms + TTL_SLACK_MS), end_ms
+        return CounterRef(name, cap, sub, "c", 0, cap.limit, period[1])
     if w.kind is WindowKind.ROLLING:
-        ttl = w.seconds * 1000 + TTL_SLACK_MS
-        return HashKey(keys.counter(cap, None), "r", w.seconds * 1000, max(cap.history_limit, 1), ttl), None
-    return HashKey(keys.counter(cap, None), "l", 0, 0, _lifetime_ms(policy)), None
+        return CounterRef(name, cap, sub, "r", w.seconds * 1000, cap.limit, None)
+    return CounterRef(name, cap, sub, "l", 0, cap.limit, None)
 
 
 def build_plan(
     policy: CapPolicy,
     rp: ResolvedPolicy,
-    keys: KeySpace,
     member: CapMember,
     candidates: Sequence[CapCandidate],
     placement: str,
@@ -210,16 +308,14 @@ def build_plan(
     *,
     with_cooldowns: bool = True,
 ) -> Plan:
-    """Compile a request into the hashes and fields it reads and writes (deduplicated across candidates)."""
-    plan = Plan(now_ms=to_ms(now), cooldown_key=keys.cooldowns)
+    """Compile a request into the counters and cool-downs it reads (deduplicated across candidates)."""
+    plan = Plan(now_ms=to_ms(now), lifetime_ms=lifetime_ms(policy), cooldown_ms=max_cooldown_ms(policy))
     periods: dict[str, tuple[str, int]] = {}
-    # cap name → (hash index, calendar period end, sub-key index, counter index by sub-key)
-    key_of_cap: dict[str, tuple[int, int | None, int, dict[str, int]]] = {}
+    counter_idx: dict[str, int] = {}
     cooldown_idx: dict[str, int] = {}
-    # (reason, field prefix, by offer (else category), duration ms) of each cool-down in force
     cd = rp.cooldowns
     cd_specs = [
-        (reason, f"{event}:{scope}:", scope == "offer", seconds * 1000)
+        (reason, event, scope, seconds * 1000)
         for reason, event, scope, seconds in (
             (REASON_PURCHASED, "purchase", "offer", cd.purchase_offer),
             (REASON_COOLDOWN_DISMISS_OFFER, "dismiss", "offer", cd.dismiss_offer),
@@ -229,16 +325,16 @@ def build_plan(
         if seconds and with_cooldowns
     ]
     caps_for = rp.caps_for
-    cooldowns, counters, plan_keys = plan.cooldowns, plan.counters, plan.keys
+    cooldowns, counters = plan.cooldowns, plan.counters
     for cand in candidates:
         offer_id, category, family = cand.offer_id, cand.category, cand.family
         exempt = rp.is_exempt(offer_id, category, cand.exempt)
         cds: list[int] = []
-        for reason, prefix, by_offer, ms in cd_specs:
-            if exempt and not prefix.startswith("dismiss:"):
+        for reason, event, scope, ms in cd_specs:
+            if exempt and event != "dismiss":
                 continue  # exempt from counting caps, not from a member's "no"
-            target = offer_id if by_offer else category
-            fname = prefix + target
+            target = offer_id if scope == "offer" else category
+            fname = cooldown_field(event, scope, target)
             j = cooldown_idx.get(fname)
             if j is None:
                 j = cooldown_idx[fname] = len(cooldowns)
@@ -252,78 +348,56 @@ def build_plan(
         for cap in caps_for(family, category, placement):
             if cap.offers is not None and offer_id not in cap.offers:
                 continue
-            found = key_of_cap.get(cap.name)
-            if found is None:
-                hk, end_ms = cap_key(policy, cap, keys, member, now, periods)
-                found = key_of_cap[cap.name] = (len(plan_keys), end_ms, _SUB_INDEX[cap.scope], {})
-                plan_keys.append(hk)
-            ki, end_ms, si, by_sub = found
-            sub = subs[si]
-            i = by_sub.get(sub)
+            ref = counter_of(policy, cap, subs[_SUB_INDEX[cap.scope]], member, now, periods)
+            i = counter_idx.get(ref.name)
             if i is None:
-                i = by_sub[sub] = len(counters)
-                hk = plan_keys[ki]
-                counters.append(CounterRef(ki, cap, sub, hk.kind, hk.window_ms, cap.limit, end_ms))
+                i = counter_idx[ref.name] = len(counters)
+                counters.append(ref)
             cts.append(i)
         plan.candidates.append((False, cds, cts))
     return plan
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The algorithm, over any store with Redis-like hash operations (the in-process store uses it; the Lua
-# script in redis_store.py is the same algorithm, step for step).
-# ---------------------------------------------------------------------------------------------------------
+# -- the decision -------------------------------------------------------------------------------------------
 
 
-class KV(Protocol):
-    def hmget(self, key: str, fields: list[str]) -> list[str | None]: ...
-    def hset(self, key: str, field: str, value: str) -> None: ...
-    def hincrby(self, key: str, field: str, n: int) -> None: ...
-    def hgetall(self, key: str) -> dict[str, str]: ...
-    def hdel(self, key: str, field: str) -> None: ...
-    def pexpire(self, key: str, ttl_ms: int) -> None: ...
-
-
-def parse_times(value: str | None, after_ms: int) -> list[int]:
-    """The impression times (ms, ascending) of a rolling field that are later than ``after_ms``."""
+def read_count(c: CounterRef, value: str | None, now_ms: int, lifetime: int) -> tuple[int, list[tuple[int, int]]]:
+    """The counter's count now, and (rolling) its live buckets."""
     if not value:
-        return []
-    return [t for t in (int(x) for x in value.split(",")) if t > after_ms]
+        return 0, []
+    if c.kind == "r":
+        live = live_buckets(value, now_ms, c.window_ms)
+        return sum(n for _, n in live), live
+    a, b = parse_pair(value)
+    if c.kind == "c":
+        assert c.period_end_ms is not None
+        return (b if a * 60_000 == c.period_end_ms else 0), []
+    return (a if b * 1000 + lifetime > now_ms else 0), []
 
 
-def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
-    """Check (mode ``check`` / ``check_record``) or just count (mode ``force``) — the Lua script in Python."""
+def run_plan(plan: Plan, fields: dict[str, str], k: int, mode: str) -> RawResult:
+    """Check (mode ``check`` / ``check_record``) or just count (mode ``force``) the candidates against the
+    member's state ``fields``; ``RawResult.added`` says what to record (``check_record`` and ``force``)."""
     now = plan.now_ms
     record = mode in ("check_record", "force")
     check = mode != "force"
     n = len(plan.counters)
     count = [0] * n
-    times: list[list[int]] = [[] for _ in range(n)]
-    by_key: dict[int, list[int]] = {}
+    buckets: list[list[tuple[int, int]]] = [[] for _ in range(n)]
     for i, c in enumerate(plan.counters):
-        by_key.setdefault(c.key_idx, []).append(i)
-    for ki, idxs in by_key.items():
-        hk = plan.keys[ki]
-        values = kv.hmget(hk.name, [plan.counters[i].sub for i in idxs])
-        for i, v in zip(idxs, values, strict=True):
-            if hk.kind == "r":
-                times[i] = parse_times(v, now - hk.window_ms)
-                count[i] = len(times[i])
-            else:
-                count[i] = int(v) if v else 0
+        count[i], buckets[i] = read_count(c, fields.get(c.name), now, plan.lifetime_ms)
     stored = list(count)
     added = [0] * n
-    cd_values = kv.hmget(plan.cooldown_key, [d.field for d in plan.cooldowns]) if plan.cooldowns else []
-    cd_time = [int(v) if v else None for v in cd_values]
+    cd_time: list[int | None] = []
+    for d in plan.cooldowns:
+        v = fields.get(d.field)
+        cd_time.append(_i36(v) if v else None)
     selected: list[int] = []
     suppressed: list[tuple[int, int, int, int, int]] = []
 
-    def _blocked(cds: list[int], cts: list[int]) -> bool:
-        for j in cds:
-            t = cd_time[j]
-            if t is not None and now < t + plan.cooldowns[j].duration_ms:
-                return True
-        return any(stored[i] + 1 > plan.counters[i].limit for i in cts)
+    def in_cooldown(j: int) -> bool:
+        t = cd_time[j]
+        return t is not None and now < t + plan.cooldowns[j].duration_ms
 
     selectable = len(plan.candidates) if plan.selectable is None else plan.selectable
     for ci, (exempt, cds, cts) in enumerate(plan.candidates[:selectable]):
@@ -335,20 +409,15 @@ def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
         blocked = False
         if check:
             for j in cds:
-                t = cd_time[j]
-                if t is not None and now < t + plan.cooldowns[j].duration_ms:
-                    suppressed.append((ci, KIND_COOLDOWN, j, t, 0))
+                if in_cooldown(j):
+                    suppressed.append((ci, KIND_COOLDOWN, j, cd_time[j] or 0, 0))
                     blocked = True
                     break
             if not blocked:
                 for i in cts:
                     c = plan.counters[i]
                     if count[i] + 1 > c.limit:
-                        hint = 0
-                        if c.kind == "r":
-                            rank = count[i] - c.limit
-                            hint = times[i][rank] if rank < stored[i] else now
-                        suppressed.append((ci, KIND_CAP, i, count[i], hint))
+                        suppressed.append((ci, KIND_CAP, i, count[i], _free_at(c, count[i], buckets[i], now)))
                         blocked = True
                         break
         if not blocked:
@@ -357,31 +426,100 @@ def run_plan(kv: KV, plan: Plan, k: int, mode: str) -> RawResult:
                 count[i] += 1
                 added[i] += 1
     alone = (
-        [ci for ci, (exempt, cds, cts) in enumerate(plan.candidates) if not exempt and _blocked(cds, cts)]
+        [
+            ci
+            for ci, (exempt, cds, cts) in enumerate(plan.candidates)
+            if not exempt
+            and (any(in_cooldown(j) for j in cds) or any(stored[i] + 1 > plan.counters[i].limit for i in cts))
+        ]
         if check
         else []
     )
-    if record:
-        touched: set[int] = set()
-        for i, c in enumerate(plan.counters):
-            if added[i]:
-                hk = plan.keys[c.key_idx]
-                if c.kind == "r":
-                    ts = sorted(times[i] + [now] * added[i])[-hk.keep :]
-                    kv.hset(hk.name, c.sub, ",".join(str(t) for t in ts))
-                else:
-                    kv.hincrby(hk.name, c.sub, added[i])
-                touched.add(c.key_idx)
-        for ki in sorted(touched):
-            hk = plan.keys[ki]
-            if hk.kind == "r":
-                fields = kv.hgetall(hk.name)
-                if len(fields) > ROLLING_PRUNE_AT:
-                    for f, v in fields.items():
-                        if int(v.rsplit(",", 1)[-1]) <= now - hk.window_ms:
-                            kv.hdel(hk.name, f)
-            kv.pexpire(hk.name, hk.ttl_ms)
-    return RawResult(selected, suppressed, alone)
+    return RawResult(selected, suppressed, alone, added if record else [0] * n)
+
+
+def _free_at(c: CounterRef, count: int, live: list[tuple[int, int]], now: int) -> int:
+    """Rolling: the end of the bucket whose leaving the window brings ``count`` below the limit (``now``'s
+    bucket when the request's own picks are what fills the cap); 0 for other windows."""
+    if c.kind != "r":
+        return 0
+    size = bucket_ms(c.window_ms)
+    excess = count - c.limit + 1  # impressions that must leave the window
+    for b, n in live:
+        excess -= n
+        if excess <= 0:
+            return (b + 1) * size
+    return (now // size + 1) * size
+
+
+@dataclass
+class Writes:
+    """What a commit sets and deletes in the member's hash, and the hash's new TTL (ms)."""
+
+    set: dict[str, str]
+    delete: list[str]
+    ttl_ms: int
+    now_ms: int
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.delete)
+
+
+def writes(
+    plan: Plan, fields: dict[str, str], added: Sequence[int], cooldowns: Sequence[str] = ()
+) -> Writes | None:
+    """The hash writes that record ``added`` impressions per counter and set ``cooldowns`` to now, pruning
+    every field whose life is over; None when there is nothing to record."""
+    now = plan.now_ms
+    out: dict[str, str] = {}
+    for c, n in zip(plan.counters, added, strict=False):
+        if not n:
+            continue
+        value = fields.get(c.name)
+        if c.kind == "r":
+            size = bucket_ms(c.window_ms)
+            live = live_buckets(value, now, c.window_ms)
+            b_now = now // size
+            first = min([b for b, _ in live] + [b_now])
+            counts = [0] * (max([b for b, _ in live] + [b_now]) - first + 1)
+            for b, m in live:
+                counts[b - first] += m
+            counts[b_now - first] += n
+            out[c.name] = format_rolling(first, counts)
+        elif c.kind == "c":
+            assert c.period_end_ms is not None
+            count, _ = read_count(c, value, now, plan.lifetime_ms)
+            out[c.name] = f"{b36(c.period_end_ms // 60_000)}:{b36(count + n)}"
+        else:
+            count, _ = read_count(c, value, now, plan.lifetime_ms)
+            out[c.name] = f"{b36(count + n)}:{b36(now // 1000)}"
+    for f in cooldowns:
+        old = fields.get(f)
+        if not old or _i36(old) <= now:
+            out[f] = b36(now)
+    if not out:
+        return None
+    merged = {**fields, **out}
+    delete: list[str] = []
+    longest = now
+    for name, value in merged.items():
+        if name == VERSION_FIELD:
+            continue
+        expiry = field_expiry_ms(name, value, plan.lifetime_ms, plan.cooldown_ms)
+        if expiry <= now:
+            delete.append(name)
+            out.pop(name, None)
+        else:
+            longest = max(longest, expiry)
+    return Writes(out, delete, longest - now + TTL_SLACK_MS, now)
+
+
+def apply_writes(fields: dict[str, str], w: Writes) -> dict[str, str]:
+    """The state after a commit of ``w`` (the in-process store; the Redis script does the same)."""
+    out = {f: v for f, v in fields.items() if f not in w.delete}
+    out.update(w.set)
+    out[VERSION_FIELD] = str(int(fields.get(VERSION_FIELD) or 0) + 1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -465,31 +603,18 @@ def decode(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def state_keys(policy: CapPolicy, member: CapMember, now: datetime, keys: KeySpace) -> list[str]:
-    """The hashes member_state reads: each cap's current hash, and the cool-downs."""
-    rp = policy.resolved(member.tier)
-    return [cap_key(policy, cap, keys, member, now)[0].name for cap in rp.caps] + [keys.cooldowns]
-
-
 def state_view(
-    policy: CapPolicy,
-    member: CapMember,
-    now: datetime,
-    keys: KeySpace,
-    stored: dict[str, dict[str, str]],
-    *,
-    store: str,
+    policy: CapPolicy, member: CapMember, now: datetime, fields: dict[str, str], *, store: str
 ) -> dict[str, Any]:
-    """The support-staff view of one member: each cap's count, limit and reset, and active cool-downs.
-
-    ``stored`` maps the names from :func:`state_keys` to their hash fields (missing = empty).
-    """
+    """The support-staff view of one member: each cap's count, limit and reset, and active cool-downs,
+    from the member's cap hash ``fields``."""
     rp = policy.resolved(member.tier)
     now_ms = to_ms(now)
+    life = lifetime_ms(policy)
     rows: list[dict[str, Any]] = []
     for cap in rp.caps:
-        hk, end_ms = cap_key(policy, cap, keys, member, now)
-        fields = dict(stored.get(hk.name) or {})
+        head = counter_prefix(policy, cap)
+        subs = {f[len(head) :] for f in fields if f.startswith(head)}
         # Member-wide caps and caps with an explicit filter list are always shown, even at zero.
         listed = {
             Scope.MEMBER: ["-"],
@@ -498,24 +623,22 @@ def state_view(
             Scope.MEMBER_PLACEMENT: cap.placements,
             Scope.MEMBER_OFFER: cap.offers,
         }[cap.scope]
-        for sub in listed or ():
-            fields.setdefault(sub, "")
-        for sub, value in sorted(fields.items()):
-            resets: str | None = iso_z(from_ms(end_ms)) if end_ms is not None else None
+        always = set(listed or ())
+        for sub in sorted(subs | always):
+            c = counter_of(policy, cap, sub, member, now)
+            n, live = read_count(c, fields.get(c.name), now_ms, life)
+            if n == 0 and sub not in always:
+                continue  # nothing counted in the window any more
+            resets: str | None = iso_z(from_ms(c.period_end_ms)) if c.period_end_ms is not None else None
             blocked: str | None = None
-            if hk.kind == "r":
-                live = parse_times(value, now_ms - hk.window_ms)
-                n = len(live)
-                if not live and value:
-                    continue  # every impression has left the window
+            if c.kind == "r":
                 if live:
-                    resets = iso_z(from_ms(live[0] + hk.window_ms))
+                    # the oldest counted bucket leaves the window: the count next goes down
+                    resets = iso_z(from_ms((live[0][0] + 1) * bucket_ms(c.window_ms) + c.window_ms))
                     if n >= cap.limit > 0:
-                        blocked = iso_z(from_ms(live[n - cap.limit] + hk.window_ms))
-            else:
-                n = int(value) if value else 0
-                if n >= cap.limit:
-                    blocked = resets if hk.kind == "c" else "never"
+                        blocked = iso_z(from_ms(_free_at(c, n, live, now_ms) + c.window_ms))
+            elif n >= cap.limit:
+                blocked = resets if c.kind == "c" else "never"
             rows.append(
                 {
                     "cap": cap.name,
@@ -532,22 +655,23 @@ def state_view(
             )
     cd = rp.cooldowns
     durations = {
-        ("dismiss", "offer"): (REASON_COOLDOWN_DISMISS_OFFER, cd.dismiss_offer),
-        ("dismiss", "category"): (REASON_COOLDOWN_DISMISS_CATEGORY, cd.dismiss_category),
-        ("purchase", "offer"): (REASON_PURCHASED, cd.purchase_offer),
-        ("purchase", "category"): (REASON_PURCHASED_CATEGORY, cd.purchase_category),
+        ("d", "o"): (REASON_COOLDOWN_DISMISS_OFFER, "offer", cd.dismiss_offer),
+        ("d", "c"): (REASON_COOLDOWN_DISMISS_CATEGORY, "category", cd.dismiss_category),
+        ("p", "o"): (REASON_PURCHASED, "offer", cd.purchase_offer),
+        ("p", "c"): (REASON_PURCHASED_CATEGORY, "category", cd.purchase_category),
     }
     cooldowns: list[dict[str, Any]] = []
-    for fname, value in (stored.get(keys.cooldowns) or {}).items():
-        event, scope, target = [*fname.split(":", 2), "", ""][:3]
-        reason, seconds = durations.get((event, scope), ("", 0))
-        t = int(value)
+    for fname, value in fields.items():
+        if not fname.startswith(COOLDOWN_MARK) or len(fname) < 4:
+            continue
+        reason, scope, seconds = durations.get((fname[1], fname[2]), ("", "", 0))
+        t = _i36(value)
         if seconds and now_ms < t + seconds * 1000:
             cooldowns.append(
                 {
                     "reason_code": reason,
                     "scope": scope,
-                    "target": target,
+                    "target": fname.partition("|")[2],
                     "since": iso_z(from_ms(t)),
                     "until": iso_z(from_ms(t + seconds * 1000)),
                 }
@@ -566,223 +690,6 @@ def state_view(
     }
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The enforcer over a plan-running store
-# ---------------------------------------------------------------------------------------------------------
-
-
-class StoreUnavailable(Exception):
-    """The counter store did not answer in time (or at all); the outage policy applies."""
-
-
-def max_cooldown_ms(policy: CapPolicy) -> int:
-    """The longest cool-down of any kind and tier (+ slack): the TTL of the cool-down hash and its pruning."""
-    tiers = ["", *[t.value for t in policy.tiers]]
-    longest = max(
-        max(c.dismiss_offer, c.dismiss_category, c.purchase_offer, c.purchase_category)
-        for c in (policy.resolved(t).cooldowns for t in tiers)
-    )
-    return longest * 1000 + TTL_SLACK_MS
-
-
-def cooldown_fields(policy: CapPolicy, member: CapMember, offer: CapCandidate, event: str) -> list[str]:
-    """The cool-down fields an event sets: those with a duration for this member's tier or any other (so a
-    tier change does not lose a dismissal)."""
-    tiers = [member.tier, *[t.value for t in policy.tiers]]
-    return [
-        KeySpace.cooldown_field(event, scope, offer.offer_id if scope == "offer" else offer.category)
-        for scope in ("offer", "category")
-        if any(getattr(policy.resolved(t).cooldowns, f"{event}_{scope}") for t in tiers)
-    ]
-
-
-def _aware(now: datetime) -> datetime:
+def aware(now: datetime) -> datetime:
     """Naive datetimes are taken as UTC (everywhere: counting, calendar periods, details)."""
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class _Selection:
-    """One select-and-record call, planned: what the store runs and what the decision is decoded from."""
-
-    member: CapMember
-    candidates: Sequence[CapCandidate]  # the selectable ones (the outage policy sees only these)
-    k: int
-    placement: str
-    now: datetime
-    record: bool
-    plan: Plan
-    mode: str
-    planned: Sequence[CapCandidate]  # what the plan indexes: the selectable ones, then ``also_check``
-
-
-class PlanEnforcer(CapEnforcer):
-    """select_and_record / record_event / member_state over a store that runs plans (see subclasses)."""
-
-    store_name = "abstract"
-    # Only the first max(candidate_window, 5 * k) ranked candidates are considered (None: all of them).
-    candidate_window: int | None = DEFAULT_CANDIDATE_WINDOW
-
-    def __init__(self, holder: PolicyHolder, key_prefix: str) -> None:
-        if not key_prefix or "{" in key_prefix or "}" in key_prefix:
-            raise ValueError(f"key_prefix must be non-empty and contain no braces, got {key_prefix!r}")
-        self.holder = holder
-        self.key_prefix = key_prefix
-        self.counters = SuppressionCounters()
-
-    # -- store hooks ------------------------------------------------------------------------------------
-    def _execute(self, plan: Plan, k: int, mode: str) -> RawResult:
-        raise NotImplementedError
-
-    def _write_cooldowns(self, keys: KeySpace, fields: list[str], now_ms: int, ttl_ms: int) -> None:
-        """Set each cool-down field to ``now_ms`` (unless later), prune fields older than ``ttl_ms``."""
-        raise NotImplementedError
-
-    def _read(self, names: list[str], now_ms: int) -> dict[str, dict[str, str]]:
-        """The fields of each hash (missing hashes may be left out)."""
-        raise NotImplementedError
-
-    def _degraded(
-        self,
-        error: StoreUnavailable,
-        member: CapMember,
-        candidates: Sequence[CapCandidate],
-        k: int,
-        placement: str,
-        now: datetime,
-        record: bool,
-    ) -> CapDecision:
-        raise NotImplementedError
-
-    def _degraded_event(
-        self,
-        error: StoreUnavailable,
-        member: CapMember,
-        offer: CapCandidate,
-        event: str,
-        placement: str,
-        now: datetime,
-    ) -> None:
-        raise NotImplementedError
-
-    # -- the interface ----------------------------------------------------------------------------------
-    def select_and_record(
-        self,
-        member: CapMember,
-        candidates: Sequence[CapCandidate],
-        k: int,
-        placement: str,
-        now: datetime,
-        record: bool = True,
-        also_check: Sequence[CapCandidate] = (),
-    ) -> CapDecision:
-        if k <= 0 or not candidates:
-            return CapDecision(selected=[], suppressed=[], degraded=None)
-        call = self._selection(member, candidates, k, placement, now, record, also_check)
-        try:
-            raw = self._execute(call.plan, k, call.mode)
-        except StoreUnavailable as e:
-            return self._decided(call, e)
-        return self._decided(call, raw)
-
-    async def aselect_and_record(
-        self,
-        member: CapMember,
-        candidates: Sequence[CapCandidate],
-        k: int,
-        placement: str,
-        now: datetime,
-        record: bool = True,
-        also_check: Sequence[CapCandidate] = (),
-    ) -> CapDecision:
-        """:meth:`select_and_record` for an event loop: the store's round trip is awaited (see
-        :meth:`_aexecute`)."""
-        if k <= 0 or not candidates:
-            return CapDecision(selected=[], suppressed=[], degraded=None)
-        call = self._selection(member, candidates, k, placement, now, record, also_check)
-        try:
-            raw = await self._aexecute(call.plan, k, call.mode)
-        except StoreUnavailable as e:
-            return self._decided(call, e)
-        return self._decided(call, raw)
-
-    async def _aexecute(self, plan: Plan, k: int, mode: str) -> RawResult:
-        """:meth:`_execute` awaited; stores without an asyncio client run it in place."""
-        return self._execute(plan, k, mode)
-
-    def _selection(
-        self,
-        member: CapMember,
-        candidates: Sequence[CapCandidate],
-        k: int,
-        placement: str,
-        now: datetime,
-        record: bool,
-        also_check: Sequence[CapCandidate] = (),
-    ) -> _Selection:
-        now = _aware(now)
-        if self.candidate_window is not None:
-            candidates = candidates[: max(self.candidate_window, 5 * k)]
-        planned = [*candidates, *also_check] if also_check else candidates
-        policy = self.holder.policy
-        rp = policy.resolved(member.tier)
-        keys = KeySpace(self.key_prefix, member.member_id)
-        plan = build_plan(policy, rp, keys, member, planned, placement, now)
-        plan.selectable = len(candidates)
-        mode = "check_record" if record and policy.count_on == "serve" else "check"
-        return _Selection(member, candidates, k, placement, now, record, plan, mode, planned)
-
-    def _decided(self, call: _Selection, outcome: RawResult | StoreUnavailable) -> CapDecision:
-        """The decision from the store's result, or from the outage policy when the store was unavailable;
-        counted either way."""
-        if isinstance(outcome, StoreUnavailable):
-            decision = self._degraded(
-                outcome,
-                call.member,
-                call.candidates,
-                call.k,
-                call.placement,
-                call.now,
-                call.record,
-            )
-        else:
-            decision = decode(call.plan, outcome, call.planned, call.member.tier)
-        self.counters.add_many([s.reason for s in decision.suppressed])
-        if decision.degraded:
-            self.counters.add(f"degraded:{decision.degraded.split(':', 1)[0]}")
-        return decision
-
-    def record_event(
-        self, member: CapMember, offer: CapCandidate, event_type: str, placement: str, now: datetime
-    ) -> None:
-        event = EventType(event_type)  # ValueError names the bad type
-        now = _aware(now)
-        policy = self.holder.policy
-        keys = KeySpace(self.key_prefix, member.member_id)
-        try:
-            if event is EventType.IMPRESSION:
-                if policy.count_on != "event":
-                    return  # counted when served; counting again would double count
-                rp = policy.resolved(member.tier)
-                plan = build_plan(policy, rp, keys, member, [offer], placement, now, with_cooldowns=False)
-                if plan.counters:
-                    self._execute(plan, 1, "force")
-            elif event in (EventType.DISMISS, EventType.PURCHASE):
-                fields = cooldown_fields(policy, member, offer, event.value)
-                if fields:
-                    self._write_cooldowns(keys, fields, to_ms(now), max_cooldown_ms(policy))
-        except StoreUnavailable as e:
-            self.counters.add(f"event_degraded:{event.value}")
-            self._degraded_event(e, member, offer, event.value, placement, now)
-
-    def member_state(self, member: CapMember, now: datetime) -> dict[str, Any]:
-        now = _aware(now)
-        policy = self.holder.policy
-        keys = KeySpace(self.key_prefix, member.member_id)
-        try:
-            stored = self._read(state_keys(policy, member, now, keys), to_ms(now))
-        except StoreUnavailable as e:
-            view = state_view(policy, member, now, keys, {}, store=self.store_name)
-            view.update(degraded=f"unavailable: {e}", caps=[], cooldowns=[])
-            return view
-        return state_view(policy, member, now, keys, stored, store=self.store_name)

@@ -4,14 +4,13 @@ interface. Below the stores, so they import it; :mod:`recsys.capping.api` (above
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from recsys.capping.policy import CapPolicy, PolicyHolder
+from recsys.capping.policy import PolicyHolder
 
 __all__ = [
     "REASON_COOLDOWN_DISMISS_CATEGORY",
@@ -23,6 +22,8 @@ __all__ = [
     "CapDecision",
     "CapEnforcer",
     "CapMember",
+    "CapState",
+    "StoreUnavailable",
     "Suppression",
     "SuppressionCounters",
 ]
@@ -101,18 +102,31 @@ class SuppressionCounters:
             return dict(self._counts)
 
 
-class CapEnforcer(ABC):
-    """Frequency-cap enforcement over a counter store (Redis or in-process). Thread-safe."""
+@dataclass(frozen=True)
+class CapState:
+    """One member's cap hash as read: its fields and the version field a commit must still find (``""``:
+    the member has no cap state)."""
+
+    version: str
+    fields: dict[str, str]
+
+    @classmethod
+    def of(cls, fields: dict[str, str]) -> CapState:
+        return cls(fields.get("v", ""), fields)
+
+
+class StoreUnavailable(Exception):
+    """The counter store did not answer in time (or at all); the outage policy applies."""
+
+
+class CapEnforcer(Protocol):
+    """Frequency-cap enforcement (see :mod:`recsys.capping.api` for the semantics). Thread-safe."""
 
     counters: SuppressionCounters
     holder: PolicyHolder
+    # select_and_record looks at the first max(candidate_window, 5 * k) candidates (None: all of them)
+    candidate_window: int | None
 
-    @property
-    def policy(self) -> CapPolicy:
-        """The policy in force now (may change on reload)."""
-        return self.holder.policy
-
-    @abstractmethod
     def select_and_record(
         self,
         member: CapMember,
@@ -122,11 +136,15 @@ class CapEnforcer(ABC):
         now: datetime,
         record: bool = True,
         also_check: Sequence[CapCandidate] = (),
+        state: CapState | None = None,
     ) -> CapDecision:
         """Take up to ``k`` candidates in rank order that break no cap; record their impressions.
 
         ``also_check``: candidates never selected, only checked on their own (they appear in
-        ``CapDecision.blocked`` when blocked): the rest of a candidate set the ranking left out."""
+        ``CapDecision.blocked`` when blocked): the rest of a candidate set the ranking left out.
+        ``state``: the member's cap hash when the caller already read it (the member store reads it in the
+        same round trip as the profile, see :meth:`state_key`); the store is then only called to record."""
+        ...
 
     async def aselect_and_record(
         self,
@@ -137,30 +155,46 @@ class CapEnforcer(ABC):
         now: datetime,
         record: bool = True,
         also_check: Sequence[CapCandidate] = (),
+        state: CapState | None = None,
     ) -> CapDecision:
-        """:meth:`select_and_record` for an event loop (stores without an asyncio client answer in place)."""
-        return self.select_and_record(member, candidates, k, placement, now, record, also_check)
+        """:meth:`select_and_record` for an event loop."""
+        ...
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release asyncio connections (from the event loop that used them)."""
-
-    @abstractmethod
     def record_event(
         self, member: CapMember, offer: CapCandidate, event_type: str, placement: str, now: datetime
     ) -> None:
         """Apply an app event: impression (count_on=event), dismiss (cool-downs), purchase (suppression)."""
+        ...
 
-    @abstractmethod
     def member_state(self, member: CapMember, now: datetime) -> dict[str, Any]:
         """A JSON-able view for support staff: each cap's count, limit and reset time; active cool-downs."""
+        ...
+
+    def with_policy(self, holder: PolicyHolder) -> CapEnforcer:
+        """The same counter store (and outage handling) under another policy: an experiment arm's caps
+        count the same impressions and events as the default policy's."""
+        ...
+
+    def state_key(self, member_id: str) -> str | None:
+        """The member's cap hash, for a store at the same :meth:`location` to read with the profile."""
+        ...
+
+    def location(self) -> str | None:
+        """Which Redis holds the counters (None: this process)."""
+        ...
 
     def ping(self) -> bool:
         """True when the counter store answers (always true in-process); for readiness checks."""
-        return True
+        ...
 
     def status(self) -> dict[str, Any]:
         """Store health for metrics and admin pages: store, breaker_open, last_error, failures."""
-        return {"store": "memory", "breaker_open": False, "last_error": None, "failures": 0}
+        ...
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the running loop's asyncio connections."""
+        ...

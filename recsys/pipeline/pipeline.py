@@ -2,7 +2,7 @@
 
 ::
 
-    member store (profile, embedding, purchases for this trip — one round trip)
+    member store (profile, embedding, purchases for this trip and the member's cap state — one round trip)
       → candidates   model retrieval (cold-start path for unknown members) + trip/family-specific offers
       → eligibility  tier, next cabin, seats, fare class, sale windows, lounge, miles, bought, validity...
       → score        model score and acceptance probability of the eligible offers
@@ -11,7 +11,7 @@
       → caps         frequency caps (``recsys.capping``; a no-op without an enforcer), fills from the next
       → top k        explained, with expiry times
 
-The stages are one generator (``OfferPipeline._steps``) that hands its two I/O calls — the member-store
+The stages are one generator (``OfferPipeline._steps``) that hands its I/O calls — the member-store
 read and the cap check-and-record — to a driver: :meth:`OfferPipeline.recommend` makes them as blocking calls,
 :meth:`OfferPipeline.arecommend` awaits them (the service, on its event loop), so both run the same code.
 
@@ -36,7 +36,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from recsys.capping.types import CapCandidate, CapDecision, CapEnforcer, CapMember
+from recsys.capping.types import CapCandidate, CapDecision, CapEnforcer, CapMember, CapState
 from recsys.models.bundle import MemberScoring
 from recsys.pipeline.candidates import gather_candidates
 from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
@@ -57,7 +57,7 @@ from recsys.pipeline.types import (
 )
 from recsys.pipeline.value import expected_values, offer_values, rank_by_value, ranking_keys
 from recsys.ranker.features import ScoringContext
-from recsys.stores.member_store import MemberRecord, MemberStore, model_version_prefix
+from recsys.stores.member_store import MemberRead, MemberRecord, MemberStore, model_version_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,12 @@ class OfferPipeline:
         self._families = [o.family for o in self.catalogue.offers]
         self._categories = [o.category for o in self.catalogue.offers]
         self._cap_candidates: list[CapCandidate] | None = None
+        # With the caps in the member store's Redis, the member read brings the cap state along: the cap
+        # stage then only calls Redis to record (count_on: serve), one round trip per request otherwise.
+        location = member_store.location()
+        self._caps_with_profile = (
+            cap_enforcer is not None and location is not None and location == cap_enforcer.location()
+        )
         if cap_enforcer is not None:
             self._cap_candidates = [
                 CapCandidate(o.offer_id, family=o.family, category=o.category, exempt=o.exempt)
@@ -226,8 +232,17 @@ class OfferPipeline:
 
         trip_key = trip.trip_key() if trip is not None else None
         store_degraded: str | None = None
+        cap_key = (
+            self.cap_enforcer.state_key(member_id)
+            if self._caps_with_profile and self.cap_enforcer is not None
+            else None
+        )
+        cap_state: CapState | None = None
         try:
-            record, purchased = yield _MemberRead(member_id, trip_key)
+            read = yield _MemberRead(member_id, trip_key, cap_key)
+            record, purchased = read.record, read.purchased
+            if read.extra is not None:
+                cap_state = CapState.of(read.extra)
         except Exception as exc:  # store down or slow: serve the member as unknown rather than fail
             store_degraded = f"member store unavailable: {type(exc).__name__}: {exc}"[:200]
             logger.warning("%s (member %s)", store_degraded, member_id)
@@ -366,11 +381,17 @@ class OfferPipeline:
             if explore and share < 1.0:
                 # The exploit slate in this cap state (not recorded): the propensities need it.
                 det = yield _CapSelect(
-                    cap_member, [capc[eligible[p]] for p in ranked], k, request.placement, now, record=False
+                    cap_member,
+                    [capc[eligible[p]] for p in ranked],
+                    k,
+                    request.placement,
+                    now,
+                    record=False,
+                    state=cap_state,
                 )
                 pos_in_ranked = {offer_ids[p]: p for p in ranked}
                 deterministic = {pos_in_ranked[o] for o in det.selected if o in pos_in_ranked}
-            window = getattr(self.cap_enforcer, "candidate_window", None)
+            window = self.cap_enforcer.candidate_window
             cut = len(order) if window is None else max(window, 5 * k)
             in_order = set(order)
             # Offers only checked (never selected): the ranking's leftovers and anything past the window.
@@ -382,6 +403,7 @@ class OfferPipeline:
                 request.placement,
                 now,
                 also_check=[capc[eligible[p]] for p in checked],
+                state=cap_state,
             )
             cap_degraded = decision.degraded
             for s in decision.suppressed:
@@ -559,16 +581,18 @@ def withheld_counts(suppressed: Sequence[SuppressedCandidate]) -> dict[str, int]
 
 @dataclass(frozen=True, slots=True)
 class _MemberRead:
-    """The member's record and this trip's purchases from the member store."""
+    """The member's record, this trip's purchases and (``cap_key``) the member's cap state from the member
+    store."""
 
     member_id: str
     trip_key: str | None
+    cap_key: str | None = None
 
-    def run(self, pipeline: OfferPipeline) -> tuple[MemberRecord | None, frozenset[str]]:
-        return pipeline.member_store.get_with_purchases(self.member_id, self.trip_key)
+    def run(self, pipeline: OfferPipeline) -> MemberRead:
+        return pipeline.member_store.read(self.member_id, self.trip_key, self.cap_key)
 
-    async def arun(self, pipeline: OfferPipeline) -> tuple[MemberRecord | None, frozenset[str]]:
-        return await pipeline.member_store.aget_with_purchases(self.member_id, self.trip_key)
+    async def arun(self, pipeline: OfferPipeline) -> MemberRead:
+        return await pipeline.member_store.aread(self.member_id, self.trip_key, self.cap_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,6 +606,7 @@ class _CapSelect:
     now: datetime
     record: bool = True
     also_check: list[CapCandidate] = field(default_factory=list)
+    state: CapState | None = None
 
     def run(self, pipeline: OfferPipeline) -> CapDecision:
         enforcer = pipeline.cap_enforcer  # only asked for when there is one
@@ -594,6 +619,7 @@ class _CapSelect:
             now=self.now,
             record=self.record,
             also_check=self.also_check,
+            state=self.state,
         )
 
     async def arun(self, pipeline: OfferPipeline) -> CapDecision:
@@ -607,6 +633,7 @@ class _CapSelect:
             now=self.now,
             record=self.record,
             also_check=self.also_check,
+            state=self.state,
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from recsys.capping.api import CapEnforcer, CapMember, build_enforcer
-from recsys.capping.redis_store import RedisCapEnforcer
+from recsys.capping.redis_store import RedisCapStore
 from tests.capping.conftest import REDIS_URL, make_policy, require_redis
 from tests.capping.test_concurrency import CANDIDATES, MEMBER, NOW, POLICY, check_caps_held
 
@@ -38,7 +38,7 @@ def test_async_and_blocking_calls_decide_alike(make_enforcer: Callable[..., CapE
 def test_concurrent_coroutines_never_exceed_a_cap(key_prefix: str) -> None:
     require_redis()
     enforcer = build_enforcer(REDIS_URL, make_policy(POLICY), key_prefix=key_prefix, timeout_ms=5_000)
-    assert isinstance(enforcer, RedisCapEnforcer)
+    assert isinstance(enforcer.inner.store, RedisCapStore)  # type: ignore[attr-defined]
 
     async def burst() -> list[Any]:
         calls = [enforcer.aselect_and_record(MEMBER, CANDIDATES, 3, "home", NOW) for _ in range(200)]

@@ -60,11 +60,14 @@ def test_rolling_window_edge(make_enforcer: MakeEnforcer) -> None:
     assert d.selected == []
     (s,) = d.suppressed
     assert s.reason == "cap:member_offer:rolling_7d"
+    # A 7d window counts in 7 h buckets from the epoch: t0 falls in [02:00, 09:00), and the impression
+    # counts until that bucket's end plus 7 days (conservative: never early, at most one bucket late).
     assert s.detail == (
-        "this offer shown 1 time in the last 7 days (max 1, cap the_cap); next allowed 2026-11-23T08:00:00Z"
+        "this offer shown 1 time in the last 7 days (max 1, cap the_cap); next allowed 2026-11-23T09:00:00Z"
     )
-    # The window is (now - 7d, now]: exactly 7 days later the first impression no longer counts.
-    assert shown(e, m, o, t0 + timedelta(days=7))
+    bucket_end = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
+    assert not shown(e, m, o, bucket_end + timedelta(days=7) - MS)
+    assert shown(e, m, o, bucket_end + timedelta(days=7))
     assert not shown(e, m, o, t0 + timedelta(days=8))
 
 
@@ -77,12 +80,12 @@ def test_rolling_window_counts_several_impressions(make_enforcer: MakeEnforcer) 
     assert shown(e, m, offer("C"), t0 + timedelta(hours=2))
     d = e.select_and_record(m, [offer("D")], 1, HOME, t0 + timedelta(hours=3))
     assert d.selected == []
-    # The slot frees when the OLDEST of the three leaves the window: t0 + 24h.
-    assert d.suppressed[0].detail.endswith("next allowed 2026-05-02T10:00:00Z")
-    assert not shown(e, m, offer("D"), t0 + timedelta(hours=24) - MS)
-    assert shown(e, m, offer("D"), t0 + timedelta(hours=24))
-    assert not shown(e, m, offer("E"), t0 + timedelta(hours=24, minutes=30))
-    assert shown(e, m, offer("E"), t0 + timedelta(hours=25))
+    # The slot frees when the OLDEST of the three leaves the window: its 1 h bucket [10:00, 11:00) ends, +24h.
+    assert d.suppressed[0].detail.endswith("next allowed 2026-05-02T11:00:00Z")
+    assert not shown(e, m, offer("D"), t0 + timedelta(hours=25) - MS)
+    assert shown(e, m, offer("D"), t0 + timedelta(hours=25))
+    assert not shown(e, m, offer("E"), t0 + timedelta(hours=25, minutes=30))
+    assert shown(e, m, offer("E"), t0 + timedelta(hours=26))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -339,7 +342,9 @@ def test_count_on_event(make_enforcer: MakeEnforcer) -> None:
     e.record_event(m, o, EventType.IMPRESSION.value, HOME, t + timedelta(minutes=2))
     d = e.select_and_record(m, [o], 1, HOME, t + timedelta(minutes=3))
     assert d.selected == [] and d.suppressed[0].reason == "cap:member_offer:rolling_24h"
-    assert shown(e, m, o, t + timedelta(hours=24, minutes=2))
+    # The impression's 1 h bucket [09:00, 10:00) leaves the 24h window at 10:00 the next day.
+    assert not shown(e, m, o, t + timedelta(hours=25) - MS)
+    assert shown(e, m, o, t + timedelta(hours=25))
 
 
 def test_impression_events_ignored_when_counting_on_serve(make_enforcer: MakeEnforcer) -> None:
@@ -454,10 +459,12 @@ def test_member_state_reports_counts_limits_and_resets(make_enforcer: MakeEnforc
     }
     assert caps[("upsell_daily", "upsell")]["count"] == 1
     assert caps[("home_hourly", "home")]["count"] == 3
-    assert caps[("home_hourly", "home")]["blocked_until"] == "2026-06-01T10:00:00Z"
-    assert caps[("home_hourly", "home")]["resets_at"] == "2026-06-01T10:00:00Z"
+    # 1h window: 2.5 min buckets, the 09:00 impressions count until 09:02:30 + 1h; 7d: 7 h buckets, the
+    # 09:00 one is in [09:00, 16:00)
+    assert caps[("home_hourly", "home")]["blocked_until"] == "2026-06-01T10:02:30Z"
+    assert caps[("home_hourly", "home")]["resets_at"] == "2026-06-01T10:02:30Z"
     s1 = caps[("offer_weekly", "S1")]
-    assert (s1["count"], s1["remaining"], s1["blocked_until"]) == (1, 0, "2026-06-08T09:00:00Z")
+    assert (s1["count"], s1["remaining"], s1["blocked_until"]) == (1, 0, "2026-06-08T16:00:00Z")
     assert ("offer_weekly", "S3") not in caps
     assert state["cooldowns"] == [
         {

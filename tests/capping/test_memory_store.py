@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from recsys.capping.api import CapCandidate, CapMember, PolicyHolder, build_enforcer
-from recsys.capping.memory_store import EmbeddedCapEnforcer
+from recsys.capping.enforcer import CoreCapEnforcer
+from recsys.capping.memory_store import MemoryCapStore
 from tests.capping.conftest import make_policy
 
 POLICY = make_policy(
@@ -19,26 +20,30 @@ SEAT = CapCandidate("S1", "ancillary", "seat")
 
 
 def test_least_recently_seen_members_are_forgotten() -> None:
-    e = EmbeddedCapEnforcer(PolicyHolder.static(POLICY), max_members=3)
+    store = MemoryCapStore(max_members=3)
+    e = CoreCapEnforcer(PolicyHolder.static(POLICY), store)
     t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
     for i in range(5):
         assert e.select_and_record(CapMember(f"M{i}", "basic"), [SEAT], 1, "home", t).selected == ["S1"]
-    assert e.members_held() == 3
+    assert store.members_held() == 3
     # M4 is remembered (capped), M0 was forgotten (its count is gone, so it may see an offer again).
     assert e.select_and_record(CapMember("M4", "basic"), [SEAT], 1, "home", t).selected == []
     assert e.select_and_record(CapMember("M0", "basic"), [SEAT], 1, "home", t).selected == ["S1"]
 
 
-def test_expired_keys_are_dropped() -> None:
-    e = EmbeddedCapEnforcer(PolicyHolder.static(POLICY))
+def test_fields_whose_life_is_over_are_dropped_on_the_next_write() -> None:
+    store = MemoryCapStore()
+    e = CoreCapEnforcer(PolicyHolder.static(POLICY), store)
     m = CapMember("M1", "basic", "UTC")
     t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
     e.select_and_record(m, [SEAT], 1, "home", t)
-    assert len(e._kv._members["caps:{M1}"]) == 2  # the day hash and the rolling hash
-    e.select_and_record(m, [SEAT], 1, "home", t + timedelta(days=2))
-    # Day 1's hash and the old rolling entries are gone; only today's keys remain.
-    keys = e._kv._members["caps:{M1}"]
-    assert sorted(keys) == ["caps:{M1}:c:member_daily:d2026-06-03", "caps:{M1}:r:offer_hour"]
+    first = store.read("caps:{M1}").fields
+    assert len(first) == 3  # the day counter, the hour counter, the version
+    e.select_and_record(m, [CapCandidate("S2", "ancillary", "seat")], 1, "home", t + timedelta(days=2))
+    # S1's hour is over: its field is gone; the day counter holds the new day's count.
+    later = store.read("caps:{M1}").fields
+    assert len(later) == 3
+    assert not any(f.endswith("|S1") for f in later) and any(f.endswith("|S2") for f in later)
 
 
 def test_naive_datetimes_are_utc() -> None:

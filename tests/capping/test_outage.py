@@ -265,7 +265,9 @@ def test_fail_open_uses_conservative_local_cap(own_redis: OwnRedis) -> None:
     d = e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=2))
     assert d.selected == ["SVC"]
     assert e.select_and_record(m2, CANDS, 3, "home", NOW + timedelta(minutes=2)).selected == ["O0", "SVC"]
-    assert e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=62)).selected == ["O0", "SVC"]
+    # The 10:01 impression's 2.5 min bucket [10:00, 10:02:30) leaves the 1h window at 11:02:30.
+    assert e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=62)).selected == ["SVC"]
+    assert e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=63)).selected == ["O0", "SVC"]
     # A dismissal during the outage is honoured locally.
     e.record_event(m2, CANDS[1], "dismiss", "home", NOW + timedelta(minutes=3))
     d = e.select_and_record(m2, CANDS[1:], 3, "home", NOW + timedelta(minutes=70))

@@ -385,12 +385,12 @@ def test_caps_stage_suppresses_and_fills_from_the_next_candidates(store: Embedde
     capped = {s.offer_id: s for s in second.suppressed if s.stage == Stage.CAPS}
     assert set(capped) == set(shown)
     assert all(s.reason.startswith("cap:member_offer") for s in capped.values())
-    # a week later the cap has reset
+    # a week later the cap has reset (a 7d window counts in 7 h buckets: at most 7 h past the week)
     later = p.recommend(
         request(
             limit=2,
-            now=NOW + timedelta(days=7, minutes=1),
-            trip=trip(departure_time=NOW + timedelta(days=7, hours=30)),
+            now=NOW + timedelta(days=7, hours=7, minutes=1),
+            trip=trip(departure_time=NOW + timedelta(days=7, hours=37)),
         )
     )
     assert not [s for s in later.suppressed if s.stage == Stage.CAPS and s.offer_id in shown]
@@ -447,10 +447,11 @@ def test_offers_worth_nothing_are_dropped_unless_exempt(store: EmbeddedMemberSto
 
 def test_member_store_outage_serves_the_member_as_unknown_without_failing() -> None:
     from recsys.stores.member_store import RedisMemberStore
+    from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 
-    dead = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)  # nothing listens on port 1
+    dead = RedisMemberStore(RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200))))  # nothing listens on port 1
     res = pipeline(dead).recommend(request("M1", placement="home", trip=None))
-    assert res.store_degraded is not None and "ConnectionError" in res.store_degraded
+    assert res.store_degraded is not None and "RedisUnavailable" in res.store_degraded
     assert [o.offer_id for o in res.offers] == ["PROMO"]  # default profile: basic tier, no miles
 
 
@@ -474,9 +475,11 @@ def test_async_member_store_outage_serves_the_member_as_unknown() -> None:
 
     from recsys.stores.member_store import RedisMemberStore
 
-    dead = RedisMemberStore("redis://127.0.0.1:1/0", socket_timeout=0.2)
+    from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
+
+    dead = RedisMemberStore(RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200))))
     res = asyncio.run(pipeline(dead).arecommend(request("M1", placement="home", trip=None)))
-    assert res.store_degraded is not None and "ConnectionError" in res.store_degraded
+    assert res.store_degraded is not None and "RedisUnavailable" in res.store_degraded
     assert [o.offer_id for o in res.offers] == ["PROMO"]
 
 

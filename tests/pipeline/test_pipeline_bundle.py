@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 
 from recsys.capping.api import build_enforcer, load_policy
 from recsys.features.profiles import ProfileCol, build_member_profiles
@@ -22,6 +24,7 @@ from recsys.pipeline.eligibility import EligibilityContext, check
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
 from recsys.schema import FARE_CLASSES, Cabin, next_cabin
 from recsys.stores.member_store import EmbeddedMemberStore, RedisMemberStore, publish_profiles
+from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 from tests.conftest import delete_prefix, redis_or_fail, unique_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -201,13 +204,54 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+class _CountingRedis(redis.Redis):
+    """The real client, counting the commands it sends."""
+
+    commands: list[str] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+@pytest.mark.parametrize("count_on", ["event", "serve"])
+def test_a_request_is_one_redis_round_trip_for_profile_and_caps(
+    world: World, redis_prefix: str, count_on: str
+) -> None:
+    # a generous timeout: this test counts calls, not latency (the shared test machine is busy)
+    clients = RedisClients(RedisConfig(REDIS_URL, policy=RedisCallPolicy(timeout_ms=2000)))
+    counting = _CountingRedis.from_url(REDIS_URL, socket_timeout=2)
+    clients._sync = counting  # the real client, instrumented
+    store = RedisMemberStore(clients, prefix=redis_prefix, pointer_refresh_s=3600)
+    publish_profiles(store, world.profiles, world.bundle, "1")
+    policy = load_policy(POLICY_FILE).model_copy(update={"count_on": count_on})
+    caps = build_enforcer(REDIS_URL, policy, key_prefix=f"{redis_prefix}-caps", clients=clients)
+    try:
+        pipe = OfferPipeline(world.bundle, store, cap_enforcer=caps, config=PipelineConfig())
+        members = world.profiles[ProfileCol.MEMBER_ID].tolist()
+        trip = pek_ctu_economy(world.now)
+        warm = RecommendRequest(member_id=members[0], placement="booking", trip=trip, now=world.now, limit=3)
+        pipe.recommend(warm)  # loads the scripts (NOSCRIPT) once
+        for i in range(1, 4):  # a member each: every request has offers to record
+            req = RecommendRequest(member_id=members[i], placement="booking", trip=trip, now=world.now, limit=3)
+            counting.commands.clear()
+            res = pipe.recommend(req)
+            assert res.offers and res.cap_degraded is None and res.store_degraded is None
+            # event: the member read brings the cap state, nothing else; serve: plus the commit of the picks
+            expected = ["EVALSHA"] if count_on == "event" else ["EVALSHA", "EVALSHA"]
+            assert counting.commands == expected, (i, counting.commands)
+    finally:
+        clients.close()
+
+
 def test_with_redis_member_store_and_redis_caps(world: World, redis_prefix: str) -> None:
-    store = RedisMemberStore(REDIS_URL, prefix=redis_prefix, socket_timeout=5)
+    # a generous timeout: this test is about the caps stage, not outages (the shared test machine is busy)
+    clients = RedisClients(RedisConfig(REDIS_URL, policy=RedisCallPolicy(timeout_ms=2000)))
+    store = RedisMemberStore(clients, prefix=redis_prefix)
     publish_profiles(store, world.profiles, world.bundle, "1")
     # Counted on serve: this test is about the atomic check-and-record in Redis (the file counts events).
     policy = load_policy(POLICY_FILE).model_copy(update={"count_on": "serve"})
-    # a generous timeout: this test is about the caps stage, not outages (the shared test machine is busy)
-    caps = build_enforcer(REDIS_URL, policy, key_prefix=f"{redis_prefix}-caps", timeout_ms=2000)
+    caps = build_enforcer(REDIS_URL, policy, key_prefix=f"{redis_prefix}-caps", clients=clients)
     try:
         pipe = OfferPipeline(world.bundle, store, cap_enforcer=caps, config=PipelineConfig())
         member = world.profiles[ProfileCol.MEMBER_ID].iloc[0]
@@ -237,8 +281,7 @@ def test_with_redis_member_store_and_redis_caps(world: World, redis_prefix: str)
         assert 0 < shown <= daily  # member_daily cap of config/caps.yaml, counted in Redis
         assert any(r.startswith("cap:") for r in capped)
     finally:
-        caps.close()
-        store.close()
+        clients.close()
 
 
 def test_the_member_stores_embedding_is_used_only_for_the_model_version_it_was_published_for(
