@@ -83,8 +83,9 @@ TABLE_ORDER: tuple[str, ...] = (
     "flights",
     "ancillaries",
     "redemptions",
-    "interactions",
+    # before interactions: an interaction's request_id must name a logged request
     "requests",
+    "interactions",
     "member_aggregates",
     "partner_activities",
 )
@@ -100,6 +101,7 @@ REFERENCES: dict[tuple[str, str], tuple[str, str]] = {
     ("interactions", Col.MEMBER_ID): ("members", "member"),
     ("interactions", Col.OFFER_ID): ("offers", "offer"),
     ("interactions", Col.FLIGHT_ID): ("flights", "flight"),
+    ("interactions", Col.REQUEST_ID): ("requests", "request"),
     ("member_aggregates", Col.MEMBER_ID): ("members", "member"),
     ("requests", Col.MEMBER_ID): ("members", "member"),
     ("requests", Col.FLIGHT_ID): ("flights", "flight"),

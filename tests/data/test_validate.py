@@ -382,3 +382,37 @@ def test_a_requests_table_without_its_propensities_column_is_reported(world_copy
     )
     lines = lines_of(validate_dataset(world_copy))
     assert any("missing column 'propensities'" in line for line in lines), sorted(lines)
+
+
+def test_an_interaction_naming_a_request_not_in_the_log_is_reported(world_copy: Path) -> None:
+    part = "interactions/part-00000.parquet"
+    frame = pd.read_parquet(world_copy / part)
+    row = int(np.flatnonzero(frame[Col.REQUEST_ID].notna().to_numpy())[0])
+    rewrite(
+        world_copy,
+        part,
+        lambda i: i.__setitem__(Col.REQUEST_ID, i[Col.REQUEST_ID].where(i.index != row, "R-NOWHERE")),
+    )
+    lines = lines_of(validate_dataset(world_copy))
+    assert (
+        f"{part} row {row + 1}, column request_id: unknown request 'R-NOWHERE' "
+        "(no such request_id in requests)"
+    ) in lines, sorted(lines)
+    code, output = run("data", "validate", world_copy)
+    assert code != 0 and "unknown request 'R-NOWHERE'" in output
+
+
+def test_an_import_refuses_an_interaction_naming_a_request_not_in_the_log(
+    world_copy: Path, tmp_path: Path
+) -> None:
+    part = "interactions/part-00000.parquet"
+    frame = pd.read_parquet(world_copy / part)
+    row = int(np.flatnonzero(frame[Col.REQUEST_ID].notna().to_numpy())[-1])
+    rewrite(
+        world_copy,
+        part,
+        lambda i: i.__setitem__(Col.REQUEST_ID, i[Col.REQUEST_ID].where(i.index != row, "R-NOWHERE")),
+    )
+    code, output = run("data", "import", world_copy, "--out", tmp_path / "imported")
+    assert code != 0
+    assert "unknown request 'R-NOWHERE' (no such request_id in requests)" in output, output
