@@ -138,12 +138,12 @@ class BundleScorer:
 class RecommendPipeline(Protocol):
     """What :class:`PipelinePolicy` needs of :class:`recsys.pipeline.pipeline.OfferPipeline`."""
 
-    def recommend(self, request: Any) -> Any: ...
+    def rank(self, request: Any) -> Sequence[str]: ...
 
 
 class PipelinePolicy:
     """The service's pipeline as a policy: per request it ranks (eligibility, value, diversity, no caps);
-    the first ``k`` offers that are in the request's candidate set make the slate."""
+    the first ``k`` ranked offers that are in the request's candidate set make the slate."""
 
     def __init__(self, name: str, pipeline: RecommendPipeline, trained_before: datetime | None) -> None:
         self.name = name
@@ -152,42 +152,48 @@ class PipelinePolicy:
         self.progress = False
 
     def inclusion(self, batch: RequestBatch) -> np.ndarray:
-        from recsys.pipeline.types import MAX_LIMIT, RecommendRequest, TripContext
+        from recsys.pipeline.types import RecommendRequest, TripContext
 
         req = batch.requests
-        starts = batch.starts
+        starts = batch.starts.tolist()
         scores = np.full(batch.n_pairs, -np.inf)
-        cols = {c: req[c].to_numpy(object) for c in req.columns}
-        times = pd.to_datetime(req[Col.REQUEST_TIME]).dt.tz_localize(UTC)
-        deps = pd.to_datetime(req[Col.DEPARTURE_TIME]).dt.tz_localize(UTC)
+        # plain Python values, once: per-row pandas access costs as much as a pipeline stage
+        cols = {c: req[c].tolist() for c in req.columns}
+        times = [t.to_pydatetime() for t in pd.to_datetime(req[Col.REQUEST_TIME]).dt.tz_localize(UTC)]
+        deps = _aware(req[Col.DEPARTURE_TIME])
+        offer_ids = batch.offer_id
         for i in tqdm(range(batch.n_requests), desc=self.name, disable=not self.progress, unit="req"):
             a, b = starts[i], starts[i + 1]
             if a == b:
                 continue
             trip = None
             if isinstance(cols[Col.ORIGIN][i], str):
-                dep = deps.iloc[i]
                 trip = TripContext(
                     origin=cols[Col.ORIGIN][i],
                     destination=cols[Col.DESTINATION][i],
-                    departure_time=None if pd.isna(dep) else dep.to_pydatetime(),
+                    departure_time=deps[i],
                     cabin=cols[Col.CABIN][i],
                     fare_class=cols[Col.FARE_CLASS][i],
                     flight_number=cols[Col.FLIGHT_NUMBER][i],
                 )
-            result = self.pipeline.recommend(
+            ranking = self.pipeline.rank(
                 RecommendRequest(
                     member_id=str(cols[Col.MEMBER_ID][i]),
                     placement=str(cols[Col.PLACEMENT][i]),
                     trip=trip,
-                    limit=MAX_LIMIT,
-                    now=times.iloc[i].to_pydatetime(),
+                    now=times[i],
                 )
             )
-            rank = {o.offer_id: len(result.offers) - r for r, o in enumerate(result.offers)}
-            cand = batch.offer_id[a:b]
-            scores[a:b] = [rank.get(o, -np.inf) for o in cand]
+            n = len(ranking)
+            rank = {o: n - r for r, o in enumerate(ranking)}
+            scores[a:b] = [rank.get(o, -np.inf) for o in offer_ids[a:b]]
         return (slot_of(batch, scores) >= 0).astype(np.float64)
+
+
+def _aware(times: pd.Series) -> list[datetime | None]:
+    """Naive UTC times as aware datetimes (None for a missing one)."""
+    out = pd.to_datetime(times).dt.tz_localize(UTC)
+    return [None if pd.isna(t) else t.to_pydatetime() for t in out]
 
 
 def standard_policies(
@@ -205,9 +211,9 @@ def standard_policies(
     popularity by their scores; per-offer conversion; each learned model ranked by calibrated acceptance ×
     margin (``<kind>``, as the service values offers) and by acceptance alone (``<kind>_acceptance``); for the
     kinds in ``pipeline_kinds`` and for contextual rankers (they score a request in its context) the service's
-    whole pipeline (``<kind>_pipeline``; its member store holds profiles without the exposure history, so a
-    contextual ranker's ``<kind>`` rows, scored with each request's exposures, are the ones to read); the
-    oracles.
+    whole pipeline by expected value (``<kind>_pipeline``) and by acceptance (``<kind>_pipeline_acceptance``)
+    — a contextual ranker's member store holds the exposure history, so each request is scored with the
+    member's exposures before it, as its ``<kind>`` rows are; the oracles.
     """
     from recsys.evaluation.policy import ScoredPolicy
     from recsys.evaluation.policy_eval import EV_ORACLE_POLICY, ORACLE_POLICY, margins_by_offer
@@ -250,25 +256,69 @@ def standard_policies(
         policies.append(
             ScoredPolicy(BundleScorer(f"{kind}_acceptance", bundle, "acceptance", margins, profiles))
         )
+    exposures = None
     for kind in pipelines:
-        policies.append(pipeline_policy(f"{kind}_pipeline", bundles[kind], profiles_df))
+        if getattr(bundles[kind], "context_ranker", None) is not None and exposures is None:
+            exposures = replay_exposures(dataset_dir, replay)
+        contextual = exposures if getattr(bundles[kind], "context_ranker", None) is not None else None
+        for objective, suffix in (("expected_value", ""), ("acceptance", "_acceptance")):
+            policies.append(
+                pipeline_policy(
+                    f"{kind}_pipeline{suffix}",
+                    bundles[kind],
+                    profiles_df,
+                    objective=objective,
+                    exposures=contextual,
+                )
+            )
     if replay.p_true is not None:
         policies.append(ScoredPolicy(ArrayScorer(ORACLE_POLICY, replay.p_true)))
         policies.append(ScoredPolicy(ArrayScorer(EV_ORACLE_POLICY, replay.p_true * replay.margin)))
     return policies
 
 
-def pipeline_policy(name: str, bundle: Any, profiles: pd.DataFrame) -> PipelinePolicy:
-    """The service's pipeline over ``bundle`` with an in-process member store of ``profiles`` and no caps;
-    every catalogue offer is retrieved (the logged candidate set bounds the slate) and seat inventory, which
-    the log does not hold, is not required."""
+def pipeline_policy(
+    name: str,
+    bundle: Any,
+    profiles: pd.DataFrame,
+    *,
+    objective: str = "expected_value",
+    exposures: Mapping[str, Any] | None = None,
+) -> PipelinePolicy:
+    """The service's pipeline over ``bundle`` ranking by ``objective``, with an in-process member store of
+    ``profiles`` and no caps; every catalogue offer is retrieved (the logged candidate set bounds the slate)
+    and seat inventory, which the log does not hold, is not required. ``exposures`` (member → exposure
+    history, :func:`replay_exposures`) join the profiles as the service publishes them, so a contextual
+    ranker scores each request with the member's exposures before it."""
     from recsys.pipeline.pipeline import OfferPipeline
     from recsys.pipeline.types import PipelineConfig
+    from recsys.ranker.features import EXPOSURES_KEY
     from recsys.stores.member_store import EmbeddedMemberStore
 
+    if exposures is not None:
+        ids = profiles[Col.MEMBER_ID].astype(str)
+        profiles = profiles.assign(**{EXPOSURES_KEY: [exposures.get(m) for m in ids]})
     store = EmbeddedMemberStore()
     store.publish(profiles, None, "replay")
-    config = PipelineConfig(retrieval_k=len(bundle.offers), require_seat_inventory=False)
+    config = PipelineConfig(retrieval_k=len(bundle.offers), require_seat_inventory=False, objective=objective)
     before = bundle.info.get("before")
     trained = datetime.fromisoformat(before) if before else datetime.max
     return PipelinePolicy(name, OfferPipeline(bundle, store, None, config), trained)
+
+
+def replay_exposures(dataset_dir: str | Any, replay: Any) -> dict[str, Any]:
+    """Each member's impressions, dismissals, clicks and purchases from the exposure horizon before the
+    replayed period's start to its end, in the member store's format: the ranker's features count, for each
+    request, only those before it — the member's state as of the request, as the open replay values it."""
+    from pathlib import Path
+
+    from recsys.data.layout import read_table
+    from recsys.ranker.features import EXPOSURE_HORIZON_DAYS, member_exposures
+
+    root = Path(dataset_dir)
+    events = read_table(
+        root, "interactions", columns=[Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME]
+    )
+    offers = read_table(root, "offers", columns=[Col.OFFER_ID, Col.FAMILY])
+    since = replay.cutoff - pd.Timedelta(days=EXPOSURE_HORIZON_DAYS)
+    return member_exposures(events, offers, replay.end, since=since)

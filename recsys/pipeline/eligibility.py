@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from recsys.pipeline.catalogue import AWARD_CATEGORIES, Catalogue, CatalogueOffer
 from recsys.pipeline.messages import CABIN_NAMES, EN, term
@@ -200,6 +201,7 @@ def rule_fare_class(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     return None
 
 
+@lru_cache(maxsize=4096)  # a few hundred offers' origin sets: sorted once, not on every rejection
 def _origins_text(origins: frozenset[str]) -> str:
     listed = sorted(origins)
     return f"{listed[:8]}{' and others' if len(listed) > 8 else ''}"

@@ -230,6 +230,8 @@ class RecommendResult:
     # The candidate set the slate was chosen from (after eligibility and caps), for the request log.
     candidates: tuple[str, ...] = ()
     explored: bool = False  # the slate was drawn uniformly at random (exploration share)
+    # OfferPipeline.rank only: every eligible offer in ranked order (value, diversity), before caps and limit.
+    ranking: tuple[str, ...] = ()
 
 
 class Stage:

@@ -718,7 +718,10 @@ class OfferArrays:
 
 
 def member_exposures(
-    events: pd.DataFrame, offers: pd.DataFrame, as_of: datetime | pd.Timestamp
+    events: pd.DataFrame,
+    offers: pd.DataFrame,
+    as_of: datetime | pd.Timestamp,
+    since: datetime | pd.Timestamp | None = None,
 ) -> dict[str, dict[str, list[Any]]]:
     """Each member's exposure history for the online profile (key :data:`EXPOSURES_KEY`): their impressions,
     dismissals, clicks and purchases of the :data:`EXPOSURE_HORIZON_DAYS` before ``as_of``, as
@@ -728,10 +731,15 @@ def member_exposures(
     (:func:`with_exposures`), so events after the publish reach the features at the next publish (the
     frequency caps, counted live, bound repeated exposure meanwhile). Training counts the same events as
     of each impression's time (:func:`recsys.ranker.training.impression_table`).
+
+    ``since`` reaches further back than the horizon: a replay of a whole period publishes the history from
+    the horizon before its start to its end once, and each request's features count only what lies before
+    it (:func:`single_member_exposure`).
     """
     t = to_seconds(events[Col.EVENT_TIME])
     end = to_seconds(as_of)[0]
-    keep = (t < end) & (t >= end - EXPOSURE_HORIZON_DAYS * _DAY_S)
+    start = end - EXPOSURE_HORIZON_DAYS * _DAY_S if since is None else to_seconds(since)[0]
+    keep = (t < end) & (t >= start)
     members = events[Col.MEMBER_ID].astype(str).to_numpy(object)[keep]
     offer_ids = events[Col.OFFER_ID].astype(str).to_numpy(object)[keep]
     kinds = events[Col.EVENT_TYPE].astype(str).map(EVENT_CODES).fillna(-1).to_numpy(np.int64)[keep]

@@ -147,3 +147,79 @@ def test_closed_loop_accumulates_the_policy_s_own_fatigue_and_caps_limit_exposur
     assert free.impressions == pytest.approx(pi.sum())
     assert 0 < free.purchases < pi @ replay.p_true
     assert free.dismissals > 0 and capped.dismissals < free.dismissals
+
+
+def test_the_pipeline_policy_replays_the_slates_the_service_would_return(
+    small_world: Path, replay: Replay
+) -> None:
+    """PipelinePolicy ranks through OfferPipeline.rank; each slate must be what recommend() — the service's
+    path, explanations and all — returns for the same request, restricted to the request's candidates."""
+    from datetime import UTC
+
+    from recsys.evaluation.policies import pipeline_policy
+    from recsys.features.profiles import build_member_profiles
+    from recsys.models.bundle import ModelBundle
+    from recsys.pipeline.types import MAX_LIMIT, RecommendRequest, TripContext
+
+    split = time_split(small_world)
+    bundle = ModelBundle.train(small_world, "als", None, before=split.before, seed=3)
+    profiles = build_member_profiles(small_world, as_of=replay.cutoff.to_pydatetime())
+    policy = pipeline_policy("als_pipeline", bundle, profiles)
+    batch = replay.batch.take(np.arange(0, replay.batch.n_requests, 7))
+    inclusion = policy.inclusion(batch)
+    starts, req = batch.starts, batch.requests
+    shown_any = 0
+    for i in range(batch.n_requests):
+        row = req.iloc[i]
+        trip = None
+        if isinstance(row[Col.ORIGIN], str):
+            dep = pd.Timestamp(row[Col.DEPARTURE_TIME])
+            trip = TripContext(
+                origin=row[Col.ORIGIN],
+                destination=row[Col.DESTINATION],
+                departure_time=None if pd.isna(dep) else dep.tz_localize(UTC).to_pydatetime(),
+                cabin=row[Col.CABIN],
+                fare_class=row[Col.FARE_CLASS],
+                flight_number=row[Col.FLIGHT_NUMBER],
+            )
+        now = pd.Timestamp(row[Col.REQUEST_TIME]).tz_localize(UTC).to_pydatetime()
+        member, placement = str(row[Col.MEMBER_ID]), str(row[Col.PLACEMENT])
+        full = policy.pipeline.recommend(
+            RecommendRequest(member_id=member, placement=placement, trip=trip, limit=MAX_LIMIT, now=now)
+        )
+        served = [o.offer_id for o in full.offers]
+        cand = set(batch.offer_id[starts[i] : starts[i + 1]])
+        want = [o for o in served if o in cand][: int(row["slots"])]
+        got = set(batch.offer_id[starts[i] : starts[i + 1]][inclusion[starts[i] : starts[i + 1]] > 0])
+        assert got == set(want), (i, got, want)
+        shown_any += bool(want)
+        # and the ranking's head is exactly the slate the service returns for a short list
+        k = int(row["slots"])
+        short = policy.pipeline.recommend(
+            RecommendRequest(member_id=member, placement=placement, trip=trip, limit=k, now=now)
+        )
+        assert list(policy.pipeline.rank(
+            RecommendRequest(member_id=member, placement=placement, trip=trip, now=now)
+        )[:k]) == [o.offer_id for o in short.offers]  # fmt: skip
+    assert shown_any > batch.n_requests // 2
+
+
+def test_replay_exposures_hold_every_event_from_the_horizon_before_the_period_to_its_end(
+    small_world: Path, replay: Replay
+) -> None:
+    from recsys.data.layout import read_table
+    from recsys.evaluation.policies import replay_exposures
+
+    history = replay_exposures(small_world, replay)
+    events = read_table(small_world, "interactions")
+    t = pd.to_datetime(events[Col.EVENT_TIME])
+    inside = events[(t >= replay.cutoff - pd.Timedelta(days=90)) & (t < replay.end)]
+    want = inside.groupby(Col.MEMBER_ID).size()
+    got = pd.Series({m: len(h["offer"]) for m, h in history.items()})
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
+    # a member's events come in time order, offers with their family
+    member = str(want.idxmax())
+    mine = inside[inside[Col.MEMBER_ID] == member].sort_values(Col.EVENT_TIME, kind="stable")
+    assert sorted(history[member]["offer"]) == sorted(mine[Col.OFFER_ID].astype(str))
+    assert history[member]["time"] == sorted(history[member]["time"])
+    assert len(history[member]["family"]) == len(mine)
