@@ -195,7 +195,13 @@ def flatten_params(value: Mapping[str, Any], prefix: str = "") -> dict[str, str]
 
 
 def _kinds(model: str | Sequence[str]) -> list[str]:
-    kinds = list(ALL_KINDS) if model == "all" else [model] if isinstance(model, str) else list(model)
+    """Model kinds of ``model``: one kind, ``all``, or a comma-separated list of them (``all,ranker``)."""
+    names = [m.strip() for m in model.split(",")] if isinstance(model, str) else list(model)
+    kinds: list[str] = []
+    for name in names:
+        for kind in ALL_KINDS if name == "all" else (name,):
+            if kind not in kinds:
+                kinds.append(kind)
     unknown = [k for k in kinds if k not in MODEL_KINDS]
     if unknown or not kinds:
         raise PipelineError(f"unknown model kind(s) {unknown}; choose from {', '.join(MODEL_KINDS)} or all")
@@ -620,7 +626,14 @@ def closed_loop_report(
         )
     if kind not in report.bundles:
         raise PipelineError(f"no trained model {kind!r} for the closed loop; have {sorted(report.bundles)}")
-    scores = BundleScorer(kind, report.bundles[kind], "value", margins_by_offer(replay)).score(replay.batch)
+    bundle = report.bundles[kind]
+    if getattr(bundle, "context_ranker", None) is not None:
+        # a contextual ranker scores each request in its context (exposures: the logged ones before it)
+        from recsys.ranker.policy import RankerScorer
+
+        scores = RankerScorer(bundle, root, objective="expected_value", name=kind).score(replay.batch)
+    else:
+        scores = BundleScorer(kind, bundle, "value", margins_by_offer(replay)).score(replay.batch)
     offers = read_table(root, "offers")
     members = read_table(root, "members", columns=[Col.MEMBER_ID, Col.TIER, Col.TIME_ZONE])
     results = [closed_loop(replay, scores, kind, offers, members, None, seed=seed, progress=progress)]

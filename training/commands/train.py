@@ -13,7 +13,10 @@ from training.pipeline import MODEL_KINDS, SplitSettings
 
 TRANSFORMS: tuple[str, ...] = ("raw", "log1p", "bm25")
 
-_MODEL_HELP = f"Model kind: {'|'.join(MODEL_KINDS)} or all (the best on the primary metric is registered)."
+_MODEL_HELP = (
+    f"Model kind: {'|'.join(MODEL_KINDS)}, all, or a comma-separated list (all,ranker); the best on the "
+    "primary metric is registered."
+)
 
 DataOpt = Annotated[
     Path | None,
