@@ -135,10 +135,16 @@ def request_responder(
     member_ids: np.ndarray,
     offer_ids: np.ndarray,
     placements: np.ndarray,
+    *,
+    destination_average: bool = False,
 ) -> Responder:
     """The :class:`Responder` of each (request, offer) pair — its trip's purpose, long haul, premium cabin and
     placement — exactly as the generator drew responses. All arguments are per pair. Raises ``KeyError``
-    naming unknown ids, ``DatasetError`` without truth."""
+    naming unknown ids, ``DatasetError`` without truth.
+
+    ``destination_average``: the member-specific destination term (region affinity, favourites, latent
+    tastes) replaced by its average over these pairs' members, per offer: the same world without destination
+    taste, whose oracle measures what that taste is worth."""
     root = Path(dataset_dir)
     params = acceptance_parameters(root)
     ctx_dir = root / TRUTH_DIR / REQUEST_CONTEXT_DIR
@@ -163,9 +169,10 @@ def request_responder(
     traits = acc.member_arrays(member_traits(root, list(uniq)))
     place_codes = {p: i for i, p in enumerate(acc.PLACEMENTS)}
     place = np.array([place_codes[p] for p in np.asarray(placements, dtype=object)], dtype=np.int64)
+    average = acc.destination_term_average(params, traits, offer_arr) if destination_average else None
     logit = acc.pair_logit(
         params, traits, offer_arr, midx, oidx, purpose=purpose, long_haul=long_haul, premium=premium,
-        placement=place,
+        placement=place, destination_average=average,
     )  # fmt: skip
     return Responder(params, logit, traits.tolerance[midx], traits.price_sensitivity[midx])
 

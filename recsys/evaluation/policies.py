@@ -216,7 +216,12 @@ def standard_policies(
     member's exposures before it, as its ``<kind>`` rows are; the oracles.
     """
     from recsys.evaluation.policy import ScoredPolicy
-    from recsys.evaluation.policy_eval import EV_ORACLE_POLICY, ORACLE_POLICY, margins_by_offer
+    from recsys.evaluation.policy_eval import (
+        EV_ORACLE_POLICY,
+        NO_TASTE_ORACLE_POLICY,
+        ORACLE_POLICY,
+        margins_by_offer,
+    )
     from recsys.features.profiles import build_member_profiles, profile_records
 
     cutoff = replay.cutoff.to_pydatetime()
@@ -274,6 +279,10 @@ def standard_policies(
     if replay.p_true is not None:
         policies.append(ScoredPolicy(ArrayScorer(ORACLE_POLICY, replay.p_true)))
         policies.append(ScoredPolicy(ArrayScorer(EV_ORACLE_POLICY, replay.p_true * replay.margin)))
+    if replay.p_no_taste is not None:
+        # the oracle of a world without destination taste, valued in this one: oracle minus this row is
+        # what the taste term is worth (what CF features can at most recover)
+        policies.append(ScoredPolicy(ArrayScorer(NO_TASTE_ORACLE_POLICY, replay.p_no_taste)))
     return policies
 
 

@@ -35,6 +35,7 @@ PRIMARY_POLICY_METRIC = "ev_per_request"
 POLICY_BASELINE = "popularity"
 ORACLE_POLICY = "oracle"
 EV_ORACLE_POLICY = "ev_oracle"
+NO_TASTE_ORACLE_POLICY = "oracle_no_taste"  # ranks by true acceptance without the destination-taste term
 CHECKED_FAMILIES: tuple[str, ...] = (OfferFamily.UPSELL.value, OfferFamily.ANCILLARY.value)
 
 
@@ -134,6 +135,7 @@ def evaluate_policies(
     n = batch.n_requests
     inclusions: dict[str, np.ndarray] = {}
     results: list[PolicyResult] = []
+    redemption = (replay.family == OfferFamily.REDEMPTION.value).astype(np.float64)
     for policy in tqdm(policies, desc="policies", unit="policy", disable=not progress):
         t0 = time.perf_counter()
         if hasattr(policy, "progress"):
@@ -148,6 +150,8 @@ def evaluate_policies(
                 "ev": float(pi @ (replay.p_true * replay.margin)) / n,
                 "purchases_fatigue": float(pi @ replay.p_true_fatigue) / n,
                 "ev_fatigue": float(pi @ (replay.p_true_fatigue * replay.margin)) / n,
+                # redemptions alone: where destination taste acts (award flights, hotels)
+                "purchases_redemption": float(pi @ (replay.p_true * redemption)) / n,
             }
             for fam in CHECKED_FAMILIES:
                 mask = replay.family == fam
@@ -199,6 +203,7 @@ def policy_table(report: PolicyReport) -> pd.DataFrame:
             row["EV/req (CNY)"] = r.true["ev"]
             row["purchases/req fatigue"] = r.true["purchases_fatigue"]
             row["EV/req fatigue"] = r.true["ev_fatigue"]
+            row["redemption purchases/req"] = r.true.get("purchases_redemption", float("nan"))
             row["purchases x base"] = _ratio(r.true["purchases"], base.true["purchases"])
             row["EV x base"] = _ratio(r.true["ev"], base.true["ev"])
             row["purchases / oracle"] = (

@@ -55,6 +55,9 @@ class Replay:
     logging_inclusion: np.ndarray | None = None  # ... the logging policy's inclusion of every candidate
     responder: Responder | None = None  # ... the hidden response model of every pair (closed loop)
     prior_before_cutoff: np.ndarray | None = None  # the member's impressions of the offer before the cut-off
+    # ... true P(purchase) with the member-specific destination-taste term replaced by its offer average
+    # (what the oracle loses without taste: the taste term's worth)
+    p_no_taste: np.ndarray | None = None
 
     @property
     def has_truth(self) -> bool:
@@ -196,13 +199,15 @@ def load_replay(
 
     batch = RequestBatch(requests[[*REQUEST_CONTEXT, SLOTS]].reset_index(drop=True), rows, cand)
     logged = LoggedPairs(rows, shown, propensity, reward, m_code, n)
-    p_true = p_fat = logging = responder = None
+    p_true = p_fat = logging = responder = p_no_taste = None
     if with_truth and has_request_truth(root):
         req_ids = requests[Col.REQUEST_ID].astype(str).to_numpy(object)[rows]
         placements = requests[Col.PLACEMENT].to_numpy(object)[rows]
         responder = request_responder(root, req_ids, members[rows], cand, placements)
         p_true = 1.0 / (1.0 + np.exp(-responder.logit))
         p_fat = responder.probabilities(np.arange(len(rows)), prior)[0]
+        flat = request_responder(root, req_ids, members[rows], cand, placements, destination_average=True)
+        p_no_taste = 1.0 / (1.0 + np.exp(-flat.logit))
         pop = legacy_popularity(root)
         if pop:
             weights = np.array([pop.get(o, 0.0) for o in offer_index], dtype=np.float64)[ocode]
@@ -222,6 +227,7 @@ def load_replay(
         logging,
         responder,
         np.minimum(prior_cut, prior),
+        p_no_taste,
     )
 
 
