@@ -57,10 +57,10 @@ def bootstrap_profiles(
             return None
         try:
             from recsys.features.profiles import build_member_profiles
-            from recsys.ranker.features import with_exposures
+            from recsys.ranker.features import with_ranker_history
 
             started = time.perf_counter()
-            profiles = with_exposures(build_member_profiles(data_dir), data_dir)
+            profiles = with_ranker_history(build_member_profiles(data_dir), data_dir)
             version = f"svc{int(time.time())}"
             report = store.publish(profiles, None, version)
             logger.info(

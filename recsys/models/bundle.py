@@ -63,7 +63,7 @@ from recsys.models.features import (
     member_feature_table,
 )
 from recsys.models.registry import MODEL_KINDS, config_class, load_model, model_class
-from recsys.ranker.features import OfferArrays, ScoringContext
+from recsys.ranker.features import CFItems, OfferArrays, ScoringContext, cf_scores
 from recsys.ranker.model import ContextRanker
 from recsys.retrieval.index import IndexConfig, ItemIndex, recall_at_k
 from recsys.schema import INTERACTIONS, MEMBERS, OFFERS, Col, EventType
@@ -285,9 +285,17 @@ class ModelBundle:
         self.context_ranker: ContextRanker | None = getattr(model, "context_", None)
         self._ranker_offers: OfferArrays | None = None
         self._ranker_rows: dict[str, int] = {}
+        self._ranker_cf: CFItems | None = None
         if self.context_ranker is not None:
-            self._ranker_offers = self.context_ranker.space.bind_offers(offers)
-            self._ranker_rows = {o: i for i, o in enumerate(self._ranker_offers.offer_ids)}
+            self._bind_context_ranker(self.context_ranker)
+
+    def _bind_context_ranker(self, ranker: ContextRanker) -> None:
+        """Per-offer feature arrays and CF item rows of this catalogue for the ranker, bound once."""
+        self._ranker_offers = ranker.space.bind_offers(self.offers)
+        self._ranker_rows = {o: i for i, o in enumerate(self._ranker_offers.offer_ids)}
+        self._ranker_cf = CFItems.build(
+            self.item_ids, self._vectors.item, self._ranker_offers.offer_ids, self._ranker_offers.destination
+        )
 
     # ------------------------------------------------------------------------------------------- training
     @classmethod
@@ -410,8 +418,7 @@ class ModelBundle:
             raise BundleError(f"a {self.kind} model cannot carry a context ranker")
         self.model.context_ = ranker
         self.context_ranker = ranker
-        self._ranker_offers = ranker.space.bind_offers(self.offers)
-        self._ranker_rows = {o: i for i, o in enumerate(self._ranker_offers.offer_ids)}
+        self._bind_context_ranker(ranker)
         self.info["ranker"] = dict(stats or {})
 
     # -------------------------------------------------------------------------------------------- save/load
@@ -690,25 +697,24 @@ class MemberScoring:
         Offers the bundle does not know score ``-inf`` with probability 0. With a request ``context`` and a
         contextual ranker in the bundle, both are the ranker's P(purchase) in that context (offers outside
         the catalogue: 0); other models ignore the context."""
-        scores, idx = self.model_scores(offer_ids)
         b = self.bundle
         if context is not None and b.context_ranker is not None:
-            return self._in_context(offer_ids, scores, context)
+            return self._in_context(offer_ids, context)
+        scores, idx = self.model_scores(offer_ids)
         cal = b.calibration["known" if self.known else "cold"]
         return scores, cal(scores, idx)
 
-    def _in_context(
-        self, offer_ids: Sequence[str], cf: np.ndarray, context: ScoringContext
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _in_context(self, offer_ids: Sequence[str], context: ScoringContext) -> tuple[np.ndarray, np.ndarray]:
         b = self.bundle
-        ranker, offers = b.context_ranker, b._ranker_offers
-        assert ranker is not None and offers is not None
+        ranker, offers, cf_items = b.context_ranker, b._ranker_offers, b._ranker_cf
+        assert ranker is not None and offers is not None and cf_items is not None
         pos = b._ranker_rows
         rows = np.fromiter((pos.get(o, -1) for o in offer_ids), dtype=np.int64, count=len(offer_ids))
         out = np.zeros(len(rows), dtype=np.float64)
         ok = rows >= 0
         if ok.any():
-            x = ranker.space.request_matrix(offers, rows[ok], context, cf[ok], self.known)
+            scores = cf_scores(self.vector, b._vectors.item, cf_items, rows[ok]) if ranker.space.cf else None
+            x = ranker.space.request_matrix(offers, rows[ok], context, scores, self.known)
             out[ok] = ranker.predict(x)
         return out.copy(), out
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.layout import read_table
+from recsys.ranker.features import with_travel
 from recsys.ranker.training import _naive, dataset_end, impression_table, read_events
 
 
@@ -90,7 +91,8 @@ def heldout_report(
         raise ValueError("the bundle has no context ranker")
     s = _naive(start)
     e = _naive(end) if end is not None else dataset_end(root) + pd.Timedelta(seconds=1)
-    profiles = build_member_profiles(root, s.to_pydatetime() - pd.Timedelta(microseconds=1), seed=seed)
+    as_of = s.to_pydatetime() - pd.Timedelta(microseconds=1)
+    profiles = with_travel(build_member_profiles(root, as_of, seed=seed), root, as_of)
     table = impression_table(
         root, ranker.space, read_table(root, "offers"), read_events(root, e), profiles, bundle, s, e
     )

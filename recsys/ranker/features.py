@@ -23,7 +23,13 @@ Blocks (names in :attr:`FeatureSpace.names`):
   impressions of anything in the last day and week — always counted strictly *before* the request time.
   The history reaches back :data:`EXPOSURE_HORIZON_DAYS`, the same in training and online (see
   :func:`member_exposures` for where the service gets it).
-- **cf**: the collaborative model's score of (member, offer) and whether the member had a learned vector.
+- **travel** (offers with a destination: award flights, hotels): the member's flights to the offer's
+  destination, the share of their flights to its region, and their partner activities (hotel nights, car
+  rentals) there — the observable side of their destination tastes, from the travel history
+  (:func:`member_travel`) published with the profile.
+- **cf**: the collaborative model's scores of (member, offer) and of (member, the offer's destination as a
+  flight and as a hotel token), and whether the member had a learned vector. A feature space built with
+  ``cf=False`` has no CF block (the "without CF" ranker of the policy table).
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from recsys.ranker.taste import DestinationFactors
 from recsys.schema import CABIN_ORDER, Col, EventType, OfferFamily, Placement
 
 EXPOSURE_HORIZON_DAYS = 90
@@ -113,7 +120,17 @@ _EXPOSURE_SPECS: tuple[tuple[str, str, int, int], ...] = (
     ("member_impressions_7d", "member", 0, 7),
 )
 EXPOSURE_FEATURES: tuple[str, ...] = (*(s[0] for s in _EXPOSURE_SPECS), "days_since_offer_shown")
-CF_FEATURES: tuple[str, ...] = ("cf_score", "cf_known")
+TRAVEL_FEATURES: tuple[str, ...] = ("dest_flights", "dest_region_share", "dest_partner_activities")
+TRAVEL_KEY = "travel"  # the profile key holding the member's travel history (flights and partner places)
+# Dot products of the member's CF vector with item vectors: the offer's own, and (offers with a destination:
+# award flights, hotels) the destination's flight token, its lift over the member's mean destination score,
+# and the destination's hotel token. Flights are far denser than redemptions, so the destination tokens carry
+# the member's travel tastes to offers they never bought ("flies to X, redeems at Y").
+CF_SCORES: tuple[str, ...] = ("cf_score", "cf_dest_score", "cf_dest_lift", "cf_hotel_score")
+# The destination-taste factors' score of (member, the offer's destination) and its lift over the mean
+# destination (recsys.ranker.taste): the member's vector folded in from their travel history.
+TASTE_SCORES: tuple[str, ...] = ("cf_taste_score", "cf_taste_lift")
+CF_FEATURES: tuple[str, ...] = (*CF_SCORES, *TASTE_SCORES, "cf_known")
 EVENT_CODES: dict[str, int] = {
     EventType.IMPRESSION.value: 0,
     EventType.DISMISS.value: 1,
@@ -295,6 +312,107 @@ def single_member_exposure(
     return out
 
 
+def travel_block(
+    travel: Sequence[Mapping[str, Any] | None],
+    member: np.ndarray,
+    offers: OfferArrays,
+    rows: np.ndarray,
+    airports: Mapping[str, tuple[float, float, int, bool]],
+) -> np.ndarray:
+    """The :data:`TRAVEL_FEATURES` of pairs: ``travel`` holds members' histories (:func:`member_travel`; None
+    for none), ``member`` each pair's position in it, ``rows`` its offer's row in ``offers``. NaN for offers
+    without a destination."""
+    n = len(rows)
+    out = np.full((n, len(TRAVEL_FEATURES)), np.nan)
+    dest, has = offers.destination[rows], offers.has_destination[rows]
+    region = offers.region[rows]
+    # per member: flights per region (the share's numerators) and in all
+    per_region: dict[int, tuple[dict[int, float], float]] = {}
+    for i in np.flatnonzero(has):
+        m = int(member[i])
+        t = travel[m] if m >= 0 else None
+        flights = (t or {}).get("flights") or {}
+        places = (t or {}).get("places") or {}
+        if m not in per_region:
+            by_region: dict[int, float] = {}
+            for code, k in flights.items():
+                r = airports.get(code, (0.0, 0.0, -1, False))[2]
+                by_region[r] = by_region.get(r, 0.0) + float(k)
+            per_region[m] = (by_region, float(sum(by_region.values())))
+        by_region, total = per_region[m]
+        d = dest[i]
+        out[i, 0] = float(flights.get(d, 0))
+        out[i, 1] = by_region.get(int(region[i]), 0.0) / total if total > 0 else np.nan
+        out[i, 2] = float(places.get(d, 0))
+    return out
+
+
+class ItemIds(Protocol):
+    """What :class:`CFItems` needs of a CF model's item id map (:class:`recsys.ids.IdMap`)."""
+
+    @property
+    def external_ids(self) -> np.ndarray: ...
+
+    def to_index(self, ids: Sequence[object] | np.ndarray, missing: int | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class CFItems:
+    """Per catalogue offer, the rows of the CF model's item vectors that :data:`CF_SCORES` read (-1: none),
+    and the mean destination-token vector (the lift's reference)."""
+
+    offer: np.ndarray
+    dest: np.ndarray
+    hotel: np.ndarray
+    dest_mean: np.ndarray
+
+    @classmethod
+    def build(
+        cls, item_ids: ItemIds, items: np.ndarray, offer_ids: Sequence[str], destinations: Sequence[Any]
+    ) -> CFItems:
+        """From the CF model's item ids and vectors, the offers' ids and destinations (None: none)."""
+        from recsys.interactions import DEST_PREFIX, HOTEL_PREFIX, OFFER_PREFIX
+
+        dests = np.asarray([d if isinstance(d, str) else "" for d in destinations], dtype=object)
+        has = dests != ""
+
+        def rows(prefix: str, keys: np.ndarray) -> np.ndarray:
+            return item_ids.to_index(np.asarray([prefix + str(k) for k in keys], dtype=object), missing=-1)
+
+        offer = rows(OFFER_PREFIX, np.asarray(offer_ids, dtype=object))
+        dest = np.where(has, rows(DEST_PREFIX, dests), -1)
+        hotel = np.where(has, rows(HOTEL_PREFIX, dests), -1)
+        all_dest = np.flatnonzero([str(i).startswith(DEST_PREFIX) for i in item_ids.external_ids])
+        dest_mean = (
+            items[all_dest].astype(np.float64).mean(axis=0) if len(all_dest) else np.zeros(items.shape[1])
+        )
+        return cls(offer.astype(np.int64), dest.astype(np.int64), hotel.astype(np.int64), dest_mean)
+
+
+def cf_scores(users: np.ndarray, items: np.ndarray, cf_items: CFItems, rows: np.ndarray) -> np.ndarray:
+    """The :data:`CF_SCORES` columns of pairs: ``users`` holds each pair's member vector (n × d, or one
+    d-vector for every pair), ``rows`` each pair's offer row in ``cf_items``; NaN where an item is unknown."""
+    n = len(rows)
+    out = np.full((n, len(CF_SCORES)), np.nan)
+    one = users.ndim == 1
+    for j, (item_rows, centre) in enumerate(
+        (
+            (cf_items.offer[rows], None),
+            (cf_items.dest[rows], None),
+            (cf_items.dest[rows], cf_items.dest_mean),
+            (cf_items.hotel[rows], None),
+        )
+    ):
+        ok = item_rows >= 0
+        if not ok.any():
+            continue
+        v = items[item_rows[ok]].astype(np.float64)
+        if centre is not None:
+            v = v - centre
+        out[ok, j] = v @ users if one else np.einsum("ij,ij->i", v, users[ok])
+    return out
+
+
 @dataclass(frozen=True)
 class ScoringContext:
     """What the ranker needs from a request beyond the member and the offers: placement, time, the trip (all
@@ -316,7 +434,8 @@ class FeatureSpace:
     the same order, for training rows and for requests.
 
     ``offer_ids``: the training catalogue (offer code = position); ``vocab``: member categorical values seen
-    in training; ``airports``: IATA → (lat, lon, region code, business centre); ``regions``: region names.
+    in training; ``airports``: IATA → (lat, lon, region code, business centre); ``regions``: region names;
+    ``cf``: whether rows carry the CF block.
     """
 
     offer_ids: tuple[str, ...]
@@ -324,6 +443,8 @@ class FeatureSpace:
     airports: dict[str, tuple[float, float, int, bool]]
     regions: tuple[str, ...]
     categories: tuple[str, ...]
+    cf: bool = True  # with the CF block (CF_FEATURES)
+    taste: DestinationFactors | None = None  # the destination-taste factors of the CF block
     _offer_pos: dict[str, int] = field(init=False, repr=False)
     _vocab_pos: dict[str, dict[str, int]] = field(init=False, repr=False)
     _offers: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
@@ -341,7 +462,8 @@ class FeatureSpace:
             *CROSS_FEATURES,
             *CONTEXT_FEATURES,
             *EXPOSURE_FEATURES,
-            *CF_FEATURES,
+            *TRAVEL_FEATURES,
+            *(CF_FEATURES if self.cf else ()),
         )
 
     @property
@@ -350,8 +472,17 @@ class FeatureSpace:
 
     # ------------------------------------------------------------------------------------------ building
     @classmethod
-    def build(cls, offers: pd.DataFrame, profiles: pd.DataFrame, network: Any) -> FeatureSpace:
-        """From the training catalogue, the training profiles (categorical vocabularies) and the network."""
+    def build(
+        cls,
+        offers: pd.DataFrame,
+        profiles: pd.DataFrame,
+        network: Any,
+        *,
+        cf: bool = True,
+        taste: DestinationFactors | None = None,
+    ) -> FeatureSpace:
+        """From the training catalogue, the training profiles (categorical vocabularies) and the network;
+        ``cf=False`` leaves the CF block out; ``taste``: the destination-taste factors it uses."""
         from recsys.data.network import CITY, IATA, LAT, LON, REGION, REGIONS  # noqa: F401
         from recsys.features.profiles import BUSINESS_CENTRES
 
@@ -366,7 +497,15 @@ class FeatureSpace:
             for code, lat, lon, reg in zip(a[IATA], a[LAT], a[LON], a[REGION], strict=True)
         }
         categories = tuple(sorted({str(c) for c in offers[Col.CATEGORY]}))
-        return cls(tuple(str(o) for o in offers[Col.OFFER_ID]), vocab, airports, tuple(REGIONS), categories)
+        return cls(
+            tuple(str(o) for o in offers[Col.OFFER_ID]),
+            vocab,
+            airports,
+            tuple(REGIONS),
+            categories,
+            cf,
+            taste if cf else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -375,6 +514,8 @@ class FeatureSpace:
             "airports": {k: list(v) for k, v in self.airports.items()},
             "regions": list(self.regions),
             "categories": list(self.categories),
+            "cf": self.cf,
+            "taste": self.taste.to_json() if self.taste is not None else None,
         }
 
     @classmethod
@@ -385,7 +526,17 @@ class FeatureSpace:
             {k: (float(v[0]), float(v[1]), int(v[2]), bool(v[3])) for k, v in obj["airports"].items()},
             tuple(obj["regions"]),
             tuple(obj["categories"]),
+            bool(obj.get("cf", True)),
+            DestinationFactors.from_json(obj["taste"]) if obj.get("taste") else None,
         )
+
+    def taste_scores(
+        self, travel: Sequence[Mapping[str, Any] | None], member: np.ndarray, destinations: Sequence[Any]
+    ) -> np.ndarray:
+        """The :data:`TASTE_SCORES` of pairs (NaN without taste factors or a known destination)."""
+        if self.taste is None:
+            return np.full((len(member), len(TASTE_SCORES)), np.nan)
+        return self.taste.scores(travel, member, destinations)
 
     def bind_offers(self, offers: pd.DataFrame) -> OfferArrays:
         """Per-offer arrays of a catalogue (the serving one may differ from the training one): rows follow
@@ -468,12 +619,15 @@ class FeatureSpace:
         trip_destination: np.ndarray,
         top_destination: np.ndarray,
         exposure: np.ndarray,
-        cf: np.ndarray,
-        cf_known: np.ndarray,
+        travel: np.ndarray,
+        cf: np.ndarray | None,
+        cf_known: np.ndarray | None,
+        taste: np.ndarray | None = None,
     ) -> np.ndarray:
         """The feature matrix (float32, columns :attr:`names`) of rows: member features (n or 1 rows),
         ``rows`` into ``offers``, context features, request times, trip destinations, the members' top
-        destinations, exposure features and CF scores."""
+        destinations, exposure features, travel features, the base CF scores (n × :data:`CF_SCORES`) and the
+        taste scores (n × :data:`TASTE_SCORES`; both ignored without the CF block)."""
         n = len(rows)
         if member.shape[0] == 1 and n != 1:
             member = np.broadcast_to(member, (n, member.shape[1]))
@@ -511,15 +665,21 @@ class FeatureSpace:
         days_on_sale = np.clip((now_s - offers.valid_from_s[rows]) / _DAY_S, 0.0, 365.0)
         out = np.empty((n, len(self.names)), dtype=np.float32)
         c = 0
-        for block in (
+        blocks = [
             member,
             off,
             days_on_sale[:, None],
             np.column_stack([meal_match, dest_top, dest_trip, miles_cover, upgrade_gap, region_match]),
             context,
             exposure,
-            np.column_stack([np.where(np.isfinite(cf), cf, np.nan), cf_known]),
-        ):
+            travel,
+        ]
+        if self.cf:
+            assert cf is not None and cf_known is not None
+            cf = np.asarray(cf, dtype=np.float64).reshape(n, len(CF_SCORES))
+            t = np.full((n, len(TASTE_SCORES)), np.nan) if taste is None else taste
+            blocks.append(np.column_stack([np.where(np.isfinite(cf), cf, np.nan), t, cf_known]))
+        for block in blocks:
             w = block.shape[1]
             out[:, c : c + w] = block
             c += w
@@ -532,10 +692,11 @@ class FeatureSpace:
         offers: OfferArrays,
         rows: np.ndarray,
         context: ScoringContext,
-        cf: np.ndarray,
+        cf: np.ndarray | None,
         cf_known: bool,
     ) -> np.ndarray:
-        """Feature rows of one request's candidates (``rows`` into ``offers``): the per-request path."""
+        """Feature rows of one request's candidates (``rows`` into ``offers``): the per-request path. ``cf``:
+        the candidates' :data:`CF_SCORES` (n × 4; ignored without the CF block)."""
         profile = context.profile or {}
         now_s = to_seconds(context.now)
         dep = to_seconds(context.departure_time)[0] if context.departure_time is not None else math.nan
@@ -587,9 +748,21 @@ class FeatureSpace:
             hist, offers.code[rows], offers.family[rows], now
         )
         col += len(EXPOSURE_FEATURES)
-        cf = np.asarray(cf, dtype=np.float64)
-        out[:, col] = np.where(np.isfinite(cf), cf, np.nan)
-        out[:, col + 1] = 1.0 if cf_known else 0.0
+        travel = [profile.get(TRAVEL_KEY)]
+        member_pos = np.zeros(n, dtype=np.int64)
+        out[:, col : col + len(TRAVEL_FEATURES)] = travel_block(
+            travel, member_pos, offers, rows, self.airports
+        )
+        col += len(TRAVEL_FEATURES)
+        if self.cf:
+            assert cf is not None
+            cf = np.asarray(cf, dtype=np.float64).reshape(n, len(CF_SCORES))
+            out[:, col : col + len(CF_SCORES)] = np.where(np.isfinite(cf), cf, np.nan)
+            col += len(CF_SCORES)
+            out[:, col : col + len(TASTE_SCORES)] = self.taste_scores(
+                travel, member_pos, offers.destination[rows]
+            )
+            out[:, col + len(TASTE_SCORES)] = 1.0 if cf_known else 0.0
         return out
 
     def _member_row(self, profile: Mapping[str, Any]) -> np.ndarray:
@@ -763,6 +936,50 @@ def member_exposures(
     return out
 
 
+def member_travel(
+    dataset_dir: Any, as_of: datetime | pd.Timestamp | None
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Each member's travel history before ``as_of`` (all when None) for the online profile (key
+    :data:`TRAVEL_KEY`): ``{"flights": {destination: flights}, "places": {place: partner activities}}``,
+    the destinations other than the member's home. Members without either are left out."""
+    from pathlib import Path
+
+    from recsys.data.layout import has_table, read_table
+
+    root = Path(dataset_dir)
+    end = to_seconds(pd.Timestamp(as_of))[0] if as_of is not None else np.inf
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    parts = [("flights", "flights", Col.DEPARTURE_TIME, Col.DESTINATION)]
+    if has_table(root, "partner_activities"):
+        parts.append(("places", "partner_activities", Col.ACTIVITY_TIME, Col.PLACE))
+    home = read_table(root, "members", columns=[Col.MEMBER_ID, Col.HOME_AIRPORT])
+    home_of = dict(zip(home[Col.MEMBER_ID].astype(str), home[Col.HOME_AIRPORT].astype(str), strict=True))
+    for key, table, time_col, place_col in parts:
+        if not has_table(root, table):
+            continue
+        df = read_table(root, table, columns=[Col.MEMBER_ID, time_col, place_col])
+        df = df.loc[(to_seconds(df[time_col]) < end) & df[place_col].notna()]
+        members = df[Col.MEMBER_ID].astype(str)
+        places = df[place_col].astype(str)
+        away = places.to_numpy(object) != members.map(home_of).to_numpy(object)
+        counts = pd.DataFrame({"m": members[away], "p": places[away]}).value_counts()
+        for (m, place), k in counts.items():
+            out.setdefault(str(m), {}).setdefault(key, {})[str(place)] = int(k)
+    return out
+
+
+def with_travel(
+    profiles: pd.DataFrame, dataset_dir: Any, as_of: datetime | pd.Timestamp | None
+) -> pd.DataFrame:
+    """``profiles`` with each member's travel history (:func:`member_travel`) before ``as_of``, in column
+    :data:`TRAVEL_KEY` (None for members without)."""
+    if profiles.empty:
+        return profiles
+    hist = member_travel(dataset_dir, as_of)
+    ids = profiles[Col.MEMBER_ID].astype(str)
+    return profiles.assign(**{TRAVEL_KEY: [hist.get(m) for m in ids]})
+
+
 def with_exposures(profiles: pd.DataFrame, dataset_dir: Any) -> pd.DataFrame:
     """``profiles`` with each member's exposure history (:func:`member_exposures`) as of the profiles'
     ``as_of``, in column :data:`EXPOSURES_KEY` (None for members without events); unchanged when the dataset
@@ -782,3 +999,13 @@ def with_exposures(profiles: pd.DataFrame, dataset_dir: Any) -> pd.DataFrame:
     hist = member_exposures(events, offers, as_of)
     ids = profiles[Col.MEMBER_ID].astype(str)
     return profiles.assign(**{EXPOSURES_KEY: [hist.get(m) for m in ids]})
+
+
+def with_ranker_history(profiles: pd.DataFrame, dataset_dir: Any) -> pd.DataFrame:
+    """``profiles`` with what the ranker reads online beyond the profile: the exposure history
+    (:func:`with_exposures`) and the travel history (:func:`with_travel`), both as of the profiles'
+    ``as_of``."""
+    if profiles.empty:
+        return profiles
+    as_of = pd.Timestamp(profiles["as_of"].iloc[0]) if "as_of" in profiles else None
+    return with_travel(with_exposures(profiles, dataset_dir), dataset_dir, as_of)

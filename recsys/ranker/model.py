@@ -56,6 +56,24 @@ class RankerConfig(BaseModel):
         "(OpenMP threads spin while waiting for each other)",
     )
     max_rows: int = Field(default=2_000_000, ge=1000, description="training impressions kept (sampled)")
+    click_label_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="clicks as an auxiliary label: a clicked impression without a purchase is a soft "
+        "positive of this weight (0: purchases only); the calibration map is fitted on purchases alone",
+    )
+    taste_factors: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="factors of the destination-taste model in the CF block (recsys.ranker.taste; 0: none)",
+    )
+    cf_features: bool = Field(
+        default=True,
+        description="give the ranker the base CF model's scores (the offer's, its destination's flight and "
+        "hotel tokens'); off, the same ranker without them (what CF earns, measured side by side)",
+    )
 
 
 @dataclass
@@ -122,8 +140,14 @@ class ContextRanker:
         meta = json.loads((path / RANKER_FILE).read_text())
         booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))
         cal = meta["calibration"]
+        space = FeatureSpace.from_json(meta["space"])
+        if list(booster.feature_name()) != list(space.names):
+            raise ValueError(
+                f"{path}: the saved ranker was trained on other features ({booster.num_feature()}) than this "
+                f"version builds ({len(space.names)}); retrain it (recsys train --model ranker)"
+            )
         return cls(
-            FeatureSpace.from_json(meta["space"]),
+            space,
             booster,
             Platt(float(cal["a"]), float(cal["b"])),
             dict(meta.get("info") or {}),
@@ -188,8 +212,10 @@ def fit_booster(
 
     names = list(space.names)
     cats = [names.index(c) for c in CATEGORICAL_FEATURES]
+    soft = bool(((y_train > 0) & (y_train < 1)).any())
     params: Mapping[str, Any] = {
-        "objective": "binary",
+        # soft labels (clicks as partial positives) need the cross-entropy objective; it equals binary on 0/1
+        "objective": "cross_entropy" if soft else "binary",
         "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves,
         "min_child_samples": cfg.min_child_samples,

@@ -20,7 +20,7 @@ from recsys.data.layout import read_table
 from recsys.pipeline.catalogue import Catalogue
 from recsys.pipeline.types import ACCEPTANCE, EXPECTED_VALUE, RANKING_OBJECTIVES
 from recsys.pipeline.value import offer_values
-from recsys.ranker.features import to_seconds
+from recsys.ranker.features import to_seconds, with_travel
 from recsys.ranker.training import pair_features, read_events
 from recsys.schema import Col
 
@@ -72,7 +72,8 @@ class RankerScorer:
             from recsys.features.profiles import build_member_profiles
 
             as_of = self._before - timedelta(microseconds=1) if self._before is not None else None
-            self._profiles = build_member_profiles(self.root, as_of, seed=self.seed)
+            profiles = build_member_profiles(self.root, as_of, seed=self.seed)
+            self._profiles = with_travel(profiles, self.root, as_of)
         return self._profiles
 
     def probabilities(self, batch: Any) -> np.ndarray:

@@ -28,16 +28,23 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.layout import latest_event_time, read_table
-from recsys.interactions import OFFER_PREFIX
 from recsys.ranker.features import (
+    CF_SCORES,
     EVENT_CODES,
     FAMILIES,
+    TRAVEL_KEY,
+    CFItems,
     ExposureHistory,
     FeatureSpace,
+    OfferArrays,
+    cf_scores,
     exposure_block,
+    member_travel,
     to_seconds,
+    travel_block,
 )
 from recsys.ranker.model import ContextRanker, RankerConfig, fit_booster, fit_logistic
+from recsys.ranker.taste import DestinationFactors
 from recsys.schema import Col, EventType
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,7 @@ class ImpressionTable:
     member_id: np.ndarray
     offer_id: np.ndarray
     placement: np.ndarray
+    click: np.ndarray  # 1 where the member clicked the offer in that request (whether or not they bought)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -69,6 +77,7 @@ class ImpressionTable:
             self.member_id[idx],
             self.offer_id[idx],
             self.placement[idx],
+            self.click[idx],
         )
 
 
@@ -103,29 +112,26 @@ def read_events(root: Path, end: pd.Timestamp | None) -> pd.DataFrame:
 
 
 def cf_pair_scores(
-    bundle: Any, member_ids: np.ndarray, offer_ids: np.ndarray
+    bundle: Any, member_ids: np.ndarray, offers: OfferArrays, rows: np.ndarray, destinations: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(CF score, learned-member flag) of (member, offer) pairs from a bundle's model vectors: the learned
-    vector for members with history, the cold-start group vector otherwise; NaN for offers it does not
-    know."""
+    """(:data:`~recsys.ranker.features.CF_SCORES` columns, learned-member flag) of (member, offer) pairs from
+    a bundle's model vectors: the learned vector for members with history, the cold-start group vector
+    otherwise; NaN for items the model does not know. ``rows`` index ``offers``, whose ``destinations`` (per
+    catalogue offer) give the destination tokens."""
     model = bundle.model
-    rows = bundle.member_ids.to_index(np.asarray(member_ids, dtype=object), missing=-1)
-    items = bundle.item_ids.to_index(
-        np.asarray([OFFER_PREFIX + str(o) for o in offer_ids], dtype=object), missing=-1
-    )
-    known = np.zeros(len(rows), dtype=bool)
-    inside = rows >= 0
-    known[inside] = model.has_history_[rows[inside]]
+    m_rows = bundle.member_ids.to_index(np.asarray(member_ids, dtype=object), missing=-1)
+    known = np.zeros(len(m_rows), dtype=bool)
+    inside = m_rows >= 0
+    known[inside] = model.has_history_[m_rows[inside]]
     vec = model._check_fitted()
-    out = np.full(len(rows), np.nan)
-    uniq, inv = np.unique(rows, return_inverse=True)
+    cf_items = CFItems.build(bundle.item_ids, vec.item, offers.offer_ids, destinations)
+    uniq, inv = np.unique(m_rows, return_inverse=True)
     users = model.user_vectors(uniq)
-    ok = items >= 0
+    out = np.empty((len(m_rows), len(CF_SCORES)))
     chunk = 200_000
-    idx = np.flatnonzero(ok)
-    for s in range(0, len(idx), chunk):
-        sel = idx[s : s + chunk]
-        out[sel] = np.einsum("ij,ij->i", users[inv[sel]], vec.item[items[sel]])
+    for s in range(0, len(m_rows), chunk):
+        sel = slice(s, s + chunk)
+        out[sel] = cf_scores(users[inv[sel]], vec.item, cf_items, rows[sel])
     return out, known
 
 
@@ -154,6 +160,8 @@ def impression_table(
         raise RankerTrainingError(f"no impressions between {start} and {end}")
     bought = events.loc[et == EventType.PURCHASE.value, [Col.REQUEST_ID, Col.OFFER_ID]].drop_duplicates()
     imp = imp.merge(bought.assign(_y=1), on=[Col.REQUEST_ID, Col.OFFER_ID], how="left")
+    clicked = events.loc[et == EventType.CLICK.value, [Col.REQUEST_ID, Col.OFFER_ID]].drop_duplicates()
+    imp = imp.merge(clicked.assign(_click=1), on=[Col.REQUEST_ID, Col.OFFER_ID], how="left")
     known = pd.Index(offers[Col.OFFER_ID].astype(str)).get_indexer(imp[Col.OFFER_ID].astype(str)) >= 0
     imp = imp.loc[known].reset_index(
         drop=True
@@ -196,7 +204,8 @@ def impression_table(
         flight_col(Col.CABIN),
     )
     y = imp["_y"].fillna(0).to_numpy(np.int8)
-    return ImpressionTable(x, y, to_seconds(imp[Col.EVENT_TIME]), member_ids, offer_ids, placement)
+    click = imp["_click"].fillna(0).to_numpy(np.int8)
+    return ImpressionTable(x, y, to_seconds(imp[Col.EVENT_TIME]), member_ids, offer_ids, placement, click)
 
 
 def pair_features(
@@ -253,7 +262,14 @@ def pair_features(
         np.asarray(member_ids, dtype=object)
     )
     exposure = exposure_block(hist, m_codes, off.code[rows], off.family[rows], now_s, space.n_offers)
-    cf, known = cf_pair_scores(cf_bundle, member_ids, offer_ids)
+    travel_hist = profiles[TRAVEL_KEY].tolist() if TRAVEL_KEY in profiles else []
+    travel = travel_block(travel_hist, prof_pos if travel_hist else np.full(n, -1), off, rows, space.airports)
+    cf = known = taste = None
+    if space.cf:
+        cf, known = cf_pair_scores(cf_bundle, member_ids, off, rows, off.destination)
+        taste = space.taste_scores(
+            travel_hist, prof_pos if travel_hist else np.full(n, -1), off.destination[rows]
+        )
     return space.matrix(
         member,
         off,
@@ -263,8 +279,10 @@ def pair_features(
         destination,
         top if top is not None else np.full(n, None, dtype=object),
         exposure,
+        travel,
         cf,
-        known.astype(np.float64),
+        None if known is None else known.astype(np.float64),
+        taste,
     )
 
 
@@ -320,9 +338,15 @@ def train_context_ranker(
     cf_bundle = ModelBundle.train(root, base_kind, base_config, before=start.to_pydatetime(), seed=seed)
     timings["cf_seconds"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    profiles = build_member_profiles(root, start.to_pydatetime() - timedelta(microseconds=1), seed=seed)
+    as_of = start.to_pydatetime() - timedelta(microseconds=1)
+    travel = member_travel(root, as_of)
+    profiles = build_member_profiles(root, as_of, seed=seed)
+    profiles = profiles.assign(**{TRAVEL_KEY: [travel.get(m) for m in profiles[Col.MEMBER_ID].astype(str)]})
     offers = read_table(root, "offers")
-    space = FeatureSpace.build(offers, profiles, load_network())
+    taste = None
+    if cfg.cf_features and cfg.taste_factors > 0:
+        taste = DestinationFactors.fit(travel, factors=cfg.taste_factors, seed=seed)
+    space = FeatureSpace.build(offers, profiles, load_network(), cf=cfg.cf_features, taste=taste)
     events = read_events(root, end)
     table = impression_table(
         root, space, offers, events, profiles, cf_bundle, start, end, max_rows=cfg.max_rows, seed=seed
@@ -334,9 +358,13 @@ def train_context_ranker(
     n_cal = max(1, round(len(order) * cfg.calibration_share))
     fit_idx, cal_idx = order[:-n_cal], order[-n_cal:]
     t2 = time.perf_counter()
-    ranker = fit_booster(
-        space, table.x[fit_idx], table.y[fit_idx], table.x[cal_idx], table.y[cal_idx], cfg, seed
-    )
+    # Clicks as an auxiliary label: a click follows the same acceptance logit as a purchase and is several
+    # times more frequent, so a soft label max(purchase, w x click) gives the learner more of the signal;
+    # the Platt map, fitted on purchases alone, brings the scores back to purchase probabilities.
+    y_fit = table.y[fit_idx].astype(np.float64)
+    if cfg.click_label_weight > 0:
+        y_fit = np.maximum(y_fit, cfg.click_label_weight * table.click[fit_idx])
+    ranker = fit_booster(space, table.x[fit_idx], y_fit, table.x[cal_idx], table.y[cal_idx], cfg, seed)
     timings["fit_seconds"] = time.perf_counter() - t2
     reference = None
     if with_reference:

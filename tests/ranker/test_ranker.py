@@ -17,7 +17,17 @@ from recsys.features.profiles import build_member_profiles
 from recsys.models.bundle import ModelBundle
 from recsys.pipeline import OfferPipeline, PipelineConfig, RecommendRequest, TripContext
 from recsys.ranker.evaluation import heldout_report
-from recsys.ranker.features import EXPOSURES_KEY, ScoringContext, member_exposures, with_exposures
+from recsys.ranker.features import (
+    CF_FEATURES,
+    CF_SCORES,
+    EXPOSURES_KEY,
+    TRAVEL_KEY,
+    ScoringContext,
+    cf_scores,
+    member_exposures,
+    with_exposures,
+    with_travel,
+)
 from recsys.ranker.training import impression_table, read_events, train_ranker_bundle
 from recsys.stores.member_store import EmbeddedMemberStore, publish_profiles
 
@@ -92,7 +102,9 @@ def test_request_features_equal_training_features(trained: Trained, small_world:
     ranker = bundle.context_ranker
     assert ranker is not None
     start = trained.cutoff
-    profiles = build_member_profiles(small_world, start.to_pydatetime() - timedelta(microseconds=1), seed=7)
+    as_of = start.to_pydatetime() - timedelta(microseconds=1)
+    profiles = with_travel(build_member_profiles(small_world, as_of, seed=7), small_world, as_of)
+    assert profiles[TRAVEL_KEY].notna().any()
     offers = read_table(small_world, "offers")
     events = read_events(small_world, start + pd.Timedelta(days=30))
     table = impression_table(
@@ -124,11 +136,11 @@ def test_request_features_equal_training_features(trained: Trained, small_world:
         off = bundle._ranker_offers
         row = np.asarray([bundle._ranker_rows[imp["offer_id"]]])
         scoring = bundle.for_member(imp["member_id"], member_features=profile)
-        cf = scoring.model_scores([imp["offer_id"]])[0]
+        cf = cf_scores(scoring.vector, bundle._vectors.item, bundle._ranker_cf, row)
         x = ranker.space.request_matrix(off, row, ctx, cf, scoring.known)[0]
         names = list(ranker.space.names)
         if not scoring.known:  # the cold vector comes from the profile's group online: compare the rest
-            keep = [j for j, n in enumerate(names) if n != "cf_score"]
+            keep = [j for j, n in enumerate(names) if n not in CF_SCORES]
             x, want = x[keep], table.x[i][keep]
         else:
             want = table.x[i]
@@ -147,7 +159,7 @@ def test_new_offers_get_scores_from_their_features(trained: Trained):
     ctx = ScoringContext("booking", trained.cutoff.tz_localize(UTC).to_pydatetime())
     p = ranker.predict(
         ranker.space.request_matrix(
-            arrays, np.asarray([0, len(offers)]), ctx, np.asarray([np.nan, np.nan]), False
+            arrays, np.asarray([0, len(offers)]), ctx, np.full((2, len(CF_SCORES)), np.nan), False
         )
     )
     assert np.isfinite(p).all() and (p > 0).all() and (p < 1).all()
@@ -234,7 +246,8 @@ def test_ranker_is_a_policy_of_the_policy_evaluation(trained: Trained, small_wor
     assert isinstance(scorer, PairScorer)
     assert scorer.trained_before == trained.cutoff.to_pydatetime()
     p = scorer.probabilities(batch)
-    profiles = build_member_profiles(small_world, start.to_pydatetime() - timedelta(microseconds=1), seed=42)
+    as_of = start.to_pydatetime() - timedelta(microseconds=1)
+    profiles = with_travel(build_member_profiles(small_world, as_of, seed=42), small_world, as_of)
     table = impression_table(
         small_world, bundle.context_ranker.space, read_table(small_world, "offers"), events, profiles, bundle,
         start, end,
@@ -252,3 +265,45 @@ def test_ranker_is_a_policy_of_the_policy_evaluation(trained: Trained, small_wor
     ev = RankerScorer(bundle, small_world, objective="expected_value").score(batch)
     margin = np.asarray([scorer._value[o] for o in batch.offer_id])
     np.testing.assert_allclose(ev, p * margin, rtol=1e-9)
+
+
+def test_cf_scores_are_dot_products_with_the_offer_and_its_destination_tokens(trained: Trained):
+    bundle = trained.bundle
+    offers = bundle.offers.reset_index(drop=True)
+    award = int(offers.index[offers["category"] == "award_flight"][0])
+    dest = str(offers.loc[award, "destination"])
+    member = str(bundle.member_ids.external_ids[3])
+    scoring = bundle.for_member(member)
+    u = np.asarray(scoring.vector, dtype=np.float64)
+    row = np.asarray([bundle._ranker_rows[offers.loc[award, "offer_id"]]])
+    got = cf_scores(u, bundle._vectors.item, bundle._ranker_cf, row)[0]
+    want_offer = bundle.item_embedding(f"offer:{offers.loc[award, 'offer_id']}") @ u
+    want_dest = bundle.item_embedding(f"dest:{dest}") @ u
+    dest_rows = [i for i in bundle.item_ids.external_ids if str(i).startswith("dest:")]
+    mean = np.mean([bundle.item_embedding(str(i)) for i in dest_rows], axis=0)
+    np.testing.assert_allclose(got[:3], [want_offer, want_dest, want_dest - mean @ u], rtol=1e-4)
+    hotel = bundle.item_embedding(f"hotel:{dest}")
+    assert np.isnan(got[3]) if hotel is None else np.isclose(got[3], hotel @ u, rtol=1e-4)
+
+
+def test_the_ranker_without_cf_features(small_world: Path, trained: Trained, tmp_path: Path):
+    config = {"model": {**CONFIG["model"], "ranker": {**CONFIG["model"]["ranker"], "cf_features": False}}}
+    bundle, _ = train_ranker_bundle(small_world, config, before=trained.cutoff.to_pydatetime(), seed=7)
+    ranker = bundle.context_ranker
+    assert ranker is not None and not ranker.space.cf and ranker.space.taste is None
+    assert not set(CF_FEATURES) & set(ranker.space.names)
+    assert set(CF_FEATURES) <= set(trained.bundle.context_ranker.space.names)
+    assert list(ranker.booster.feature_name()) == list(ranker.space.names)
+    assert bundle.params["model.ranker.cf_features"] is False  # logged to MLflow with the bundle's params
+    bundle.save(tmp_path / "b")
+    loaded = ModelBundle.load(tmp_path / "b")
+    assert loaded.context_ranker is not None and not loaded.context_ranker.space.cf
+    ctx = ScoringContext("home", trained.cutoff.tz_localize(UTC).to_pydatetime())
+    offers = [str(o) for o in bundle.offers["offer_id"][:30]]
+    member = str(bundle.member_ids.external_ids[0])
+    a = bundle.for_member(member).score(offers, ctx)[1]
+    np.testing.assert_array_equal(a, loaded.for_member(member).score(offers, ctx)[1])
+    assert ((a > 0) & (a < 1)).all()
+    # the CF vector does not reach the ranker's answer: another member with the same profile scores the same
+    other = str(bundle.member_ids.external_ids[1])
+    np.testing.assert_array_equal(a, bundle.for_member(other).score(offers, ctx)[1])

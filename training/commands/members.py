@@ -164,7 +164,7 @@ def publish_members(
 
     from recsys.data.layout import DatasetError
     from recsys.features.profiles import build_member_profiles
-    from recsys.ranker.features import with_exposures
+    from recsys.ranker.features import with_ranker_history
     from recsys.registry import load_bundle
     from recsys.stores.member_store import MemberStoreError, publish_profiles
 
@@ -178,7 +178,7 @@ def publish_members(
         with cli_errors():
             bundle, info = load_bundle(tracking_uri, model_name, alias)
             typer.echo(f"building member profiles from {data} for {model_name} version {info.version}")
-            profiles = with_exposures(build_member_profiles(data), data)
+            profiles = with_ranker_history(build_member_profiles(data), data)
         version = member_version(model_name, info.version)
         try:
             with bar.running(len(profiles)):
