@@ -75,6 +75,15 @@ from recsys.schema import NULLABLE, REQUESTS, SOURCE_NULLABLE, Col
 ALL_KINDS: tuple[str, ...] = ("popularity", "als", "bpr", "lightfm", "hybrid")
 MODEL_KINDS: tuple[str, ...] = (*ALL_KINDS, "ranker")
 RANKER = "ranker"
+RANKER_NO_CF = "ranker_no_cf"  # the ranker's ablation without CF features (evaluate --ranker-without-cf)
+
+
+def without_cf(config: Any) -> dict[str, Any]:
+    """A ``ranker`` bundle configuration with the CF features switched off (everything else as given)."""
+    cfg = _as_dict(config)
+    model = dict(cfg.get("model") or {})
+    model["ranker"] = {**dict(model.get("ranker") or {}), "cf_features": False}
+    return {**cfg, "model": model}
 
 
 class PipelineError(ValueError):
@@ -322,6 +331,7 @@ def evaluate_models(
     choose_prior: bool = False,
     policies: bool = True,
     pipeline_kinds: Sequence[str] = (),
+    ranker_without_cf: bool = False,
 ) -> EvaluationReport:
     """Train each model on events before the cut-off and evaluate it on the test period.
 
@@ -332,7 +342,8 @@ def evaluate_models(
     its fields when it is given). ``announce`` receives the effective settings, one line each, before any
     training starts, and each model's resolved prior. ``choose_prior`` keeps a learned model's default
     popularity prior only where it scores better than the plain model on the validation period (the
-    ``test_days`` before the cut-off; :func:`choose_priors`).
+    ``test_days`` before the cut-off; :func:`choose_priors`). ``ranker_without_cf`` also trains the ``ranker``
+    kind without its CF features (:data:`RANKER_NO_CF`) and judges it beside, in the same run.
 
     With ``policies`` and a request log in the dataset, the test period's requests are replayed too
     (:mod:`recsys.evaluation.policy_eval`): every model's slates valued by expected purchases and expected
@@ -419,12 +430,13 @@ def evaluate_models(
                     "the ranker learns from impressions before a time cut-off: use the time split"
                 )
             bundle, training = train_ranker_bundle(
-                root, config, before=cutoff, seed=seed, progress=progress, with_reference=True
+                root, config, before=cutoff, seed=seed, progress=progress, with_reference=name == kind
             )
             train_s = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            acceptance = heldout_report(root, bundle, cutoff, split.end, reference=training.reference)
-            timings[f"{name}.acceptance_eval_s"] = time.perf_counter() - t2
+            if name == kind:  # the acceptance report is the ranker's own, not its ablation's
+                t2 = time.perf_counter()
+                acceptance = heldout_report(root, bundle, cutoff, split.end, reference=training.reference)
+                timings[f"{name}.acceptance_eval_s"] = time.perf_counter() - t2
         else:
             bundle = ModelBundle.train(
                 root, kind, config, before=split.before, seed=seed, progress=progress, holdout=split.holdout
@@ -445,6 +457,12 @@ def evaluate_models(
     for kind in tqdm(kinds, desc="models", unit="model", disable=not progress):
         bundles[kind], ev = train_and_evaluate(kind, kind, (configs or {}).get(kind))
         evaluations.append(ev)
+        if kind == RANKER and ranker_without_cf:
+            # The same ranker without its CF features, judged in the same run: what CF earns (issue 16).
+            bundles[RANKER_NO_CF], ev = train_and_evaluate(
+                RANKER_NO_CF, kind, without_cf((configs or {}).get(kind))
+            )
+            evaluations.append(ev)
 
     oracle, references = None, []
     global_bundle = None

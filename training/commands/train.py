@@ -237,6 +237,14 @@ def evaluate(
         Path,
         typer.Option("--caps-policy", help="Cap policy of the closed loop.", exists=True, dir_okay=False),
     ] = Path("config/caps.yaml"),
+    ranker_without_cf: Annotated[
+        bool,
+        typer.Option(
+            "--ranker-without-cf/--ranker-as-configured",
+            help="With the ranker, also train it without its CF features (ranker_no_cf) and report both: "
+            "what the CF features earn, measured in the same run.",
+        ),
+    ] = False,
 ) -> None:
     """Print the comparison table of the models (with popularity and the oracle) on the held-out period."""
     from recsys.evaluation import to_markdown
@@ -266,6 +274,7 @@ def evaluate(
             choose_prior=choose_prior,
             policies=policies,
             pipeline_kinds=tuple(pipeline or ()),
+            ranker_without_cf=ranker_without_cf,
         )
     _describe_split(report.split, "validation" if validation else "held-out")
     print_table(report.table)
