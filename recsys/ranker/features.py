@@ -320,31 +320,67 @@ def travel_block(
     airports: Mapping[str, tuple[float, float, int, bool]],
 ) -> np.ndarray:
     """The :data:`TRAVEL_FEATURES` of pairs: ``travel`` holds members' histories (:func:`member_travel`; None
-    for none), ``member`` each pair's position in it, ``rows`` its offer's row in ``offers``. NaN for offers
-    without a destination."""
+    for none), ``member`` each pair's position in it (-1: none), ``rows`` its offer's row in ``offers``. NaN
+    for offers without a destination; the region share is NaN for a member without flights."""
     n = len(rows)
     out = np.full((n, len(TRAVEL_FEATURES)), np.nan)
-    dest, has = offers.destination[rows], offers.has_destination[rows]
-    region = offers.region[rows]
-    # per member: flights per region (the share's numerators) and in all
-    per_region: dict[int, tuple[dict[int, float], float]] = {}
-    for i in np.flatnonzero(has):
-        m = int(member[i])
-        t = travel[m] if m >= 0 else None
-        flights = (t or {}).get("flights") or {}
-        places = (t or {}).get("places") or {}
-        if m not in per_region:
-            by_region: dict[int, float] = {}
-            for code, k in flights.items():
-                r = airports.get(code, (0.0, 0.0, -1, False))[2]
-                by_region[r] = by_region.get(r, 0.0) + float(k)
-            per_region[m] = (by_region, float(sum(by_region.values())))
-        by_region, total = per_region[m]
-        d = dest[i]
-        out[i, 0] = float(flights.get(d, 0))
-        out[i, 1] = by_region.get(int(region[i]), 0.0) / total if total > 0 else np.nan
-        out[i, 2] = float(places.get(d, 0))
+    has = offers.has_destination[rows]
+    idx = np.flatnonzero(has)
+    if len(idx) == 0:
+        return out
+    m = np.asarray(member, dtype=np.int64)[idx]
+    dest = offers.destination[rows[idx]]
+    region = offers.region[rows[idx]].astype(np.int64)
+    # The histories of the members asked about, flattened: (member, place code, count) per part.
+    codes = {c: i for i, c in enumerate(airports)}
+    n_codes = len(codes) + 1  # + unknown places
+    n_regions = 1 + max((a[2] for a in airports.values()), default=0) + 1  # + unknown region
+    region_of = np.asarray([a[2] for a in airports.values()] + [-1], dtype=np.int64)
+    uniq = np.unique(m[m >= 0])
+    parts: dict[str, tuple[list[int], list[int], list[float]]] = {
+        k: ([], [], []) for k in ("flights", "places")
+    }
+    for u in uniq.tolist():
+        t = travel[u] or {}
+        for part, (pm, pc, pk) in parts.items():
+            for place, k in (t.get(part) or {}).items():
+                pm.append(u)
+                pc.append(codes.get(place, n_codes - 1))
+                pk.append(float(k))
+
+    def arrays(part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pm, pc, pk = parts[part]
+        return np.asarray(pm, np.int64), np.asarray(pc, np.int64), np.asarray(pk, np.float64)
+
+    dcode = np.fromiter((codes.get(d, n_codes - 1) for d in dest), np.int64, len(dest))
+    query = np.maximum(m, 0) * n_codes + dcode
+    fm, fc, fk = arrays("flights")
+    flights = _count_at(fm * n_codes + fc, fk, query)
+    pm, pc, pk = arrays("places")
+    places = _count_at(pm * n_codes + pc, pk, query)
+    # flights per (member, region) and in all
+    per_region = np.zeros((len(travel) + 1, n_regions))
+    np.add.at(per_region, (fm, region_of[fc]), fk)
+    total = per_region.sum(axis=1)
+    mm = np.where(m >= 0, m, len(travel))
+    reg = np.where(region >= 0, region, n_regions - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total[mm] > 0, per_region[mm, reg] / total[mm], np.nan)
+    known = m >= 0
+    out[idx, 0] = np.where(known, flights, 0.0)
+    out[idx, 1] = np.where(known, share, np.nan)
+    out[idx, 2] = np.where(known, places, 0.0)
     return out
+
+
+def _count_at(keys: np.ndarray, counts: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The count of each query key among (key, count) pairs with unique keys; 0 where absent."""
+    if len(keys) == 0:
+        return np.zeros(len(query))
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where(keys[pos] == query, counts[pos], 0.0)
 
 
 class ItemIds(Protocol):
