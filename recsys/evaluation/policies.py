@@ -227,6 +227,11 @@ def standard_policies(
     cutoff = replay.cutoff.to_pydatetime()
     profiles_df = build_member_profiles(dataset_dir, as_of=cutoff)
     profiles = {str(r[Col.MEMBER_ID]): r for r in profile_records(profiles_df)}
+    if any(getattr(b, "context_ranker", None) is not None for b in bundles.values()):
+        from recsys.ranker.features import with_travel
+
+        # a contextual ranker's member store holds the travel history too, as the service publishes it
+        profiles_df = with_travel(profiles_df, dataset_dir, cutoff)
     margins = margins_by_offer(replay)
     policies: list[Any] = [UniformRandom()]
     if replay.logging_inclusion is not None:

@@ -90,6 +90,30 @@ def test_the_policy_table_orders_policies_by_their_true_values(replay: Replay) -
     assert flat["oracle.snips_purchases_per_request_se"] == est.se > 0
 
 
+def test_the_oracle_without_taste_loses_the_taste_term(replay: Replay) -> None:
+    assert replay.p_true is not None and replay.p_no_taste is not None
+    # the taste-free probabilities differ from the truth only where the destination term acts
+    differs = ~np.isclose(replay.p_no_taste, replay.p_true, rtol=1e-12, atol=0)
+    assert differs.any() and (replay.family[differs] == "redemption").all()
+    policies = [
+        ScoredPolicy(ArrayScorer("oracle", replay.p_true)),
+        ScoredPolicy(ArrayScorer("oracle_no_taste", replay.p_no_taste)),
+    ]
+    report = evaluate_policies(replay, policies, baseline="oracle")
+    by = {r.name: r.true for r in report.results}
+    n = replay.batch.n_requests
+    for r in (by["oracle"], by["oracle_no_taste"]):  # redemptions alone, summed by hand
+        assert 0 < r["purchases_redemption"] < r["purchases"]
+    pi = ScoredPolicy(ArrayScorer("x", replay.p_no_taste)).inclusion(replay.batch)
+    want = float((pi * (replay.family == "redemption")) @ replay.p_true) / n
+    assert by["oracle_no_taste"]["purchases_redemption"] == pytest.approx(want)
+    # ranking without taste is worse in this world, most of all on redemptions
+    assert by["oracle_no_taste"]["purchases"] < by["oracle"]["purchases"]
+    assert by["oracle_no_taste"]["purchases_redemption"] < by["oracle"]["purchases_redemption"]
+    table = policy_table(report)
+    assert "redemption purchases/req" in table.columns
+
+
 class _Peeker:
     name = "peeker"
 
