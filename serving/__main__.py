@@ -19,18 +19,20 @@ from serving.metrics import multiprocess_dir
 
 def build_app() -> object:
     """Factory for uvicorn's ``--factory`` mode (used when serving with several workers)."""
-    return create_app(Settings())
+    return create_app(load_settings())
 
 
 def load_settings() -> Settings:
-    """The settings from the environment; a bad value exits with a message naming the variable (status 2)."""
+    """The settings from the environment; a bad value exits with a message naming the variable (status 1).
+    Only the messages are printed, never the values (they may be secrets)."""
     try:
         return Settings()
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  RECSYS_{field.upper()}: {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            field = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  RECSYS_{field.upper()}: {message}" if field else f"  {message}")
         sys.exit("invalid service settings:\n" + "\n".join(lines))
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from recsys.capping.types import CapEnforcer
 from recsys.events import EventLog
@@ -38,6 +39,7 @@ from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
 from serving.offline import RegistryOfflineEstimator
 from serving.openapi import install_openapi
 from serving.pages import routes as pages
+from serving.ratelimit import RateLimiter
 from serving.services import Services
 from serving.tracking import TrackingSigner
 
@@ -349,6 +351,14 @@ def create_app(
                     "worker will not verify in another; set it",
                     settings.workers,
                 )
+        limiter = None
+        if settings.rate_limit is not None and redis is not None:
+            limiter = RateLimiter(
+                settings.rate_limit,
+                redis,
+                key_prefix=settings.rate_limit_key_prefix,
+                client_header=settings.rate_limit_client_header,
+            )
         services = Services(
             settings=settings,
             holder=holder,
@@ -361,6 +371,7 @@ def create_app(
             clock=clock or (lambda: datetime.now(UTC)),
             redis=redis,
             request_writer=writer,
+            rate_limiter=limiter,
             closers=closers,
         )
         exp_store = experiment_store
@@ -465,4 +476,18 @@ def create_app(
     install_openapi(app, clock or (lambda: datetime.now(UTC)))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_allow_origins:
+        # Outermost, so that refusals (413, 429...) carry the headers too. No credentials: the API's keys
+        # travel in headers, and the marketer pages' session cookie stays same-site.
+        headers = ["content-type", "x-api-key", "x-debug-token"]
+        if settings.rate_limit_client_header:
+            headers.append(settings.rate_limit_client_header.lower())
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=headers,
+            expose_headers=["retry-after"],
+            max_age=600,
+        )
     return app

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recsys.stores.redis import RedisCallPolicy, RedisConfig, TLSOptions
 
-# Secrets that must never reach production; the validator refuses them.
-PLACEHOLDER_SECRETS = frozenset({"changethis", "change-me", "changeme", "secret", "password", ""})
+# Secrets that must never be used; the validator refuses them everywhere.
+PLACEHOLDER_SECRETS = frozenset({"changethis", "change-me", "changeme", "secret", "password"})
+MIN_SECRET_CHARS = 16
+# In production a key must be long enough not to be guessed (32 URL-safe characters: ~190 bits).
+MIN_PRODUCTION_SECRET_CHARS = 32
+# Keys a production deployment cannot run without: the admin paths' and the tracking tokens' (shared by all
+# workers and restarts).
+REQUIRED_IN_PRODUCTION = frozenset({"admin_api_key", "tracking_secret"})
 
 
 class Settings(BaseSettings):
     """Settings of the recommend service. Every field can be set as ``RECSYS_<FIELD>`` (case-insensitive)."""
 
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore", populate_by_name=True)
+
+    # First: the secrets' validators read it.
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="production: the service refuses to start unless RECSYS_ADMIN_API_KEY and "
+        "RECSYS_TRACKING_SECRET are set and every key is at least "
+        f"{MIN_PRODUCTION_SECRET_CHARS} characters.",
+    )
 
     # --- storage ---------------------------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -142,12 +156,13 @@ class Settings(BaseSettings):
     debug_token: SecretStr | None = Field(
         default=None,
         description="Internal callers send it as the X-Debug-Token header to get suppressed candidates; "
-        "unset = debug output disabled.",
+        "unset = debug output disabled. It opens no admin path (those need RECSYS_ADMIN_API_KEY).",
     )
     tracking_secret: SecretStr | None = Field(
         default=None,
+        validate_default=True,
         description="HMAC key of tracking tokens, shared by all workers; unset = a random per-process key "
-        "(fine for one worker; tokens do not survive a restart).",
+        "(fine for one worker in development; tokens do not survive a restart). Required in production.",
     )
     max_body_bytes: int = Field(
         default=512 * 1024,
@@ -155,6 +170,24 @@ class Settings(BaseSettings):
         description="Largest accepted request body in bytes: a larger one is refused with 413 before it is "
         "read (500 events of the largest allowed fields fit).",
     )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins whose browser pages may call the API (comma-separated, e.g. "
+        "'https://offers.example.com'; '*' for any); empty = no CORS headers (browsers then allow only "
+        "this origin).",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Per-client limit of POST /v1/recommendations, e.g. '600/minute', '20/second' or "
+        "'1000/5 minutes'; over it the answer is 429 with Retry-After. Counted in Redis "
+        "(RECSYS_REDIS_URL), so it holds across workers and replicas. Unset = no limit.",
+    )
+    rate_limit_client_header: str | None = Field(
+        default=None,
+        description="Header that names the client for the rate limit (e.g. X-Client-Id set by the gateway); "
+        "unset or absent = the peer's IP address.",
+    )
+    rate_limit_key_prefix: str = Field(default="ratelimit", description="Key prefix of the rate counters.")
     events_max_batch: int = Field(default=500, ge=1, le=10_000, description="Largest accepted event batch.")
     events_max_future_skew_s: float = Field(
         default=300.0,
@@ -180,7 +213,9 @@ class Settings(BaseSettings):
     # --- experiments -----------------------------------------------------------------------------------
     admin_api_key: SecretStr | None = Field(
         default=None,
-        description="Key of the experiments admin API (X-Api-Key header); unset = the admin API answers 401.",
+        validate_default=True,
+        description="Key of the admin and marketer paths: X-Api-Key header of /v1/admin/* and "
+        "/v1/experiments*, login of the /experiments pages; unset = they answer 401. Required in production.",
     )
     experiments_database_url: str | None = Field(
         default=None, description="Experiment store (SQLAlchemy URL); unset = the event log's database."
@@ -198,11 +233,21 @@ class Settings(BaseSettings):
 
     @field_validator("debug_token", "tracking_secret", "admin_api_key")
     @classmethod
-    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("is a placeholder; set a real secret (or leave it unset)")
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
+    def _strong_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        production = info.data.get("env") == "production"
+        if value is None:
+            if production and info.field_name in REQUIRED_IN_PRODUCTION:
+                raise ValueError("must be set in production (RECSYS_ENV=production)")
+            return value
+        secret = value.get_secret_value()
+        if not secret.strip():
+            raise ValueError("is empty; set a real secret" + ("" if production else " (or leave it unset)"))
+        if secret.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder; set a real secret")
+        least = MIN_PRODUCTION_SECRET_CHARS if production else MIN_SECRET_CHARS
+        if len(secret) < least:
+            where = " in production" if production else ""
+            raise ValueError(f"must be at least {least} characters{where}")
         return value
 
     def redis_config(self) -> RedisConfig | None:
@@ -227,6 +272,29 @@ class Settings(BaseSettings):
             ),
             policy=policy,
         )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _known_rate(cls, value: str | None) -> str | None:
+        from serving.ratelimit import parse_rate
+
+        if value is None or not value.strip():
+            return None
+        parse_rate(value)  # raises ValueError naming the problem
+        return value
+
+    @model_validator(mode="after")
+    def _rate_limit_needs_redis(self) -> Settings:
+        if self.rate_limit is not None and not self.redis_url:
+            raise ValueError("RECSYS_RATE_LIMIT needs RECSYS_REDIS_URL: the count is shared through Redis")
+        return self
 
     @field_validator("redis_url", "request_log_url", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from serving.config import Settings
 from serving.experiments import ExperimentRuntime
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder
+from serving.ratelimit import RateLimiter
 from serving.tracking import TrackingSigner
 
 
@@ -39,4 +40,5 @@ class Services:
     experiments: ExperimentRuntime | None = None  # routes requests of running experiments to their arms
     request_log: RequestSource | None = None  # read back for experiment attribution
     offline_estimator: OfflineEstimator | None = None  # the policy evaluation's estimate beside the lift
+    rate_limiter: RateLimiter | None = None  # None: recommendations are not rate limited
     closers: list[Callable[[], Any]] = field(default_factory=list)

@@ -58,18 +58,6 @@ def internal_caller(services: Services, x_debug_token: str | None) -> bool:
 InternalCallerDep = Annotated[bool, Depends(is_internal_caller)]
 
 
-async def require_internal_caller(internal: InternalCallerDep) -> None:
-    """Admin endpoints: 403 without a valid X-Debug-Token (403 for everybody when none is configured)."""
-    if not internal:
-        raise ApiError(
-            403,
-            "forbidden",
-            "a valid X-Debug-Token header is required",
-            field="x-debug-token",
-            location="header",
-        )
-
-
 async def require_json(request: Request) -> None:
     """Bodies must be JSON: anything else is 415 naming the Content-Type header.
 
@@ -100,7 +88,7 @@ async def require_admin_key(
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(description="The admin API key (RECSYS_ADMIN_API_KEY).")] = None,
 ) -> None:
-    """Experiments admin API: 401 without the right X-Api-Key (for everybody when none is configured)."""
+    """Admin and marketer API paths: 401 without the right X-Api-Key (for everybody when none is set)."""
     if not admin_key_valid(services, x_api_key):
         raise ApiError(
             401,

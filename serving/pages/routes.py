@@ -90,7 +90,8 @@ def _page(
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    # Production sits behind TLS (often ended at a proxy, so the scheme seen here may say http).
+    return request.url.scheme == "https" or _services(request).settings.env == "production"
 
 
 def _to_login(request: Request) -> RedirectResponse:

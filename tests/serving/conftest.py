@@ -33,6 +33,8 @@ REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("RECSYS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MODEL_NAME = "svc-test-offers"
 DEBUG_TOKEN = "test-debug-token-0123456789"
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN_HEADERS = {"X-Api-Key": ADMIN_KEY}
 TRACKING_SECRET = "test-tracking-secret-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 CAPS_POLICY = ROOT / "config" / "caps.yaml"
@@ -145,6 +147,7 @@ def make_settings(registry: Registry, world: Path, tmp: Path, prefix: str | None
         "data_dir": world,
         "reload_interval_s": 0,
         "debug_token": DEBUG_TOKEN,
+        "admin_api_key": ADMIN_KEY,
         "tracking_secret": TRACKING_SECRET,
         "exploration_share": 0.0,  # deterministic slates unless a test explores on purpose
     }
@@ -165,6 +168,7 @@ def service_env(registry: Registry, world: Path, tmp: Path, prefix: str, **over:
         "RECSYS_DATA_DIR": str(world),
         "RECSYS_RELOAD_INTERVAL_S": "0",
         "RECSYS_DEBUG_TOKEN": DEBUG_TOKEN,
+        "RECSYS_ADMIN_API_KEY": ADMIN_KEY,
         "RECSYS_TRACKING_SECRET": TRACKING_SECRET,
         "RECSYS_LOG_LEVEL": "info",
         "RECSYS_EXPLORATION_SHARE": "0",
@@ -192,9 +196,6 @@ def client(
         yield c
 
 
-ADMIN_KEY = "test-admin-key-0123456789"
-
-
 @pytest.fixture(scope="session")
 def live_service(
     registry: Registry, serving_world: Path, tmp_path_factory: pytest.TempPathFactory
@@ -205,9 +206,7 @@ def live_service(
 
     client = redis_or_fail()
     prefix = f"test-svc-live-{uuid.uuid4().hex[:10]}"
-    env = service_env(
-        registry, serving_world, tmp_path_factory.mktemp("live"), prefix, RECSYS_ADMIN_API_KEY=ADMIN_KEY
-    )
+    env = service_env(registry, serving_world, tmp_path_factory.mktemp("live"), prefix)
     try:
         with run_service(env, workers=1, ready_timeout_s=180) as svc:
             yield svc

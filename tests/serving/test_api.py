@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.tracking import TrackingSigner
-from tests.serving.conftest import DEBUG_TOKEN, TRACKING_SECRET, Registry
+from tests.serving.conftest import ADMIN_HEADERS, DEBUG_TOKEN, TRACKING_SECRET, Registry
 
 
 def departure(days: float = 3) -> str:
@@ -362,9 +362,11 @@ def test_health_ready_metrics(client: TestClient, world_members: list[str]) -> N
     assert "recsys_cap_store_breaker_open" in text
 
 
-def test_admin_reload_needs_the_token(client: TestClient, registry: Registry) -> None:
-    assert client.post("/v1/admin/reload").status_code == 403
-    resp = client.post("/v1/admin/reload", headers={"X-Debug-Token": DEBUG_TOKEN})
+def test_admin_reload_needs_the_admin_key_not_the_debug_token(client: TestClient, registry: Registry) -> None:
+    assert client.post("/v1/admin/reload").status_code == 401
+    refused = client.post("/v1/admin/reload", headers={"X-Debug-Token": DEBUG_TOKEN})
+    assert refused.status_code == 401 and refused.json()["error"]["fields"][0]["field"] == "x-api-key"
+    resp = client.post("/v1/admin/reload", headers=ADMIN_HEADERS)
     assert resp.status_code == 200
     assert resp.json()["status"] == "unchanged" and resp.json()["version"] == registry.first_version
 

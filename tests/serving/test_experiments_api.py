@@ -85,7 +85,9 @@ def test_admin_without_the_key_is_401(exp_client: TestClient, method: str, path:
 def test_admin_api_disabled_without_a_configured_key(
     registry: Registry, serving_world: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(registry, serving_world, tmp_path, None, capping_enabled=False)
+    settings = make_settings(
+        registry, serving_world, tmp_path, None, capping_enabled=False, admin_api_key=None
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         resp = c.get("/v1/experiments", headers=H)
         assert resp.status_code == 401

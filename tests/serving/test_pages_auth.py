@@ -114,7 +114,9 @@ def test_forms_need_the_sessions_csrf_token_and_bad_input_creates_nothing(pages:
 def test_without_an_admin_key_the_pages_are_off(
     registry: Registry, serving_world: Path, tmp_path: Path, module_prefix: str
 ) -> None:
-    settings = make_settings(registry, serving_world, tmp_path, module_prefix, experiments_poll_s=0)
+    settings = make_settings(
+        registry, serving_world, tmp_path, module_prefix, experiments_poll_s=0, admin_api_key=None
+    )
     with TestClient(create_app(settings), follow_redirects=False) as client:
         assert client.get("/experiments/login").status_code == 503
         assert client.get("/experiments").status_code == 303

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from bench.launcher import run_service
 from serving.app import create_app
-from tests.serving.conftest import DEBUG_TOKEN, Registry, make_settings, service_env
+from tests.serving.conftest import ADMIN_HEADERS, DEBUG_TOKEN, Registry, make_settings, service_env
 from tests.serving.test_api import rec_body
 
 
@@ -141,12 +141,12 @@ def test_not_ready_until_a_model_loads_and_failed_reload_keeps_serving(
         assert resp.status_code == 503 and resp.json()["error"]["code"] == "model_not_loaded"
 
         loader.fail = False
-        ok = client.post("/v1/admin/reload", headers={"X-Debug-Token": DEBUG_TOKEN})
+        ok = client.post("/v1/admin/reload", headers=ADMIN_HEADERS)
         assert ok.status_code == 200 and ok.json()["status"] == "loaded"
         assert client.get("/readyz").status_code == 200
 
         loader.fail = True
-        failed = client.post("/v1/admin/reload?force=true", headers={"X-Debug-Token": DEBUG_TOKEN})
+        failed = client.post("/v1/admin/reload?force=true", headers=ADMIN_HEADERS)
         assert failed.status_code == 502
         assert failed.json()["status"] == "failed" and "registry unreachable" in failed.json()["error"]
         assert client.get("/readyz").status_code == 200
@@ -165,9 +165,11 @@ def test_cap_policy_reload_rejects_a_bad_file_and_keeps_the_running_policy(
     settings = make_settings(
         registry, serving_world, tmp_path, redis_prefix, capping_policy_path=policy, capping_policy_poll_s=0
     )
-    headers = {"X-Debug-Token": DEBUG_TOKEN}
+    headers = ADMIN_HEADERS
     with TestClient(create_app(settings)) as client:
-        assert client.post("/v1/admin/caps-policy/reload").status_code == 403
+        assert client.post("/v1/admin/caps-policy/reload").status_code == 401
+        debug_only = client.post("/v1/admin/caps-policy/reload", headers={"X-Debug-Token": DEBUG_TOKEN})
+        assert debug_only.status_code == 401  # the debug token opens no admin path
         first = client.post("/v1/admin/caps-policy/reload", headers=headers)
         assert first.status_code == 200 and first.json()["ok"] is True
         version = first.json()["version"]

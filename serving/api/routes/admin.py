@@ -1,4 +1,4 @@
-"""POST /v1/admin/reload (internal callers only)."""
+"""The operators' admin paths (X-Api-Key: RECSYS_ADMIN_API_KEY): model and cap-policy reloads."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from serving.api.deps import ServicesDep, require_internal_caller
+from serving.api.deps import ServicesDep, require_admin_key
 from serving.api.schemas import ErrorResponse, PolicyReloadOut, ReloadOut
 from serving.errors import ApiError
 from serving.responses import OrjsonResponse
 
-router = APIRouter(tags=["admin"], dependencies=[Depends(require_internal_caller)])
+router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin_key)])
 
 
 @router.post(
     "/v1/admin/reload",
     response_model=ReloadOut,
     responses={
-        403: {"model": ErrorResponse, "description": "Missing or wrong X-Debug-Token."},
+        401: {"model": ErrorResponse, "description": "Missing or wrong X-Api-Key."},
         502: {"model": ReloadOut, "description": "Loading failed; the previous model keeps serving."},
     },
     summary="Load the version the registry alias points to now and swap it in without dropping a request",
@@ -44,7 +44,7 @@ async def reload_model(
     "/v1/admin/caps-policy/reload",
     response_model=PolicyReloadOut,
     responses={
-        403: {"model": ErrorResponse, "description": "Missing or wrong X-Debug-Token."},
+        401: {"model": ErrorResponse, "description": "Missing or wrong X-Api-Key."},
         422: {
             "model": PolicyReloadOut,
             "description": "The file is invalid (line and field named); the running policy stays in force.",

@@ -33,6 +33,10 @@ DEBUG_TOKEN_PARAMETER = {
 ERRORS = {
     415: {"model": ErrorResponse, "description": "Body is not JSON."},
     422: {"model": ErrorResponse, "description": "Invalid field (named in `error.fields`)."},
+    429: {
+        "model": ErrorResponse,
+        "description": "Over the per-client rate limit (RECSYS_RATE_LIMIT); retry in `Retry-After` seconds.",
+    },
     503: {"model": ErrorResponse, "description": "No model loaded yet."},
 }
 
@@ -50,6 +54,8 @@ async def recommend(body: RecommendationRequest, request: Request) -> Response:
     # FastAPI's per-request resolution of those cost ~0.1 ms of CPU each, a tenth of the whole pipeline.
     started = time.perf_counter()
     services = request.app.state.services
+    if services.rate_limiter is not None:
+        await services.rate_limiter.enforce(request)
     model = current_model(services)
     check_airports(body.trip, services.airports)
     debug = body.debug and internal_caller(services, request.headers.get("x-debug-token"))
