@@ -78,7 +78,8 @@ def closed_loop(
     starts = batch.starts
     req = batch.requests
     order = np.argsort(req[Col.REQUEST_TIME].to_numpy("datetime64[s]"), kind="stable")
-    times = pd.to_datetime(req[Col.REQUEST_TIME]).dt.tz_localize(UTC)
+    # plain datetimes once: per-request pandas access costs more than the response model
+    times = [t.to_pydatetime() for t in pd.to_datetime(req[Col.REQUEST_TIME]).dt.tz_localize(UTC)]
     member_ids = req[Col.MEMBER_ID].astype(str).to_numpy(object)
     placements = req[Col.PLACEMENT].to_numpy(object)
     slots = batch.slots
@@ -102,7 +103,7 @@ def closed_loop(
         local = np.argsort(-s[a:b], kind="stable")
         ranked = [a + int(j) for j in local if np.isfinite(s[a + int(j)])]
         mid = str(member_ids[i])
-        now = times.iloc[i].to_pydatetime()
+        now = times[i]
         k = int(slots[i])
         if caps is not None:
             cm = CapMember(mid, tier=tiers.get(mid, "basic"), time_zone=zones.get(mid, "UTC"))

@@ -98,11 +98,29 @@ class ScoringBundle(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+class PairScores:
+    """A bundle's (score, calibrated acceptance) of a batch's pairs, computed once for the last batch asked:
+    a model's value and acceptance rows rank the same scores (the costliest part of a row)."""
+
+    def __init__(self, bundle: ScoringBundle, profiles: Mapping[str, Mapping[str, Any]]) -> None:
+        self.bundle = bundle
+        self.profiles = profiles
+        self._last: tuple[RequestBatch, np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, batch: RequestBatch) -> tuple[np.ndarray, np.ndarray]:
+        if self._last is None or self._last[0] is not batch:
+            members = batch.pair_column(Col.MEMBER_ID)
+            scores, probs = self.bundle.score_pairs(members, batch.offer_id, self.profiles)
+            self._last = (batch, scores, probs)
+        return self._last[1], self._last[2]
+
+
 class BundleScorer:
     """A model bundle's per-pair scores, as the service computes them for one member and its candidates.
 
     ``objective``: ``score`` (the model score), ``acceptance`` (calibrated P(accept)) or ``value`` (calibrated
-    P(accept) × margin). ``profiles`` (member_id → profile dict) feed the cold-start policy.
+    P(accept) × margin). ``profiles`` (member_id → profile dict) feed the cold-start policy. Scorers of one
+    bundle given the same ``shared`` :class:`PairScores` score a batch once between them.
     """
 
     def __init__(
@@ -112,12 +130,14 @@ class BundleScorer:
         objective: Objective,
         margins: Mapping[str, float],
         profiles: Mapping[str, Mapping[str, Any]] | None = None,
+        shared: PairScores | None = None,
     ) -> None:
         self.name = name
         self.bundle = bundle
         self.objective = objective
         self.margins = margins
         self.profiles = profiles or {}
+        self.pair_scores = shared if shared is not None else PairScores(bundle, self.profiles)
         before = bundle.info.get("before")
         # a bundle refitted on all data saw everything: it has no cut-off
         self.trained_before: datetime | None = (
@@ -125,8 +145,7 @@ class BundleScorer:
         )
 
     def score(self, batch: RequestBatch) -> np.ndarray:
-        members = batch.pair_column(Col.MEMBER_ID)
-        scores, probs = self.bundle.score_pairs(members, batch.offer_id, self.profiles)
+        scores, probs = self.pair_scores(batch)
         if self.objective == "score":
             return scores
         if self.objective == "acceptance":
@@ -262,9 +281,10 @@ def standard_policies(
             )
             pipelines += [] if kind in pipelines else [kind]
             continue
-        policies.append(ScoredPolicy(BundleScorer(kind, bundle, "value", margins, profiles)))
+        shared = PairScores(bundle, profiles)
+        policies.append(ScoredPolicy(BundleScorer(kind, bundle, "value", margins, profiles, shared)))
         policies.append(
-            ScoredPolicy(BundleScorer(f"{kind}_acceptance", bundle, "acceptance", margins, profiles))
+            ScoredPolicy(BundleScorer(f"{kind}_acceptance", bundle, "acceptance", margins, profiles, shared))
         )
     exposures = None
     for kind in pipelines:
