@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import Response
 
-from recsys.capping.api import CapCandidate, CapMember
+from recsys.capping.api import CapCandidate, CapMember, CapState
 from recsys.pipeline.explain import MemberFacts
 from serving.__main__ import load_settings
 from serving.api.deps import current_model, require_json
@@ -86,9 +86,16 @@ async def recommend_io_floor(body: RecommendationRequest, request: Request) -> R
     check_airports(body.trip, services.airports)
     domain = to_domain(body, now=services.clock(), debug=False)
     trip_key = domain.trip.trip_key() if domain.trip is not None else None
-    record = (await pipeline.member_store.aread(domain.member_id, trip_key)).record
+    enforcer = pipeline.cap_enforcer
+    # As the pipeline does: the member read brings the cap state when both stores share the Redis.
+    cap_key = None
+    if enforcer is not None and enforcer.location() is not None:
+        if enforcer.location() == pipeline.member_store.location():
+            cap_key = enforcer.state_key(domain.member_id)
+    read = await pipeline.member_store.aread(domain.member_id, trip_key, cap_key)
+    record = read.record
     selected: list[str] = []
-    if pipeline.cap_enforcer is not None:
+    if enforcer is not None:
         member = MemberFacts.from_profile(
             record.profile if record is not None else None, pipeline.config.default_tier
         )
@@ -97,13 +104,14 @@ async def recommend_io_floor(body: RecommendationRequest, request: Request) -> R
             CapCandidate(o.offer_id, family=o.family, category=o.category, exempt=o.exempt)
             for o in pipeline.catalogue.offers[:IO_FLOOR_CANDIDATES]
         ]
-        decision = await pipeline.cap_enforcer.aselect_and_record(
+        decision = await enforcer.aselect_and_record(
             CapMember(domain.member_id, tier=member.tier, time_zone=member.time_zone),
             candidates,
             k=body.limit,
             placement=domain.placement,
             now=domain.now,
             record=True,
+            state=CapState.of(read.extra) if read.extra is not None else None,
         )
         selected = list(decision.selected)
     offers = FLOOR_BODY["offers"][: body.limit]
