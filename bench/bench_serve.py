@@ -368,11 +368,24 @@ def run_open_loop(port: int, bodies_file: Path, rate: float, duration: float) ->
 # ------------------------------------------------------------------------------------------------------------
 
 
-def simulate_month(redis_url: str, prefix: str, world: Path, members: int, seed: int) -> dict[str, Any]:
+def simulate_month(
+    redis_url: str, prefix: str, world: Path, members: int, seed: int, tracking: str | None = None
+) -> dict[str, Any]:
+    """A month of one member store and cap traffic for ``members`` members, then Redis bytes per member.
+
+    The members' profiles (and the champion's embeddings, float16) are published to a member store; every
+    request reads the profile with the cap state (one script, as the service does), is capped by the shipped
+    policy, and the app reports an impression for each offer shown (``count_on: event``); 5 % of requests are
+    followed by a dismissal. Bytes per active member: ``MEMORY USAGE`` of each member's keys (its record and
+    its cap hash), summed, over the members; every key of both prefixes must have a TTL.
+    """
     import pandas as pd
 
-    from recsys.capping.api import CapCandidate, CapMember, PolicyHolder, build_enforcer
+    from recsys.capping.api import CapCandidate, CapMember, CapState, PolicyHolder, build_enforcer
     from recsys.capping.redis_store import memory_report
+    from recsys.features.profiles import build_member_profiles
+    from recsys.stores.member_store import RedisMemberStore, publish_profiles
+    from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 
     rng = random.Random(seed)
     offers = pd.read_parquet(world / "offers.parquet", columns=["offer_id", "family", "category", "exempt"])
@@ -385,11 +398,21 @@ def simulate_month(redis_url: str, prefix: str, world: Path, members: int, seed:
     people = [
         CapMember(str(r.member_id), str(r.tier), str(r.time_zone)) for r in sample.itertuples(index=False)
     ]
+    clients = RedisClients(RedisConfig(redis_url, policy=RedisCallPolicy(timeout_ms=2000)))
+    store = RedisMemberStore(clients, prefix=f"{prefix}-members")
+    profiles = build_member_profiles(world)
+    profiles = profiles[profiles["member_id"].isin({p.member_id for p in people})]
+    bundle = None
+    if tracking is not None:
+        from recsys.registry import load_bundle
+
+        bundle = load_bundle(tracking, "loyalty-offers", "champion")[0]
+    published = publish_profiles(store, profiles, bundle, "month")
     enforcer = build_enforcer(
         redis_url,
         PolicyHolder(ROOT / "config" / "caps.yaml", poll_interval_s=0),
-        key_prefix=prefix,
-        timeout_ms=200,
+        key_prefix=f"{prefix}-caps",
+        clients=clients,
     )
     start = datetime.now(UTC) - timedelta(days=30)
     calls = 0
@@ -400,20 +423,49 @@ def simulate_month(redis_url: str, prefix: str, world: Path, members: int, seed:
                 for _ in range(rng.choice((0, 1, 1, 2, 3))):
                     now = start + timedelta(days=day, seconds=rng.uniform(0, 86_400))
                     ranked = rng.sample(catalogue, 20)
-                    enforcer.select_and_record(member, ranked, k=5, placement=rng.choice(PLACEMENTS), now=now)
+                    placement = rng.choice(PLACEMENTS)
+                    read = store.read(member.member_id, None, enforcer.state_key(member.member_id))
+                    state = CapState.of(read.extra) if read.extra is not None else None
+                    d = enforcer.select_and_record(member, ranked, k=5, placement=placement, now=now, state=state)
+                    shown = {c.offer_id: c for c in ranked}
+                    for offer_id in d.selected:  # the app reports what it showed
+                        enforcer.record_event(member, shown[offer_id], "impression", placement, now)
                     calls += 1
                     if rng.random() < 0.05:
-                        enforcer.record_event(member, ranked[0], "dismiss", "home", now)
-        report = memory_report(
-            enforcer.client if hasattr(enforcer, "client") else check_redis(redis_url), prefix
-        )
+                        enforcer.record_event(member, ranked[0], "dismiss", placement, now)
+        client = clients.sync
+        caps = memory_report(client, f"{prefix}-caps")
+        member_keys = [
+            (store.member_key("month", p.member_id), enforcer.state_key(p.member_id)) for p in people
+        ]
+        pipe = client.pipeline(transaction=False)
+        for record_key, cap_key in member_keys:
+            pipe.memory_usage(record_key, samples=0)
+            pipe.memory_usage(cap_key, samples=0)
+        usage = pipe.execute()
+        record_bytes = [u or 0 for u in usage[0::2]]
+        cap_bytes = [u or 0 for u in usage[1::2]]
+        active = sum(1 for c in cap_bytes if c)
+        no_ttl = [
+            k.decode()
+            for k in client.scan_iter(match=f"{prefix}-*", count=1000)
+            if client.pttl(k) == -1
+        ]
     finally:
-        enforcer.close()
-    report = dict(report)
-    report["simulated_members"] = len(people)
-    report["simulated_requests"] = calls
-    report["simulation_seconds"] = round(time.perf_counter() - t0, 1)
-    return report
+        clients.close()
+    return {
+        "simulated_members": len(people),
+        "simulated_requests": calls,
+        "simulation_seconds": round(time.perf_counter() - t0, 1),
+        "with_embedding": published.with_embedding,
+        "active_members": active,
+        "cap_bytes_per_active_member": round(sum(cap_bytes) / max(active, 1), 1),
+        "record_bytes_per_member": round(sum(record_bytes) / max(len(people), 1), 1),
+        "bytes_per_member": round((sum(cap_bytes) + sum(record_bytes)) / max(active, 1), 1),
+        "cap_report": caps,
+        "keys_without_ttl": no_ttl[:100],
+        "n_keys_without_ttl": len(no_ttl),
+    }
 
 
 def service_counters(url: str) -> dict[str, float]:
@@ -484,6 +536,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--members", type=int, default=5000)
     p.add_argument("--month-members", type=int, default=500)
+    p.add_argument("--month-only", action="store_true", help="only the simulated month (Redis bytes per member)")
     p.add_argument("--world-members", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--model", default="all", help="model kind(s) trained when no champion exists (as make)")
@@ -503,6 +556,19 @@ def main() -> None:
         args.duration, args.fixed_duration, args.month_members, args.rounds = 4.0, 5.0, 200, 1
 
     from bench.launcher import run_service
+
+    if args.month_only:
+        world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
+        tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
+        redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        try:
+            month = simulate_month(redis_url, f"{prefix}:month", world, args.month_members, args.seed, tracking)
+        finally:
+            delete_prefix(check_redis(redis_url), prefix)
+        print(json.dumps(month, indent=2, default=str))
+        report_month(month)
+        return
 
     world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
     world = world if world.is_absolute() else ROOT / world
@@ -634,7 +700,7 @@ def main() -> None:
         if args.month_members > 0 and args.ranker != "only":
             log(f"simulating a month of cap traffic for {args.month_members} members")
             results["month"] = simulate_month(
-                redis_url, f"{prefix}:month", world, args.month_members, args.seed
+                redis_url, f"{prefix}:month", world, args.month_members, args.seed, tracking
             )
     finally:
         removed = delete_prefix(client, prefix)
@@ -781,14 +847,23 @@ def report(r: dict[str, Any]) -> None:
             f"(answers incl. warm-up: {requests:.0f}) {ok(rows == requests)}"
         )
     if month:
-        per_member = month.get("bytes_per_member")
-        no_ttl = int(month.get("n_keys_without_ttl", len(month.get("keys_without_ttl") or [])))
-        print(
-            f"simulated month: {month['simulated_requests']} requests over {month['simulated_members']} "
-            "members; "
-            f"cap keys {month.get('keys')}; Redis bytes per active member {per_member}; "
-            f"keys without TTL {no_ttl} {ok(no_ttl == 0)}"
-        )
+        report_month(month)
+
+
+TARGET_BYTES_PER_MEMBER = 1_500
+
+
+def report_month(month: dict[str, Any]) -> None:
+    no_ttl = int(month["n_keys_without_ttl"])
+    per_member = float(month["bytes_per_member"])
+    print(
+        f"simulated month: {month['simulated_requests']} requests over {month['simulated_members']} members "
+        f"({month['active_members']} active, {month['with_embedding']} with an embedding); Redis bytes per "
+        f"active member {per_member:.0f} (cap hash {month['cap_bytes_per_active_member']:.0f}, member record "
+        f"{month['record_bytes_per_member']:.0f}) "
+        f"{'PASS' if per_member <= TARGET_BYTES_PER_MEMBER else 'FAIL'} (target <= {TARGET_BYTES_PER_MEMBER}); "
+        f"keys without TTL {no_ttl} {'PASS' if no_ttl == 0 else 'FAIL'}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -189,10 +189,12 @@ class CoreCapEnforcer:
     ) -> None:
         self._run(self._event(member, offer, event_type, placement, now))
 
-    def member_state(self, member: CapMember, now: datetime) -> dict[str, Any]:
+    def member_state(self, member: CapMember, now: datetime, offer_ids: Iterable[str] = ()) -> dict[str, Any]:
         now = aware(now)
         state = ReadState(self.store.key(member.member_id)).run(self.store)
-        return state_view(self.holder.policy, member, now, state.fields, store=self.store.name)
+        return state_view(
+            self.holder.policy, member, now, state.fields, store=self.store.name, offer_ids=offer_ids
+        )
 
     def with_policy(self, holder: PolicyHolder) -> CoreCapEnforcer:
         return CoreCapEnforcer(
@@ -391,9 +393,9 @@ class ResilientCapEnforcer:
                     "cap store unavailable (%s): %s event for %s not applied", e, event_type, member.member_id
                 )
 
-    def member_state(self, member: CapMember, now: datetime) -> dict[str, Any]:
+    def member_state(self, member: CapMember, now: datetime, offer_ids: Iterable[str] = ()) -> dict[str, Any]:
         try:
-            return self.inner.member_state(member, now)
+            return self.inner.member_state(member, now, offer_ids)
         except StoreUnavailable as e:
             view = state_view(self.policy, member, aware(now), {}, store=self.inner.store.name)
             view.update(degraded=f"unavailable: {e}", caps=[], cooldowns=[])

@@ -5,17 +5,18 @@ what it writes back.
 tag as the member store's keys so one script reads the profile and the caps). Its fields, short on purpose
 (a member's hash stays a Redis listpack, a few hundred bytes)::
 
-    <code>.<window>|<sub>   a counter: <code> is 4 base-36 characters of a hash of the cap's name (longer only
-                            if two names of the policy collide), <window> the window (``7d``, ``24h``; ``D``
-                            day, ``W`` week, ``L`` lifetime), <sub> what it counts per (offer id, category,
-                            family, placement, ``-`` member-wide)
+    <code><window>|<sub>    a counter: <code> is 2 base-36 characters of a hash of the cap's name (unique in
+                            the policy), <window> the window (``7d``, ``24h``; ``D`` day, ``W`` week, ``L``
+                            lifetime), <sub> what it counts per: category, family, placement, ``-``
+                            member-wide, or for per-offer caps 4 base-36 characters of a hash of the offer id
     ~<d|p><o|c>|<target>    a cool-down: time of the last dismissal / purchase of an offer / category
     v                       the state's version, raised by every write (optimistic concurrency)
 
 Values (numbers in base 36):
 
 - **rolling** ``<first bucket>:<n0>.<n1>...``: impression counts in consecutive buckets of ``window / 24``
-  (``24h`` → 1 h buckets, ``7d`` → 7 h); an empty count is 0. A bucket counts while any impression in it
+  (``24h`` → 1 h buckets, ``7d`` → 7 h); an empty count is 0; or, when shorter, only the buckets with
+  impressions, ``<first bucket>:<n0>,<gap>:<n>,...``. A bucket counts while any impression in it
   could still be inside the window, i.e. until its *end* plus the window: an impression stops counting
   between one window and one window plus one bucket after it was shown (conservative: a cap is never
   exceeded, an offer may come back up to one bucket later than an exact window would allow).
@@ -36,7 +37,7 @@ therefore never together exceed a cap, and the decision logic exists once for ev
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -74,6 +75,8 @@ DEFAULT_CANDIDATE_WINDOW = 50
 LOCAL_CAP_NAME = "outage_local"
 VERSION_FIELD = "v"
 COOLDOWN_MARK = "~"
+CODE_LEN = 2  # characters of a cap's code
+OFFER_CODE_LEN = 4  # characters of an offer id's code in per-offer counters
 
 KIND_COOLDOWN = 1
 KIND_CAP = 2
@@ -108,25 +111,44 @@ def window_tag(cap: ResolvedCap) -> str:
     return w.spec if w.kind is WindowKind.ROLLING else _WINDOW_TAG[w.spec]
 
 
-def _digest(name: str, n: int) -> str:
-    h = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+def _digest(name: str, n: int, salt: int = 0) -> str:
+    data = name.encode() if not salt else f"{salt}:{name}".encode()
+    h = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
     return b36(h)[-n:].rjust(n, "0")
 
 
 @lru_cache(maxsize=64)
 def _name_codes(names: frozenset[str]) -> dict[str, str]:
-    short = {n: _digest(n, 4) for n in names}
-    clash = {c for c in short.values() if list(short.values()).count(c) > 1}
-    return {n: (_digest(n, 10) if c in clash else c) for n, c in short.items()}
+    codes: dict[str, str] = {}
+    taken: set[str] = set()
+    # Sorted: the names that collide take the next salt in a fixed order, whatever the policy's order.
+    for name in sorted(names):
+        salt = 0
+        while (code := _digest(name, CODE_LEN, salt)) in taken:
+            salt += 1
+        codes[name] = code
+        taken.add(code)
+    return codes
 
 
 def cap_codes(policy: CapPolicy) -> dict[str, str]:
-    """Cap name → the short code its fields start with (unique within the policy)."""
+    """Cap name → the 2-character code its fields start with (unique within the policy)."""
     return _name_codes(frozenset(c.name for c in policy.caps) | {LOCAL_CAP_NAME})
 
 
 def counter_prefix(policy: CapPolicy, cap: ResolvedCap) -> str:
-    return f"{cap_codes(policy)[cap.name]}.{window_tag(cap)}|"
+    return f"{cap_codes(policy)[cap.name]}{window_tag(cap)}|"
+
+
+def offer_code(offer_id: str) -> str:
+    """What a per-offer counter stores for the offer id: 4 base-36 characters of its hash. Two offers of a
+    catalogue may share one (about 1 in 160 for 150 offers): they then count together, which can only hold an
+    offer back, never let one through."""
+    return _digest(offer_id, OFFER_CODE_LEN)
+
+
+def sub_field(cap: ResolvedCap, sub: str) -> str:
+    return offer_code(sub) if cap.scope is Scope.MEMBER_OFFER else sub
 
 
 def cooldown_field(event: str, scope: str, target: str) -> str:
@@ -140,18 +162,38 @@ def parse_rolling(value: str | None) -> tuple[int, list[int]]:
     """(first bucket, counts of consecutive buckets) of a rolling field."""
     if not value:
         return 0, []
-    first, _, counts = value.partition(":")
-    return _i36(first), [_i36(c) for c in counts.split(".")]
+    first_s, _, rest = value.partition(":")
+    first = _i36(first_s)
+    if "," not in rest:  # dense: "<first>:<n0>.<n1>..." (a single bucket: "<first>:<n0>")
+        return first, [_i36(c) for c in rest.split(".")]
+    counts: list[int] = []
+    for i, part in enumerate(rest.split(",")):  # sparse: "<first>:<n0>,<gap>:<n>,..."
+        if i:
+            gap, _, n = part.partition(":")
+            counts.extend([0] * (_i36(gap) - 1))
+            counts.append(_i36(n))
+        else:
+            counts.append(_i36(part))
+    return first, counts
 
 
 def format_rolling(first: int, counts: list[int]) -> str:
+    """The shorter of the dense and the sparse form (values stay short: Redis keeps the hash compact)."""
     while counts and counts[-1] == 0:
         counts = counts[:-1]
     lead = 0
     while lead < len(counts) and counts[lead] == 0:
         lead += 1
     counts = counts[lead:]
-    return f"{b36(first + lead)}:" + ".".join(b36(c) if c else "" for c in counts)
+    head = f"{b36(first + lead)}:"
+    dense = ".".join(b36(c) if c else "" for c in counts)
+    parts, last = [b36(counts[0])] if counts else [], 0
+    for i in range(1, len(counts)):
+        if counts[i]:
+            parts.append(f"{b36(i - last)}:{b36(counts[i])}")
+            last = i
+    sparse = ",".join(parts)
+    return head + (sparse if len(parts) > 1 and len(sparse) < len(dense) else dense)
 
 
 def live_buckets(value: str | None, now_ms: int, window_ms: int) -> list[tuple[int, int]]:
@@ -175,8 +217,7 @@ def field_expiry_ms(name: str, value: str, lifetime_ms: int, cooldown_ms: int) -
     try:
         if name.startswith(COOLDOWN_MARK):
             return _i36(value) + cooldown_ms
-        head = name.partition("|")[0]
-        tag = head.rpartition(".")[2]
+        tag = name.partition("|")[0][CODE_LEN:]
         if tag == "D" or tag == "W":
             return parse_pair(value)[0] * 60_000
         if tag == "L":
@@ -285,7 +326,7 @@ def counter_of(
 ) -> CounterRef:
     """The counter of ``cap`` for ``sub`` now (``periods`` caches the member's calendar periods)."""
     w = cap.window
-    name = counter_prefix(policy, cap) + sub
+    name = counter_prefix(policy, cap) + sub_field(cap, sub)
     if w.kind is WindowKind.CALENDAR:
         period = periods.get(w.unit) if periods is not None else None
         if period is None:
@@ -604,17 +645,29 @@ def decode(
 
 
 def state_view(
-    policy: CapPolicy, member: CapMember, now: datetime, fields: dict[str, str], *, store: str
+    policy: CapPolicy,
+    member: CapMember,
+    now: datetime,
+    fields: dict[str, str],
+    *,
+    store: str,
+    offer_ids: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The support-staff view of one member: each cap's count, limit and reset, and active cool-downs,
-    from the member's cap hash ``fields``."""
+    from the member's cap hash ``fields``. Per-offer counters are stored under a code of the offer id:
+    ``offer_ids`` (the catalogue) names them; a code of no offer given is shown as ``#<code>``."""
     rp = policy.resolved(member.tier)
     now_ms = to_ms(now)
     life = lifetime_ms(policy)
+    names = {offer_code(o): o for o in offer_ids}
     rows: list[dict[str, Any]] = []
     for cap in rp.caps:
         head = counter_prefix(policy, cap)
-        subs = {f[len(head) :] for f in fields if f.startswith(head)}
+        by_offer = cap.scope is Scope.MEMBER_OFFER
+        if by_offer:
+            names.update((offer_code(o), o) for o in cap.offers or ())
+        stored = {f[len(head) :] for f in fields if f.startswith(head)}
+        subs = {names.get(c, f"#{c}") for c in stored} if by_offer else stored
         # Member-wide caps and caps with an explicit filter list are always shown, even at zero.
         listed = {
             Scope.MEMBER: ["-"],
@@ -626,6 +679,8 @@ def state_view(
         always = set(listed or ())
         for sub in sorted(subs | always):
             c = counter_of(policy, cap, sub, member, now)
+            if sub.startswith("#") and by_offer:
+                c.name = head + sub[1:]
             n, live = read_count(c, fields.get(c.name), now_ms, life)
             if n == 0 and sub not in always:
                 continue  # nothing counted in the window any more

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -166,8 +166,9 @@ class CapEnforcer(Protocol):
         """Apply an app event: impression (count_on=event), dismiss (cool-downs), purchase (suppression)."""
         ...
 
-    def member_state(self, member: CapMember, now: datetime) -> dict[str, Any]:
-        """A JSON-able view for support staff: each cap's count, limit and reset time; active cool-downs."""
+    def member_state(self, member: CapMember, now: datetime, offer_ids: Iterable[str] = ()) -> dict[str, Any]:
+        """A JSON-able view for support staff: each cap's count, limit and reset time; active cool-downs.
+        ``offer_ids`` (the catalogue's) name the offers of per-offer counters, which store a code of the id."""
         ...
 
     def with_policy(self, holder: PolicyHolder) -> CapEnforcer:

@@ -442,7 +442,9 @@ def test_member_state_reports_counts_limits_and_resets(make_enforcer: MakeEnforc
     e.select_and_record(m, [offer("U1", UP, "cabin_upgrade"), offer("S1")], 2, HOME, t)
     e.select_and_record(m, [offer("S2")], 1, HOME, t + timedelta(minutes=10))
     e.record_event(m, offer("S3"), EventType.DISMISS.value, HOME, t + timedelta(minutes=20))
-    state = e.member_state(m, t + timedelta(minutes=30))
+    # the catalogue names the per-offer counters (they store a code of the offer id)
+    catalogue = ["U1", "S1", "S2", "S3"]
+    state = e.member_state(m, t + timedelta(minutes=30), catalogue)
     assert state["member_id"] == "M0000001" and state["degraded"] is None
     caps = {(c["cap"], c["key"]): c for c in state["caps"]}
     assert caps[("member_daily", "-")] | {} == {
@@ -483,7 +485,7 @@ def test_member_state_reports_counts_limits_and_resets(make_enforcer: MakeEnforc
         },
     ]
     # Next local day: day counters are back to zero, the weekly offer cap is not.
-    later = e.member_state(m, datetime(2026, 6, 1, 16, 0, tzinfo=UTC))
+    later = e.member_state(m, datetime(2026, 6, 1, 16, 0, tzinfo=UTC), catalogue)
     caps = {(c["cap"], c["key"]): c for c in later["caps"]}
     assert caps[("member_daily", "-")]["count"] == 0
     assert caps[("member_daily", "-")]["resets_at"] == "2026-06-02T16:00:00Z"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from recsys.capping.api import CapCandidate, CapMember, PolicyHolder, build_enforcer
 from recsys.capping.enforcer import CoreCapEnforcer
+from recsys.capping.engine import offer_code
 from recsys.capping.memory_store import MemoryCapStore
 from tests.capping.conftest import make_policy
 
@@ -43,7 +44,8 @@ def test_fields_whose_life_is_over_are_dropped_on_the_next_write() -> None:
     # S1's hour is over: its field is gone; the day counter holds the new day's count.
     later = store.read("caps:{M1}").fields
     assert len(later) == 3
-    assert not any(f.endswith("|S1") for f in later) and any(f.endswith("|S2") for f in later)
+    s1, s2 = f"|{offer_code('S1')}", f"|{offer_code('S2')}"  # per-offer counters store a code of the id
+    assert not any(f.endswith(s1) for f in later) and any(f.endswith(s2) for f in later)
 
 
 def test_naive_datetimes_are_utc() -> None:

@@ -62,5 +62,7 @@ async def member_caps(member_id: MemberId, services: ServicesDep) -> Response:
         raise ApiError(503, "capping_disabled", "frequency capping is disabled in this deployment")
     now = services.clock()
     member = cap_member(services.member_store, member_id)
-    state = await anyio.to_thread.run_sync(enforcer.member_state, member, now)
+    model = services.holder.current
+    offer_ids = list(model.pipeline.offer_ids) if model is not None else []  # per-offer counters' names
+    state = await anyio.to_thread.run_sync(enforcer.member_state, member, now, offer_ids)
     return OrjsonResponse({"member_id": member_id, "as_of": now, "state": state})
