@@ -1,4 +1,4 @@
-"""What storing member embeddings as float16 (the online member store's default) or int8 changes in the ranking.
+"""What storing member embeddings as float16 (the member store's default) or int8 changes in the ranking.
 
 For a seeded sample of the members the champion knows, each offer of the catalogue is scored with the learned
 vector (float32, the reference) and with the vector as the member store returns it (float16; int8 with one
@@ -77,9 +77,13 @@ def main() -> None:
                 s.setdefault(f"top{k}_overlap_by_score", []).append(
                     len(set(by_score[:k]) & set(ref_by_score[:k])) / k
                 )
-                s.setdefault(f"top{k}_overlap_by_value", []).append(len(set(by_ev[:k]) & set(ref_by_ev[:k])) / k)
+                s.setdefault(f"top{k}_overlap_by_value", []).append(
+                    len(set(by_ev[:k]) & set(ref_by_ev[:k])) / k
+                )
             s.setdefault("ndcg10_by_value", []).append(_ndcg(ref_ev, by_ev, 10))
-            s.setdefault("top5_by_value_identical", []).append(float(np.array_equal(by_ev[:5], ref_by_ev[:5])))
+            s.setdefault("top5_by_value_identical", []).append(
+                float(np.array_equal(by_ev[:5], ref_by_ev[:5]))
+            )
             s.setdefault("max_abs_score_diff", []).append(float(np.abs(scores - ref_scores).max()))
     dim = int(np.asarray(bundle.member_embedding(sample[0])).size)
     out = {
@@ -91,7 +95,8 @@ def main() -> None:
     }
     for name, s in stats.items():
         out[name] = {
-            key: round(max(vals) if key.startswith("max") else float(np.mean(vals)), 6) for key, vals in s.items()
+            key: round(max(vals) if key.startswith("max") else float(np.mean(vals)), 6)
+            for key, vals in s.items()
         }
     print(json.dumps(out, indent=2))
 

@@ -88,10 +88,10 @@ async def recommend_io_floor(body: RecommendationRequest, request: Request) -> R
     trip_key = domain.trip.trip_key() if domain.trip is not None else None
     enforcer = pipeline.cap_enforcer
     # As the pipeline does: the member read brings the cap state when both stores share the Redis.
+    location = enforcer.location() if enforcer is not None else None
     cap_key = None
-    if enforcer is not None and enforcer.location() is not None:
-        if enforcer.location() == pipeline.member_store.location():
-            cap_key = enforcer.state_key(domain.member_id)
+    if enforcer is not None and location is not None and location == pipeline.member_store.location():
+        cap_key = enforcer.state_key(domain.member_id)
     read = await pipeline.member_store.aread(domain.member_id, trip_key, cap_key)
     record = read.record
     selected: list[str] = []

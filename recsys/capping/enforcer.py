@@ -41,7 +41,6 @@ from recsys.capping.types import (
     REASON_OUTAGE_CLOSED,
     CapCandidate,
     CapDecision,
-    CapEnforcer,
     CapMember,
     CapState,
     StoreUnavailable,
@@ -72,7 +71,8 @@ class CapStore(Protocol):
     async def aread(self, key: str) -> CapState: ...
 
     def commit(self, key: str, state: CapState, w: Writes) -> CapState | None:
-        """Apply ``w`` if the hash is still at ``state.version``: None when applied, else the current state."""
+        """Apply ``w`` if the hash is still at ``state.version``: None when applied, else the current
+        state."""
         ...
 
     async def acommit(self, key: str, state: CapState, w: Writes) -> CapState | None: ...
@@ -119,7 +119,8 @@ Steps = Generator[StoreOp, Any, T]
 
 
 class CoreCapEnforcer:
-    """Cap decisions over a :class:`CapStore` (no outage handling: wrap it in :class:`ResilientCapEnforcer`)."""
+    """Cap decisions over a :class:`CapStore` (no outage handling: :class:`ResilientCapEnforcer` wraps
+    it)."""
 
     def __init__(
         self,
@@ -145,7 +146,7 @@ class CoreCapEnforcer:
             try:
                 op = steps.send(value)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return done.value
             value = op.run(self.store)
 
     async def _arun(self, steps: Steps[T]) -> T:
@@ -154,7 +155,7 @@ class CoreCapEnforcer:
             try:
                 op = steps.send(value)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return done.value
             value = await op.arun(self.store)
 
     # -- the interface ----------------------------------------------------------------------------------
@@ -182,7 +183,9 @@ class CoreCapEnforcer:
         also_check: Sequence[CapCandidate] = (),
         state: CapState | None = None,
     ) -> CapDecision:
-        return await self._arun(self._select(member, candidates, k, placement, now, record, also_check, state))
+        return await self._arun(
+            self._select(member, candidates, k, placement, now, record, also_check, state)
+        )
 
     def record_event(
         self, member: CapMember, offer: CapCandidate, event_type: str, placement: str, now: datetime
@@ -249,7 +252,9 @@ class CoreCapEnforcer:
         self.counters.add_many([s.reason for s in decision.suppressed])
         return decision
 
-    def _commit_loop(self, key: str, state: CapState, plan: Plan, decide: Any, cooldowns: Sequence[str] = ()) -> Steps[Any]:
+    def _commit_loop(
+        self, key: str, state: CapState, plan: Plan, decide: Any, cooldowns: Sequence[str] = ()
+    ) -> Steps[Any]:
         """Decide on ``state`` and commit what the decision records, again on the fresh state after a
         conflicting write; the decision that was committed (or needed no write)."""
         for _ in range(MAX_ATTEMPTS):
@@ -284,7 +289,9 @@ class CoreCapEnforcer:
             fields = cooldown_fields(policy, member, offer, event.value)
             if not fields:
                 return None
-            plan = Plan(now_ms=to_ms(now), lifetime_ms=lifetime_ms(policy), cooldown_ms=max_cooldown_ms(policy))
+            plan = Plan(
+                now_ms=to_ms(now), lifetime_ms=lifetime_ms(policy), cooldown_ms=max_cooldown_ms(policy)
+            )
             state = yield ReadState(key)
             yield from self._commit_loop(key, state, plan, lambda _: _NOTHING, fields)
         return None
@@ -357,7 +364,9 @@ class ResilientCapEnforcer:
         state: CapState | None = None,
     ) -> CapDecision:
         try:
-            return self.inner.select_and_record(member, candidates, k, placement, now, record, also_check, state)
+            return self.inner.select_and_record(
+                member, candidates, k, placement, now, record, also_check, state
+            )
         except StoreUnavailable as e:
             return self._degraded(e, member, candidates, k, placement, now, record)
 
@@ -472,4 +481,3 @@ class ResilientCapEnforcer:
         self.counters.add_many([s.reason for s in decision.suppressed])
         self.counters.add(f"degraded:{policy.outage.mode}")
         return decision
-

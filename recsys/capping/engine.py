@@ -20,8 +20,8 @@ Values (numbers in base 36):
   could still be inside the window, i.e. until its *end* plus the window: an impression stops counting
   between one window and one window plus one bucket after it was shown (conservative: a cap is never
   exceeded, an offer may come back up to one bucket later than an exact window would allow).
-- **calendar** ``<period end, minutes>:<count>``: a count for the member's current local day or week; a field of
-  an earlier period counts 0.
+- **calendar** ``<period end, minutes>:<count>``: a count for the member's current local day or week; a
+  field of an earlier period counts 0.
 - **lifetime** ``<count>:<last impression, seconds>``: kept ``lifetime_ttl`` after the last impression.
 - **cool-down** ``<time, ms>``.
 
@@ -402,7 +402,9 @@ def build_plan(
 # -- the decision -------------------------------------------------------------------------------------------
 
 
-def read_count(c: CounterRef, value: str | None, now_ms: int, lifetime: int) -> tuple[int, list[tuple[int, int]]]:
+def read_count(
+    c: CounterRef, value: str | None, now_ms: int, lifetime: int
+) -> tuple[int, list[tuple[int, int]]]:
     """The counter's count now, and (rolling) its live buckets."""
     if not value:
         return 0, []

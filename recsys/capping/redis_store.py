@@ -22,7 +22,7 @@ if the hash is unchanged since it was read.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import redis
@@ -49,10 +49,15 @@ return 1
 """.replace("VERSION", VERSION_FIELD)
 
 
-def _fields(raw: dict[bytes, bytes] | list[bytes]) -> dict[str, str]:
-    if isinstance(raw, dict):
-        return {f.decode(): v.decode() for f, v in raw.items()}
-    return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _fields(raw: Mapping[bytes | str, bytes | str] | list[bytes]) -> dict[str, str]:
+    """A hash's fields from HGETALL (a dict) or from a script's flat reply (a list)."""
+    if isinstance(raw, list):
+        return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+    return {_text(f): _text(v) for f, v in raw.items()}
 
 
 def _commit_args(state: CapState, w: Writes) -> list[Any]:
@@ -121,7 +126,12 @@ class RedisCapStore:
 
     def status(self) -> dict[str, Any]:
         b = self.clients.guard.breaker
-        return {"store": "redis", "breaker_open": b.is_open, "last_error": b.last_error, "failures": b.failures}
+        return {
+            "store": "redis",
+            "breaker_open": b.is_open,
+            "last_error": b.last_error,
+            "failures": b.failures,
+        }
 
     def close(self) -> None:
         if self._own:

@@ -122,10 +122,18 @@ class StoreUnavailable(Exception):
 class CapEnforcer(Protocol):
     """Frequency-cap enforcement (see :mod:`recsys.capping.api` for the semantics). Thread-safe."""
 
-    counters: SuppressionCounters
-    holder: PolicyHolder
     # select_and_record looks at the first max(candidate_window, 5 * k) candidates (None: all of them)
     candidate_window: int | None
+
+    @property
+    def counters(self) -> SuppressionCounters:
+        """Suppressions by reason code (and degraded calls), for metrics."""
+        ...
+
+    @property
+    def holder(self) -> PolicyHolder:
+        """The policy holder (the policy in force, reloads)."""
+        ...
 
     def select_and_record(
         self,
@@ -168,7 +176,8 @@ class CapEnforcer(Protocol):
 
     def member_state(self, member: CapMember, now: datetime, offer_ids: Iterable[str] = ()) -> dict[str, Any]:
         """A JSON-able view for support staff: each cap's count, limit and reset time; active cool-downs.
-        ``offer_ids`` (the catalogue's) name the offers of per-offer counters, which store a code of the id."""
+        ``offer_ids`` (the catalogue's) name the offers of per-offer counters, which store a code of the
+        id."""
         ...
 
     def with_policy(self, holder: PolicyHolder) -> CapEnforcer:

@@ -51,11 +51,12 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, cast
 
 import numpy as np
 import orjson
 import pandas as pd
+from redis.typing import EncodableT
 
 from recsys.schema import Col
 from recsys.stores.redis import RedisClients, RedisUnavailable
@@ -197,7 +198,9 @@ def decode_record(
 ) -> MemberRecord:
     fmt, dim = _HEADER.unpack_from(data)
     if fmt != RECORD_FORMAT:
-        raise MemberStoreError(f"member record of {member_id} has format {fmt}, this service reads {RECORD_FORMAT}")
+        raise MemberStoreError(
+            f"member record of {member_id} has format {fmt}, this service reads {RECORD_FORMAT}"
+        )
     at = _HEADER.size
     vec: np.ndarray | None = None
     if dim:
@@ -466,16 +469,16 @@ class RedisMemberStore:
         client = self.clients.aio
         version = await client.get(self._pointer)
         meta = None
-        if version and version.decode() != self._active.version:
-            meta = await client.hmget(self.meta_key(version.decode()), ["columns", "dtype"])
+        if version and _text(version) != self._active.version:
+            meta = await client.hmget(self.meta_key(_text(version)), ["columns", "dtype"])
         return self._activate(version, lambda v: meta)
 
-    def _activate(self, raw: bytes | None, meta_of: Any) -> _Active:
+    def _activate(self, raw: bytes | str | None, meta_of: Any) -> _Active:
         now = time.monotonic()
         if not raw:
             self._active = _Active(None, read_at=now)
             return self._active
-        version = raw.decode()
+        version = _text(raw)
         if version == self._active.version:
             self._active = _Active(version, self._active.columns, self._active.dtype, now)
             return self._active
@@ -484,7 +487,12 @@ class RedisMemberStore:
             # The pointer names a version without metadata: it expired, or a publish is switching now.
             self._active = _Active(None, read_at=now)
             return self._active
-        self._active = _Active(version, orjson.loads(columns), (dtype or b"float16").decode(), now)
+        stored_dtype = _text(dtype) if dtype else "float16"
+        if stored_dtype not in _DTYPES:
+            raise MemberStoreError(
+                f"version {version} stores embeddings as {stored_dtype!r}, not one of {sorted(_DTYPES)}"
+            )
+        self._active = _Active(version, orjson.loads(columns), cast(EmbeddingDtype, stored_dtype), now)
         return self._active
 
     # -- reads -------------------------------------------------------------------------------------------
@@ -564,7 +572,7 @@ class RedisMemberStore:
         version = _check_version(version)
         bulk = self.clients.bulk
         current = bulk.get(self._pointer)
-        if current is not None and current.decode() == version:
+        if current is not None and _text(current) == version:
             raise MemberStoreError(f"version {version} is already active; publish a new version")
         emb = _embedding_lookup(profiles, embeddings)
         self._unlink(self.version_keys(version))  # leftovers of a failed publish of this version
@@ -586,7 +594,7 @@ class RedisMemberStore:
                 pipe.execute()
                 self._after_batch(version, len(keys))
         pipe.execute()
-        meta = {
+        meta: dict[EncodableT, EncodableT] = {
             "columns": orjson.dumps(cols),
             "dtype": self.embedding_dtype,
             "members": len(keys),
@@ -659,13 +667,15 @@ class RedisMemberStore:
             await self.clients.aclose()
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _glob_escape(s: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", s)
 
 
-def build_member_store(
-    url: str | None, *, clients: RedisClients | None = None, **kwargs: Any
-) -> MemberStore:
+def build_member_store(url: str | None, *, clients: RedisClients | None = None, **kwargs: Any) -> MemberStore:
     """The member store for a URL: a Redis URL → Redis (on ``clients`` when given, the process's shared
     clients); None/``memory://`` → embedded. Keyword arguments go to the implementation (e.g. ``prefix=``)."""
     if not url or url.startswith("memory://"):

@@ -42,7 +42,9 @@ def candidates(n: int) -> list[CapCandidate]:
     return [CapCandidate(f"O{i}", *cats[i % len(cats)]) for i in range(n)]
 
 
-def test_one_hash_per_member_under_its_hash_tag_with_a_ttl(key_prefix: str, redis_client: redis.Redis) -> None:
+def test_one_hash_per_member_under_its_hash_tag_with_a_ttl(
+    key_prefix: str, redis_client: redis.Redis
+) -> None:
     e = build_enforcer(
         REDIS_URL, make_policy(POLICY.format(count_on="serve")), key_prefix=key_prefix, timeout_ms=2000
     )

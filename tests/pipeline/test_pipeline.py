@@ -449,7 +449,9 @@ def test_member_store_outage_serves_the_member_as_unknown_without_failing() -> N
     from recsys.stores.member_store import RedisMemberStore
     from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 
-    dead = RedisMemberStore(RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200))))  # nothing listens on port 1
+    dead = RedisMemberStore(
+        RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200)))
+    )  # nothing listens on port 1
     res = pipeline(dead).recommend(request("M1", placement="home", trip=None))
     assert res.store_degraded is not None and "RedisUnavailable" in res.store_degraded
     assert [o.offer_id for o in res.offers] == ["PROMO"]  # default profile: basic tier, no miles
@@ -474,10 +476,11 @@ def test_async_member_store_outage_serves_the_member_as_unknown() -> None:
     import asyncio
 
     from recsys.stores.member_store import RedisMemberStore
-
     from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 
-    dead = RedisMemberStore(RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200))))
+    dead = RedisMemberStore(
+        RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200)))
+    )
     res = asyncio.run(pipeline(dead).arecommend(request("M1", placement="home", trip=None)))
     assert res.store_degraded is not None and "RedisUnavailable" in res.store_degraded
     assert [o.offer_id for o in res.offers] == ["PROMO"]

@@ -207,7 +207,9 @@ def redis_prefix() -> Iterator[str]:
 class _CountingRedis(redis.Redis):
     """The real client, counting the commands it sends."""
 
-    commands: list[str] = []
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: list[str] = []
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.commands.append(str(args[0]))
@@ -233,13 +235,21 @@ def test_a_request_is_one_redis_round_trip_for_profile_and_caps(
         warm = RecommendRequest(member_id=members[0], placement="booking", trip=trip, now=world.now, limit=3)
         pipe.recommend(warm)  # loads the scripts (NOSCRIPT) once
         for i in range(1, 4):  # a member each: every request has offers to record
-            req = RecommendRequest(member_id=members[i], placement="booking", trip=trip, now=world.now, limit=3)
+            req = RecommendRequest(
+                member_id=members[i], placement="booking", trip=trip, now=world.now, limit=3
+            )
             counting.commands.clear()
             res = pipe.recommend(req)
             assert res.offers and res.cap_degraded is None and res.store_degraded is None
             # event: the member read brings the cap state, nothing else; serve: plus the commit of the picks
             expected = ["EVALSHA"] if count_on == "event" else ["EVALSHA", "EVALSHA"]
             assert counting.commands == expected, (i, counting.commands)
+        # Every key the two stores wrote expires (the member records, the pointer, the cap hashes).
+        check = redis_or_fail(REDIS_URL)
+        keys = list(check.scan_iter(match=f"{redis_prefix}*", count=1000))
+        assert any(b"-caps:{" in k for k in keys) == (count_on == "serve")
+        assert keys and [k for k in keys if check.pttl(k) < 0] == []
+        check.close()
     finally:
         clients.close()
 

@@ -336,7 +336,9 @@ def test_member_profile_with_the_store_down_is_503_and_recommendations_still_ans
     from serving.app import create_app
     from tests.serving.conftest import make_settings
 
-    dead = RedisMemberStore(RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200))))  # nothing listens on port 1
+    dead = RedisMemberStore(
+        RedisClients(RedisConfig("redis://127.0.0.1:1/0", policy=RedisCallPolicy(timeout_ms=200)))
+    )  # nothing listens on port 1
     settings = make_settings(registry, serving_world, tmp_path, None, capping_enabled=False)
     with TestClient(create_app(settings, member_store=dead), raise_server_exceptions=False) as c:
         resp = c.get(f"/v1/members/{world_members[0]}/profile")

@@ -68,7 +68,10 @@ def test_redis_publish_then_read_one_member(redis_client: redis.Redis, prefix: s
     np.testing.assert_array_equal(rec.embedding, embeddings(50, 1)[3].astype(np.float16).astype(np.float32))
     assert store.get("NOPE") is None
     # the member's key carries its hash tag and the version; the pointer names the version; all expire
-    assert redis_client.exists(f"{prefix}:{{M00003}}:1") and redis_client.get(f"{prefix}:{{{prefix}}}:active") == b"1"
+    assert (
+        redis_client.exists(f"{prefix}:{{M00003}}:1")
+        and redis_client.get(f"{prefix}:{{{prefix}}}:active") == b"1"
+    )
     assert redis_client.ttl(f"{prefix}:{{M00003}}:1") > 30 * 86_400
 
 
@@ -267,8 +270,12 @@ def test_async_read_matches_the_blocking_read(prefix: str) -> None:
             blocking.record.version,
             blocking.record.profile,
         )
-        np.testing.assert_array_equal(rec.embedding, embeddings(40, 3)[i].astype(np.float16).astype(np.float32))
-        assert read.purchased == blocking.purchased == (frozenset({"AN-BAG-23-01"}) if i == 7 else frozenset())
+        np.testing.assert_array_equal(
+            rec.embedding, embeddings(40, 3)[i].astype(np.float16).astype(np.float32)
+        )
+        assert (
+            read.purchased == blocking.purchased == (frozenset({"AN-BAG-23-01"}) if i == 7 else frozenset())
+        )
     assert (got[40].record, got[40].purchased) == (None, frozenset())
     store.clients.close()
 

@@ -103,7 +103,9 @@ def test_publish_makes_the_models_members_active_then_switches_atomically(
     bundle, info = load_bundle(registry["RECSYS_MLFLOW_TRACKING_URI"], MODEL, "champion")
     assert info.version == "1"
     members = [m for m in redis_client.scan_iter(match=f"{prefix}:{{M*}}:{first}", count=1000)]
-    known = next(mid for mid in sorted(k.decode().split("{")[1].split("}")[0] for k in members) if bundle.is_known(mid))
+    known = next(
+        mid for mid in sorted(k.decode().split("{")[1].split("}")[0] for k in members) if bundle.is_known(mid)
+    )
     n_members = int(re.search(r"members published: (\d+)", out).group(1))  # type: ignore[union-attr]
     n_emb = int(re.search(r"with embeddings:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
     assert n_members == len(members) and 0 < n_emb <= n_members
