@@ -10,7 +10,7 @@ A failure while applying is logged and reported (``apply_errors``) — the event
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -218,14 +218,22 @@ def cap_member(member_store: MemberStore | None, member_id: str) -> CapMember:
     return CapMember(member_id, tier=tier, time_zone=tz)
 
 
+# (placement, member id, event time) -> the enforcer of the experiment arm serving that member there, or None
+ArmEnforcer = Callable[[str, str, datetime], CapEnforcer | None]
+
+
 def apply_online(
     accepted: list[EventRecord],
     *,
     offers: Mapping[str, Any],
     member_store: MemberStore | None,
     cap_enforcer: CapEnforcer | None,
+    arm_enforcer: ArmEnforcer | None = None,
 ) -> int:
-    """Apply new events to online state; returns how many could not be applied (logged)."""
+    """Apply new events to online state; returns how many could not be applied (logged).
+
+    ``arm_enforcer`` names the enforcer of the experiment arm that served the member on the event's
+    placement: its cap policy (count on events, cool-downs) must see the event, not the service's default."""
     if not accepted:
         return 0
     errors = 0
@@ -241,7 +249,10 @@ def apply_online(
                 # Bought for one flight: remembered for that trip above; the member-wide purchase cool-down
                 # would hide the same upgrade on every other flight.
                 continue
-            if cap_enforcer is not None:
+            enforcer = cap_enforcer
+            if arm_enforcer is not None:
+                enforcer = arm_enforcer(ev.placement, ev.member_id, ev.event_time) or cap_enforcer
+            if enforcer is not None:
                 member = members.get(ev.member_id)
                 if member is None:
                     member = members[ev.member_id] = cap_member(member_store, ev.member_id)
@@ -251,7 +262,7 @@ def apply_online(
                     category=str(o.category),
                     exempt=bool(getattr(o, "exempt", False)),
                 )
-                cap_enforcer.record_event(member, candidate, ev.event_type, ev.placement, ev.event_time)
+                enforcer.record_event(member, candidate, ev.event_type, ev.placement, ev.event_time)
         except Exception:
             errors += 1
             logger.exception("event %s logged but not applied to online state", ev.event_id)
@@ -268,11 +279,16 @@ def ingest(
     event_log: EventLog,
     member_store: MemberStore | None,
     cap_enforcer: CapEnforcer | None,
+    arm_enforcer: ArmEnforcer | None = None,
 ) -> IntakeResult:
     """Validate, append (idempotent) and apply one batch."""
     records = validate_batch(events, max_batch=max_batch, offers=offers, signer=signer, window=window)
     result = event_log.append(records)
     errors = apply_online(
-        result.accepted, offers=offers, member_store=member_store, cap_enforcer=cap_enforcer
+        result.accepted,
+        offers=offers,
+        member_store=member_store,
+        cap_enforcer=cap_enforcer,
+        arm_enforcer=arm_enforcer,
     )
     return IntakeResult(received=len(events), append=result, apply_errors=errors)

@@ -38,6 +38,7 @@ from recsys.experiments.stats import p99
 from serving.model_holder import OfferIndexer, ServedModel
 
 if TYPE_CHECKING:
+    from recsys.capping.types import CapEnforcer
     from recsys.pipeline.pipeline import OfferPipeline
     from recsys.pipeline.scorer import Scorer
 
@@ -120,6 +121,15 @@ class ExperimentRuntime:
         if found is None:
             return None
         return Routed(found, snap.arms.get((found.experiment, found.variant)))
+
+    def arm_enforcer(self, placement: str, member_id: str, at: datetime) -> CapEnforcer | None:
+        """The cap enforcer of the experiment arm that serves this member on this placement at ``at``: an
+        event is counted under the cap policy that chose the offer. None outside any arm (and for a holdout
+        that serves nothing): the service's own enforcer applies."""
+        routed = self.route(placement, member_id, at)
+        if routed is None or routed.model is None:
+            return None
+        return routed.model.pipeline.cap_enforcer
 
     # --------------------------------------------------------------------------------------- loading
     def _served_model(self, ref: ModelRef, objective: str, cap_policy: str | None) -> ServedModel:

@@ -70,6 +70,7 @@ def post_events(body: EventBatchIn, services: ServicesDep, model: ModelDep) -> E
         event_log=services.event_log,
         member_store=services.member_store,
         cap_enforcer=services.cap_enforcer,
+        arm_enforcer=services.experiments.arm_enforcer if services.experiments is not None else None,
     )
     services.metrics.record_events(
         (ev.event_type for ev in result.append.accepted), len(result.append.duplicate_ids)
