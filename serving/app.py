@@ -403,6 +403,7 @@ def create_app(
             variant_pipeline,
             index_offers=index_offers or catalogue_index,
         )
+        closers.append(runtime.flush_latency)  # closers run in reverse: before the store closes
         services.experiment_store = exp_store
         services.experiments = runtime
         services.request_log = rlog if rlog is not None else request_log

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
-from collections import deque
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,7 @@ from recsys.experiments import (
     ModelRef,
     route,
 )
-from recsys.experiments.stats import p99
+from recsys.experiments.latency import LatencyHistogram
 from serving.model_holder import OfferIndexer, ServedModel
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
     from recsys.pipeline.scorer import Scorer
 
 logger = logging.getLogger("serving.experiments")
-
-LATENCY_WINDOW = 10_000  # latest requests per arm whose latency the p99 guardrail reads
 
 # ModelRef -> (bundle, version info with .name .version .alias .run_id)
 VariantLoader = Callable[[ModelRef], tuple["Scorer", Any]]
@@ -86,22 +85,46 @@ class ExperimentRuntime:
         self._lock = asyncio.Lock()
         self._bundles: dict[str, tuple[Scorer, Any]] = {}
         self._served: dict[tuple[str, str, str | None], ServedModel] = {}
-        self._latency: dict[tuple[str, str], deque[float]] = {}
+        # Latency per (experiment, arm): recorded on the event loop, flushed from a thread.
+        self.worker_id = uuid.uuid4().hex
+        self._latency_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._latency_new: dict[tuple[str, str], LatencyHistogram] = {}
+        self._latency_total: dict[tuple[str, str], LatencyHistogram] = {}
+        self._latency_dirty: set[tuple[str, str]] = set()
         self.last_error: str | None = None
 
     def record_latency(self, experiment: str, variant: str, seconds: float) -> None:
-        """Keep this worker's latest request latencies per arm (the report's p99 guardrail)."""
-        q = self._latency.get((experiment, variant))
-        if q is None:
-            q = self._latency[(experiment, variant)] = deque(maxlen=LATENCY_WINDOW)
-        q.append(seconds * 1e3)
+        """Count one request's serving latency for its arm (stored by :meth:`flush_latency`)."""
+        with self._latency_lock:
+            h = self._latency_new.get((experiment, variant))
+            if h is None:
+                h = self._latency_new[(experiment, variant)] = LatencyHistogram()
+            h.record_seconds(seconds)
+
+    def flush_latency(self) -> None:
+        """Store what this worker served since it started, per arm, in the experiment store (blocking: the
+        poll calls it in a thread every ``experiments_poll_s``, the report before it reads, the shutdown)."""
+        with self._flush_lock:
+            with self._latency_lock:
+                new, self._latency_new = self._latency_new, {}
+            for key, h in new.items():
+                self._latency_total.setdefault(key, LatencyHistogram()).add(h)
+            self._latency_dirty.update(new)
+            if not self._latency_dirty:
+                return
+            self.store.save_latency(
+                self.worker_id, {k: self._latency_total[k] for k in self._latency_dirty}
+            )  # on failure the arms stay dirty: the next flush stores them
+            self._latency_dirty.clear()
 
     def latency_p99(self, experiment: str) -> dict[str, float | None]:
-        """p99 latency (ms) per arm over this worker's latest requests."""
-        # deque.copy() is one C call: safe while the event loop appends (the report runs in a thread).
-        return {
-            arm: p99(list(q.copy())) for (exp, arm), q in list(self._latency.items()) if exp == experiment
-        }
+        """p99 latency (ms) per arm over every request any worker served it (blocking)."""
+        try:
+            self.flush_latency()
+        except Exception:  # the stored figures (other workers', this one's last flush) still answer
+            logger.exception("could not store this worker's latencies before the report")
+        return {arm: h.percentile_ms(99) for arm, h in self.store.latency(experiment).items()}
 
     @property
     def snapshot(self) -> Snapshot:
@@ -205,6 +228,7 @@ class ExperimentRuntime:
             await asyncio.sleep(interval_s)
             try:
                 await self.refresh()
+                await anyio.to_thread.run_sync(self.flush_latency)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the poll must never die

@@ -211,10 +211,3 @@ def srm(observed: Mapping[str, int], shares: Mapping[str, float]) -> SrmResult:
     chi2, pv = sps.chisquare(obs, total * p)
     verdict = "alert" if pv < SRM_ALERT else "warn" if pv < SRM_WARN else "ok"
     return SrmResult(float(chi2), float(pv), verdict, {a: int(observed.get(a, 0)) for a in arms}, expected)
-
-
-def p99(values: Sequence[float]) -> float | None:
-    """99th percentile (linear interpolation), None without data."""
-    if len(values) == 0:
-        return None
-    return float(np.percentile(np.asarray(values, dtype=float), 99))

@@ -14,7 +14,7 @@ again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -27,11 +27,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     func,
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
+from recsys.experiments.latency import LatencyHistogram, merged
 from recsys.experiments.model import (
     Experiment,
     ExperimentError,
@@ -57,6 +60,18 @@ experiments_table = Table(
     Column("namespace", String(64), nullable=False),
     Column("revision", Integer, nullable=False),
     Column("definition", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Serving latency per experiment arm and worker (recsys.experiments.latency): the report adds the workers'.
+latency_table = Table(
+    "experiment_latency",
+    metadata,
+    Column("experiment", String(64), primary_key=True),
+    Column("variant", String(64), primary_key=True),
+    Column("worker", String(64), primary_key=True),
+    Column("requests", Integer, nullable=False),
+    Column("histogram", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -362,6 +377,43 @@ class ExperimentStore:
         with self.engine.connect() as conn:
             n, total = conn.execute(stmt).one()
         return int(n), int(total)
+
+    # ------------------------------------------------------------------------------------------ latency
+    def save_latency(self, worker: str, histograms: Mapping[tuple[str, str], LatencyHistogram]) -> None:
+        """Store one worker's latency histograms ((experiment, arm) -> everything it served since it
+        started), replacing what it stored before. Workers write their own rows, so they never contend."""
+        if not histograms:
+            return
+        now = self.clock()
+        rows = [
+            {
+                "experiment": experiment,
+                "variant": variant,
+                "worker": worker,
+                "requests": h.count,
+                "histogram": h.encode(),
+                "updated_at": now,
+            }
+            for (experiment, variant), h in histograms.items()
+        ]
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(latency_table)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["experiment", "variant", "worker"],
+            set_={c: insert.excluded[c] for c in ("requests", "histogram", "updated_at")},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def latency(self, experiment: str) -> dict[str, LatencyHistogram]:
+        """arm -> the latencies every worker (past and present) served it, added up."""
+        stmt = select(latency_table.c.variant, latency_table.c.histogram).where(
+            latency_table.c.experiment == experiment
+        )
+        by_arm: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            for variant, text_ in conn.execute(stmt):
+                by_arm.setdefault(variant, []).append(text_)
+        return {arm: merged(texts) for arm, texts in by_arm.items()}
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

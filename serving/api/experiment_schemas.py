@@ -286,7 +286,9 @@ class ArmOut(BaseModel):
     revenue: float
     miles: float
     rates: RatesOut
-    p99_latency_ms: float | None = Field(description="this worker's latest requests of the arm")
+    p99_latency_ms: float | None = Field(
+        description="every request any worker served the arm since the start (HDR histograms, 1 % precision)"
+    )
 
 
 class _ComparisonFields(BaseModel):

@@ -16,7 +16,7 @@ import pytest
 import statsmodels.api as sm
 from scipy.stats import chi2_contingency
 
-from recsys.experiments.stats import compare_means, compare_proportions, cuped, p99, srm
+from recsys.experiments.stats import compare_means, compare_proportions, cuped, srm
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -164,8 +164,3 @@ def test_srm_three_arms() -> None:
     assert got.chi2 == pytest.approx(chi2)
     assert got.p_value == pytest.approx(math.exp(-chi2 / 2), rel=1e-9)
     assert got.verdict == "ok"
-
-
-def test_p99() -> None:
-    assert p99([]) is None
-    assert p99(list(range(1, 101))) == pytest.approx(99.01)  # numpy's linear interpolation
