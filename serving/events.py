@@ -13,10 +13,10 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from recsys.capping.types import CapCandidate, CapEnforcer, CapMember
 from recsys.events import AppendResult, EventLog, EventRecord
+from recsys.pipeline.catalogue import CatalogueOffer
 from recsys.schema import Col, EventType
 from recsys.stores.member_store import MemberStore
 from serving.api.schemas import EventIn
@@ -102,7 +102,7 @@ def validate_batch(
     events: list[EventIn],
     *,
     max_batch: int,
-    offers: Mapping[str, Any],
+    offers: Mapping[str, CatalogueOffer],
     signer: TrackingSigner,
     window: TimeWindow,
 ) -> list[EventRecord]:
@@ -225,7 +225,7 @@ ArmEnforcer = Callable[[str, str, datetime], CapEnforcer | None]
 def apply_online(
     accepted: list[EventRecord],
     *,
-    offers: Mapping[str, Any],
+    offers: Mapping[str, CatalogueOffer],
     member_store: MemberStore | None,
     cap_enforcer: CapEnforcer | None,
     arm_enforcer: ArmEnforcer | None = None,
@@ -273,7 +273,7 @@ def ingest(
     events: list[EventIn],
     *,
     max_batch: int,
-    offers: Mapping[str, Any],
+    offers: Mapping[str, CatalogueOffer],
     signer: TrackingSigner,
     window: TimeWindow,
     event_log: EventLog,

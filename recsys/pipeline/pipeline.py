@@ -32,11 +32,12 @@ import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from recsys.capping.types import CapCandidate, CapDecision, CapEnforcer, CapMember, CapState
+from recsys.data.network import CITY, HAS_LOUNGE, IATA, Network, load_network
 from recsys.models.bundle import MemberScoring
 from recsys.pipeline.candidates import gather_candidates
 from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
@@ -65,12 +66,12 @@ BELOW_TOP_K = "below_top_k"
 NO_VALUE = "no_expected_value"
 
 
-def _network_tables(network: Any) -> tuple[frozenset[str] | None, dict[str, str], frozenset[str] | None]:
+def _network_tables(
+    network: Network | None,
+) -> tuple[frozenset[str] | None, dict[str, str], frozenset[str] | None]:
     """(airports with a lounge, city per airport, all known airports) of a ``Network``."""
     if network is None:
         return None, {}, None
-    from recsys.data.network import CITY, HAS_LOUNGE, IATA
-
     airports = network.airports
     codes = [str(c) for c in airports[IATA]]
     lounges = frozenset(c for c, has in zip(codes, airports[HAS_LOUNGE], strict=True) if bool(has))
@@ -102,15 +103,13 @@ class OfferPipeline:
         member_store: MemberStore,
         cap_enforcer: CapEnforcer | None = None,
         config: PipelineConfig = PipelineConfig(),
-        network: Any | None = None,
+        network: Network | Literal[False] | None = None,
     ) -> None:
         self.bundle = bundle
         self.member_store = member_store
         self.cap_enforcer = cap_enforcer
         self.config = config
         if network is None:
-            from recsys.data.network import load_network
-
             network = load_network()
         self.network = network or None
         self.catalogue = Catalogue(bundle.offers)
