@@ -7,7 +7,14 @@ from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from recsys.models.base import LearnedModelConfig, RecDataset, Recommender, Vectors, deep_copied
+from recsys.models.base import (
+    LearnedModelConfig,
+    RecDataset,
+    Recommender,
+    Vectors,
+    deep_copied,
+    memo_fit,
+)
 
 
 class ALSConfig(LearnedModelConfig):
@@ -44,7 +51,7 @@ class ALSRecommender(Recommender):
     def _fit(self, data: RecDataset) -> Vectors:
         with threadpool_limits(limits=1, user_api="blas"):  # implicit checks BLAS threads when built
             template = self._estimator()
-        return factor_vectors(template, data)
+        return memo_fit(self.kind, self.config, [data.user_items], lambda: factor_vectors(template, data))
 
 
 def factor_vectors(template: object, data: RecDataset) -> Vectors:

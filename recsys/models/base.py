@@ -23,9 +23,10 @@ The shape follows implicit's ``RecommenderBase`` and RecTools' ``ModelBase``:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -735,6 +736,34 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     take = starts[:, None] + np.arange(k)[None, :]
     top = c[take]
     return top, np.take_along_axis(scores, top, axis=1).astype(np.float32)
+
+
+_FIT_MEMO: dict[str, tuple[tuple[str, str], Vectors]] = {}
+
+
+def memo_fit(
+    kind: str, config: ModelConfig, inputs: Sequence[sp.spmatrix], fit: Callable[[], Vectors]
+) -> Vectors:
+    """``fit()``, or a copy of the vectors the last fit of ``kind`` returned for the same fitting parameters
+    and the same ``inputs`` (every matrix the fit reads).
+
+    A training run fits some factorisations twice: the hybrid's ALS and LightFM parts, and the ranker's base
+    ALS, are the ``als`` and ``lightfm`` models of the same run (same data, parameters and seed: the same
+    vectors). One entry per kind, so memory holds one model's vectors each."""
+    params = config.model_dump_json(exclude={"prior_weight", "popularity_shrinkage"})  # not read by a fit
+    digest = hashlib.blake2b(digest_size=16)
+    for m in inputs:
+        csr = sp.csr_matrix(m)
+        digest.update(repr((csr.shape, csr.dtype.str, csr.indptr.dtype.str, csr.indices.dtype.str)).encode())
+        for arr in (csr.indptr, csr.indices, csr.data):
+            digest.update(np.ascontiguousarray(arr).data)
+    key = (params, digest.hexdigest())
+    hit = _FIT_MEMO.get(kind)
+    if hit is not None and hit[0] == key:
+        return copy.deepcopy(hit[1])
+    vectors = fit()
+    _FIT_MEMO[kind] = (key, copy.deepcopy(vectors))
+    return vectors
 
 
 def deep_copied(estimator: Any) -> Any:

@@ -332,7 +332,7 @@ class ModelBundle:
         # in pyarrow/numpy/pandas code that releases the GIL (1M members: 23 s together instead of 36 s).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="profiles") as pool:
             profiles_job = pool.submit(_member_profiles, root, before, seed)
-            inter = build_interactions(root, cfg.interactions, before, holdout=holdout, progress=progress)
+            inter = _interactions(root, cfg.interactions, before, holdout, progress)
             if inter.matrix.nnz == 0:
                 when = f" before {before}" if before is not None else ""
                 raise BundleError(f"{root}: no interactions{when}; nothing to learn from")
@@ -738,6 +738,44 @@ def _search(
 
 # ------------------------------------------------------------------------------------------------ helpers
 _PROFILE_CACHE: dict[tuple[str, str, str, int], pd.DataFrame] = {}
+_INTERACTIONS_CACHE: dict[tuple[str, str, str, str], InteractionMatrix] = {}
+_CALIBRATION_ROWS_CACHE: list[tuple[InteractionMatrix, tuple[str, str, int], pd.DataFrame]] = []
+
+
+def _dataset_fingerprint(root: Path) -> str:
+    """The manifest's content fingerprint ("" when the dataset has none: then nothing is cached)."""
+    from recsys.data.layout import DatasetError, read_manifest
+
+    try:
+        return str(read_manifest(root).get("fingerprint", ""))
+    except DatasetError:
+        return ""
+
+
+def _interactions(
+    root: Path,
+    cfg: InteractionConfig,
+    before: datetime | None,
+    holdout: Holdout | None,
+    progress: bool,
+) -> InteractionMatrix:
+    """:func:`build_interactions`, the last result kept per (dataset, fingerprint, configuration, cut-off):
+    a training run builds the same matrix for every kind it trains (the pipeline: seven times before the
+    cut-off). A split's holdout is not cached; neither is a dataset without a fingerprint. The matrix is
+    shared, never modified: models copy what they change."""
+    fingerprint = _dataset_fingerprint(root)
+    if holdout is not None or not fingerprint:
+        return build_interactions(root, cfg, before, holdout=holdout, progress=progress)
+    key = (
+        str(root.resolve()),
+        fingerprint,
+        cfg.model_dump_json(),
+        before.isoformat() if before is not None else "",
+    )
+    if key not in _INTERACTIONS_CACHE:
+        _INTERACTIONS_CACHE.clear()  # one matrix at a time (1M members: hundreds of MB)
+        _INTERACTIONS_CACHE[key] = build_interactions(root, cfg, before, progress=progress)
+    return _INTERACTIONS_CACHE[key]
 
 
 def _member_profiles(root: Path, before: datetime | None, seed: int) -> pd.DataFrame | None:
@@ -870,7 +908,13 @@ def _calibrate(
     cfg: CalibrationConfig,
     seed: int,
 ) -> tuple[dict[str, Calibrator], dict[str, Any]]:
-    rows = _calibration_rows(root, inter, before, cfg, seed)
+    key = (before.isoformat() if before is not None else "", cfg.model_dump_json(), seed)
+    cached = [r for i, k, r in _CALIBRATION_ROWS_CACHE if i is inter and k == key]
+    if cached:  # the same (cached) matrix: the same impressions and labels
+        rows = cached[0]
+    else:
+        rows = _calibration_rows(root, inter, before, cfg, seed)
+        _CALIBRATION_ROWS_CACHE[:] = [(inter, key, rows)]
     assert model.has_history_ is not None
     r = rows["row"].to_numpy(dtype=np.int64)
     c = rows["col"].to_numpy(dtype=np.int64)

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from lightfm import LightFM
 from pydantic import Field
 
-from recsys.models.base import LearnedModelConfig, RecDataset, Recommender, Vectors, deep_copied
+from recsys.models.base import LearnedModelConfig, RecDataset, Recommender, Vectors, deep_copied, memo_fit
 
 
 class LightFMConfig(LearnedModelConfig):
@@ -65,6 +65,11 @@ class LightFMRecommender(Recommender):
         )
 
     def _fit(self, data: RecDataset) -> Vectors:
+        assert data.member_features is not None and data.item_features is not None
+        inputs = [data.user_items, data.member_features.matrix, data.item_features.matrix]
+        return memo_fit(self.kind, self.config, inputs, lambda: self._fit_lightfm(data))
+
+    def _fit_lightfm(self, data: RecDataset) -> Vectors:
         assert data.member_features is not None and data.item_features is not None
         c = self.config
         n_users, n_items = data.user_items.shape
