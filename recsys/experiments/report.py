@@ -19,7 +19,9 @@ Shape (every figure per arm; lifts of each non-control variant, and of the holdo
                        comparison}}
     timeline[]        {date, time, bucket_s, variant, exposed_members, purchasers, conversion} (cumulative
                       at the end of each bucket: a minute to a UTC day, at most 60 buckets over the window)
-    offline_estimate  {available, reason | estimator, metric, control, treatment, absolute_lift, ...}
+    offline_estimate  {available, reason | estimates[]}; each estimate: {variant, estimator, metric, control,
+                      treatment, absolute_lift, absolute_ci, relative_lift, relative_ci, n_requests, note,
+                      measured: {metric, relative_lift, relative_ci, inside_offline_ci}}
     attribution       {requests, events_attributed, events_before_exposure, events_unattributed,
                        events_wrong_member, crossover_members}
     warnings[]        plain sentences
@@ -256,10 +258,13 @@ def build_report(
     arm_rows = [_arm_summary(a, by_arm.get(a, []), shares[a], latency_p99.get(a)) for a in arms]
     metric_list = [exp.primary_metric, *[m for m in (*PROPORTIONS, *MEANS) if m is not exp.primary_metric]]
     metrics = []
+    purchases: dict[str, dict[str, Any]] = {}  # variant -> its purchases-per-member comparison
     for metric in metric_list:
-        comparisons = []
+        comparisons: list[dict[str, Any]] = []
         for arm in arms[1:]:
             comparisons.append({"variant": arm, **_comparison(metric, ctrl, by_arm.get(arm, []), history)})
+        if metric is Metric.PURCHASES:
+            purchases = {c["variant"]: c for c in comparisons}
         metrics.append(
             {
                 "metric": metric.value,
@@ -313,7 +318,8 @@ def build_report(
         for v in exp.variants[1:]:
             est = offline.estimate(exp, exp.control, v)
             if est is not None:
-                estimates.append({"variant": v.key, **_offline_json(est)})
+                measured = _measured_beside(est, purchases[v.key])
+                estimates.append({"variant": v.key, **_offline_json(est), "measured": measured})
         offline_json = (
             {"available": True, "estimates": estimates}
             if estimates
@@ -339,6 +345,19 @@ def build_report(
             "crossover_members": attribution.crossovers,
         },
         "warnings": warnings,
+    }
+
+
+def _measured_beside(est: OfflineEstimate, measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The measured lift the offline estimate predicts: purchases per exposed member against the replay's
+    purchases per request. Different units, so they meet in the relative lift; ``inside_offline_ci`` says
+    whether the measured relative lift falls in the estimate's 95 % interval (None: either is missing)."""
+    rel, ci = measured.get("relative_lift"), est.relative_ci
+    return {
+        "metric": Metric.PURCHASES.value,
+        "relative_lift": rel,
+        "relative_ci": measured.get("relative_ci"),
+        "inside_offline_ci": None if rel is None or ci is None else bool(ci[0] <= rel <= ci[1]),
     }
 
 

@@ -351,6 +351,15 @@ class TimelinePointOut(BaseModel):
     conversion: float | None = Field(description="cumulative at the end of the bucket")
 
 
+class MeasuredBesideOut(BaseModel):
+    metric: str = Field(description="measured metric the estimate predicts: purchases per exposed member")
+    relative_lift: float | None
+    relative_ci: Interval | None
+    inside_offline_ci: bool | None = Field(
+        description="the measured relative lift lies inside the offline estimate's 95 % interval"
+    )
+
+
 class OfflineEstimateOut(BaseModel):
     variant: str
     estimator: str
@@ -363,6 +372,7 @@ class OfflineEstimateOut(BaseModel):
     relative_ci: Interval | None
     n_requests: int
     note: str
+    measured: MeasuredBesideOut | None = None
 
 
 class OfflineOut(BaseModel):
