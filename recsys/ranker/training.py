@@ -65,6 +65,7 @@ class ImpressionTable:
     offer_id: np.ndarray
     placement: np.ndarray
     click: np.ndarray  # 1 where the member clicked the offer in that request (whether or not they bought)
+    request_id: np.ndarray
 
     def __len__(self) -> int:
         return len(self.y)
@@ -78,6 +79,7 @@ class ImpressionTable:
             self.offer_id[idx],
             self.placement[idx],
             self.click[idx],
+            self.request_id[idx],
         )
 
 
@@ -205,7 +207,10 @@ def impression_table(
     )
     y = imp["_y"].fillna(0).to_numpy(np.int8)
     click = imp["_click"].fillna(0).to_numpy(np.int8)
-    return ImpressionTable(x, y, to_seconds(imp[Col.EVENT_TIME]), member_ids, offer_ids, placement, click)
+    request_ids = imp[Col.REQUEST_ID].astype(str).to_numpy(object)
+    return ImpressionTable(
+        x, y, to_seconds(imp[Col.EVENT_TIME]), member_ids, offer_ids, placement, click, request_ids
+    )
 
 
 def pair_features(
