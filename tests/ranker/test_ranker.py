@@ -307,3 +307,23 @@ def test_the_ranker_without_cf_features(small_world: Path, trained: Trained, tmp
     # the CF vector does not reach the ranker's answer: another member with the same profile scores the same
     other = str(bundle.member_ids.external_ids[1])
     np.testing.assert_array_equal(a, bundle.for_member(other).score(offers, ctx)[1])
+
+
+def test_impression_rows_carry_their_request_and_click(trained: Trained, small_world: Path):
+    bundle = trained.bundle
+    start, end = trained.cutoff, trained.cutoff + pd.Timedelta(days=20)
+    events = read_events(small_world, end)
+    profiles = build_member_profiles(small_world, start.to_pydatetime(), seed=7)
+    offers = read_table(small_world, "offers")
+    table = impression_table(
+        small_world, bundle.context_ranker.space, offers, events, profiles, bundle, start, end
+    )
+    clicks = events[events["event_type"] == "click"]
+    clicked = set(zip(clicks["request_id"], clicks["offer_id"], strict=True))
+    bought = events[events["event_type"] == "purchase"]
+    purchased = set(zip(bought["request_id"], bought["offer_id"], strict=True))
+    want_click = [(r, o) in clicked for r, o in zip(table.request_id, table.offer_id, strict=True)]
+    want_buy = [(r, o) in purchased for r, o in zip(table.request_id, table.offer_id, strict=True)]
+    np.testing.assert_array_equal(table.click.astype(bool), want_click)
+    np.testing.assert_array_equal(table.y.astype(bool), want_buy)
+    assert table.click.sum() > 0 and table.y.sum() > 0
