@@ -16,7 +16,7 @@ export RECSYS_DATA_DIR ?= $(WORLD)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(abspath $(VAR))/mlflow.db
 export RECSYS_MLFLOW_TRACKING_URI ?= $(MLFLOW_TRACKING_URI)
 
-.PHONY: run test venv lint typecheck world champion clean bench-data bench-train bench-serve browser redis-tools
+.PHONY: run test venv lint typecheck lock world champion clean bench-data bench-train bench-serve browser redis-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The image's runtime dependencies, pinned with their hashes (the Dockerfile installs nothing else); run after
+# changing pyproject.toml's dependencies (tests/test_image.py checks the two agree).
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements.lock
+
 $(WORLD)/manifest.json: | $(STAMP)
 	$(BIN)/recsys data generate --members $(MEMBERS) --seed $(SEED) --out $(WORLD)
 
@@ -34,15 +40,20 @@ world: $(WORLD)/manifest.json
 champion: world
 	$(BIN)/recsys models ensure-champion --data $(WORLD)
 
-# A local admin token (X-Debug-Token: admin reloads, debug output) for this run unless RECSYS_DEBUG_TOKEN is set.
+# A local admin API key (admin and marketer paths) and debug token (debug output) for this run, unless
+# RECSYS_ADMIN_API_KEY / RECSYS_DEBUG_TOKEN are set; the hints name RECSYS_PORT.
 run: world champion
 	$(BIN)/recsys data describe $(WORLD)
-	@token="$${RECSYS_DEBUG_TOKEN:-local-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}"; \
-	echo "Local admin token for this run (set RECSYS_DEBUG_TOKEN to choose one): $$token"; \
-	echo "  reload the cap policy: curl -X POST -H 'X-Debug-Token: '$$token localhost:8000/v1/admin/caps-policy/reload"; \
+	@port="$${RECSYS_PORT:-8000}"; \
 	key="$${RECSYS_ADMIN_API_KEY:-local-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}"; \
-	echo "Experiments admin API key for this run (set RECSYS_ADMIN_API_KEY to choose one): $$key"; \
-	echo "  list experiments: curl -H 'X-Api-Key: '$$key localhost:8000/v1/experiments"; \
+	token="$${RECSYS_DEBUG_TOKEN:-local-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}"; \
+	echo "Admin API key for this run (set RECSYS_ADMIN_API_KEY to choose one): $$key"; \
+	echo "  reload the cap policy: curl -X POST -H 'X-Api-Key: '$$key localhost:$$port/v1/admin/caps-policy/reload"; \
+	echo "  list experiments:      curl -H 'X-Api-Key: '$$key localhost:$$port/v1/experiments"; \
+	echo "  marketer pages:        http://localhost:$$port/experiments (log in with the key)"; \
+	echo "Debug token for this run (set RECSYS_DEBUG_TOKEN to choose one): $$token"; \
+	echo "  suppressed candidates: curl -H 'X-Debug-Token: '$$token -H 'content-type: application/json' \\"; \
+	echo "    -d '{\"member_id\": \"M0000042\", \"placement\": \"home\", \"debug\": true}' localhost:$$port/v1/recommendations"; \
 	RECSYS_DEBUG_TOKEN="$$token" RECSYS_ADMIN_API_KEY="$$key" $(BIN)/python -m serving
 
 # The end-to-end page tests drive Debian's chromium through Playwright (never `playwright install`: it
@@ -68,6 +79,7 @@ test: $(STAMP) browser redis-tools
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys training serving tests bench
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/mypy
 
 bench-data: $(STAMP)

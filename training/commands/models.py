@@ -145,6 +145,41 @@ def ensure_champion(
     typer.echo(f"{name} version {promoted.candidate.version} ({result.kind}) is champion: {promoted.reason}")
 
 
+@app.command("copy")
+def copy(
+    to_uri: Annotated[
+        str,
+        typer.Option(
+            "--to", help="Tracking URI of the registry to copy into (a SQLite store is created if missing)."
+        ),
+    ],
+    alias: Annotated[str, typer.Option("--alias", help="The alias to copy and to set.")] = "champion",
+    tracking_uri: UriOpt = None,
+    model_name: NameOpt = None,
+) -> None:
+    """Copy the version an alias points to into another registry, same name and alias (the image bakes its
+    model this way: `docker build --build-arg MODEL_TRACKING_URI=...`)."""
+    from recsys.registry import load_bundle, publish
+
+    cfg = settings()
+    uri, name = tracking_uri or cfg.mlflow_tracking_uri, model_name or cfg.model_name
+    with cli_errors():
+        bundle, info = load_bundle(uri, name, alias)
+        result = publish(
+            to_uri,
+            bundle,
+            model_name=name,
+            model_metrics=info.metrics,
+            # the source URI is left out: it may carry credentials
+            tags={**info.tags, "copied_from_version": str(info.version)},
+            alias=alias,
+            run_name=f"copy of {name} version {info.version}",
+        )
+    assert result.version is not None
+    copied = result.version.version
+    typer.echo(f"{name} version {info.version} copied to {to_uri} as version {copied} (@{alias})")
+
+
 def register(app_: typer.Typer) -> None:
     """Add the ``models`` group to the top-level app."""
     app_.add_typer(app, name="models")
