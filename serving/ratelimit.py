@@ -146,6 +146,6 @@ class RateLimiter:
     async def _run(self, keys: list[str], args: list[int]) -> list[int]:
         client = self.redis.aio
         try:
-            return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)  # type: ignore[no-any-return]
+            return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
         except NoScriptError:  # a restarted Redis, or a node that has not seen it yet
-            return await client.eval(SLIDING_WINDOW_LUA, len(keys), *keys, *args)  # type: ignore[no-any-return]
+            return await client.eval(SLIDING_WINDOW_LUA, len(keys), *keys, *args)

@@ -240,3 +240,21 @@ def test_cors_allows_only_the_configured_origins(
         assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
         simple = client.get("/healthz", headers={"Origin": allowed})
         assert simple.headers["access-control-allow-origin"] == allowed
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/recommendations", "/v1/experiments"])
+def test_a_chunked_body_over_the_limit_is_a_json_413(app_client: TestClient, path: str) -> None:
+    limit = app_client.app.state.services.settings.max_body_bytes  # type: ignore[attr-defined]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"events": ['
+        for _ in range(limit // 1024 + 2):
+            yield b" " * 1024
+        yield b"]}"
+
+    resp = app_client.post(
+        path, content=chunks(), headers={"Content-Type": "application/json", "X-Api-Key": ADMIN_KEY}
+    )
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["error"]["code"] == "payload_too_large"
+    assert str(limit) in resp.json()["error"]["message"]
