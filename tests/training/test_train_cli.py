@@ -38,6 +38,8 @@ def test_bad_input_is_a_message_and_a_non_zero_exit(env: dict[str, str], tmp_pat
     assert code == 1 and "error: " in out and "no such dataset" in out
     code, out = _run(["train", "--data", str(tmp_path), "--model", "svd"], env)
     assert code == 1 and "unknown model kind(s) ['svd']" in out
+    code, out = _run(["train", "--data", str(tmp_path), "--model", "all,ranker,svd"], env)
+    assert code == 1 and "unknown model kind(s) ['svd']" in out  # a list names the kind it does not know
     code, out = _run(["models", "list"], env)
     assert code == 1 and "no registered model named 'cli-offers'" in out
     code, out = _run(["models", "promote"], env)
