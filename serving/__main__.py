@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -14,12 +13,15 @@ from pydantic import ValidationError
 from recsys.stores.redis import RedisConfigError, check_startup
 from serving.app import create_app
 from serving.config import Settings
+from serving.logs import configure_logging
 from serving.metrics import multiprocess_dir
 
 
 def build_app() -> object:
     """Factory for uvicorn's ``--factory`` mode (used when serving with several workers)."""
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)  # a worker process configures its own
+    return create_app(settings)
 
 
 def load_settings() -> Settings:
@@ -49,15 +51,16 @@ def check_redis(settings: Settings) -> None:
 
 def main() -> None:
     settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
     check_redis(settings)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     common = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "access_log": settings.access_log,
+        # Our handler formats uvicorn's records too; its access log names client addresses (personal
+        # data), RequestIdMiddleware writes one without them (RECSYS_ACCESS_LOG).
+        "log_config": None,
+        "access_log": False,
         "loop": "uvloop" if _has("uvloop") else "asyncio",
         "http": "httptools" if _has("httptools") else "h11",
     }

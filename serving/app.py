@@ -34,6 +34,7 @@ from serving.bootstrap import bootstrap_profiles
 from serving.config import Settings
 from serving.errors import install_error_handlers
 from serving.experiments import ExperimentRuntime, VariantLoader, with_objective
+from serving.logs import RequestIdMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
 from serving.offline import RegistryOfflineEstimator
@@ -427,7 +428,11 @@ def create_app(
         if settings.experiments_poll_s > 0:
             tasks.append(
                 asyncio.create_task(
-                    runtime.poll_forever(settings.experiments_poll_s), name="experiments-poll"
+                    runtime.poll_forever(
+                        settings.experiments_poll_s,
+                        lambda _exc: metrics.record_dependency_error("database", "experiments"),
+                    ),
+                    name="experiments-poll",
                 )
             )
         if settings.reload_interval_s > 0:
@@ -437,7 +442,10 @@ def create_app(
         if metrics.multiprocess:
             # Scrapes answered by another worker read this worker's model and cap-store state from its files.
             tasks.append(
-                asyncio.create_task(metrics.sync_forever(holder, enforcer, writer), name="metrics-sync")
+                asyncio.create_task(
+                    metrics.sync_forever(holder, enforcer, writer, lambda: runtime.snapshot.arms),
+                    name="metrics-sync",
+                )
             )
         try:
             yield
@@ -477,10 +485,12 @@ def create_app(
     install_openapi(app, clock or (lambda: datetime.now(UTC)))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # The request id is set before anything but CORS runs (a 413 is logged with its id too).
+    app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
     if settings.cors_allow_origins:
         # Outermost, so that refusals (413, 429...) carry the headers too. No credentials: the API's keys
         # travel in headers, and the marketer pages' session cookie stays same-site.
-        headers = ["content-type", "x-api-key", "x-debug-token"]
+        headers = ["content-type", "x-api-key", "x-debug-token", "x-request-id"]
         if settings.rate_limit_client_header:
             headers.append(settings.rate_limit_client_header.lower())
         app.add_middleware(
@@ -488,7 +498,7 @@ def create_app(
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=headers,
-            expose_headers=["retry-after"],
+            expose_headers=["retry-after", "x-request-id"],
             max_age=600,
         )
     return app

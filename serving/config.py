@@ -230,6 +230,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    # json: one JSON object per line with the request id (serving/logs.py); text for a terminal.
+    log_format: Literal["json", "text"] = "json"
 
     @field_validator("debug_token", "tracking_secret", "admin_api_key")
     @classmethod

@@ -223,7 +223,10 @@ class ExperimentRuntime:
             logger.info("experiments: %s running", ", ".join(e.key for e in snapshot.experiments) or "none")
             return True
 
-    async def poll_forever(self, interval_s: float) -> None:
+    async def poll_forever(
+        self, interval_s: float, on_error: Callable[[Exception], None] | None = None
+    ) -> None:
+        """Refresh every ``interval_s``; a failed poll is logged, told to ``on_error`` and retried."""
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -231,8 +234,10 @@ class ExperimentRuntime:
                 await anyio.to_thread.run_sync(self.flush_latency)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the poll must never die
+            except Exception as exc:  # the poll must never die
                 logger.exception("experiment poll failed")
+                if on_error is not None:
+                    on_error(exc)
 
 
 def with_objective(pipeline: OfferPipeline, objective: str) -> OfferPipeline:

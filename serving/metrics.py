@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -50,6 +50,17 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # The API answers in ~1-20 ms; the upper buckets catch stalls (Redis timeouts, a reload, GC).
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+# (dependency, component) of every failed call the service counts.
+KNOWN_DEPENDENCY_ERRORS = (
+    ("redis", "caps"),
+    ("redis", "member_store"),
+    ("redis", "readiness"),
+    ("database", "event_log"),
+    ("database", "request_log"),
+    ("database", "experiments"),
+)
 
 
 def multiprocess_enabled() -> bool:
@@ -105,7 +116,37 @@ class Metrics:
             registry=r,
         )
         self.offers_served = Counter(
-            "recsys_offers_served_total", "Offers served by family", ("family",), registry=r
+            "recsys_offers_served_total",
+            "Offers served by family and placement",
+            ("family", "placement"),
+            registry=r,
+        )
+        self.experiment_requests = Counter(
+            "recsys_experiment_requests_total",
+            "Recommendations answered by a running experiment's arm",
+            ("experiment", "variant"),
+            registry=r,
+        )
+        self.experiment_events = Counter(
+            "recsys_experiment_events_total",
+            "New events (impression, click, purchase, dismiss) of members in a running experiment, by the "
+            "arm they are assigned to",
+            ("experiment", "variant", "event_type"),
+            registry=r,
+        )
+        self.experiment_model_version = Gauge(
+            "recsys_experiment_model_version",
+            "Registry version each arm of a running experiment serves (0 once the arm is no longer served)",
+            ("experiment", "variant", "model"),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.dependency_errors = Counter(
+            "recsys_dependency_errors_total",
+            "Failed calls to Redis or the database, by dependency and component (a cap-store call skipped "
+            "by its open breaker counts too: the answer went without the store)",
+            ("dependency", "component"),
+            registry=r,
         )
         self.events = Counter(
             "recsys_events_total", "Events by type and outcome", ("event_type", "outcome"), registry=r
@@ -181,13 +222,22 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.start_time.set(time.time())
+        # Known label sets exported at 0 from the start: an alert on rate() needs the series to exist.
+        for dependency, component in KNOWN_DEPENDENCY_ERRORS:
+            self.dependency_errors.labels(dependency, component)
+        for mode in ("fail_open", "fail_closed"):
+            self.cap_degraded_total.labels(mode)
+        for reason in ("queue_full", "write_failed", "closed", "invalid"):
+            self.request_log_dropped.labels(reason)
         # This worker's degraded answers by mode, readable in-process (bench/profile_recommend.py).
         self.cap_degraded: Tally[str] = Tally()
         # Label children cached by label values: ``labels()`` costs more than the increment itself.
         self._request_children: dict[tuple[str, str, int], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
         self._suppression_children: dict[tuple[str, str], Any] = {}
-        self._family_children: dict[tuple[str], Any] = {}
+        self._family_children: dict[tuple[str, str], Any] = {}
+        self._arm_children: dict[tuple[str, str], Any] = {}
+        self._exported_arms: set[tuple[str, str, str]] = set()
         # What sync() has already copied from the holder and the cap enforcer.
         self._synced_reloads = 0
         self._synced_failures = 0
@@ -204,17 +254,38 @@ class Metrics:
         for key, n in Tally((s.stage, s.reason) for s in suppressed).items():
             _child(self._suppression_children, self.suppressions, key).inc(n)
 
-    def record_served(self, families: Iterable[str]) -> None:
+    def record_served(self, families: Iterable[str], placement: str) -> None:
         for family, n in Tally(families).items():
-            _child(self._family_children, self.offers_served, (family,)).inc(n)
+            _child(self._family_children, self.offers_served, (family, placement)).inc(n)
+
+    def record_arm(self, experiment: str, variant: str) -> None:
+        _child(self._arm_children, self.experiment_requests, (experiment, variant)).inc()
 
     def record_cap_degraded(self, mode: str) -> None:
         self.cap_degraded[mode] += 1
         self.cap_degraded_total.labels(mode).inc()
+        self.dependency_errors.labels("redis", "caps").inc()
 
-    def record_events(self, accepted_types: Iterable[str], duplicates: int) -> None:
-        for event_type, n in Tally(accepted_types).items():
+    def record_dependency_error(self, dependency: str, component: str) -> None:
+        """One failed call to ``dependency`` (``redis``, ``database``) made by ``component``."""
+        self.dependency_errors.labels(dependency, component).inc()
+
+    def record_events(
+        self,
+        accepted: Iterable[tuple[str, tuple[str, str] | None]],
+        duplicates: int,
+    ) -> None:
+        """``accepted``: each new event's type and its member's experiment arm (or None)."""
+        by_type: Tally[str] = Tally()
+        by_arm: Tally[tuple[str, str, str]] = Tally()
+        for event_type, arm in accepted:
+            by_type[event_type] += 1
+            if arm is not None:
+                by_arm[(*arm, event_type)] += 1
+        for event_type, n in by_type.items():
             self.events.labels(event_type, "accepted").inc(n)
+        for key, n in by_arm.items():
+            self.experiment_events.labels(*key).inc(n)
         self.events.labels("any", "duplicate").inc(duplicates)
 
     # The request log writer's observer (called from its thread; prometheus_client is thread-safe).
@@ -222,16 +293,27 @@ class Metrics:
         self.request_log_written.inc(n)
         self.request_log_lag.observe(lag_s)
 
+    def failed(self, n: int) -> None:
+        self.dependency_errors.labels("database", "request_log").inc()
+
     def dropped(self, n: int, reason: str) -> None:
         self.request_log_dropped.labels(reason).inc(n)
 
     # ---------------------------------------------------------------------------- state of other parts
 
-    def sync(self, holder: Any, enforcer: Any | None, request_writer: Any | None = None) -> None:
-        """Copy the model holder's, the cap enforcer's and the request writer's state of this worker into
-        the metrics."""
+    def sync(
+        self,
+        holder: Any,
+        enforcer: Any | None,
+        request_writer: Any | None = None,
+        arms: Mapping[tuple[str, str], Any] | None = None,
+    ) -> None:
+        """Copy the model holder's, the cap enforcer's, the request writer's and the running experiments'
+        state of this worker into the metrics (``arms``: (experiment, variant) -> served model or None)."""
         if request_writer is not None:
             self.request_log_pending.set(float(request_writer.pending))
+        if arms is not None:
+            self._sync_arms(arms)
         model = holder.current
         self.model_loaded.set(1.0 if model is not None else 0.0)
         if model is not None and str(model.version).isdigit():
@@ -254,14 +336,32 @@ class Metrics:
                 self.cap_suppressions.labels(reason).inc(n - done)
                 self._synced_cap_counts[reason] = n
 
+    def _sync_arms(self, arms: Mapping[tuple[str, str], Any]) -> None:
+        now: set[tuple[str, str, str]] = set()
+        for (experiment, variant), served in arms.items():
+            if served is None or not str(served.version).isdigit():
+                continue  # the holdout without a model serves nothing
+            key = (experiment, variant, str(served.name))
+            self.experiment_model_version.labels(*key).set(float(served.version))
+            now.add(key)
+        for key in self._exported_arms - now:
+            # An arm no longer served: 0 (a removed series would linger in the other workers' files).
+            self.experiment_model_version.labels(*key).set(0.0)
+        self._exported_arms |= now
+
     async def sync_forever(
-        self, holder: Any, enforcer: Any | None, request_writer: Any | None = None, interval_s: float = 1.0
+        self,
+        holder: Any,
+        enforcer: Any | None,
+        request_writer: Any | None = None,
+        arms: Callable[[], Mapping[tuple[str, str], Any]] | None = None,
+        interval_s: float = 1.0,
     ) -> None:
         """With several workers: keep this worker's copied state fresh for scrapes other workers answer."""
         while True:
             await asyncio.sleep(interval_s)
             try:
-                self.sync(holder, enforcer, request_writer)
+                self.sync(holder, enforcer, request_writer, arms() if arms is not None else None)
             except Exception:
                 logger.exception("metrics sync failed")
 

@@ -4,6 +4,10 @@ Every event carries a client-generated event id; the id is the primary key and a
 ``INSERT ... ON CONFLICT (event_id) DO NOTHING ... RETURNING event_id``, so a retried batch never double
 counts and the caller learns exactly which events are new (and so must be applied to online state) and which
 were duplicates.
+
+When the database cannot be reached, :meth:`EventLog.append` raises :class:`EventLogUnavailable`; nothing of
+the batch is known to be stored: the service answers 503 and the client sends the same batch again (its ids
+make the retry safe, even when the failed call had in fact committed).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from recsys.schema import Col
 from recsys.sqltables import create_tables, open_engine
@@ -34,6 +39,11 @@ MODEL_VERSION = "model_version"
 RECEIVED_AT = "received_at"
 
 metadata = MetaData()
+
+
+class EventLogUnavailable(Exception):
+    """The event log's database could not be reached (or dropped the connection) during an append."""
+
 
 events_table = Table(
     TABLE_NAME,
@@ -148,8 +158,15 @@ class EventLog:
             .on_conflict_do_nothing(index_elements=[Col.EVENT_ID])
             .returning(events_table.c[Col.EVENT_ID])
         )
-        with self.engine.begin() as conn:
-            inserted = set(conn.execute(stmt).scalars())
+        try:
+            with self.engine.begin() as conn:
+                inserted = set(conn.execute(stmt).scalars())
+        except (OperationalError, InterfaceError) as exc:
+            raise EventLogUnavailable(f"event log unavailable: {type(exc.orig).__name__}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise EventLogUnavailable(f"event log unavailable: {type(exc.orig).__name__}") from exc
+            raise
         accepted = [ev for ev in unique.values() if ev.event_id in inserted]
         duplicate_ids.extend(eid for eid in unique if eid not in inserted)
         return AppendResult(accepted=accepted, duplicate_ids=duplicate_ids)

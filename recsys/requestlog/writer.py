@@ -10,12 +10,15 @@ What can be lost — records are in memory until their batch commits:
 - the process dies (SIGKILL, OOM, power loss): the queued records, at most ``max_queue`` and normally what
   arrived in the last ``flush_interval_s`` (plus the batch being written) — the responses were sent, the
   decisions are not logged. A clean shutdown (SIGTERM, the lifespan's end) loses nothing;
-- the database is down or slow: each batch is retried (``retries`` times, with back-off) while new records
-  queue up; when the queue is full new records are dropped and counted, and a batch that still fails after
-  its retries is dropped and counted. The service never waits for the database.
+- the database is down or slow: the failed batch is retried with back-off (doubling from
+  ``retry_backoff_s`` up to ``max_backoff_s``) until the database answers, while new records queue up; when
+  the queue is full new records are dropped and counted. An outage therefore loses nothing as long as the
+  queue holds what arrives meanwhile (``max_queue`` records). At shutdown a failing batch gets ``retries``
+  more tries, then it is dropped and counted. The service never waits for the database. A retried batch is
+  never stored twice: the log skips request ids it already holds (a commit whose acknowledgement was lost).
 
 The observer (:class:`WriterObserver`) sees every committed batch (with the age of its oldest record: the
-write lag) and every dropped record, so the service can export them as metrics.
+write lag), every failed write and every dropped record, so the service can export them as metrics.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ class WriterObserver(Protocol):
         """``n`` records committed; ``lag_s``: seconds the oldest of them waited since it was submitted."""
         ...
 
+    def failed(self, n: int) -> None:
+        """A write of ``n`` records failed (it is retried)."""
+        ...
+
     def dropped(self, n: int, reason: str) -> None:
         """``n`` records lost (``queue_full``, ``write_failed``, ``closed``, ``invalid``)."""
         ...
@@ -71,6 +78,9 @@ class _NullObserver:
     def written(self, n: int, lag_s: float) -> None:
         pass
 
+    def failed(self, n: int) -> None:
+        pass
+
     def dropped(self, n: int, reason: str) -> None:
         pass
 
@@ -87,6 +97,7 @@ class BatchingRequestWriter:
         max_queue: int = 50_000,
         retries: int = 3,
         retry_backoff_s: float = 0.5,
+        max_backoff_s: float = 5.0,
         observer: WriterObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -100,6 +111,7 @@ class BatchingRequestWriter:
         self.max_queue = max_queue
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
+        self.max_backoff_s = max_backoff_s
         self.observer: WriterObserver = observer or _NullObserver()
         self._clock = clock
         # (submitted at, record); appended under the lock (counters, wake-ups), popped by the thread alone.
@@ -108,6 +120,7 @@ class BatchingRequestWriter:
         self._submitted = 0
         self._done = 0  # written or dropped after being queued
         self._closing = False
+        self._closing_event = threading.Event()
         self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
         self._thread.start()
 
@@ -154,6 +167,7 @@ class BatchingRequestWriter:
         with self._cond:
             self._closing = True
             self._cond.notify()
+        self._closing_event.set()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             logger.error(
@@ -181,19 +195,37 @@ class BatchingRequestWriter:
     def _write(self, batch: list[tuple[float, RequestRecord]]) -> None:
         records = [r for _, r in batch]
         attempt = 0
+        closing_tries = 0
         while True:
             try:
                 self.log.append(records)
-            except Exception as exc:  # database down or slow: retry, then drop (the service never waits)
+            except Exception as exc:  # database down or slow: keep the batch and retry after a back-off
                 attempt += 1
-                if attempt > self.retries:
-                    logger.error(
-                        "request log: dropped a batch of %d after %d tries: %s", len(records), attempt, exc
-                    )
-                    self.observer.dropped(len(records), DROP_WRITE_FAILED)
-                    break
-                logger.warning("request log: write failed (%s); retry %d/%d", exc, attempt, self.retries)
-                time.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+                self.observer.failed(len(records))
+                with self._cond:
+                    closing = self._closing
+                if closing:
+                    closing_tries += 1
+                    if closing_tries > self.retries:
+                        logger.error(
+                            "request log: dropped a batch of %d at shutdown after %d tries: %s",
+                            len(records),
+                            attempt,
+                            exc,
+                        )
+                        self.observer.dropped(len(records), DROP_WRITE_FAILED)
+                        break
+                backoff = min(self.max_backoff_s, self.retry_backoff_s * 2 ** min(attempt - 1, 30))
+                logger.warning(
+                    "request log: write of %d records failed (%s); retry %d in %.1fs, %d queued",
+                    len(records),
+                    exc,
+                    attempt,
+                    backoff,
+                    len(self._queue),
+                )
+                # close() sets the event: shutdown does not sit out a long back-off.
+                self._closing_event.wait(backoff if not closing else min(backoff, self.retry_backoff_s))
             else:
                 self.observer.written(len(records), self._clock() - batch[0][0])
                 break

@@ -7,9 +7,15 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Request
 
+from recsys.events import EventLogUnavailable
 from serving.api.deps import ModelDep, ServicesDep, require_json
 from serving.api.schemas import ErrorResponse, EventBatchIn, EventBatchOut
+from serving.errors import ApiError
 from serving.events import TimeWindow, check_batch_size, ingest
+from serving.experiments import Routed
+
+# Seconds a client waits before sending a refused batch again (a database failover takes seconds).
+RETRY_AFTER_S = 2
 
 router = APIRouter(tags=["events"])
 
@@ -48,7 +54,12 @@ async def batch_size_first(request: Request, services: ServicesDep) -> None:
             "a purchase of a flight-bound offer without `trip_key`, malformed JSON with its line and "
             "column), and nothing of the batch is stored, on every event-log backend.",
         },
-        503: {"model": ErrorResponse, "description": "No model (offer catalogue) loaded yet."},
+        503: {
+            "model": ErrorResponse,
+            "description": "No model (offer catalogue) loaded yet, or the event log's database is "
+            "unreachable (`event_log_unavailable`, with `Retry-After`): nothing of the batch is stored; send "
+            "the same batch again (event ids make the retry safe).",
+        },
     },
     dependencies=[Depends(require_json), Depends(batch_size_first)],
     summary="Impressions, clicks, purchases and dismissals from the app (idempotent on event_id)",
@@ -61,19 +72,37 @@ def post_events(body: EventBatchIn, services: ServicesDep, model: ModelDep) -> E
         max_future_skew=timedelta(seconds=settings.events_max_future_skew_s),
         max_age=timedelta(days=settings.events_max_age_days),
     )
-    result = ingest(
-        body.events,
-        max_batch=settings.events_max_batch,
-        offers=model.offers,
-        signer=services.signer,
-        window=window,
-        event_log=services.event_log,
-        member_store=services.member_store,
-        cap_enforcer=services.cap_enforcer,
-        arm_enforcer=services.experiments.arm_enforcer if services.experiments is not None else None,
-    )
+    try:
+        result = ingest(
+            body.events,
+            max_batch=settings.events_max_batch,
+            offers=model.offers,
+            signer=services.signer,
+            window=window,
+            event_log=services.event_log,
+            member_store=services.member_store,
+            cap_enforcer=services.cap_enforcer,
+            arm_enforcer=services.experiments.arm_enforcer if services.experiments is not None else None,
+        )
+    except EventLogUnavailable as exc:
+        # Refused, not buffered: a buffer in this process would be lost with it and could not be shared
+        # between workers; the app already queues events and retries.
+        services.metrics.record_dependency_error("database", "event_log")
+        raise ApiError(
+            503,
+            "event_log_unavailable",
+            f"{exc}; nothing of this batch was stored, send it again",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from exc
+    runtime = services.experiments
     services.metrics.record_events(
-        (ev.event_type for ev in result.append.accepted), len(result.append.duplicate_ids)
+        (
+            (ev.event_type, _arm(runtime.route(ev.placement, ev.member_id, ev.event_time)))
+            if runtime is not None
+            else (ev.event_type, None)
+            for ev in result.append.accepted
+        ),
+        len(result.append.duplicate_ids),
     )
     return EventBatchOut(
         received=result.received,
@@ -82,3 +111,8 @@ def post_events(body: EventBatchIn, services: ServicesDep, model: ModelDep) -> E
         duplicate_ids=result.append.duplicate_ids,
         apply_errors=result.apply_errors,
     )
+
+
+def _arm(routed: Routed | None) -> tuple[str, str] | None:
+    """(experiment, variant) of a member's arm, or None outside every running experiment."""
+    return (routed.assignment.experiment, routed.assignment.variant) if routed is not None else None

@@ -42,6 +42,7 @@ async def readyz(services: ServicesDep) -> Response:
         else:
             ready = False
             checks["redis"] = f"unreachable ({services.redis.config.describe()})"
+            services.metrics.record_dependency_error("redis", "readiness")
     enforcer = services.cap_enforcer
     if enforcer is not None and hasattr(enforcer, "status"):
         # Informational: with the cap store down the outage policy answers, so the service stays ready.
@@ -55,6 +56,7 @@ async def readyz(services: ServicesDep) -> Response:
     except Exception as exc:
         ready = False
         checks["event_log"] = f"unreachable: {type(exc).__name__}"
+        services.metrics.record_dependency_error("database", "event_log")
     return OrjsonResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
     )
@@ -77,5 +79,11 @@ async def readyz(services: ServicesDep) -> Response:
     },
 )
 async def metrics(services: ServicesDep) -> Response:
-    services.metrics.sync(services.holder, services.cap_enforcer, services.request_writer)
+    runtime = services.experiments
+    services.metrics.sync(
+        services.holder,
+        services.cap_enforcer,
+        services.request_writer,
+        runtime.snapshot.arms if runtime is not None else None,
+    )
     return Response(services.metrics.render(), media_type=CONTENT_TYPE)

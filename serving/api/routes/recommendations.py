@@ -73,12 +73,19 @@ async def recommend(body: RecommendationRequest, request: Request) -> Response:
         result = await model.pipeline.arecommend(domain)
     metrics = services.metrics
     metrics.record_suppressed(result.suppressed)
-    metrics.record_served(offer.family for offer in result.offers)
+    metrics.record_served((offer.family for offer in result.offers), domain.placement)
     if result.cold_start:
         metrics.cold_start.inc()
     if result.cap_degraded:
         metrics.record_cap_degraded(str(result.cap_degraded).split(":", 1)[0])
-    request_id = new_request_id()
+    if result.store_degraded:
+        metrics.record_dependency_error("redis", "member_store")
+    if routed is not None:
+        metrics.record_arm(routed.assignment.experiment, routed.assignment.variant)
+    # The request's own id when the service minted it (one id in the logs and the answer); a caller's
+    # X-Request-ID never keys the request log.
+    state = request.scope.get("state", {})
+    request_id = state["request_id"] if state.get("request_id_minted") else new_request_id()
     writer = services.request_writer
     if writer is not None:  # queued for the background writer: no I/O on the request path
         record = to_record(

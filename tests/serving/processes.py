@@ -1,0 +1,262 @@
+"""Real processes for the fault tests: a Redis and a PostgreSQL of the test's own (spare loopback ports,
+temporary directories; the machine's shared servers are never touched) and an open-loop load generator.
+
+Both servers FAIL the test with how to install them when their binaries are missing; never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import sqlalchemy as sa
+
+from serving.launcher import free_port
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout_s: float = 30.0, every_s: float = 0.05
+) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(every_s)
+
+
+class OwnRedis:
+    """A redis-server of the test's own. ``restart()`` shuts it down saving its data (``SHUTDOWN SAVE``) and
+    starts it again on the same port from that file, as an operator's restart does."""
+
+    def __init__(self) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server)", pytrace=False)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="recsys-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir),
+                *("--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, f"redis-server on port {self.port}", timeout_s=20)
+
+    def ping(self) -> bool:
+        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def shutdown(self) -> None:
+        """SHUTDOWN SAVE: the data survives into the next start."""
+        assert self.proc is not None
+        client = redis.Redis.from_url(self.url, socket_timeout=5)
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(save=True)
+        client.close()
+        self.proc.wait(timeout=20)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.fail(
+            f"{name} not found under /usr/lib/postgresql/*/bin (apt-get install postgresql)", pytrace=False
+        )
+    return found[-1]
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own (``initdb`` + ``pg_ctl`` in a temporary directory, trust auth,
+    loopback, a spare port). PostgreSQL refuses to run as root: the binaries run as the ``postgres`` user
+    when the test runs as root."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="recsys-pg-", dir="/tmp"))
+        self.data = self.root / "data"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str, timeout_s: float = 60) -> None:
+        out = subprocess.run(
+            [*self._as, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed ({out.returncode}): {out.stdout}{out.stderr}")
+
+    def init(self) -> None:
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "pg.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: connections are cut, as when a database goes away)."""
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def count(self, sql: str) -> int:
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text(sql)).scalar_one())
+        finally:
+            engine.dispose()
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ load
+
+
+@dataclass
+class Answer:
+    sent_at: float  # seconds since the load started (its scheduled send time)
+    path: str
+    status: int | None  # None: no HTTP answer (connection refused, reset, timeout)
+    body: Any
+    error: str | None = None
+
+
+class OpenLoop:
+    """Sends ``request(i)`` -> (path, JSON body) at a fixed ``rate`` for ``duration_s`` from its own thread
+    and event loop (open loop: a slow answer does not slow the sending), keeping every answer."""
+
+    def __init__(
+        self,
+        port: int,
+        rate: float,
+        duration_s: float,
+        request: Callable[[int], tuple[str, Any]],
+        *,
+        connections: int = 48,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.port = port
+        self.rate = rate
+        self.duration_s = duration_s
+        self.request = request
+        self.connections = connections
+        self.timeout_s = timeout_s
+        self.answers: list[Answer] = []
+        self.started = 0.0
+        self.elapsed_s = 0.0
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="open-loop")
+
+    def start(self) -> OpenLoop:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def now(self) -> float:
+        """Seconds since the load started."""
+        return time.monotonic() - self.started
+
+    def join(self) -> list[Answer]:
+        self._thread.join(self.duration_s + self.timeout_s + 30)
+        assert not self._thread.is_alive(), "the load generator did not finish"
+        return self.answers
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def _one(self, pool: asyncio.Queue[Any], path: str, payload: bytes, sent_at: float) -> None:
+        conn = await pool.get()
+        try:
+            if conn is None:
+                conn = await self._connect()
+            reader, writer = conn
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout_s)
+            status = int(head.split(b" ", 2)[1])
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            body = orjson.loads(await asyncio.wait_for(reader.readexactly(length), self.timeout_s))
+            self.answers.append(Answer(sent_at, path, status, body))
+            pool.put_nowait(conn)
+        except Exception as exc:
+            self.answers.append(Answer(sent_at, path, None, None, f"{type(exc).__name__}: {exc}"))
+            if conn is not None:
+                conn[1].close()
+            pool.put_nowait(None)  # reconnect on next use
+
+    async def _run(self) -> None:
+        pool: asyncio.Queue[Any] = asyncio.Queue()
+        for _ in range(self.connections):
+            pool.put_nowait(None)
+        tasks = []
+        n = int(self.rate * self.duration_s)
+        for i in range(n):
+            at = i / self.rate
+            delay = self.started + at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            path, body = self.request(i)
+            tasks.append(asyncio.create_task(self._one(pool, path, orjson.dumps(body), at)))
+        await asyncio.gather(*tasks)
+        self.elapsed_s = time.monotonic() - self.started
+        while not pool.empty():
+            conn = pool.get_nowait()
+            if conn is not None:
+                conn[1].close()
