@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
@@ -169,6 +170,7 @@ class Answer:
     path: str
     status: int | None  # None: no HTTP answer (connection refused, reset, timeout)
     body: Any
+    latency_s: float  # from the scheduled send time (a stall is not hidden by the sender waiting)
     error: str | None = None
 
 
@@ -233,10 +235,12 @@ class OpenLoop:
                 if line.lower().startswith(b"content-length:")
             )
             body = orjson.loads(await asyncio.wait_for(reader.readexactly(length), self.timeout_s))
-            self.answers.append(Answer(sent_at, path, status, body))
+            latency = time.monotonic() - self.started - sent_at
+            self.answers.append(Answer(sent_at, path, status, body, latency))
             pool.put_nowait(conn)
         except Exception as exc:
-            self.answers.append(Answer(sent_at, path, None, None, f"{type(exc).__name__}: {exc}"))
+            latency = time.monotonic() - self.started - sent_at
+            self.answers.append(Answer(sent_at, path, None, None, latency, f"{type(exc).__name__}: {exc}"))
             if conn is not None:
                 conn[1].close()
             pool.put_nowait(None)  # reconnect on next use
@@ -260,3 +264,34 @@ class OpenLoop:
             conn = pool.get_nowait()
             if conn is not None:
                 conn[1].close()
+
+
+def probe_capacity(
+    url: str, request: Callable[[int], tuple[str, Any]], *, seconds: float = 3.0, concurrency: int = 8
+) -> tuple[float, set[str]]:
+    """Answers per second the service gives ``concurrency`` clients that send as soon as they are answered
+    (what the shared, noisy machine can do right now), and the request ids of those answers."""
+    ids: set[str] = set()
+
+    async def run() -> int:
+        done = 0
+        stop_at = time.monotonic() + seconds
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+            async def client(k: int) -> None:
+                nonlocal done
+                i = k
+                while time.monotonic() < stop_at:
+                    path, body = request(1_000_000 + i)
+                    resp = await http.post(path, json=body)
+                    assert resp.status_code == 200, resp.text[:300]
+                    ids.add(resp.json()["request_id"])
+                    done += 1
+                    i += concurrency
+
+            await asyncio.gather(*(client(k) for k in range(concurrency)))
+        return done
+
+    started = time.monotonic()
+    n = asyncio.run(run())
+    return n / (time.monotonic() - started), ids
