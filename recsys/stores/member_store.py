@@ -56,6 +56,7 @@ from typing import Any, Literal, Protocol, TypeAlias, cast
 import numpy as np
 import orjson
 import pandas as pd
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from recsys.schema import Col
@@ -534,9 +535,8 @@ class RedisMemberStore:
             client = self.clients.aio
             try:
                 reply = await client.evalsha(self._read_script.sha, len(keys), *keys, which)
-            except Exception as e:
-                if "NOSCRIPT" not in str(e):
-                    raise
+            except NoScriptError:  # the server restarted or flushed its script cache
+                # (redis-py strips the NOSCRIPT prefix from the message: match the type, not the text)
                 reply = await client.eval(_READ_LUA, len(keys), *keys, which)
             return active, reply
 

@@ -26,7 +26,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from serving.launcher import free_port
+from bench.launcher import free_port
 
 
 def wait_until(
@@ -69,6 +69,13 @@ class OwnRedis:
             return bool(client.ping())
         except redis.RedisError:
             return False
+        finally:
+            client.close()
+
+    def dbsize(self) -> int:
+        client = redis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            return int(client.dbsize())
         finally:
             client.close()
 

@@ -21,12 +21,12 @@ from recsys.events import EventLog
 from serving.app import create_app
 from serving.logs import RequestIdFilter, configure_logging
 from tests.serving.conftest import Registry, make_settings
+from tests.serving.processes import OwnRedis
 from tests.serving.test_api import rec_body
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "ops" / "grafana" / "loyalty-offers.json"
 API_KEY = "test-admin-api-key-0123456789"
-DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: a real refused connection
 DEAD_PG = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 
 Page = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -181,14 +181,26 @@ def test_stopped_arm_reports_version_zero(traffic: tuple[TestClient, dict[str, A
     assert ("recsys_experiment_model_version", frozenset()) not in page
 
 
+@pytest.fixture()
+def own_redis() -> Iterator[OwnRedis]:
+    """A Redis of the test's own: the service starts on it, then the test kills it."""
+    r = OwnRedis()
+    r.start()
+    yield r
+    r.stop()
+
+
 def test_redis_and_database_errors_and_the_breaker(
-    registry: Registry, serving_world: Path, tmp_path: Path, world_members: list[str]
+    registry: Registry, serving_world: Path, tmp_path: Path, world_members: list[str], own_redis: OwnRedis
 ) -> None:
-    """Redis refuses every connection and the event log's database is unreachable: the answers still come
+    """Redis goes away after start-up and the event log's database is unreachable: the answers still come
     (degraded), events are refused with a 503 to retry, and the metrics say so."""
-    settings = make_settings(registry, serving_world, tmp_path, None, redis_url=DEAD_REDIS)
+    settings = make_settings(
+        registry, serving_world, tmp_path, None, redis_url=own_redis.url, members_key_prefix="members"
+    )
     dead_log = EventLog(DEAD_PG, create=False)
     with TestClient(create_app(settings, event_log=dead_log), raise_server_exceptions=False) as c:
+        own_redis.stop()
         for member in world_members[:3]:
             body = c.post("/v1/recommendations", json=rec_body(member)).json()
             assert body["cap_degraded"], body
@@ -204,8 +216,10 @@ def test_redis_and_database_errors_and_the_breaker(
         page = samples(c.get("/metrics").text)
     assert offer["cap_degraded"]
     assert total(page, "recsys_cap_store_breaker_open") == 1
+    # Each degraded answer is one cap-store failure (a call refused, or skipped by the open breaker).
     assert total(page, "recsys_dependency_errors_total", dependency="redis", component="caps") == 4
-    assert total(page, "recsys_dependency_errors_total", dependency="redis", component="member_store") == 4
+    assert total(page, "recsys_dependency_errors_total", dependency="redis", component="member_store") >= 1
+    assert total(page, "recsys_dependency_errors_total", dependency="redis", component="readiness") == 1
     assert total(page, "recsys_dependency_errors_total", dependency="database", component="event_log") == 2
     assert total(page, "recsys_http_requests_total", route="/v1/events", status="503") == 1
     assert total(page, "recsys_http_requests_total", status="500") == 0
@@ -247,9 +261,18 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(
     serving_world: Path,
     tmp_path: Path,
     world_members: list[str],
+    own_redis: OwnRedis,
 ) -> None:
-    # Redis down: the member-store and cap-store warnings are logged during the request itself.
-    settings = make_settings(registry, serving_world, tmp_path, None, redis_url=DEAD_REDIS, access_log=True)
+    # Redis gone after start-up: the member-store and cap-store warnings are logged during the request.
+    settings = make_settings(
+        registry,
+        serving_world,
+        tmp_path,
+        None,
+        redis_url=own_redis.url,
+        members_key_prefix="members",
+        access_log=True,
+    )
     member = world_members[7]
     private = {
         "flight_number": "ZZ9876",
@@ -264,6 +287,7 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(
     # Fields the schema does not know: refused (422), and their values not logged either.
     bad_body = {**body, "email": private["email"], "passport": private["passport"]}
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        own_redis.stop()
         json_logs.lines.clear()
         resp = c.post("/v1/recommendations", json=body, headers={"X-Request-ID": "req-abc.123"})
         minted = c.post("/v1/recommendations", json=rec_body(member))
