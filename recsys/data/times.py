@@ -14,7 +14,12 @@ def to_utc_naive(values: pd.Series | pd.DatetimeIndex | datetime | pd.Timestamp 
     if isinstance(values, datetime | pd.Timestamp | str):
         ts = pd.Timestamp(values)
         return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
-    s = pd.to_datetime(values)
+    # Already datetimes (what the tables store): no pd.to_datetime, which walks the values in Python to
+    # decide whether to cache them (a tenth of building the interaction matrix)
+    if isinstance(values, pd.Series | pd.DatetimeIndex) and pd.api.types.is_datetime64_any_dtype(values):
+        s = values
+    else:
+        s = pd.to_datetime(values)
     if isinstance(s, pd.Series):
         if s.dt.tz is not None:
             s = s.dt.tz_convert("UTC").dt.tz_localize(None)
