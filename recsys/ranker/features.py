@@ -401,6 +401,9 @@ class CFItems:
     dest: np.ndarray
     hotel: np.ndarray
     dest_mean: np.ndarray
+    # per offer, its CF_SCORES item vectors stacked (offers × 4 × d; NaN rows where an item is unknown):
+    # a request's scores are one product with its member's vector
+    stacked: np.ndarray
 
     @classmethod
     def build(
@@ -422,15 +425,20 @@ class CFItems:
         dest_mean = (
             items[all_dest].astype(np.float64).mean(axis=0) if len(all_dest) else np.zeros(items.shape[1])
         )
-        return cls(offer.astype(np.int64), dest.astype(np.int64), hotel.astype(np.int64), dest_mean)
+        stacked = np.full((len(offer), len(CF_SCORES), items.shape[1]), np.nan)
+        for j, (r, centre) in enumerate(((offer, 0.0), (dest, 0.0), (dest, dest_mean), (hotel, 0.0))):
+            ok = r >= 0
+            stacked[ok, j] = items[r[ok]].astype(np.float64) - centre
+        return cls(offer.astype(np.int64), dest.astype(np.int64), hotel.astype(np.int64), dest_mean, stacked)
 
 
 def cf_scores(users: np.ndarray, items: np.ndarray, cf_items: CFItems, rows: np.ndarray) -> np.ndarray:
     """The :data:`CF_SCORES` columns of pairs: ``users`` holds each pair's member vector (n × d, or one
     d-vector for every pair), ``rows`` each pair's offer row in ``cf_items``; NaN where an item is unknown."""
     n = len(rows)
+    if users.ndim == 1:  # one member: one product (NaN item rows give NaN scores)
+        return np.asarray(cf_items.stacked[rows] @ users.astype(np.float64))
     out = np.full((n, len(CF_SCORES)), np.nan)
-    one = users.ndim == 1
     for j, (item_rows, centre) in enumerate(
         (
             (cf_items.offer[rows], None),
@@ -445,7 +453,7 @@ def cf_scores(users: np.ndarray, items: np.ndarray, cf_items: CFItems, rows: np.
         v = items[item_rows[ok]].astype(np.float64)
         if centre is not None:
             v = v - centre
-        out[ok, j] = v @ users if one else np.einsum("ij,ij->i", v, users[ok])
+        out[ok, j] = np.einsum("ij,ij->i", v, users[ok])
     return out
 
 
@@ -784,21 +792,44 @@ class FeatureSpace:
             hist, offers.code[rows], offers.family[rows], now
         )
         col += len(EXPOSURE_FEATURES)
-        travel = [profile.get(TRAVEL_KEY)]
-        member_pos = np.zeros(n, dtype=np.int64)
-        out[:, col : col + len(TRAVEL_FEATURES)] = travel_block(
-            travel, member_pos, offers, rows, self.airports
-        )
+        travel = profile.get(TRAVEL_KEY)
+        out[:, col : col + len(TRAVEL_FEATURES)] = self._travel_rows(travel, offers, rows)
         col += len(TRAVEL_FEATURES)
         if self.cf:
             assert cf is not None
             cf = np.asarray(cf, dtype=np.float64).reshape(n, len(CF_SCORES))
             out[:, col : col + len(CF_SCORES)] = np.where(np.isfinite(cf), cf, np.nan)
             col += len(CF_SCORES)
-            out[:, col : col + len(TASTE_SCORES)] = self.taste_scores(
-                travel, member_pos, offers.destination[rows]
-            )
+            if self.taste is not None:
+                out[:, col : col + len(TASTE_SCORES)] = self.taste.member_scores(
+                    travel, offers.taste_row[rows]
+                )
+            else:
+                out[:, col : col + len(TASTE_SCORES)] = np.nan
             out[:, col + len(TASTE_SCORES)] = 1.0 if cf_known else 0.0
+        return out
+
+    def _travel_rows(
+        self, travel: Mapping[str, Any] | None, offers: OfferArrays, rows: np.ndarray
+    ) -> np.ndarray:
+        """:func:`travel_block` of one member's candidates, in plain Python (a member has a few destinations;
+        the same formulas, checked against the batch path by the training/serving skew test)."""
+        out = np.full((len(rows), len(TRAVEL_FEATURES)), np.nan)
+        has = np.flatnonzero(offers.has_destination[rows])
+        if len(has) == 0:
+            return out
+        flights = (travel or {}).get("flights") or {}
+        places = (travel or {}).get("places") or {}
+        by_region: dict[int, float] = {}
+        for code, k in flights.items():
+            r = self.airports.get(code, _NO_AIRPORT)[2]
+            by_region[r] = by_region.get(r, 0.0) + float(k)
+        total = sum(by_region.values())
+        dest, region = offers.destination[rows], offers.region[rows]
+        for i in has.tolist():
+            d = dest[i]
+            share = by_region.get(int(region[i]), 0.0) / total if total > 0 else math.nan
+            out[i] = (float(flights.get(d, 0)), share, float(places.get(d, 0)))
         return out
 
     def _member_row(self, profile: Mapping[str, Any]) -> np.ndarray:
@@ -873,6 +904,7 @@ class OfferArrays:
     valid_from_s: np.ndarray
     meal_vocab_code: np.ndarray  # the offer's meal as a code of the space's special-meal vocabulary
     has_destination: np.ndarray
+    taste_row: np.ndarray  # the destination's row in the space's taste factors (-1: none)
 
     @classmethod
     def build(cls, space: FeatureSpace, offers: pd.DataFrame) -> OfferArrays:
@@ -920,9 +952,10 @@ class OfferArrays:
             valid_from = np.full(len(ids), -np.inf)
         meal_vocab_code = _codes(meal, space._vocab_pos.get("special_meal", {}))
         has_destination = np.asarray([d is not None for d in destination], dtype=bool)
+        taste_row = space.taste.rows(destination) if space.taste is not None else np.full(len(ids), -1)
         return cls(
             ids, code, family, table, special, meal, destination, region, miles, target, valid_from,
-            meal_vocab_code, has_destination,
+            meal_vocab_code, has_destination, taste_row,
         )  # fmt: skip
 
 

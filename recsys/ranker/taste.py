@@ -90,6 +90,18 @@ class DestinationFactors:
         out[ok, 1] = np.einsum("ij,ij->i", u, v - self._mean)  # type: ignore[attr-defined]
         return out
 
+    def member_scores(self, travel: Mapping[str, Any] | None, rows: np.ndarray) -> np.ndarray:
+        """:meth:`scores` of one member's pairs (a request's candidates) by their destinations' rows
+        (:meth:`rows`, -1 unknown)."""
+        out = np.full((len(rows), 2), np.nan)
+        ok = rows >= 0
+        if ok.any():
+            u = self.member_vector(travel)
+            v = self.item[rows[ok]]
+            out[ok, 0] = v @ u
+            out[ok, 1] = (v - self._mean) @ u  # type: ignore[attr-defined]
+        return out
+
     @classmethod
     def fit(
         cls,
