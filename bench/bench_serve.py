@@ -16,6 +16,9 @@ What it does, in one run:
 4. a fixed-rate (open-loop) run at 300 requests/s from a separate process (``--loadgen`` mode of this script,
    latency measured from each request's *scheduled* send time, so a stall is not hidden): p50/p99;
 5. restarts the service with capping OFF and repeats 3–4 for recommendations: the cost of capping;
+   then (unless ``--no-cluster``) starts a Redis Cluster of its own (three masters, three replicas on
+   loopback ports, ``bench/redis_servers.py``) and repeats the caps-on floor, I/O floor, recommend rounds
+   and the fixed-rate run against it, printed beside the standalone figures;
    throughout, the request log is ON (every recommend decision written in batches to the SQLite log beside the
    event log, 5 % exploration); beside the caps-on service a second one with the request log OFF
    (``RECSYS_REQUEST_LOG_ENABLED=false``) takes part in the same interleaved rounds and its own 300 req/s
@@ -65,6 +68,9 @@ TARGET_P99_MS = 15.0
 TARGET_RSS = 1.5 * 1024**3
 TARGET_CAP_P50_MS = 1.0
 TARGET_CAP_P99_MS = 3.0
+# Issue 17's targets for the same runs on a Redis Cluster (recommend over the bare floor; open-loop p99).
+TARGET_RATIO_CLUSTER = 0.2
+TARGET_P99_MS_CLUSTER = 5.0
 
 FARE_BY_CABIN = {"F": ["F", "A"], "C": ["J", "C", "D"], "W": ["G", "E"], "Y": ["Y", "B", "M", "H", "Q", "K"]}
 PLACEMENTS = ["home", "booking", "check_in", "post_booking", "in_trip"]
@@ -551,6 +557,12 @@ def main() -> None:
         default="on",
         help="the contextual ranker against the ALS ranking: with the rest (on), skipped, or alone",
     )
+    p.add_argument(
+        "--no-cluster",
+        dest="cluster",
+        action="store_false",
+        help="skip the runs on a Redis Cluster of the benchmark's own (redis-server, redis-cli needed)",
+    )
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the service and clean Redis on kill
     if args.loadgen:
@@ -703,6 +715,19 @@ def main() -> None:
                 "versions": results_versions,
                 **ranker_vs_als(base_env, work, wrk, rec_lua, bodies_file, args, prefix),
             }
+        if args.cluster and args.ranker != "only":
+            results["cluster"] = run_on_cluster(
+                args,
+                wrk,
+                base_env,
+                bodies_file,
+                {
+                    "floor": ("/v1/_floor", get_lua),
+                    "io_floor": (IO_FLOOR_PATH, io_lua),
+                    "recommend_caps_on": ("/v1/recommendations", rec_lua),
+                },
+                work,
+            )
         if args.month_members > 0 and args.ranker != "only":
             log(f"simulating a month of cap traffic for {args.month_members} members")
             results["month"] = simulate_month(
@@ -713,12 +738,94 @@ def main() -> None:
         log(f"removed {removed} benchmark keys from Redis")
     if "floor" in results:
         report(results)
+    if "cluster" in results:
+        report_cluster(results["cluster"], results)
     if "ranker_vs_als" in results:
         report_ranker(results["ranker_vs_als"])
     out = VAR / "bench" / "serve.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     log(f"figures written to {out}")
+
+
+def run_on_cluster(
+    args: argparse.Namespace,
+    wrk: str,
+    base_env: dict[str, str],
+    bodies_file: Path,
+    luas: dict[str, tuple[str, Path]],
+    work: Path,
+) -> dict[str, Any]:
+    """The caps-on runs again on a Redis Cluster of the benchmark's own (3 masters, 3 replicas on loopback
+    ports, started here and stopped after): the floor, the I/O floor and recommend in interleaved rounds, and
+    the fixed-rate run. Same service, request mix and policy as the standalone runs; only RECSYS_REDIS_URL
+    differs."""
+    from bench.launcher import run_service
+    from bench.redis_servers import start_cluster
+
+    log("starting a Redis Cluster of three masters and three replicas")
+    cluster = start_cluster(work / "redis-cluster")
+    out: dict[str, Any] = {"redis_url": cluster.url}
+    try:
+        env = {**base_env, "RECSYS_REDIS_URL": cluster.url, "RECSYS_CAPPING_ENABLED": "true"}
+        with run_service(
+            env, workers=1, ready_timeout_s=600, log_path=work / "service-cluster.log", command=FLOOR_APP
+        ) as svc:
+            run_wrk(wrk, f"{svc.url}/v1/recommendations", luas["recommend_caps_on"][1], 3, args.connections)
+            per_round: dict[str, list[dict[str, Any]]] = {name: [] for name in luas}
+            for i in range(args.rounds):
+                for name, (path, lua) in luas.items():
+                    log(f"wrk: {path} ({name}, cluster, round {i + 1}/{args.rounds})")
+                    cpu0 = cpu_seconds(svc.process.pid)
+                    run = run_wrk(wrk, f"{svc.url}{path}", lua, args.duration, args.connections)
+                    run["cpu_ms_per_request"] = (
+                        (cpu_seconds(svc.process.pid) - cpu0) * 1000 / max(run["requests"], 1)
+                    )
+                    per_round[name].append(run)
+            for name, got in per_round.items():
+                out[name] = median_run(got)
+                out[f"{name}_rounds"] = got
+            log(f"open loop: {args.rate:.0f} req/s for {args.fixed_duration:.0f}s (cluster)")
+            out["fixed_rate_caps_on"] = run_open_loop(svc.port, bodies_file, args.rate, args.fixed_duration)
+            out["service_counters"] = service_counters(svc.url)
+    finally:
+        for node in cluster.nodes:
+            node.stop()
+    return out
+
+
+def report_cluster(r: dict[str, Any], standalone: dict[str, Any]) -> None:
+    """The cluster's figures beside the standalone ones of the same run."""
+    ratios = round_ratios(r, "recommend_caps_on")
+    io = round_ratios(r, "io_floor")
+    fixed = r["fixed_rate_caps_on"]
+    counters = r.get("service_counters", {})
+    cold = counters.get("recsys_cold_start_total", 0)
+    degraded = sum(v for k, v in counters.items() if k.startswith("recsys_cap_degraded_total"))
+    print()
+    print("Redis Cluster (3 masters, 3 replicas; the same service, mix and policy):")
+    for name in ("floor", "io_floor", "recommend_caps_on"):
+        x = r[name]
+        print(
+            f"  {name:32}{x['rps']:>10.0f}{x['p50_ms']:>10.2f}{x['p99_ms']:>10.2f}"
+            f"{x['errors']:>9}{x['non2xx']:>9}"
+        )
+    ratio = statistics.median(ratios)
+    print(
+        f"  throughput ratio recommend/floor {ratio:6.1%}   target >= {TARGET_RATIO_CLUSTER:.0%}"
+        f"  {'PASS' if ratio >= TARGET_RATIO_CLUSTER else 'FAIL'}"
+        f"   (standalone {statistics.median(round_ratios(standalone, 'recommend_caps_on')):.1%})"
+    )
+    print(
+        f"  I/O-only ratio                   {statistics.median(io):6.1%}   recommend / I/O-only "
+        f"{statistics.median([a / b for a, b in zip(ratios, io, strict=True)]):.1%}"
+    )
+    print(
+        f"  p99 at {fixed['rate']:.0f} req/s (caps on)     {fixed['p99_ms']:6.2f} ms target <= "
+        f"{TARGET_P99_MS_CLUSTER:.0f} ms  {'PASS' if fixed['p99_ms'] <= TARGET_P99_MS_CLUSTER else 'FAIL'}"
+        f"   (p50 {fixed['p50_ms']:.2f} ms; {fixed['requests'] - fixed['ok']} failed)"
+    )
+    print(f"  {cold:.0f} cold starts, {degraded:.0f} answers with the cap store degraded")
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

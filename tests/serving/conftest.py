@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.config import Settings
-from tests.conftest import delete_prefix, unique_prefix
+from tests.conftest import LocalCluster, delete_prefix, unique_prefix
 from tests.conftest import pg_schema_or_fail as _pg_schema_or_fail
 from tests.conftest import redis_or_fail as _redis_or_fail
 
@@ -122,6 +122,42 @@ def redis_prefix() -> Iterator[str]:
     yield prefix
     delete_prefix(client, prefix)
     client.close()
+
+
+@dataclass(frozen=True)
+class RedisDeployment:
+    """Where a service test's Redis state lives: the shared standalone Redis or the tests' own Cluster."""
+
+    name: str  # "standalone" | "cluster"
+    url: str
+    prefix: str  # the cap counters' key prefix of this test
+    cluster: LocalCluster | None = None
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def redis_deployment(request: pytest.FixtureRequest) -> Iterator[RedisDeployment]:
+    """Each test twice: on the shared Redis (db 0, a prefix of its own) and on the session's Redis Cluster
+    (3 masters, 3 replicas; whole again after the test). The test's keys are removed afterwards."""
+    prefix = unique_prefix("svc")
+    if request.param == "standalone":
+        client = redis_or_fail()
+        try:
+            yield RedisDeployment("standalone", REDIS_URL, prefix)
+        finally:
+            delete_prefix(client, prefix)
+            client.close()
+        return
+    cluster: LocalCluster = request.getfixturevalue("cluster")
+    try:
+        yield RedisDeployment("cluster", cluster.url, prefix, cluster)
+    finally:
+        cluster.restore()
+        for node in cluster.masters():
+            c = node.client()
+            try:
+                delete_prefix(c, prefix)
+            finally:
+                c.close()
 
 
 def serve_counting_policy(tmp: Path) -> Path:

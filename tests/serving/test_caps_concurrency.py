@@ -1,5 +1,6 @@
 """Frequency caps hold under concurrency: 200 simultaneous requests for ONE member, spread over TWO uvicorn
-worker processes sharing the real Redis, never together serve more than any cap allows.
+worker processes sharing the real Redis (the shared standalone Redis and the tests' own Redis Cluster of three
+masters and three replicas), never together serve more than any cap allows.
 
 The service runs as real processes (``python -m serving`` with ``RECSYS_WORKERS=2``); the caps are the
 shipped policy (``config/caps.yaml``, counted on serve), resolved for the member's tier, so the check is: for
@@ -23,7 +24,7 @@ import pytest
 import yaml
 
 from bench.launcher import run_service
-from tests.serving.conftest import Registry, serve_counting_policy, service_env
+from tests.serving.conftest import RedisDeployment, Registry, serve_counting_policy, service_env
 from tests.serving.test_api import rec_body, trip
 
 N_REQUESTS = 200
@@ -53,7 +54,7 @@ async def fire(url: str, bodies: list[dict]) -> list[httpx.Response]:
 
 @pytest.mark.slow
 def test_200_concurrent_requests_on_two_workers_never_exceed_a_cap(
-    registry: Registry, serving_world: Path, tmp_path: Path, redis_prefix: str
+    registry: Registry, serving_world: Path, tmp_path: Path, redis_deployment: RedisDeployment
 ) -> None:
     members = pd.read_parquet(serving_world / "members.parquet")
     member = members.iloc[42]
@@ -83,7 +84,8 @@ def test_200_concurrent_requests_on_two_workers_never_exceed_a_cap(
         registry,
         serving_world,
         tmp_path,
-        redis_prefix,
+        redis_deployment.prefix,
+        RECSYS_REDIS_URL=redis_deployment.url,
         RECSYS_CAPPING_ENABLED="true",
         RECSYS_REDIS_TIMEOUT_MS="2000",
         RECSYS_CAPPING_POLICY_PATH=str(policy_path),
