@@ -27,7 +27,7 @@ from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
 from recsys.stores.member_store import MemberStore
-from recsys.stores.redis import RedisClients
+from recsys.stores.redis import RedisClients, RedisUnavailable
 from serving.api.routes import admin, events, experiments, members, offers, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
@@ -321,6 +321,10 @@ def create_app(
         if redis is not None:
             closers.append(redis.close)
             async_closers.append(redis.aclose)
+            try:  # this loop's asyncio client, ready (a cluster's topology) before the first request's budget
+                await redis.aconnect()
+            except RedisUnavailable as exc:
+                logger.error("Redis did not answer at start-up (%s); the stores' outage policy applies", exc)
         store = member_store
         if store is None:
             store = build_member_store(settings, redis)

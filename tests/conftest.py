@@ -11,6 +11,11 @@ a temporary directory. Read-only for tests: copy it if a test must modify a data
 are deleted afterwards. When Redis is not running the test FAILS (never skips) with the command that starts
 it. Every Redis fixture of the suite (capping: db 15, service: db 0) is built on :func:`redis_or_fail` and
 :func:`delete_prefix` here.
+
+``redis_cluster`` / ``cluster``: a Redis Cluster of the session's own (three masters, three replicas on spare
+loopback ports, ``bench/redis_servers.py``), whole again after each test that kills a node. ``own_redis``: a
+standalone redis-server of the session's own, free to freeze (SIGSTOP) or kill. Both are torn down after the
+session; without redis-server / redis-cli the tests FAIL saying how to install them.
 """
 
 from __future__ import annotations
