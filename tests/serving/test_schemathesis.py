@@ -14,9 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from bench.launcher import run_service
-from tests.serving.conftest import DEBUG_TOKEN, PG_URL, Registry, pg_schema_or_fail, service_env
+from tests.serving.conftest import ADMIN_KEY, DEBUG_TOKEN, PG_URL, Registry, pg_schema_or_fail, service_env
 
-ADMIN_KEY = "test-admin-key-0123456789"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
@@ -32,7 +31,9 @@ def test_whole_api_conforms_and_never_5xx_on_postgresql(
         redis_prefix,
         RECSYS_DATABASE_URL=PG_URL,
         RECSYS_DATABASE_SCHEMA=schema,
-        RECSYS_ADMIN_API_KEY=ADMIN_KEY,
+        # the rate limiter on the request path too (a limit the run stays under)
+        RECSYS_RATE_LIMIT="1000000/hour",
+        RECSYS_RATE_LIMIT_KEY_PREFIX=f"{redis_prefix}:ratelimit",
     )
     cli = Path(sys.executable).parent / "schemathesis"
     try:
