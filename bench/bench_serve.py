@@ -24,10 +24,16 @@ What it does, in one run:
    (``RECSYS_REQUEST_LOG_ENABLED=false``) takes part in the same interleaved rounds and its own 300 req/s
    run: the cost of the request log, and afterwards the number of records written against answers given;
 6. the service's RSS; then a simulated month of traffic through the cap enforcer over the world's members
-   and the Redis memory per active member, checking every cap key has a TTL.
+   and the Redis memory per active member, checking every cap key has a TTL;
+7. the contextual ranker against today's ALS ranking (``--ranker on|off|only``): ALS and the ranker trained on
+   the whole world and registered under the benchmark's own aliases (``bench-als``, ``bench-ranker``; reused
+   while the data and the model code are unchanged), each served by its own service (caps on, request log
+   on), in interleaved ``wrk`` rounds (throughput and the service's CPU per answer) and at 300 req/s; after
+   shutdown every answer must have its request record.
 
 Figures are printed and written to ``var/bench/serve.json``. Targets: recommend throughput >= 35 % of the
-floor; p99 <= 15 ms at 300 req/s; RSS <= 1.5 GB; capping adds <= 1 ms p50 and <= 3 ms p99.
+floor; p99 <= 15 ms at 300 req/s; RSS <= 1.5 GB; capping adds <= 1 ms p50 and <= 3 ms p99; the ranker's
+throughput >= 0.8x the ALS ranking's and its p99 at 300 req/s <= 10 ms.
 
 Options: ``--duration`` seconds per wrk run (default 10), ``--rounds`` interleaved rounds of the caps-on
 throughput runs (3; the ratios printed are the medians of the rounds' ratios, each round's recommend against
