@@ -37,6 +37,12 @@ def _replay(root: Path, cutoff: pd.Timestamp, end: pd.Timestamp, cache: Path | N
     return replay
 
 
+# Members by their trips before the cut-off (flights to a destination other than home): how much history
+# reveals their tastes.
+_TRIP_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10**9))
+_MEMBER_TRIPS: np.ndarray | None = None  # per replayed pair, the member's trips before the cut-off
+
+
 def _values(replay: Replay, pi: np.ndarray) -> dict[str, float]:
     n = replay.batch.n_requests
     out = {
@@ -49,6 +55,10 @@ def _values(replay: Replay, pi: np.ndarray) -> dict[str, float]:
     place = replay.batch.pair_column("placement")
     for p in sorted(set(place)):
         out[f"purchases@{p}"] = float((pi * (place == p)) @ replay.p_true) / n
+    if _MEMBER_TRIPS is not None:
+        for lo, hi in _TRIP_BUCKETS:
+            sel = (lo <= _MEMBER_TRIPS) & (hi >= _MEMBER_TRIPS)
+            out[f"purchases@trips{lo}+"] = float((pi * sel) @ replay.p_true) / n
     return out
 
 
@@ -61,6 +71,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="pickle of the replay (reused when present)")
     ap.add_argument("--out", type=Path, default=None, help="append rows as JSON lines")
     ap.add_argument("--blend", type=float, action="append", default=[], help="also rank by p x margin^b")
+    ap.add_argument("--by-trips", action="store_true", help="also split purchases by the member's trips")
     args = ap.parse_args()
 
     from recsys.data.truth import request_responder
@@ -74,6 +85,13 @@ def main() -> None:
     replay = _replay(root, cutoff, end, args.cache)
     batch = replay.batch
     assert replay.p_true is not None
+    if args.by_trips:
+        from recsys.ranker.features import member_travel
+
+        global _MEMBER_TRIPS
+        travel = member_travel(root, cutoff)
+        trips = {m: sum((t.get("flights") or {}).values()) for m, t in travel.items()}
+        _MEMBER_TRIPS = np.asarray([trips.get(str(m), 0) for m in batch.pair_column("member_id")])
     print(
         f"replay: {batch.n_requests:,} requests, {batch.n_pairs:,} pairs ({time.perf_counter() - t0:.0f} s)"
     )
