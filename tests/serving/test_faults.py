@@ -230,6 +230,9 @@ def test_sustained_load_with_a_model_promotion(
         redis_prefix,
         RECSYS_CAPPING_POLICY_PATH=str(policy),
         RECSYS_RELOAD_INTERVAL_S="1",
+        # The policy's 20 ms per Redis call is for a production host; on this shared one (load 15-20) it
+        # sent up to 41 % of the answers to the outage policy, which never touches the caps under test.
+        RECSYS_REDIS_TIMEOUT_MS="500",
     )
     with run_service(env, workers=1, ready_timeout_s=180) as svc:
         request = recommend_requests(world_members)
@@ -250,8 +253,8 @@ def test_sustained_load_with_a_model_promotion(
     )
     assert len(answers) == int(rate * 60)
     assert failed == [], (failed[:3], log[-3000:])
-    # On a loaded machine a Redis call can exceed the policy's 20 ms timeout: that answer follows the
-    # outage policy (fail_closed: exempt offers only), which breaks no cap either.
+    # A Redis call over its timeout (rare at 500 ms) is answered by the outage policy (fail_closed: exempt
+    # offers only), which breaks no cap either.
     assert all(o["offer_id"] in exempt for a in degraded for o in a.body["offers"])
     assert cap_violations(answers, started_at, rules_of(policy), members, exempt) == []
     # The promoted version serves within seconds and for good (requests already in flight may finish on
