@@ -15,12 +15,17 @@ the same tag) on one cluster slot; the version keys share the prefix as their ta
     {prefix}:{M0000001}:{version}         string: the member's record (format below)
     {prefix}:{M0000001}:b:{trip_key}      set of offer ids bought for that trip (TTL: until after the trip)
     {prefix}:{{prefix}}:active            string: the active version (the pointer)
-    {prefix}:{{prefix}}:meta:{version}    hash: columns (JSON list), dim, dtype, members, with_embedding, ...
+    {prefix}:{{prefix}}:meta:{version}    hash: columns (JSON list), codec, dim, dtype, members, ...
     {prefix}:{{prefix}}:versions          sorted set: versions by publish time
 
-A record is ``b"\\x01"``, the embedding's dimension (2 bytes, little endian, 0 = none), the embedding
-(``dim`` float16 or float32 values, the version's ``dtype``), then the profile as a JSON *array* in the
-version's column order: the column names are stored once per version, not once per member.
+A record is ``b"\\x02"``, the embedding's dimension (2 bytes, little endian, 0 = none), the index of the
+packed column (1 byte, 255 = none), the embedding (``dim`` float16 or float32 values, the version's
+``dtype``), the packed event history (when any: the number of events, 2 bytes, then per event the index of
+its (offer, family) pair, 2 bytes, its event code, 1 byte, and its time in whole seconds, 4 bytes), then the
+other stored columns as a JSON *array*. What is the same for every member is stored once per version in the
+metadata (``codec``, :class:`RecordCodec`): the column names, the columns every member shares, the member id
+(it is in the key), the strings of string columns (a record holds their indices) and the history's (offer,
+family) pairs. Records of the first format (``b"\\x01"``, no codec: every column JSON) are still read.
 
 Every key has a TTL: a published version lives ``version_ttl`` (default 35 days; publishing again renews
 it: training republishes daily), the pointer and metadata as long as their version.
@@ -66,8 +71,9 @@ from recsys.urls import is_redis_url
 DEFAULT_PREFIX = "members"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-RECORD_FORMAT = 1
-_HEADER = struct.Struct("<BH")  # format, embedding dimension
+RECORD_FORMAT = 2
+_HEADER = struct.Struct("<BHB")  # format, embedding dimension, packed column (255: none)
+_HEADER_V1 = struct.Struct("<BH")  # format 1: no packed column
 EmbeddingDtype: TypeAlias = Literal["float16", "float32"]
 _DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
@@ -183,33 +189,253 @@ def _embedding_lookup(
     return embeddings
 
 
-def encode_record(values: list[Any], embedding: np.ndarray | None, dtype: EmbeddingDtype) -> bytes:
-    """One member's stored record (see the module doc)."""
-    profile = orjson.dumps(values, default=_json_default, option=_JSON_OPTS)
+# A profile value with exactly these keys, lists of one length (an event history: offer ids, their families,
+# event codes and whole seconds, as ``recsys.ranker.features.member_exposures`` builds it) is packed into
+# 7 bytes per event instead of about 35 in JSON: each (offer, family) pair is stored once per version (the
+# version's ``vocab``) and the record holds its index.
+HISTORY_KEYS = ("offer", "family", "event", "time")
+_NO_PACKED = 255  # header: no packed column
+_MAX_VOCAB = 1 << 16
+_META_READ = ["columns", "dtype", "codec"]
+# A string column with more distinct values stays JSON: every reader loads the vocabularies on a switch.
+_MAX_DICT = 4096
+
+
+class HistoryVocab:
+    """The (offer, family) pairs of one version's packed histories, in the order they were first met."""
+
+    def __init__(self, pairs: list[tuple[str, str]] | None = None) -> None:
+        self.pairs: list[tuple[str, str]] = list(pairs or [])
+        self._index = {p: i for i, p in enumerate(self.pairs)}
+
+    def index(self, pair: tuple[str, str]) -> int | None:
+        """The pair's index (added when new), None when the vocabulary is full."""
+        at = self._index.get(pair)
+        if at is None:
+            if len(self.pairs) >= _MAX_VOCAB:
+                return None
+            at = self._index[pair] = len(self.pairs)
+            self.pairs.append(pair)
+        return at
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.pairs)
+
+    @classmethod
+    def loads(cls, raw: bytes | str | None) -> HistoryVocab:
+        return cls([(str(o), str(f)) for o, f in orjson.loads(raw)] if raw else [])
+
+
+def _pack_history(value: Any, vocab: HistoryVocab) -> bytes | None:
+    """The packed form of an event history (see :data:`HISTORY_KEYS`), or None when ``value`` is not one
+    that packs exactly (then it stays JSON)."""
+    if not isinstance(value, dict) or set(value) != set(HISTORY_KEYS):
+        return None
+    offers, families, events, times = (value[k] for k in HISTORY_KEYS)
+    if not all(isinstance(v, list) for v in (offers, families, events, times)):
+        return None
+    n = len(offers)
+    if not (n == len(families) == len(events) == len(times)) or n >= 65536:
+        return None
+    idx: list[int] = []
+    for o, f in zip(offers, families, strict=True):
+        if not isinstance(o, str) or not isinstance(f, str):
+            return None
+        at = vocab.index((o, f))
+        if at is None:
+            return None
+        idx.append(at)
+    if not all(type(e) is int and -128 <= e < 128 for e in events):
+        return None
+    if not all(isinstance(t, int | float) and t == t and 0 <= t < 2**32 and t == int(t) for t in times):
+        return None
+    return (
+        struct.pack("<H", n)
+        + np.asarray(idx, dtype="<u2").tobytes()
+        + np.asarray(events, dtype="i1").tobytes()
+        + np.asarray(times, dtype="<u4").tobytes()
+    )
+
+
+def _unpack_history(data: bytes, at: int, vocab: HistoryVocab) -> tuple[dict[str, list[Any]], int]:
+    (n,) = struct.unpack_from("<H", data, at)
+    at += 2
+    idx = np.frombuffer(data, dtype="<u2", count=n, offset=at).tolist()
+    at += 2 * n
+    events = np.frombuffer(data, dtype="i1", count=n, offset=at).tolist()
+    at += n
+    # Floats, as the JSON form read back gives them.
+    times = np.frombuffer(data, dtype="<u4", count=n, offset=at).astype(np.float64).tolist()
+    at += 4 * n
+    pairs = vocab.pairs
+    return {
+        "offer": [pairs[i][0] for i in idx],
+        "family": [pairs[i][1] for i in idx],
+        "event": events,
+        "time": times,
+    }, at
+
+
+_CONST, _ID, _DICT, _JSON = "c", "i", "d", "j"
+
+
+class RecordCodec:
+    """How one version's records are written: the columns, what each column's values are coded as, and the
+    version's vocabularies (stored once in the version's metadata, not once per member).
+
+    - ``c`` a value every member of the version shares (e.g. ``as_of``): kept in the metadata only;
+    - ``i`` the member id: it is in the key already;
+    - ``d`` strings (or null): the value's index in the column's vocabulary;
+    - ``j`` anything else: JSON, except an event history (:data:`HISTORY_KEYS`), which is packed.
+    """
+
+    def __init__(
+        self,
+        columns: list[str],
+        kinds: list[str],
+        constants: dict[str, Any] | None = None,
+        vocabs: dict[str, list[str]] | None = None,
+        history: HistoryVocab | None = None,
+    ) -> None:
+        self.columns = columns
+        self.kinds = kinds
+        self.constants = dict(constants or {})
+        self.vocabs = {c: list(v) for c, v in (vocabs or {}).items()}
+        self._index = {c: {s: i for i, s in enumerate(v)} for c, v in self.vocabs.items()}
+        self.history = history or HistoryVocab()
+        # Columns stored in the record's JSON array, in order, with their kind.
+        self.stored = [
+            (i, c, k) for i, (c, k) in enumerate(zip(columns, kinds, strict=True)) if k in (_DICT, _JSON)
+        ]
+
+    @classmethod
+    def plain(cls, columns: list[str]) -> RecordCodec:
+        """Every column JSON (a version published before the codec existed)."""
+        return cls(list(columns), [_JSON] * len(columns))
+
+    @classmethod
+    def for_profiles(cls, profiles: pd.DataFrame) -> RecordCodec:
+        """The codec for a profiles frame (must have a ``member_id`` column)."""
+        columns = [str(c) for c in profiles.columns]
+        kinds: list[str] = []
+        constants: dict[str, Any] = {}
+        vocabs: dict[str, list[str]] = {}
+        for name, c in zip(columns, profiles.columns, strict=True):
+            series = profiles[c]
+            if name == Col.MEMBER_ID:
+                kinds.append(_ID)
+                continue
+            values = series.dropna()
+            try:
+                distinct = series.nunique(dropna=False)
+            except TypeError:  # dicts or lists (an event history...): JSON
+                kinds.append(_JSON)
+                continue
+            if len(series) > 1 and distinct == 1:
+                # Stored as its JSON form, which is what a reader got back from the record before.
+                kinds.append(_CONST)
+                constants[name] = orjson.loads(_dumps([None if series.isna().iloc[0] else series.iloc[0]]))[0]
+            elif values.map(type).eq(str).all() and values.nunique() <= _MAX_DICT:
+                kinds.append(_DICT)
+                vocabs[name] = sorted(values.unique().tolist())
+            else:
+                kinds.append(_JSON)
+        return cls(columns, kinds, constants, vocabs)
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(
+            {
+                "kinds": self.kinds,
+                "constants": self.constants,
+                "vocabs": self.vocabs,
+                "history": self.history.pairs,
+            }
+        )
+
+    @classmethod
+    def loads(cls, columns: list[str], raw: bytes | str | None) -> RecordCodec:
+        if not raw:
+            return cls.plain(columns)
+        d = orjson.loads(raw)
+        return cls(
+            columns,
+            d["kinds"],
+            d["constants"],
+            d["vocabs"],
+            HistoryVocab([(str(o), str(f)) for o, f in d["history"]]),
+        )
+
+    def encode(self, values: list[Any]) -> tuple[list[Any], int, bytes]:
+        """The record's JSON array, the index of the packed column (255: none) and the packed bytes."""
+        out: list[Any] = []
+        packed_at, packed = _NO_PACKED, b""
+        for i, name, kind in self.stored:
+            v = values[i]
+            if kind == _DICT:
+                out.append(None if v is None else self._index[name][v])
+            elif packed_at == _NO_PACKED and isinstance(v, dict) and (p := _pack_history(v, self.history)):
+                packed_at, packed = len(out), p
+                out.append(None)
+            else:
+                out.append(v)
+        return out, packed_at, packed
+
+    def decode(
+        self, member_id: str, stored: list[Any], history: dict[str, list[Any]] | None, packed_at: int
+    ) -> dict[str, Any]:
+        profile = dict(self.constants)
+        if history is not None:
+            stored[packed_at] = history
+        for (_, name, kind), v in zip(self.stored, stored, strict=True):
+            profile[name] = self.vocabs[name][v] if kind == _DICT and v is not None else v
+        if _ID in self.kinds:
+            profile[self.columns[self.kinds.index(_ID)]] = member_id
+        return {c: profile[c] for c in self.columns}
+
+
+def _dumps(values: list[Any]) -> bytes:
+    return orjson.dumps(values, default=_json_default, option=_JSON_OPTS)
+
+
+def encode_record(
+    values: list[Any], embedding: np.ndarray | None, dtype: EmbeddingDtype, codec: RecordCodec | None = None
+) -> bytes:
+    """One member's stored record (see the module doc); ``values`` in the codec's column order."""
+    stored, packed_at, packed = (codec or RecordCodec.plain([""] * len(values))).encode(values)
+    profile = _dumps(stored)
     if embedding is None:
-        return _HEADER.pack(RECORD_FORMAT, 0) + profile
+        return _HEADER.pack(RECORD_FORMAT, 0, packed_at) + packed + profile
     vec = np.ascontiguousarray(embedding, dtype=_DTYPES[dtype]).ravel()
     if not 0 < vec.shape[0] < 65536:
         raise ValueError(f"embedding dimension must be 1..65535, got {vec.shape[0]}")
-    return _HEADER.pack(RECORD_FORMAT, vec.shape[0]) + vec.tobytes() + profile
+    return _HEADER.pack(RECORD_FORMAT, vec.shape[0], packed_at) + vec.tobytes() + packed + profile
 
 
 def decode_record(
-    member_id: str, data: bytes, version: str, columns: list[str], dtype: EmbeddingDtype
+    member_id: str, data: bytes, version: str, codec: RecordCodec, dtype: EmbeddingDtype
 ) -> MemberRecord:
-    fmt, dim = _HEADER.unpack_from(data)
-    if fmt != RECORD_FORMAT:
+    fmt = data[0] if data else None
+    if fmt == 1:  # published before the codec: every column JSON
+        codec = RecordCodec.plain(codec.columns)
+        _, dim = _HEADER_V1.unpack_from(data)
+        packed_at, at = _NO_PACKED, _HEADER_V1.size
+    elif fmt == RECORD_FORMAT:
+        _, dim, packed_at = _HEADER.unpack_from(data)
+        at = _HEADER.size
+    else:
         raise MemberStoreError(
-            f"member record of {member_id} has format {fmt}, this service reads {RECORD_FORMAT}"
+            f"member record of {member_id} has format {fmt}, this service reads 1 and {RECORD_FORMAT}"
         )
-    at = _HEADER.size
     vec: np.ndarray | None = None
     if dim:
         dt = _DTYPES[dtype]
         vec = np.frombuffer(data, dtype=dt, count=dim, offset=at).astype(np.float32)
         at += dim * dt.itemsize
-    values = orjson.loads(data[at:])
-    return MemberRecord(member_id, dict(zip(columns, values, strict=True)), vec, version)
+    history = None
+    if packed_at != _NO_PACKED:
+        history, at = _unpack_history(data, at, codec.history)
+    stored = orjson.loads(data[at:])
+    return MemberRecord(member_id, codec.decode(member_id, stored, history, packed_at), vec, version)
 
 
 class MemberStore(Protocol):
@@ -389,7 +615,7 @@ class _Active:
     """The cached pointer: the active version and how to decode its records."""
 
     version: str | None
-    columns: list[str] = field(default_factory=list)
+    codec: RecordCodec = field(default_factory=lambda: RecordCodec.plain([]))
     dtype: EmbeddingDtype = "float16"
     read_at: float = 0.0
 
@@ -464,14 +690,14 @@ class RedisMemberStore:
     def _refresh(self) -> _Active:
         client = self.clients.sync
         version = client.get(self._pointer)
-        return self._activate(version, lambda v: client.hmget(self.meta_key(v), ["columns", "dtype"]))
+        return self._activate(version, lambda v: client.hmget(self.meta_key(v), _META_READ))
 
     async def _arefresh(self) -> _Active:
         client = self.clients.aio
         version = await client.get(self._pointer)
         meta = None
         if version and _text(version) != self._active.version:
-            meta = await client.hmget(self.meta_key(_text(version)), ["columns", "dtype"])
+            meta = await client.hmget(self.meta_key(_text(version)), _META_READ)
         return self._activate(version, lambda v: meta)
 
     def _activate(self, raw: bytes | str | None, meta_of: Any) -> _Active:
@@ -481,9 +707,9 @@ class RedisMemberStore:
             return self._active
         version = _text(raw)
         if version == self._active.version:
-            self._active = _Active(version, self._active.columns, self._active.dtype, now)
+            self._active = _Active(version, self._active.codec, self._active.dtype, now)
             return self._active
-        columns, dtype = meta_of(version) or (None, None)
+        columns, dtype, codec = meta_of(version) or (None, None, None)
         if not columns:
             # The pointer names a version without metadata: it expired, or a publish is switching now.
             self._active = _Active(None, read_at=now)
@@ -493,7 +719,9 @@ class RedisMemberStore:
             raise MemberStoreError(
                 f"version {version} stores embeddings as {stored_dtype!r}, not one of {sorted(_DTYPES)}"
             )
-        self._active = _Active(version, orjson.loads(columns), cast(EmbeddingDtype, stored_dtype), now)
+        self._active = _Active(
+            version, RecordCodec.loads(orjson.loads(columns), codec), cast(EmbeddingDtype, stored_dtype), now
+        )
         return self._active
 
     # -- reads -------------------------------------------------------------------------------------------
@@ -549,7 +777,7 @@ class RedisMemberStore:
         rec, bought, flat = reply
         record = None
         if rec and active.version is not None:
-            record = decode_record(member_id, rec, active.version, active.columns, active.dtype)
+            record = decode_record(member_id, rec, active.version, active.codec, active.dtype)
         extra = None
         if with_extra:
             extra = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
@@ -577,6 +805,7 @@ class RedisMemberStore:
         emb = _embedding_lookup(profiles, embeddings)
         self._unlink(self.version_keys(version))  # leftovers of a failed publish of this version
         cols, rows = profile_rows(profiles)
+        codec = RecordCodec.for_profiles(profiles)
         keys: list[str] = []
         n_emb = 0
         dim = 0
@@ -588,7 +817,7 @@ class RedisMemberStore:
             if vec is not None:
                 n_emb += 1
                 dim = int(np.asarray(vec).size)
-            pipe.set(key, encode_record(values, vec, self.embedding_dtype), ex=self.staging_ttl)
+            pipe.set(key, encode_record(values, vec, self.embedding_dtype, codec), ex=self.staging_ttl)
             keys.append(key)
             if len(keys) % self.batch_size == 0:
                 pipe.execute()
@@ -596,6 +825,7 @@ class RedisMemberStore:
         pipe.execute()
         meta: dict[EncodableT, EncodableT] = {
             "columns": orjson.dumps(cols),
+            "codec": codec.dumps(),  # after every record: the history vocabulary is complete
             "dtype": self.embedding_dtype,
             "members": len(keys),
             "with_embedding": n_emb,
@@ -613,7 +843,7 @@ class RedisMemberStore:
         previous = self._switch(
             keys=[self._pointer, self._versions, meta_key], args=[version, time.time(), self.version_ttl]
         )
-        self._active = _Active(version, cols, self.embedding_dtype, time.monotonic())
+        self._active = _Active(version, codec, self.embedding_dtype, time.monotonic())
         previous_version = previous.decode() if previous else None
         if previous_version and previous_version != version:
             self._expire(self.version_keys(previous_version), self.old_version_ttl)

@@ -378,3 +378,91 @@ def test_redis_read_is_one_round_trip_with_purchases_and_another_hash_of_the_mem
     assert read.record is not None and read.purchased == {"O1"} and read.extra == {"a": "1", "v": "3"}
     assert _CountingRedis.commands - before == 2  # one command per read
     c.close()
+
+
+def test_redis_compact_records_read_back_exactly_the_published_profiles(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    n = 40
+    not_whole = {"offer": ["OF001"], "family": ["x"], "event": [0], "time": [1.5]}  # stays JSON
+    frame = profiles(n, gen=3).assign(
+        as_of=pd.Timestamp("2026-11-30T00:00:00Z"),
+        home=[None if i % 5 == 0 else ("PEK", "CTU", "SHA")[i % 3] for i in range(n)],
+        exposures=[
+            None
+            if i % 4 == 0
+            else not_whole
+            if i == 1
+            else {
+                "offer": [f"OF{i % 3:03d}", "OF007"],
+                "family": ["ancillary", "upsell"],
+                "event": [0, 3],
+                "time": [850_000_000.0 + i, 850_003_600.0],
+            }
+            for i in range(n)
+        ],
+    )
+    store = RedisMemberStore(clients(), prefix=prefix)
+    store.publish(frame, embeddings(n, 3), "1")
+    # What the plain JSON form gave back: the expected profile, computed without the store
+    for i in (0, 1, 2, 5, 39):
+        expected = {
+            "member_id": f"M{i:05d}",
+            "tier": "gold" if i % 7 == 0 else "basic",
+            "miles_balance": i * 100,
+            "value_score": float(np.linspace(0, 100, n)[i]),
+            "top_route": "PEK-CTU",
+            "gen": 3,
+            "missing": None,
+            "as_of": "2026-11-30T00:00:00+00:00",
+            "home": None if i % 5 == 0 else ("PEK", "CTU", "SHA")[i % 3],
+            "exposures": None
+            if i % 4 == 0
+            else {
+                "offer": [f"OF{i % 3:03d}", "OF007"],
+                "family": ["ancillary", "upsell"],
+                "event": [0, 3],
+                "time": [850_000_000.0 + i, 850_003_600.0],
+            },
+        }
+        if i == 1:
+            expected["exposures"] = not_whole
+        rec = store.get(f"M{i:05d}")
+        assert rec is not None and rec.profile == expected
+        assert list(rec.profile) == list(frame.columns)
+    # Constant columns and the member id live in the version's metadata and the key, not in each record:
+    # a record holds the 8 float16 values, 4 header bytes, a packed history of 2 events (2 + 2 * 7 bytes)
+    # and a short JSON array.
+    raw = redis_client.get(store.member_key("1", "M00002"))
+    assert raw is not None and b"2026-11-30" not in raw and b"M00002" not in raw and b"OF007" not in raw
+    assert len(raw) < 4 + 16 + 16 + 40
+    # A fresh reader (no cached codec) reads the same
+    fresh, cached = RedisMemberStore(clients(), prefix=prefix).get("M00002"), store.get("M00002")
+    assert fresh is not None and cached is not None and fresh.profile == cached.profile
+    assert fresh.embedding is not None and cached.embedding is not None
+    np.testing.assert_array_equal(fresh.embedding, cached.embedding)
+
+
+def test_redis_reads_records_of_the_first_format(redis_client: redis.Redis, prefix: str) -> None:
+    RedisMemberStore(clients(), prefix=prefix).publish(profiles(3, gen=1), None, "1")
+    # A version as the first format wrote it: no codec in its metadata, records b"\x01", dimension 0, the
+    # profile as a JSON array
+    redis_client.hdel(RedisMemberStore(clients(), prefix=prefix).meta_key("1"), "codec")
+    store = RedisMemberStore(clients(), prefix=prefix)
+    # A record as the first format wrote it: b"\x01", dimension 0, the profile as a JSON array
+    redis_client.set(
+        store.member_key("1", "M00001"),
+        b'\x01\x00\x00["M00001","basic",100,50.0,"PEK-CTU",1,null]',
+        ex=60,
+    )
+    rec = store.get("M00001")
+    assert rec is not None and rec.embedding is None
+    assert rec.profile == {
+        "member_id": "M00001",
+        "tier": "basic",
+        "miles_balance": 100,
+        "value_score": 50.0,
+        "top_route": "PEK-CTU",
+        "gen": 1,
+        "missing": None,
+    }
