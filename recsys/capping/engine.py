@@ -14,9 +14,10 @@ tag as the member store's keys so one script reads the profile and the caps). It
 
 Values (numbers in base 36):
 
-- **rolling** ``<first bucket>:<n0>.<n1>...``: impression counts in consecutive buckets of ``window / 24``
-  (``24h`` → 1 h buckets, ``7d`` → 7 h); an empty count is 0; or, when shorter, only the buckets with
-  impressions, ``<first bucket>:<n0>,<gap>:<n>,...``. A bucket counts while any impression in it
+- **rolling** ``<first bucket>;<n0>.<n1>...``: impression counts in consecutive buckets of ``window / 24``
+  (``24h`` → 1 h buckets, ``7d`` → 7 h), the first counted from :data:`BUCKET_EPOCH_MS` (values written
+  before counted from 1970, ``<first>:...``, are still read); an empty count is 0; or, when shorter, only the
+  buckets with impressions, ``<first bucket>;<n0>,<gap>:<n>,...``. A bucket counts while any impression in it
   could still be inside the window, i.e. until its *end* plus the window: an impression stops counting
   between one window and one window plus one bucket after it was shown (conservative: a cap is never
   exceeded, an offer may come back up to one bucket later than an exact window would allow).
@@ -66,6 +67,8 @@ from recsys.capping.windows import (
 
 # Extra life given to the hash beyond its longest-living field (clock skew between service processes).
 TTL_SLACK_MS = 60_000
+# Rolling fields count their buckets from here (2026-01-01 UTC), which keeps the numbers short.
+BUCKET_EPOCH_MS = 1_767_225_600_000
 # A rolling window is counted in this many buckets (plus the one the window's start falls in).
 BUCKETS_PER_WINDOW = 24
 # select_and_record considers at most max(DEFAULT_CANDIDATE_WINDOW, 5 * k) ranked candidates: the cost of a
@@ -158,12 +161,19 @@ def cooldown_field(event: str, scope: str, target: str) -> str:
 # -- the values ---------------------------------------------------------------------------------------------
 
 
-def parse_rolling(value: str | None) -> tuple[int, list[int]]:
-    """(first bucket, counts of consecutive buckets) of a rolling field."""
+def parse_rolling(value: str | None, size_ms: int = 0) -> tuple[int, list[int]]:
+    """(first bucket, counts of consecutive buckets) of a rolling field whose buckets last ``size_ms``
+    (needed to read a head counted from :data:`BUCKET_EPOCH_MS`, ``;``)."""
     if not value:
         return 0, []
-    first_s, _, rest = value.partition(":")
-    first = _i36(first_s)
+    if ";" in value:  # counted from the epoch (the sparse form has ':' after the head too)
+        if not size_ms:
+            raise ValueError(f"rolling value {value!r} counts from the epoch: its bucket size is needed")
+        first_s, _, rest = value.partition(";")
+        first = _i36(first_s) + BUCKET_EPOCH_MS // size_ms
+    else:  # counted from 1970 (written before the epoch head)
+        first_s, _, rest = value.partition(":")
+        first = _i36(first_s)
     if "," not in rest:  # dense: "<first>:<n0>.<n1>..." (a single bucket: "<first>:<n0>")
         return first, [_i36(c) for c in rest.split(".")]
     counts: list[int] = []
@@ -177,15 +187,19 @@ def parse_rolling(value: str | None) -> tuple[int, list[int]]:
     return first, counts
 
 
-def format_rolling(first: int, counts: list[int]) -> str:
-    """The shorter of the dense and the sparse form (values stay short: Redis keeps the hash compact)."""
+def format_rolling(first: int, counts: list[int], size_ms: int = 0) -> str:
+    """The shorter of the dense and the sparse form (values stay short: Redis keeps the hash compact). With
+    ``size_ms``, the head counts buckets from :data:`BUCKET_EPOCH_MS` (``<first>;...``: 2 to 3 characters
+    instead of 4 to 5 since the epoch of 1970)."""
     while counts and counts[-1] == 0:
         counts = counts[:-1]
     lead = 0
     while lead < len(counts) and counts[lead] == 0:
         lead += 1
     counts = counts[lead:]
-    head = f"{b36(first + lead)}:"
+    start = first + lead
+    base = BUCKET_EPOCH_MS // size_ms if size_ms else 0
+    head = f"{b36(start - base)};" if size_ms and start >= base else f"{b36(start)}:"
     dense = ".".join(b36(c) if c else "" for c in counts)
     parts, last = [b36(counts[0])] if counts else [], 0
     for i in range(1, len(counts)):
@@ -198,8 +212,8 @@ def format_rolling(first: int, counts: list[int]) -> str:
 
 def live_buckets(value: str | None, now_ms: int, window_ms: int) -> list[tuple[int, int]]:
     """(bucket, count) of the rolling field's buckets that still count at ``now_ms``, oldest first."""
-    first, counts = parse_rolling(value)
     size = bucket_ms(window_ms)
+    first, counts = parse_rolling(value, size)
     lo = (now_ms - window_ms) // size  # the oldest bucket that may hold an impression inside the window
     return [(first + i, c) for i, c in enumerate(counts) if c and first + i >= lo]
 
@@ -223,7 +237,7 @@ def field_expiry_ms(name: str, value: str, lifetime_ms: int, cooldown_ms: int) -
         if tag == "L":
             return parse_pair(value)[1] * 1000 + lifetime_ms
         w = parse_window(tag).seconds * 1000
-        first, counts = parse_rolling(value)
+        first, counts = parse_rolling(value, bucket_ms(w))
         return (first + len(counts)) * bucket_ms(w) + w
     except ValueError:
         return 0
@@ -528,7 +542,7 @@ def writes(
             for b, m in live:
                 counts[b - first] += m
             counts[b_now - first] += n
-            out[c.name] = format_rolling(first, counts)
+            out[c.name] = format_rolling(first, counts, size)
         elif c.kind == "c":
             assert c.period_end_ms is not None
             count, _ = read_count(c, value, now, plan.lifetime_ms)

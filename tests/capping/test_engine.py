@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from recsys.capping.engine import b36, bucket_ms, format_rolling, live_buckets, parse_rolling
+import pytest
+
+from recsys.capping.engine import (
+    BUCKET_EPOCH_MS,
+    b36,
+    bucket_ms,
+    format_rolling,
+    live_buckets,
+    parse_rolling,
+)
 
 
 def test_base36() -> None:
@@ -19,6 +28,24 @@ def test_rolling_values_take_the_shorter_of_dense_and_sparse() -> None:
     assert parse_rolling("2s:1.2..3") == (100, [1, 2, 0, 3])
     assert parse_rolling("2s:1,o:1") == (100, [1] + [0] * 23 + [1])
     assert parse_rolling("2u:5") == (102, [5])
+
+
+def test_rolling_heads_count_from_the_epoch_and_old_values_still_read() -> None:
+    week = 7 * 86_400_000
+    size = bucket_ms(week)  # 7 h
+    assert BUCKET_EPOCH_MS == 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    epoch_bucket = BUCKET_EPOCH_MS // size  # 70_128
+    # 1_296 buckets (36**2) after the epoch's: "100", then ";" marks the epoch head
+    assert format_rolling(epoch_bucket + 1_296, [1, 2, 0, 3], size) == "100;1.2..3"
+    assert format_rolling(epoch_bucket + 35, [1] + [0] * 23 + [1], size) == "z;1,o:1"
+    assert parse_rolling("100;1.2..3", size) == (epoch_bucket + 1_296, [1, 2, 0, 3])
+    assert parse_rolling("z;1,o:1", size) == (epoch_bucket + 35, [1] + [0] * 23 + [1])
+    # A value written before the epoch head (buckets from 1970) reads the same as before
+    assert parse_rolling("1i3y:2", size) == (int("1i3y", 36), [2])
+    # A bucket before the epoch keeps the 1970 head
+    assert format_rolling(100, [1], size) == "2s:1"
+    with pytest.raises(ValueError, match="bucket size"):
+        parse_rolling("z;1")
 
 
 def test_a_bucket_counts_until_its_end_plus_the_window() -> None:

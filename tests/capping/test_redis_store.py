@@ -91,7 +91,9 @@ def test_a_rolling_counter_is_a_few_bytes_whatever_the_impressions(
     # 30 impressions over 5 hours: one field per counter (+ the version), each value short enough for Redis
     # to keep the hash as a compact listpack (values up to 64 bytes).
     assert len(fields) == 1 + 6 and max(len(v) for v in fields.values()) < 64, fields
-    assert fields[next(f for f in fields if f.endswith("24h|seat"))].endswith(":6.6.6.6.6")  # 1 h buckets
+    # 1 h buckets; the first is hour 7_810 (325 days and 10 hours) after 2026-01-01 (the buckets' epoch):
+    # "60y" in base 36
+    assert fields[next(f for f in fields if f.endswith("24h|seat"))] == "60y;6.6.6.6.6"
     state = e.member_state(m, now + timedelta(hours=5), ["S1"])
     cat = next(c for c in state["caps"] if c["cap"] == "category_24h" and c["key"] == "seat")
     assert cat["count"] == 30 and cat["remaining"] == 0
