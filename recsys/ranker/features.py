@@ -342,11 +342,11 @@ def travel_block(
     }
     for u in uniq.tolist():
         t = travel[u] or {}
-        for part, (pm, pc, pk) in parts.items():
+        for part, (members, place_codes, counts) in parts.items():
             for place, k in (t.get(part) or {}).items():
-                pm.append(u)
-                pc.append(codes.get(place, n_codes - 1))
-                pk.append(float(k))
+                members.append(u)
+                place_codes.append(codes.get(place, n_codes - 1))
+                counts.append(float(k))
 
     def arrays(part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pm, pc, pk = parts[part]
@@ -407,7 +407,11 @@ class CFItems:
 
     @classmethod
     def build(
-        cls, item_ids: ItemIds, items: np.ndarray, offer_ids: Sequence[str], destinations: Sequence[Any]
+        cls,
+        item_ids: ItemIds,
+        items: np.ndarray,
+        offer_ids: Sequence[str],
+        destinations: Sequence[object] | np.ndarray,
     ) -> CFItems:
         """From the CF model's item ids and vectors, the offers' ids and destinations (None: none)."""
         from recsys.interactions import DEST_PREFIX, HOTEL_PREFIX, OFFER_PREFIX
@@ -575,7 +579,10 @@ class FeatureSpace:
         )
 
     def taste_scores(
-        self, travel: Sequence[Mapping[str, Any] | None], member: np.ndarray, destinations: Sequence[Any]
+        self,
+        travel: Sequence[Mapping[str, Any] | None],
+        member: np.ndarray,
+        destinations: Sequence[object] | np.ndarray,
     ) -> np.ndarray:
         """The :data:`TASTE_SCORES` of pairs (NaN without taste factors or a known destination)."""
         if self.taste is None:

@@ -41,7 +41,7 @@ class DestinationFactors:
     def factors(self) -> int:
         return int(self.item.shape[1])
 
-    def rows(self, destinations: Sequence[Any]) -> np.ndarray:
+    def rows(self, destinations: Sequence[object] | np.ndarray) -> np.ndarray:
         """Row of each destination (-1 unknown or missing)."""
         pos: dict[str, int] = self._pos  # type: ignore[attr-defined]
         return np.fromiter(
@@ -71,7 +71,10 @@ class DestinationFactors:
         return np.linalg.solve(a, y.T @ c)
 
     def scores(
-        self, travel: Sequence[Mapping[str, Any] | None], member: np.ndarray, destinations: Sequence[Any]
+        self,
+        travel: Sequence[Mapping[str, Any] | None],
+        member: np.ndarray,
+        destinations: Sequence[object] | np.ndarray,
     ) -> np.ndarray:
         """(score, lift over the mean destination) of pairs: ``travel`` holds members' histories, ``member``
         each pair's position in it (-1: none), ``destinations`` each pair's offer destination. NaN for pairs
