@@ -301,7 +301,8 @@ def test_image_runtime_from_a_fresh_venv_starts_and_passes_its_healthcheck(
             # The code serving is the wheel's, not this checkout's.
             where = run([python, "-c", "import serving; print(serving.__file__)"], timeout=60, cwd=app)
             assert str(venv) in where.stdout
-            assert svc.log().count("Started server process") == workers  # RECSYS_WORKERS of the image
+            started_pids = set(re.findall(r"Started server process \[(\d+)\]", svc.log()))
+            assert len(started_pids) == workers  # RECSYS_WORKERS of the image
             probe = subprocess.run(
                 [python, *health_cmd[1:]], env={**env, "RECSYS_PORT": str(svc.port)}, cwd=app,
                 capture_output=True, text=True, timeout=60,
