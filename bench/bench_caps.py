@@ -7,11 +7,12 @@ Latency: ``--calls`` calls of ``select_and_record`` with ``--candidates`` ranked
 members with the default policy (config/caps.yaml); prints p50/p99/mean in ms, the client-side share (plan
 building) and a Redis PING in the same loop as the floor. On a loaded machine, scheduling noise dominates.
 
-Month: every member makes ``--requests-per-day`` requests a day for 30 days (injected time), with dismissals
-and purchases. Redis TTLs run in real time while the month is simulated, so at the end the keys whose TTL
-would have run out by then are deleted (same rules as the TTLs: end of calendar period / last write +
-window, + 1 min), then :func:`recsys.capping.redis_store.memory_report` gives bytes per member and checks
-that every key has a TTL. Uses its own key prefix and deletes its keys afterwards.
+Month: every member makes ``--requests-per-day`` requests a day for 30 days (injected time), with the app's
+impression events for what it was served (under ``count_on: event``), dismissals and purchases. Redis TTLs run
+in real time while the month is simulated, so at the end the members' cap hashes whose TTL would have run out
+by then are deleted (the TTL a commit sets: the latest expiry of the hash's fields + slack, see
+:func:`recsys.capping.engine.writes`), then :func:`recsys.capping.redis_store.memory_report` gives bytes per
+member and checks that every key has a TTL. Uses its own key prefix and deletes only its own keys afterwards.
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import redis
 
 from recsys.capping.api import CapCandidate, CapEnforcer, CapMember, CapPolicy, build_enforcer, load_policy
-from recsys.capping.engine import KeySpace, build_plan, max_cooldown_ms
+from recsys.capping.engine import (
+    TTL_SLACK_MS,
+    build_plan,
+    field_expiry_ms,
+    lifetime_ms,
+    max_cooldown_ms,
+    run_plan,
+    writes,
+)
 from recsys.capping.redis_store import memory_report
-from recsys.capping.windows import parse_window
 from recsys.schema import CATEGORY_FAMILY, Placement, Tier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +64,10 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) -> dict[str, float]:
+def bench_latency(
+    e: CapEnforcer, client: redis.Redis | None, args: argparse.Namespace, rng: random.Random
+) -> dict[str, float | None]:
+    """``client``: the Redis behind ``e`` (None: in-process), for the PING floor and the script statistics."""
     offers = catalogue(300, rng)
     people = members(5000, rng)
     placements = [p.value for p in Placement]
@@ -64,8 +76,8 @@ def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) 
     plan_lat: list[float] = []
     ping_lat: list[float] = []
     cpu_ms = 0.0
-    client = getattr(e, "client", None)
-    policy = e.policy
+    policy = e.holder.policy
+    mode = "check_record" if policy.count_on == "serve" else "check"
     script_stats = (0, 0)
     for i in range(args.calls + 200):
         if i == 200 and client is not None:
@@ -79,11 +91,15 @@ def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) 
         e.select_and_record(m, cands, 5, placement, t)
         t1 = time.perf_counter()
         c1 = time.process_time()
-        window = getattr(e, "candidate_window", None)
-        considered = cands[: max(window, 25)] if window is not None else cands  # as select_and_record (k=5)
-        rp = policy.resolved(m.tier)
-        plan = build_plan(policy, rp, KeySpace("x", m.member_id), m, considered, placement, t)
-        plan.lua_args(5, "check_record")
+        # The client-side decision alone (as CoreCapEnforcer._select, k=5), on the hash as the call left it.
+        fields = member_fields(client, e, m)
+        tp = time.perf_counter()
+        window = e.candidate_window
+        considered = cands[: max(window, 25)] if window is not None else cands
+        plan = build_plan(policy, policy.resolved(m.tier), m, considered, placement, t)
+        plan.selectable = len(considered)
+        raw = run_plan(plan, fields, 5, mode)
+        writes(plan, fields, raw.added)
         t2 = time.perf_counter()
         if client is not None:
             client.ping()
@@ -91,7 +107,7 @@ def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) 
         if i >= 200:  # warm-up
             cpu_ms += (c1 - c0) * 1000
             lat.append((t1 - t0) * 1000)
-            plan_lat.append((t2 - t1) * 1000)
+            plan_lat.append((t2 - tp) * 1000)
             if client is not None:
                 ping_lat.append((t3 - t2) * 1000)
     out = {
@@ -108,9 +124,20 @@ def bench_latency(e: CapEnforcer, args: argparse.Namespace, rng: random.Random) 
             "ping_p50_ms": round(pct(ping_lat, 0.5), 3),
             "ping_p99_ms": round(pct(ping_lat, 0.99), 3),
             # Server-wide EVALSHA statistics: exact when nothing else runs scripts on this Redis meanwhile.
-            "script_server_mean_ms": round((usec - script_stats[1]) / max(n, 1) / 1000, 3),
+            # With ``count_on: event`` a request only reads the member's hash (no script).
+            "script_calls": n,
+            "script_server_mean_ms": round((usec - script_stats[1]) / n / 1000, 3) if n else None,
         }
     return out
+
+
+def member_fields(client: redis.Redis | None, e: CapEnforcer, m: CapMember) -> dict[str, str]:
+    """The member's cap hash in ``e``'s Redis ({} in-process)."""
+    key = e.state_key(m.member_id)
+    if client is None or key is None:
+        return {}
+    raw = cast(dict[bytes, bytes], client.hgetall(key))  # the sync client's reply
+    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 def evalsha_stats(client: redis.Redis) -> tuple[int, int]:
@@ -120,33 +147,17 @@ def evalsha_stats(client: redis.Redis) -> tuple[int, int]:
 
 
 def expire_simulated(client: redis.Redis, prefix: str, policy: CapPolicy, end: datetime) -> int:
-    """Delete the keys whose TTL would have run out by ``end`` had the month passed in real time."""
+    """Delete the members' hashes whose TTL would have run out by ``end`` had the month passed in real time:
+    the TTL of a hash's last commit is its fields' latest expiry + slack."""
     end_ms = int(end.timestamp() * 1000)
-    slack = 60_000
-    windows = {c.name: parse_window(c.window) for c in policy.caps}
-    cooldown_ttl = max_cooldown_ms(policy)
+    life, cooldown = lifetime_ms(policy), max_cooldown_ms(policy)
     gone = 0
-    for raw in list(client.scan_iter(match=f"{prefix}:*", count=1000)):
-        name = raw.decode()
-        kind, _, rest = name.split("}:", 1)[1].partition(":")
-        expires: float | None = None
-        if kind == "c":
-            period = rest.rsplit(":", 1)[1]
-            if period.startswith("d"):
-                day = datetime.fromisoformat(period[1:]).replace(tzinfo=UTC) + timedelta(days=1)
-            else:
-                day = datetime.strptime(period[1:] + "-1", "%G-W%V-%u").replace(tzinfo=UTC) + timedelta(
-                    days=7
-                )
-            expires = (day + timedelta(hours=14)).timestamp() * 1000 + slack  # latest local midnight
-        elif kind == "r":
-            values: list[bytes] = client.hvals(raw)  # type: ignore[assignment]
-            newest = max((int(v.rsplit(b",", 1)[-1]) for v in values), default=0)
-            expires = newest + windows[rest].seconds * 1000 + slack
-        elif kind == "cd":
-            expires = max((int(v) for v in client.hvals(raw)), default=0) + cooldown_ttl
-        if expires is not None and expires <= end_ms:
-            client.delete(raw)
+    for name in list(client.scan_iter(match=f"{prefix}:*", count=1000)):
+        raw = cast(dict[bytes, bytes], client.hgetall(name))
+        fields = {k.decode(): v.decode() for k, v in raw.items() if k != b"v"}
+        expires = max((field_expiry_ms(k, v, life, cooldown) for k, v in fields.items()), default=0)
+        if expires + TTL_SLACK_MS <= end_ms:
+            client.delete(name)
             gone += 1
     return gone
 
@@ -155,6 +166,8 @@ def simulate_month(e: CapEnforcer, client: redis.Redis, prefix: str, args: argpa
     rng = random.Random(7)
     offers = catalogue(300, rng)
     people = members(args.members, rng)
+    by_id = {o.offer_id: o for o in offers}
+    count_on_event = e.holder.policy.count_on == "event"
     placements = [p.value for p in Placement]
     start = datetime(2026, 10, 1, tzinfo=UTC)
     calls = 0
@@ -163,14 +176,17 @@ def simulate_month(e: CapEnforcer, client: redis.Redis, prefix: str, args: argpa
         for m in people:
             for _ in range(args.requests_per_day):
                 t = start + timedelta(days=day, seconds=rng.randrange(86_400))
-                d = e.select_and_record(m, rng.sample(offers, args.candidates), 5, rng.choice(placements), t)
+                placement = rng.choice(placements)
+                d = e.select_and_record(m, rng.sample(offers, args.candidates), 5, placement, t)
                 calls += 1
+                if count_on_event:  # the app reports what it showed
+                    for offer_id in d.selected:
+                        e.record_event(m, by_id[offer_id], "impression", placement, t)
                 if d.selected and rng.random() < 0.05:
-                    chosen = next(o for o in offers if o.offer_id == d.selected[0])
-                    e.record_event(m, chosen, rng.choice(["dismiss", "purchase"]), "home", t)
+                    e.record_event(m, by_id[d.selected[0]], rng.choice(["dismiss", "purchase"]), "home", t)
     elapsed = time.perf_counter() - t0
     end = start + timedelta(days=30)
-    expired = expire_simulated(client, prefix, e.policy, end)
+    expired = expire_simulated(client, prefix, e.holder.policy, end)
     report = memory_report(client, prefix)
     report.update(calls=calls, seconds=round(elapsed, 1), expired_as_ttl_would=expired)
     return report
@@ -199,9 +215,9 @@ def main() -> None:
         ) from exc
     out: dict[str, object] = {"candidates": args.candidates, "calls": args.calls}
     try:
-        out["memory"] = bench_latency(build_enforcer(None, policy), args, rng)
+        out["memory"] = bench_latency(build_enforcer(None, policy), None, args, rng)
         e = build_enforcer(args.redis_url, policy, key_prefix=prefix, timeout_ms=1000)
-        out["redis"] = bench_latency(e, args, rng)
+        out["redis"] = bench_latency(e, client, args, rng)
         if args.month:
             e.close()
             month_prefix = prefix + "-month"
