@@ -137,6 +137,26 @@ class RedisProcess:
             assert self.process is not None
             self.process.send_signal(signal.SIGCONT)
 
+    def dbsize(self) -> int:
+        c = self.client()
+        try:
+            return int(c.dbsize())
+        finally:
+            c.close()
+
+    def shutdown_saving(self) -> None:
+        """``SHUTDOWN SAVE``, as an operator's restart does: the next :meth:`start` (same port and directory)
+        loads the data back. Returns once the process has exited."""
+        assert self.process is not None
+        c = self.client()
+        try:
+            c.shutdown(save=True)
+        except redis.exceptions.ConnectionError:
+            pass  # the server closes the connection as it exits
+        finally:
+            c.close()
+        self.process.wait(timeout=20)
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)  # a stopped process cannot die of SIGKILL before it runs

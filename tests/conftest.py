@@ -200,6 +200,19 @@ def _own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProces
 
 
 @pytest.fixture
+def fresh_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A standalone redis-server of this test's own, empty at the start and stopped after it (for tests that
+    kill, freeze or restart it and must not see another test's keys)."""
+    _servers_or_fail()
+    server = RedisProcess(spare_ports(1)[0], tmp_path / "own-redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def own_redis(_own_redis: RedisProcess) -> Iterator[RedisProcess]:
     """A standalone redis-server of the session's own, free to SIGSTOP (``freeze``), SIGCONT (``thaw``) or
     kill; running and thawed again after every test."""

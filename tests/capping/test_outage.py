@@ -6,22 +6,13 @@ exempt offers; fail_open: the per-process conservative cap), and service recover
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
-import redis
 
 from recsys.capping.api import CapCandidate, CapDecision, CapEnforcer, CapMember, build_enforcer
 from tests.capping.conftest import make_policy
-from tests.conftest import START_REDIS
+from tests.conftest import RedisProcess, spare_ports
 
 TIMEOUT_MS = 20
 # "Never hangs": a call takes the 20 ms socket timeout at most, plus scheduling noise — which on the shared
@@ -43,80 +34,6 @@ caps:
 EXEMPT = CapCandidate("SVC", "ancillary", "insurance", exempt=True)
 CANDS = [CapCandidate(f"O{i}", "ancillary", "seat") for i in range(5)] + [EXEMPT]
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server process of this test's own, on a spare port."""
-
-    def __init__(self) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.fail(f"redis-server is not installed; install it and start it with: {START_REDIS}")
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    r = OwnRedis()
-    r.start()
-    yield r
-    r.stop()
 
 
 class Traffic:
@@ -177,8 +94,8 @@ def assert_mostly_healthy(decisions: list[CapDecision]) -> None:
     assert all(len(d.selected) == 3 for d in ok)
 
 
-def test_fail_closed_kill_mid_traffic_and_recover(own_redis: OwnRedis) -> None:
-    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
+def test_fail_closed_kill_mid_traffic_and_recover(fresh_redis: RedisProcess) -> None:
+    e = build_enforcer(fresh_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
     assert wait_for(
         lambda: e.select_and_record(CapMember("W", "basic"), CANDS, 3, "home", NOW).degraded is None
     )
@@ -188,7 +105,7 @@ def test_fail_closed_kill_mid_traffic_and_recover(own_redis: OwnRedis) -> None:
         assert_mostly_healthy(healthy)
 
         killed_at = time.monotonic()
-        own_redis.kill()
+        fresh_redis.kill()
         assert wait_for(lambda: len(traffic.since(killed_at)) >= 60)
         time.sleep(0.6)  # long enough for the back-off to grow (100 → 200 → 400 ms)
         during = traffic.since(killed_at + 0.05)
@@ -208,7 +125,7 @@ def test_fail_closed_kill_mid_traffic_and_recover(own_redis: OwnRedis) -> None:
         )
 
         restarted_at = time.monotonic()
-        own_redis.start()
+        fresh_redis.start()
         assert wait_for(lambda: any(d.degraded is None for _, _, d in traffic.since(restarted_at)), timeout=5)
         time.sleep(0.2)
         assert_mostly_healthy([d for _, _, d in traffic.since(time.monotonic() - 0.15)])
@@ -222,11 +139,11 @@ def test_fail_closed_kill_mid_traffic_and_recover(own_redis: OwnRedis) -> None:
     e.close()
 
 
-def test_slow_redis_times_out_and_recovers(own_redis: OwnRedis) -> None:
-    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
+def test_slow_redis_times_out_and_recovers(fresh_redis: RedisProcess) -> None:
+    e = build_enforcer(fresh_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
     m = CapMember("M0000001", "basic", "UTC")
     assert wait_for(lambda: e.select_and_record(m, CANDS, 3, "home", NOW).degraded is None)
-    own_redis.freeze()  # connections stay open; Redis just stops answering
+    fresh_redis.freeze()  # connections stay open; Redis just stops answering
     try:
         latencies = []
         for i in range(20):
@@ -244,19 +161,19 @@ def test_slow_redis_times_out_and_recovers(own_redis: OwnRedis) -> None:
         e.record_event(m, CANDS[0], "dismiss", "home", NOW)
         assert e.member_state(m, NOW)["degraded"].startswith("unavailable")
     finally:
-        own_redis.thaw()
+        fresh_redis.thaw()
     assert wait_for(lambda: e.select_and_record(m, CANDS, 3, "home", NOW).degraded is None, timeout=5)
     e.close()
 
 
-def test_fail_open_uses_conservative_local_cap(own_redis: OwnRedis) -> None:
-    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_open")), key_prefix="caps")
+def test_fail_open_uses_conservative_local_cap(fresh_redis: RedisProcess) -> None:
+    e = build_enforcer(fresh_redis.url, make_policy(POLICY.format(mode="fail_open")), key_prefix="caps")
     m1, m2 = CapMember("M0000001", "basic", "UTC"), CapMember("M0000002", "basic", "UTC")
     # Warm up (connection, script load) with another member: a degraded answer would use m1's local cap.
     assert wait_for(
         lambda: e.select_and_record(CapMember("W", "basic"), CANDS, 3, "home", NOW).degraded is None
     )
-    own_redis.kill()
+    fresh_redis.kill()
     d = e.select_and_record(m1, CANDS, 3, "home", NOW + timedelta(minutes=1))
     assert d.degraded is not None and d.degraded.startswith("fail_open: redis")
     # One non-exempt offer per member per hour in this process, exempt offers always.
@@ -272,13 +189,13 @@ def test_fail_open_uses_conservative_local_cap(own_redis: OwnRedis) -> None:
     e.record_event(m2, CANDS[1], "dismiss", "home", NOW + timedelta(minutes=3))
     d = e.select_and_record(m2, CANDS[1:], 3, "home", NOW + timedelta(minutes=70))
     assert d.selected == ["O2", "SVC"] and d.suppressed[0].reason == "cooldown:dismiss:offer"
-    own_redis.start()  # a fresh, empty Redis
+    fresh_redis.start()  # a fresh, empty Redis
     assert wait_for(lambda: e.select_and_record(m1, CANDS, 3, "home", NOW).degraded is None, timeout=5)
     e.close()
 
 
 def test_unreachable_from_the_start_never_raises() -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    url = f"redis://127.0.0.1:{spare_ports(1)[0]}/0"  # nothing listens there
     e = build_enforcer(url, make_policy(POLICY.format(mode="fail_closed")))
     assert not e.ping()
     m = CapMember("M0000001", "basic", "UTC")
@@ -291,21 +208,21 @@ def test_unreachable_from_the_start_never_raises() -> None:
     assert e.member_state(m, NOW)["caps"] == []
 
 
-def test_fail_open_local_cap_counts_on_serve_even_in_event_mode(own_redis: OwnRedis) -> None:
+def test_fail_open_local_cap_counts_on_serve_even_in_event_mode(fresh_redis: RedisProcess) -> None:
     policy = make_policy("count_on: event\n" + POLICY.format(mode="fail_open"))
-    e = build_enforcer(own_redis.url, policy, key_prefix="caps")
-    own_redis.kill()
+    e = build_enforcer(fresh_redis.url, policy, key_prefix="caps")
+    fresh_redis.kill()
     m = CapMember("M0000001", "basic", "UTC")
     assert e.select_and_record(m, CANDS, 3, "home", NOW).selected == ["O0", "SVC"]
     assert e.select_and_record(m, CANDS, 3, "home", NOW + timedelta(minutes=1)).selected == ["SVC"]
 
 
-def test_async_path_times_out_fails_closed_and_recovers(own_redis: OwnRedis) -> None:
+def test_async_path_times_out_fails_closed_and_recovers(fresh_redis: RedisProcess) -> None:
     """The path the service awaits: a frozen Redis costs one timeout then the breaker answers at once; a
     killed one is refused at once; after each the calls go back to Redis."""
     import asyncio
 
-    e = build_enforcer(own_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
+    e = build_enforcer(fresh_redis.url, make_policy(POLICY.format(mode="fail_closed")), key_prefix="caps")
     m = CapMember("M0000001", "basic", "UTC")
 
     async def until_healthy(timeout: float = 5.0) -> bool:
@@ -327,22 +244,22 @@ def test_async_path_times_out_fails_closed_and_recovers(own_redis: OwnRedis) -> 
 
     async def scenario() -> None:
         assert await until_healthy()
-        own_redis.freeze()
+        fresh_redis.freeze()
         try:
             frozen = await degraded_calls(10)
         finally:
-            own_redis.thaw()
+            fresh_redis.thaw()
         assert all(d.degraded == "fail_closed: redis timeout" and d.selected == ["SVC"] for _, d in frozen)
         latencies = [lat for lat, _ in frozen]
         assert latencies[0] >= TIMEOUT_MS / 1000 * 0.9 and max(latencies) < MAX_CALL_S
         assert sorted(latencies)[len(latencies) // 2] < TIMEOUT_MS / 1000  # breaker open: Redis skipped
         assert await until_healthy()
 
-        own_redis.kill()
+        fresh_redis.kill()
         killed = await degraded_calls(5)
         assert all(d.degraded and d.degraded.startswith("fail_closed: redis") for _, d in killed)
         assert max(lat for lat, _ in killed) < MAX_CALL_S
-        own_redis.start()
+        fresh_redis.start()
         assert await until_healthy()
         await e.aclose()
 

@@ -1,7 +1,8 @@
-"""Real processes for the fault tests: a Redis and a PostgreSQL of the test's own (spare loopback ports,
-temporary directories; the machine's shared servers are never touched) and an open-loop load generator.
+"""Real processes for the fault tests: a PostgreSQL of the test's own (a spare loopback port, a temporary
+directory; the machine's shared server is never touched) and an open-loop load generator. A Redis of the
+test's own is ``tests.conftest``'s ``fresh_redis`` (``bench/redis_servers.py``).
 
-Both servers FAIL the test with how to install them when their binaries are missing; never skip.
+PostgreSQL's absence FAILS the test with how to install it; never skip.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis
 import sqlalchemy as sa
 
 from bench.launcher import free_port
@@ -38,63 +38,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(every_s)
-
-
-class OwnRedis:
-    """A redis-server of the test's own. ``restart()`` shuts it down saving its data (``SHUTDOWN SAVE``) and
-    starts it again on the same port from that file, as an operator's restart does."""
-
-    def __init__(self) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed (apt-get install redis-server)", pytrace=False)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tempfile.mkdtemp(prefix="recsys-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir),
-                *("--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self.ping, f"redis-server on port {self.port}", timeout_s=20)
-
-    def ping(self) -> bool:
-        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def dbsize(self) -> int:
-        client = redis.Redis.from_url(self.url, socket_timeout=5)
-        try:
-            return int(client.dbsize())
-        finally:
-            client.close()
-
-    def shutdown(self) -> None:
-        """SHUTDOWN SAVE: the data survives into the next start."""
-        assert self.proc is not None
-        client = redis.Redis.from_url(self.url, socket_timeout=5)
-        with contextlib.suppress(redis.ConnectionError):
-            client.shutdown(save=True)
-        client.close()
-        self.proc.wait(timeout=20)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _pg_bin(name: str) -> str:

@@ -33,8 +33,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.launcher import LiveService, run_service
+from tests.conftest import RedisProcess
 from tests.serving.conftest import Registry, serve_counting_policy, service_env
-from tests.serving.processes import Answer, OpenLoop, OwnPostgres, OwnRedis, probe_capacity, wait_until
+from tests.serving.processes import Answer, OpenLoop, OwnPostgres, probe_capacity, wait_until
 from tests.serving.test_api import trip
 from tests.serving.test_reload import private_registry, publish_and_promote
 
@@ -279,42 +280,38 @@ def test_redis_restart_during_load(
     world_members: list[str],
     members: pd.DataFrame,
     exempt: set[str],
+    fresh_redis: RedisProcess,
 ) -> None:
     """The service's Redis shut down at 5 s and started again at 11 s (its data saved and reloaded): every
     request answered 200; answers degrade (fail_closed: exempt offers only) while it is away and recover
     once the breaker's back-off has passed; no cap is broken."""
-    redis = OwnRedis()
-    redis.start()
-    try:
-        policy = serve_counting_policy(tmp_path)
-        env = service_env(
-            registry,
-            serving_world,
-            tmp_path,
-            "unused",
-            RECSYS_REDIS_URL=redis.url,
-            RECSYS_CAPS_KEY_PREFIX="caps",
-            RECSYS_MEMBERS_KEY_PREFIX="members",
-            RECSYS_CAPPING_POLICY_PATH=str(policy),
-        )
-        with run_service(env, workers=1, ready_timeout_s=180) as svc:
-            request = recommend_requests(world_members)
-            rate, _ = load_rate(svc, request)
-            started_at = datetime.now(UTC)
-            load = OpenLoop(svc.port, rate, 24.0, request).start()
-            wait_until(lambda: load.now() >= 5, "5 s of load", timeout_s=30, every_s=0.1)
-            keys_before_shutdown = redis.dbsize()
-            redis.shutdown()  # returns once the process has exited (its data saved)
-            down_at = load.now()
-            wait_until(lambda: load.now() >= 11, "6 s without Redis", timeout_s=30, every_s=0.1)
-            redis.start()
-            up_at = load.now()
-            keys_after_restart = redis.dbsize()
-            answers = load.join()
-            page = metrics_page(svc)
-            log = svc.log()
-    finally:
-        redis.stop()
+    policy = serve_counting_policy(tmp_path)
+    env = service_env(
+        registry,
+        serving_world,
+        tmp_path,
+        "unused",
+        RECSYS_REDIS_URL=fresh_redis.url,
+        RECSYS_CAPS_KEY_PREFIX="caps",
+        RECSYS_MEMBERS_KEY_PREFIX="members",
+        RECSYS_CAPPING_POLICY_PATH=str(policy),
+    )
+    with run_service(env, workers=1, ready_timeout_s=180) as svc:
+        request = recommend_requests(world_members)
+        rate, _ = load_rate(svc, request)
+        started_at = datetime.now(UTC)
+        load = OpenLoop(svc.port, rate, 24.0, request).start()
+        wait_until(lambda: load.now() >= 5, "5 s of load", timeout_s=30, every_s=0.1)
+        keys_before_shutdown = fresh_redis.dbsize()
+        fresh_redis.shutdown_saving()  # returns once the process has exited (its data saved)
+        down_at = load.now()
+        wait_until(lambda: load.now() >= 11, "6 s without Redis", timeout_s=30, every_s=0.1)
+        fresh_redis.start()
+        up_at = load.now()
+        keys_after_restart = fresh_redis.dbsize()
+        answers = load.join()
+        page = metrics_page(svc)
+        log = svc.log()
     print(f"\nRedis restart: {summary(answers, load)}; down {down_at:.1f}s-{up_at:.1f}s")
     assert len(answers) == int(rate * 24)
     assert [a for a in answers if a.status != 200] == [], log[-3000:]

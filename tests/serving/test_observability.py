@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from recsys.events import EventLog
 from serving.app import create_app
 from serving.logs import RequestIdFilter, configure_logging
+from tests.conftest import RedisProcess
 from tests.serving.conftest import Registry, make_settings
-from tests.serving.processes import OwnRedis
 from tests.serving.test_api import rec_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,26 +181,21 @@ def test_stopped_arm_reports_version_zero(traffic: tuple[TestClient, dict[str, A
     assert ("recsys_experiment_model_version", frozenset()) not in page
 
 
-@pytest.fixture()
-def own_redis() -> Iterator[OwnRedis]:
-    """A Redis of the test's own: the service starts on it, then the test kills it."""
-    r = OwnRedis()
-    r.start()
-    yield r
-    r.stop()
-
-
 def test_redis_and_database_errors_and_the_breaker(
-    registry: Registry, serving_world: Path, tmp_path: Path, world_members: list[str], own_redis: OwnRedis
+    registry: Registry,
+    serving_world: Path,
+    tmp_path: Path,
+    world_members: list[str],
+    fresh_redis: RedisProcess,
 ) -> None:
     """Redis goes away after start-up and the event log's database is unreachable: the answers still come
     (degraded), events are refused with a 503 to retry, and the metrics say so."""
     settings = make_settings(
-        registry, serving_world, tmp_path, None, redis_url=own_redis.url, members_key_prefix="members"
+        registry, serving_world, tmp_path, None, redis_url=fresh_redis.url, members_key_prefix="members"
     )
     dead_log = EventLog(DEAD_PG, create=False)
     with TestClient(create_app(settings, event_log=dead_log), raise_server_exceptions=False) as c:
-        own_redis.stop()
+        fresh_redis.stop()
         for member in world_members[:3]:
             body = c.post("/v1/recommendations", json=rec_body(member)).json()
             assert body["cap_degraded"], body
@@ -261,7 +256,7 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(
     serving_world: Path,
     tmp_path: Path,
     world_members: list[str],
-    own_redis: OwnRedis,
+    fresh_redis: RedisProcess,
 ) -> None:
     # Redis gone after start-up: the member-store and cap-store warnings are logged during the request.
     settings = make_settings(
@@ -269,7 +264,7 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(
         serving_world,
         tmp_path,
         None,
-        redis_url=own_redis.url,
+        redis_url=fresh_redis.url,
         members_key_prefix="members",
         access_log=True,
     )
@@ -287,7 +282,7 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(
     # Fields the schema does not know: refused (422), and their values not logged either.
     bad_body = {**body, "email": private["email"], "passport": private["passport"]}
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        own_redis.stop()
+        fresh_redis.stop()
         json_logs.lines.clear()
         resp = c.post("/v1/recommendations", json=body, headers={"X-Request-ID": "req-abc.123"})
         minted = c.post("/v1/recommendations", json=rec_body(member))
