@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from recsys.capping.api import CapCandidate, CapMember, CapState
 from recsys.pipeline.explain import MemberFacts
-from serving.__main__ import load_settings
+from serving.__main__ import load_settings, prepare, server_options
 from serving.api.deps import current_model, require_json
 from serving.api.schemas import RecommendationRequest
 from serving.app import create_app
@@ -127,23 +127,8 @@ def floor_app(settings: Settings) -> FastAPI:
 
 def main() -> None:
     settings = load_settings()
-    uvicorn.run(
-        floor_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        loop="uvloop" if _has("uvloop") else "asyncio",
-        http="httptools" if _has("httptools") else "h11",
-    )
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
+    prepare(settings)
+    uvicorn.run(floor_app(settings), **server_options(settings))
 
 
 if __name__ == "__main__":

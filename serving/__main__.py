@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -49,11 +50,9 @@ def check_redis(settings: Settings) -> None:
         sys.exit(f"invalid service settings:\n  {exc}")
 
 
-def main() -> None:
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    check_redis(settings)
-    common = {
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for serving these settings (also what the benchmark's floor app is served with)."""
+    return {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
@@ -64,13 +63,25 @@ def main() -> None:
         "loop": "uvloop" if _has("uvloop") else "asyncio",
         "http": "httptools" if _has("httptools") else "h11",
     }
+
+
+def prepare(settings: Settings) -> None:
+    """Logging and the start-up checks, before any server starts."""
+    configure_logging(settings.log_level, settings.log_format)
+    check_redis(settings)
+
+
+def main() -> None:
+    settings = load_settings()
+    prepare(settings)
+    common = server_options(settings)
     if settings.workers > 1:
         # Each worker process builds its own app (and its own model copy) from the same environment; the
         # workers write their metrics to one private directory that /metrics merges (set before they start).
         with multiprocess_dir():
-            uvicorn.run("serving.__main__:build_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+            uvicorn.run("serving.__main__:build_app", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **common)
 
 
 def _has(module: str) -> bool:
