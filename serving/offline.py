@@ -3,7 +3,8 @@ same two policies.
 
 Each registered version's training run replays the test period's logged requests with every policy it
 trained (``recsys.evaluation.policy_eval``) and logs ``<policy>.snips_purchases_per_request`` (and, when
-known, its standard error ``..._se``) to the run. :class:`RegistryOfflineEstimator` reads those figures for
+known, its standard error ``..._se``) to the run, with the number of requests replayed
+(``policy_table.requests``). :class:`RegistryOfflineEstimator` reads those figures for
 the control's and the treatment's model kinds from the treatment's run (the control's run when the
 treatment's lacks the control's row) and reports their difference: SNIPS purchases per request, the unit the
 experiment's purchases per exposed member compare with through the relative lift.
@@ -64,6 +65,8 @@ class RegistryOfflineEstimator:
         pc, pt = policy_name(c_info.kind, control.objective), policy_name(t_info.kind, treatment.objective)
         if pc == pt:
             return None  # one policy row for both: the replay cannot tell them apart
+        from recsys.evaluation.policy_eval import REPLAYED_REQUESTS_METRIC
+
         name = f"{ESTIMATOR}_{METRIC}"
         for run_id in (t_info.run_id, c_info.run_id):
             metrics = self._run_metrics(run_id)
@@ -87,6 +90,8 @@ class RegistryOfflineEstimator:
                 absolute_ci=ci,
                 relative_lift=rel,
                 relative_ci=rel_ci,
+                # the replayed period's requests (0: a run logged before the count was; shown as "-")
+                n_requests=int(metrics.get(REPLAYED_REQUESTS_METRIC, 0)),
                 note=(
                     f"replay of the test period logged by training run {run_id}: policy {pt!r} "
                     f"against {pc!r}, each trained before the test period"

@@ -36,6 +36,9 @@ POLICY_BASELINE = "popularity"
 ORACLE_POLICY = "oracle"
 EV_ORACLE_POLICY = "ev_oracle"
 NO_TASTE_ORACLE_POLICY = "oracle_no_taste"  # ranks by true acceptance without the destination-taste term
+# run metrics of the replayed period's size (the experiments pages show the request count beside an estimate)
+REPLAYED_REQUESTS_METRIC = "policy_table.requests"
+REPLAYED_MEMBERS_METRIC = "policy_table.members"
 CHECKED_FAMILIES: tuple[str, ...] = (OfferFamily.UPSELL.value, OfferFamily.ANCILLARY.value)
 
 
@@ -86,8 +89,11 @@ class PolicyReport:
         return policy_markdown(self)
 
     def metrics(self) -> dict[str, float]:
-        """Flat ``<policy>.<metric>`` figures for MLflow."""
-        out: dict[str, float] = {}
+        """Flat ``<policy>.<metric>`` figures for MLflow, and the replayed requests and members."""
+        out: dict[str, float] = {
+            REPLAYED_REQUESTS_METRIC: float(self.n_requests),
+            REPLAYED_MEMBERS_METRIC: float(self.n_members),
+        }
         for r in self.results:
             for k, v in r.true.items():
                 out[f"{r.name}.true_{k}_per_request"] = v

@@ -88,6 +88,8 @@ def test_the_policy_table_orders_policies_by_their_true_values(replay: Replay) -
     est = by["oracle"].purchases["snips"]
     assert flat["oracle.snips_purchases_per_request"] == est.value
     assert flat["oracle.snips_purchases_per_request_se"] == est.se > 0
+    assert flat["policy_table.requests"] == replay.batch.n_requests
+    assert flat["policy_table.members"] == len(set(replay.batch.requests[Col.MEMBER_ID]))
 
 
 def test_the_oracle_without_taste_loses_the_taste_term(replay: Replay) -> None:

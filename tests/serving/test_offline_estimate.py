@@ -31,6 +31,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
             "als.snips_purchases_per_request": 0.025,
             "als.snips_purchases_per_request_se": 0.0012,
             "als_acceptance.snips_purchases_per_request": 0.018,
+            "policy_table.requests": 69_287,
         },
     ):
         run = client.create_run(exp_id)
@@ -60,6 +61,7 @@ def test_estimate_from_the_treatments_training_run(store: str) -> None:
     assert got.absolute_ci == pytest.approx((0.005 - half, 0.005 + half))
     assert got.relative_lift == pytest.approx(0.25)
     assert got.relative_ci is not None and got.relative_ci[0] < 0.25 < got.relative_ci[1]
+    assert got.n_requests == 69_287  # the replayed requests the run logged
 
 
 def test_no_estimate_when_the_replay_cannot_tell(store: str) -> None:
