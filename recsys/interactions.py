@@ -428,10 +428,14 @@ def build_interactions(
     stats: dict[str, int] = {}
     starts: list[pd.Timestamp] = []
 
-    def decay(times: pd.Series) -> np.ndarray:
+    ref = reference.to_datetime64()
+
+    def decay(times: np.ndarray) -> np.ndarray:
         if cfg.half_life_days is None:
             return np.ones(len(times))
-        age_days = (reference - times).dt.total_seconds().to_numpy() / 86_400.0
+        # numpy's unit promotion, not pandas' overflow-checked one (as slow as the rest of the decay); the
+        # same seconds as Series.dt.total_seconds, NaT giving NaN
+        age_days = ((ref - times) / np.timedelta64(1, "s")) / 86_400.0
         age_days = np.nan_to_num(age_days, nan=0.0)  # an undated row is not decayed
         return np.power(0.5, np.maximum(age_days, 0.0) / cfg.half_life_days)
 
@@ -440,22 +444,28 @@ def build_interactions(
             return
         from tqdm import tqdm
 
+        # string columns as categoricals: ids and tokens are looked up once per distinct value, not per row
         it = tqdm(
-            iter_table(root, table, columns), desc=f"interactions: {table}", unit="part", disable=not progress
+            iter_table(root, table, columns, categorical=True),
+            desc=f"interactions: {table}",
+            unit="part",
+            disable=not progress,
         )
         for df in it:
             times = to_utc_naive(df[time_col])
-            dated = times.notna().to_numpy()
+            t = times.to_numpy()
+            dated = ~np.isnat(t)
             # Undated rows (data without timestamps) count only when no time cut-off applies.
             in_window = dated.copy() if cutoff is not None or member_cut else np.ones(len(df), dtype=bool)
             if cutoff is not None:
-                in_window &= (times < cutoff).to_numpy()
+                in_window &= t < cutoff.to_datetime64()
             if holdout is not None:
                 in_window &= holdout.keep(df, times)
             if not dated.all():
                 stats[f"{table}.undated"] = stats.get(f"{table}.undated", 0) + int((~dated).sum())
             stats[f"{table}.read"] = stats.get(f"{table}.read", 0) + len(df)
-            df = df.loc[in_window]
+            if not in_window.all():
+                df, t = df.loc[in_window], t[in_window]
             if df.empty:
                 continue
             rows = member_ids.to_index(df[Col.MEMBER_ID], missing=-1)
@@ -463,18 +473,17 @@ def build_interactions(
             if unknown:
                 stats[f"{table}.unknown_member"] = stats.get(f"{table}.unknown_member", 0) + unknown
             stats[f"{table}.used"] = stats.get(f"{table}.used", 0) + len(df) - unknown
-            if table == INTERACTIONS.name and times.loc[df.index].notna().any():
-                starts.append(times.loc[df.index].min())
-            yield df.assign(_row=rows), decay(times.loc[df.index])
+            if table == INTERACTIONS.name and not np.isnat(t).all():
+                starts.append(pd.Timestamp(t[~np.isnat(t)].min()))
+            yield df.assign(_row=rows), decay(t)
 
     def offer_cols(df: pd.DataFrame, table: str) -> np.ndarray:
-        ids = df[Col.OFFER_ID]
-        present = ids.notna().to_numpy()
+        codes, uniques = pd.factorize(df[Col.OFFER_ID])  # a missing id: code -1
+        present = codes >= 0
         cols = np.full(len(df), -1, dtype=np.int64)
         if present.any():
-            codes, uniques = pd.factorize(ids[present].astype(str))
-            known = np.asarray([vocab.index.get(OFFER_PREFIX + u, -1) for u in uniques], dtype=np.int64)
-            cols[present] = known[codes]
+            known = np.asarray([vocab.index.get(OFFER_PREFIX + str(u), -1) for u in uniques], dtype=np.int64)
+            cols[present] = known[codes[present]]
         unknown = int(((cols < 0) & present).sum())
         if unknown:
             stats[f"{table}.unknown_offer"] = stats.get(f"{table}.unknown_offer", 0) + unknown
@@ -539,10 +548,11 @@ def build_interactions(
         cols = offer_cols(df, REDEMPTIONS.name)
         offer_rows.add(rows, cols, cfg.sources.redemption_offer * dec)
         bought.add(rows, cols, np.ones(len(rows)))
-        kind = (
-            df[Col.KIND].astype("string") if with_kind else pd.Series(pd.NA, index=df.index, dtype="string")
+        hotel = (
+            (df[Col.KIND] == RedemptionKind.HOTEL.value).to_numpy(bool)  # a missing kind is not a hotel
+            if with_kind
+            else np.zeros(len(df), dtype=bool)
         )
-        hotel = (kind == RedemptionKind.HOTEL.value).fillna(False).to_numpy(bool)
         place = df[Col.DESTINATION]
         w = cfg.sources.redemption_destination * dec
         weights.add(rows, token_cols(DEST_PREFIX, place.where(~hotel)), w)
@@ -553,9 +563,8 @@ def build_interactions(
         PARTNER_ACTIVITIES.name, [Col.MEMBER_ID, Col.KIND, Col.PLACE, Col.ACTIVITY_TIME], Col.ACTIVITY_TIME
     ):
         rows = df["_row"].to_numpy()
-        kind = df[Col.KIND].astype("string")
-        hotel = (kind == PartnerKind.HOTEL.value).fillna(False).to_numpy(bool)
-        car = (kind == PartnerKind.CAR_RENTAL.value).fillna(False).to_numpy(bool)
+        hotel = (df[Col.KIND] == PartnerKind.HOTEL.value).to_numpy(bool)
+        car = (df[Col.KIND] == PartnerKind.CAR_RENTAL.value).to_numpy(bool)
         place = df[Col.PLACE]
         weights.add(rows, token_cols(HOTEL_PREFIX, place.where(hotel)), cfg.sources.partner_hotel * dec)
         weights.add(rows, token_cols(DEST_PREFIX, place.where(car)), cfg.sources.partner_car_rental * dec)

@@ -73,15 +73,38 @@ def read_table(root: Path | str, name: str, columns: list[str] | None = None) ->
     return pd.read_parquet(path, columns=columns)
 
 
-def iter_table(root: Path | str, name: str, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """Yield a partitioned table part by part, so large tables can be processed in bounded memory."""
+def iter_table(
+    root: Path | str, name: str, columns: list[str] | None = None, *, categorical: bool = False
+) -> Iterator[pd.DataFrame]:
+    """Yield a partitioned table part by part, so large tables can be processed in bounded memory.
+
+    ``categorical=True`` reads the string columns as pandas categoricals straight from parquet's dictionary
+    encoding: no Python string per row, and factorising them costs nothing (the categories are each part's
+    distinct values, in no particular order)."""
     spec = ALL_TABLES[name]
     path = table_path(Path(root), spec)
-    if not spec.partitioned:
+    files = sorted(path.glob("part-*.parquet")) if spec.partitioned else [path]
+    if not spec.partitioned and not categorical:
         yield read_table(root, name, columns)
         return
-    for part in sorted(path.glob("part-*.parquet")):
-        yield pd.read_parquet(part, columns=columns)
+    if not spec.partitioned and not path.exists():
+        raise DatasetError(f"{root}: table '{name}' is missing (expected {path})")
+    for part in files:
+        yield pd.read_parquet(part, columns=columns, **_dictionary_kwargs(part, columns, categorical))
+
+
+def _dictionary_kwargs(path: Path, columns: list[str] | None, categorical: bool) -> dict[str, list[str]]:
+    """``read_dictionary`` for pyarrow: the (requested) string columns of a parquet file."""
+    if not categorical:
+        return {}
+    schema = pq.read_schema(path)
+    wanted = set(columns) if columns is not None else set(schema.names)
+    names = [
+        f.name
+        for f in schema
+        if f.name in wanted and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+    ]
+    return {"read_dictionary": names} if names else {}
 
 
 def table_columns(root: Path | str, name: str) -> list[str]:

@@ -846,17 +846,24 @@ def _calibration_rows(
     rng = np.random.default_rng(seed)
     imps, purchases = [], []
     cols = [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TYPE, Col.EVENT_TIME]
-    for df in iter_table(root, INTERACTIONS.name, cols):
+    # ids as matrix rows and columns (-1 unknown) from the start: the purchase lookup below then joins
+    # integers, not strings
+    for df in iter_table(root, INTERACTIONS.name, cols, categorical=True):
         t = to_utc_naive(df[Col.EVENT_TIME])
         ok = t.notna()
         if cutoff is not None:
             ok &= t < cutoff
-        df = df.loc[ok].assign(**{Col.EVENT_TIME: t[ok]})
-        et = df[Col.EVENT_TYPE].astype(str)
-        purchases.append(
-            df.loc[et == EventType.PURCHASE.value, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]]
+        df = df.loc[ok]
+        frame = pd.DataFrame(
+            {
+                "row": _id_rows(inter.member_ids, df[Col.MEMBER_ID]),
+                "col": _id_rows(inter.item_ids, df[Col.OFFER_ID], OFFER_PREFIX),
+                Col.EVENT_TIME: t[ok].to_numpy(),
+            }
         )
-        imp = df.loc[et == EventType.IMPRESSION.value, [Col.MEMBER_ID, Col.OFFER_ID, Col.EVENT_TIME]]
+        et = df[Col.EVENT_TYPE]
+        purchases.append(frame.loc[(et == EventType.PURCHASE.value).to_numpy(bool)])
+        imp = frame.loc[(et == EventType.IMPRESSION.value).to_numpy(bool)]
         if len(imp) > cfg.max_impressions:
             imp = imp.iloc[np.sort(rng.choice(len(imp), cfg.max_impressions, replace=False))]
         imps.append(imp)
@@ -866,25 +873,42 @@ def _calibration_rows(
     if len(imp) > cfg.max_impressions:
         imp = imp.iloc[np.sort(rng.choice(len(imp), cfg.max_impressions, replace=False))]
     pur = pd.concat(purchases, ignore_index=True) if purchases else imp.iloc[:0]
+    # unknown members and offers are no calibration rows (dropped after the sampling, which they are part of)
+    imp = imp.loc[(imp["row"].to_numpy() >= 0) & (imp["col"].to_numpy() >= 0)]
+    pur = pur.loc[(pur["row"].to_numpy() >= 0) & (pur["col"].to_numpy() >= 0)]
     imp = imp.sort_values(Col.EVENT_TIME, kind="stable")
     pur = pur.sort_values(Col.EVENT_TIME, kind="stable").assign(_bought=1)
-    for frame in (imp, pur):
-        frame[Col.MEMBER_ID] = frame[Col.MEMBER_ID].astype(str)
-        frame[Col.OFFER_ID] = frame[Col.OFFER_ID].astype(str)
     merged = pd.merge_asof(
         imp,
         pur,
         on=Col.EVENT_TIME,
-        by=[Col.MEMBER_ID, Col.OFFER_ID],
+        by=["row", "col"],
         direction="forward",
         tolerance=pd.Timedelta(days=cfg.window_days),
     )
-    rows = inter.member_ids.to_index(merged[Col.MEMBER_ID].to_numpy(), missing=-1)
-    items = inter.item_ids.to_index((OFFER_PREFIX + merged[Col.OFFER_ID]).to_numpy(), missing=-1)
-    ok = (rows >= 0) & (items >= 0)
     return pd.DataFrame(
-        {"row": rows[ok], "col": items[ok], "label": merged["_bought"].fillna(0).to_numpy()[ok].astype(int)}
+        {
+            "row": merged["row"].to_numpy(dtype=np.int64),
+            "col": merged["col"].to_numpy(dtype=np.int64),
+            "label": merged["_bought"].fillna(0).to_numpy().astype(int),
+        }
     )
+
+
+def _id_rows(ids: IdMap, values: pd.Series, prefix: str = "") -> np.ndarray:
+    """Indices in ``ids`` of ``prefix + str(value)`` per row (-1: unknown or missing); a categorical column
+    is looked up once per category."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = values.cat.categories
+        keys = (prefix + pd.Series(cats.astype(str), dtype=object)).to_numpy(dtype=object)
+        found = np.append(ids.to_index(keys, missing=-1), -1)  # code -1 (missing) picks the trailing -1
+        return found[values.cat.codes.to_numpy()]
+    present = values.notna().to_numpy()
+    out = np.full(len(values), -1, dtype=np.int64)
+    if present.any():
+        keys = (prefix + values[present].astype(str)).to_numpy(dtype=object)
+        out[present] = ids.to_index(keys, missing=-1)
+    return out
 
 
 def _pair_scores(
