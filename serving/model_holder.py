@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio.to_thread
 
+from serving import heap
+
 if TYPE_CHECKING:
     from recsys.pipeline.pipeline import OfferPipeline
     from recsys.pipeline.scorer import Scorer
@@ -138,10 +140,13 @@ class ModelHolder:
                     seconds=time.perf_counter() - started,
                 )
             self._current = served  # the one atomic swap
+            changed = previous is None or served.version != prev_version
+            previous = None  # no reference of ours keeps the old model from being collected
+            heap.settle()  # the old model collected, the new one frozen: no full collection walks it
             self.reloads += 1
             self.last_error = None
             elapsed = time.perf_counter() - started
-            if previous is None or served.version != prev_version:
+            if changed:
                 logger.info(
                     "serving %s version %s (alias %s), loaded in %.2fs (previous: %s)",
                     served.name,
