@@ -279,6 +279,7 @@ async def _open_loop(
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection(host, port))
     latencies: list[float] = []
+    slow: list[tuple[float, float]] = []  # (scheduled send, latency) of answers slower than SLOW_S
     statuses: dict[int, int] = {}
     errors = 0
 
@@ -294,7 +295,10 @@ async def _open_loop(
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
             await reader.readexactly(length)
-            latencies.append(time.perf_counter() - scheduled)
+            latency = time.perf_counter() - scheduled
+            latencies.append(latency)
+            if latency > SLOW_S:
+                slow.append((scheduled, latency))
             statuses[status] = statuses.get(status, 0) + 1
             pool.put_nowait((reader, writer))
         except Exception:
@@ -312,6 +316,7 @@ async def _open_loop(
     ]
     n = int(rate * duration)
     start = time.perf_counter() + 0.05
+    epoch = time.time() - time.perf_counter()  # perf_counter -> epoch seconds, to match the service's clocks
     tasks = []
     for i in range(n):
         scheduled = start + i / rate
@@ -338,7 +343,24 @@ async def _open_loop(
         "p99_ms": pct(99),
         "max_ms": lat[-1] * 1000 if lat else float("nan"),
         "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+        # where the tail comes from: counts by latency bucket, and the slow answers' send times (epoch)
+        "histogram_ms": latency_histogram(lat),
+        "slow": [(round(epoch + t, 4), round(d * 1000, 2)) for t, d in sorted(slow)],
     }
+
+
+SLOW_S = 0.020
+HISTOGRAM_EDGES_MS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def latency_histogram(latencies_s: list[float]) -> dict[str, int]:
+    """Answers per latency bucket ("<=1", ..., ">1000" ms)."""
+    out = {f"<={e}": 0 for e in HISTOGRAM_EDGES_MS} | {f">{HISTOGRAM_EDGES_MS[-1]}": 0}
+    for x in latencies_s:
+        ms = x * 1000
+        key = next((f"<={e}" for e in HISTOGRAM_EDGES_MS if ms <= e), f">{HISTOGRAM_EDGES_MS[-1]}")
+        out[key] += 1
+    return out
 
 
 def loadgen_main(args: argparse.Namespace) -> None:
