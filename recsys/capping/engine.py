@@ -8,12 +8,20 @@ tag as the member store's keys so one script reads the profile and the caps). It
     <code><window>|<sub>    a counter: <code> is 2 base-36 characters of a hash of the cap's name (unique in
                             the policy), <window> the window (``7d``, ``24h``; ``D`` day, ``W`` week, ``L``
                             lifetime), <sub> what it counts per: category, family, placement, ``-``
-                            member-wide, or for per-offer caps 4 base-36 characters of a hash of the offer id
+                            member-wide, or for per-offer calendar and lifetime caps 4 base-36 characters of
+                            a hash of the offer id (its *offer code*)
+    <code><window>|@<b>     a per-offer rolling cap's bucket ``b``: the offer codes shown in it (``.<part>``
+                            appended for a 2nd and later field, so no value outgrows a listpack's)
     ~<d|p><o|c>|<target>    a cool-down: time of the last dismissal / purchase of an offer / category
     v                       the state's version, raised by every write (optimistic concurrency)
 
 Values (numbers in base 36):
 
+- **per-offer rolling** (bucket fields): the bucket's offer codes, sorted, each preceded by its impressions in
+  base 26 (upper-case letters, ``A`` = 0) when more than one, at most 60 characters a field. A member sees
+  a few dozen offers in a 7-day window but in only a few buckets: one field per bucket instead of one per
+  offer keeps the hash a third smaller. Hashes written before (one rolling field per offer, ``<sub>`` = the
+  offer code) are read as well, and the first write of the cap moves them into bucket fields.
 - **rolling** ``<first bucket>;<n0>.<n1>...``: impression counts in consecutive buckets of ``window / 24``
   (``24h`` → 1 h buckets, ``7d`` → 7 h), the first counted from :data:`BUCKET_EPOCH_MS` (values written
   before counted from 1970, ``<first>:...``, are still read); an empty count is 0; or, when shorter, only the
@@ -80,6 +88,10 @@ VERSION_FIELD = "v"
 COOLDOWN_MARK = "~"
 CODE_LEN = 2  # characters of a cap's code
 OFFER_CODE_LEN = 4  # characters of an offer id's code in per-offer counters
+BUCKET_MARK = "@"  # a per-offer rolling cap's bucket field: <head>@<bucket>[.<part>]
+# The longest bucket field value: under Redis's default hash-max-listpack-value (64), above which the whole
+# hash would be converted to a hash table (several times larger).
+MAX_FIELD_VALUE = 60
 
 KIND_COOLDOWN = 1
 KIND_CAP = 2
@@ -237,6 +249,10 @@ def field_expiry_ms(name: str, value: str, lifetime_ms: int, cooldown_ms: int) -
         if tag == "L":
             return parse_pair(value)[1] * 1000 + lifetime_ms
         w = parse_window(tag).seconds * 1000
+        sub = name.partition("|")[2]
+        if sub.startswith(BUCKET_MARK):
+            size = bucket_ms(w)
+            return (BUCKET_EPOCH_MS // size + _i36(sub[1:].partition(".")[0]) + 1) * size + w
         first, counts = parse_rolling(value, bucket_ms(w))
         return (first + len(counts)) * bucket_ms(w) + w
     except ValueError:
@@ -257,6 +273,9 @@ class CounterRef:
     window_ms: int  # rolling only
     limit: int
     period_end_ms: int | None  # calendar only
+    # A per-offer rolling counter: its impressions are in the cap's bucket fields and in ``name`` (the cap's
+    # head followed by the offer code: the field of the previous layout, still read).
+    listed: bool = False
 
 
 @dataclass
@@ -278,6 +297,9 @@ class Plan:
     candidates: list[tuple[bool, list[int], list[int]]] = field(default_factory=list)
     # Only the first ``selectable`` candidates may be selected; the others are only checked on their own.
     selectable: int | None = None
+    # Per-offer rolling counters are written in bucket fields (the policy's ``state_layout`` 2) or, as
+    # before, one field per offer (1); both are read.
+    offer_buckets: bool = True
 
 
 @dataclass
@@ -349,7 +371,8 @@ def counter_of(
                 periods[w.unit] = period
         return CounterRef(name, cap, sub, "c", 0, cap.limit, period[1])
     if w.kind is WindowKind.ROLLING:
-        return CounterRef(name, cap, sub, "r", w.seconds * 1000, cap.limit, None)
+        listed = cap.scope is Scope.MEMBER_OFFER
+        return CounterRef(name, cap, sub, "r", w.seconds * 1000, cap.limit, None, listed)
     return CounterRef(name, cap, sub, "l", 0, cap.limit, None)
 
 
@@ -364,7 +387,12 @@ def build_plan(
     with_cooldowns: bool = True,
 ) -> Plan:
     """Compile a request into the counters and cool-downs it reads (deduplicated across candidates)."""
-    plan = Plan(now_ms=to_ms(now), lifetime_ms=lifetime_ms(policy), cooldown_ms=max_cooldown_ms(policy))
+    plan = Plan(
+        now_ms=to_ms(now),
+        lifetime_ms=lifetime_ms(policy),
+        cooldown_ms=max_cooldown_ms(policy),
+        offer_buckets=policy.state_layout == 2,
+    )
     periods: dict[str, tuple[str, int]] = {}
     counter_idx: dict[str, int] = {}
     cooldown_idx: dict[str, int] = {}
@@ -432,6 +460,83 @@ def read_count(
     return (a if b * 1000 + lifetime > now_ms else 0), []
 
 
+def _b26(n: int) -> str:
+    """``n`` (>= 0) in base 26, upper-case letters (``A`` = 0): never mistaken for an offer code's
+    characters."""
+    out = ""
+    while True:
+        n, r = divmod(n, 26)
+        out = chr(65 + r) + out
+        if n == 0:
+            return out
+
+
+def listed_tokens(counts: Iterable[tuple[str, int]]) -> list[str]:
+    """A bucket field's tokens: each offer code, preceded by its count in :func:`_b26` when above 1."""
+    return [code if n == 1 else _b26(n) + code for code, n in counts if n > 0]
+
+
+def parse_listed(value: str) -> list[tuple[str, int]]:
+    """(offer code, impressions) of a bucket field's value (:func:`listed_tokens` joined)."""
+    out: list[tuple[str, int]] = []
+    i, end = 0, len(value)
+    while i < end:
+        n, j = 0, i
+        while j < end and "A" <= value[j] <= "Z":
+            n = n * 26 + ord(value[j]) - 65
+            j += 1
+        out.append((value[j : j + OFFER_CODE_LEN], n if j > i else 1))
+        i = j + OFFER_CODE_LEN
+    return out
+
+
+def listed_buckets(fields: dict[str, str], head: str, size_ms: int) -> dict[str, dict[int, int]]:
+    """Offer code → {bucket: impressions} of the per-offer rolling cap whose fields start with ``head``:
+    its bucket fields, and the one-field-per-offer counters of the previous layout."""
+    base = BUCKET_EPOCH_MS // size_ms
+    out: dict[str, dict[int, int]] = {}
+    for name, value in fields.items():
+        if not name.startswith(head):
+            continue
+        sub = name[len(head) :]
+        if sub.startswith(BUCKET_MARK):
+            b = base + _i36(sub[1:].partition(".")[0])
+            for code, n in parse_listed(value):
+                per = out.setdefault(code, {})
+                per[b] = per.get(b, 0) + n
+        else:
+            try:
+                first, counts = parse_rolling(value, size_ms)
+            except ValueError:
+                continue
+            per = out.setdefault(sub, {})
+            for i, n in enumerate(counts):
+                if n:
+                    per[first + i] = per.get(first + i, 0) + n
+    return out
+
+
+def count_of(
+    c: CounterRef,
+    fields: dict[str, str],
+    now_ms: int,
+    lifetime: int,
+    cache: dict[str, dict[str, dict[int, int]]],
+) -> tuple[int, list[tuple[int, int]]]:
+    """:func:`read_count` of ``c`` in the member's ``fields`` (``cache``: the per-offer rolling caps' buckets
+    already parsed, by head)."""
+    if not c.listed:
+        return read_count(c, fields.get(c.name), now_ms, lifetime)
+    head, code = c.name[:-OFFER_CODE_LEN], c.name[-OFFER_CODE_LEN:]
+    size = bucket_ms(c.window_ms)
+    per = cache.get(head)
+    if per is None:
+        per = cache[head] = listed_buckets(fields, head, size)
+    lo = (now_ms - c.window_ms) // size
+    live = sorted((b, n) for b, n in per.get(code, {}).items() if n and b >= lo)
+    return sum(n for _, n in live), live
+
+
 def run_plan(plan: Plan, fields: dict[str, str], k: int, mode: str) -> RawResult:
     """Check (mode ``check`` / ``check_record``) or just count (mode ``force``) the candidates against the
     member's state ``fields``; ``RawResult.added`` says what to record (``check_record`` and ``force``)."""
@@ -441,8 +546,9 @@ def run_plan(plan: Plan, fields: dict[str, str], k: int, mode: str) -> RawResult
     n = len(plan.counters)
     count = [0] * n
     buckets: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    listed: dict[str, dict[str, dict[int, int]]] = {}
     for i, c in enumerate(plan.counters):
-        count[i], buckets[i] = read_count(c, fields.get(c.name), now, plan.lifetime_ms)
+        count[i], buckets[i] = count_of(c, fields, now, plan.lifetime_ms, listed)
     stored = list(count)
     added = [0] * n
     cd_time: list[int | None] = []
@@ -529,11 +635,17 @@ def writes(
     every field whose life is over; None when there is nothing to record."""
     now = plan.now_ms
     out: dict[str, str] = {}
+    dropped: list[str] = []
+    listed: dict[str, tuple[int, int, dict[str, int]]] = {}  # head -> (bucket size, window, code -> added)
     for c, n in zip(plan.counters, added, strict=False):
         if not n:
             continue
         value = fields.get(c.name)
-        if c.kind == "r":
+        if c.listed and plan.offer_buckets:
+            head, code = c.name[:-OFFER_CODE_LEN], c.name[-OFFER_CODE_LEN:]
+            adds = listed.setdefault(head, (bucket_ms(c.window_ms), c.window_ms, {}))[2]
+            adds[code] = adds.get(code, 0) + n
+        elif c.kind == "r":
             size = bucket_ms(c.window_ms)
             live = live_buckets(value, now, c.window_ms)
             b_now = now // size
@@ -550,6 +662,8 @@ def writes(
         else:
             count, _ = read_count(c, value, now, plan.lifetime_ms)
             out[c.name] = f"{b36(count + n)}:{b36(now // 1000)}"
+    for head, (size, window, adds) in listed.items():
+        _write_buckets(fields, head, size, now, window, adds, out, dropped)
     for f in cooldowns:
         old = fields.get(f)
         if not old or _i36(old) <= now:
@@ -557,7 +671,9 @@ def writes(
     if not out:
         return None
     merged = {**fields, **out}
-    delete: list[str] = []
+    for f in dropped:
+        merged.pop(f, None)
+    delete: list[str] = list(dropped)
     longest = now
     for name, value in merged.items():
         if name == VERSION_FIELD:
@@ -569,6 +685,42 @@ def writes(
         else:
             longest = max(longest, expiry)
     return Writes(out, delete, longest - now + TTL_SLACK_MS, now)
+
+
+def _write_buckets(
+    fields: dict[str, str],
+    head: str,
+    size: int,
+    now: int,
+    window: int,
+    adds: dict[str, int],
+    out: dict[str, str],
+    dropped: list[str],
+) -> None:
+    """Record ``adds`` (offer code → impressions) in the current bucket field of the per-offer rolling cap
+    ``head``; fields of the previous layout are moved into bucket fields (their live buckets) and dropped."""
+    per = listed_buckets(fields, head, size)
+    b_now = now // size
+    for code, n in adds.items():
+        buckets = per.setdefault(code, {})
+        buckets[b_now] = buckets.get(b_now, 0) + n
+    old = [f for f in fields if f.startswith(head) and not f[len(head) :].startswith(BUCKET_MARK)]
+    dirty = {b_now}
+    if old:
+        lo = (now - window) // size
+        dirty |= {b for buckets in per.values() for b in buckets if b >= lo}
+        dropped.extend(old)
+    base = BUCKET_EPOCH_MS // size
+    for b in dirty:
+        tokens = listed_tokens((code, buckets.get(b, 0)) for code, buckets in sorted(per.items()))
+        parts = [""]
+        for t in tokens:
+            if len(parts[-1]) + len(t) > MAX_FIELD_VALUE:
+                parts.append("")
+            parts[-1] += t
+        name = f"{head}{BUCKET_MARK}{b36(b - base)}"
+        for p, chunk in enumerate(parts):
+            out[f"{name}.{b36(p)}" if p else name] = chunk
 
 
 def apply_writes(fields: dict[str, str], w: Writes) -> dict[str, str]:
@@ -677,12 +829,16 @@ def state_view(
     life = lifetime_ms(policy)
     names = {offer_code(o): o for o in offer_ids}
     rows: list[dict[str, Any]] = []
+    parsed: dict[str, dict[str, dict[int, int]]] = {}  # the per-offer rolling caps' buckets, by head
     for cap in rp.caps:
         head = counter_prefix(policy, cap)
         by_offer = cap.scope is Scope.MEMBER_OFFER
         if by_offer:
             names.update((offer_code(o), o) for o in cap.offers or ())
-        stored = {f[len(head) :] for f in fields if f.startswith(head)}
+        if by_offer and cap.window.kind is WindowKind.ROLLING:
+            stored = set(listed_buckets(fields, head, bucket_ms(cap.window.seconds * 1000)))
+        else:
+            stored = {f[len(head) :] for f in fields if f.startswith(head)}
         subs = {names.get(c, f"#{c}") for c in stored} if by_offer else stored
         # Member-wide caps and caps with an explicit filter list are always shown, even at zero.
         listed = {
@@ -697,7 +853,7 @@ def state_view(
             c = counter_of(policy, cap, sub, member, now)
             if sub.startswith("#") and by_offer:
                 c.name = head + sub[1:]
-            n, live = read_count(c, fields.get(c.name), now_ms, life)
+            n, live = count_of(c, fields, now_ms, life, parsed)
             if n == 0 and sub not in always:
                 continue  # nothing counted in the window any more
             resets: str | None = iso_z(from_ms(c.period_end_ms)) if c.period_end_ms is not None else None

@@ -146,6 +146,10 @@ class CapPolicy(_Strict):
     count_on: Literal["serve", "event"] = "serve"
     timeout_ms: float = Field(default=20, gt=0, le=1000)
     lifetime_ttl: DurationSpec = "400d"
+    # How per-offer rolling counters are written (both are always read): 2 = one field per time bucket listing
+    # the offers shown in it; 1 = one field per offer, the layout service versions before it write. Set 1
+    # while such versions still run beside this one (docs/capping.md, "Upgrading the cap state").
+    state_layout: Literal[1, 2] = 2
     outage: Outage = Outage()
     exempt: Exempt = Exempt()
     caps: list[CapRule] = Field(default_factory=list)

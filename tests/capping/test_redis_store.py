@@ -88,9 +88,15 @@ def test_a_rolling_counter_is_a_few_bytes_whatever_the_impressions(
     for i in range(30):
         e.record_event(m, seat, "impression", "home", now + timedelta(minutes=10 * i))
     fields = {f.decode(): v.decode() for f, v in redis_client.hgetall(f"{key_prefix}:{{M0000001}}").items()}
-    # 30 impressions over 5 hours: one field per counter (+ the version), each value short enough for Redis
-    # to keep the hash as a compact listpack (values up to 64 bytes).
-    assert len(fields) == 1 + 6 and max(len(v) for v in fields.values()) < 64, fields
+    # 30 impressions over 5 hours: one field per counter (+ the version), but the per-offer 7-day counter has
+    # one per 7 h bucket: 10:00-11:50 (12 impressions) in the bucket of 05:00-12:00, the rest (18) in the
+    # next; each value short enough for Redis to keep the hash as a compact listpack (values up to 64 bytes).
+    assert len(fields) == 1 + 7 and max(len(v) for v in fields.values()) < 64, fields
+    assert redis_client.object("encoding", f"{key_prefix}:{{M0000001}}") == b"listpack"
+    # the buckets' numbers since 2026-01-01 (70,128 buckets of 7 h since 1970): 1,115 and 1,116; the counts
+    # in base 26 (A = 0): 12 = "M", 18 = "S"
+    weekly = {f.rpartition("@")[2]: v for f, v in fields.items() if "7d|@" in f}
+    assert weekly == {"uz": f"M{offer_code('S1')}", "v0": f"S{offer_code('S1')}"}
     # 1 h buckets; the first is hour 7_810 (325 days and 10 hours) after 2026-01-01 (the buckets' epoch):
     # "60y" in base 36
     assert fields[next(f for f in fields if f.endswith("24h|seat"))] == "60y;6.6.6.6.6"
@@ -111,8 +117,9 @@ def test_fields_whose_window_is_over_are_dropped(key_prefix: str, redis_client: 
         for h in range(5):
             o = CapCandidate(f"N{day}-{h}", "ancillary", f"cat{h}")
             assert e.select_and_record(m, [o], 1, "home", t0 + timedelta(days=day, hours=h)).selected
-    subs = {f.decode().partition("|")[2] for f in redis_client.hkeys(key)} - {""}
-    # Day 0's offers left the window (7 days + one 7 h bucket) before day 8's writes; day 2's and later not
-    # (a per-offer counter stores a code of the offer id).
+    # A per-offer 7-day counter lists the codes of the offers shown in each bucket (4 characters each).
+    values = [v.decode() for f, v in redis_client.hgetall(key).items() if b"|@" in f]
+    subs = {v[i : i + 4] for v in values for i in range(0, len(v), 4)}
+    # Day 0's offers left the window (7 days + one 7 h bucket) before day 8's writes; day 2's and later not.
     assert not subs & {offer_code(f"N0-{h}") for h in range(5)}
     assert {offer_code(f"N{d}-{h}") for d in range(2, 9) for h in range(5)} <= subs
