@@ -484,7 +484,7 @@ def simulate_month(
         record_bytes = [u or 0 for u in usage[0::2]]
         cap_bytes = [u or 0 for u in usage[1::2]]
         active = sum(1 for c in cap_bytes if c)
-        breakdown = month_breakdown(client, member_keys)
+        breakdown = month_breakdown(client, member_keys, enforcer.holder.policy)
         no_ttl = [
             k.decode() for k in client.scan_iter(match=f"{prefix}-*", count=1000) if client.pttl(k) == -1
         ]
@@ -506,12 +506,16 @@ def simulate_month(
     }
 
 
-def month_breakdown(client: Any, member_keys: list[tuple[str, str]]) -> dict[str, Any]:
+def month_breakdown(client: Any, member_keys: list[tuple[str, str]], policy: Any) -> dict[str, Any]:
     """What a member's bytes are made of, averaged over the members: the record's parts (header, embedding,
-    profile, exposure history) and the cap hash's fields by kind, with the hashes' encodings."""
+    profile, exposure history) and the cap hash's fields by kind (cool-downs, the version, each cap's
+    counters by the cap's name), with the hashes' encodings and their most fields and longest value."""
     import struct
 
-    from recsys.capping.engine import COOLDOWN_MARK, OFFER_CODE_LEN, VERSION_FIELD
+    from recsys.capping.engine import COOLDOWN_MARK, VERSION_FIELD, cap_codes
+
+    cap_of = {code: name for name, code in cap_codes(policy).items()}
+    most_fields = longest_value = 0
 
     pipe = client.pipeline(transaction=False)
     for record_key, cap_key in member_keys:
@@ -540,24 +544,26 @@ def month_breakdown(client: Any, member_keys: list[tuple[str, str]]) -> dict[str
             add("record_json_bytes", len(raw) - at)
         if fields:
             hashes += 1
-            encodings[str(encoding)] = encodings.get(str(encoding), 0) + 1
+            enc = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
+            encodings[enc] = encodings.get(enc, 0) + 1
+            most_fields = max(most_fields, len(fields))
+            longest_value = max(longest_value, *(len(v) for v in fields.values()))
             for f, v in fields.items():
                 name = f.decode()
-                sub = name.partition("|")[2]
                 if name == VERSION_FIELD:
                     kind = "version"
                 elif name.startswith(COOLDOWN_MARK):
                     kind = "cooldown"
-                elif len(sub) == OFFER_CODE_LEN and sub.isalnum() and sub.islower():
-                    kind = "per_offer_counter"
                 else:
-                    kind = "other_counter"
+                    kind = cap_of.get(name[:2], "unknown")
                 add(f"cap_{kind}_fields", 1)
                 add(f"cap_{kind}_chars", len(f) + len(v))
     n = max(len(member_keys), 1)
     out = {k: round(v / n, 1) for k, v in parts.items()}
     out["cap_hash_encodings"] = encodings
     out["cap_hashes"] = hashes
+    out["cap_hash_most_fields"] = most_fields
+    out["cap_hash_longest_value"] = longest_value
     return out
 
 

@@ -148,8 +148,10 @@ def memory_report(
     """Memory and TTL audit of the cap keys under ``prefix``: for the service benchmark after simulated
     traffic.
 
-    Scans every key ``<prefix>:*``, checks each has a TTL (``keys_without_ttl`` lists up to 100 that do not),
-    measures ``MEMORY USAGE`` on a seeded sample and extrapolates. ``bytes_per_member`` is the estimated cap
+    Scans every key ``<prefix>:*``, counts them by kind (``keys_by_kind``: ``member_hash`` or ``other``),
+    checks each has a TTL (``keys_without_ttl`` lists up to 100 that do not), measures ``MEMORY USAGE`` and
+    the encoding (``encodings``: a hash that outgrows Redis's listpack thresholds becomes a ``hashtable``,
+    several times larger) on a seeded sample and extrapolates. ``bytes_per_member`` is the estimated cap
     memory per member that has any key; ``used_memory`` is Redis's own ``INFO memory`` figure (whole server).
     """
     names: list[bytes] = list(client.scan_iter(match=f"{prefix}:*", count=1000))
@@ -169,12 +171,22 @@ def memory_report(
     picked = names if len(names) <= sample else rng.sample(names, sample)
     for n in picked:
         pipe.memory_usage(n, samples=0)
-    usages = [u for u in pipe.execute() if u is not None]
+        pipe.object("encoding", n)
+    replies = pipe.execute()
+    usages = [u for u in replies[0::2] if u is not None]
+    encodings: dict[str, int] = {}
+    for e in replies[1::2]:
+        if e is not None:
+            encodings[_text(e)] = encodings.get(_text(e), 0) + 1
     avg = sum(usages) / len(usages) if usages else 0.0
     total = avg * len(names)
+    # What each key is: a member's cap hash (``<prefix>:{<member>}``, the only kind this store writes) or
+    # anything else under the prefix (e.g. the per-counter keys of the layout before the hash).
     by_kind: dict[str, int] = {}
+    head = f"{prefix}:{{".encode()
     for n in names:
-        kind = n.split(b"}:", 1)[1].split(b":", 1)[0].decode() if b"}:" in n else "?"
+        hashed = n.startswith(head) and n.endswith(b"}") and n.count(b"{") == 1 and len(n) > len(head) + 1
+        kind = "member_hash" if hashed else "other"
         by_kind[kind] = by_kind.get(kind, 0) + 1
     info = client.info("memory")
     return {
@@ -186,6 +198,7 @@ def memory_report(
         "n_keys_without_ttl": len(no_ttl),
         "mean_ttl_hours": round(ttl_sum / max(len(names) - len(no_ttl), 1) / 3.6e6, 2),
         "sampled_keys": len(usages),
+        "encodings": encodings,
         "mean_key_bytes": round(avg, 1),
         "estimated_bytes": int(total),
         "bytes_per_member": round(total / len(members), 1) if members else 0.0,

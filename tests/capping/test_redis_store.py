@@ -69,10 +69,15 @@ def test_one_hash_per_member_under_its_hash_tag_with_a_ttl(
     report = memory_report(redis_client, key_prefix)
     assert report["n_keys_without_ttl"] == 0 and report["members"] == 20
     assert report["keys"] == 20 and 0 < report["bytes_per_member"] < 1_500
+    assert report["keys_by_kind"] == {"member_hash": 20} and report["encodings"] == {"listpack": 20}
     # The report does find a key without a TTL.
     redis_client.hset(f"{key_prefix}:{{M9999999}}", "x", "1")
     report = memory_report(redis_client, key_prefix)
     assert report["keys_without_ttl"] == [f"{key_prefix}:{{M9999999}}"]
+    # A key of another shape under the prefix (the layout before the hash: a key per counter) is "other".
+    redis_client.set(f"{key_prefix}:{{M0000001}}:r:x", "1", px=60_000)
+    report = memory_report(redis_client, key_prefix)
+    assert report["keys_by_kind"] == {"member_hash": 21, "other": 1} and report["members"] == 21
 
 
 def test_a_rolling_counter_is_a_few_bytes_whatever_the_impressions(
