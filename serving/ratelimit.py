@@ -123,7 +123,7 @@ class RateLimiter:
         keys = self.keys(self.client(request), now_ms // window_ms)
         args = [self.rate.limit, window_ms, elapsed_ms]
         try:
-            reply = await self.redis.guard.acall(lambda: self._run(keys, args))
+            reply = await self.redis.guard.acall(lambda: self._run(keys, args), key=keys[0])
         except RedisUnavailable as exc:
             if not self.failing:
                 logger.warning("rate limit not checked, requests let through until Redis answers: %s", exc)

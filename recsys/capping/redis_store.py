@@ -83,26 +83,26 @@ class RedisCapStore:
     def key(self, member_id: str) -> str:
         return f"{self.key_prefix}:{{{member_id}}}"
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], key: str) -> T:
         try:
-            return self.clients.guard.call(fn)
+            return self.clients.guard.call(fn, key=key)
         except RedisUnavailable as e:
             raise StoreUnavailable(e.reason) from e
 
-    async def _acall(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _acall(self, fn: Callable[[], Awaitable[T]], key: str) -> T:
         try:
-            return await self.clients.guard.acall(fn)
+            return await self.clients.guard.acall(fn, key=key)
         except RedisUnavailable as e:
             raise StoreUnavailable(e.reason) from e
 
     def read(self, key: str) -> CapState:
-        return CapState.of(_fields(self._call(lambda: self.clients.sync.hgetall(key))))
+        return CapState.of(_fields(self._call(lambda: self.clients.sync.hgetall(key), key)))
 
     async def aread(self, key: str) -> CapState:
-        return CapState.of(_fields(await self._acall(lambda: self.clients.aio.hgetall(key))))
+        return CapState.of(_fields(await self._acall(lambda: self.clients.aio.hgetall(key), key)))
 
     def commit(self, key: str, state: CapState, w: Writes) -> CapState | None:
-        reply = self._call(lambda: self._commit(keys=[key], args=_commit_args(state, w)))
+        reply = self._call(lambda: self._commit(keys=[key], args=_commit_args(state, w)), key)
         return None if reply == 1 else CapState.of(_fields(reply))
 
     async def acommit(self, key: str, state: CapState, w: Writes) -> CapState | None:
@@ -115,7 +115,7 @@ class RedisCapStore:
             except NoScriptError:  # the server restarted or flushed its script cache
                 return await client.eval(COMMIT_LUA, 1, key, *args)
 
-        reply = await self._acall(run)
+        reply = await self._acall(run, key)
         return None if reply == 1 else CapState.of(_fields(reply))
 
     def location(self) -> str | None:
@@ -125,12 +125,15 @@ class RedisCapStore:
         return self.clients.ping()
 
     def status(self) -> dict[str, Any]:
-        b = self.clients.guard.breaker
+        guard = self.clients.guard
+        b = guard.breaker
+        nodes = list(guard.node_breakers.values())
         return {
             "store": "redis",
-            "breaker_open": b.is_open,
-            "last_error": b.last_error,
-            "failures": b.failures,
+            "breaker_open": b.is_open or any(n.is_open for n in nodes),
+            "last_error": b.last_error or next((n.last_error for n in nodes if n.is_open), None),
+            "failures": b.failures + sum(n.failures for n in nodes),
+            "open_breakers": guard.open_breakers,
         }
 
     def close(self) -> None:

@@ -114,6 +114,11 @@ class PublishReport:
     seconds: float
 
 
+def _tag(member_id: str) -> str:
+    """A key in the member's hash slot (its id as the hash tag), which names the breaker of a call."""
+    return f"{{{member_id}}}"
+
+
 def _ttl_seconds(ttl: timedelta | float | int) -> int:
     secs = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
     if secs <= 0:
@@ -751,7 +756,7 @@ class RedisMemberStore:
                 return active, None
             return active, self._read_script(keys=keys, args=[which])
 
-        active, reply = guard.call(run)
+        active, reply = guard.call(run, key=_tag(member_id))
         return self._decode(member_id, active, reply, extra_key is not None)
 
     async def aread(self, member_id: str, trip_key: str | None, extra_key: str | None = None) -> MemberRead:
@@ -768,7 +773,7 @@ class RedisMemberStore:
                 reply = await client.eval(_READ_LUA, len(keys), *keys, which)
             return active, reply
 
-        active, reply = await self.clients.guard.acall(run)
+        active, reply = await self.clients.guard.acall(run, key=_tag(member_id))
         return self._decode(member_id, active, reply, extra_key is not None)
 
     def _decode(self, member_id: str, active: _Active, reply: Any, with_extra: bool) -> MemberRead:
@@ -880,7 +885,7 @@ class RedisMemberStore:
             pipe.expire(key, _ttl_seconds(ttl))
             pipe.execute()
 
-        self.clients.guard.call(run)
+        self.clients.guard.call(run, key=key)
 
     def purchases(self, member_id: str, trip_key: str) -> frozenset[str]:
         return self.read(member_id, trip_key).purchased

@@ -20,7 +20,8 @@ TLS (``rediss``) takes ``RECSYS_REDIS_TLS_CERTFILE``, ``_KEYFILE``, ``_CA_CERTS`
 The policy (:class:`RedisCallPolicy`): every call has one timeout and no retries (a script call that timed
 out may have been applied, and a retry would count it twice); failures open a :class:`CircuitBreaker`
 (back-off doubling to a ceiling, one trial call at a time), and while it is open calls fail at once with
-:class:`RedisUnavailable`. :meth:`CallGuard.acall` bounds an awaited call as a whole (connect, handshake,
+:class:`RedisUnavailable`; on a cluster each master has its own breaker, so one failed shard does not stop the
+others' members. :meth:`CallGuard.acall` bounds an awaited call as a whole (connect, handshake,
 reply) by the timeout, so with a frozen Redis no caller waits longer than the timeout, and none waits behind
 another's (the asyncio clients hold one connection per call in flight, never a shared slot).
 
@@ -591,47 +592,95 @@ _EXPECTED = (
 
 class CallGuard:
     """Runs Redis calls under the policy: the breaker first, one timeout, and every failure turned into
-    :class:`RedisUnavailable` (so a store failure never escapes into a request)."""
+    :class:`RedisUnavailable` (so a store failure never escapes into a request).
+
+    On a Redis Cluster (``node_of`` given) a call that names its key is judged by a breaker of the master
+    that serves the key's slot: a failed master stops calls to its own slots only, and the members on the
+    other masters are served as usual (a worker-wide breaker would answer every member by the outage policy
+    while one shard is down, and flap as calls to healthy shards closed it). Calls without a key, and every
+    call on one Redis, share :attr:`breaker`."""
 
     def __init__(
-        self, policy: RedisCallPolicy, *, name: str = "redis", clock: Callable[[], float] = time.monotonic
+        self,
+        policy: RedisCallPolicy,
+        *,
+        name: str = "redis",
+        clock: Callable[[], float] = time.monotonic,
+        node_of: Callable[[str], str | None] | None = None,
     ):
         self.policy = policy
         self.breaker = CircuitBreaker(policy, clock, name)
+        self.node_breakers: dict[str, CircuitBreaker] = {}
+        self._node_of = node_of
+        self._clock = clock
+        self._lock = threading.Lock()
 
-    def admit(self) -> None:
-        if not self.breaker.allow():
-            raise RedisUnavailable(self.breaker.last_error or "redis unavailable")
+    def breaker_for(self, key: str | None) -> CircuitBreaker:
+        """The breaker of a call on ``key``: its slot's master's on a cluster, else :attr:`breaker`."""
+        if key is None or self._node_of is None:
+            return self.breaker
+        node = self._node_of(key)
+        if node is None:  # the topology is not known yet
+            return self.breaker
+        b = self.node_breakers.get(node)
+        if b is None:
+            with self._lock:
+                b = self.node_breakers.get(node)
+                if b is None:
+                    b = self.node_breakers[node] = CircuitBreaker(
+                        self.policy, self._clock, f"{self.breaker.name} {node}"
+                    )
+        return b
+
+    @property
+    def open_breakers(self) -> list[str]:
+        """The names of the breakers open now (the worker-wide one and any node's)."""
+        return [b.name for b in (self.breaker, *self.node_breakers.values()) if b.is_open]
+
+    def admit(self, key: str | None = None) -> CircuitBreaker:
+        """The call's breaker, if it lets the call through; else :class:`RedisUnavailable`."""
+        b = self.breaker_for(key)
+        if not b.allow():
+            raise RedisUnavailable(b.last_error or "redis unavailable")
+        return b
 
     def failed(
-        self, e: BaseException, backoff_s: float | None = None, max_backoff_s: float | None = None
+        self,
+        e: BaseException,
+        backoff_s: float | None = None,
+        max_backoff_s: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> RedisUnavailable:
-        """Count a failed call against the breaker; the error to raise in its place."""
+        """Count a failed call against its breaker; the error to raise in its place."""
+        b = breaker or self.breaker
         if not isinstance(e, _EXPECTED):
-            logger.exception("unexpected %s error", self.breaker.name, exc_info=e)
+            logger.exception("unexpected %s error", b.name, exc_info=e)
         reason = describe_error(e)
-        self.breaker.failure(reason, backoff_s, max_backoff_s)
+        b.failure(reason, backoff_s, max_backoff_s)
         return RedisUnavailable(reason)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """A blocking call (bounded by the clients' socket timeouts)."""
-        self.admit()
+    def call(self, fn: Callable[[], T], *, key: str | None = None) -> T:
+        """A blocking call (bounded by the clients' socket timeouts); ``key``: the key it touches (all its
+        keys share one slot), which picks the breaker on a cluster."""
+        b = self.admit(key)
         try:
             result = fn()
         except Exception as e:
-            raise self.failed(e) from e
-        self.breaker.success()
+            raise self.failed(e, breaker=b) from e
+        b.success()
         return result
 
-    async def acall(self, fn: Callable[[], Awaitable[T]], *, timeout_s: float | None = None) -> T:
+    async def acall(
+        self, fn: Callable[[], Awaitable[T]], *, timeout_s: float | None = None, key: str | None = None
+    ) -> T:
         """An awaited call, bounded as a whole (connect and handshake included) by the policy's timeout."""
-        self.admit()
+        b = self.admit(key)
         try:
             async with asyncio.timeout(self.policy.timeout_s if timeout_s is None else timeout_s):
                 result = await fn()
         except Exception as e:
-            raise self.failed(e) from e
-        self.breaker.success()
+            raise self.failed(e, breaker=b) from e
+        b.success()
         return result
 
 
@@ -655,7 +704,9 @@ class RedisClients:
             config.validate()
         self.config = config
         self.policy = config.policy
-        self.guard = CallGuard(config.policy, name=name)
+        self.guard = CallGuard(
+            config.policy, name=name, node_of=self.node_of if config.resolved_mode == "cluster" else None
+        )
         self._lock = threading.Lock()
         self._sync: SyncRedis | None = None
         self._bulk: SyncRedis | None = None
@@ -719,6 +770,22 @@ class RedisClients:
         except Exception as e:
             raise RedisUnavailable(describe_error(e)) from e
         return client
+
+    def node_of(self, key: str) -> str | None:
+        """``host:port`` of the master serving ``key``'s slot as this process's cluster client knows it now
+        (the running loop's client, else the blocking one); None on one Redis or before the topology is
+        read."""
+        try:
+            client: SyncRedis | AsyncRedis | None = self._aio.get(asyncio.get_running_loop())
+        except RuntimeError:  # no running loop
+            client = None
+        client = client or self._sync
+        if not isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster):
+            return None
+        try:
+            return str(client.nodes_manager.get_node_from_slot(client.keyslot(key)).name)
+        except (redis.exceptions.RedisError, LookupError, AttributeError):
+            return None
 
     def lock(self, name: str, timeout_s: float) -> redis.lock.Lock:
         """A redis-py ``Lock`` (token-checked release) on the blocking client."""

@@ -5,13 +5,14 @@ profile and cap state, and concurrent calls for one member never exceed a cap.""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import redis.cluster
 
-from recsys.capping.api import CapState, PolicyHolder, build_enforcer
+from recsys.capping.api import CapMember, CapState, PolicyHolder, build_enforcer
 from recsys.stores.member_store import RedisMemberStore
 from recsys.stores.redis import RedisCallPolicy, RedisClients, RedisConfig
 from tests.capping.conftest import make_policy
@@ -108,4 +109,42 @@ def test_concurrent_calls_for_one_member_never_exceed_a_cap_on_a_cluster(cluster
         assert errors == [] and len(out) == 50
         check_caps_held(out)
     finally:
+        clients.close()
+
+
+def test_a_dead_master_stops_only_its_own_members(cluster: LocalCluster) -> None:
+    """Each master has its own circuit breaker: while one is dead its members get the outage policy's answer
+    (fail_closed) and the members of the other masters are capped as usual; once its replica has taken over,
+    its members are capped again."""
+    clients = RedisClients(
+        RedisConfig(
+            cluster.url,
+            policy=RedisCallPolicy(timeout_ms=1000, breaker_backoff_ms=100, breaker_max_backoff_ms=200),
+        )
+    )
+    policy = make_policy("caps: [{name: member_daily, scope: member, limit: 100, window: day}]")
+    caps = build_enforcer(cluster.url, PolicyHolder.static(policy), key_prefix="cl-dead", clients=clients)
+    members = [CapMember(f"M{i:07d}", "basic") for i in range(40)]
+    home = {m.member_id: cluster.master_of(f"cl-dead:{{{m.member_id}}}").port for m in members}
+    a = members[0]
+    others = [m for m in members if home[m.member_id] != home[a.member_id]][:5]
+    assert len({home[m.member_id] for m in others}) == 2  # the two other masters
+    try:
+        for m in [a, *others]:
+            assert caps.select_and_record(m, CANDIDATES[:2], 2, "home", NOW).degraded is None
+        cluster.node(home[a.member_id]).kill()
+        assert caps.select_and_record(a, CANDIDATES[:2], 2, "home", NOW).degraded is not None
+        # a's master's breaker is open; the other masters' members are answered by Redis, none degraded
+        for _ in range(3):
+            for m in others:
+                d = caps.select_and_record(m, CANDIDATES[:2], 2, "home", NOW)
+                assert d.degraded is None and d.selected == ["S0", "S1"], d
+        assert [b.rpartition(":")[2] for b in clients.guard.open_breakers] in ([], [str(home[a.member_id])])
+        deadline = time.monotonic() + 60
+        while caps.select_and_record(a, CANDIDATES[:2], 2, "home", NOW).degraded is not None:
+            assert time.monotonic() < deadline, "the replica never took over"
+            time.sleep(0.1)
+        assert not clients.guard.open_breakers
+    finally:
+        caps.close()
         clients.close()
