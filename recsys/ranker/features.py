@@ -1016,8 +1016,9 @@ def member_travel(
     dataset_dir: Any, as_of: datetime | pd.Timestamp | None
 ) -> dict[str, dict[str, dict[str, int]]]:
     """Each member's travel history before ``as_of`` (all when None) for the online profile (key
-    :data:`TRAVEL_KEY`): ``{"flights": {destination: flights}, "places": {place: partner activities}}``,
-    the destinations other than the member's home. Members without either are left out."""
+    :data:`TRAVEL_KEY`): ``{"flights": {destination: flights}, "places": {place: partner activities},
+    "awards": {destination: redemptions}}`` (award flights' destinations and redeemed hotels' cities), the
+    places other than the member's home. Members without any are left out."""
     from pathlib import Path
 
     from recsys.data.layout import has_table, read_table
@@ -1028,6 +1029,8 @@ def member_travel(
     parts = [("flights", "flights", Col.DEPARTURE_TIME, Col.DESTINATION)]
     if has_table(root, "partner_activities"):
         parts.append(("places", "partner_activities", Col.ACTIVITY_TIME, Col.PLACE))
+    if has_table(root, "redemptions"):
+        parts.append(("awards", "redemptions", Col.REDEEM_TIME, Col.DESTINATION))
     home = read_table(root, "members", columns=[Col.MEMBER_ID, Col.HOME_AIRPORT])
     home_of = dict(zip(home[Col.MEMBER_ID].astype(str), home[Col.HOME_AIRPORT].astype(str), strict=True))
     for key, table, time_col, place_col in parts:

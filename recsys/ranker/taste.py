@@ -3,8 +3,8 @@
 Members' hidden travel tastes (beach, Japan and Korea, European cities...) each load on many destinations, and
 leisure trips and partner stays follow them. The base CF model sees destinations among thousands of other
 tokens (routes, cabins, meals, offers), where a member's two or three trips weigh little; this model factors
-the member × destination matrix alone (flights' destinations and partner-activity places, counts
-log-damped), so "flies to X" predicts "redeems at Y" through a handful of factors.
+the member × destination matrix alone (flights' destinations, partner-activity places and redemptions'
+destinations, counts log-damped), so "flies to X" predicts "redeems at Y" through a handful of factors.
 
 Destination factors are learned by implicit ALS (the ``implicit`` library). A member's vector is not stored:
 it is folded in from their travel history by the same weighted least squares an ALS user step solves, so the
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-TRAVEL_PARTS: tuple[str, ...] = ("flights", "places")
+TRAVEL_PARTS: tuple[str, ...] = ("flights", "places", "awards")
 
 
 @dataclass(frozen=True)

@@ -79,14 +79,15 @@ def test_travel_block_by_hand(small_world: Path):
     assert out[2, 0] == 0.0 and np.isnan(out[2, 1]) and out[2, 2] == 0.0  # no travel: no share
 
 
-def test_member_travel_counts_flights_and_partner_places_before_the_time(small_world: Path):
+def test_member_travel_counts_flights_partner_places_and_awards_before_the_time(small_world: Path):
     as_of = pd.Timestamp("2026-01-01")
     travel = member_travel(small_world, as_of)
     flights = read_table(small_world, "flights")
     members = read_table(small_world, "members").set_index("member_id")
     partner = read_table(small_world, "partner_activities")
-    checked = 0
-    for member in list(travel)[:30]:
+    redemptions = read_table(small_world, "redemptions")
+    checked = awards = 0
+    for member in list(travel)[:60]:
         home = members.loc[member, "home_airport"]
         f = flights[(flights["member_id"] == member) & (flights["departure_time"] < as_of)]
         f = f[f["destination"] != home]
@@ -95,5 +96,9 @@ def test_member_travel_counts_flights_and_partner_places_before_the_time(small_w
         p = partner[(partner["member_id"] == member) & (partner["activity_time"] < as_of)]
         p = p[p["place"].notna() & (p["place"] != home)]
         assert travel[member].get("places", {}) == p["place"].value_counts().to_dict()
+        r = redemptions[(redemptions["member_id"] == member) & (redemptions["redeem_time"] < as_of)]
+        r = r[r["destination"].notna() & (r["destination"] != home)]
+        assert travel[member].get("awards", {}) == r["destination"].value_counts().to_dict()
+        awards += bool(len(r))
         checked += 1
-    assert checked == 30
+    assert checked == 60 and awards > 0
