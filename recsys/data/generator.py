@@ -201,6 +201,9 @@ _CAR_MILES_BASE, _CAR_MILES_DAY = 300, 100
 # US programmes report in their 10-K filings (docs/data_dictionary.md); whatever a member cannot afford at
 # that moment does not happen.
 _DIRECT_REDEMPTIONS = 0.9
+# The population's mean leisure + family share of trips (members' purpose mixes): unflown stays per year are
+# scaled by a member's share over it, so the setting is the rate of an average member.
+_LEISURE_MEAN = 0.73
 _PARTNER_KINDS = [k.value for k in (PartnerKind.HOTEL, PartnerKind.CAR_RENTAL, PartnerKind.CREDIT_CARD)]
 
 _TIERS = [t.value for t in TIER_ORDER]
@@ -507,6 +510,14 @@ class _World:
         tw = self.settings.taste_weight
         w = tw * (theta @ self.taste_dist.T) + (1.0 - tw) * self.hub_dist[None, :]
         return np.asarray(np.where(self.reach[home], w, 0.0))
+
+    def _stay_weights(self, home: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """(members x airports) place weights of hotel stays on trips not flown with the airline: taste and
+        hub size as for leisure trips, any city but home (no route needed)."""
+        tw = self.settings.taste_weight
+        w = tw * (theta @ self.taste_dist.T) + (1.0 - tw) * self.hub_dist[None, :]
+        w[np.arange(len(home)), home] = 0.0
+        return np.asarray(w)
 
     def _abroad_mass(self, w: np.ndarray) -> np.ndarray:
         total = w.sum(axis=1)
@@ -912,17 +923,33 @@ class _World:
         s_member = np.repeat(holder, n_stmt)
         s_time = (m["active_from"][s_member] + (_run_starts(s_member) + 1) * month).astype(np.int64) - 1
         s_miles = np.round(m["partner"][s_member] * rng.gamma(4.0, 0.25, len(s_member)))
-        member = np.concatenate([fl["member"][h], fl["member"][c], s_member])
-        time = np.concatenate([arrive[stays], arrive[cars] + 30, s_time])
+        # hotel stays on leisure trips the member did not fly with the airline (rail, other carriers): where
+        # their tastes take them, more for members who travel for leisure; the airline sees only the stay
+        years = (_HORIZON_MIN - m["active_from"]) / _YEAR_MIN
+        lam = self.settings.unflown_stays_per_year * years * (m["mix"][:, 1] + m["mix"][:, 2]) / _LEISURE_MEAN
+        u_member = np.repeat(np.arange(m["n"]), rng.poisson(lam))
+        u_time = m["active_from"][u_member] + (
+            rng.random(len(u_member)) * (_HORIZON_MIN - m["active_from"][u_member])
+        ).astype(np.int64)
+        u_place = _draw_rows(rng, self._stay_weights(m["home"], m["theta"])[u_member])
+        u_nights = np.minimum(rng.geometric(0.5, len(u_member)), 14)  # two nights on average
+        member = np.concatenate([fl["member"][h], fl["member"][c], s_member, u_member])
+        time = np.concatenate([arrive[stays], arrive[cars] + 30, s_time, u_time])
         kind = np.concatenate(
-            [np.zeros(len(h), np.int64), np.ones(len(c), np.int64), np.full(len(s_member), 2, np.int64)]
+            [
+                np.zeros(len(h), np.int64),
+                np.ones(len(c), np.int64),
+                np.full(len(s_member), 2, np.int64),
+                np.zeros(len(u_member), np.int64),
+            ]
         )
-        place = np.concatenate([fl["trip_dest"][h], fl["trip_dest"][c], m["home"][s_member]])
+        place = np.concatenate([fl["trip_dest"][h], fl["trip_dest"][c], m["home"][s_member], u_place])
         miles = np.concatenate(
             [
                 _HOTEL_MILES_BASE + _HOTEL_MILES_NIGHT * nights[stays],
                 _CAR_MILES_BASE + _CAR_MILES_DAY * np.minimum(nights[cars], 7),
                 s_miles,
+                _HOTEL_MILES_BASE + _HOTEL_MILES_NIGHT * u_nights,
             ]
         ).astype(np.int64)
         keep = time < _HORIZON_MIN

@@ -59,6 +59,8 @@ def test_bad_settings_are_errors_naming_the_setting(tmp_path: Path) -> None:
         )
     with pytest.raises(GeneratorError, match="international_leisure_share"):
         generate_world(tmp_path / "w", 10, 1, settings={"international_leisure_share": 1.5}, progress=False)
+    with pytest.raises(GeneratorError, match="unflown_stays_per_year"):
+        generate_world(tmp_path / "w", 10, 1, settings={"unflown_stays_per_year": -0.5}, progress=False)
     with pytest.raises(GeneratorError, match="no_such_setting"):
         generate_world(tmp_path / "w", 10, 1, settings={"no_such_setting": 1}, progress=False)
     assert not (tmp_path / "w").exists()
@@ -136,12 +138,19 @@ def test_hotels_are_offered_for_a_trip_to_their_city(world: Path, flights: pd.Da
     ev = read_table(world, "interactions")
     imp = ev[(ev[Col.EVENT_TYPE] == EventType.IMPRESSION.value) & ev[Col.OFFER_ID].isin(hotels[Col.OFFER_ID])]
     assert len(imp) > 50 and imp[Col.FLIGHT_ID].notna().all()
-    f = flights.sort_values([Col.MEMBER_ID, Col.DEPARTURE_TIME]).reset_index(drop=True)
-    f["next_destination"] = f[Col.DESTINATION].shift(-1).where(f[Col.MEMBER_ID].shift(-1) == f[Col.MEMBER_ID])
-    leg = f.set_index(Col.FLIGHT_ID).loc[imp[Col.FLIGHT_ID]]
-    city = imp[Col.OFFER_ID].map(hotels.set_index(Col.OFFER_ID)[Col.DESTINATION]).to_numpy()
-    # the trip's destination: this leg's, or the next leg's when this one only reaches a hub
-    assert ((leg[Col.DESTINATION].to_numpy() == city) | (leg["next_destination"].to_numpy() == city)).all()
+    leg = flights.set_index(Col.FLIGHT_ID).loc[imp[Col.FLIGHT_ID]].reset_index()
+    leg["city"] = imp[Col.OFFER_ID].map(hotels.set_index(Col.OFFER_ID)[Col.DESTINATION]).to_numpy()
+    # the trip's destination: this leg's, or that of the member's connection onward from this leg's end within
+    # a day (not necessarily their next leg in time: very heavy flyers' trips can overlap)
+    onward = leg.merge(
+        flights[[Col.MEMBER_ID, Col.ORIGIN, Col.DESTINATION, Col.DEPARTURE_TIME]],
+        left_on=[Col.MEMBER_ID, Col.DESTINATION, "city"],
+        right_on=[Col.MEMBER_ID, Col.ORIGIN, Col.DESTINATION],
+        suffixes=("", "_next"),
+    )
+    gap = onward[f"{Col.DEPARTURE_TIME}_next"] - onward[Col.DEPARTURE_TIME]
+    connected = set(onward.loc[(gap > pd.Timedelta(0)) & (gap <= pd.Timedelta(hours=24)), Col.FLIGHT_ID])
+    assert ((leg[Col.DESTINATION] == leg["city"]) | leg[Col.FLIGHT_ID].isin(connected)).all()
 
 
 def test_award_flights_are_eligible_from_airports_reaching_them_through_a_hub(world: Path) -> None:
@@ -164,9 +173,20 @@ def test_partner_earning_is_history_with_a_place_and_a_time(world: Path, flights
     assert (card[Col.PLACE].to_numpy() == card[Col.MEMBER_ID].map(home).to_numpy()).all()
     stays = pa[pa[Col.KIND] == PartnerKind.HOTEL.value]
     flown_to = set(zip(flights[Col.MEMBER_ID], flights[Col.DESTINATION], strict=True))
-    assert all(pair in flown_to for pair in zip(stays[Col.MEMBER_ID], stays[Col.PLACE], strict=True))
+    flown = np.array([pair in flown_to for pair in zip(stays[Col.MEMBER_ID], stays[Col.PLACE], strict=True)])
+    assert (stays[Col.PLACE].to_numpy() != stays[Col.MEMBER_ID].map(home).to_numpy()).all()
+    # stays on trips not flown with the airline (unflown_stays_per_year) go where the member's tastes lead
+    assert 0.3 < (~flown).mean() < 0.95
+    unflown = stays[~flown]
+    traits = member_traits(world).set_index(Col.MEMBER_ID)
+    mix = traits.loc[unflown[Col.MEMBER_ID], [f"taste_{t}" for t in TASTE_NAMES]].to_numpy()
+    loadings = acceptance_parameters(world)["taste"]["loadings"]
+    load = np.array([loadings.get(p, [0.0] * len(TASTE_NAMES)) for p in unflown[Col.PLACE]])
+    own = np.einsum("ij,ij->i", mix, load).mean()
+    others = np.einsum("ij,ij->i", np.random.default_rng(0).permutation(mix), load).mean()
+    assert own > 1.5 * others, (own, others)
     share = pa[Col.MILES_EARNED].sum() / (pa[Col.MILES_EARNED].sum() + flights[Col.MILES_EARNED].sum())
-    assert 0.15 < share < 0.5
+    assert 0.15 < share < 0.65  # about half; AAdvantage sold two thirds of its miles to partners
     assert validate_dataset(world).ok
 
 

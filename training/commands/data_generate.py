@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
                 help="A generator setting (repeatable), e.g. --set tastes=4 "
                 "--set taste_shares=0.4,0.3,0.2,0.1 --set international_leisure_share=0.15. Settings: "
                 "tastes, taste_shares, taste_concentration, taste_weight, international_leisure_share, "
-                "international_business_share, card_holder_share.",
+                "international_business_share, card_holder_share, unflown_stays_per_year.",
             ),
         ] = None,
     ) -> None:

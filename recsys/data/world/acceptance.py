@@ -154,7 +154,9 @@ def default_parameters() -> dict[str, Any]:
         "placement": {k: dict(v) for k, v in _PLACEMENT.items()},
         "price_coefficient": 0.9,  # times price sensitivity times log price level
         "special_meal": {"base": -1.2, "match": 2.5, "mismatch": -4.0},
-        "award": {"affinity": 0.3, "favourite": 0.5},
+        # destination preference: mostly the shared tastes (below), which travel in one place reveals for
+        # others; the member's own region affinity and favourite places add a little
+        "award": {"affinity": 0.15, "favourite": 0.25},
         # destination tastes (award flights and hotels): coefficient x (member's taste mix . the destination's
         # taste loadings - centre); the generator records the world's taste names and loadings
         "taste": {"coefficient": 3.0, "centre": 0.2, "names": [], "loadings": {}},

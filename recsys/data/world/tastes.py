@@ -105,18 +105,21 @@ class WorldSettings(BaseModel):
     lean to one taste; large: everyone holds the average mix); ``taste_weight``: the share of a leisure or
     family trip's destination choice that follows taste rather than hub size; ``international_leisure_share``
     and ``international_business_share``: the average probability that a trip of that purpose crosses a
-    border (members' tastes shift their own); ``card_holder_share``: members holding the co-branded card.
+    border (members' tastes shift their own); ``card_holder_share``: members holding the co-branded card;
+    ``unflown_stays_per_year``: partner hotel stays a year on leisure trips not flown with the airline (rail,
+    other carriers), placed by the member's tastes, for a member of average leisure and family share.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tastes: int = Field(default=len(TASTES), ge=1, le=len(TASTES))
     taste_shares: tuple[float, ...] | None = None
-    taste_concentration: float = Field(default=0.4, gt=0)
+    taste_concentration: float = Field(default=0.15, gt=0)
     taste_weight: float = Field(default=0.9, ge=0, le=1)
     international_leisure_share: float = Field(default=0.12, ge=0, le=1)
     international_business_share: float = Field(default=0.08, ge=0, le=1)
     card_holder_share: float = Field(default=0.15, ge=0, le=1)
+    unflown_stays_per_year: float = Field(default=1.5, ge=0, le=20)
 
     @model_validator(mode="after")
     def _shares(self) -> WorldSettings:
