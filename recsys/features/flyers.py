@@ -128,5 +128,7 @@ def load_flights(dataset_dir: Path | str) -> pd.DataFrame:
 def _sorted_categories(values: pd.Series) -> pd.Series:
     if not isinstance(values.dtype, pd.CategoricalDtype):
         return values.astype("category")
-    values = values.cat.remove_unused_categories()
+    codes = values.cat.codes.to_numpy()
+    if (np.bincount(codes[codes >= 0], minlength=len(values.cat.categories)) == 0).any():
+        values = values.cat.remove_unused_categories()  # a sort of every code: only when some are unused
     return values.cat.reorder_categories(values.cat.categories.sort_values())

@@ -143,10 +143,13 @@ def member_feature_table(
     base = pd.DataFrame({Col.MEMBER_ID: inter.member_ids.external_ids})
     if profiles is not None:
         prof = profiles.drop_duplicates(Col.MEMBER_ID).set_index(Col.MEMBER_ID)
+        # one lookup of the members for all the keys (a missing member: NaN, as Series.map gives)
+        keys = [k for k in (*MEMBER_FEATURE_KEYS, Col.MILES_BALANCE) if k in prof]
+        aligned = prof[list(dict.fromkeys(keys))].reindex(pd.Index(base[Col.MEMBER_ID], dtype=object))
         for key in MEMBER_FEATURE_KEYS:
-            base[key] = base[Col.MEMBER_ID].map(prof[key]) if key in prof else None
+            base[key] = aligned[key].set_axis(base.index) if key in prof else None
         if Col.MILES_BALANCE in prof:
-            base["miles_band"] = miles_bands(base[Col.MEMBER_ID].map(prof[Col.MILES_BALANCE]))
+            base["miles_band"] = miles_bands(aligned[Col.MILES_BALANCE].set_axis(base.index))
         return base[[Col.MEMBER_ID, *MEMBER_FEATURE_KEYS]]
     info = members.drop_duplicates(Col.MEMBER_ID).set_index(Col.MEMBER_ID)
     for key in MEMBER_FEATURE_KEYS:
