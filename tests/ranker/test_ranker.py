@@ -327,3 +327,29 @@ def test_impression_rows_carry_their_request_and_click(trained: Trained, small_w
     np.testing.assert_array_equal(table.click.astype(bool), want_click)
     np.testing.assert_array_equal(table.y.astype(bool), want_buy)
     assert table.click.sum() > 0 and table.y.sum() > 0
+
+
+def test_compiled_trees_predict_what_lightgbm_predicts(trained: Trained, small_world: Path):
+    """The ranker serves its trees compiled (lleaves); on real feature rows (missing values, categoricals,
+    unseen categories) they give LightGBM's own probabilities."""
+    from recsys.ranker.model import _compiled
+
+    ranker = trained.bundle.context_ranker
+    assert ranker is not None
+    start = trained.cutoff - pd.Timedelta(days=30)
+    as_of = start.to_pydatetime() - timedelta(microseconds=1)
+    profiles = with_travel(build_member_profiles(small_world, as_of, seed=42), small_world, as_of)
+    events = read_events(small_world, trained.cutoff)
+    table = impression_table(
+        small_world, ranker.space, read_table(small_world, "offers"), events, profiles, trained.bundle,
+        start, trained.cutoff,
+    )  # fmt: skip
+    x = table.x.astype(np.float32)
+    assert len(x) > 500 and np.isnan(x).any()
+    x[::7, list(ranker.space.names).index("offer_category")] = 999  # a category no tree has seen
+    x[::11, list(ranker.space.names).index("placement")] = -1  # a missing one
+    compiled = _compiled(ranker.booster)
+    assert compiled is not None
+    want = ranker.booster.predict(x, num_threads=1)
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(compiled(x[:14]), want[:14], rtol=1e-9, atol=1e-12)  # a request's rows
