@@ -33,7 +33,8 @@ Rules (reason codes in brackets):
 - already bought for this trip [``already_purchased``]; for the one-per-trip categories
   (:data:`ONE_PER_TRIP_CATEGORIES`: lounge passes, upgrades) any offer of the category bought for this trip
 - no paid lounge pass for a member entitled to lounge access, by booked cabin (First, Business) or by tier
-  (Gold, Platinum) [``lounge_entitled``]
+  (Gold, Platinum) [``lounge_entitled``], unless the offer lists that cabin (``eligible_cabins``) or tier
+  (``eligible_tiers``) by name: then the catalogue sells it to them on purpose (a shower-and-spa pass)
 - at placement ``in_trip`` a trip in progress (departed, not yet arrived) keeps its in-trip offers: their
   sale window runs until arrival
 """
@@ -334,10 +335,12 @@ def rule_purchased(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
 def rule_lounge_entitled(o: CatalogueOffer, ctx: EligibilityContext) -> Verdict:
     if o.category != OfferCategory.LOUNGE or not (o.price_cash or o.price_miles):
         return None  # the complimentary-access notice is for the entitled
-    if ctx.tier in LOUNGE_ENTITLED_TIERS:
+    # A pass the catalogue lists for the member's tier or booked cabin by name is sold to them: it sells
+    # more than the access they have (a shower-and-spa pass, which such passengers do buy: bench/README.md).
+    if ctx.tier in LOUNGE_ENTITLED_TIERS and ctx.tier not in o.eligible_tiers:
         return Reason.LOUNGE_ENTITLED, f"tier {ctx.tier} has lounge access; no pass is sold"
     cabin = ctx.trip.booked_cabin if ctx.trip is not None else None
-    if cabin in LOUNGE_ENTITLED_CABINS:
+    if cabin in LOUNGE_ENTITLED_CABINS and cabin not in o.eligible_cabins:
         return Reason.LOUNGE_ENTITLED, f"{_cabin(cabin)} passengers have lounge access; no pass is sold"
     return None
 

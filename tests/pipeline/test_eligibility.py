@@ -84,6 +84,17 @@ ROWS = [
     offer("RICH", "redemption", "miles_promotion", min_miles=100_000),
     offer("CSEAT", "ancillary", "seat", eligible_cabins=["C", "F"]),
     offer("HOTEL_NRT", "redemption", "hotel", destination="NRT", price_miles=15_000, min_miles=15_000),
+    offer(
+        "SPA",
+        "ancillary",
+        "lounge",
+        requires_lounge=True,
+        price_cash=500.0,
+        eligible_cabins=["F", "C", "W", "Y"],
+    ),
+    offer(
+        "GOLD_LOUNGE", "ancillary", "lounge", requires_lounge=True, price_cash=90.0, eligible_tiers=["gold"]
+    ),
 ]
 CAT = Catalogue(catalogue_frame(ROWS))
 
@@ -164,6 +175,20 @@ def test_lounge_needs_a_lounge_at_the_departure_airport() -> None:
     assert verdict("LOUNGE", ctx()) is None  # PEK has one
     assert verdict("LOUNGE", ctx(trip=trip(origin="XIY"))) == Reason.NO_LOUNGE_AT_ORIGIN
     assert verdict("LOUNGE", ctx(trip=trip(origin="PVG"))) is None
+
+
+def test_no_paid_lounge_pass_to_the_entitled_unless_the_catalogue_names_them() -> None:
+    business = ctx(trip=trip(cabin="C", fare_class="J"))
+    assert verdict("LOUNGE", business) == Reason.LOUNGE_ENTITLED  # a pass for any cabin
+    assert verdict("SPA", business) is None  # lists Business by name
+    assert verdict("SPA", ctx(trip=trip(cabin="F", fare_class="F"))) is None
+    gold = ctx(tier="gold")
+    assert verdict("LOUNGE", gold) == Reason.LOUNGE_ENTITLED
+    assert verdict("SPA", gold) == Reason.LOUNGE_ENTITLED  # it names cabins, not the tier
+    assert verdict("GOLD_LOUNGE", gold) is None  # names the tier
+    assert verdict("GOLD_LOUNGE", ctx(tier="platinum")) == Reason.TIER_NOT_ELIGIBLE
+    for o in ("LOUNGE", "SPA"):  # an economy passenger without status is not entitled
+        assert verdict(o, ctx()) is None
 
 
 def test_miles_balance_close_and_insufficient() -> None:
