@@ -256,6 +256,8 @@ class PipelineConfig:
     - ``max_per_family``: optional hard limit per family.
     - ``family_repeat_penalty``: in the diversity re-rank, each offer of the same family already chosen
       multiplies a candidate's expected value by this factor (1.0 = no mixing; smaller = stronger mixing).
+      What the defaults (0.8, and 2 per category) cost in value and purchases against the families an
+      answer shows, per objective: bench/README.md, ``bench/pipeline_stages.py``.
     - ``close_fraction``: a redemption the member cannot afford yet is still offered as "you're close"
       when the balance is at least this fraction of its miles price.
     - ``close_value_factor``: the expected value of a "you're close" offer is multiplied by this (it cannot
