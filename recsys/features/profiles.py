@@ -723,10 +723,8 @@ def _top_routes(
         hi = np.maximum(o[ok], d[ok])
         route = lo * a + hi
         member = mm[ok]
-        counts = pd.DataFrame({"m": member, "r": route}).value_counts().reset_index(name="n")
         # most flights first; ties to the alphabetically first route (codes follow alphabetical order)
-        best = counts.sort_values(["m", "n", "r"], ascending=[True, False, True]).drop_duplicates("m")
-        bm, br, bn = best["m"].to_numpy(), best["r"].to_numpy(), best["n"].to_numpy()
+        bm, br, bn = _most_frequent(member, route, a * a)
         lo_code, hi_code = airports[br // a], airports[br % a]
         home_hi = hi_code == home[bm]
         first = np.where(home_hi, hi_code, lo_code)
@@ -760,11 +758,20 @@ def _top_destination(
     if ok.any():
         member, dest = mm[ok], d[ok]
         away = airports[dest] != home[member]
-        counts = pd.DataFrame({"m": member[away], "d": dest[away]}).value_counts().reset_index(name="n")
-        best = counts.sort_values(["m", "n", "d"], ascending=[True, False, True]).drop_duplicates("m")
-        label[best["m"].to_numpy()] = airports[best["d"].to_numpy()]
-        count[best["m"].to_numpy()] = best["n"].to_numpy()
+        bm, bd, bn = _most_frequent(member[away], dest[away], len(airports))
+        label[bm] = airports[bd]
+        count[bm] = bn
     return {ProfileCol.TOP_DESTINATION: label, ProfileCol.TOP_DESTINATION_FLIGHTS: count}
+
+
+def _most_frequent(member: np.ndarray, value: np.ndarray, n_values: int) -> tuple[np.ndarray, ...]:
+    """Per member (ascending): the value (a code in ``0..n_values-1``) with the most rows, ties to the
+    lowest code, and its count - as arrays ``(members, values, counts)``. Integer keys and one sort."""
+    keys, counts = np.unique(member.astype(np.int64) * n_values + value, return_counts=True)
+    members, values = keys // n_values, keys % n_values
+    order = np.lexsort((values, -counts, members))
+    first = order[np.r_[True, members[order][1:] != members[order][:-1]]] if len(order) else order
+    return members[first], values[first], counts[first].astype(np.int64)
 
 
 def _tier_progress_arrays(tier: np.ndarray, km12: np.ndarray, seg12: np.ndarray) -> dict[str, np.ndarray]:

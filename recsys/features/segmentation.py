@@ -214,7 +214,7 @@ def fit_segments(lrfmc: pd.DataFrame, k: int = 5, seed: int = 0) -> SegmentModel
     if k != len(SEGMENT_ORDER):
         raise SegmentationError(f"k must be {len(SEGMENT_ORDER)}: one cluster per named segment (got {k})")
     x = _lrfmc_matrix(lrfmc)
-    if len(np.unique(x, axis=0)) < k:
+    if not _has_distinct_rows(x, k):
         raise SegmentationError(f"need at least {k} distinct members to fit {k} segments (got {len(x)} rows)")
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -242,6 +242,12 @@ def fit_segments(lrfmc: pd.DataFrame, k: int = 5, seed: int = 0) -> SegmentModel
         seed=seed,
         inertia=float(km.inertia_),
     )
+
+
+def _has_distinct_rows(x: np.ndarray, k: int) -> bool:
+    """At least ``k`` distinct rows; a prefix usually answers it (more rows never have fewer distinct ones),
+    so a million members need no sort of them all."""
+    return any(len(np.unique(x[:n], axis=0)) >= k for n in sorted({min(len(x), 10_000), len(x)}))
 
 
 def _nearest(z: np.ndarray, centres_z: np.ndarray) -> np.ndarray:
