@@ -27,10 +27,12 @@ from recsys.schema import (
     MEMBER_AGGREGATES,
     MEMBERS,
     OFFERS,
+    REDEMPTIONS,
     SPECIAL_MEALS,
     TIER_ORDER,
     Col,
     EventType,
+    PartnerKind,
 )
 
 NO_DATA = "  (no data)"
@@ -346,27 +348,78 @@ def _describe_tastes(root: Path, journeys: pd.DataFrame) -> list[str]:
         flown[:, k] = np.bincount(row[ok], weights=(n * dest_load[:, k])[ok], minlength=len(ids))
     has = trips > 0
     observed = flown[has] / trips[has, None]
+    # everything observable with a place: journeys, partner stays and rentals, redemptions' destinations
+    seen, seen_has = _observed_taste(root, ids, journeys, loadings, len(names))
     all_share = journeys.groupby(Col.DESTINATION)["n"].sum()
     all_share = all_share / max(all_share.sum(), 1)
-    lines.append(f"  {'taste':<20}{'leaning':>9}{'rho':>7}  destinations flown more than average")
-    rhos = []
+    lines.append(
+        f"  {'taste':<20}{'leaning':>9}{'rho':>7}{'rho_all':>9}  destinations flown more than average"
+    )
+    rhos: list[float] = []
+    rhos_all: list[float] = []
     for k, name in enumerate(names):
         lean = float((leaning == k).mean())
         rho = float(spearmanr(mix[has, k], observed[:, k]).statistic) if has.sum() > 2 else float("nan")
         rhos.append(rho)
+        rho_all = (
+            float(spearmanr(mix[seen_has, k], seen[seen_has, k]).statistic)
+            if seen_has.sum() > 2
+            else float("nan")
+        )
+        rhos_all.append(rho_all)
         mine = journeys[(leaning[np.maximum(row, 0)] == k) & ok]
         counts = mine.groupby(Col.DESTINATION)["n"].sum()
         excess = (counts / max(counts.sum(), 1) - all_share.reindex(counts.index)).sort_values(
             ascending=False
         )
         tops = ", ".join(f"{d} +{100 * v:.1f}" for d, v in excess.head(5).items() if v > 0)
-        lines.append(f"  {name:<20}{_pct(lean):>9}{rho:>7.2f}  {tops}")
+        lines.append(f"  {name:<20}{_pct(lean):>9}{rho:>7.2f}{rho_all:>9.2f}  {tops}")
     lines.append(
         f"  rho: rank correlation, over {int(has.sum()):,} members with journeys, between a member's hidden "
         "taste and the mean taste loading of the destinations they flew to (min "
-        f"{np.nanmin(rhos):.2f}, max {np.nanmax(rhos):.2f}); excess in points of journey share"
+        f"{np.nanmin(rhos):.2f}, max {np.nanmax(rhos):.2f}); rho_all: the same over {int(seen_has.sum()):,} "
+        "members with any observed place (journeys, partner hotel stays and car rentals, redemptions' "
+        "destinations); excess in points of journey share"
     )
     return lines
+
+
+def _observed_taste(
+    root: Path, ids: pd.Index, journeys: pd.DataFrame, loadings: dict[str, list[float]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per member (rows of ``ids``): the mean taste loading of every place they were observed at away from
+    home (journeys, partner activities other than card statements, redemptions), and whether they have any."""
+    frames = [journeys.rename(columns={Col.DESTINATION: "place"})[[Col.MEMBER_ID, "place", "n"]]]
+    home = read_table(root, MEMBERS.name, columns=[Col.MEMBER_ID, Col.HOME_AIRPORT])
+    home_of = dict(zip(home[Col.MEMBER_ID].astype(str), home[Col.HOME_AIRPORT].astype(str), strict=True))
+    for table, place_col in (("partner_activities", Col.PLACE), (REDEMPTIONS.name, Col.DESTINATION)):
+        if not has_table(root, table):
+            continue
+        df = read_table(root, table, columns=[Col.MEMBER_ID, Col.KIND, place_col])
+        # card statements are placed at home, not where the member travelled
+        df = df[df[place_col].notna() & (df[Col.KIND] != PartnerKind.CREDIT_CARD.value)]
+        m = df[Col.MEMBER_ID].astype(str)
+        df = df[df[place_col].astype(str).to_numpy() != m.map(home_of).to_numpy()]
+        frames.append(
+            df.groupby([Col.MEMBER_ID, place_col])
+            .size()
+            .rename("n")
+            .reset_index()
+            .rename(columns={place_col: "place"})
+        )
+    seen = pd.concat(frames, ignore_index=True)
+    row = ids.get_indexer(seen[Col.MEMBER_ID].astype(str))
+    ok = row >= 0
+    n = seen["n"].to_numpy(float)
+    load = np.array([loadings.get(str(p), [0.0] * k) for p in seen["place"]], dtype=float).reshape(
+        len(seen), k
+    )
+    total = np.bincount(row[ok], weights=n[ok], minlength=len(ids))
+    out = np.zeros((len(ids), k))
+    for j in range(k):
+        out[:, j] = np.bincount(row[ok], weights=(n * load[:, j])[ok], minlength=len(ids))
+    has = total > 0
+    return out / np.where(has, total, 1.0)[:, None], has
 
 
 def _bands_from_aggregates(root: Path, window_years: float = AGGREGATE_WINDOW_YEARS) -> list[str]:
