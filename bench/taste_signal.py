@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--cutoff", default="2026-04-02")
     ap.add_argument("--members", type=int, default=8000, help="members sampled (seeded)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--factors", type=int, default=8, help="taste factors (the ranker's taste_factors)")
+    ap.add_argument("--alpha", type=float, default=20.0, help="ALS confidence scale of travel counts")
     ap.add_argument("--parts", default="", help="only these travel parts, comma-separated (default: all)")
     args = ap.parse_args()
 
@@ -63,7 +65,7 @@ def main() -> None:
         keep = set(args.parts.split(","))
         travel = {k: {p: v for p, v in t.items() if p in keep} for k, t in travel.items()}
         travel = {k: t for k, t in travel.items() if t}
-    factors = DestinationFactors.fit(travel, factors=8, seed=args.seed)
+    factors = DestinationFactors.fit(travel, factors=args.factors, alpha=args.alpha, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     pick = np.sort(rng.choice(len(traits), size=min(args.members, len(traits)), replace=False))
     sample = traits.iloc[pick].reset_index(drop=True)
