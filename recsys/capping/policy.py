@@ -144,7 +144,7 @@ class CapPolicy(_Strict):
 
     version: str = "1"
     count_on: Literal["serve", "event"] = "serve"
-    timeout_ms: float = Field(default=20, gt=0, le=1000)
+    timeout_ms: float = Field(default=250, gt=0, le=1000)  # the same default as the service's clients
     lifetime_ttl: DurationSpec = "400d"
     # How per-offer rolling counters are written (both are always read): 2 = one field per time bucket listing
     # the offers shown in it; 1 = one field per offer, the layout service versions before it write. Set 1

@@ -146,7 +146,11 @@ class RedisCallPolicy:
     version) use ``bulk_timeout_ms`` on connections of their own.
     """
 
-    timeout_ms: float = 50.0
+    # 250 ms: a call's timeout also bounds its wait for a busy event loop, and a false timeout degrades the
+    # worker's answers for a whole breaker back-off; 20 and 50 ms timed out answered calls under load, 100
+    # and more did not (bench/bench_redis_timeout.py, bench/README.md). A dead Redis costs the calls in flight
+    # one timeout each; the breaker fails the rest at once.
+    timeout_ms: float = 250.0
     connect_timeout_ms: float | None = None
     breaker_backoff_ms: float = 500.0
     breaker_max_backoff_ms: float = 30_000.0
