@@ -22,7 +22,10 @@ column                          type    meaning (default for a member with no fl
 ``tier``                        str     card tier (:class:`~recsys.schema.Tier`); ``basic`` if missing
 ``home_airport``                str     IATA code; ``unknown`` if missing (imported air-data members)
 ``time_zone``                   str     IANA zone; ``UTC`` if missing
-``miles_balance``               int     miles balance; 0 if missing
+``miles_balance``               int     miles balance as of ``as_of`` from the miles ledger (miles earned
+                                        by flights and partner activities before it, less redemptions, see
+                                        miles.py); without a ledger (imported data) the members table's
+                                        balance; 0 if missing
 ``channel``                     str     booking channel habit; ``unknown`` if missing
 ``as_of``                       str     ISO time the profile describes (same for every row of a build)
 ``qualifying_km_12m``           int     kilometres flown in the 12 months (0)
@@ -113,6 +116,7 @@ from recsys.features.lrfmc import (
     lrfmc_from_flights,
     recode,
 )
+from recsys.features.miles import balances_as_of
 from recsys.features.segmentation import SegmentationError, SegmentModel, fit_segments
 from recsys.schema import (
     CABIN_ORDER,
@@ -860,6 +864,10 @@ def build_member_profiles_with_context(
             lrfmc = fit_rows = lrfmc_from_flights(members, flights, as_of_ts, FareReference.fit(flights))
         context = fit_profile_context(members, flights, as_of_ts,
                                       segment_model=segment_model, seed=seed, lrfmc=fit_rows)  # fmt: skip
+    # the balance as of the profiles' time, from the miles ledger (the members table holds the end balance)
+    balance = balances_as_of(root, members[Col.MEMBER_ID].astype(str), context.as_of)
+    if balance is not None:
+        members = members.assign(**{Col.MILES_BALANCE: balance})
     return compute_profiles(members, flights, context, lrfmc=lrfmc), context
 
 
