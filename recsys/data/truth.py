@@ -117,16 +117,29 @@ class Responder:
     logit: np.ndarray  # fatigue-free purchase logit in context, per pair
     tolerance: np.ndarray  # the member's tolerance of repeated offers, per pair
     price_sensitivity: np.ndarray  # per pair
+    # pairs whose purchase cannot happen (a redemption the member cannot afford at the request): the world
+    # turns such a purchase into a click; None = every purchase can happen
+    blocked: np.ndarray | None = None
 
     def probabilities(
         self, pairs: np.ndarray, prior: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(P(purchase), P(click | no purchase), P(dismiss | no click)) of the pairs after ``prior``
-        exposures."""
+        exposures; a blocked pair's purchase is 0 and its would-be purchase a click."""
         excess = acc.fatigue_excess(self.params, self.tolerance[pairs], np.asarray(prior, dtype=float))
-        return acc.response_probabilities(
+        p_buy, p_click, p_dismiss = acc.response_probabilities(
             self.params, self.logit[pairs], excess, self.price_sensitivity[pairs]
         )
+        if self.blocked is not None:
+            b = self.blocked[pairs]
+            p_click = np.where(b, p_buy + (1 - p_buy) * p_click, p_click)
+            p_buy = np.where(b, 0.0, p_buy)
+        return p_buy, p_click, p_dismiss
+
+    def purchase(self) -> np.ndarray:
+        """Fatigue-free P(purchase) of every pair (0 for a blocked one)."""
+        p = acc.sigmoid(self.logit)
+        return p if self.blocked is None else np.where(self.blocked, 0.0, p)
 
 
 def request_responder(

@@ -4,7 +4,8 @@ The open replay (:mod:`recsys.evaluation.policy_eval`) values each slate with th
 exposures. Here the member's state evolves with what this policy showed: each request's slate is the policy's
 ranking of the request's candidates, filtered by the frequency caps (:mod:`recsys.capping`, in-process store,
 fresh at the cut-off) when a cap policy is given; responses come from the world's hidden response model with
-the fatigue of the member's impressions of that offer before the cut-off plus those this policy showed since.
+the fatigue of the member's impressions of that offer before the cut-off plus those this policy showed since,
+and, as in the world, no purchase of a redemption the member cannot afford at the request (a click instead).
 Purchases, dismissals and value are counted in expectation; the cap store is fed sampled responses (seeded)
 so cool-downs after dismissals and purchase suppression act as in the service.
 """

@@ -7,8 +7,9 @@ expected value per request (:data:`PRIMARY_POLICY_METRIC`): it is what the servi
 airline earns.
 
 * On a generated world, the **true** values from the hidden acceptance model in each request's context,
-  fatigue-free and with the fatigue of the logged exposures; the ceilings are the oracle (top-k by true
-  acceptance) and the EV oracle (top-k by true acceptance × margin).
+  fatigue-free and with the fatigue of the logged exposures, and 0 for a redemption the member cannot afford
+  at the request (the world never sells it); the ceilings are the oracle (top-k by true acceptance) and the EV
+  oracle (top-k by true acceptance × margin).
 * From the logs alone, as an airline has them: IPS, SNIPS and DR (:mod:`recsys.evaluation.ope`) with 95 %
   intervals clustered by member, and paired differences against the baseline (segment popularity).
 

@@ -10,11 +10,15 @@
 * a reward model for the doubly-robust estimator: purchases per impression of the offer at the placement,
   counted before the cut-off only;
 * on a generated world, the true acceptance probability in the request's context (fatigue-free and with the
-  logged fatigue) and the logging policy's exact inclusion probability of every candidate.
+  logged fatigue) and the logging policy's exact inclusion probability of every candidate. As in the world, a
+  redemption whose miles price exceeds the member's balance at the request (the miles ledger's, as of the
+  request time) cannot be bought: its true P(purchase) is 0 and the would-be purchase a click
+  (:func:`unaffordable`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,7 @@ from recsys.data.layout import has_table, iter_table, read_table
 from recsys.evaluation.metrics import EvaluationError
 from recsys.evaluation.ope import LoggedPairs
 from recsys.evaluation.policy import DEFAULT_SLOTS, REQUEST_CONTEXT, SLOTS, RequestBatch
-from recsys.schema import OFFERS, REQUESTS, Col, EventType
+from recsys.schema import OFFERS, REQUESTS, Col, EventType, OfferFamily
 
 if TYPE_CHECKING:
     from recsys.data.truth import Responder
@@ -203,11 +207,14 @@ def load_replay(
     if with_truth and has_request_truth(root):
         req_ids = requests[Col.REQUEST_ID].astype(str).to_numpy(object)[rows]
         placements = requests[Col.PLACEMENT].to_numpy(object)[rows]
+        # the world never sells a redemption the member cannot afford (it turns the purchase into a click)
+        blocked = unaffordable(root, offers, requests, rows, ocode)
         responder = request_responder(root, req_ids, members[rows], cand, placements)
-        p_true = 1.0 / (1.0 + np.exp(-responder.logit))
+        responder = dataclasses.replace(responder, blocked=blocked)
+        p_true = responder.purchase()
         p_fat = responder.probabilities(np.arange(len(rows)), prior)[0]
         flat = request_responder(root, req_ids, members[rows], cand, placements, destination_average=True)
-        p_no_taste = 1.0 / (1.0 + np.exp(-flat.logit))
+        p_no_taste = dataclasses.replace(flat, blocked=blocked).purchase()
         pop = legacy_popularity(root)
         if pop:
             weights = np.array([pop.get(o, 0.0) for o in offer_index], dtype=np.float64)[ocode]
@@ -229,6 +236,26 @@ def load_replay(
         np.minimum(prior_cut, prior),
         p_no_taste,
     )
+
+
+def unaffordable(
+    root: Path, offers: pd.DataFrame, requests: pd.DataFrame, rows: np.ndarray, ocode: np.ndarray
+) -> np.ndarray:
+    """Per pair: a redemption whose miles price exceeds the member's balance at the request (from the miles
+    ledger, :func:`recsys.features.miles.balances_at`). All False without a ledger."""
+    from recsys.features.miles import balances_at
+
+    balance = balances_at(root, requests[Col.MEMBER_ID].astype(str), requests[Col.REQUEST_TIME])
+    if balance is None:
+        return np.zeros(len(rows), dtype=bool)
+    price = (
+        pd.to_numeric(offers[Col.PRICE_MILES], errors="coerce").fillna(0).to_numpy(np.float64)
+        if Col.PRICE_MILES in offers
+        else np.zeros(len(offers))
+    )
+    redemption = offers[Col.FAMILY].astype(str).to_numpy(object) == OfferFamily.REDEMPTION.value
+    costs = np.where(redemption & (price > 0), price, 0.0)[ocode]
+    return np.asarray(costs > balance[rows])
 
 
 def _rates(parts: list[pd.DataFrame], offers: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from recsys.evaluation import EvaluationError, time_split
 from recsys.evaluation.policies import ArrayScorer, ConversionScorer, LoggingPolicy, UniformRandom
-from recsys.evaluation.policy import RequestBatch, ScoredPolicy
+from recsys.evaluation.policy import RequestBatch, ScoredPolicy, top_k_inclusion
 from recsys.evaluation.policy_eval import PolicyRefused, evaluate_policies, policy_table
 from recsys.evaluation.replay import Replay, load_replay
 from recsys.schema import Col
@@ -44,16 +45,79 @@ def test_replay_holds_every_test_period_request_and_its_logged_slate(
 
 
 def test_true_values_are_the_generator_s_response_model(replay: Replay) -> None:
-    """Purchases logged for upsell and ancillary offers match the true probabilities with fatigue (the
-    generator drew them from exactly these); redemptions lose the purchases members could not afford."""
+    """Purchases logged for upsell, ancillary and redemption offers match the true probabilities with
+    fatigue (the generator drew them from exactly these; redemptions the member could not afford at the
+    request are none)."""
     assert replay.p_true is not None and replay.p_true_fatigue is not None
     shown = replay.logged.shown
-    for family in ("upsell", "ancillary"):
+    for family in ("upsell", "ancillary", "redemption"):
         m = shown & (replay.family == family)
         p = replay.p_true_fatigue[m]
         bought = replay.logged.reward[m].sum()
         assert abs(bought - p.sum()) < 4 * np.sqrt((p * (1 - p)).sum()) + 1, family
     assert (replay.p_true_fatigue <= replay.p_true + 1e-12).all()  # fatigue only lowers acceptance
+
+
+def test_a_redemption_the_member_cannot_afford_at_the_request_is_never_bought(
+    small_world: Path, replay: Replay
+) -> None:
+    """The world turns the purchase of a redemption the member cannot afford into a click: the truth gives
+    it P(purchase) 0, fatigue-free, with fatigue and in the closed loop's responses (its click probability
+    as the world's), so the oracles do not pick it."""
+    # independently: each request's balance by a plain sum over the member's ledger before the request
+    parts = [
+        ("flights", Col.DEPARTURE_TIME, Col.MILES_EARNED, 1),
+        ("partner_activities", Col.ACTIVITY_TIME, Col.MILES_EARNED, 1),
+        ("redemptions", Col.REDEEM_TIME, Col.MILES_SPENT, -1),
+    ]
+    ledger = pd.concat(
+        [
+            pd.read_parquet(small_world / table, columns=[Col.MEMBER_ID, t, miles])
+            .set_axis(["m", "t", "miles"], axis=1)
+            .assign(miles=lambda d, sign=sign: sign * d["miles"].astype(np.int64))
+            for table, t, miles, sign in parts
+        ],
+        ignore_index=True,
+    ).astype({"m": str})
+    ledger["t"] = pd.to_datetime(ledger["t"])
+    by_member = dict(tuple(ledger.groupby("m")))
+    req = replay.batch.requests
+    empty = ledger.iloc[:0]
+    balance = np.array(
+        [
+            by_member.get(str(m), empty).pipe(lambda d, t=t: d.loc[d["t"] < t, "miles"].sum())
+            for m, t in zip(req[Col.MEMBER_ID], pd.to_datetime(req[Col.REQUEST_TIME]), strict=True)
+        ]
+    )
+    offers = pd.read_parquet(small_world / "offers.parquet").set_index(Col.OFFER_ID)
+    oid = replay.batch.offer_id
+    price = offers[Col.PRICE_MILES].fillna(0).reindex(oid).to_numpy(np.float64)
+    redemption = (offers[Col.FAMILY].reindex(oid) == "redemption").to_numpy()
+    blocked = redemption & (price > 0) & (price > balance[replay.batch.request_row])
+    assert blocked.sum() > 20 and (redemption & ~blocked).sum() > 20
+
+    assert replay.p_true is not None and replay.p_true_fatigue is not None and replay.responder is not None
+    free = 1.0 / (1.0 + np.exp(-replay.responder.logit))
+    assert (replay.p_true[blocked] == 0).all() and (replay.p_true_fatigue[blocked] == 0).all()
+    np.testing.assert_allclose(replay.p_true[~blocked], free[~blocked])
+    assert replay.p_no_taste is not None and (replay.p_no_taste[blocked] == 0).all()
+    # the closed loop's responses: no purchase, the would-be purchase a click, dismissals unchanged
+    pairs = np.flatnonzero(blocked)
+    prior = replay.prior_exposures[pairs]
+    buy, click, dismiss = replay.responder.probabilities(pairs, prior)
+    world_buy, world_click, world_dismiss = dataclasses.replace(replay.responder, blocked=None).probabilities(
+        pairs, prior
+    )
+    assert (buy == 0).all() and (world_buy > 0).all()
+    np.testing.assert_allclose(click, world_buy + (1 - world_buy) * world_click)
+    np.testing.assert_allclose(dismiss, world_dismiss)
+    # the oracle shows a blocked offer only when every purchasable candidate of the request is shown
+    shown = top_k_inclusion(replay.batch, replay.p_true).astype(bool)
+    rows = replay.batch.request_row
+    n = replay.batch.n_requests
+    with_blocked = np.bincount(rows, weights=shown & blocked, minlength=n) > 0
+    left_out = np.bincount(rows, weights=~shown & ~blocked, minlength=n) > 0
+    assert with_blocked.any() and not (with_blocked & left_out).any()
 
 
 def _policies(replay: Replay) -> list[ScoredPolicy | UniformRandom | LoggingPolicy]:
