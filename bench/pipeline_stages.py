@@ -14,9 +14,9 @@ variant ``PipelineConfig`` (value: objective, close discount, dropping worthless
 penalty, per-category and per-family limits); the slate is its first ``k`` offers that are in the logged
 candidate set, as ``PipelinePolicy`` takes it. The default variant must reproduce the recorded ranking of
 every request (checked). Slates are valued with the hidden truth, beside the ranker alone,
-the oracle and the EV oracle, fatigue-free as the policy table values them and with a purchase the member
-cannot afford at the request counted as none (``*_afford``: the world turns such a purchase into a click);
-"families/answer" is the mean number of distinct offer families in an answer of two or more offers.
+the oracle and the EV oracle, fatigue-free as the policy table values them (a redemption the member cannot
+afford at the request is no purchase, as in the world); "families/answer" is the mean number of distinct
+offer families in an answer of two or more offers.
 ``--why N`` runs every N-th request through the pipeline again and sums, per eligibility reason, what it
 drops of the ranker's own slates.
 
@@ -157,7 +157,6 @@ class Replayer:
         ]
         self.slots = batch.slots.tolist()
         self.placements = batch.requests["placement"].astype(str).tolist()
-        self.p_afford = replay.p_true
 
     def ranking(self, r: Recorded, v: Variant, i: int) -> list[str]:
         cfg = v.config
@@ -215,8 +214,6 @@ class Replayer:
         out = {
             "purchases": float(pi @ rp.p_true) / n,
             "ev": float(pi @ (rp.p_true * rp.margin)) / n,
-            "purchases_afford": float(pi @ self.p_afford) / n,
-            "ev_afford": float(pi @ (self.p_afford * rp.margin)) / n,
             "offers/answer": float(shown.mean()),
             "families/answer": float(multi["fams"].mean()),
             "categories/answer": float(multi["cats"].mean()),
@@ -250,43 +247,6 @@ def _variants() -> list[Variant]:
             Variant(f"penalty1_cat3{sfx}", dataclasses.replace(base, family_repeat_penalty=1.0,
                                                                max_per_category=3), obj)
         )  # fmt: skip
-    return out
-
-
-def balance_at_request(root: Path, replay: Replay) -> np.ndarray:
-    """Per pair, the member's miles balance at the request time: miles earned by flights (at departure)
-    and partner activities before it, less miles redeemed before it (the world's end balance is exactly
-    that sum over all time)."""
-    from recsys.data.layout import read_table
-
-    batch = replay.batch
-    members = batch.pair_column("member_id").astype(str)
-    times = pd.to_datetime(batch.pair_column("request_time")).to_numpy("datetime64[s]")
-    ledger = pd.concat(
-        [
-            read_table(root, "flights", columns=["member_id", "departure_time", "miles_earned"]).set_axis(
-                ["member_id", "t", "miles"], axis=1
-            ),
-            read_table(
-                root, "partner_activities", columns=["member_id", "activity_time", "miles_earned"]
-            ).set_axis(["member_id", "t", "miles"], axis=1),
-            read_table(root, "redemptions", columns=["member_id", "redeem_time", "miles_spent"])
-            .set_axis(["member_id", "t", "miles"], axis=1)
-            .assign(miles=lambda d: -d["miles"]),
-        ]
-    )
-    ledger["member_id"] = ledger["member_id"].astype(str)
-    ledger["t"] = pd.to_datetime(ledger["t"]).to_numpy("datetime64[s]")
-    ledger = ledger.sort_values(["member_id", "t"], kind="stable")
-    ledger["cum"] = ledger.groupby("member_id")["miles"].cumsum()
-    out = np.zeros(batch.n_pairs, dtype=np.int64)
-    order = np.lexsort((times, members))
-    pairs = pd.DataFrame({"member_id": members[order], "t": times[order], "i": order})
-    merged = pd.merge_asof(
-        pairs.sort_values("t"), ledger[["member_id", "t", "cum"]].sort_values("t"), on="t", by="member_id",
-        allow_exact_matches=False,
-    )  # fmt: skip
-    out[merged["i"].to_numpy()] = merged["cum"].fillna(0).to_numpy(np.int64)
     return out
 
 
@@ -387,23 +347,13 @@ def main() -> None:
     print(f"phase 1: {c1 - c0:.0f} s CPU; {batch.n_requests:,} requests, {batch.n_pairs:,} pairs")
 
     rp = Replayer(replay, recorded, bundle)
-    # a purchase the member cannot afford at the request does not happen in the world (the generator turns
-    # it into a click), while the hidden acceptance model gives it a chance: value slates both ways
-    balance = _cached(cache and cache / "balance.pkl", lambda: balance_at_request(root, replay))
-    price = np.asarray(
-        [float(rp.offers[rp.catalogue.index_of[str(o)]].price_miles or 0) for o in batch.offer_id]
-    )
-    cash = np.asarray(
-        [float(rp.offers[rp.catalogue.index_of[str(o)]].price_cash or 0) for o in batch.offer_id]
-    )
-    afford = ~((price > 0) & (cash == 0) & (price > balance))
-    rp.p_afford = replay.p_true * afford
+    # the replay's truth: a redemption the member cannot afford at the request is no purchase
+    assert replay.responder is not None and replay.responder.blocked is not None
+    afford = ~replay.responder.blocked
     margin = np.asarray([rp.values[rp.catalogue.index_of[str(o)]] for o in batch.offer_id])
     rows: dict[str, dict[str, float]] = {}
     rows["oracle"] = rp.row(top_k_inclusion(batch, replay.p_true).astype(float))
     rows["ev_oracle"] = rp.row(top_k_inclusion(batch, replay.p_true * replay.margin).astype(float))
-    rows["oracle_afford"] = rp.row(top_k_inclusion(batch, rp.p_afford).astype(float))
-    rows["ev_oracle_afford"] = rp.row(top_k_inclusion(batch, rp.p_afford * replay.margin).astype(float))
     rows["ranker"] = rp.row(top_k_inclusion(batch, p_rank * margin).astype(float))
     rows["ranker_acc"] = rp.row(top_k_inclusion(batch, p_rank).astype(float))
     # the ranker alone on the candidates the pipeline's eligibility keeps
@@ -431,10 +381,6 @@ def main() -> None:
     evo, orc = rows["ev_oracle"], rows["oracle"]
     table.insert(0, "EV/ev_oracle", table["ev"] / evo["ev"])
     table.insert(1, "purchases/oracle", table["purchases"] / orc["purchases"])
-    table.insert(2, "EV/ev_oracle afford", table["ev_afford"] / rows["ev_oracle_afford"]["ev_afford"])
-    table.insert(
-        3, "purchases/oracle afford", table["purchases_afford"] / rows["oracle_afford"]["purchases_afford"]
-    )
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 30)
     pd.set_option("display.max_rows", 200)

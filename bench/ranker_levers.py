@@ -74,7 +74,6 @@ def main() -> None:
     ap.add_argument("--by-trips", action="store_true", help="also split purchases by the member's trips")
     args = ap.parse_args()
 
-    from recsys.data.truth import request_responder
     from recsys.models.bundle import ModelBundle
     from recsys.ranker.policy import RankerScorer
     from recsys.ranker.training import train_ranker_bundle
@@ -98,16 +97,8 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     rows["oracle"] = _values(replay, top_k_inclusion(batch, replay.p_true))
     rows["ev_oracle"] = _values(replay, top_k_inclusion(batch, replay.p_true * replay.margin))
-    req = batch.requests
-    no_taste = request_responder(
-        root,
-        req["request_id"].astype(str).to_numpy(object)[batch.request_row],
-        batch.pair_column("member_id"),
-        batch.offer_id,
-        batch.pair_column("placement"),
-        destination_average=True,
-    )
-    p_nt = 1.0 / (1.0 + np.exp(-no_taste.logit))
+    assert replay.p_no_taste is not None
+    p_nt = replay.p_no_taste
     rows["oracle_no_taste"] = _values(replay, top_k_inclusion(batch, p_nt))
     rows["ev_oracle_no_taste"] = _values(replay, top_k_inclusion(batch, p_nt * replay.margin))
     pop = ModelBundle.train(root, "popularity", {"groups": ["segment"]}, before=cutoff.to_pydatetime())
