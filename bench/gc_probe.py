@@ -4,7 +4,8 @@ bench/gc_probe.py`` (same environment, one worker). Benchmark scaffolding, not t
 Each collection's generation, wall duration and the epoch time it started are kept in memory; at exit (the
 launcher's SIGTERM) they are written as JSON to ``BENCH_GC_LOG`` (default ``gc-<pid>.json`` in the working
 directory) and rewritten every second meanwhile, so a load generator's slow answers can be matched against
-the collections that ran meanwhile.
+the collections that ran meanwhile. ``BENCH_GC_NO_FREEZE=1``: nothing is frozen after a model load (the
+service before ``serving/heap.py``), for a side-by-side comparison.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def _at_exit() -> None:
 
 
 def main() -> None:
+    if (
+        os.environ.get("BENCH_GC_NO_FREEZE") == "1"
+    ):  # the service as it was before serving/heap.py, to compare
+        import serving.heap
+
+        serving.heap.settle = lambda: None
     settings = load_settings()
     prepare(settings)
     gc.callbacks.append(_callback)
