@@ -83,7 +83,9 @@ def record_pipeline(root: Path, replay: Replay, bundle: Any) -> list[Recorded | 
 
     cutoff = replay.cutoff.to_pydatetime()
     profiles = with_travel(build_member_profiles(root, as_of=cutoff), root, cutoff)
-    policy = pipeline_policy("ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay))
+    policy = pipeline_policy(
+        "ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay), dataset_dir=root
+    )
     real = policy.pipeline
     batch = replay.batch
     starts = batch.starts
@@ -263,7 +265,9 @@ def why_dropped(
 
     cutoff = replay.cutoff.to_pydatetime()
     profiles = with_travel(build_member_profiles(root, as_of=cutoff), root, cutoff)
-    policy = pipeline_policy("ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay))
+    policy = pipeline_policy(
+        "ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay), dataset_dir=root
+    )
     real = policy.pipeline
     batch = replay.batch
     rows = np.arange(0, batch.n_requests, every)

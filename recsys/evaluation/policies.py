@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from tqdm.auto import tqdm
 
 from recsys.evaluation.policy import PolicyError, RequestBatch, slot_of
 from recsys.schema import Col
+
+if TYPE_CHECKING:
+    from recsys.stores.member_store import EmbeddedMemberStore
 
 Objective = Literal["score", "acceptance", "value"]
 
@@ -162,13 +166,27 @@ class RecommendPipeline(Protocol):
 
 class PipelinePolicy:
     """The service's pipeline as a policy: per request it ranks (eligibility, value, diversity, no caps);
-    the first ``k`` ranked offers that are in the request's candidate set make the slate."""
+    the first ``k`` ranked offers that are in the request's candidate set make the slate.
 
-    def __init__(self, name: str, pipeline: RecommendPipeline, trained_before: datetime | None) -> None:
+    With ``store`` (the pipeline's in-process member store) and ``dataset_dir`` holding a miles ledger, each
+    request reads the member's miles balance as of the request time
+    (:func:`recsys.features.miles.balances_at`) instead of the published profile's."""
+
+    def __init__(
+        self,
+        name: str,
+        pipeline: RecommendPipeline,
+        trained_before: datetime | None,
+        *,
+        store: EmbeddedMemberStore | None = None,
+        dataset_dir: Path | str | None = None,
+    ) -> None:
         self.name = name
         self.pipeline = pipeline
         self.trained_before = trained_before
         self.progress = False
+        self.store = store
+        self.dataset_dir = dataset_dir
 
     def inclusion(self, batch: RequestBatch) -> np.ndarray:
         from recsys.pipeline.types import RecommendRequest, TripContext
@@ -181,10 +199,19 @@ class PipelinePolicy:
         times = [t.to_pydatetime() for t in pd.to_datetime(req[Col.REQUEST_TIME]).dt.tz_localize(UTC)]
         deps = _aware(req[Col.DEPARTURE_TIME])
         offer_ids = batch.offer_id
+        balances = None
+        if self.store is not None and self.dataset_dir is not None:
+            from recsys.features.miles import balances_at
+
+            balances = balances_at(self.dataset_dir, req[Col.MEMBER_ID].astype(str), req[Col.REQUEST_TIME])
         for i in tqdm(range(batch.n_requests), desc=self.name, disable=not self.progress, unit="req"):
             a, b = starts[i], starts[i + 1]
             if a == b:
                 continue
+            if balances is not None and self.store is not None:
+                record = self.store.get(str(cols[Col.MEMBER_ID][i]))
+                if record is not None:  # the replay's own store: the balance as of this request
+                    record.profile[Col.MILES_BALANCE] = int(balances[i])
             trip = None
             if isinstance(cols[Col.ORIGIN][i], str):
                 trip = TripContext(
@@ -299,6 +326,7 @@ def standard_policies(
                     profiles_df,
                     objective=objective,
                     exposures=contextual,
+                    dataset_dir=dataset_dir,
                 )
             )
     if replay.p_true is not None:
@@ -318,12 +346,14 @@ def pipeline_policy(
     *,
     objective: str = "expected_value",
     exposures: Mapping[str, Any] | None = None,
+    dataset_dir: Path | str | None = None,
 ) -> PipelinePolicy:
     """The service's pipeline over ``bundle`` ranking by ``objective``, with an in-process member store of
     ``profiles`` and no caps; every catalogue offer is retrieved (the logged candidate set bounds the slate)
     and seat inventory, which the log does not hold, is not required. ``exposures`` (member → exposure
     history, :func:`replay_exposures`) join the profiles as the service publishes them, so a contextual
-    ranker scores each request with the member's exposures before it."""
+    ranker scores each request with the member's exposures before it; with ``dataset_dir`` (its miles ledger)
+    each request sees the member's miles balance as of the request."""
     from recsys.pipeline.pipeline import OfferPipeline
     from recsys.pipeline.types import PipelineConfig
     from recsys.ranker.features import EXPOSURES_KEY
@@ -337,15 +367,14 @@ def pipeline_policy(
     config = PipelineConfig(retrieval_k=len(bundle.offers), require_seat_inventory=False, objective=objective)
     before = bundle.info.get("before")
     trained = datetime.fromisoformat(before) if before else datetime.max
-    return PipelinePolicy(name, OfferPipeline(bundle, store, None, config), trained)
+    pipeline = OfferPipeline(bundle, store, None, config)
+    return PipelinePolicy(name, pipeline, trained, store=store, dataset_dir=dataset_dir)
 
 
 def replay_exposures(dataset_dir: str | Any, replay: Any) -> dict[str, Any]:
     """Each member's impressions, dismissals, clicks and purchases from the exposure horizon before the
     replayed period's start to its end, in the member store's format: the ranker's features count, for each
     request, only those before it — the member's state as of the request, as the open replay values it."""
-    from pathlib import Path
-
     from recsys.data.layout import read_table
     from recsys.ranker.features import EXPOSURE_HORIZON_DAYS, member_exposures
 

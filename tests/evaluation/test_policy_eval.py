@@ -58,13 +58,9 @@ def test_true_values_are_the_generator_s_response_model(replay: Replay) -> None:
     assert (replay.p_true_fatigue <= replay.p_true + 1e-12).all()  # fatigue only lowers acceptance
 
 
-def test_a_redemption_the_member_cannot_afford_at_the_request_is_never_bought(
-    small_world: Path, replay: Replay
-) -> None:
-    """The world turns the purchase of a redemption the member cannot afford into a click: the truth gives
-    it P(purchase) 0, fatigue-free, with fatigue and in the closed loop's responses (its click probability
-    as the world's), so the oracles do not pick it."""
-    # independently: each request's balance by a plain sum over the member's ledger before the request
+def _plain_balances(world: Path, members: pd.Series, times: pd.Series) -> np.ndarray:
+    """Independently of the code under test: each (member, time)'s balance by a plain sum over the member's
+    ledger entries before the time."""
     parts = [
         ("flights", Col.DEPARTURE_TIME, Col.MILES_EARNED, 1),
         ("partner_activities", Col.ACTIVITY_TIME, Col.MILES_EARNED, 1),
@@ -72,7 +68,7 @@ def test_a_redemption_the_member_cannot_afford_at_the_request_is_never_bought(
     ]
     ledger = pd.concat(
         [
-            pd.read_parquet(small_world / table, columns=[Col.MEMBER_ID, t, miles])
+            pd.read_parquet(world / table, columns=[Col.MEMBER_ID, t, miles])
             .set_axis(["m", "t", "miles"], axis=1)
             .assign(miles=lambda d, sign=sign: sign * d["miles"].astype(np.int64))
             for table, t, miles, sign in parts
@@ -81,14 +77,24 @@ def test_a_redemption_the_member_cannot_afford_at_the_request_is_never_bought(
     ).astype({"m": str})
     ledger["t"] = pd.to_datetime(ledger["t"])
     by_member = dict(tuple(ledger.groupby("m")))
-    req = replay.batch.requests
     empty = ledger.iloc[:0]
-    balance = np.array(
+    return np.array(
         [
             by_member.get(str(m), empty).pipe(lambda d, t=t: d.loc[d["t"] < t, "miles"].sum())
-            for m, t in zip(req[Col.MEMBER_ID], pd.to_datetime(req[Col.REQUEST_TIME]), strict=True)
-        ]
+            for m, t in zip(members, pd.to_datetime(times), strict=True)
+        ],
+        dtype=np.int64,
     )
+
+
+def test_a_redemption_the_member_cannot_afford_at_the_request_is_never_bought(
+    small_world: Path, replay: Replay
+) -> None:
+    """The world turns the purchase of a redemption the member cannot afford into a click: the truth gives
+    it P(purchase) 0, fatigue-free, with fatigue and in the closed loop's responses (its click probability
+    as the world's), so the oracles do not pick it."""
+    req = replay.batch.requests
+    balance = _plain_balances(small_world, req[Col.MEMBER_ID], req[Col.REQUEST_TIME])
     offers = pd.read_parquet(small_world / "offers.parquet").set_index(Col.OFFER_ID)
     oid = replay.batch.offer_id
     price = offers[Col.PRICE_MILES].fillna(0).reindex(oid).to_numpy(np.float64)
@@ -313,3 +319,44 @@ def test_replay_exposures_hold_every_event_from_the_horizon_before_the_period_to
     assert sorted(history[member]["offer"]) == sorted(mine[Col.OFFER_ID].astype(str))
     assert history[member]["time"] == sorted(history[member]["time"])
     assert len(history[member]["family"]) == len(mine)
+
+
+def test_the_pipeline_policy_reads_the_miles_balance_as_of_each_request(
+    small_world: Path, replay: Replay
+) -> None:
+    """With the dataset's ledger, each replayed request's eligibility sees the member's balance at the
+    request, not the profiles' as of the cut-off: each slate is the one the pipeline ranks for a member
+    store holding that balance."""
+    from recsys.evaluation.policies import pipeline_policy
+    from recsys.features.profiles import build_member_profiles
+    from recsys.models.bundle import ModelBundle
+    from recsys.pipeline.types import RecommendRequest
+
+    split = time_split(small_world)
+    bundle = ModelBundle.train(small_world, "popularity", None, before=split.before, seed=3)
+    profiles = build_member_profiles(small_world, as_of=replay.cutoff.to_pydatetime())
+    # home requests (no trip) that have redemption candidates
+    req = replay.batch.requests
+    redeem = np.bincount(replay.batch.request_row, weights=replay.family == "redemption", minlength=len(req))
+    rows = np.flatnonzero(req[Col.ORIGIN].isna().to_numpy() & (redeem > 0))[::3][:300]
+    batch = replay.batch.take(rows)
+    timed = pipeline_policy("timed", bundle, profiles, dataset_dir=small_world).inclusion(batch)
+    at_cutoff = pipeline_policy("cutoff", bundle, profiles)
+    cutoff_inclusion = at_cutoff.inclusion(batch)
+    assert (timed != cutoff_inclusion).any()  # the balance moved for some members since the cut-off
+    balances = _plain_balances(small_world, batch.requests[Col.MEMBER_ID], batch.requests[Col.REQUEST_TIME])
+    assert at_cutoff.store is not None
+    starts = batch.starts
+    for i in range(batch.n_requests):
+        row = batch.requests.iloc[i]
+        record = at_cutoff.store.get(str(row[Col.MEMBER_ID]))
+        assert record is not None
+        record.profile[Col.MILES_BALANCE] = int(balances[i])
+        now = pd.Timestamp(row[Col.REQUEST_TIME]).tz_localize("UTC").to_pydatetime()
+        ranking = at_cutoff.pipeline.rank(
+            RecommendRequest(member_id=str(row[Col.MEMBER_ID]), placement=str(row[Col.PLACEMENT]), now=now)
+        )
+        cand = list(batch.offer_id[starts[i] : starts[i + 1]])
+        want = set([o for o in ranking if o in set(cand)][: int(row["slots"])])
+        got = set(np.asarray(cand)[timed[starts[i] : starts[i + 1]] > 0])
+        assert got == want, (i, got, want)
