@@ -155,6 +155,7 @@ def counter_prefix(policy: CapPolicy, cap: ResolvedCap) -> str:
     return f"{cap_codes(policy)[cap.name]}{window_tag(cap)}|"
 
 
+@lru_cache(maxsize=8192)  # pure, and a plan asks for the same few offers' codes many times
 def offer_code(offer_id: str) -> str:
     """What a per-offer counter stores for the offer id: 4 base-36 characters of its hash. Two offers of a
     catalogue may share one (about 1 in 160 for 150 offers): they then count together, which can only hold an
@@ -359,10 +360,13 @@ def counter_of(
     member: CapMember,
     now: datetime,
     periods: dict[str, tuple[str, int]] | None = None,
+    *,
+    prefix: str | None = None,
 ) -> CounterRef:
-    """The counter of ``cap`` for ``sub`` now (``periods`` caches the member's calendar periods)."""
+    """The counter of ``cap`` for ``sub`` now (``periods`` caches the member's calendar periods; ``prefix``,
+    when given, is ``counter_prefix(policy, cap)``)."""
     w = cap.window
-    name = counter_prefix(policy, cap) + sub_field(cap, sub)
+    name = (counter_prefix(policy, cap) if prefix is None else prefix) + sub_field(cap, sub)
     if w.kind is WindowKind.CALENDAR:
         period = periods.get(w.unit) if periods is not None else None
         if period is None:
@@ -396,6 +400,8 @@ def build_plan(
     periods: dict[str, tuple[str, int]] = {}
     counter_idx: dict[str, int] = {}
     cooldown_idx: dict[str, int] = {}
+    # Per cap name (unique in a policy), not per candidate: the prefix hashes the policy's cap names.
+    prefixes: dict[str, str] = {}
     cd = rp.cooldowns
     cd_specs = [
         (reason, event, scope, seconds * 1000)
@@ -431,7 +437,10 @@ def build_plan(
         for cap in caps_for(family, category, placement):
             if cap.offers is not None and offer_id not in cap.offers:
                 continue
-            ref = counter_of(policy, cap, subs[_SUB_INDEX[cap.scope]], member, now, periods)
+            prefix = prefixes.get(cap.name)
+            if prefix is None:
+                prefix = prefixes[cap.name] = counter_prefix(policy, cap)
+            ref = counter_of(policy, cap, subs[_SUB_INDEX[cap.scope]], member, now, periods, prefix=prefix)
             i = counter_idx.get(ref.name)
             if i is None:
                 i = counter_idx[ref.name] = len(counters)
