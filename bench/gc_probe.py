@@ -46,7 +46,10 @@ def _callback(phase: str, info: dict[str, Any]) -> None:
             _records.append((gen, _started[0], took, int(info["collected"])))
 
 
-_tracked: list[int] = [-1]  # objects the collector tracks, counted at exit (counting them takes a while)
+# Never counted while serving: both counts walk every object (get_freeze_count() the frozen list), a stall of
+# their own.
+_tracked: list[int] = [-1]  # objects the collector tracks, at exit
+_frozen: list[int] = [-1]  # objects frozen out of it, after each model load
 
 
 def _dump() -> None:
@@ -58,7 +61,7 @@ def _dump() -> None:
             for g, (n, tot, mx) in _totals.items()
         },
         "tracked_objects": _tracked[0],
-        "frozen": gc.get_freeze_count(),
+        "frozen": _frozen[0],
         "threshold": gc.get_threshold(),
     }
     path.write_text(json.dumps(summary))
@@ -76,12 +79,18 @@ def _at_exit() -> None:
 
 
 def main() -> None:
-    if (
-        os.environ.get("BENCH_GC_NO_FREEZE") == "1"
-    ):  # the service as it was before serving/heap.py, to compare
-        import serving.heap
+    import serving.heap
 
+    if os.environ.get("BENCH_GC_NO_FREEZE") == "1":  # the service before serving/heap.py, to compare
         serving.heap.settle = lambda: None
+    else:
+        settle = serving.heap.settle
+
+        def settle_and_count() -> None:  # at a model load, off the request path
+            settle()
+            _frozen[0] = gc.get_freeze_count()
+
+        serving.heap.settle = settle_and_count
     settings = load_settings()
     prepare(settings)
     gc.callbacks.append(_callback)
