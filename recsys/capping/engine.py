@@ -440,11 +440,12 @@ def build_plan(
             prefix = prefixes.get(cap.name)
             if prefix is None:
                 prefix = prefixes[cap.name] = counter_prefix(policy, cap)
-            ref = counter_of(policy, cap, subs[_SUB_INDEX[cap.scope]], member, now, periods, prefix=prefix)
-            i = counter_idx.get(ref.name)
-            if i is None:
-                i = counter_idx[ref.name] = len(counters)
-                counters.append(ref)
+            sub = subs[_SUB_INDEX[cap.scope]]
+            name = prefix + sub_field(cap, sub)  # the counter's name, as counter_of names it
+            i = counter_idx.get(name)
+            if i is None:  # the member, placement and category counters are shared by many candidates
+                i = counter_idx[name] = len(counters)
+                counters.append(counter_of(policy, cap, sub, member, now, periods, prefix=prefix))
             cts.append(i)
         plan.candidates.append((False, cds, cts))
     return plan
