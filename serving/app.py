@@ -28,6 +28,7 @@ from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
 from recsys.stores.member_store import MemberStore
 from recsys.stores.redis import RedisClients, RedisUnavailable
+from serving import heap
 from serving.api.routes import admin, events, experiments, members, offers, ops, recommendations
 from serving.bodylimit import BodyLimitMiddleware
 from serving.bootstrap import bootstrap_profiles
@@ -156,13 +157,16 @@ def registry_variant_loader(settings: Settings) -> VariantLoader:
 
 
 def reuse_served(holder: ModelHolder, load: VariantLoader) -> VariantLoader:
-    """A variant naming the version the service serves shares its loaded bundle (one copy in memory)."""
+    """A variant naming the version the service serves shares its loaded bundle (one copy in memory); another
+    version is loaded and frozen out of full collections, as the served model is (serving/heap.py)."""
 
     def loader(ref: ModelRef) -> tuple[Any, Any]:
         current = holder.current
         if current is not None and (current.name, current.version) == (ref.name, ref.version):
             return current.bundle, current
-        return load(ref)
+        loaded = load(ref)
+        heap.settle()
+        return loaded
 
     return loader
 

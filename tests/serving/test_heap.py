@@ -75,3 +75,22 @@ def test_a_swap_frees_the_previous_models_cycles() -> None:
     current = h.current
     assert current is not None and current.version == "2" and loaded[1]() is current.bundle
     assert not walked_by_collections(current.bundle)
+
+
+def test_an_experiment_variants_own_model_is_frozen_too() -> None:
+    from recsys.experiments.model import ModelRef
+    from serving.app import reuse_served
+
+    h, _ = holder(["1"])
+    assert asyncio.run(h.reload(force=True)).status == "loaded"
+    served = h.current
+    assert served is not None
+
+    def load(ref: ModelRef) -> tuple[Any, Info]:
+        return Bundle(str(ref.version)), Info(ref.name, str(ref.version))
+
+    loader = reuse_served(h, load)
+    assert loader(ModelRef("m", version="1"))[0] is served.bundle  # the served version: shared, not loaded
+    variant, info = loader(ModelRef("m", version="2"))
+    assert isinstance(variant, Bundle) and info.version == "2"
+    assert not walked_by_collections(variant)
