@@ -285,6 +285,11 @@ class Col:
     SEAT_TYPE = "seat_type"
     BAGS = "bags"
     LOUNGE_USED = "lounge_used"
+    # the booking (PNR) the flight belongs to; optional columns (BOOKING_COLUMNS)
+    BOOKING_LEAD_DAYS = "booking_lead_days"
+    PARTY_SIZE = "party_size"
+    CHILDREN = "children"
+    STAY_NIGHTS = "stay_nights"
 
     # ancillary purchases
     PURCHASE_ID = "purchase_id"
@@ -550,6 +555,19 @@ MEMBER_AGGREGATES = TableSpec(
     },
 )
 
+# ``flights`` and ``requests``: what the booking (PNR) says about the trip: whole days from booking to this
+# flight's departure, passengers on the booking (children included) and children, nights between the outbound
+# and the return flight (null for a one-way booking). Null where unknown; data without them imports as is.
+BOOKING_COLUMNS: dict[str, str] = {
+    Col.BOOKING_LEAD_DAYS: "int",
+    Col.PARTY_SIZE: "int",
+    Col.CHILDREN: "int",
+    Col.STAY_NIGHTS: "int",
+}
+MAX_PARTY_SIZE = 9  # passengers on one booking (the usual reservation-system limit)
+MAX_BOOKING_LEAD_DAYS = 366
+MAX_STAY_NIGHTS = 366
+
 TABLES: dict[str, TableSpec] = {
     t.name: t for t in (MEMBERS, FLIGHTS, ANCILLARIES, REDEMPTIONS, OFFERS, INTERACTIONS)
 }
@@ -563,7 +581,7 @@ ALL_TABLES: dict[str, TableSpec] = {**TABLES, **OPTIONAL_TABLES}
 # Which columns may be null (empty string / NaN / None) per table; every other column is required.
 NULLABLE: dict[str, frozenset[str]] = {
     MEMBERS.name: frozenset({Col.BIRTH_YEAR, Col.GENDER}),
-    FLIGHTS.name: frozenset({Col.SEAT_TYPE}),
+    FLIGHTS.name: frozenset({Col.SEAT_TYPE, *BOOKING_COLUMNS}),
     ANCILLARIES.name: frozenset({Col.OFFER_ID, Col.FLIGHT_ID}),
     REDEMPTIONS.name: frozenset({Col.OFFER_ID, Col.DESTINATION}),
     OFFERS.name: frozenset({Col.TARGET_CABIN, Col.DESTINATION, Col.REGION, Col.MEAL, Col.VALID_TO}),
@@ -581,6 +599,7 @@ NULLABLE: dict[str, frozenset[str]] = {
             Col.DEPARTURE_TIME,
             Col.EXPERIMENT,
             Col.VARIANT,
+            *BOOKING_COLUMNS,
         }
     ),
     PARTNER_ACTIVITIES.name: frozenset(),
@@ -592,7 +611,11 @@ NULLABLE: dict[str, frozenset[str]] = {
 
 # Columns a table MAY have in addition to its spec; when present they are typed and validated like the others.
 # ``interactions.weight``: the strength of an implicit-feedback event from the generic interactions format.
-OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {INTERACTIONS.name: {Col.WEIGHT: "float"}}
+OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {
+    INTERACTIONS.name: {Col.WEIGHT: "float"},
+    FLIGHTS.name: dict(BOOKING_COLUMNS),
+    REQUESTS.name: dict(BOOKING_COLUMNS),
+}
 
 # Family and category of offers imported from the generic interactions format
 # (items of any kind, not airline offers).

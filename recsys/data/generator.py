@@ -63,6 +63,7 @@ from recsys.schema import (
     INTERACTIONS,
     MEMBERS,
     OFFERS,
+    OPTIONAL_COLUMNS,
     PARTNER_ACTIVITIES,
     REDEMPTIONS,
     REQUESTS,
@@ -151,6 +152,23 @@ _SEASON = np.array(
     ]
 )
 _SEASON_DRAWS = 4
+
+# The booking (PNR) per trip purpose (business, leisure, family). Lead time (days from booking to departure)
+# is lognormal: business median 11 days, sigma 0.8, so a mean of 15 days and 29 % booked less than 7 days
+# ahead (AirPlus Business Travel Index 2009: 13-17 days on average; Travel Leaders Corporate, Q3 2015: 27 %
+# of business tickets booked less than a week out). Leisure and family medians (40 and 60 days) are assumed.
+_LEAD_MEDIAN_DAYS = np.array([11.0, 40.0, 60.0])
+_LEAD_SIGMA = np.array([0.8, 0.8, 0.7])
+_LEAD_MAX_DAYS = 330  # within the 361-day booking horizon
+# Adults on the booking (1, 2, 3, 4) and children (0, 1, 2, 3): assumed figures.
+_ADULTS_P = np.array([[0.85, 0.12, 0.02, 0.01], [0.30, 0.55, 0.10, 0.05], [0.15, 0.75, 0.07, 0.03]])
+_CHILDREN_P = np.array([[1.0, 0.0, 0.0, 0.0], [0.92, 0.06, 0.02, 0.0], [0.12, 0.45, 0.35, 0.08]])
+# Departure weekday (assumed): business trips avoid weekends (a Saturday departure moves to Friday, a Sunday
+# one to Monday, 80 % of the time); leisure and family trips starting Monday-Thursday move to the Friday
+# 30 % of the time.
+_BUSINESS_WEEKDAY_P, _LEISURE_FRIDAY_P = 0.8, 0.3
+_START_WEEKDAY = START.weekday()  # 0 = Monday
+_BOOKING_STREAM = 11  # the booking fields' own random stream (per chunk)
 
 # Fare class -> miles multiplier (share of distance credited) and fare factor (share of full fare paid).
 _FC_MILES = {
@@ -339,11 +357,34 @@ def _dates(minutes: np.ndarray) -> pd.Series:
 
 
 def _conform(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """Exactly the spec's columns, in its order (a programming error if one is missing)."""
+    """Exactly the spec's columns, in its order (a programming error if one is missing), then the table's
+    optional columns the generator writes."""
     missing = [c for c in spec.columns if c not in df.columns]
     if missing:  # pragma: no cover - generator bug
         raise AssertionError(f"generator produced {spec.name} without columns {missing}")
-    return df[list(spec.columns)].reset_index(drop=True)
+    optional = [c for c in OPTIONAL_COLUMNS.get(spec.name, {}) if c in df.columns]
+    return df[[*spec.columns, *optional]].reset_index(drop=True)
+
+
+def _booking_columns(fl: dict[str, Any], rows: np.ndarray) -> dict[str, pd.Series]:
+    """The booking columns (:data:`recsys.schema.BOOKING_COLUMNS`) of flight rows (-1: none, → null)."""
+    ok = rows >= 0
+    r = np.maximum(rows, 0)
+
+    def col(values: np.ndarray) -> pd.Series:
+        v = np.asarray(values, dtype=np.int64)[r] if len(values) else np.zeros(len(rows), dtype=np.int64)
+        known = ok & (v >= 0)
+        if known.all():  # ints without nulls as int64, as an import settles them
+            return pd.Series(v)
+        return pd.Series(pd.array(np.where(known, v, 0), dtype="Int64")).where(pd.Series(known), pd.NA)
+
+    lead_days = np.floor(fl["lead_h"] / 24.0).astype(np.int64) if len(fl["lead_h"]) else fl["lead_h"]
+    return {
+        Col.BOOKING_LEAD_DAYS: col(lead_days),
+        Col.PARTY_SIZE: col(fl["party"]),
+        Col.CHILDREN: col(fl["children"]),
+        Col.STAY_NIGHTS: col(fl["stay_nights"]),
+    }
 
 
 def _run_starts(keys: np.ndarray) -> np.ndarray:
@@ -595,6 +636,7 @@ class _World:
     def chunk(self, k: int, first: int, n: int) -> dict[str, pd.DataFrame]:
         rng = np.random.default_rng([self.seed, k])
         m = self._members(rng, first, n)
+        m["chunk"] = k
         m["ids"] = np.asarray(_ids("M", m["num"], 7).to_pylist(), dtype=object)
         m["truth"] = self._truth_frame(m, m["ids"])
         m["acc"] = acc.member_arrays(m["truth"])  # the acceptance model sees exactly what truth/ records
@@ -753,6 +795,11 @@ class _World:
         accept = rng.random((nt, _SEASON_DRAWS)) * _SEASON.max() < weight
         pick = np.where(accept.any(axis=1), accept.argmax(axis=1), _SEASON_DRAWS - 1)
         day0 = cand[np.arange(nt), pick] // _DAY_MIN * _DAY_MIN
+        # the booking (PNR): lead time, party, departure weekday. Drawn from a stream of their own so the
+        # rest of the world keeps its draws.
+        book = _bookings(np.random.default_rng([self.seed, m["chunk"], _BOOKING_STREAM]), purpose)
+        shift = _weekday_shift(purpose, day0, book["u_shift"])
+        day0 = np.clip(day0 + shift * _DAY_MIN, start, start + span) // _DAY_MIN * _DAY_MIN
         # legs: outbound for every trip, the way back for all but possibly the last one of a member
         n_ret = np.where(has_return, 1 + (via_ret >= 0), 0)
         s_trip = np.repeat(np.arange(nt), n_out + n_ret)
@@ -869,6 +916,12 @@ class _World:
             "is_ret": is_ret,
             "long_haul": long_haul,
             "trip_len": length_days[s_trip],
+            # booking: days from booking to this leg's departure, passengers and children on the PNR, nights
+            # between the outbound and the return (-1: a one-way booking)
+            "lead_h": book["lead_h"][s_trip] + np.where(is_ret, length_days[s_trip] * 24.0, 0.0),
+            "party": book["party"][s_trip],
+            "children": book["children"][s_trip],
+            "stay_nights": np.where(has_return, length_days, -1)[s_trip],
             "trip_dest": dest[s_trip],
             # where this leg's direction ends (the trip's destination outbound, home on the way back): the
             # destination of the trip context a request on this leg carries
@@ -1038,8 +1091,7 @@ class _World:
             )
 
         ns = len(fl["member"])
-        business = fl["purpose"] == 0
-        lead = np.where(business, rng.uniform(24, 240, ns), rng.uniform(120, 1400, ns))
+        lead = fl["lead_h"]  # the booking request is the booking itself
         add(outbound, Placement.BOOKING, lead)
         add(outbound, Placement.POST_BOOKING, rng.uniform(0.05, 0.95, ns) * lead + 2)
         add(in_log, Placement.CHECK_IN, rng.uniform(1, 24, ns))
@@ -1357,6 +1409,7 @@ class _World:
                 ),
                 Col.BAGS: fl["bags"].astype(np.int64),
                 Col.LOUNGE_USED: fl["lounge"].astype(bool),
+                **_booking_columns(fl, np.arange(len(fmem))),
             }
         )
         # interactions
@@ -1542,6 +1595,7 @@ class _World:
                 Col.PLACEMENT: pd.Series(np.array(_PLACEMENTS, dtype=object)[req["place"]]),
                 **{c: pd.Series(v, dtype=object) for c, v in trip.items()},
                 Col.DEPARTURE_TIME: dep,
+                **_booking_columns(fl, f),
                 Col.CANDIDATES: lists(log["cand_r"], offer_ids.take(pa.array(log["cand_o"]))),
                 Col.SHOWN: lists(log["imp_r"], offer_ids.take(pa.array(log["imp_o"]))),
                 Col.PROPENSITIES: lists(log["imp_r"], pa.array(log["propensity"], type=pa.float64())),
@@ -1593,6 +1647,28 @@ class _World:
         }
         df = pd.DataFrame(cols)
         return df[list(acc.trait_columns(self.taste_names))]
+
+
+def _bookings(rng: np.random.Generator, purpose: np.ndarray) -> dict[str, np.ndarray]:
+    """Per trip, from its purpose: lead time in hours, adults + children, children, and a uniform draw
+    for the weekday shift (:func:`_weekday_shift`)."""
+    n = len(purpose)
+    lead_d = np.exp(np.log(_LEAD_MEDIAN_DAYS[purpose]) + _LEAD_SIGMA[purpose] * rng.standard_normal(n))
+    lead_h = np.clip(lead_d * 24.0, 2.0, _LEAD_MAX_DAYS * 24.0)
+    adults = 1 + (rng.random(n)[:, None] > _ADULTS_P[purpose].cumsum(axis=1)).sum(axis=1).clip(0, 3)
+    children = (rng.random(n)[:, None] > _CHILDREN_P[purpose].cumsum(axis=1)).sum(axis=1).clip(0, 3)
+    out = {"lead_h": lead_h, "party": adults + children, "children": children, "u_shift": rng.random(n)}
+    return out
+
+
+def _weekday_shift(purpose: np.ndarray, day0: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Days to move each trip's departure day (int64 minutes since START) to its purpose's usual weekday."""
+    wd = (day0 // _DAY_MIN + _START_WEEKDAY) % 7
+    business = purpose == 0
+    shift = np.zeros(len(purpose), dtype=np.int64)
+    shift = np.where(business & (wd == 5) & (u < _BUSINESS_WEEKDAY_P), -1, shift)
+    shift = np.where(business & (wd == 6) & (u < _BUSINESS_WEEKDAY_P), 1, shift)
+    return np.where(~business & (wd <= 3) & (u < _LEISURE_FRIDAY_P), 4 - wd, shift)
 
 
 def _draw_rows(rng: np.random.Generator, weights: np.ndarray, block: int = 4096) -> np.ndarray:

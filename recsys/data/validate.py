@@ -38,6 +38,9 @@ from recsys.schema import (
     FARE_CLASS_CABIN,
     GENERIC_CATEGORY,
     GENERIC_FAMILY,
+    MAX_BOOKING_LEAD_DAYS,
+    MAX_PARTY_SIZE,
+    MAX_STAY_NIGHTS,
     NULLABLE,
     OPTIONAL_COLUMNS,
     OPTIONAL_TABLES,
@@ -889,11 +892,47 @@ def _check_consistency(
     if table == "offers" and both(Col.VALID_FROM, Col.VALID_TO):
         wrong = (df[Col.VALID_TO] < df[Col.VALID_FROM]).to_numpy(dtype=bool, na_value=False)
         add(Col.VALID_TO, INCONSISTENT, "valid_to {value} is before valid_from", wrong, df[Col.VALID_TO])
+    if table in ("flights", "requests"):
+        _check_booking(df, usable, add)
     if table == "requests":
         _check_slates(df, usable, add)
     if table == "member_aggregates" and both(Col.FFP_DATE, Col.LOAD_TIME):
         wrong = (df[Col.FFP_DATE] > df[Col.LOAD_TIME]).to_numpy(dtype=bool, na_value=False)
         add(Col.FFP_DATE, INCONSISTENT, "enrolment date {value} is after load_time", wrong, df[Col.FFP_DATE])
+
+
+# The booking columns' ranges (inclusive).
+_BOOKING_RANGES: dict[str, tuple[int, int]] = {
+    Col.BOOKING_LEAD_DAYS: (0, MAX_BOOKING_LEAD_DAYS),
+    Col.PARTY_SIZE: (1, MAX_PARTY_SIZE),
+    Col.CHILDREN: (0, MAX_PARTY_SIZE),
+    Col.STAY_NIGHTS: (0, MAX_STAY_NIGHTS),
+}
+
+
+def _check_booking(df: pd.DataFrame, usable: list[str], add: Callable[..., None]) -> None:
+    """The booking columns (optional, nullable): in range, and no more children than passengers."""
+
+    def num(col: str) -> np.ndarray:
+        return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+    for col, (lo, hi) in _BOOKING_RANGES.items():
+        if col in usable:
+            v = num(col)
+            with np.errstate(invalid="ignore"):
+                add(col, OUT_OF_RANGE, f"{col} {{value}} outside {lo}..{hi}", (v < lo) | (v > hi), df[col])
+    if Col.CHILDREN in usable and Col.PARTY_SIZE in usable:
+        with np.errstate(invalid="ignore"):
+            wrong = num(Col.CHILDREN) > num(Col.PARTY_SIZE)
+        add(
+            Col.CHILDREN,
+            INCONSISTENT,
+            "{value}",
+            wrong,
+            _explain(
+                wrong, "children {:.0f} is more than party_size {:.0f}", df[Col.CHILDREN], df[Col.PARTY_SIZE]
+            ),
+        )
 
 
 def _check_slates(df: pd.DataFrame, usable: list[str], add: Callable[..., None]) -> None:

@@ -509,3 +509,35 @@ def test_truth_records_each_request_trip_purpose(world: Path) -> None:
     assert ctx[Col.REQUEST_ID].tolist() == req[Col.REQUEST_ID].tolist()
     assert (ctx["trip_purpose"].notna() == req[Col.FLIGHT_ID].notna()).all()
     assert set(ctx["trip_purpose"].dropna()) == {"business", "leisure", "family"}
+
+
+def test_the_booking_follows_the_trip_purpose(world: Path) -> None:
+    """Business bookings are made late, for one traveller, without children, for weekday trips; family ones
+    early, for parties with children; only a one-way booking has no stay."""
+    from recsys.schema import BOOKING_COLUMNS, REQUESTS
+
+    req = read_table(world, REQUESTS.name)
+    ctx = pd.read_parquet(world / TRUTH_DIR / "request_context")
+    req = req.merge(ctx, on=Col.REQUEST_ID)
+    trips = req.loc[req[Col.FLIGHT_ID].notna()]
+    home = req.loc[req[Col.FLIGHT_ID].isna()]
+    assert home[list(BOOKING_COLUMNS)].isna().all().all()
+    assert trips[[Col.BOOKING_LEAD_DAYS, Col.PARTY_SIZE, Col.CHILDREN]].notna().all().all()
+    by = trips.groupby("trip_purpose")
+    lead = by[Col.BOOKING_LEAD_DAYS].median()
+    assert lead["business"] < 20 < lead["leisure"] < lead["family"]
+    solo = by[Col.PARTY_SIZE].apply(lambda s: float((s == 1).mean()))
+    assert solo["business"] > 0.75 and solo["leisure"] < 0.45 and solo["family"] < 0.2
+    kids = by[Col.CHILDREN].apply(lambda s: float((s > 0).mean()))
+    assert kids["business"] == 0 and kids["leisure"] < 0.15 and kids["family"] > 0.8
+    assert (trips[Col.CHILDREN] <= trips[Col.PARTY_SIZE]).all()
+    assert by[Col.STAY_NIGHTS].median()["business"] < by[Col.STAY_NIGHTS].median()["family"]
+    weekend = by[Col.DEPARTURE_TIME].apply(lambda s: float((pd.to_datetime(s).dt.weekday >= 5).mean()))
+    assert weekend["business"] < 0.2 < weekend["leisure"]
+    # the booking request is the booking: logged that many whole days before departure
+    booking = trips.loc[trips[Col.PLACEMENT] == Placement.BOOKING.value]
+    days = (booking[Col.DEPARTURE_TIME] - booking[Col.REQUEST_TIME]).dt.total_seconds() / 86_400
+    assert (np.floor(days) == booking[Col.BOOKING_LEAD_DAYS].astype(float)).all()
+    flights = read_table(world, "flights")
+    one_way = flights[Col.STAY_NIGHTS].isna()
+    assert 0 < one_way.mean() < 0.2 and (flights.loc[~one_way, Col.STAY_NIGHTS] >= 1).all()

@@ -323,6 +323,57 @@ def test_flight_date_may_be_the_local_date_of_departure(departure: str, flight_d
         assert [p.column for p in report.problems()] == [Col.FLIGHT_DATE]
 
 
+def _flight_row(**booking: str) -> pd.DataFrame:
+    row = {
+        Col.FLIGHT_ID: "F1",
+        Col.MEMBER_ID: "M1",
+        Col.FLIGHT_DATE: "2024-08-06",
+        Col.DEPARTURE_TIME: "2024-08-06T08:00:00",
+        Col.FLIGHT_NUMBER: "CA1501",
+        Col.ORIGIN: "PEK",
+        Col.DESTINATION: "PVG",
+        Col.CABIN: "Y",
+        Col.FARE_CLASS: "M",
+        Col.DISTANCE_KM: "1078",
+        Col.FARE_PAID: "900",
+        Col.MILES_EARNED: "800",
+        Col.MEAL_CODE: "STD",
+        Col.SEAT_TYPE: "aisle",
+        Col.BAGS: "1",
+        Col.LOUNGE_USED: "false",
+    } | booking
+    return pd.DataFrame({k: [v] for k, v in row.items()})
+
+
+@pytest.mark.parametrize(
+    ("booking", "column", "words"),
+    [
+        ({}, None, None),  # data without the booking columns is valid
+        ({"booking_lead_days": "", "party_size": "", "children": "", "stay_nights": ""}, None, None),
+        ({"booking_lead_days": "12", "party_size": "3", "children": "1", "stay_nights": "4"}, None, None),
+        ({"booking_lead_days": "-2"}, "booking_lead_days", "booking_lead_days -2 outside 0..366"),
+        ({"booking_lead_days": "400"}, "booking_lead_days", "outside 0..366"),
+        ({"party_size": "0"}, "party_size", "party_size 0 outside 1..9"),
+        ({"party_size": "12"}, "party_size", "outside 1..9"),
+        ({"party_size": "two"}, "party_size", "not an integer"),
+        ({"stay_nights": "1.5"}, "stay_nights", "not an integer"),
+        ({"party_size": "2", "children": "3"}, "children", "children 3 is more than party_size 2"),
+    ],
+)
+def test_booking_columns_are_optional_and_bad_values_are_named(
+    booking: dict[str, str], column: str | None, words: str | None
+) -> None:
+    rules, report = Rules(airports=frozenset({"PEK", "PVG"})), ValidationReport()
+    chunk = Chunk.of("flights", "flights.csv", _flight_row(**booking), from_text=True)
+    check_values(coerce_chunk(chunk, rules, report), rules, report)
+    if column is None:
+        assert report.ok, lines_of(report)
+    else:
+        problems = list(report.problems())
+        assert [p.column for p in problems] == [column], lines_of(report)
+        assert words is not None and words in str(problems[0]), str(problems[0])
+
+
 def test_an_unreadable_as_of_is_reported_and_the_tables_are_still_checked(world_copy: Path) -> None:
     manifest_path = world_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
