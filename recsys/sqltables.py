@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -40,6 +40,41 @@ def open_engine(
     if schema is not None:
         engine = engine.execution_options(schema_translate_map={None: schema})
     return engine, dialect
+
+
+def add_missing_columns(metadata: MetaData, engine: Engine, *, attempts: int = 3) -> list[str]:
+    """Add the metadata's columns an existing table lacks (a store created by an earlier release): the
+    schema's only migration, additive. Such columns must be nullable, so the rows already stored keep NULL
+    there. Another worker adding the same column meanwhile is fine: the columns are checked again. Returns
+    the ``table.column`` names added."""
+    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+    prep = engine.dialect.identifier_preparer
+    added: list[str] = []
+    for attempt in range(attempts):
+        try:
+            present = inspect(engine)
+            for table in metadata.sorted_tables:
+                if not present.has_table(table.name, schema=schema):
+                    continue
+                have = {c["name"] for c in present.get_columns(table.name, schema=schema)}
+                for col in table.columns:
+                    if col.name in have:
+                        continue
+                    if not col.nullable:  # pragma: no cover - a schema change this function cannot make
+                        raise ValueError(f"{table.name}.{col.name} is NOT NULL: it needs a migration")
+                    name = prep.quote(table.name)
+                    if schema is not None:
+                        name = f"{prep.quote_schema(schema)}.{name}"
+                    ddl = col.type.compile(dialect=engine.dialect)
+                    with engine.begin() as conn:
+                        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN {prep.quote(col.name)} {ddl}"))
+                    added.append(f"{table.name}.{col.name}")
+            return added
+        except (OperationalError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return added
 
 
 def create_tables(metadata: MetaData, engine: Engine, *, attempts: int = 3) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from recsys.schema import MAX_BOOKING_LEAD_DAYS, MAX_PARTY_SIZE, MAX_STAY_NIGHTS
+
 
 class InvalidRequestRecord(ValueError):
     """A request record breaks an invariant. ``field`` names the offending field."""
@@ -51,6 +53,11 @@ class TripSnapshot:
     cabin: str | None = None
     fare_class: str | None = None
     departure_time: datetime | None = None
+    # the booking (PNR): days from booking to departure, passengers, children, nights until the return
+    booking_lead_days: int | None = None
+    party_size: int | None = None
+    children: int | None = None
+    stay_nights: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,24 @@ class RequestRecord:
             raise InvalidRequestRecord(
                 "shown.slot",
                 f"slots must be 0..{len(slots) - 1} in order, got {slots}",
+                request_id=self.request_id,
+            )
+        t = self.trip
+        for name, lo, hi in (
+            ("booking_lead_days", 0, MAX_BOOKING_LEAD_DAYS),
+            ("party_size", 1, MAX_PARTY_SIZE),
+            ("children", 0, MAX_PARTY_SIZE),
+            ("stay_nights", 0, MAX_STAY_NIGHTS),
+        ):
+            v = getattr(t, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi):
+                raise InvalidRequestRecord(
+                    f"trip.{name}", f"must be an integer {lo}..{hi}, got {v!r}", request_id=self.request_id
+                )
+        if t.children is not None and t.party_size is not None and t.children > t.party_size:
+            raise InvalidRequestRecord(
+                "trip.children",
+                f"{t.children} children on a booking of {t.party_size} passengers",
                 request_id=self.request_id,
             )
         return self

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recsys.requestlog.record import PolicyRef, RequestRecord, ShownOffer, TripSnapshot
-from recsys.sqltables import create_tables, open_engine
+from recsys.sqltables import add_missing_columns, create_tables, open_engine
 
 REQUESTS_TABLE = "request_log"
 SHOWN_TABLE = "request_shown"
@@ -62,6 +62,12 @@ requests_table = Table(
     Column("experiment", String(64), nullable=True),
     Column("variant", String(64), nullable=True),
     Column("logged_at", DateTime(timezone=True), nullable=False),
+    # added after the first release: nullable, so add_missing_columns adds them to an existing table and
+    # the rows logged before keep NULL there
+    Column("booking_lead_days", Integer, nullable=True),
+    Column("party_size", Integer, nullable=True),
+    Column("children", Integer, nullable=True),
+    Column("stay_nights", Integer, nullable=True),
     Index("ix_request_log_member_time", "member_id", "request_time"),
     Index("ix_request_log_time", "request_time"),
     Index("ix_request_log_experiment", "experiment", "variant"),
@@ -177,6 +183,7 @@ class SqlRequestLog:
         )
         if create:
             create_tables(metadata, self.engine)  # several workers may start at once
+            add_missing_columns(metadata, self.engine)  # a log created by an earlier release
 
     def _insert(self, table: Table) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -355,6 +362,10 @@ def _request_row(r: RequestRecord, logged_at: datetime) -> dict[str, Any]:
         "cabin": t.cabin,
         "fare_class": t.fare_class,
         "departure_time": _utc(t.departure_time) if t.departure_time is not None else None,
+        "booking_lead_days": t.booking_lead_days,
+        "party_size": t.party_size,
+        "children": t.children,
+        "stay_nights": t.stay_nights,
         "candidates": list(r.candidates),
         "policy_name": r.policy.name,
         "policy_version": r.policy.version,
@@ -381,6 +392,10 @@ def _record(row: dict[str, Any], shown: list[ShownOffer]) -> RequestRecord:
             cabin=row["cabin"],
             fare_class=row["fare_class"],
             departure_time=_aware(row["departure_time"]),
+            booking_lead_days=row["booking_lead_days"],
+            party_size=row["party_size"],
+            children=row["children"],
+            stay_nights=row["stay_nights"],
         ),
         candidates=tuple(row["candidates"]),
         shown=tuple(shown),

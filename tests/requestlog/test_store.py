@@ -34,6 +34,10 @@ def rec(i: int, member: str = "M1", **over: object) -> RequestRecord:
             cabin="Y",
             fare_class="B",
             departure_time=datetime(2026, 11, 27, 8, 30, tzinfo=BEIJING),
+            booking_lead_days=5,
+            party_size=3,
+            children=1,
+            stay_nights=4,
         ),
         "candidates": ("A", "B", "C", "D"),
         "shown": (ShownOffer("C", 0, 0.9625), ShownOffer("A", 1, 0.025)),
@@ -121,6 +125,28 @@ def test_bad_records_are_refused_and_nothing_is_written(
     assert err.value.request_id == "req-0001"
     assert words in str(err.value) and "req-0001" in str(err.value)
     assert request_log.count() == 0  # the whole batch is refused, the good record too
+
+
+BOOKED = TripSnapshot(origin="PEK", destination="CTU")
+
+
+@pytest.mark.parametrize(
+    ("trip", "field", "words"),
+    [
+        (replace(BOOKED, booking_lead_days=-1), "trip.booking_lead_days", "must be an integer 0..366"),
+        (replace(BOOKED, party_size=0), "trip.party_size", "got 0"),
+        (replace(BOOKED, party_size=12), "trip.party_size", "must be an integer 1..9"),
+        (replace(BOOKED, stay_nights=1.5), "trip.stay_nights", "got 1.5"),
+        (replace(BOOKED, party_size=2, children=3), "trip.children", "3 children on a booking of 2"),
+    ],
+)
+def test_bad_booking_fields_are_refused(
+    request_log: SqlRequestLog, trip: TripSnapshot, field: str, words: str
+) -> None:
+    with pytest.raises(InvalidRequestRecord) as err:
+        request_log.append([rec(0), rec(1, trip=trip)])
+    assert err.value.field == field and words in str(err.value)
+    assert request_log.count() == 0
 
 
 def test_naive_request_time_is_refused(request_log: SqlRequestLog) -> None:
