@@ -50,6 +50,10 @@ def to_domain(body: RecommendationRequest, *, now: datetime, debug: bool) -> Rec
             flight_number=t.flight_number,
             seats_left={c.value: n for c, n in t.seats_left.items()} if t.seats_left is not None else None,
             arrival_time=t.arrival_time,
+            booking_lead_days=t.booking_lead_days,
+            party_size=t.party_size,
+            children=t.children,
+            stay_nights=t.stay_nights,
         )
     return RecommendRequest(
         member_id=body.member_id,
@@ -146,6 +150,10 @@ def to_record(
             cabin=trip.cabin,
             fare_class=trip.fare_class,
             departure_time=trip.departure_time,
+            booking_lead_days=trip.booking_lead_days,
+            party_size=trip.party_size,
+            children=trip.children,
+            stay_nights=trip.stay_nights,
         )
         if trip is not None
         else TripSnapshot()

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from recsys.evaluation.policy import PolicyError, RequestBatch, slot_of
-from recsys.schema import Col
+from recsys.schema import BOOKING_COLUMNS, Col
 
 if TYPE_CHECKING:
     from recsys.stores.member_store import EmbeddedMemberStore
@@ -198,6 +198,7 @@ class PipelinePolicy:
         cols = {c: req[c].tolist() for c in req.columns}
         times = [t.to_pydatetime() for t in pd.to_datetime(req[Col.REQUEST_TIME]).dt.tz_localize(UTC)]
         deps = _aware(req[Col.DEPARTURE_TIME])
+        booking = {c: _ints(req[c]) if c in req else [None] * batch.n_requests for c in BOOKING_COLUMNS}
         offer_ids = batch.offer_id
         balances = None
         if self.store is not None and self.dataset_dir is not None:
@@ -221,6 +222,10 @@ class PipelinePolicy:
                     cabin=cols[Col.CABIN][i],
                     fare_class=cols[Col.FARE_CLASS][i],
                     flight_number=cols[Col.FLIGHT_NUMBER][i],
+                    booking_lead_days=booking[Col.BOOKING_LEAD_DAYS][i],
+                    party_size=booking[Col.PARTY_SIZE][i],
+                    children=booking[Col.CHILDREN][i],
+                    stay_nights=booking[Col.STAY_NIGHTS][i],
                 )
             ranking = self.pipeline.rank(
                 RecommendRequest(
@@ -234,6 +239,11 @@ class PipelinePolicy:
             rank = {o: n - r for r, o in enumerate(ranking)}
             scores[a:b] = [rank.get(o, -np.inf) for o in offer_ids[a:b]]
         return (slot_of(batch, scores) >= 0).astype(np.float64)
+
+
+def _ints(values: pd.Series) -> list[int | None]:
+    """A nullable integer column as plain ints (None for a missing one)."""
+    return [None if pd.isna(v) else int(v) for v in values]
 
 
 def _aware(times: pd.Series) -> list[datetime | None]:

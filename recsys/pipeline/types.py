@@ -15,7 +15,15 @@ from datetime import datetime
 from types import MappingProxyType
 
 from recsys.pipeline.messages import ACCEPTED_LOCALES, normalize_locale
-from recsys.schema import FARE_CLASS_CABIN, Cabin, OfferFamily, Placement
+from recsys.schema import (
+    FARE_CLASS_CABIN,
+    MAX_BOOKING_LEAD_DAYS,
+    MAX_PARTY_SIZE,
+    MAX_STAY_NIGHTS,
+    Cabin,
+    OfferFamily,
+    Placement,
+)
 
 MAX_LIMIT = 50
 EXPECTED_VALUE = "expected_value"
@@ -72,6 +80,12 @@ class TripContext:
     flight_number: str | None = None
     seats_left: Mapping[str, int] | None = None
     arrival_time: datetime | None = None
+    # the booking (PNR): whole days from booking to departure, passengers (children included), children,
+    # nights until the return flight (None: one way or unknown); they tell business trips from family ones
+    booking_lead_days: int | None = None
+    party_size: int | None = None
+    children: int | None = None
+    stay_nights: int | None = None
 
     def __post_init__(self) -> None:
         _iata("trip.origin", self.origin)
@@ -104,6 +118,19 @@ class TripContext:
                 if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                     raise InvalidRequest(f"trip.seats_left.{cabin}", f"must be an integer >= 0, got {n!r}")
             object.__setattr__(self, "seats_left", MappingProxyType(dict(self.seats_left)))
+        for name, lo, hi in (
+            ("booking_lead_days", 0, MAX_BOOKING_LEAD_DAYS),
+            ("party_size", 1, MAX_PARTY_SIZE),
+            ("children", 0, MAX_PARTY_SIZE),
+            ("stay_nights", 0, MAX_STAY_NIGHTS),
+        ):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi):
+                raise InvalidRequest(f"trip.{name}", f"must be an integer {lo}..{hi}, got {v!r}")
+        if self.children is not None and self.party_size is not None and self.children > self.party_size:
+            raise InvalidRequest(
+                "trip.children", f"{self.children} children on a booking of {self.party_size} passengers"
+            )
 
     @property
     def booked_cabin(self) -> str | None:

@@ -14,6 +14,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, fie
 from recsys.pipeline.messages import ACCEPTED_LOCALES, DEFAULT_LOCALE, SUPPORTED_LOCALES, normalize_locale
 from recsys.schema import (
     FARE_CLASSES,
+    MAX_BOOKING_LEAD_DAYS,
+    MAX_PARTY_SIZE,
+    MAX_STAY_NIGHTS,
     UPGRADE_ELIGIBLE_FARE_CLASSES,
     Cabin,
     EventType,
@@ -128,6 +131,36 @@ class TripIn(_Request):
         "next cabin up is listed with seats left; without it upgrades are withheld and counted in "
         "`withheld.not_eligible`.",
     )
+    # What the booking (PNR) says of the trip; optional, each an integer in range (else a 422 naming it).
+    booking_lead_days: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=MAX_BOOKING_LEAD_DAYS,
+        description="Whole days between the booking and this flight's departure.",
+    )
+    party_size: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=MAX_PARTY_SIZE,
+        description="Passengers on the booking, children included.",
+    )
+    children: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=MAX_PARTY_SIZE,
+        description="Children on the booking; at most `party_size` (else a 422 naming `trip.children`).",
+    )
+    stay_nights: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=MAX_STAY_NIGHTS,
+        description="Nights between the outbound flight and the return flight of the booking (omit for a "
+        "one-way booking).",
+    )
 
     @field_validator("departure_time", "arrival_time", mode="before")
     @classmethod
@@ -153,6 +186,10 @@ class RecommendationRequest(_Request):
                     "fare_class": "B",
                     "flight_number": "CA1405",
                     "seats_left": {"F": 0, "C": 3, "W": 8, "Y": 40},
+                    "booking_lead_days": 12,
+                    "party_size": 1,
+                    "children": 0,
+                    "stay_nights": 2,
                 },
                 "limit": 5,
                 "families": ["upsell", "ancillary"],

@@ -124,6 +124,28 @@ def test_every_request_is_logged_with_candidates_and_propensities(
     assert shown_any > 20  # the test looked at real slates
 
 
+def test_the_booking_fields_reach_the_request_log(
+    logged: tuple[TestClient, SqlRequestLog], world_members: list[str]
+) -> None:
+    client, log = logged
+    booked = trip(booking_lead_days=45, party_size=4, children=2, stay_nights=6)
+    with_booking = client.post("/v1/recommendations", json=rec_body(world_members[0], trip=booked))
+    without = client.post("/v1/recommendations", json=rec_body(world_members[1]))
+    one_way = client.post(
+        "/v1/recommendations",
+        json=rec_body(world_members[2], trip=trip(booking_lead_days=0, party_size=1, children=0)),
+    )
+    for resp in (with_booking, without, one_way):
+        assert resp.status_code == 200, resp.text
+    flush(client)
+    ids = [r.json()["request_id"] for r in (with_booking, without, one_way)]
+    records = log.get_many(ids)
+    booking = [
+        (t.booking_lead_days, t.party_size, t.children, t.stay_nights) for t in (records[i].trip for i in ids)
+    ]
+    assert booking == [(45, 4, 2, 6), (None, None, None, None), (0, 1, 0, None)]
+
+
 def test_caps_shrink_the_logged_candidate_set(
     logged: tuple[TestClient, SqlRequestLog], world_members: list[str], world_offers: pd.DataFrame
 ) -> None:
