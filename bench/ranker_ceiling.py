@@ -71,6 +71,7 @@ def main() -> None:
     from recsys.models.bundle import ModelBundle
     from recsys.ranker.features import TRAVEL_KEY, FeatureSpace, member_travel, to_seconds
     from recsys.ranker.model import RankerConfig, fit_booster
+    from recsys.ranker.policy import batch_booking
     from recsys.ranker.taste import DestinationFactors
     from recsys.ranker.training import impression_table, pair_features, read_events
 
@@ -94,7 +95,9 @@ def main() -> None:
     profiles, travel = profiles_at(as_of)
     offers = read_table(root, "offers")
     taste = DestinationFactors.fit(travel, factors=cfg.taste_factors) if cfg.cf_features else None
-    space = FeatureSpace.build(offers, profiles, load_network(), cf=cfg.cf_features, taste=taste)
+    space = FeatureSpace.build(
+        offers, profiles, load_network(), cf=cfg.cf_features, taste=taste, booking=cfg.booking_features
+    )
     events = read_events(root, cutoff)
     table = impression_table(root, space, offers, events, profiles, cf_bundle, start, cutoff)
     truth_train = _truth_columns(root, table.member_id, table.offer_id, table.request_id)
@@ -117,6 +120,7 @@ def main() -> None:
         np.asarray(batch.offer_id, dtype=object).astype(str),
         to_seconds(pd.Series(pd.to_datetime(batch.pair_column("request_time")))),
         obj("placement"), obj("origin"), obj("destination"), dep_s, obj("cabin"),
+        booking=batch_booking(batch),
     )  # fmt: skip
     req_ids = batch.requests["request_id"].astype(str).to_numpy(object)[batch.request_row]
     truth_replay = _truth_columns(root, batch.pair_column("member_id"), batch.offer_id, req_ids)

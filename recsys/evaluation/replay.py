@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recsys.data.layout import has_table, iter_table, read_table
+from recsys.data.layout import has_table, iter_table, read_table, table_columns
 from recsys.evaluation.metrics import EvaluationError
 from recsys.evaluation.ope import LoggedPairs
 from recsys.evaluation.policy import DEFAULT_SLOTS, REQUEST_CONTEXT, SLOTS, RequestBatch
-from recsys.schema import OFFERS, REQUESTS, Col, EventType, OfferFamily
+from recsys.schema import BOOKING_COLUMNS, OFFERS, REQUESTS, Col, EventType, OfferFamily
 
 if TYPE_CHECKING:
     from recsys.data.truth import Responder
@@ -97,7 +97,9 @@ def load_replay(
             f"{root}: the dataset has no request log (table '{REQUESTS.name}'); policy evaluation replays "
             "the logged requests with their candidates and propensities (regenerate the world or import them)"
         )
-    cols = [*REQUEST_CONTEXT, Col.CANDIDATES, Col.SHOWN, Col.PROPENSITIES]
+    # the booking columns ride along when the log has them (older and imported logs may not)
+    booking = [c for c in BOOKING_COLUMNS if c in table_columns(root, REQUESTS.name)]
+    cols = [*REQUEST_CONTEXT, *booking, Col.CANDIDATES, Col.SHOWN, Col.PROPENSITIES]
     parts = []
     for part in tqdm(iter_table(root, REQUESTS.name, columns=cols), desc="requests", disable=not progress):
         t = pd.to_datetime(part[Col.REQUEST_TIME])
@@ -201,7 +203,7 @@ def load_replay(
     margin = offer_values(Catalogue(offers), miles_liability_cost_cny)[ocode]
     family = offers[Col.FAMILY].astype(str).to_numpy(object)[ocode]
 
-    batch = RequestBatch(requests[[*REQUEST_CONTEXT, SLOTS]].reset_index(drop=True), rows, cand)
+    batch = RequestBatch(requests[[*REQUEST_CONTEXT, *booking, SLOTS]].reset_index(drop=True), rows, cand)
     logged = LoggedPairs(rows, shown, propensity, reward, m_code, n)
     p_true = p_fat = logging = responder = p_no_taste = None
     if with_truth and has_request_truth(root):

@@ -552,6 +552,10 @@ def _scoring_context(request: RecommendRequest, profile: Mapping[str, Any] | Non
         trip.departure_time,
         trip.booked_cabin,
         profile,
+        trip.booking_lead_days,
+        trip.party_size,
+        trip.children,
+        trip.stay_nights,
     )
 
 

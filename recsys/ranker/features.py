@@ -27,6 +27,10 @@ Blocks (names in :attr:`FeatureSpace.names`):
   destination, the share of their flights to its region, and their partner activities (hotel nights, car
   rentals) there — the observable side of their destination tastes, from the travel history
   (:func:`member_travel`) published with the profile.
+- **booking** (a space built with ``booking=True``): what the booking (PNR) says of the trip's purpose: days
+  from booking to departure, passengers and children on it, nights until the return flight and whether the
+  stay spans a Saturday night (from the departure's UTC weekday). Missing (no trip, imported data without
+  them, an app that does not send them) is NaN, which the learner treats as missing.
 - **cf**: the collaborative model's scores of (member, offer) and of (member, the offer's destination as a
   flight and as a hotel token), and whether the member had a learned vector. A feature space built with
   ``cf=False`` has no CF block (the "without CF" ranker of the policy table).
@@ -131,6 +135,13 @@ CF_SCORES: tuple[str, ...] = ("cf_score", "cf_dest_score", "cf_dest_lift", "cf_h
 # destination (recsys.ranker.taste): the member's vector folded in from their travel history.
 TASTE_SCORES: tuple[str, ...] = ("cf_taste_score", "cf_taste_lift")
 CF_FEATURES: tuple[str, ...] = (*CF_SCORES, *TASTE_SCORES, "cf_known")
+BOOKING_INPUTS: tuple[str, ...] = (
+    Col.BOOKING_LEAD_DAYS,
+    Col.PARTY_SIZE,
+    Col.CHILDREN,
+    Col.STAY_NIGHTS,
+)
+BOOKING_FEATURES: tuple[str, ...] = (*BOOKING_INPUTS, "saturday_night")
 EVENT_CODES: dict[str, int] = {
     EventType.IMPRESSION.value: 0,
     EventType.DISMISS.value: 1,
@@ -474,6 +485,10 @@ class ScoringContext:
     departure_time: datetime | None = None
     cabin: str | None = None
     profile: Mapping[str, Any] | None = None
+    booking_lead_days: int | None = None
+    party_size: int | None = None
+    children: int | None = None
+    stay_nights: int | None = None
 
 
 @dataclass
@@ -493,6 +508,7 @@ class FeatureSpace:
     categories: tuple[str, ...]
     cf: bool = True  # with the CF block (CF_FEATURES)
     taste: DestinationFactors | None = None  # the destination-taste factors of the CF block
+    booking: bool = False  # with the booking block (BOOKING_FEATURES); spaces saved before it have none
     _offer_pos: dict[str, int] = field(init=False, repr=False)
     _vocab_pos: dict[str, dict[str, int]] = field(init=False, repr=False)
     _offers: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
@@ -512,6 +528,7 @@ class FeatureSpace:
             *EXPOSURE_FEATURES,
             *TRAVEL_FEATURES,
             *(CF_FEATURES if self.cf else ()),
+            *(BOOKING_FEATURES if self.booking else ()),
         )
 
     @property
@@ -528,6 +545,7 @@ class FeatureSpace:
         *,
         cf: bool = True,
         taste: DestinationFactors | None = None,
+        booking: bool = False,
     ) -> FeatureSpace:
         """From the training catalogue, the training profiles (categorical vocabularies) and the network;
         ``cf=False`` leaves the CF block out; ``taste``: the destination-taste factors it uses."""
@@ -553,6 +571,7 @@ class FeatureSpace:
             categories,
             cf,
             taste if cf else None,
+            booking,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -564,6 +583,7 @@ class FeatureSpace:
             "categories": list(self.categories),
             "cf": self.cf,
             "taste": self.taste.to_json() if self.taste is not None else None,
+            "booking": self.booking,
         }
 
     @classmethod
@@ -576,6 +596,7 @@ class FeatureSpace:
             tuple(obj["categories"]),
             bool(obj.get("cf", True)),
             DestinationFactors.from_json(obj["taste"]) if obj.get("taste") else None,
+            bool(obj.get("booking", False)),
         )
 
     def taste_scores(
@@ -674,11 +695,13 @@ class FeatureSpace:
         cf: np.ndarray | None,
         cf_known: np.ndarray | None,
         taste: np.ndarray | None = None,
+        booking: np.ndarray | None = None,
     ) -> np.ndarray:
         """The feature matrix (float32, columns :attr:`names`) of rows: member features (n or 1 rows),
         ``rows`` into ``offers``, context features, request times, trip destinations, the members' top
         destinations, exposure features, travel features, the base CF scores (n × :data:`CF_SCORES`) and the
-        taste scores (n × :data:`TASTE_SCORES`; both ignored without the CF block)."""
+        taste scores (n × :data:`TASTE_SCORES`; both ignored without the CF block) and the
+        :func:`booking_block` (n × :data:`BOOKING_FEATURES`; ignored without the booking block)."""
         n = len(rows)
         if member.shape[0] == 1 and n != 1:
             member = np.broadcast_to(member, (n, member.shape[1]))
@@ -730,6 +753,8 @@ class FeatureSpace:
             cf = np.asarray(cf, dtype=np.float64).reshape(n, len(CF_SCORES))
             t = np.full((n, len(TASTE_SCORES)), np.nan) if taste is None else taste
             blocks.append(np.column_stack([np.where(np.isfinite(cf), cf, np.nan), t, cf_known]))
+        if self.booking:
+            blocks.append(np.full((n, len(BOOKING_FEATURES)), np.nan) if booking is None else booking)
         for block in blocks:
             w = block.shape[1]
             out[:, c : c + w] = block
@@ -814,6 +839,9 @@ class FeatureSpace:
             else:
                 out[:, col : col + len(TASTE_SCORES)] = np.nan
             out[:, col + len(TASTE_SCORES)] = 1.0 if cf_known else 0.0
+            col += len(TASTE_SCORES) + 1
+        if self.booking:
+            out[:, col : col + len(BOOKING_FEATURES)] = _booking_row(context, dep)
         return out
 
     def _travel_rows(
@@ -890,6 +918,40 @@ class FeatureSpace:
         event = np.asarray(exp.get("event") or [], dtype=np.int64)
         time = np.asarray(exp.get("time") or [], dtype=np.float64)
         return ExposureHistory(np.zeros(len(code), dtype=np.int64), code, family, event, time)
+
+
+def booking_block(values: np.ndarray, departure_s: np.ndarray) -> np.ndarray:
+    """:data:`BOOKING_FEATURES` of rows: ``values`` (n × :data:`BOOKING_INPUTS`, NaN where unknown) and
+    whether the stay spans a Saturday night, from the departure's weekday (NaN without both)."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(departure_s), len(BOOKING_INPUTS))
+    nights = values[:, BOOKING_INPUTS.index(Col.STAY_NIGHTS)]
+    weekday = np.floor(np.nan_to_num(departure_s) / _DAY_S + 5) % 7  # 0 = Monday
+    known = ~np.isnan(nights) & ~np.isnan(departure_s)
+    saturday = np.where(known, (5 - weekday) % 7 < np.nan_to_num(nights), np.nan)
+    return np.column_stack([values, saturday])
+
+
+def _number(value: Any) -> float:
+    """A booking field as a float (None or not a number → NaN)."""
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _booking_row(ctx: ScoringContext, dep: float) -> list[float]:
+    """:func:`booking_block` of one request, in plain Python (same formulas)."""
+    nights = _number(ctx.stay_nights)
+    saturday = math.nan
+    if not (math.isnan(nights) or math.isnan(dep)):
+        saturday = 1.0 if (5 - math.floor(dep / _DAY_S + 5) % 7) % 7 < nights else 0.0
+    return [
+        _number(ctx.booking_lead_days),
+        _number(ctx.party_size),
+        _number(ctx.children),
+        nights,
+        saturday,
+    ]
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ class RankerConfig(BaseModel):
         description="give the ranker the base CF model's scores (the offer's, its destination's flight and "
         "hotel tokens'); off, the same ranker without them (what CF earns, measured side by side)",
     )
+    booking_features: bool = Field(
+        default=True,
+        description="give the ranker the booking's lead time, party size, children and stay (the booking "
+        "block of recsys.ranker.features); off, the same ranker without them",
+    )
 
 
 @dataclass

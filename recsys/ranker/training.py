@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.data.layout import latest_event_time, read_table
+from recsys.data.layout import latest_event_time, read_table, table_columns
 from recsys.ranker.features import (
+    BOOKING_INPUTS,
     CF_SCORES,
     EVENT_CODES,
     FAMILIES,
@@ -37,6 +38,7 @@ from recsys.ranker.features import (
     ExposureHistory,
     FeatureSpace,
     OfferArrays,
+    booking_block,
     cf_scores,
     exposure_block,
     member_travel,
@@ -170,10 +172,12 @@ def impression_table(
     )  # impressions of offers missing from the catalogue: no features
     n = len(imp)
     # Trip context from the impression's flight.
+    # the booking columns when the flights have them (imported data may not: missing)
+    booking_cols = [c for c in BOOKING_INPUTS if c in table_columns(root, "flights")] if space.booking else []
     flights = read_table(
         root,
         "flights",
-        columns=[Col.FLIGHT_ID, Col.ORIGIN, Col.DESTINATION, Col.DEPARTURE_TIME, Col.CABIN],
+        columns=[Col.FLIGHT_ID, Col.ORIGIN, Col.DESTINATION, Col.DEPARTURE_TIME, Col.CABIN, *booking_cols],
     )
     fpos = pd.Index(flights[Col.FLIGHT_ID].astype(str)).get_indexer(imp[Col.FLIGHT_ID].astype(str).to_numpy())
     has = fpos >= 0
@@ -187,6 +191,10 @@ def impression_table(
 
     dep = np.full(n, np.nan)
     dep[has] = to_seconds(flights[Col.DEPARTURE_TIME])[fpos[has]]
+    booking = np.full((n, len(BOOKING_INPUTS)), np.nan)
+    for j, c in enumerate(BOOKING_INPUTS):
+        if c in booking_cols:
+            booking[has, j] = pd.to_numeric(flights[c]).to_numpy(np.float64, na_value=np.nan)[fpos[has]]
     member_ids = imp[Col.MEMBER_ID].astype(str).to_numpy(object)
     offer_ids = imp[Col.OFFER_ID].astype(str).to_numpy(object)
     placement = imp[Col.PLACEMENT].astype(str).to_numpy(object)
@@ -204,6 +212,7 @@ def impression_table(
         flight_col(Col.DESTINATION),
         dep,
         flight_col(Col.CABIN),
+        booking=booking,
     )
     y = imp["_y"].fillna(0).to_numpy(np.int8)
     click = imp["_click"].fillna(0).to_numpy(np.int8)
@@ -227,10 +236,13 @@ def pair_features(
     destination: np.ndarray,
     departure_s: np.ndarray,
     cabin: np.ndarray,
+    *,
+    booking: np.ndarray | None = None,
 ) -> np.ndarray:
     """Feature rows of (member, offer, request context) pairs in bulk: profiles as given, exposures counted
     from ``events`` strictly before each pair's time, CF scores from ``cf_bundle``'s vectors. Offers must be
-    in ``offers``. Trip arrays hold None / NaN where there is no trip."""
+    in ``offers``. Trip arrays hold None / NaN where there is no trip; ``booking``: n × :data:`BOOKING_INPUTS`
+    (NaN where unknown; None: all unknown)."""
     n = len(member_ids)
     off = space.bind_offers(offers)
     off_pos = {o: i for i, o in enumerate(off.offer_ids)}
@@ -288,6 +300,9 @@ def pair_features(
         cf,
         None if known is None else known.astype(np.float64),
         taste,
+        booking_block(np.full((n, len(BOOKING_INPUTS)), np.nan) if booking is None else booking, departure_s)
+        if space.booking
+        else None,
     )
 
 
@@ -351,7 +366,9 @@ def train_context_ranker(
     taste = None
     if cfg.cf_features and cfg.taste_factors > 0:
         taste = DestinationFactors.fit(travel, factors=cfg.taste_factors, seed=seed)
-    space = FeatureSpace.build(offers, profiles, load_network(), cf=cfg.cf_features, taste=taste)
+    space = FeatureSpace.build(
+        offers, profiles, load_network(), cf=cfg.cf_features, taste=taste, booking=cfg.booking_features
+    )
     events = read_events(root, end)
     table = impression_table(
         root, space, offers, events, profiles, cf_bundle, start, end, max_rows=cfg.max_rows, seed=seed

@@ -18,6 +18,8 @@ from recsys.models.bundle import ModelBundle
 from recsys.pipeline import OfferPipeline, PipelineConfig, RecommendRequest, TripContext
 from recsys.ranker.evaluation import heldout_report
 from recsys.ranker.features import (
+    BOOKING_FEATURES,
+    BOOKING_INPUTS,
     CF_FEATURES,
     CF_SCORES,
     EXPOSURES_KEY,
@@ -131,7 +133,7 @@ def test_request_features_equal_training_features(trained: Trained, small_world:
                 "destination": f["destination"],
                 "cabin": f["cabin"],
                 "departure_time": pd.Timestamp(f["departure_time"]).tz_localize(UTC).to_pydatetime(),
-            }
+            } | {c: None if pd.isna(f[c]) else int(f[c]) for c in BOOKING_INPUTS}
         ctx = ScoringContext(imp["placement"], when.to_pydatetime(), profile=profile, **trip)
         off = bundle._ranker_offers
         row = np.asarray([bundle._ranker_rows[imp["offer_id"]]])
@@ -147,6 +149,9 @@ def test_request_features_equal_training_features(trained: Trained, small_world:
         np.testing.assert_allclose(x, want, rtol=1e-5, equal_nan=True, err_msg=str(imp.to_dict()))
         checked += 1
     assert checked == 40
+    # the booking block was exercised: trip rows carry it, home rows leave it missing
+    booking = table.x[:, [names.index(c) for c in BOOKING_FEATURES]]
+    assert np.isfinite(booking).any(axis=1).mean() > 0.3 and np.isnan(booking).all(axis=1).any()
 
 
 def test_new_offers_get_scores_from_their_features(trained: Trained):
@@ -237,6 +242,7 @@ def test_ranker_is_a_policy_of_the_policy_evaluation(trained: Trained, small_wor
             "cabin": trip["cabin"].to_numpy(),
             "fare_class": trip["fare_class"].to_numpy(),
             "departure_time": trip["departure_time"].to_numpy(),
+            **{c: trip[c].to_numpy() for c in BOOKING_INPUTS},  # the request log's booking columns
             SLOTS: 1,
         }
     )
@@ -353,3 +359,26 @@ def test_compiled_trees_predict_what_lightgbm_predicts(trained: Trained, small_w
     want = ranker.booster.predict(x, num_threads=1)
     np.testing.assert_allclose(compiled(x), want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(compiled(x[:14]), want[:14], rtol=1e-9, atol=1e-12)  # a request's rows
+
+
+def test_the_booking_block_is_optional_and_old_spaces_load_without_it(trained: Trained):
+    ranker = trained.bundle.context_ranker
+    assert ranker is not None and ranker.space.booking
+    assert list(ranker.space.names[-len(BOOKING_FEATURES) :]) == list(BOOKING_FEATURES)
+    saved = ranker.space.to_json()
+    old = {k: v for k, v in saved.items() if k != "booking"}  # a space saved before the booking block
+    space = type(ranker.space).from_json(old)
+    assert not space.booking and not set(BOOKING_FEATURES) & set(space.names)
+    # one request: a Friday departure, two nights (a Saturday night), a party with children
+    friday = pd.Timestamp("2026-07-03 09:00", tz=UTC).to_pydatetime()
+    ctx = ScoringContext(
+        "booking", friday - timedelta(days=20), "PEK", "CTU", friday, "Y",
+        booking_lead_days=20, party_size=4, children=2, stay_nights=2,
+    )  # fmt: skip
+    off = trained.bundle._ranker_offers
+    rows = np.arange(3)
+    x = ranker.space.request_matrix(off, rows, ctx, np.zeros((3, len(CF_SCORES))), False)
+    np.testing.assert_array_equal(x[:, -len(BOOKING_FEATURES) :], [[20, 4, 2, 2, 1]] * 3)
+    sunday_return = ScoringContext("booking", ctx.now, "PEK", "CTU", friday, "Y", stay_nights=0)
+    x = ranker.space.request_matrix(off, rows, sunday_return, np.zeros((3, len(CF_SCORES))), False)
+    assert np.isnan(x[0, -5:-2]).all() and list(x[0, -2:]) == [0, 0]  # no Saturday night in a day trip
