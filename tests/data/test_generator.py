@@ -18,9 +18,11 @@ from recsys.data.layout import TRUTH_DIR, DatasetError, read_manifest, read_tabl
 from recsys.data.network import load_network
 from recsys.data.truth import member_traits, true_acceptance
 from recsys.schema import (
+    BOOKING_COLUMNS,
     CATEGORY_FAMILY,
     FARE_CLASS_CABIN,
     NULLABLE,
+    OPTIONAL_COLUMNS,
     SPECIAL_MEALS,
     TABLES,
     TIER_ORDER,
@@ -229,9 +231,11 @@ _KINDS = {
 def test_every_table_conforms_to_the_schema(tables: dict[str, pd.DataFrame]) -> None:
     for name, spec in TABLES.items():
         df = tables[name]
-        assert list(df.columns) == list(spec.columns), name
+        optional = OPTIONAL_COLUMNS.get(name, {})
+        written = [c for c in optional if c in df.columns]  # the optional columns the generator writes
+        assert list(df.columns) == [*spec.columns, *written], name
         assert len(df) > 0, name
-        for col, kind in spec.columns.items():
+        for col, kind in (spec.columns | {c: optional[c] for c in written}).items():
             assert _KINDS[kind](df[col]), f"{name}.{col} is {df[col].dtype}, expected {kind}"
             if col not in NULLABLE[name]:
                 assert df[col].notna().all(), f"{name}.{col} has nulls"
@@ -241,6 +245,7 @@ def test_every_table_conforms_to_the_schema(tables: dict[str, pd.DataFrame]) -> 
     assert m[Col.MEMBER_ID].str.fullmatch(r"M\d{7}").all()
     assert set(m[Col.TIER]) <= {t.value for t in Tier}
     f = tables["flights"]
+    assert set(BOOKING_COLUMNS) <= set(f.columns)
     assert set(f[Col.MEAL_CODE]) <= {c.value for c in MealCode}
     assert set(f[Col.SEAT_TYPE].dropna()) <= {s.value for s in SeatType}
     assert f[Col.FLIGHT_NUMBER].str.fullmatch(r"CA\d{4}").all()
@@ -398,7 +403,8 @@ def test_one_member_worlds_without_flights(tmp_path: Path, seed: int) -> None:
     assert len(tables["members"]) == 1 and len(tables["flights"]) == 0
     assert (len(tables["interactions"]) > 0) == (seed == 3)
     for name, spec in TABLES.items():
-        assert list(tables[name].columns) == list(spec.columns)
+        booking = list(BOOKING_COLUMNS) if name == "flights" else []
+        assert list(tables[name].columns) == [*spec.columns, *booking]
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------
@@ -450,7 +456,10 @@ def test_requests_table_ties_every_impression_to_its_request_and_candidates(
     from recsys.schema import REQUESTS
 
     req = read_table(world, REQUESTS.name)
-    assert list(req.columns) == list(REQUESTS.columns) and req[Col.REQUEST_ID].is_unique
+    assert (
+        list(req.columns) == [*REQUESTS.columns, *OPTIONAL_COLUMNS[REQUESTS.name]]
+        and req[Col.REQUEST_ID].is_unique
+    )
     assert set(req[Col.POLICY]) == {"legacy"} and not req[Col.EXPLORATION].any()
     for row in req.head(3000).itertuples(index=False):
         check_slate(list(row.candidates), list(row.shown), list(row.propensities), request_id=row.request_id)
@@ -514,7 +523,7 @@ def test_truth_records_each_request_trip_purpose(world: Path) -> None:
 def test_the_booking_follows_the_trip_purpose(world: Path) -> None:
     """Business bookings are made late, for one traveller, without children, for weekday trips; family ones
     early, for parties with children; only a one-way booking has no stay."""
-    from recsys.schema import BOOKING_COLUMNS, REQUESTS
+    from recsys.schema import REQUESTS
 
     req = read_table(world, REQUESTS.name)
     ctx = pd.read_parquet(world / TRUTH_DIR / "request_context")
