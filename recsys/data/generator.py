@@ -797,7 +797,7 @@ class _World:
         day0 = cand[np.arange(nt), pick] // _DAY_MIN * _DAY_MIN
         # the booking (PNR): lead time, party, departure weekday. Drawn from a stream of their own so the
         # rest of the world keeps its draws.
-        book = _bookings(np.random.default_rng([self.seed, m["chunk"], _BOOKING_STREAM]), purpose)
+        book = draw_bookings(np.random.default_rng([self.seed, m["chunk"], _BOOKING_STREAM]), purpose)
         shift = _weekday_shift(purpose, day0, book["u_shift"])
         day0 = np.clip(day0 + shift * _DAY_MIN, start, start + span) // _DAY_MIN * _DAY_MIN
         # legs: outbound for every trip, the way back for all but possibly the last one of a member
@@ -1649,7 +1649,7 @@ class _World:
         return df[list(acc.trait_columns(self.taste_names))]
 
 
-def _bookings(rng: np.random.Generator, purpose: np.ndarray) -> dict[str, np.ndarray]:
+def draw_bookings(rng: np.random.Generator, purpose: np.ndarray) -> dict[str, np.ndarray]:
     """Per trip, from its purpose: lead time in hours, adults + children, children, and a uniform draw
     for the weekday shift (:func:`_weekday_shift`)."""
     n = len(purpose)

@@ -15,9 +15,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.data.generator import draw_bookings
 from recsys.simulation.world import HISTORY_YEARS, HOME_REQUESTS_PER_YEAR, PLACEMENT_PLAN, Leg, SimMembers
 
 MINUTES_PER_DAY = 24 * 60
+
+
+@dataclass(frozen=True)
+class Booking:
+    """The trip's booking (PNR) as the app knows it, as the recommend API's trip fields."""
+
+    lead_days: int  # whole days from the booking to this leg's departure
+    party_size: int
+    children: int
+    stay_nights: int
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,8 @@ class PlannedRequest:
     """One recommend call a member will make: when (minutes since the start of day 0), where, for what trip.
 
     ``minutes_to_departure`` is how long before the leg's departure the request is made (None without a trip).
+    ``booking`` is what the app knows of the trip's booking, sent as the recommend API's trip fields (None
+    without a trip): drawn from the trip's purpose as the generator draws it.
     """
 
     member: int
@@ -34,6 +47,7 @@ class PlannedRequest:
     minutes_to_departure: int | None
     purpose: int  # 0 business, 1 leisure, 2 family, -1 none (home screen)
     seq: int = 0  # the member's n-th request (0-based), set by plan_requests
+    booking: Booking | None = None
 
     @property
     def day(self) -> int:
@@ -70,32 +84,35 @@ def plan_requests(members: SimMembers, days: int, seed: int, activity: float = 1
                 purpose = int(rng.choice(3, p=mix))
                 if purpose == 0:
                     length_days = 1 + int(rng.geometric(0.45))
-                    lead_h = float(rng.uniform(24, 240))
                 elif purpose == 1:
                     length_days = 2 + int(rng.geometric(0.18))
-                    lead_h = float(rng.uniform(120, 1400))
                 else:
                     length_days = 3 + int(rng.geometric(0.11))
-                    lead_h = float(rng.uniform(120, 1400))
                 length_days = min(length_days, 30)
+                # the booking as the generator draws it from the purpose, so requests carry what a PNR shows
+                drawn = draw_bookings(rng, np.array([purpose]))
+                lead_h = float(drawn["lead_h"][0])
+                party, children = int(drawn["party"][0]), int(drawn["children"][0])
+                out_book = Booking(int(lead_h // 24), party, children, length_days)
+                back_book = Booking(int((lead_h + 24 * length_days) // 24), party, children, length_days)
                 dep = int(rng.integers(horizon)) // MINUTES_PER_DAY * MINUTES_PER_DAY + int(
                     rng.integers(6 * 60, 22 * 60)
                 )
                 ret = dep + length_days * MINUTES_PER_DAY
                 plan = [
-                    ("booking", out_leg, dep, lead_h),
-                    ("post_booking", out_leg, dep, float(rng.uniform(0.05, 0.95)) * lead_h + 2),
-                    ("check_in", out_leg, dep, float(rng.uniform(1, 24))),
-                    ("check_in", back, ret, float(rng.uniform(1, 24))),
-                    ("in_trip", back, ret, float(rng.uniform(2, 24)) * min(length_days, 3)),
+                    ("booking", out_leg, out_book, dep, lead_h),
+                    ("post_booking", out_leg, out_book, dep, float(rng.uniform(0.05, 0.95)) * lead_h + 2),
+                    ("check_in", out_leg, out_book, dep, float(rng.uniform(1, 24))),
+                    ("check_in", back, back_book, ret, float(rng.uniform(1, 24))),
+                    ("in_trip", back, back_book, ret, float(rng.uniform(2, 24)) * min(length_days, 3)),
                 ]
-                for placement, leg, dep_min, hours in plan:
+                for placement, leg, booking, dep_min, hours in plan:
                     if rng.random() >= PLACEMENT_PLAN[placement][0] * digital:
                         continue
                     to_dep = int(hours * 60)
                     at = dep_min - to_dep
                     if 0 <= at < horizon:
-                        reqs.append(PlannedRequest(i, at, placement, leg, to_dep, purpose))
+                        reqs.append(PlannedRequest(i, at, placement, leg, to_dep, purpose, booking=booking))
         rate = (
             HOME_REQUESTS_PER_YEAR
             * float(members.app[i])
@@ -106,7 +123,9 @@ def plan_requests(members: SimMembers, days: int, seed: int, activity: float = 1
             reqs.append(PlannedRequest(i, int(rng.integers(horizon)), "home", None, None, -1))
         reqs.sort(key=lambda r: (r.minute, r.placement))
         out.extend(
-            PlannedRequest(r.member, r.minute, r.placement, r.leg, r.minutes_to_departure, r.purpose, seq)
+            PlannedRequest(
+                r.member, r.minute, r.placement, r.leg, r.minutes_to_departure, r.purpose, seq, r.booking
+            )
             for seq, r in enumerate(reqs)
         )
     out.sort(key=lambda r: (r.minute, r.member, r.seq))

@@ -146,7 +146,7 @@ def _trip(req: PlannedRequest, now: datetime, rng: np.random.Generator) -> tuple
     # +1 minute: the service's clock reads a little later than ours
     departure = (now + timedelta(minutes=req.minutes_to_departure + 1)).replace(microsecond=0)
     seats = {c: int(rng.integers(0, 10)) for c in CABINS_ABOVE.get(leg.cabin, ())}
-    trip = {
+    trip: dict[str, Any] = {
         "origin": leg.origin,
         "destination": leg.destination,
         "departure_time": departure.isoformat(),
@@ -155,6 +155,14 @@ def _trip(req: PlannedRequest, now: datetime, rng: np.random.Generator) -> tuple
         "flight_number": leg.flight_number,
         "seats_left": seats,
     }
+    if req.booking is not None:
+        b = req.booking
+        trip |= {
+            "booking_lead_days": b.lead_days,
+            "party_size": b.party_size,
+            "children": b.children,
+            "stay_nights": b.stay_nights,
+        }
     return trip, f"{leg.flight_number}|{departure.date().isoformat()}"
 
 

@@ -61,6 +61,30 @@ def test_plan_is_seeded_ordered_and_inside_the_simulated_days(sim_members: SimMe
     assert 1.6 < len(plan_requests(sim_members, 60, seed=1, activity=2.0)) / len(plan) < 2.4
 
 
+def test_trips_carry_a_booking_drawn_from_their_purpose(sim_members: SimMembers) -> None:
+    """The app sends what the booking says: business trips are booked nearer departure, for fewer people."""
+    plan = plan_requests(sim_members, 365, seed=3)
+    trips = [r for r in plan if r.placement != "home"]
+    assert trips and all(r.booking is not None for r in trips)
+    assert all(r.booking is None for r in plan if r.placement == "home")
+    for r in trips:
+        b = r.booking
+        assert b is not None
+        assert b.party_size >= 1 and 0 <= b.children <= b.party_size
+        assert b.stay_nights >= 1 and b.lead_days >= 0
+        # a booking request is made at the booking: its lead time is the time left to the departure
+        if r.placement == "booking":
+            assert b.lead_days == r.minutes_to_departure // MINUTES_PER_DAY
+        # every request of the trip comes after its booking
+        assert r.minutes_to_departure is not None
+        assert r.minutes_to_departure < (b.lead_days + 1) * MINUTES_PER_DAY
+    booked = [r for r in trips if r.placement == "booking"]
+    lead = {p: np.median([r.booking.lead_days for r in booked if r.purpose == p]) for p in (0, 2)}  # type: ignore[union-attr]
+    party = {p: np.mean([r.booking.party_size for r in trips if r.purpose == p]) for p in (0, 2)}  # type: ignore[union-attr]
+    assert lead[0] < 20 < 40 < lead[2], lead
+    assert party[0] < 1.5 < 2.5 < party[2], party
+
+
 def test_answers_are_seeded_and_fatigue_lowers_purchases(sim_members: SimMembers) -> None:
     offer = "UP-CAB-Y2W-01"
     assert offer in sim_members.offer_index
