@@ -192,6 +192,14 @@ def request_mix(world: Path, n_members: int, seed: int) -> list[dict[str, Any]]:
                 "flight_number": f"CA{rng.randint(100, 9999)}",
                 "seats_left": {c: rng.randint(0, 12) for c in "FCWY"},
             }
+            # what the app sends of the booking, so the ranker builds its booking features as in production
+            party = rng.choice([1, 1, 1, 2, 2, 3, 4])
+            body["trip"] |= {
+                "booking_lead_days": (dep - now).days + rng.randint(0, 40),
+                "party_size": party,
+                "children": rng.randint(0, party - 1),
+                "stay_nights": rng.randint(1, 14),
+            }
         bodies.append(body)
     rng.shuffle(bodies)
     return bodies
