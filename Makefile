@@ -37,8 +37,9 @@ $(WORLD)/manifest.json: | $(STAMP)
 
 world: $(WORLD)/manifest.json
 
+# The contextual ranker competes with the CF kinds: the best on the primary metric (EV per request) is champion.
 champion: world
-	$(BIN)/recsys models ensure-champion --data $(WORLD)
+	$(BIN)/recsys models ensure-champion --data $(WORLD) --model all,ranker
 
 # A local admin API key (admin and marketer paths) and debug token (debug output) for this run, unless
 # RECSYS_ADMIN_API_KEY / RECSYS_DEBUG_TOKEN are set; the hints name RECSYS_PORT.
