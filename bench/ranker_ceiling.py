@@ -67,6 +67,7 @@ def main() -> None:
 
     from recsys.data.layout import read_table
     from recsys.data.network import load_network
+    from recsys.features.miles import balances_at
     from recsys.features.profiles import build_member_profiles
     from recsys.models.bundle import ModelBundle
     from recsys.ranker.features import TRAVEL_KEY, FeatureSpace, member_travel, to_seconds
@@ -114,13 +115,16 @@ def main() -> None:
             [v if isinstance(v, str) and v else None for v in batch.pair_column(column)], object
         )
 
+    pair_members = np.asarray(batch.pair_column("member_id"), dtype=object).astype(str)
+    pair_times = pd.Series(pd.to_datetime(batch.pair_column("request_time")))
     x_replay = pair_features(
         space, offers, read_events(root, end), serve_profiles, serve_bundle,
-        np.asarray(batch.pair_column("member_id"), dtype=object).astype(str),
+        pair_members,
         np.asarray(batch.offer_id, dtype=object).astype(str),
-        to_seconds(pd.Series(pd.to_datetime(batch.pair_column("request_time")))),
+        to_seconds(pair_times),
         obj("placement"), obj("origin"), obj("destination"), dep_s, obj("cabin"),
         booking=batch_booking(batch),
+        miles_balance=balances_at(root, pair_members, pair_times),  # as of each request, as RankerScorer
     )  # fmt: skip
     req_ids = batch.requests["request_id"].astype(str).to_numpy(object)[batch.request_row]
     truth_replay = _truth_columns(root, batch.pair_column("member_id"), batch.offer_id, req_ids)

@@ -3,7 +3,8 @@ request's candidates scored by the ranker's P(purchase) in that request's contex
 the service would use (expected value p × margin, acceptance p, or the blend p × margin^β).
 
 Features come from the same code as training (:func:`recsys.ranker.training.pair_features`): member profiles
-as of the ranker's cut-off (what the service would have published), exposures from the interactions strictly
+as of the ranker's cut-off (what the service would have published) but the miles balance, from the ledger as
+of each request (as the replayed pipeline's eligibility sees it), exposures from the interactions strictly
 before each request's time, CF scores from the ranker's own base model.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.layout import read_table
+from recsys.features.miles import balances_at
 from recsys.pipeline.catalogue import Catalogue
 from recsys.pipeline.types import ACCEPTANCE, EXPECTED_VALUE, RANKING_OBJECTIVES
 from recsys.pipeline.value import offer_values
@@ -103,13 +105,14 @@ class RankerScorer:
             values = batch.pair_column(column)
             return np.asarray([v if isinstance(v, str) and v else None for v in values], dtype=object)
 
+        members = np.asarray(batch.pair_column(Col.MEMBER_ID), dtype=object).astype(str)
         x = pair_features(
             ranker.space,
             read_table(self.root, "offers") if self.offers is None else self.offers,
             read_events(self.root, end),
             self._member_profiles(),
             self.bundle,
-            np.asarray(batch.pair_column(Col.MEMBER_ID), dtype=object).astype(str),
+            members,
             np.asarray(batch.offer_id, dtype=object).astype(str),
             to_seconds(pd.Series(times)),
             obj(Col.PLACEMENT),
@@ -118,6 +121,7 @@ class RankerScorer:
             dep_s,
             obj(Col.CABIN),
             booking=batch_booking(batch),
+            miles_balance=balances_at(self.root, members, times),
         )
         return ranker.predict(x)
 

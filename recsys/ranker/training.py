@@ -5,7 +5,9 @@ Time discipline (nothing a training row sees comes from its own future):
 
 - training rows are the impressions of ``[T - window, T)``; their label is a purchase of the same offer in the
   same request;
-- their member profiles and CF scores come from a profile build and a CF model (``base``, ALS by default)
+- their miles balance is the ledger's as of the impression's time (a replayed request sees it as of the
+  request: :class:`recsys.ranker.policy.RankerScorer`, the replayed pipeline);
+- their other profile fields and CF scores come from a profile build and a CF model (``base``, ALS by default)
   *as of the window's start* ``T - window`` — exactly the situation of the service, which scores with the
   last published profiles and the last trained model;
 - exposure features count the member's events strictly before each impression's time;
@@ -28,11 +30,13 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.layout import latest_event_time, read_table, table_columns
+from recsys.features.miles import balances_at
 from recsys.ranker.features import (
     BOOKING_INPUTS,
     CF_SCORES,
     EVENT_CODES,
     FAMILIES,
+    MEMBER_NUMERIC,
     TRAVEL_KEY,
     CFItems,
     ExposureHistory,
@@ -213,6 +217,7 @@ def impression_table(
         dep,
         flight_col(Col.CABIN),
         booking=booking,
+        miles_balance=balances_at(root, member_ids, imp[Col.EVENT_TIME]),
     )
     y = imp["_y"].fillna(0).to_numpy(np.int8)
     click = imp["_click"].fillna(0).to_numpy(np.int8)
@@ -238,8 +243,11 @@ def pair_features(
     cabin: np.ndarray,
     *,
     booking: np.ndarray | None = None,
+    miles_balance: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Feature rows of (member, offer, request context) pairs in bulk: profiles as given, exposures counted
+    """Feature rows of (member, offer, request context) pairs in bulk: profiles as given (but
+    ``miles_balance``: each pair's balance as of its time, :func:`recsys.features.miles.balances_at`, for
+    members with a profile; None keeps the profiles'), exposures counted
     from ``events`` strictly before each pair's time, CF scores from ``cf_bundle``'s vectors. Offers must be
     in ``offers``. Trip arrays hold None / NaN where there is no trip; ``booking``: n × :data:`BOOKING_INPUTS`
     (NaN where unknown; None: all unknown)."""
@@ -263,6 +271,12 @@ def pair_features(
         return out
 
     member = space.member_block(column, n)
+    if miles_balance is not None:
+        # the profile's balance is as of its build; miles earned and spent since change it (and miles_cover)
+        has_profile = prof_pos >= 0
+        member[has_profile, MEMBER_NUMERIC.index(Col.MILES_BALANCE)] = np.asarray(miles_balance, np.float64)[
+            has_profile
+        ]
     home = column("home_airport")
     top = column("top_destination")
     ctx = space.context_block(

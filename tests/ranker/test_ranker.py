@@ -38,6 +38,31 @@ CONFIG = {
 }
 
 
+def miles_ledger(world: Path) -> pd.DataFrame:
+    """The miles ledger as plain rows (member, time, signed miles), read apart from the code under test."""
+    parts = [
+        ("flights", "departure_time", "miles_earned", 1),
+        ("partner_activities", "activity_time", "miles_earned", 1),
+        ("redemptions", "redeem_time", "miles_spent", -1),
+    ]
+    rows = []
+    for table, time_col, miles_col, sign in parts:
+        df = pd.read_parquet(world / table, columns=["member_id", time_col, miles_col])
+        rows.append(
+            pd.DataFrame(
+                {"m": df["member_id"].astype(str), "t": pd.to_datetime(df[time_col]),
+                 "miles": sign * df[miles_col].astype(np.int64)}
+            )
+        )  # fmt: skip
+    return pd.concat(rows, ignore_index=True)
+
+
+def ledger_balance(ledger: pd.DataFrame, member: str, when: pd.Timestamp) -> int:
+    """A member's balance from the ledger entries strictly before ``when``."""
+    mine = ledger.loc[ledger["m"] == member]
+    return int(mine.loc[mine["t"] < pd.Timestamp(when), "miles"].sum())
+
+
 @dataclass
 class Trained:
     bundle: ModelBundle
@@ -116,6 +141,7 @@ def test_request_features_equal_training_features(trained: Trained, small_world:
         drop=True
     )
     flights = read_table(small_world, "flights").set_index("flight_id")
+    ledger = miles_ledger(small_world)
     rng = np.random.default_rng(0)
     by_id = profiles.set_index("member_id")
     checked = 0
@@ -124,6 +150,8 @@ def test_request_features_equal_training_features(trained: Trained, small_world:
         assert imp["member_id"] == table.member_id[i] and imp["offer_id"] == table.offer_id[i]
         when = pd.Timestamp(imp["event_time"]).tz_localize(UTC)
         profile = by_id.loc[imp["member_id"]].to_dict()
+        # what the service reads at the impression's time: the balance as of then (the replay sets it)
+        profile["miles_balance"] = int(ledger_balance(ledger, imp["member_id"], imp["event_time"]))
         profile[EXPOSURES_KEY] = member_exposures(events, offers, when).get(imp["member_id"])
         trip = {}
         if isinstance(imp["flight_id"], str) and imp["flight_id"] in flights.index:
@@ -152,6 +180,31 @@ def test_request_features_equal_training_features(trained: Trained, small_world:
     # the booking block was exercised: trip rows carry it, home rows leave it missing
     booking = table.x[:, [names.index(c) for c in BOOKING_FEATURES]]
     assert np.isfinite(booking).any(axis=1).mean() > 0.3 and np.isnan(booking).all(axis=1).any()
+
+
+def test_training_rows_see_the_miles_balance_as_of_each_impression(trained: Trained, small_world: Path):
+    """Not the profile build's balance: a row's miles balance (and its miles cover) is the ledger's sum before
+    the impression's time, so miles earned and redeemed within the window reach the row."""
+    bundle = trained.bundle
+    space = bundle.context_ranker.space
+    start, end = trained.cutoff, trained.cutoff + pd.Timedelta(days=30)
+    as_of = start.to_pydatetime() - timedelta(microseconds=1)
+    profiles = build_member_profiles(small_world, as_of, seed=7)
+    events = read_events(small_world, end)
+    table = impression_table(
+        small_world, space, read_table(small_world, "offers"), events, profiles, bundle, start, end
+    )
+    ledger = miles_ledger(small_world)
+    names = list(space.names)
+    rng = np.random.default_rng(3)
+    at_build = profiles.set_index("member_id")["miles_balance"]
+    changed = 0
+    for i in rng.choice(len(table), 150, replace=False):
+        member, when = table.member_id[i], pd.Timestamp("2000-01-01") + pd.Timedelta(seconds=table.time[i])
+        want = ledger_balance(ledger, member, when)
+        assert table.x[i, names.index("miles_balance")] == want, (member, when)
+        changed += int(at_build.loc[member] != want)
+    assert changed > 0  # the window's miles moved some balances away from the profile build's
 
 
 def test_new_offers_get_scores_from_their_features(trained: Trained):
