@@ -152,6 +152,7 @@ PLACEMENTS: tuple[str, ...] = tuple(p.value for p in Placement)
 FAMILIES: tuple[str, ...] = tuple(f.value for f in OfferFamily)
 CABIN_LEVEL: dict[str, int] = {str(c): i for i, c in enumerate(CABIN_ORDER)}
 _PLACEMENT_POS: dict[str, int] = {p: i for i, p in enumerate(PLACEMENTS)}
+_FAMILY_POS: dict[str, int] = {f: i for i, f in enumerate(FAMILIES)}
 _NO_AIRPORT = (math.nan, math.nan, -1, False)
 
 CATEGORICAL_FEATURES: tuple[str, ...] = (
@@ -784,38 +785,52 @@ class FeatureSpace:
         n = len(rows)
         now = float(now_s[0])
         m, c = member[0], ctx[0]
-        out = np.empty((n, len(self.names)), dtype=np.float32)
+        # the offer block comes in place from the binding's template (one take); the rest is overwritten
+        out = offers.template[rows] if offers.template.shape[1] == len(self.names) else None
         w_m, w_o = len(MEMBER_NUMERIC) + len(MEMBER_CATEGORICAL), len(OFFER_FEATURES) - 1
+        if out is None:  # OfferArrays built by hand, without a template
+            out = np.empty((n, len(self.names)), dtype=np.float32)
+            out[:, w_m : w_m + w_o] = offers.table[rows]
         out[:, :w_m] = m
-        out[:, w_m : w_m + w_o] = offers.table[rows]
         out[:, w_m + w_o] = np.clip((now - offers.valid_from_s[rows]) / _DAY_S, 0.0, 365.0)
         col = w_m + w_o + 1
         member_meal = m[len(MEMBER_NUMERIC) + MEMBER_CATEGORICAL.index("special_meal")]
         meal_vocab = self.vocab.get("special_meal", ())
         none_code = float(meal_vocab.index("none")) if "none" in meal_vocab else -2.0
         miss = -1.0 if member_meal == none_code else -0.5  # a member without a special meal, or another
+        special = offers.special[rows]
         if member_meal >= 0:  # NaN compares False
-            meal_hit = np.where(offers.meal_vocab_code[rows] == member_meal, 1.0, miss)
+            hit = special & (offers.meal_vocab_code[rows] == member_meal)
+            out[:, col] = np.where(hit, 1.0, np.where(special, miss, 0.0))
         else:
-            meal_hit = np.full(n, miss)
-        out[:, col] = np.where(offers.special[rows], meal_hit, 0.0)
+            out[:, col] = np.where(special, miss, 0.0)
+        # destinations compare as integer codes (offers without one: -1, never equal to a name's code)
+        dest_code = offers.dest_code[rows]
         top = profile.get("top_destination")
-        dest, has_dest = offers.destination[rows], offers.has_destination[rows]
-        out[:, col + 1] = (has_dest & (dest == top)) if isinstance(top, str) else 0.0
+        out[:, col + 1] = dest_code == offers.dest_pos.get(top, -2) if isinstance(top, str) else 0.0
         trip_dest = context.destination
-        out[:, col + 2] = (has_dest & (dest == trip_dest)) if isinstance(trip_dest, str) else 0.0
+        out[:, col + 2] = (
+            dest_code == offers.dest_pos.get(trip_dest, -2) if isinstance(trip_dest, str) else 0.0
+        )
         miles = m[MEMBER_NUMERIC.index("miles_balance")]
-        price_miles = offers.price_miles[rows]
         with np.errstate(invalid="ignore"):
             out[:, col + 3] = np.where(
-                price_miles > 0, np.clip(miles / np.maximum(price_miles, 1.0), 0.0, 10.0), np.nan
+                offers.has_miles_price[rows],
+                np.clip(miles / offers.miles_divisor[rows], 0.0, 10.0),
+                np.nan,
             )
         trip_cabin = c[CONTEXT_FEATURES.index("trip_cabin")]
         target = offers.target_level[rows]
-        out[:, col + 4] = np.where((target >= 0) & (trip_cabin >= 0), target - trip_cabin, np.nan)
+        if trip_cabin >= 0:
+            out[:, col + 4] = np.where(target >= 0, target - trip_cabin, np.nan)
+        else:
+            out[:, col + 4] = np.nan
         trip_region = c[CONTEXT_FEATURES.index("trip_region")]
         region = offers.region[rows]
-        out[:, col + 5] = np.where((region >= 0) & (trip_region >= 0), region == trip_region, np.nan)
+        if trip_region >= 0:
+            out[:, col + 5] = np.where(region >= 0, region == trip_region, np.nan)
+        else:
+            out[:, col + 5] = np.nan
         col += len(CROSS_FEATURES)
         out[:, col : col + len(CONTEXT_FEATURES)] = c
         col += len(CONTEXT_FEATURES)
@@ -870,12 +885,15 @@ class FeatureSpace:
     def _member_row(self, profile: Mapping[str, Any]) -> np.ndarray:
         """:meth:`member_block` of one profile, in plain Python (a request has one member)."""
         out = np.empty(len(MEMBER_NUMERIC) + len(MEMBER_CATEGORICAL))
-        for j, name in enumerate(MEMBER_NUMERIC):
-            v = profile.get(name)
-            try:
-                out[j] = math.nan if v is None else float(v)
-            except (TypeError, ValueError):
-                out[j] = math.nan
+        values = [profile.get(name) for name in MEMBER_NUMERIC]
+        try:  # one conversion (None → NaN) when every value is a number
+            out[: len(MEMBER_NUMERIC)] = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            for j, v in enumerate(values):
+                try:
+                    out[j] = math.nan if v is None else float(v)
+                except (TypeError, ValueError):
+                    out[j] = math.nan
         for j, name in enumerate(MEMBER_CATEGORICAL, start=len(MEMBER_NUMERIC)):
             v = profile.get(name)
             out[j] = self._vocab_pos.get(name, {}).get(v, -1) if isinstance(v, str) else -1
@@ -913,7 +931,7 @@ class FeatureSpace:
             return ExposureHistory.empty()
         offer_ids = exp.get("offer") or []
         code = self.offer_code(offer_ids)
-        fam_pos = {f: i for i, f in enumerate(FAMILIES)}
+        fam_pos = _FAMILY_POS
         family = np.fromiter((fam_pos.get(f, -1) for f in exp.get("family") or []), np.int64, len(offer_ids))
         event = np.asarray(exp.get("event") or [], dtype=np.int64)
         time = np.asarray(exp.get("time") or [], dtype=np.float64)
@@ -974,6 +992,13 @@ class OfferArrays:
     meal_vocab_code: np.ndarray  # the offer's meal as a code of the space's special-meal vocabulary
     has_destination: np.ndarray
     taste_row: np.ndarray  # the destination's row in the space's taste factors (-1: none)
+    # Precomputed once per binding for the per-request path (request_matrix): the offer block in place in a
+    # float32 row template, destinations as integer codes (-1: none), the miles price's divisor and mask.
+    template: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    dest_pos: dict[str, int] = field(default_factory=dict)
+    dest_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    miles_divisor: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    has_miles_price: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     @classmethod
     def build(cls, space: FeatureSpace, offers: pd.DataFrame) -> OfferArrays:
@@ -1022,9 +1047,15 @@ class OfferArrays:
         meal_vocab_code = _codes(meal, space._vocab_pos.get("special_meal", {}))
         has_destination = np.asarray([d is not None for d in destination], dtype=bool)
         taste_row = space.taste.rows(destination) if space.taste is not None else np.full(len(ids), -1)
+        w_m = len(MEMBER_NUMERIC) + len(MEMBER_CATEGORICAL)
+        template = np.full((len(ids), len(space.names)), np.nan, dtype=np.float32)
+        template[:, w_m : w_m + table.shape[1]] = table
+        dest_pos = {d: i for i, d in enumerate(sorted({d for d in destination if d is not None}))}
+        dest_code = np.asarray([dest_pos[d] if d is not None else -1 for d in destination], dtype=np.int64)
         return cls(
             ids, code, family, table, special, meal, destination, region, miles, target, valid_from,
-            meal_vocab_code, has_destination, taste_row,
+            meal_vocab_code, has_destination, taste_row, template, dest_pos, dest_code,
+            np.maximum(miles, 1.0), miles > 0,
         )  # fmt: skip
 
 
