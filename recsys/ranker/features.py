@@ -287,6 +287,24 @@ def exposure_block(
 _WINDOWS = np.asarray(sorted({s[3] for s in _EXPOSURE_SPECS}), dtype=np.int64)
 
 
+# per scope: its exposure columns and their (event kind, window) slots in single_member_exposure's products
+_SCOPE_COLUMNS: dict[str, tuple[np.ndarray, np.ndarray]] = {
+    scope: (
+        np.asarray([j for j, spec in enumerate(_EXPOSURE_SPECS) if spec[1] == scope], dtype=np.int64),
+        np.asarray(
+            [
+                spec[2] * len(_WINDOWS) + int(np.searchsorted(_WINDOWS, spec[3]))
+                for spec in _EXPOSURE_SPECS
+                if spec[1] == scope
+            ],
+            dtype=np.int64,
+        ),
+    )
+    for scope in ("offer", "family", "member")
+}
+_OFFER_SCOPE = np.asarray([0.0 if s[1] == "offer" else 1.0 for s in _EXPOSURE_SPECS])
+
+
 def single_member_exposure(
     hist: ExposureHistory, offer: np.ndarray, family: np.ndarray, time: float
 ) -> np.ndarray:
@@ -309,18 +327,16 @@ def single_member_exposure(
     per_offer = same_offer.astype(np.float64) @ weights.T  # candidates × (event kind, window)
     per_family = (family[:, None] == h_family[None, :]).astype(np.float64) @ weights.T
     per_member = weights.sum(axis=1)
-    w_pos = {int(d): i for i, d in enumerate(_WINDOWS)}
-    for j, (_, scope, event, days) in enumerate(_EXPOSURE_SPECS):
-        k = event * len(_WINDOWS) + w_pos[days]
-        out[:, j] = (
-            per_offer[:, k] if scope == "offer" else per_family[:, k] if scope == "family" else per_member[k]
-        )
+    cols, slots = _SCOPE_COLUMNS["offer"]
+    out[:, cols] = per_offer[:, slots]
+    cols, slots = _SCOPE_COLUMNS["family"]
+    out[:, cols] = per_family[:, slots]
+    cols, slots = _SCOPE_COLUMNS["member"]
+    out[:, cols] = per_member[slots]
     shown = same_offer & (h_event == 0)[None, :] & (dt > 0)[None, :]
     last = np.where(shown, dt[None, :], np.inf).min(axis=1)
     out[:, -1] = np.minimum(last / _DAY_S, EXPOSURE_HORIZON_DAYS)
-    out[offer < 0, : len(_EXPOSURE_SPECS)] *= np.asarray(
-        [0.0 if s[1] == "offer" else 1.0 for s in _EXPOSURE_SPECS]
-    )
+    out[offer < 0, : len(_EXPOSURE_SPECS)] *= _OFFER_SCOPE
     return out
 
 
