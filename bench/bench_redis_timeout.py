@@ -27,7 +27,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serve import (
-    ROOT,
     VAR,
     check_redis,
     delete_prefix,
@@ -35,6 +34,7 @@ from bench.bench_serve import (
     request_mix,
     run_open_loop,
     service_counters,
+    service_env,
 )
 from bench.launcher import run_service
 
@@ -61,16 +61,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-timeout-"))
     bodies_file = work / "bodies.json"
     bodies_file.write_text(json.dumps(request_mix(world, args.members, args.seed)))
-    base = {
-        "RECSYS_REDIS_URL": redis_url,
-        "RECSYS_MLFLOW_TRACKING_URI": tracking,
-        "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
-        "RECSYS_CAPPING_POLICY_PATH": str(ROOT / "config" / "caps.yaml"),
-        "RECSYS_DATA_DIR": str(world),
-        "RECSYS_RELOAD_INTERVAL_S": "0",
-        "RECSYS_LOG_LEVEL": "warning",
-        "RECSYS_TRACKING_SECRET": uuid.uuid4().hex,
-    }
+    base = service_env(redis_url, tracking, world, work, prefix)
     runs: dict[float, list[dict[str, Any]]] = {t: [] for t in timeouts}
     load: list[float] = []
     try:

@@ -205,6 +205,23 @@ def request_mix(world: Path, n_members: int, seed: int) -> list[dict[str, Any]]:
     return bodies
 
 
+def service_env(redis_url: str, tracking: str, world: Path, work: Path, prefix: str) -> dict[str, str]:
+    """The benchmark service's environment: its own key prefix, event log and tracking secret, the shipped cap
+    policy, no model reloads, quiet logs."""
+    return {
+        "RECSYS_REDIS_URL": redis_url,
+        "RECSYS_MLFLOW_TRACKING_URI": tracking,
+        "RECSYS_DATABASE_URL": f"sqlite:///{work}/events.db",
+        "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
+        "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
+        "RECSYS_CAPPING_POLICY_PATH": str(ROOT / "config" / "caps.yaml"),
+        "RECSYS_DATA_DIR": str(world),
+        "RECSYS_RELOAD_INTERVAL_S": "0",
+        "RECSYS_LOG_LEVEL": "warning",
+        "RECSYS_TRACKING_SECRET": uuid.uuid4().hex,
+    }
+
+
 # ------------------------------------------------------------------------------------------------------------
 # wrk (closed loop: maximum throughput)
 # ------------------------------------------------------------------------------------------------------------
@@ -711,18 +728,7 @@ def main() -> None:
     get_lua = lua_for_get(work / "floor.lua")
     log(f"{len(bodies)} distinct requests; Redis {redis_url} prefix {prefix}; logs in {work}")
 
-    base_env = {
-        "RECSYS_REDIS_URL": redis_url,
-        "RECSYS_MLFLOW_TRACKING_URI": tracking,
-        "RECSYS_DATABASE_URL": f"sqlite:///{work}/events.db",
-        "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
-        "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
-        "RECSYS_CAPPING_POLICY_PATH": str(ROOT / "config" / "caps.yaml"),
-        "RECSYS_DATA_DIR": str(world),
-        "RECSYS_RELOAD_INTERVAL_S": "0",
-        "RECSYS_LOG_LEVEL": "warning",
-        "RECSYS_TRACKING_SECRET": uuid.uuid4().hex,
-    }
+    base_env = service_env(redis_url, tracking, world, work, prefix)
     results: dict[str, Any] = {
         "run": run_id,
         "world": str(world),

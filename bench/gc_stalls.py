@@ -49,17 +49,8 @@ def main() -> None:
     lua = bs.lua_for_posts("/v1/recommendations", bodies, work / "recommend.lua")
     wrk = bs.ensure_wrk()
     env = {
-        "RECSYS_REDIS_URL": redis_url,
-        "RECSYS_MLFLOW_TRACKING_URI": tracking,
-        "RECSYS_DATABASE_URL": f"sqlite:///{work}/events.db",
-        "RECSYS_MEMBERS_KEY_PREFIX": f"{prefix}:members",
-        "RECSYS_CAPS_KEY_PREFIX": f"{prefix}:caps",
-        "RECSYS_CAPPING_POLICY_PATH": str(ROOT / "config" / "caps.yaml"),
+        **bs.service_env(redis_url, tracking, world, work, prefix),
         "RECSYS_CAPPING_ENABLED": "true",
-        "RECSYS_DATA_DIR": str(world),
-        "RECSYS_RELOAD_INTERVAL_S": "0",
-        "RECSYS_LOG_LEVEL": "warning",
-        "RECSYS_TRACKING_SECRET": uuid.uuid4().hex,
         "RECSYS_MODEL_ALIAS": args.alias,
         "RECSYS_REDIS_TIMEOUT_MS": "1000",  # a loaded host's slow Redis calls are not answered by the policy
         "BENCH_GC_LOG": str(work / "gc.json"),

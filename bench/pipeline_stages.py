@@ -75,17 +75,23 @@ class Recorded:
     ranking: tuple[str, ...]
 
 
-def record_pipeline(root: Path, replay: Replay, bundle: Any) -> list[Recorded | None]:
-    """Run the policy evaluation's ``ranker_pipeline`` once, recording each request's value-stage inputs."""
+def _ranker_pipeline(root: Path, replay: Replay, bundle: Any) -> Any:
+    """The policy evaluation's ``ranker_pipeline`` policy: profiles and travel as of the cut-off, the replay's
+    exposures."""
     from recsys.evaluation.policies import pipeline_policy, replay_exposures
     from recsys.features.profiles import build_member_profiles
     from recsys.ranker.features import with_travel
 
     cutoff = replay.cutoff.to_pydatetime()
     profiles = with_travel(build_member_profiles(root, as_of=cutoff), root, cutoff)
-    policy = pipeline_policy(
+    return pipeline_policy(
         "ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay), dataset_dir=root
     )
+
+
+def record_pipeline(root: Path, replay: Replay, bundle: Any) -> list[Recorded | None]:
+    """Run the policy evaluation's ``ranker_pipeline`` once, recording each request's value-stage inputs."""
+    policy = _ranker_pipeline(root, replay, bundle)
     real = policy.pipeline
     batch = replay.batch
     starts = batch.starts
@@ -258,16 +264,9 @@ def why_dropped(
     """Every ``every``-th request again through the pipeline, with its suppressions: per eligibility
     reason, the pairs of the logged candidate set the ranker alone shows (``shown``) that the pipeline's
     eligibility drops, and their true purchases and value per request (scaled to all requests)."""
-    from recsys.evaluation.policies import pipeline_policy, replay_exposures
-    from recsys.features.profiles import build_member_profiles
     from recsys.pipeline.types import Stage
-    from recsys.ranker.features import with_travel
 
-    cutoff = replay.cutoff.to_pydatetime()
-    profiles = with_travel(build_member_profiles(root, as_of=cutoff), root, cutoff)
-    policy = pipeline_policy(
-        "ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay), dataset_dir=root
-    )
+    policy = _ranker_pipeline(root, replay, bundle)
     real = policy.pipeline
     batch = replay.batch
     rows = np.arange(0, batch.n_requests, every)
