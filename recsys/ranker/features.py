@@ -954,6 +954,18 @@ class FeatureSpace:
         return ExposureHistory(np.zeros(len(code), dtype=np.int64), code, family, event, time)
 
 
+def booking_inputs(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """:data:`BOOKING_INPUTS` of ``frame``'s rows ``rows`` (len(rows) × inputs): NaN where a row is -1, the
+    value is missing or ``frame`` lacks the column (imported data may have no booking fields)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full((len(rows), len(BOOKING_INPUTS)), np.nan)
+    has = rows >= 0
+    for j, c in enumerate(BOOKING_INPUTS):
+        if c in frame:
+            out[has, j] = pd.to_numeric(frame[c]).to_numpy(np.float64, na_value=np.nan)[rows[has]]
+    return out
+
+
 def booking_block(values: np.ndarray, departure_s: np.ndarray) -> np.ndarray:
     """:data:`BOOKING_FEATURES` of rows: ``values`` (n × :data:`BOOKING_INPUTS`, NaN where unknown) and
     whether the stay spans a Saturday night, from the departure's weekday (NaN without both)."""

@@ -22,19 +22,14 @@ from recsys.features.miles import balances_at
 from recsys.pipeline.catalogue import Catalogue
 from recsys.pipeline.types import ACCEPTANCE, EXPECTED_VALUE, RANKING_OBJECTIVES
 from recsys.pipeline.value import offer_values
-from recsys.ranker.features import BOOKING_INPUTS, to_seconds, with_travel
+from recsys.ranker.features import booking_inputs, to_seconds, with_travel
 from recsys.ranker.training import pair_features, read_events
 from recsys.schema import Col
 
 
 def batch_booking(batch: Any) -> np.ndarray:
     """The pairs' booking inputs (n_pairs × :data:`BOOKING_INPUTS`; NaN where the log has none)."""
-    out = np.full((batch.n_pairs, len(BOOKING_INPUTS)), np.nan)
-    for j, c in enumerate(BOOKING_INPUTS):
-        if c in batch.requests:
-            values = pd.to_numeric(batch.requests[c]).to_numpy(np.float64, na_value=np.nan)
-            out[:, j] = values[batch.request_row]
-    return out
+    return booking_inputs(batch.requests, batch.request_row)
 
 
 class RankerScorer:

@@ -43,6 +43,7 @@ from recsys.ranker.features import (
     FeatureSpace,
     OfferArrays,
     booking_block,
+    booking_inputs,
     cf_scores,
     exposure_block,
     member_travel,
@@ -195,10 +196,7 @@ def impression_table(
 
     dep = np.full(n, np.nan)
     dep[has] = to_seconds(flights[Col.DEPARTURE_TIME])[fpos[has]]
-    booking = np.full((n, len(BOOKING_INPUTS)), np.nan)
-    for j, c in enumerate(BOOKING_INPUTS):
-        if c in booking_cols:
-            booking[has, j] = pd.to_numeric(flights[c]).to_numpy(np.float64, na_value=np.nan)[fpos[has]]
+    booking = booking_inputs(flights, fpos)
     member_ids = imp[Col.MEMBER_ID].astype(str).to_numpy(object)
     offer_ids = imp[Col.OFFER_ID].astype(str).to_numpy(object)
     placement = imp[Col.PLACEMENT].astype(str).to_numpy(object)
