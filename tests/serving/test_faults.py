@@ -231,8 +231,8 @@ def test_sustained_load_with_a_model_promotion(
         redis_prefix,
         RECSYS_CAPPING_POLICY_PATH=str(policy),
         RECSYS_RELOAD_INTERVAL_S="1",
-        # The policy's 20 ms per Redis call is for a production host; on this shared one (load 15-20) it
-        # sent up to 41 % of the answers to the outage policy, which never touches the caps under test.
+        # A production host's Redis timeout is short; on this shared one (load 15-20) a 20 ms timeout sent
+        # up to 41 % of the answers to the outage policy, which never touches the caps under test.
         RECSYS_REDIS_TIMEOUT_MS="500",
     )
     with run_service(env, workers=1, ready_timeout_s=180) as svc:
