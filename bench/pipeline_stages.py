@@ -43,9 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from ranker_levers import _replay  # noqa: E402  # bench/ is the script's directory
 
 from recsys.evaluation.policy import top_k_inclusion  # noqa: E402
-from recsys.evaluation.replay import Replay, load_replay  # noqa: E402
+from recsys.evaluation.replay import Replay  # noqa: E402
 from recsys.pipeline import pipeline as pipeline_module  # noqa: E402
 from recsys.pipeline.diversity import diversify  # noqa: E402
 from recsys.pipeline.types import PipelineConfig  # noqa: E402
@@ -85,7 +86,7 @@ def _ranker_pipeline(root: Path, replay: Replay, bundle: Any) -> Any:
     cutoff = replay.cutoff.to_pydatetime()
     profiles = with_travel(build_member_profiles(root, as_of=cutoff), root, cutoff)
     return pipeline_policy(
-        "ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay), dataset_dir=root
+        "ranker_pipeline", bundle, profiles, exposures=replay_exposures(root, replay), balance_at_request=True
     )
 
 
@@ -333,9 +334,7 @@ def main() -> None:
     cutoff, end = pd.Timestamp(args.cutoff), pd.Timestamp(args.end)
     cache = args.cache
     c0 = time.process_time()
-    replay: Replay = _cached(
-        cache and cache / "replay.pkl", lambda: load_replay(root, cutoff, end, progress=True)
-    )
+    replay = _replay(root, cutoff, end, cache and cache / "replay.pkl")
     batch = replay.batch
     assert replay.p_true is not None
     bundle = _cached(

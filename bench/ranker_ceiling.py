@@ -67,7 +67,7 @@ def main() -> None:
 
     from recsys.data.layout import read_table
     from recsys.data.network import load_network
-    from recsys.features.miles import balances_at
+    from recsys.features.miles import balances_column
     from recsys.features.profiles import build_member_profiles
     from recsys.models.bundle import ModelBundle
     from recsys.ranker.features import TRAVEL_KEY, FeatureSpace, member_travel, to_seconds
@@ -116,6 +116,7 @@ def main() -> None:
         )
 
     pair_members = np.asarray(batch.pair_column("member_id"), dtype=object).astype(str)
+    balances = balances_column(batch.requests)  # as of each request
     pair_times = pd.Series(pd.to_datetime(batch.pair_column("request_time")))
     x_replay = pair_features(
         space, offers, read_events(root, end), serve_profiles, serve_bundle,
@@ -124,7 +125,7 @@ def main() -> None:
         to_seconds(pair_times),
         obj("placement"), obj("origin"), obj("destination"), dep_s, obj("cabin"),
         booking=batch_booking(batch),
-        miles_balance=balances_at(root, pair_members, pair_times),  # as of each request, as RankerScorer
+        miles_balance=None if balances is None else balances[batch.request_row],  # as RankerScorer
     )  # fmt: skip
     req_ids = batch.requests["request_id"].astype(str).to_numpy(object)[batch.request_row]
     truth_replay = _truth_columns(root, batch.pair_column("member_id"), batch.offer_id, req_ids)

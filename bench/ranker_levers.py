@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -23,12 +24,20 @@ import pandas as pd
 
 from recsys.evaluation.policy import top_k_inclusion
 from recsys.evaluation.replay import Replay, load_replay
+from recsys.features.miles import BALANCE_AT_REQUEST
 
 
 def _replay(root: Path, cutoff: pd.Timestamp, end: pd.Timestamp, cache: Path | None) -> Replay:
+    """The replay, from the ``cache`` pickle when it is there and current (else built and pickled there)."""
     if cache is not None and cache.is_file():
         with cache.open("rb") as f:
-            return pickle.load(f)
+            cached: Replay = pickle.load(f)
+        if BALANCE_AT_REQUEST in cached.batch.requests:
+            return cached
+        # pickled by an older load_replay: the balance's readers need the column
+        print(
+            f"{cache}: a replay without '{BALANCE_AT_REQUEST}' (older code); rebuilding it", file=sys.stderr
+        )
     replay = load_replay(root, cutoff, end, progress=True)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ import argparse
 import cProfile
 import importlib.util
 import os
-import pickle
 import sys
 import time
 from datetime import UTC, timedelta
@@ -31,6 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import pandas as pd
+from ranker_levers import _replay  # bench/ is the script's directory
 
 
 def _old_features(src: Path) -> ModuleType:
@@ -65,18 +65,13 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="write a cProfile of the new rows")
     args = ap.parse_args()
 
-    from recsys.evaluation.replay import load_replay
     from recsys.features.profiles import build_member_profiles
     from recsys.ranker.features import ScoringContext, cf_scores, with_ranker_history
     from recsys.ranker.training import train_ranker_bundle
     from recsys.schema import Col
 
     cutoff, end = pd.Timestamp(args.cutoff), pd.Timestamp(args.end)
-    if args.cache is not None and args.cache.is_file():
-        with args.cache.open("rb") as f:
-            replay = pickle.load(f)
-    else:
-        replay = load_replay(args.data, cutoff, end, progress=False)
+    replay = _replay(args.data, cutoff, end, args.cache)
     t0 = time.perf_counter()
     bundle, _ = train_ranker_bundle(args.data, None, before=cutoff.to_pydatetime())
     ranker = bundle.context_ranker

@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from recsys.evaluation.policy import PolicyError, RequestBatch, slot_of
+from recsys.features.miles import balances_column
 from recsys.schema import BOOKING_COLUMNS, Col
 
 if TYPE_CHECKING:
@@ -168,9 +169,10 @@ class PipelinePolicy:
     """The service's pipeline as a policy: per request it ranks (eligibility, value, diversity, no caps);
     the first ``k`` ranked offers that are in the request's candidate set make the slate.
 
-    With ``store`` (the pipeline's in-process member store) and ``dataset_dir`` holding a miles ledger, each
-    request reads the member's miles balance as of the request time
-    (:func:`recsys.features.miles.balances_at`) instead of the published profile's."""
+    With ``store`` (the pipeline's in-process member store) and ``balance_at_request``, each request's member
+    record holds the member's miles balance as of the request (the batch's
+    :data:`~recsys.features.miles.BALANCE_AT_REQUEST`, when the dataset has a ledger) instead of the published
+    profile's."""
 
     def __init__(
         self,
@@ -179,14 +181,14 @@ class PipelinePolicy:
         trained_before: datetime | None,
         *,
         store: EmbeddedMemberStore | None = None,
-        dataset_dir: Path | str | None = None,
+        balance_at_request: bool = False,
     ) -> None:
         self.name = name
         self.pipeline = pipeline
         self.trained_before = trained_before
         self.progress = False
         self.store = store
-        self.dataset_dir = dataset_dir
+        self.balance_at_request = balance_at_request
 
     def inclusion(self, batch: RequestBatch) -> np.ndarray:
         from recsys.pipeline.types import RecommendRequest, TripContext
@@ -200,11 +202,7 @@ class PipelinePolicy:
         deps = _aware(req[Col.DEPARTURE_TIME])
         booking = {c: _ints(req[c]) if c in req else [None] * batch.n_requests for c in BOOKING_COLUMNS}
         offer_ids = batch.offer_id
-        balances = None
-        if self.store is not None and self.dataset_dir is not None:
-            from recsys.features.miles import balances_at
-
-            balances = balances_at(self.dataset_dir, req[Col.MEMBER_ID].astype(str), req[Col.REQUEST_TIME])
+        balances = balances_column(req) if self.store is not None and self.balance_at_request else None
         for i in tqdm(range(batch.n_requests), desc=self.name, disable=not self.progress, unit="req"):
             a, b = starts[i], starts[i + 1]
             if a == b:
@@ -336,7 +334,7 @@ def standard_policies(
                     profiles_df,
                     objective=objective,
                     exposures=contextual,
-                    dataset_dir=dataset_dir,
+                    balance_at_request=True,
                 )
             )
     if replay.p_true is not None:
@@ -356,14 +354,14 @@ def pipeline_policy(
     *,
     objective: str = "expected_value",
     exposures: Mapping[str, Any] | None = None,
-    dataset_dir: Path | str | None = None,
+    balance_at_request: bool = False,
 ) -> PipelinePolicy:
     """The service's pipeline over ``bundle`` ranking by ``objective``, with an in-process member store of
     ``profiles`` and no caps; every catalogue offer is retrieved (the logged candidate set bounds the slate)
     and seat inventory, which the log does not hold, is not required. ``exposures`` (member → exposure
     history, :func:`replay_exposures`) join the profiles as the service publishes them, so a contextual
-    ranker scores each request with the member's exposures before it; with ``dataset_dir`` (its miles ledger)
-    each request sees the member's miles balance as of the request."""
+    ranker scores each request with the member's exposures before it; with ``balance_at_request`` each
+    request sees the member's miles balance as of the request (the replayed batch's, when it has a ledger)."""
     from recsys.pipeline.pipeline import OfferPipeline
     from recsys.pipeline.types import PipelineConfig
     from recsys.ranker.features import EXPOSURES_KEY
@@ -378,7 +376,7 @@ def pipeline_policy(
     before = bundle.info.get("before")
     trained = datetime.fromisoformat(before) if before else datetime.max
     pipeline = OfferPipeline(bundle, store, None, config)
-    return PipelinePolicy(name, pipeline, trained, store=store, dataset_dir=dataset_dir)
+    return PipelinePolicy(name, pipeline, trained, store=store, balance_at_request=balance_at_request)
 
 
 def replay_exposures(dataset_dir: str | Any, replay: Any) -> dict[str, Any]:

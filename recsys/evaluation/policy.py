@@ -65,7 +65,9 @@ class RequestBatch:
     """Requests to decide, long format.
 
     - ``requests``: one row per request, :data:`REQUEST_CONTEXT` columns plus :data:`SLOTS`; row ``i`` is
-      request ``i``.
+      request ``i``. A replayed batch (:func:`recsys.evaluation.replay.load_replay`) also carries the booking
+      columns the log has and :data:`recsys.features.miles.BALANCE_AT_REQUEST`, the member's miles balance
+      as of the request, which the policies that need a balance read.
     - ``request_row`` / ``offer_id``: the candidate pairs, grouped by request in request order
       (``request_row`` is non-decreasing); ``starts[i]:starts[i + 1]`` are request ``i``'s candidates.
     """

@@ -11,9 +11,14 @@
   counted before the cut-off only;
 * on a generated world, the true acceptance probability in the request's context (fatigue-free and with the
   logged fatigue) and the logging policy's exact inclusion probability of every candidate. As in the world, a
-  redemption whose miles price exceeds the member's balance at the request (the miles ledger's, as of the
-  request time) cannot be bought: its true P(purchase) is 0 and the would-be purchase a click
-  (:func:`unaffordable`).
+  redemption whose miles price exceeds the member's balance at the request cannot be bought: its true
+  P(purchase) is 0 and the would-be purchase a click (:func:`unaffordable`).
+
+Per request, the batch's requests carry the member's miles balance as of the request time (column
+:data:`~recsys.features.miles.BALANCE_AT_REQUEST`, from the miles ledger, read once here; NA without one).
+Everything that needs that balance reads this column: :func:`unaffordable`, the replayed pipeline's member
+record (:class:`~recsys.evaluation.policies.PipelinePolicy`) and the ranker's ``miles_balance`` feature
+(:class:`~recsys.ranker.policy.RankerScorer`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from recsys.data.layout import has_table, iter_table, read_table, table_columns
 from recsys.evaluation.metrics import EvaluationError
 from recsys.evaluation.ope import LoggedPairs
 from recsys.evaluation.policy import DEFAULT_SLOTS, REQUEST_CONTEXT, SLOTS, RequestBatch
+from recsys.features.miles import BALANCE_AT_REQUEST, balances_column, with_balances_at
 from recsys.schema import BOOKING_COLUMNS, OFFERS, REQUESTS, Col, EventType, OfferFamily
 
 if TYPE_CHECKING:
@@ -45,7 +51,7 @@ RATE_PRIOR_IMPRESSIONS = 50.0
 class Replay:
     """The test period's requests and everything known about each (request, candidate) pair."""
 
-    batch: RequestBatch
+    batch: RequestBatch  # its requests carry BALANCE_AT_REQUEST, the balance as of each (module doc)
     logged: LoggedPairs  # reward: purchases (0/1)
     margin: np.ndarray  # CNY per acceptance, per pair
     family: np.ndarray  # offer family per pair
@@ -115,6 +121,7 @@ def load_replay(
         raise EvaluationError(f"no slot count for placement(s) {unknown}; known: {sorted(slots)}")
     requests[Col.REQUEST_TIME] = pd.to_datetime(requests[Col.REQUEST_TIME])
     requests[SLOTS] = requests[Col.PLACEMENT].map(dict(slots)).astype(np.int64)
+    requests = with_balances_at(root, requests)
     n = len(requests)
 
     offers = read_table(root, OFFERS.name)
@@ -203,14 +210,16 @@ def load_replay(
     margin = offer_values(Catalogue(offers), miles_liability_cost_cny)[ocode]
     family = offers[Col.FAMILY].astype(str).to_numpy(object)[ocode]
 
-    batch = RequestBatch(requests[[*REQUEST_CONTEXT, *booking, SLOTS]].reset_index(drop=True), rows, cand)
+    batch = RequestBatch(
+        requests[[*REQUEST_CONTEXT, *booking, SLOTS, BALANCE_AT_REQUEST]].reset_index(drop=True), rows, cand
+    )
     logged = LoggedPairs(rows, shown, propensity, reward, m_code, n)
     p_true = p_fat = logging = responder = p_no_taste = None
     if with_truth and has_request_truth(root):
         req_ids = requests[Col.REQUEST_ID].astype(str).to_numpy(object)[rows]
         placements = requests[Col.PLACEMENT].to_numpy(object)[rows]
         # the world never sells a redemption the member cannot afford (it turns the purchase into a click)
-        blocked = unaffordable(root, offers, requests, rows, ocode)
+        blocked = unaffordable(offers, balances_column(requests), rows, ocode)
         responder = request_responder(root, req_ids, members[rows], cand, placements)
         responder = dataclasses.replace(responder, blocked=blocked)
         p_true = responder.purchase()
@@ -241,13 +250,10 @@ def load_replay(
 
 
 def unaffordable(
-    root: Path, offers: pd.DataFrame, requests: pd.DataFrame, rows: np.ndarray, ocode: np.ndarray
+    offers: pd.DataFrame, balance: np.ndarray | None, rows: np.ndarray, ocode: np.ndarray
 ) -> np.ndarray:
-    """Per pair: a redemption whose miles price exceeds the member's balance at the request (from the miles
-    ledger, :func:`recsys.features.miles.balances_at`). All False without a ledger."""
-    from recsys.features.miles import balances_at
-
-    balance = balances_at(root, requests[Col.MEMBER_ID].astype(str), requests[Col.REQUEST_TIME])
+    """Per pair (request row ``rows``, catalogue row ``ocode``): a redemption whose miles price exceeds
+    ``balance``, the member's balance at the request (per request). All False without one (no ledger)."""
     if balance is None:
         return np.zeros(len(rows), dtype=bool)
     price = (

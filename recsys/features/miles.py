@@ -6,6 +6,10 @@ leaks the future (miles earned and spent since). A dataset with a ledger - fligh
 earned by flights departed and partner activities before it, less miles redeemed before it (the generator
 builds the end balance the same way, so the two agree at the end). Data without a ledger (imported
 datasets) keeps the members table's balance: :func:`balances_as_of` and :func:`balances_at` return ``None``.
+
+A replayed request batch carries each request's balance in one column, :data:`BALANCE_AT_REQUEST`, read once
+(:func:`with_balances_at`); its readers (the replay's affordability, the replayed pipeline's member record,
+the ranker's feature) take it from there (:func:`balances_column`) so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from recsys.data.layout import has_table, iter_table, table_columns
 from recsys.data.times import to_utc_naive
 from recsys.features.lrfmc import datetime_values
 from recsys.schema import Col
+
+# Per request: the member's balance as of the request time; NA throughout when the dataset has no ledger.
+BALANCE_AT_REQUEST = "miles_balance_at_request"
 
 # (table, time column, miles column, sign) of each ledger entry kind
 LEDGER: tuple[tuple[str, str, str, int], ...] = (
@@ -102,3 +109,31 @@ def balances_at(
     first = np.searchsorted(key, q_code * span, side="left")
     upto = np.searchsorted(key, q_code * span + (q_t - base), side="left")
     return np.asarray(cum[upto] - cum[first], dtype=np.int64)
+
+
+def with_balances_at(dataset_dir: Path | str, requests: pd.DataFrame) -> pd.DataFrame:
+    """``requests`` (``member_id`` and ``request_time`` per row) with :data:`BALANCE_AT_REQUEST`: the
+    member's balance as of the request (:func:`balances_at`), NA without a ledger (nullable ``Int64``)."""
+    balances = balances_at(dataset_dir, requests[Col.MEMBER_ID].astype(str), requests[Col.REQUEST_TIME])
+    column = pd.array([pd.NA] * len(requests) if balances is None else balances, dtype="Int64")
+    return requests.assign(**{BALANCE_AT_REQUEST: column})
+
+
+def balances_column(requests: pd.DataFrame) -> np.ndarray | None:
+    """The requests' :data:`BALANCE_AT_REQUEST` as int64, ``None`` when it is NA (no ledger: readers keep the
+    profile's balance). Raises ValueError when the column is absent or only partly NA."""
+    if BALANCE_AT_REQUEST not in requests:
+        raise ValueError(
+            f"the replayed requests have no '{BALANCE_AT_REQUEST}' column: build them with "
+            "recsys.evaluation.replay.load_replay or add it with recsys.features.miles.with_balances_at "
+            "(a replay pickled before the column existed must be rebuilt)"
+        )
+    column = requests[BALANCE_AT_REQUEST]
+    missing = column.isna().to_numpy()
+    if missing.all():
+        return None
+    if missing.any():
+        raise ValueError(
+            f"'{BALANCE_AT_REQUEST}' is missing for {int(missing.sum())} of {len(missing)} requests"
+        )
+    return np.asarray(column.to_numpy(np.int64))

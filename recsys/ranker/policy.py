@@ -3,9 +3,10 @@ request's candidates scored by the ranker's P(purchase) in that request's contex
 the service would use (expected value p × margin, acceptance p, or the blend p × margin^β).
 
 Features come from the same code as training (:func:`recsys.ranker.training.pair_features`): member profiles
-as of the ranker's cut-off (what the service would have published) but the miles balance, from the ledger as
-of each request (as the replayed pipeline's eligibility sees it), exposures from the interactions strictly
-before each request's time, CF scores from the ranker's own base model.
+as of the ranker's cut-off (what the service would have published) but the miles balance, the batch's balance
+as of each request (:data:`recsys.features.miles.BALANCE_AT_REQUEST`, as the replayed pipeline's eligibility
+sees it; the profile's without a ledger), exposures from the interactions strictly before each request's
+time, CF scores from the ranker's own base model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.layout import read_table
-from recsys.features.miles import balances_at
+from recsys.features.miles import balances_column
 from recsys.pipeline.catalogue import Catalogue
 from recsys.pipeline.types import ACCEPTANCE, EXPECTED_VALUE, RANKING_OBJECTIVES
 from recsys.pipeline.value import offer_values
@@ -101,6 +102,7 @@ class RankerScorer:
             return np.asarray([v if isinstance(v, str) and v else None for v in values], dtype=object)
 
         members = np.asarray(batch.pair_column(Col.MEMBER_ID), dtype=object).astype(str)
+        balances = balances_column(batch.requests)
         x = pair_features(
             ranker.space,
             read_table(self.root, "offers") if self.offers is None else self.offers,
@@ -116,7 +118,7 @@ class RankerScorer:
             dep_s,
             obj(Col.CABIN),
             booking=batch_booking(batch),
-            miles_balance=balances_at(self.root, members, times),
+            miles_balance=None if balances is None else balances[batch.request_row],
         )
         return ranker.predict(x)
 

@@ -16,6 +16,7 @@ from recsys.evaluation.policies import ArrayScorer, ConversionScorer, LoggingPol
 from recsys.evaluation.policy import RequestBatch, ScoredPolicy, top_k_inclusion
 from recsys.evaluation.policy_eval import PolicyRefused, evaluate_policies, policy_table
 from recsys.evaluation.replay import Replay, load_replay
+from recsys.features.miles import BALANCE_AT_REQUEST
 from recsys.schema import Col
 
 
@@ -95,6 +96,8 @@ def test_a_redemption_the_member_cannot_afford_at_the_request_is_never_bought(
     as the world's), so the oracles do not pick it."""
     req = replay.batch.requests
     balance = _plain_balances(small_world, req[Col.MEMBER_ID], req[Col.REQUEST_TIME])
+    # the batch carries it, read once: every other reader of the balance takes it from there
+    np.testing.assert_array_equal(req[BALANCE_AT_REQUEST].to_numpy(np.int64), balance)
     offers = pd.read_parquet(small_world / "offers.parquet").set_index(Col.OFFER_ID)
     oid = replay.batch.offer_id
     price = offers[Col.PRICE_MILES].fillna(0).reindex(oid).to_numpy(np.float64)
@@ -340,7 +343,7 @@ def test_the_pipeline_policy_reads_the_miles_balance_as_of_each_request(
     redeem = np.bincount(replay.batch.request_row, weights=replay.family == "redemption", minlength=len(req))
     rows = np.flatnonzero(req[Col.ORIGIN].isna().to_numpy() & (redeem > 0))[::3][:300]
     batch = replay.batch.take(rows)
-    timed = pipeline_policy("timed", bundle, profiles, dataset_dir=small_world).inclusion(batch)
+    timed = pipeline_policy("timed", bundle, profiles, balance_at_request=True).inclusion(batch)
     at_cutoff = pipeline_policy("cutoff", bundle, profiles)
     cutoff_inclusion = at_cutoff.inclusion(batch)
     assert (timed != cutoff_inclusion).any()  # the balance moved for some members since the cut-off

@@ -7,12 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from recsys.data.layout import read_table
+from recsys.evaluation.policies import PipelinePolicy
+from recsys.evaluation.policy import SLOTS, PairScorer, RequestBatch, ScoredPolicy
+from recsys.evaluation.replay import unaffordable
+from recsys.features.miles import BALANCE_AT_REQUEST, balances_column, with_balances_at
 from recsys.features.profiles import build_member_profiles
 from recsys.models.bundle import ModelBundle
 from recsys.pipeline import OfferPipeline, PipelineConfig, RecommendRequest, TripContext
@@ -30,6 +35,7 @@ from recsys.ranker.features import (
     with_exposures,
     with_travel,
 )
+from recsys.ranker.policy import RankerScorer
 from recsys.ranker.training import impression_table, read_events, train_ranker_bundle
 from recsys.stores.member_store import EmbeddedMemberStore, publish_profiles
 
@@ -271,9 +277,6 @@ def test_pipeline_serves_the_rankers_probabilities_under_each_objective(trained:
 def test_ranker_is_a_policy_of_the_policy_evaluation(trained: Trained, small_world: Path):
     """Replayed requests (here: the held-out impressions' requests, their shown offers as candidates) get the
     probabilities the held-out table computes for the same impressions, and a top-k slate by the objective."""
-    from recsys.evaluation.policy import SLOTS, PairScorer, RequestBatch, ScoredPolicy
-    from recsys.ranker.policy import RankerScorer
-
     bundle = trained.bundle
     start, end = trained.cutoff, trained.cutoff + pd.Timedelta(days=10)
     events = read_events(small_world, end)
@@ -300,6 +303,7 @@ def test_ranker_is_a_policy_of_the_policy_evaluation(trained: Trained, small_wor
         }
     )
     rows = pd.Index(requests["request_id"]).get_indexer(imps["request_id"])
+    requests = with_balances_at(small_world, requests)  # as load_replay reads it: as of each request
     batch = RequestBatch(requests, rows, imps["offer_id"].to_numpy(object))
     scorer = RankerScorer(bundle, small_world, objective="acceptance")
     assert isinstance(scorer, PairScorer)
@@ -435,3 +439,116 @@ def test_the_booking_block_is_optional_and_old_spaces_load_without_it(trained: T
     sunday_return = ScoringContext("booking", ctx.now, "PEK", "CTU", friday, "Y", stay_nights=0)
     x = ranker.space.request_matrix(off, rows, sunday_return, np.zeros((3, len(CF_SCORES))), False)
     assert np.isnan(x[0, -5:-2]).all() and list(x[0, -2:]) == [0, 0]  # no Saturday night in a day trip
+
+
+def _write_ledger(
+    root: Path, flights: list[tuple[str, pd.Timestamp, int]], spent: list[tuple[str, pd.Timestamp, int]]
+) -> None:
+    """A dataset holding only a miles ledger: flights (member, departure, miles earned) and redemptions."""
+    for table, time_col, miles_col, rows in (
+        ("flights", "departure_time", "miles_earned", flights),
+        ("redemptions", "redeem_time", "miles_spent", spent),
+    ):
+        (root / table).mkdir(parents=True)
+        frame = pd.DataFrame(rows, columns=["member_id", time_col, miles_col])
+        frame[time_col] = pd.to_datetime(frame[time_col]).astype("datetime64[us]")
+        frame.to_parquet(root / table / "part-00000.parquet", index=False)
+
+
+class _RecordingRanker:
+    """The trained context ranker, keeping every feature matrix it is asked to score."""
+
+    def __init__(self, ranker: Any) -> None:
+        self.space = ranker.space
+        self._ranker = ranker
+        self.seen: list[np.ndarray] = []
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.seen.append(np.array(x))
+        return np.asarray(self._ranker.predict(x))
+
+
+class _RecordingPipeline:
+    """Ranks nothing; notes the miles balance in the member store's record at each request."""
+
+    def __init__(self, store: EmbeddedMemberStore) -> None:
+        self.store = store
+        self.balances: list[int] = []
+
+    def rank(self, request: RecommendRequest) -> list[str]:
+        record = self.store.get(request.member_id)
+        assert record is not None
+        self.balances.append(int(record.profile["miles_balance"]))
+        return []
+
+
+def test_the_replay_s_balance_readers_all_see_the_balance_as_of_each_request(
+    trained: Trained, small_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests of one member around a redemption: the balance is read once per request, and the replay's
+    affordability, the replayed pipeline's member record and the ranker's miles_balance feature all see it
+    (the first request affords the offer, the second does not); expected balances computed by hand."""
+    offers = read_table(small_world, "offers")
+    redeem = offers[(offers["family"] == "redemption") & (offers["price_miles"].fillna(0) >= 5000)]
+    offer = redeem.iloc[0]
+    price = int(offer["price_miles"])
+    scorer = RankerScorer(trained.bundle, small_world, objective="acceptance")
+    member = str(scorer._member_profiles()["member_id"].iloc[0])
+    t0 = trained.cutoff + pd.Timedelta(days=5)
+    first, second = t0, t0 + pd.Timedelta(days=1)
+    ledger = tmp_path / "ledger"
+    _write_ledger(
+        ledger,
+        flights=[
+            (member, trained.cutoff - pd.Timedelta(days=30), price + 1000),
+            (member, t0 + pd.Timedelta(days=10), 50_000),  # after both requests
+            ("someone else", t0 - pd.Timedelta(days=1), 99_999),
+        ],
+        spent=[(member, t0 + pd.Timedelta(hours=12), 2000)],  # between the two requests
+    )
+    want = [price + 1000, price - 1000]  # by hand: earned before the first; less the redemption
+
+    requests = pd.DataFrame(
+        {
+            "request_id": ["r1", "r2"],
+            "member_id": [member, member],
+            "request_time": [first, second],
+            "placement": ["home", "home"],
+            **{
+                c: [None, None]
+                for c in ("flight_id", "flight_number", "origin", "destination", "cabin", "fare_class")
+            },
+            "departure_time": pd.Series([pd.NaT, pd.NaT], dtype="datetime64[ns]"),
+            SLOTS: 1,
+        }
+    )
+    requests = with_balances_at(ledger, requests)
+    assert requests[BALANCE_AT_REQUEST].tolist() == want
+    batch = RequestBatch(requests, np.array([0, 1]), np.array([offer["offer_id"]] * 2, dtype=object))
+    balances = balances_column(batch.requests)
+
+    # the replay's truth: the redemption is affordable at the first request only
+    ocode = pd.Index(offers["offer_id"]).get_indexer(batch.offer_id)
+    assert unaffordable(offers, balances, batch.request_row, ocode).tolist() == [False, True]
+
+    # the replayed pipeline: the member record holds each request's balance, not the published one
+    profiles = scorer._member_profiles()
+    store = EmbeddedMemberStore()
+    store.publish(profiles[profiles["member_id"] == member].assign(miles_balance=123), None, "replay")
+    pipeline = _RecordingPipeline(store)
+    PipelinePolicy("p", pipeline, None, store=store, balance_at_request=True).inclusion(batch)
+    assert pipeline.balances == want
+
+    # the ranker: its miles_balance feature of each pair
+    recorder = _RecordingRanker(trained.bundle.context_ranker)
+    monkeypatch.setattr(trained.bundle, "context_ranker", recorder)
+    scorer.probabilities(batch)
+    (x,) = recorder.seen
+    assert x[:, recorder.space.names.index("miles_balance")].tolist() == want
+
+    # a batch without the column (e.g. a replay pickled by older code) is refused, not read another way
+    bare = RequestBatch(requests.drop(columns=[BALANCE_AT_REQUEST]), batch.request_row, batch.offer_id)
+    with pytest.raises(ValueError, match=BALANCE_AT_REQUEST):
+        scorer.probabilities(bare)
+    with pytest.raises(ValueError, match=BALANCE_AT_REQUEST):
+        PipelinePolicy("p", pipeline, None, store=store, balance_at_request=True).inclusion(bare)
