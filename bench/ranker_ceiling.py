@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--config", default="{}", help="JSON ranker config")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--save-p", type=Path, default=None, help="npz of each variant's P(purchase) per replayed pair"
+    )
     args = ap.parse_args()
 
     from recsys.data.layout import read_table
@@ -141,6 +144,7 @@ def main() -> None:
         "oracle": _values(replay, top_k_inclusion(batch, replay.p_true)),
         "ev_oracle": _values(replay, top_k_inclusion(batch, replay.p_true * replay.margin)),
     }
+    saved: dict[str, np.ndarray] = {}
     for name, extra in (
         ("ranker", ()),
         ("ranker+true_dest", ("true_dest",)),
@@ -157,6 +161,7 @@ def main() -> None:
             x[fit_idx], y_fit, x[cal_idx], table.y[cal_idx], cfg, 42,
         )  # fmt: skip
         p = ranker.predict(xr.astype(np.float32))
+        saved[name] = p
         rows[f"{name}_ev"] = _values(replay, top_k_inclusion(batch, p * replay.margin))
         rows[f"{name}_acceptance"] = _values(replay, top_k_inclusion(batch, p))
         print(f"{name}: {ranker.info['rounds']} trees")
@@ -170,6 +175,8 @@ def main() -> None:
         with args.out.open("a") as f:
             for name, r in rows.items():
                 f.write(json.dumps({"policy": name, **r}) + "\n")
+    if args.save_p is not None:
+        np.savez_compressed(args.save_p, **saved)
 
 
 class _Names:

@@ -81,6 +81,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="append rows as JSON lines")
     ap.add_argument("--blend", type=float, action="append", default=[], help="also rank by p x margin^b")
     ap.add_argument("--by-trips", action="store_true", help="also split purchases by the member's trips")
+    ap.add_argument(
+        "--save-p", type=Path, default=None, help="npz of each variant's P(purchase) per replayed pair"
+    )
     args = ap.parse_args()
 
     from recsys.models.bundle import ModelBundle
@@ -113,6 +116,7 @@ def main() -> None:
     pop = ModelBundle.train(root, "popularity", {"groups": ["segment"]}, before=cutoff.to_pydatetime())
     scores, _ = pop.score_pairs(batch.pair_column("member_id"), batch.offer_id)
     rows["popularity"] = _values(replay, top_k_inclusion(batch, scores))
+    saved: dict[str, np.ndarray] = {}
     for spec in args.variant:
         name, _, cfg = spec.partition("=")
         t1 = time.perf_counter()
@@ -121,6 +125,7 @@ def main() -> None:
         )
         t2 = time.perf_counter()
         p = RankerScorer(bundle, root).probabilities(batch)
+        saved[name] = p
         t3 = time.perf_counter()
         print(
             f"{name}: trained in {t2 - t1:.0f} s ({training.ranker.info.get('rounds')} trees), "
@@ -148,6 +153,8 @@ def main() -> None:
         with args.out.open("a") as f:
             for name, r in rows.items():
                 f.write(json.dumps({"policy": name, **r}) + "\n")
+    if args.save_p is not None:
+        np.savez_compressed(args.save_p, **saved)
 
 
 if __name__ == "__main__":
