@@ -16,7 +16,8 @@ cut-off, its P(purchase) of every candidate and one recorded pass of the service
      ranked by that p x margin; ``no_taste_oracle`` and ``no_purpose_oracle`` replace one term each;
    - ``recal_oracle``: the ranker's p rescaled per (family, margin decile) so that each group's mean equals
      the group's true mean on the test requests themselves (a calibration no learner can have; the most a
-     per-family / per-margin-band recalibration could earn);
+     per-family / per-margin-band recalibration could earn); ``recal_offer_oracle`` the same per (offer,
+     placement): the most a per-offer correction of the level (e.g. shrinkage toward a family mean) earns;
    - any p saved by ``bench/ranker_ceiling.py --save-p`` or ``bench/ranker_levers.py --save-p``
      (``--extra-p``), e.g. the ranker given the hidden terms as features, or a lever's ranker;
    - ``--blend b``: the ranker's p x margin^b (not the default objective; where purchases and value trade).
@@ -230,13 +231,14 @@ def main() -> None:
     print(f"\nobservable oracles computed in {time.perf_counter() - t_obs:.0f} s")
     assert replay.p_no_taste is not None
     assert np.allclose(policies["no_taste_oracle"], replay.p_no_taste), "no_taste differs from the replay's"
-    ratio = np.ones(batch.n_pairs)
-    fam_codes = pd.factorize(replay.family)[0]
-    key = fam_codes * 10 + dec
-    pred = np.bincount(key, weights=p_rank)
-    true = np.bincount(key, weights=replay.p_true)
-    ratio = np.divide(true, pred, out=np.ones_like(true), where=pred > 0)[key]
-    policies["recal_oracle"] = p_rank * ratio
+    place = batch.pair_column("placement")
+    for name, key in (
+        ("recal_oracle", pd.factorize(replay.family)[0] * 10 + dec),
+        ("recal_offer_oracle", pd.factorize(pd.Series(batch.offer_id).astype(str) + "|" + place)[0]),
+    ):
+        pred = np.bincount(key, weights=p_rank)
+        true = np.bincount(key, weights=replay.p_true)
+        policies[name] = p_rank * np.divide(true, pred, out=np.ones_like(true), where=pred > 0)[key]
     for path in args.extra_p:
         with np.load(path) as z:
             for name in z.files:
