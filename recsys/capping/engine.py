@@ -52,7 +52,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from recsys.capping.policy import CapPolicy, ResolvedCap, ResolvedPolicy, Scope
+from recsys.capping.policy import CapPolicy, PlanEntry, ResolvedCap, ResolvedPolicy, Scope
 from recsys.capping.types import (
     REASON_COOLDOWN_DISMISS_CATEGORY,
     REASON_COOLDOWN_DISMISS_OFFER,
@@ -380,6 +380,41 @@ def counter_of(
     return CounterRef(name, cap, sub, "l", 0, cap.limit, None)
 
 
+def plan_entry(
+    policy: CapPolicy, rp: ResolvedPolicy, cand: CapCandidate, placement: str, *, with_cooldowns: bool = True
+) -> PlanEntry:
+    """The cool-down fields and counters ``cand`` reads at ``placement`` under ``rp`` (a policy of
+    ``policy``), in the order :func:`build_plan` lists them."""
+    offer_id, category, family = cand.offer_id, cand.category, cand.family
+    exempt = rp.is_exempt(offer_id, category, cand.exempt)
+    cd = rp.cooldowns
+    cds: list[tuple[str, str, str, int]] = []
+    if with_cooldowns:
+        for reason, event, scope, seconds in (
+            (REASON_PURCHASED, "purchase", "offer", cd.purchase_offer),
+            (REASON_COOLDOWN_DISMISS_OFFER, "dismiss", "offer", cd.dismiss_offer),
+            (REASON_PURCHASED_CATEGORY, "purchase", "category", cd.purchase_category),
+            (REASON_COOLDOWN_DISMISS_CATEGORY, "dismiss", "category", cd.dismiss_category),
+        ):
+            if not seconds or (exempt and event != "dismiss"):
+                continue  # exempt from counting caps, not from a member's "no"
+            target = offer_id if scope == "offer" else category
+            cds.append((cooldown_field(event, scope, target), reason, target, seconds * 1000))
+    if exempt:
+        return PlanEntry(True, tuple(cds), ())
+    cts: list[tuple[str, str, ResolvedCap, str]] = []
+    subs = (offer_id, category, family, placement, "-")
+    for cap in rp.caps_for(family, category, placement):
+        if cap.offers is not None and offer_id not in cap.offers:
+            continue
+        prefix = counter_prefix(policy, cap)
+        sub = subs[_SUB_INDEX[cap.scope]]
+        cts.append(
+            (prefix + sub_field(cap, sub), prefix, cap, sub)
+        )  # the counter's name, as counter_of names it
+    return PlanEntry(False, tuple(cds), tuple(cts))
+
+
 def build_plan(
     policy: CapPolicy,
     rp: ResolvedPolicy,
@@ -400,48 +435,27 @@ def build_plan(
     periods: dict[str, tuple[str, int]] = {}
     counter_idx: dict[str, int] = {}
     cooldown_idx: dict[str, int] = {}
-    # Per cap name (unique in a policy), not per candidate: the prefix hashes the policy's cap names.
-    prefixes: dict[str, str] = {}
-    cd = rp.cooldowns
-    cd_specs = [
-        (reason, event, scope, seconds * 1000)
-        for reason, event, scope, seconds in (
-            (REASON_PURCHASED, "purchase", "offer", cd.purchase_offer),
-            (REASON_COOLDOWN_DISMISS_OFFER, "dismiss", "offer", cd.dismiss_offer),
-            (REASON_PURCHASED_CATEGORY, "purchase", "category", cd.purchase_category),
-            (REASON_COOLDOWN_DISMISS_CATEGORY, "dismiss", "category", cd.dismiss_category),
-        )
-        if seconds and with_cooldowns
-    ]
-    caps_for = rp.caps_for
+    memo = rp.plan_entries
     cooldowns, counters = plan.cooldowns, plan.counters
     for cand in candidates:
-        offer_id, category, family = cand.offer_id, cand.category, cand.family
-        exempt = rp.is_exempt(offer_id, category, cand.exempt)
+        key = (cand.offer_id, cand.category, cand.family, cand.exempt, placement, with_cooldowns)
+        entry = memo.get(key)
+        if entry is None:
+            entry = plan_entry(policy, rp, cand, placement, with_cooldowns=with_cooldowns)
+            if len(memo) < 10_000:  # bounded: offers × placements of one catalogue fit many times over
+                memo[key] = entry
         cds: list[int] = []
-        for reason, event, scope, ms in cd_specs:
-            if exempt and event != "dismiss":
-                continue  # exempt from counting caps, not from a member's "no"
-            target = offer_id if scope == "offer" else category
-            fname = cooldown_field(event, scope, target)
-            j = cooldown_idx.get(fname)
+        for spec in entry.cooldowns:
+            j = cooldown_idx.get(spec[0])
             if j is None:
-                j = cooldown_idx[fname] = len(cooldowns)
-                cooldowns.append(CooldownRef(fname, reason, target, ms))
+                j = cooldown_idx[spec[0]] = len(cooldowns)
+                cooldowns.append(CooldownRef(*spec))
             cds.append(j)
-        if exempt:
+        if entry.exempt:
             plan.candidates.append((not cds, cds, []))  # no cool-down to check: the fast path
             continue
         cts: list[int] = []
-        subs = (offer_id, category, family, placement, "-")
-        for cap in caps_for(family, category, placement):
-            if cap.offers is not None and offer_id not in cap.offers:
-                continue
-            prefix = prefixes.get(cap.name)
-            if prefix is None:
-                prefix = prefixes[cap.name] = counter_prefix(policy, cap)
-            sub = subs[_SUB_INDEX[cap.scope]]
-            name = prefix + sub_field(cap, sub)  # the counter's name, as counter_of names it
+        for name, prefix, cap, sub in entry.counters:
             i = counter_idx.get(name)
             if i is None:  # the member, placement and category counters are shared by many candidates
                 i = counter_idx[name] = len(counters)

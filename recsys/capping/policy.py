@@ -264,6 +264,23 @@ class ResolvedCooldowns:
 
 
 @dataclass(frozen=True)
+class PlanEntry:
+    """What one candidate reads under a resolved policy, as the cap plan compiler
+    (``recsys.capping.engine.build_plan``) found it: it depends on the offer, its placement and the policy
+    only, so the compiler keeps it per policy instead of naming the same fields again per request."""
+
+    exempt: bool
+    cooldowns: tuple[tuple[str, str, str, int], ...]  # (field, reason, target, duration ms)
+    counters: tuple[
+        tuple[str, str, ResolvedCap, str], ...
+    ]  # (field, the cap's field prefix, cap, counted value)
+
+
+# (offer id, category, family, the offer's exempt flag, placement, with cool-downs)
+PlanKey = tuple[str, str, str, bool, str, bool]
+
+
+@dataclass(frozen=True)
 class ResolvedPolicy:
     tier: str
     caps: tuple[ResolvedCap, ...]
@@ -272,6 +289,9 @@ class ResolvedPolicy:
     exempt_categories: frozenset[str]
     honour_offer_flag: bool
     _applicable: dict[tuple[str, str, str], tuple[ResolvedCap, ...]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+    plan_entries: dict[PlanKey, PlanEntry] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
 

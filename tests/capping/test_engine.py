@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
 
+from recsys.capping.api import parse_policy
 from recsys.capping.engine import (
     BUCKET_EPOCH_MS,
     b36,
     bucket_ms,
+    build_plan,
     format_rolling,
     live_buckets,
     parse_rolling,
 )
+from recsys.capping.types import CapCandidate, CapMember
 
 
 def test_base36() -> None:
@@ -57,3 +64,44 @@ def test_a_bucket_counts_until_its_end_plus_the_window() -> None:
     value = format_rolling(10, [2, 0, 1])
     assert live_buckets(value, 11 * hour + day - 1, day) == [(10, 2), (12, 1)]
     assert live_buckets(value, 11 * hour + day, day) == [(12, 1)]
+
+
+def test_a_plan_from_the_policys_memo_equals_one_compiled_afresh() -> None:
+    # The shipped policy (calendar, rolling and lifetime caps, cool-downs, offer-flag exemption); plans of a
+    # warm memo (filled by other members, tiers, placements and slates first) against plans of a fresh parse.
+    text = (Path(__file__).resolve().parents[2] / "config" / "caps.yaml").read_text()
+    rng = random.Random(7)
+    offers = [
+        CapCandidate(f"OF{i:03d}", family, category, exempt=(i % 17 == 0))
+        for i, (family, category) in enumerate(
+            [("upsell", "cabin_upgrade"), ("ancillary", "seat"), ("ancillary", "lounge")]
+            + [("redemption", "award_flight"), ("redemption", "miles_promotion"), ("ancillary", "baggage")]
+            * 5
+        )
+    ]
+    tiers = ["basic", "silver", "gold", "platinum", "unknown"]
+    placements = ["home", "booking", "check_in", "post_booking", "in_trip"]
+    now = datetime(2026, 12, 5, 23, 30, tzinfo=UTC)
+    work = [
+        (
+            CapMember(f"m{i}", rng.choice(tiers), rng.choice(["UTC", "Asia/Shanghai"])),
+            rng.sample(offers, 8),
+            rng.choice(placements),
+            rng.random() < 0.2,
+        )
+        for i in range(60)
+    ]
+    warm = parse_policy(text, source="caps.yaml")
+    for member, slate, placement, force in reversed(work):  # fills the memo in another order
+        build_plan(warm, warm.resolved(member.tier), member, slate, placement, now, with_cooldowns=not force)
+    assert any(warm.resolved(t).plan_entries for t in tiers)
+    for member, slate, placement, force in work:
+        fresh = parse_policy(text, source="caps.yaml")
+        expected = build_plan(
+            fresh, fresh.resolved(member.tier), member, slate, placement, now, with_cooldowns=not force
+        )
+        got = build_plan(
+            warm, warm.resolved(member.tier), member, slate, placement, now, with_cooldowns=not force
+        )
+        assert got == expected
+        assert expected.counters and (force or expected.cooldowns)
