@@ -612,16 +612,25 @@ def run_plan(plan: Plan, fields: dict[str, str], k: int, mode: str) -> RawResult
             for i in cts:
                 count[i] += 1
                 added[i] += 1
-    alone = (
-        [
-            ci
-            for ci, (exempt, cds, cts) in enumerate(plan.candidates)
-            if not exempt
-            and (any(in_cooldown(j) for j in cds) or any(stored[i] + 1 > plan.counters[i].limit for i in cts))
-        ]
-        if check
-        else []
-    )
+    alone: list[int] = []
+    if check:
+        # Whether each counter and cool-down blocks on its own is worked out once, not per candidate (the
+        # member-wide counters are shared by all of them); plain loops, as any() over a generator per
+        # candidate cost more than the test.
+        full = [stored[i] + 1 > c.limit for i, c in enumerate(plan.counters)]
+        cooling = [in_cooldown(j) for j in range(len(plan.cooldowns))]
+        for ci, (exempt, cds, cts) in enumerate(plan.candidates):
+            if exempt:
+                continue
+            for j in cds:
+                if cooling[j]:
+                    alone.append(ci)
+                    break
+            else:
+                for i in cts:
+                    if full[i]:
+                        alone.append(ci)
+                        break
     return RawResult(selected, suppressed, alone, added if record else [0] * n)
 
 
