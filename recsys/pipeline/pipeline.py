@@ -42,7 +42,15 @@ from recsys.models.bundle import MemberScoring
 from recsys.pipeline.candidates import gather_candidates
 from recsys.pipeline.catalogue import Catalogue, CatalogueOffer
 from recsys.pipeline.diversity import diversify
-from recsys.pipeline.eligibility import EligibilityContext, Reason, arrival, filter_eligible, rules_for
+from recsys.pipeline.eligibility import (
+    EligibilityContext,
+    Reason,
+    arrival,
+    filter_eligible,
+    rule_family,
+    rule_placement,
+    rules_for,
+)
 from recsys.pipeline.explain import ExplainContext, MemberFacts, explain
 from recsys.pipeline.scorer import Scorer
 from recsys.pipeline.titles import catalogue_titles
@@ -115,7 +123,12 @@ class OfferPipeline:
         self.catalogue = Catalogue(bundle.offers)
         # Exploration draws. random.Random's calls are atomic under the GIL: safe across request threads.
         self._rng = random.Random(config.exploration_seed)
-        self._rules = [rules_for(o) for o in self.catalogue.offers]  # eligibility rules each offer can fail
+        # The eligibility rules each offer can fail; the placement and family rules never do here, as the
+        # candidates stage keeps only offers allowed at the placement and of the requested families.
+        self._rules = [
+            tuple(r for r in rules_for(o) if r not in (rule_placement, rule_family))
+            for o in self.catalogue.offers
+        ]
         self.values: list[float] = offer_values(self.catalogue, config.miles_liability_cost_cny).tolist()
         self.lounge_airports, self.city, self.airports = _network_tables(self.network)
         # Offer titles per locale by catalogue index, built once (they depend on the offer and locale only).
