@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument(
         "--save-p", type=Path, default=None, help="npz of each variant's P(purchase) per replayed pair"
     )
+    ap.add_argument("--seed", type=int, default=42, help="the rankers' seed (CF models, sampling, trees)")
     args = ap.parse_args()
 
     from recsys.models.bundle import ModelBundle
@@ -121,10 +122,13 @@ def main() -> None:
         name, _, cfg = spec.partition("=")
         t1 = time.perf_counter()
         bundle, training = train_ranker_bundle(
-            root, {"model": {"ranker": json.loads(cfg or "{}")}}, before=cutoff.to_pydatetime()
+            root,
+            {"model": {"ranker": json.loads(cfg or "{}")}},
+            before=cutoff.to_pydatetime(),
+            seed=args.seed,
         )
         t2 = time.perf_counter()
-        p = RankerScorer(bundle, root).probabilities(batch)
+        p = RankerScorer(bundle, root, seed=args.seed).probabilities(batch)
         saved[name] = p
         t3 = time.perf_counter()
         print(
