@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--cutoff", default="2026-04-02")
     ap.add_argument("--members", type=int, default=8000, help="members sampled (seeded)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--factors", type=int, default=8, help="taste factors (the ranker's taste_factors)")
+    ap.add_argument("--factors", type=int, default=6, help="taste factors (the ranker's taste_factors)")
     ap.add_argument("--alpha", type=float, default=20.0, help="ALS confidence scale of travel counts")
     ap.add_argument("--parts", default="", help="only these travel parts, comma-separated (default: all)")
     args = ap.parse_args()
