@@ -24,6 +24,7 @@ from recsys.capping.types import CapEnforcer
 from recsys.events import EventLog
 from recsys.experiments import ExperimentStore, ModelRef
 from recsys.experiments.report import OfflineEstimator
+from recsys.requestlog.process_writer import ProcessRequestWriter
 from recsys.requestlog.store import RequestLog, SqlRequestLog
 from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
 from recsys.stores.member_store import MemberStore
@@ -98,7 +99,20 @@ def registry_resolver(settings: Settings) -> VersionResolver:
     return resolve
 
 
-def build_request_writer(settings: Settings, log: RequestLog, metrics: Metrics) -> RequestWriter:
+def build_request_writer(
+    settings: Settings, log: RequestLog, metrics: Metrics, *, log_handed_in: bool = False
+) -> RequestWriter:
+    """The request writer the settings choose. A log handed in to :func:`create_app` is an object a child
+    process cannot open: it always gets the thread writer."""
+    if settings.request_log_writer == "process" and not log_handed_in:
+        return ProcessRequestWriter(
+            settings.request_log_url or settings.database_url,
+            schema=settings.request_log_schema or settings.database_schema,
+            batch_size=settings.request_log_batch_size,
+            flush_interval_s=settings.request_log_flush_interval_s,
+            max_queue=max(settings.request_log_max_queue, settings.request_log_batch_size),
+            observer=metrics,
+        )
     return BatchingRequestWriter(
         log,
         batch_size=settings.request_log_batch_size,
@@ -319,7 +333,7 @@ def create_app(
                     schema=settings.request_log_schema or settings.database_schema,
                 )
                 closers.append(rlog.close)
-            writer = build_request_writer(settings, rlog, metrics)
+            writer = build_request_writer(settings, rlog, metrics, log_handed_in=request_log is not None)
             closers.append(writer.close)  # closers run in reverse: the writer drains before its log closes
         redis = build_redis_clients(settings)  # one set of clients per worker, checked before anything else
         if redis is not None:

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     request_log_schema: str | None = Field(
         default=None, description="PostgreSQL schema of the request log; unset = the event log's schema."
     )
+    request_log_writer: Literal["process", "thread"] = Field(
+        default="process",
+        description="Who writes the request log: a child process per worker (process; the database work "
+        "never holds the serving process's GIL) or a thread in the worker (thread).",
+    )
     request_log_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="Records written per transaction by the background writer."
     )

@@ -205,7 +205,7 @@ class Metrics:
         )
         self.request_log_dropped = Counter(
             "recsys_request_log_dropped_total",
-            "Request records lost, by reason (queue_full, write_failed, closed, invalid)",
+            "Request records lost, by reason (queue_full, write_failed, closed, invalid, writer_died)",
             ("reason",),
             registry=r,
         )
@@ -227,7 +227,7 @@ class Metrics:
             self.dependency_errors.labels(dependency, component)
         for mode in ("fail_open", "fail_closed"):
             self.cap_degraded_total.labels(mode)
-        for reason in ("queue_full", "write_failed", "closed", "invalid"):
+        for reason in ("queue_full", "write_failed", "closed", "invalid", "writer_died"):
             self.request_log_dropped.labels(reason)
         # This worker's degraded answers by mode, readable in-process (bench/profile_recommend.py).
         self.cap_degraded: Tally[str] = Tally()

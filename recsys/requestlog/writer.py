@@ -39,6 +39,7 @@ DROP_QUEUE_FULL = "queue_full"
 DROP_WRITE_FAILED = "write_failed"
 DROP_CLOSED = "closed"
 DROP_INVALID = "invalid"
+DROP_WRITER_DIED = "writer_died"
 
 
 class WriterObserver(Protocol):
@@ -53,7 +54,7 @@ class WriterObserver(Protocol):
         ...
 
     def dropped(self, n: int, reason: str) -> None:
-        """``n`` records lost (``queue_full``, ``write_failed``, ``closed``, ``invalid``)."""
+        """``n`` records lost (``queue_full``, ``write_failed``, ``closed``, ``invalid``, ``writer_died``)."""
         ...
 
 
@@ -129,7 +130,9 @@ class BatchingRequestWriter:
         """Records queued and not yet written."""
         return len(self._queue)
 
-    def submit(self, record: RequestRecord) -> bool:
+    def submit(self, record: RequestRecord, *, submitted_at: float | None = None) -> bool:
+        """``submitted_at`` (on this writer's clock): when the record was first handed over, if before now
+        (the process writer's child passes the serving process's time, so the lag counts the hand-over)."""
         try:
             record.validate()  # a bad record is dropped here (and logged), never allowed to poison a batch
         except InvalidRequestRecord:
@@ -142,7 +145,7 @@ class BatchingRequestWriter:
             elif len(self._queue) >= self.max_queue:
                 reason = DROP_QUEUE_FULL
             else:
-                self._queue.append((self._clock(), record))
+                self._queue.append((self._clock() if submitted_at is None else submitted_at, record))
                 self._submitted += 1
                 if len(self._queue) >= self.batch_size:
                     self._cond.notify()

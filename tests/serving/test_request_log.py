@@ -4,6 +4,8 @@ set after eligibility and caps, the shown slate with propensities; events join t
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -16,11 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy import stats
 
-from recsys.requestlog import SqlRequestLog
+from recsys.requestlog import BatchingRequestWriter, SqlRequestLog
+from recsys.requestlog.process_writer import ProcessRequestWriter
 from serving.app import create_app
 from tests.requestlog.conftest import PG_URL, drop_schema, pg_schema_or_fail
 from tests.serving.conftest import DEBUG_TOKEN, Registry, make_settings, serve_counting_policy
 from tests.serving.test_api import rec_body, trip
+from tests.serving.test_observability import samples, total
 
 SHOWN_OR_RANKED_BELOW = {"value", "diversity", "top_k"}  # stages that drop candidates, not non-candidates
 
@@ -306,3 +310,96 @@ def test_explored_slates_obey_the_caps(
         assert r is not None
         n = len(r.candidates)
         assert all(s.propensity == pytest.approx(min(5, n) / n) for s in r.shown)
+
+
+# ------------------------------------------------------------------------------------------ the writers
+
+
+def test_the_writer_is_a_child_process_by_default_and_a_thread_on_request(
+    backend: str,
+    registry: Registry,
+    serving_world: Path,
+    tmp_path: Path,
+    redis_prefix: str,
+    world_members: list[str],
+) -> None:
+    for kind, cls in (("process", ProcessRequestWriter), ("thread", BatchingRequestWriter)):
+        (tmp_path / kind).mkdir()
+        over = {} if kind == "process" else {"request_log_writer": kind}
+        with logged_app(backend, registry, serving_world, tmp_path / kind, redis_prefix, **over) as (
+            client,
+            log,
+        ):
+            assert isinstance(client.app.state.services.request_writer, cls)  # type: ignore[attr-defined]
+            ids = [
+                client.post("/v1/recommendations", json=rec_body(m)).json()["request_id"]
+                for m in world_members[70:76]
+            ]
+            flush(client)
+            records = log.get_many(ids)
+            assert len(records) == 6 and all(records[i].shown for i in ids)
+
+
+def test_a_killed_writer_child_fails_no_request_and_is_replaced(
+    logged: tuple[TestClient, SqlRequestLog], world_members: list[str]
+) -> None:
+    client, log = logged
+    writer = client.app.state.services.request_writer  # type: ignore[attr-defined]
+    assert isinstance(writer, ProcessRequestWriter)
+    flush(client)
+    first = writer.child_pid
+    assert first is not None
+    ids = []
+    for i, member in enumerate(world_members[80:120]):
+        resp = client.post("/v1/recommendations", json=rec_body(member))
+        assert resp.status_code == 200, resp.text
+        ids.append(resp.json()["request_id"])
+        if i == 15:
+            os.kill(first, signal.SIGKILL)
+    flush(client)
+    assert writer.restarts == 1 and writer.child_pid not in (None, first)
+    page = samples(client.get("/metrics").text)
+    lost = total(page, "recsys_request_log_dropped_total", reason="writer_died")
+    logged_ids = set(log.get_many(ids))
+    assert len(logged_ids) == len(ids) - lost
+    assert total(page, "recsys_request_log_written_total") == len(logged_ids)
+    assert ids[-1] in logged_ids  # the new child writes what comes after
+
+
+def test_a_clean_shutdown_writes_every_answer(
+    backend: str,
+    registry: Registry,
+    serving_world: Path,
+    tmp_path: Path,
+    redis_prefix: str,
+    world_members: list[str],
+) -> None:
+    if backend == "sqlite":
+        url, schema, engine = f"sqlite:///{tmp_path}/requests.db", None, None
+    else:
+        engine, schema = pg_schema_or_fail("test_svc_reqlog")
+        url = PG_URL
+    # A 30 s interval: only the shutdown's drain writes these records.
+    settings = make_settings(
+        registry,
+        serving_world,
+        tmp_path,
+        redis_prefix,
+        request_log_url=url,
+        request_log_schema=schema,
+        request_log_flush_interval_s=30,
+    )
+    try:
+        with TestClient(create_app(settings)) as client:
+            ids = [
+                client.post("/v1/recommendations", json=rec_body(m)).json()["request_id"]
+                for m in world_members[120:150]
+            ]
+        log = SqlRequestLog(url, schema=schema)
+        try:
+            assert len(log.get_many(ids)) == len(ids) == 30
+        finally:
+            log.close()
+    finally:
+        if engine is not None and schema is not None:
+            drop_schema(engine, schema)
