@@ -5,8 +5,10 @@ reports the requests both served)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +147,8 @@ def test_two_workers_every_scrape_reports_the_whole_service(
                 break
             time.sleep(0.1)
         assert len(workers) == 2, f"expected two worker processes writing metrics to {path!r}"
+        # each worker has a request log writer child of its own
+        assert all(len(list(writer_children(w))) == 1 for w in workers), svc.log()[-2000:]
         assert all(multiproc_dir_of(p) == path for p in workers) and os.path.isdir(path)
         # Bursts of 20 concurrent requests until both workers have served some (usually the first burst),
         # so that one worker's share differs from the total.
@@ -173,3 +177,19 @@ def test_two_workers_every_scrape_reports_the_whole_service(
         assert total(page, "recsys_model_loaded") == 1
         assert total(page, "recsys_model_version") == float(registry.first_version)
     assert not os.path.exists(path), "the metrics directory is removed when the service stops"
+    # Stopped (SIGTERM): both workers' writers drained, every answer has its request record.
+    assert count_rows(tmp_path / "events.db", "request_log") == sent
+
+
+def writer_children(pid: int) -> Iterator[int]:
+    """The request log writer children of a process."""
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"process_writer" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    yield int(child)
+
+
+def count_rows(db: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
