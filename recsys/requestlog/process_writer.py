@@ -17,9 +17,11 @@ What can be lost:
 - the serving process dies (SIGKILL, OOM): the records still in its buffer, at most what arrived in the last
   ``ship_interval_s`` (50 ms) unless the child was not keeping up; what the child already holds is still
   written: the child sees the socket close, writes what it has and exits;
-- the child dies: the records sent to it and not yet committed, at most ``max_queue`` and normally what
-  arrived in the last ``flush_interval_s``; they are counted as dropped (``writer_died``), the parent starts
-  a new child and sends it the records that arrive from then on (and those still in its buffer);
+- the child dies: the records sent to it and not yet reported written, at most ``max_queue`` and normally
+  what arrived in the last ``flush_interval_s``; they are counted as dropped (``writer_died``), the parent
+  starts a new child and sends it the records that arrive from then on (and those still in its buffer). A
+  child killed between a commit and its report leaves that batch in the log and counted as dropped: the
+  count is an upper bound;
 - the database is down or slow: as with the thread writer, the child retries the failed batch with back-off
   while new records queue in it; beyond ``max_queue`` records they are dropped and counted (``queue_full``).
   The serving process never waits for the database.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -68,7 +71,8 @@ class ProcessRequestWriter:
 
     ``url``/``schema`` name the request log as :class:`SqlRequestLog` takes them; ``batch_size``,
     ``flush_interval_s``, ``max_queue`` and the retry settings are the child's
-    :class:`BatchingRequestWriter`'s; ``max_queue`` also bounds this process's buffer.
+    :class:`BatchingRequestWriter`'s; ``max_queue`` also bounds this process's buffer. ``child_nice`` is
+    added to the child's niceness: when the cores are busy, answers come before the log's inserts.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class ProcessRequestWriter:
         max_backoff_s: float = 5.0,
         ship_interval_s: float = 0.05,
         restart_backoff_s: float = 0.5,
+        child_nice: int = 10,
         observer: WriterObserver | None = None,
     ) -> None:
         if batch_size < 1 or max_queue < batch_size:
@@ -99,6 +104,7 @@ class ProcessRequestWriter:
             "retries": retries,
             "retry_backoff_s": retry_backoff_s,
             "max_backoff_s": max_backoff_s,
+            "nice": child_nice,
         }
         self.max_queue = max_queue
         self.ship_interval_s = ship_interval_s
@@ -380,6 +386,9 @@ def child_main() -> None:
         config = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
         return
+    with contextlib.suppress(OSError):
+        # Background work: on a busy machine the serving process gets the CPU first, the log lags instead.
+        os.nice(config["nice"])
     log = open_log_retrying(
         config["url"], config["schema"], config["retry_backoff_s"], config["max_backoff_s"]
     )

@@ -92,13 +92,15 @@ def test_a_killed_child_is_replaced_and_its_loss_counted(target: tuple[str, str 
         assert writer.flush(timeout_s=30)
         assert writer.child_pid not in (None, first) and writer.restarts == 1
         lost = tally.drops.get("writer_died", 0)
-        assert log.count() == written(tally) == submitted - lost
+        assert written(tally) + lost == submitted
+        # a child killed between its commit and its report wrote records counted lost: the count is a bound
+        assert written(tally) <= log.count() <= submitted
         assert log.get("r599") is not None  # the new child writes what came after
         before = log.count()
         for i in range(600, 700):
             writer.submit(rec(i))
         assert writer.flush(timeout_s=20)
-        assert log.count() == before + 100
+        assert log.count() == before + 100 and written(tally) + lost == 700
     finally:
         writer.close()
         log.close()

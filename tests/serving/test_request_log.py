@@ -361,8 +361,10 @@ def test_a_killed_writer_child_fails_no_request_and_is_replaced(
     page = samples(client.get("/metrics").text)
     lost = total(page, "recsys_request_log_dropped_total", reason="writer_died")
     logged_ids = set(log.get_many(ids))
-    assert len(logged_ids) == len(ids) - lost
-    assert total(page, "recsys_request_log_written_total") == len(logged_ids)
+    written = total(page, "recsys_request_log_written_total")
+    assert written + lost == len(ids)  # every record reported written or counted lost
+    # a child killed between its commit and its report wrote records counted lost: the count is a bound
+    assert written <= len(logged_ids) <= written + lost
     assert ids[-1] in logged_ids  # the new child writes what comes after
 
 
