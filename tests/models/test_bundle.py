@@ -1,4 +1,4 @@
-"""The served artefact on a small hand-made world with planted tastes (see conftest.write_taste_world)."""
+"""The served artefact on a small hand-made world with planted tastes (see taste_world.write_taste_world)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import END, write_taste_world
 from contract import dataset
+from taste_world import END, write_taste_world
 
 from recsys.interactions import InteractionConfig, build_interactions
 from recsys.models import base
