@@ -8,6 +8,8 @@ a cProfile of the app path.
         [--alias champion] [--profile var/bench/app.prof] [--profile-pipeline var/bench/pipeline.prof]
 
 ``--alias`` picks the registered version served (e.g. the ALS champion against a ranker challenger).
+``REDIS_URL`` may name a cluster (``redis+cluster://host:port,...``, its masters): Redis CPU is then summed
+over them.
 
 The service's start-up bootstrap publishes the member profiles under a prefix of the run's own; those keys and
 the run's cap counters are deleted at its end (the shared Redis keeps nothing).
@@ -74,12 +76,23 @@ async def call(app: Any, body: bytes) -> tuple[int, bytes]:
     return status, b"".join(chunks)
 
 
-def redis_cpu(url: str) -> float:
-    """CPU seconds the Redis server has used (user + sys; other clients' work included)."""
+def redis_nodes(url: str) -> list[Any]:
+    """Plain clients of the server, or of each master a ``redis+cluster://`` URL names."""
     import redis
 
-    info = redis.Redis.from_url(url).info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    if url.startswith("redis+cluster://"):
+        hosts = url.removeprefix("redis+cluster://").split("/", 1)[0].split(",")
+        return [redis.Redis(host=h.rsplit(":", 1)[0], port=int(h.rsplit(":", 1)[1])) for h in hosts]
+    return [redis.Redis.from_url(url)]
+
+
+def redis_cpu(url: str) -> float:
+    """CPU seconds the Redis server(s) have used (user + sys; other clients' work included)."""
+    total = 0.0
+    for node in redis_nodes(url):
+        info = node.info("cpu")
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -191,9 +204,12 @@ async def run(args: argparse.Namespace) -> None:
                 f"{n} requests; cap degraded {degraded}; load {os.getloadavg()[0]:.1f}"
             )
     finally:
-        import redis
-
-        delete_prefix(redis.Redis.from_url(redis_url), run_prefix)
+        if redis_url.startswith("redis+cluster://"):
+            for node in redis_nodes(redis_url):  # a cluster's keys live on their master; one slot per call
+                for key in node.scan_iter(match=f"{run_prefix}:*", count=1000):
+                    node.unlink(key)
+        else:
+            delete_prefix(redis_nodes(redis_url)[0], run_prefix)
 
 
 def main() -> None:
