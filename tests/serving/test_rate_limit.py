@@ -57,7 +57,9 @@ def test_two_processes_share_one_count_per_client(
         assert refusal.headers["content-type"].startswith("application/json")
         error = refusal.json()["error"]
         assert error["code"] == "rate_limited" and f"more than {LIMIT} requests per hour" in error["message"]
-        assert 1 <= int(refusal.headers["retry-after"]) <= 3600
+        # The sliding count carries this window's requests into the next one: up to two windows, not one (a
+        # refusal just after the hour's start said 3,793 s; the exact values: the unit test below).
+        assert 1 <= int(refusal.headers["retry-after"]) < 2 * 3600
         # Another client has its own count, on either process.
         for svc in (first, second):
             other = httpx.post(
