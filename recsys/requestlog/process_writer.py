@@ -46,16 +46,16 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from recsys.requestlog.record import InvalidRequestRecord, RequestRecord
+from recsys.requestlog.record import RequestRecord
 from recsys.requestlog.store import SqlRequestLog
 from recsys.requestlog.writer import (
     DROP_CLOSED,
-    DROP_INVALID,
     DROP_QUEUE_FULL,
     DROP_WRITER_DIED,
     BatchingRequestWriter,
     WriterObserver,
     _NullObserver,
+    admit_valid,
 )
 
 logger = logging.getLogger(__name__)
@@ -148,11 +148,7 @@ class ProcessRequestWriter:
         return proc.pid if proc is not None else None
 
     def submit(self, record: RequestRecord) -> bool:
-        try:
-            record.validate()  # a bad record is dropped here, never allowed to poison the child's batch
-        except InvalidRequestRecord:
-            logger.exception("request log: invalid record dropped")
-            self.observer.dropped(1, DROP_INVALID)
+        if not admit_valid(record, self.observer):
             return False
         with self._cond:
             if self._closing:

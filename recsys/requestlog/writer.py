@@ -86,6 +86,18 @@ class _NullObserver:
         pass
 
 
+def admit_valid(record: RequestRecord, observer: WriterObserver) -> bool:
+    """Whether ``record`` is valid; an invalid one is dropped here (logged and counted), never allowed to
+    poison a batch. Every writer's ``submit`` starts with it."""
+    try:
+        record.validate()
+    except InvalidRequestRecord:
+        logger.exception("request log: invalid record dropped")
+        observer.dropped(1, DROP_INVALID)
+        return False
+    return True
+
+
 class BatchingRequestWriter:
     """:class:`RequestWriter` that batches appends to a :class:`RequestLog` on a daemon thread."""
 
@@ -133,11 +145,7 @@ class BatchingRequestWriter:
     def submit(self, record: RequestRecord, *, submitted_at: float | None = None) -> bool:
         """``submitted_at`` (on this writer's clock): when the record was first handed over, if before now
         (the process writer's child passes the serving process's time, so the lag counts the hand-over)."""
-        try:
-            record.validate()  # a bad record is dropped here (and logged), never allowed to poison a batch
-        except InvalidRequestRecord:
-            logger.exception("request log: invalid record dropped")
-            self.observer.dropped(1, DROP_INVALID)
+        if not admit_valid(record, self.observer):
             return False
         with self._cond:
             if self._closing:
