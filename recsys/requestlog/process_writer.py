@@ -49,13 +49,12 @@ from typing import Any
 from recsys.requestlog.record import RequestRecord
 from recsys.requestlog.store import SqlRequestLog
 from recsys.requestlog.writer import (
-    DROP_CLOSED,
-    DROP_QUEUE_FULL,
     DROP_WRITER_DIED,
     BatchingRequestWriter,
     WriterObserver,
     _NullObserver,
     admit_valid,
+    refusal,
 )
 
 logger = logging.getLogger(__name__)
@@ -151,11 +150,8 @@ class ProcessRequestWriter:
         if not admit_valid(record, self.observer):
             return False
         with self._cond:
-            if self._closing:
-                reason = DROP_CLOSED
-            elif len(self._buffer) >= self.max_queue:
-                reason = DROP_QUEUE_FULL
-            else:
+            reason = refusal(self._closing, len(self._buffer), self.max_queue)
+            if reason is None:
                 self._buffer.append((time.time(), record))
                 self._submitted += 1
                 return True  # the sender wakes on its interval: no notify (a futex call) per request

@@ -98,6 +98,15 @@ def admit_valid(record: RequestRecord, observer: WriterObserver) -> bool:
     return True
 
 
+def refusal(closing: bool, queued: int, max_queue: int) -> str | None:
+    """Why a valid record cannot be queued (a ``DROP_*`` reason), or None when it can."""
+    if closing:
+        return DROP_CLOSED
+    if queued >= max_queue:
+        return DROP_QUEUE_FULL
+    return None
+
+
 class BatchingRequestWriter:
     """:class:`RequestWriter` that batches appends to a :class:`RequestLog` on a daemon thread."""
 
@@ -148,11 +157,8 @@ class BatchingRequestWriter:
         if not admit_valid(record, self.observer):
             return False
         with self._cond:
-            if self._closing:
-                reason = DROP_CLOSED
-            elif len(self._queue) >= self.max_queue:
-                reason = DROP_QUEUE_FULL
-            else:
+            reason = refusal(self._closing, len(self._queue), self.max_queue)
+            if reason is None:
                 self._queue.append((self._clock() if submitted_at is None else submitted_at, record))
                 self._submitted += 1
                 if len(self._queue) >= self.batch_size:
