@@ -43,8 +43,8 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 from recsys.requestlog.record import RequestRecord
 from recsys.requestlog.store import SqlRequestLog
@@ -54,6 +54,7 @@ from recsys.requestlog.writer import (
     WriterObserver,
     _NullObserver,
     admit_valid,
+    backoff_s,
     refusal,
 )
 
@@ -63,6 +64,21 @@ logger = logging.getLogger(__name__)
 CHUNK = 32
 
 _CHILD_CODE = "from recsys.requestlog.process_writer import child_main; child_main()"
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    """What the child needs to open the log and run its writer (sent pickled as its first message)."""
+
+    url: str
+    schema: str | None
+    batch_size: int
+    flush_interval_s: float
+    max_queue: int
+    retries: int
+    retry_backoff_s: float
+    max_backoff_s: float
+    nice: int
 
 
 class ProcessRequestWriter:
@@ -94,17 +110,17 @@ class ProcessRequestWriter:
             raise ValueError(f"need 1 <= batch_size <= max_queue, got {batch_size}, {max_queue}")
         if flush_interval_s <= 0 or ship_interval_s <= 0:
             raise ValueError(f"intervals must be > 0, got {flush_interval_s}, {ship_interval_s}")
-        self.config: dict[str, Any] = {
-            "url": url,
-            "schema": schema,
-            "batch_size": batch_size,
-            "flush_interval_s": flush_interval_s,
-            "max_queue": max_queue,
-            "retries": retries,
-            "retry_backoff_s": retry_backoff_s,
-            "max_backoff_s": max_backoff_s,
-            "nice": child_nice,
-        }
+        self.config = ChildConfig(
+            url=url,
+            schema=schema,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            max_queue=max_queue,
+            retries=retries,
+            retry_backoff_s=retry_backoff_s,
+            max_backoff_s=max_backoff_s,
+            nice=child_nice,
+        )
         self.max_queue = max_queue
         self.ship_interval_s = ship_interval_s
         self.restart_backoff_s = restart_backoff_s
@@ -339,7 +355,7 @@ class _PipeObserver:
         self.conn = conn
         self.lock = threading.Lock()
 
-    def _send(self, message: tuple[str, int, Any]) -> None:
+    def _send(self, message: tuple[str, int, float | str | None]) -> None:
         # OSError: the parent is gone; keep writing what is held, nobody reads the figures
         with self.lock, contextlib.suppress(OSError):
             self.conn.send_bytes(pickle.dumps(message))
@@ -354,7 +370,7 @@ class _PipeObserver:
         self._send(("dropped", n, reason))
 
 
-def open_log_retrying(url: str, schema: str | None, backoff_s: float, max_backoff_s: float) -> SqlRequestLog:
+def open_log_retrying(url: str, schema: str | None, base_s: float, max_backoff_s: float) -> SqlRequestLog:
     """The child's log; a database that is down at the child's start is waited for (the parent buffers)."""
     attempt = 0
     while True:
@@ -362,7 +378,7 @@ def open_log_retrying(url: str, schema: str | None, backoff_s: float, max_backof
             return SqlRequestLog(url, schema=schema)
         except Exception as exc:
             attempt += 1
-            wait = min(max_backoff_s, backoff_s * 2 ** min(attempt - 1, 30))
+            wait = backoff_s(attempt, base_s, max_backoff_s)
             logger.warning("request log writer: cannot open the log (%s); retry in %.1fs", exc, wait)
             time.sleep(wait)
 
@@ -375,23 +391,21 @@ def child_main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     conn = Connection(int(sys.argv[1]))
     try:
-        config = pickle.loads(conn.recv_bytes())
+        config: ChildConfig = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
         return
     with contextlib.suppress(OSError):
         # Background work: on a busy machine the serving process gets the CPU first, the log lags instead.
-        os.nice(config["nice"])
-    log = open_log_retrying(
-        config["url"], config["schema"], config["retry_backoff_s"], config["max_backoff_s"]
-    )
+        os.nice(config.nice)
+    log = open_log_retrying(config.url, config.schema, config.retry_backoff_s, config.max_backoff_s)
     writer = BatchingRequestWriter(
         log,
-        batch_size=config["batch_size"],
-        flush_interval_s=config["flush_interval_s"],
-        max_queue=config["max_queue"],
-        retries=config["retries"],
-        retry_backoff_s=config["retry_backoff_s"],
-        max_backoff_s=config["max_backoff_s"],
+        batch_size=config.batch_size,
+        flush_interval_s=config.flush_interval_s,
+        max_queue=config.max_queue,
+        retries=config.retries,
+        retry_backoff_s=config.retry_backoff_s,
+        max_backoff_s=config.max_backoff_s,
         observer=_PipeObserver(conn),
         clock=time.time,  # the parent stamps records with the wall clock: the lag spans both processes
     )

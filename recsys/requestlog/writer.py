@@ -86,6 +86,11 @@ class _NullObserver:
         pass
 
 
+def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): doubling from ``base_s``, at most ``max_s``."""
+    return min(max_s, base_s * 2 ** min(attempt - 1, 30))
+
+
 def admit_valid(record: RequestRecord, observer: WriterObserver) -> bool:
     """Whether ``record`` is valid; an invalid one is dropped here (logged and counted), never allowed to
     poison a batch. Every writer's ``submit`` starts with it."""
@@ -232,7 +237,7 @@ class BatchingRequestWriter:
                         )
                         self.observer.dropped(len(records), DROP_WRITE_FAILED)
                         break
-                backoff = min(self.max_backoff_s, self.retry_backoff_s * 2 ** min(attempt - 1, 30))
+                backoff = backoff_s(attempt, self.retry_backoff_s, self.max_backoff_s)
                 logger.warning(
                     "request log: write of %d records failed (%s); retry %d in %.1fs, %d queued",
                     len(records),
