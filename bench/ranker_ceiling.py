@@ -73,9 +73,8 @@ def main() -> None:
     from recsys.features.miles import balances_column
     from recsys.features.profiles import build_member_profiles
     from recsys.models.bundle import ModelBundle
-    from recsys.ranker.features import TRAVEL_KEY, FeatureSpace, member_travel, to_seconds
+    from recsys.ranker.features import TRAVEL_KEY, FeatureSpace, booking_inputs, member_travel, to_seconds
     from recsys.ranker.model import RankerConfig, fit_booster
-    from recsys.ranker.policy import batch_booking
     from recsys.ranker.taste import DestinationFactors
     from recsys.ranker.training import impression_table, pair_features, read_events
 
@@ -127,7 +126,7 @@ def main() -> None:
         np.asarray(batch.offer_id, dtype=object).astype(str),
         to_seconds(pair_times),
         obj("placement"), obj("origin"), obj("destination"), dep_s, obj("cabin"),
-        booking=batch_booking(batch),
+        booking=booking_inputs(batch.requests, batch.request_row),
         miles_balance=None if balances is None else balances[batch.request_row],  # as RankerScorer
     )  # fmt: skip
     req_ids = batch.requests["request_id"].astype(str).to_numpy(object)[batch.request_row]

@@ -28,11 +28,6 @@ from recsys.ranker.training import pair_features, read_events
 from recsys.schema import Col
 
 
-def batch_booking(batch: Any) -> np.ndarray:
-    """The pairs' booking inputs (n_pairs × :data:`BOOKING_INPUTS`; NaN where the log has none)."""
-    return booking_inputs(batch.requests, batch.request_row)
-
-
 class RankerScorer:
     """Scores a :class:`~recsys.evaluation.policy.RequestBatch`'s candidate pairs (see the module docstring);
     wrap it in :class:`~recsys.evaluation.policy.ScoredPolicy` for the top-``k`` slate."""
@@ -117,7 +112,7 @@ class RankerScorer:
             obj(Col.DESTINATION),
             dep_s,
             obj(Col.CABIN),
-            booking=batch_booking(batch),
+            booking=booking_inputs(batch.requests, batch.request_row),
             miles_balance=None if balances is None else balances[batch.request_row],
         )
         return ranker.predict(x)
