@@ -26,7 +26,7 @@ from recsys.experiments import ExperimentStore, ModelRef
 from recsys.experiments.report import OfflineEstimator
 from recsys.requestlog.process_writer import ProcessRequestWriter
 from recsys.requestlog.store import RequestLog, SqlRequestLog
-from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter
+from recsys.requestlog.writer import BatchingRequestWriter, BatchSettings, RequestWriter
 from recsys.stores.member_store import MemberStore
 from recsys.stores.redis import RedisClients, RedisUnavailable
 from serving import heap
@@ -104,22 +104,19 @@ def build_request_writer(
 ) -> RequestWriter:
     """The request writer the settings choose. A log handed in to :func:`create_app` is an object a child
     process cannot open: it always gets the thread writer."""
-    if settings.request_log_writer == "process" and not log_handed_in:
-        return ProcessRequestWriter(
-            settings.request_log_url or settings.database_url,
-            schema=settings.request_log_schema or settings.database_schema,
-            batch_size=settings.request_log_batch_size,
-            flush_interval_s=settings.request_log_flush_interval_s,
-            max_queue=max(settings.request_log_max_queue, settings.request_log_batch_size),
-            observer=metrics,
-        )
-    return BatchingRequestWriter(
-        log,
+    batch = BatchSettings(
         batch_size=settings.request_log_batch_size,
         flush_interval_s=settings.request_log_flush_interval_s,
         max_queue=max(settings.request_log_max_queue, settings.request_log_batch_size),
-        observer=metrics,
     )
+    if settings.request_log_writer == "process" and not log_handed_in:
+        return ProcessRequestWriter(
+            settings.request_log_url or settings.database_url,
+            batch,
+            schema=settings.request_log_schema or settings.database_schema,
+            observer=metrics,
+        )
+    return BatchingRequestWriter(log, batch, observer=metrics)
 
 
 class RegistryCatalog:

@@ -9,9 +9,10 @@ from recsys.requestlog.record import (
     check_slate,
 )
 from recsys.requestlog.store import RequestLog, SqlRequestLog
-from recsys.requestlog.writer import BatchingRequestWriter, RequestWriter, WriterObserver
+from recsys.requestlog.writer import BatchingRequestWriter, BatchSettings, RequestWriter, WriterObserver
 
 __all__ = [
+    "BatchSettings",
     "BatchingRequestWriter",
     "InvalidRequestRecord",
     "PolicyRef",

@@ -51,6 +51,7 @@ from recsys.requestlog.store import SqlRequestLog
 from recsys.requestlog.writer import (
     DROP_WRITER_DIED,
     BatchingRequestWriter,
+    BatchSettings,
     WriterObserver,
     _NullObserver,
     admit_valid,
@@ -72,56 +73,35 @@ class ChildConfig:
 
     url: str
     schema: str | None
-    batch_size: int
-    flush_interval_s: float
-    max_queue: int
-    retries: int
-    retry_backoff_s: float
-    max_backoff_s: float
+    batch: BatchSettings
     nice: int
 
 
 class ProcessRequestWriter:
     """:class:`~recsys.requestlog.writer.RequestWriter` whose database work runs in a child process.
 
-    ``url``/``schema`` name the request log as :class:`SqlRequestLog` takes them; ``batch_size``,
-    ``flush_interval_s``, ``max_queue`` and the retry settings are the child's
-    :class:`BatchingRequestWriter`'s; ``max_queue`` also bounds this process's buffer. ``child_nice`` is
-    added to the child's niceness: when the cores are busy, answers come before the log's inserts.
+    ``url``/``schema`` name the request log as :class:`SqlRequestLog` takes them; ``settings`` are the
+    child's :class:`BatchingRequestWriter`'s, and their ``max_queue`` also bounds this process's buffer.
+    ``child_nice`` is added to the child's niceness: when the cores are busy, answers come before the log's
+    inserts.
     """
 
     def __init__(
         self,
         url: str,
+        settings: BatchSettings | None = None,
         *,
         schema: str | None = None,
-        batch_size: int = 500,
-        flush_interval_s: float = 0.5,
-        max_queue: int = 50_000,
-        retries: int = 3,
-        retry_backoff_s: float = 0.5,
-        max_backoff_s: float = 5.0,
         ship_interval_s: float = 0.05,
         restart_backoff_s: float = 0.5,
         child_nice: int = 10,
         observer: WriterObserver | None = None,
     ) -> None:
-        if batch_size < 1 or max_queue < batch_size:
-            raise ValueError(f"need 1 <= batch_size <= max_queue, got {batch_size}, {max_queue}")
-        if flush_interval_s <= 0 or ship_interval_s <= 0:
-            raise ValueError(f"intervals must be > 0, got {flush_interval_s}, {ship_interval_s}")
-        self.config = ChildConfig(
-            url=url,
-            schema=schema,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            max_queue=max_queue,
-            retries=retries,
-            retry_backoff_s=retry_backoff_s,
-            max_backoff_s=max_backoff_s,
-            nice=child_nice,
-        )
-        self.max_queue = max_queue
+        if ship_interval_s <= 0:
+            raise ValueError(f"ship_interval_s must be > 0, got {ship_interval_s}")
+        settings = settings or BatchSettings()
+        self.config = ChildConfig(url=url, schema=schema, batch=settings, nice=child_nice)
+        self.max_queue = settings.max_queue
         self.ship_interval_s = ship_interval_s
         self.restart_backoff_s = restart_backoff_s
         self.observer: WriterObserver = observer or _NullObserver()
@@ -397,15 +377,11 @@ def child_main() -> None:
     with contextlib.suppress(OSError):
         # Background work: on a busy machine the serving process gets the CPU first, the log lags instead.
         os.nice(config.nice)
-    log = open_log_retrying(config.url, config.schema, config.retry_backoff_s, config.max_backoff_s)
+    batch = config.batch
+    log = open_log_retrying(config.url, config.schema, batch.retry_backoff_s, batch.max_backoff_s)
     writer = BatchingRequestWriter(
         log,
-        batch_size=config.batch_size,
-        flush_interval_s=config.flush_interval_s,
-        max_queue=config.max_queue,
-        retries=config.retries,
-        retry_backoff_s=config.retry_backoff_s,
-        max_backoff_s=config.max_backoff_s,
+        batch,
         observer=_PipeObserver(conn),
         clock=time.time,  # the parent stamps records with the wall clock: the lag spans both processes
     )
@@ -417,7 +393,7 @@ def child_main() -> None:
                 break  # the parent died: write what is held, then exit
             if kind == "batch":
                 for submitted_at, record in chunk:
-                    writer.submit(record, submitted_at=submitted_at)
+                    writer.enqueue(record, submitted_at)  # validated by the serving process
             elif kind == "flush":
                 writer.flush(timeout_s=60.0)
             elif kind == "close":

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from recsys.requestlog.record import InvalidRequestRecord, RequestRecord
@@ -112,33 +113,42 @@ def refusal(closing: bool, queued: int, max_queue: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """How records are batched and retried: the thread writer's, and the process writer's child's.
+
+    A batch is written every ``flush_interval_s`` or as soon as ``batch_size`` records wait; at most
+    ``max_queue`` records wait (more are dropped and counted). A failed batch is retried with back-off,
+    doubling from ``retry_backoff_s`` up to ``max_backoff_s``; at shutdown it gets ``retries`` more tries.
+    """
+
+    batch_size: int = 500
+    flush_interval_s: float = 0.5
+    max_queue: int = 50_000
+    retries: int = 3
+    retry_backoff_s: float = 0.5
+    max_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_queue < self.batch_size:
+            raise ValueError(f"need 1 <= batch_size <= max_queue, got {self.batch_size}, {self.max_queue}")
+        if self.flush_interval_s <= 0:
+            raise ValueError(f"flush_interval_s must be > 0, got {self.flush_interval_s}")
+
+
 class BatchingRequestWriter:
     """:class:`RequestWriter` that batches appends to a :class:`RequestLog` on a daemon thread."""
 
     def __init__(
         self,
         log: RequestLog,
+        settings: BatchSettings | None = None,
         *,
-        batch_size: int = 500,
-        flush_interval_s: float = 0.5,
-        max_queue: int = 50_000,
-        retries: int = 3,
-        retry_backoff_s: float = 0.5,
-        max_backoff_s: float = 5.0,
         observer: WriterObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if batch_size < 1 or max_queue < batch_size:
-            raise ValueError(f"need 1 <= batch_size <= max_queue, got {batch_size}, {max_queue}")
-        if flush_interval_s <= 0:
-            raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         self.log = log
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.max_queue = max_queue
-        self.retries = retries
-        self.retry_backoff_s = retry_backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.settings = settings or BatchSettings()
         self.observer: WriterObserver = observer or _NullObserver()
         self._clock = clock
         # (submitted at, record); appended under the lock (counters, wake-ups), popped by the thread alone.
@@ -156,17 +166,21 @@ class BatchingRequestWriter:
         """Records queued and not yet written."""
         return len(self._queue)
 
-    def submit(self, record: RequestRecord, *, submitted_at: float | None = None) -> bool:
-        """``submitted_at`` (on this writer's clock): when the record was first handed over, if before now
-        (the process writer's child passes the serving process's time, so the lag counts the hand-over)."""
+    def submit(self, record: RequestRecord) -> bool:
         if not admit_valid(record, self.observer):
             return False
+        return self.enqueue(record, self._clock())
+
+    def enqueue(self, record: RequestRecord, submitted_at: float) -> bool:
+        """Queue a record already validated; ``submitted_at`` (on this writer's clock): when it was first
+        handed over (the process writer's child passes the serving process's time, so the lag counts the
+        hand-over, and does not validate again what the serving process validated)."""
         with self._cond:
-            reason = refusal(self._closing, len(self._queue), self.max_queue)
+            reason = refusal(self._closing, len(self._queue), self.settings.max_queue)
             if reason is None:
-                self._queue.append((self._clock() if submitted_at is None else submitted_at, record))
+                self._queue.append((submitted_at, record))
                 self._submitted += 1
-                if len(self._queue) >= self.batch_size:
+                if len(self._queue) >= self.settings.batch_size:
                     self._cond.notify()
                 return True
         self.observer.dropped(1, reason)
@@ -199,22 +213,24 @@ class BatchingRequestWriter:
     # ------------------------------------------------------------------------------------------ thread
 
     def _run(self) -> None:
+        batch_size = self.settings.batch_size
         while True:
             with self._cond:
-                if not self._closing and len(self._queue) < self.batch_size:
-                    self._cond.wait(self.flush_interval_s)
+                if not self._closing and len(self._queue) < batch_size:
+                    self._cond.wait(self.settings.flush_interval_s)
                 closing = self._closing
             while self._queue:
                 batch: list[tuple[float, RequestRecord]] = []
-                while self._queue and len(batch) < self.batch_size:
+                while self._queue and len(batch) < batch_size:
                     batch.append(self._queue.popleft())
                 self._write(batch)
-                if not closing and len(self._queue) < self.batch_size:
+                if not closing and len(self._queue) < batch_size:
                     break
             if closing and not self._queue:
                 return
 
     def _write(self, batch: list[tuple[float, RequestRecord]]) -> None:
+        settings = self.settings
         records = [r for _, r in batch]
         attempt = 0
         closing_tries = 0
@@ -228,7 +244,7 @@ class BatchingRequestWriter:
                     closing = self._closing
                 if closing:
                     closing_tries += 1
-                    if closing_tries > self.retries:
+                    if closing_tries > settings.retries:
                         logger.error(
                             "request log: dropped a batch of %d at shutdown after %d tries: %s",
                             len(records),
@@ -237,7 +253,7 @@ class BatchingRequestWriter:
                         )
                         self.observer.dropped(len(records), DROP_WRITE_FAILED)
                         break
-                backoff = backoff_s(attempt, self.retry_backoff_s, self.max_backoff_s)
+                backoff = backoff_s(attempt, settings.retry_backoff_s, settings.max_backoff_s)
                 logger.warning(
                     "request log: write of %d records failed (%s); retry %d in %.1fs, %d queued",
                     len(records),
@@ -247,7 +263,7 @@ class BatchingRequestWriter:
                     len(self._queue),
                 )
                 # close() sets the event: shutdown does not sit out a long back-off.
-                self._closing_event.wait(backoff if not closing else min(backoff, self.retry_backoff_s))
+                self._closing_event.wait(backoff if not closing else min(backoff, settings.retry_backoff_s))
             else:
                 self.observer.written(len(records), self._clock() - batch[0][0])
                 break

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.requestlog import SqlRequestLog
+from recsys.requestlog import BatchSettings, SqlRequestLog
 from recsys.requestlog.process_writer import ProcessRequestWriter
 from tests.conftest import PG_URL, drop_schema
 from tests.requestlog.conftest import pg_schema_or_fail
@@ -54,7 +54,7 @@ def test_flush_returns_once_the_child_committed_everything(target: tuple[str, st
     log = SqlRequestLog(url, schema=schema)
     tally = Tally()
     # A long interval: without flush nothing partial would be written for 30 s.
-    writer = ProcessRequestWriter(url, schema=schema, flush_interval_s=30, observer=tally)
+    writer = ProcessRequestWriter(url, BatchSettings(flush_interval_s=30), schema=schema, observer=tally)
     try:
         for i in range(120):
             assert writer.submit(rec(i))
@@ -77,7 +77,7 @@ def test_a_killed_child_is_replaced_and_its_loss_counted(target: tuple[str, str 
     url, schema = target
     log = SqlRequestLog(url, schema=schema)
     tally = Tally()
-    writer = ProcessRequestWriter(url, schema=schema, flush_interval_s=0.05, observer=tally)
+    writer = ProcessRequestWriter(url, BatchSettings(flush_interval_s=0.05), schema=schema, observer=tally)
     try:
         assert writer.flush(timeout_s=20)  # the first child is up and has its log open
         first = writer.child_pid
@@ -110,7 +110,9 @@ def test_a_killed_child_is_replaced_and_its_loss_counted(target: tuple[str, str 
 def test_close_writes_everything_submitted(target: tuple[str, str | None]) -> None:
     url, schema = target
     tally = Tally()
-    writer = ProcessRequestWriter(url, schema=schema, batch_size=100, flush_interval_s=30, observer=tally)
+    writer = ProcessRequestWriter(
+        url, BatchSettings(batch_size=100, flush_interval_s=30), schema=schema, observer=tally
+    )
     for i in range(1000):
         writer.submit(rec(i))
     writer.close()
@@ -128,9 +130,10 @@ def test_the_child_writes_what_it_holds_when_the_serving_process_dies(tmp_path: 
     serving = textwrap.dedent(
         f"""
         import os, signal, sys, time
+        from recsys.requestlog import BatchSettings
         from recsys.requestlog.process_writer import ProcessRequestWriter
         from tests.requestlog.test_writer import rec
-        writer = ProcessRequestWriter({url!r}, flush_interval_s=30)
+        writer = ProcessRequestWriter({url!r}, BatchSettings(flush_interval_s=30))
         for i in range(300):
             writer.submit(rec(i))
         while writer.sent < 300:  # all in the child, none committed (30 s interval)

@@ -7,7 +7,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from recsys.requestlog import BatchingRequestWriter, PolicyRef, RequestRecord, ShownOffer, SqlRequestLog
+import pytest
+
+from recsys.requestlog import (
+    BatchingRequestWriter,
+    BatchSettings,
+    PolicyRef,
+    RequestRecord,
+    ShownOffer,
+    SqlRequestLog,
+)
 
 T0 = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
@@ -50,7 +59,9 @@ def test_batches_are_written_and_close_drains_the_queue(tmp_path: Path) -> None:
     log = SqlRequestLog(f"sqlite:///{tmp_path}/r.db")
     tally = Tally()
     # A long interval: only full batches are written before close; close writes the rest.
-    writer = BatchingRequestWriter(log, batch_size=100, flush_interval_s=30, max_queue=10_000, observer=tally)
+    writer = BatchingRequestWriter(
+        log, BatchSettings(batch_size=100, flush_interval_s=30, max_queue=10_000), observer=tally
+    )
     for i in range(250):
         assert writer.submit(rec(i))
     deadline = time.monotonic() + 10
@@ -68,7 +79,7 @@ def test_batches_are_written_and_close_drains_the_queue(tmp_path: Path) -> None:
 
 def test_flush_waits_for_what_was_submitted(tmp_path: Path) -> None:
     log = SqlRequestLog(f"sqlite:///{tmp_path}/r.db")
-    writer = BatchingRequestWriter(log, batch_size=500, flush_interval_s=30)
+    writer = BatchingRequestWriter(log, BatchSettings(batch_size=500, flush_interval_s=30))
     for i in range(7):
         writer.submit(rec(i))
     assert writer.flush(timeout_s=10)
@@ -80,7 +91,7 @@ def test_flush_waits_for_what_was_submitted(tmp_path: Path) -> None:
 def test_invalid_record_is_dropped_not_queued(tmp_path: Path) -> None:
     log = SqlRequestLog(f"sqlite:///{tmp_path}/r.db")
     tally = Tally()
-    writer = BatchingRequestWriter(log, batch_size=10, flush_interval_s=0.05, observer=tally)
+    writer = BatchingRequestWriter(log, BatchSettings(batch_size=10, flush_interval_s=0.05), observer=tally)
     assert not writer.submit(rec(1, propensity=0.0))
     assert writer.submit(rec(2))
     writer.close()
@@ -94,11 +105,7 @@ def test_database_down_drops_and_counts_never_blocks() -> None:
     tally = Tally()
     writer = BatchingRequestWriter(
         log,
-        batch_size=5,
-        flush_interval_s=0.05,
-        max_queue=20,
-        retries=1,
-        retry_backoff_s=0.01,
+        BatchSettings(batch_size=5, flush_interval_s=0.05, max_queue=20, retries=1, retry_backoff_s=0.01),
         observer=tally,
     )
     started = time.perf_counter()
@@ -110,3 +117,12 @@ def test_database_down_drops_and_counts_never_blocks() -> None:
     assert accepted == tally.drops["write_failed"]
     assert tally.drops.get("queue_full", 0) == 100 - accepted > 0
     log.close()
+
+
+def test_batch_settings_out_of_range_name_the_setting() -> None:
+    with pytest.raises(ValueError, match="batch_size <= max_queue, got 0, 50000"):
+        BatchSettings(batch_size=0)
+    with pytest.raises(ValueError, match="batch_size <= max_queue, got 500, 100"):
+        BatchSettings(max_queue=100)
+    with pytest.raises(ValueError, match="flush_interval_s must be > 0, got 0"):
+        BatchSettings(flush_interval_s=0)
