@@ -311,6 +311,7 @@ def create_app(
     """
     settings = settings or Settings()
     metrics = Metrics()
+    heap.set_young_threshold(settings.gc_young_threshold)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

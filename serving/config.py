@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     request_log_schema: str | None = Field(
         default=None, description="PostgreSQL schema of the request log; unset = the event log's schema."
     )
+    gc_young_threshold: int = Field(
+        default=700,
+        ge=100,
+        le=1_000_000,
+        description="Net allocations between young garbage collections (CPython's default is 700); "
+        "higher values promote fewer of a request's short-lived objects (serving/heap.py).",
+    )
     request_log_writer: Literal["process", "thread"] = Field(
         default="process",
         description="Who writes the request log: a child process per worker (process; the database work "
