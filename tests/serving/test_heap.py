@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from serving.app import create_app
+from serving.config import Settings
 from serving.model_holder import ModelHolder
 
 
@@ -94,3 +96,12 @@ def test_an_experiment_variants_own_model_is_frozen_too() -> None:
     variant, info = loader(ModelRef("m", version="2"))
     assert isinstance(variant, Bundle) and info.version == "2"
     assert not walked_by_collections(variant)
+
+
+def test_the_young_threshold_setting_reaches_the_collector() -> None:
+    before = gc.get_threshold()
+    try:
+        create_app(Settings(gc_young_threshold=5000))
+        assert gc.get_threshold() == (5000, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
