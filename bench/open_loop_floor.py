@@ -10,8 +10,9 @@ and uvloop) against two paths:
 - ``/v1/recommendations``: the service's answer.
 
 Variants are services with extra environment (``--variant gc5k=RECSYS_GC_YOUNG_THRESHOLD=5000``; the
-service as shipped is always ``shipped``). A slow spell of the shared machine hits every cell of a round
-alike; medians over the rounds are printed.
+service as shipped is always ``shipped``); ``BENCH_WORKERS=2`` in a variant runs it on two uvicorn
+workers. A slow spell of the shared machine hits every cell of a round alike; medians over the rounds are
+printed.
 
     python bench/open_loop_floor.py [--rounds 3] [--duration 15] [--rate 300] [--variant NAME=K=V[,K=V]]
 """
@@ -72,11 +73,12 @@ def services(
                 "RECSYS_DATABASE_URL": f"sqlite:///{work}/events-{name}.db",
                 **extra,
             }
+            workers = int(env.pop("BENCH_WORKERS", "1"))
             log(f"starting the service {name} {extra or ''}")
             out[name] = stack.enter_context(
                 run_service(
                     env,
-                    workers=1,
+                    workers=workers,
                     ready_timeout_s=600,
                     log_path=work / f"service-{name}.log",
                     command=FLOOR_APP,
