@@ -118,6 +118,15 @@ def main() -> None:
     scores, _ = pop.score_pairs(batch.pair_column("member_id"), batch.offer_id)
     rows["popularity"] = _values(replay, top_k_inclusion(batch, scores))
     saved: dict[str, np.ndarray] = {}
+
+    def write(names: list[str]) -> None:
+        # rows go out as each variant ends, so a run stopped early keeps the variants it finished
+        if args.out is not None:
+            with args.out.open("a") as f:
+                for name in names:
+                    f.write(json.dumps({"policy": name, **rows[name]}) + "\n")
+
+    write(list(rows))
     for spec in args.variant:
         name, _, cfg = spec.partition("=")
         t1 = time.perf_counter()
@@ -139,6 +148,7 @@ def main() -> None:
         rows[f"{name}_acceptance"] = _values(replay, top_k_inclusion(batch, p))
         for b in args.blend:
             rows[f"{name}_blend{b:g}"] = _values(replay, top_k_inclusion(batch, p * replay.margin**b))
+        write([r for r in rows if r == name or r.startswith(f"{name}_")])
     table = pd.DataFrame(rows).T
     base, orc, evo = rows["popularity"], rows["oracle"], rows["ev_oracle"]
     table.insert(0, "x_pop", table["purchases"] / base["purchases"])
@@ -153,10 +163,6 @@ def main() -> None:
         f"taste term: {taste:.5f} purchases/req ({taste / orc['purchases']:.1%} of the oracle's); "
         f"redemption {taste_r:.5f}"
     )
-    if args.out is not None:
-        with args.out.open("a") as f:
-            for name, r in rows.items():
-                f.write(json.dumps({"policy": name, **r}) + "\n")
     if args.save_p is not None:
         np.savez_compressed(args.save_p, **saved)
 

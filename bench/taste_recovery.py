@@ -30,11 +30,14 @@ def _rows(path: Path) -> dict[str, dict[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("levers", type=Path, help="ranker_levers.py --out rows (variants base and nocf)")
-    ap.add_argument("ceiling", type=Path, help="ranker_ceiling.py --out rows, run with the no-CF config")
+    ap.add_argument(
+        "ceiling", type=Path, nargs="?", help="ranker_ceiling.py --out rows, run with the no-CF config"
+    )
     ap.add_argument("--with-cf", default="base", help="the levers variant with CF features")
     ap.add_argument("--without-cf", default="nocf", help="the levers variant without them")
     args = ap.parse_args()
-    lev, ceil = _rows(args.levers), _rows(args.ceiling)
+    lev = _rows(args.levers)
+    ceil = _rows(args.ceiling) if args.ceiling is not None else None
     cf, nocf = args.with_cf, args.without_cf
     lines = [("objective", "measure", "taste term", "CF earns", "CF share", "ceiling earns", "ceiling share")]
     for objective, oracle, key in (
@@ -45,12 +48,13 @@ def main() -> None:
     ):
         taste = lev[oracle][key] - lev[f"{oracle}_no_taste"][key]
         earned = lev[f"{cf}_{objective}"][key] - lev[f"{nocf}_{objective}"][key]
-        ceiling = ceil[f"ranker+true_dest_{objective}"][key] - ceil[f"ranker_{objective}"][key]
+        if ceil is not None:
+            ceiling = ceil[f"ranker+true_dest_{objective}"][key] - ceil[f"ranker_{objective}"][key]
+            up_to = (f"{ceiling:.5f}", f"{ceiling / taste:.0%}")
+        else:
+            up_to = ("-", "-")
         lines.append(
-            (
-                objective, key, f"{taste:.5f}", f"{earned:.5f}", f"{earned / taste:.0%}",
-                f"{ceiling:.5f}", f"{ceiling / taste:.0%}",
-            )
+            (objective, key, f"{taste:.5f}", f"{earned:.5f}", f"{earned / taste:.1%}", *up_to)
         )  # fmt: skip
     width = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     for r in lines:
@@ -58,8 +62,11 @@ def main() -> None:
     orc = lev["oracle"]["purchases"]
     share = float(lines[1][2]) / orc
     print(f"taste term {lines[1][2]} purchases/request = {share:.1%} of the oracle's {orc:.4f}")
-    agree = abs(ceil["ranker_acceptance"]["purchases"] - lev[f"{nocf}_acceptance"]["purchases"])
-    print(f"no-CF ranker, ceiling run against levers run: |diff| {agree:.5f} purchases/request")
+    ev_share = lev[f"{cf}_ev"]["ev"] / lev["ev_oracle"]["ev"]
+    print(f"{cf} ranking by expected value: {ev_share:.4f} of the EV oracle's value")
+    if ceil is not None:
+        agree = abs(ceil["ranker_acceptance"]["purchases"] - lev[f"{nocf}_acceptance"]["purchases"])
+        print(f"no-CF ranker, ceiling run against levers run: |diff| {agree:.5f} purchases/request")
 
 
 if __name__ == "__main__":
