@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serve import (
-    VAR,
+    bench_inputs,
     check_redis,
     delete_prefix,
     log,
@@ -53,9 +53,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
     timeouts = [float(t) for t in args.timeouts.split(",")]
-    world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
-    tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    world, tracking, redis_url = bench_inputs()
     client = check_redis(redis_url)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="bench-timeout-"))

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_serve import (  # noqa: E402
     FLOOR_APP,
-    VAR,
+    bench_inputs,
     check_redis,
     count_request_records,
     cpu_seconds,
@@ -52,6 +52,7 @@ from bench.bench_serve import (  # noqa: E402
     run_wrk,
     service_counters,
     service_env,
+    write_figures,
 )
 from bench.launcher import LiveService, run_service  # noqa: E402
 
@@ -190,10 +191,7 @@ def main() -> None:
 
     from bench.redis_servers import start_cluster
 
-    world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
-    world = world if world.is_absolute() else ROOT / world
-    tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    world, tracking, redis_url = bench_inputs()
     wrk = ensure_wrk()
     client = check_redis(redis_url)
     prefix = f"bench-rl-{uuid.uuid4().hex[:8]}"
@@ -225,10 +223,7 @@ def main() -> None:
         if tag in results:
             report(tag, results[tag])
     print(f"\nload average before {results['load_before']}, after {results['load_after']}")
-    out = VAR / "bench" / "request_log.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    log(f"figures written to {out}")
+    write_figures(results, "request_log.json")
 
 
 if __name__ == "__main__":

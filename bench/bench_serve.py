@@ -149,6 +149,27 @@ def ensure_wrk() -> str:
     sys.exit("wrk is not installed: run `sudo apt-get install wrk` (Debian/Ubuntu) and retry")
 
 
+def bench_inputs() -> tuple[Path, str, str]:
+    """The world, MLflow tracking URI and Redis URL a benchmark runs on: ``RECSYS_DATA_DIR``,
+    ``RECSYS_MLFLOW_TRACKING_URI`` and ``REDIS_URL`` (or ``RECSYS_REDIS_URL``), else var/'s defaults."""
+    world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
+    world = world if world.is_absolute() else ROOT / world
+    tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
+    redis_url = (
+        os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    )
+    return world, tracking, redis_url
+
+
+def write_figures(results: dict[str, Any], name: str) -> Path:
+    """Write a benchmark's figures to var/bench/``name`` (JSON) and say where."""
+    out = VAR / "bench" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    log(f"figures written to {out}")
+    return out
+
+
 def check_redis(url: str) -> Any:
     import redis
 
@@ -704,10 +725,8 @@ def main() -> None:
 
     from bench.launcher import run_service
 
+    world, tracking, redis_url = bench_inputs()
     if args.month_only:
-        world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
-        tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
-        redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         try:
             month = simulate_month(
@@ -719,12 +738,6 @@ def main() -> None:
         report_month(month)
         return
 
-    world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
-    world = world if world.is_absolute() else ROOT / world
-    tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
-    redis_url = (
-        os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL") or "redis://127.0.0.1:6379/0"
-    )
     wrk = ensure_wrk()
     client = check_redis(redis_url)
     ensure_world_and_champion(world, tracking, args.world_members, args.seed, args.model)
@@ -862,10 +875,7 @@ def main() -> None:
         report_cluster(results["cluster"], results)
     if "ranker_vs_als" in results:
         report_ranker(results["ranker_vs_als"])
-    out = VAR / "bench" / "serve.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    log(f"figures written to {out}")
+    write_figures(results, "serve.json")
 
 
 def run_on_cluster(

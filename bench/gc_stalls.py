@@ -38,9 +38,7 @@ def main() -> None:
     p.add_argument("--no-freeze", action="store_true", help="the service without serving/heap.py's freeze")
     args = p.parse_args()
 
-    world = Path(os.environ.get("RECSYS_DATA_DIR") or bs.VAR / "data" / "world-50k")
-    tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{bs.VAR.resolve()}/mlflow.db"
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    world, tracking, redis_url = bs.bench_inputs()
     work = Path(tempfile.mkdtemp(prefix="gc-stalls-"))
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     bodies = bs.request_mix(world, args.members, 42)

@@ -37,13 +37,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_serve import (  # noqa: E402
     FLOOR_APP,
-    VAR,
+    bench_inputs,
     check_redis,
     delete_prefix,
     log,
     request_mix,
     run_open_loop,
     service_env,
+    write_figures,
 )
 from bench.launcher import LiveService, run_service  # noqa: E402
 
@@ -94,16 +95,20 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=300.0)
     p.add_argument("--members", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--warmup", type=float, default=10.0, help="seconds of open loop per service before round 1"
+    )
     p.add_argument("--variant", action="append", default=[], help="NAME=KEY=VALUE[,KEY=VALUE] (repeatable)")
     p.add_argument("--loops", default=",".join(LOOPS), help="generator loops, comma-separated")
+    p.add_argument(
+        "--paths", default=",".join(PATHS), help="paths driven (validate, recommend), comma-separated"
+    )
     args = p.parse_args()
     variants = {"shipped": {}, **dict(parse_variant(v) for v in args.variant)}
     loops = [x for x in args.loops.split(",") if x]
+    paths = {x: PATHS[x] for x in args.paths.split(",") if x}
 
-    world = Path(os.environ.get("RECSYS_DATA_DIR") or VAR / "data" / "world-50k")
-    world = world if world.is_absolute() else ROOT / world
-    tracking = os.environ.get("RECSYS_MLFLOW_TRACKING_URI") or f"sqlite:///{VAR.resolve()}/mlflow.db"
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    world, tracking, redis_url = bench_inputs()
     client = check_redis(redis_url)
     prefix = f"bench-olf-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="bench-open-loop-floor-"))
@@ -115,10 +120,10 @@ def main() -> None:
     try:
         with services(base_env, work, variants) as svcs:
             for svc in svcs.values():  # warm-up: models, connections, the writer child
-                run_open_loop(svc.port, bodies_file, args.rate, 3.0)
+                run_open_loop(svc.port, bodies_file, args.rate, args.warmup)
             for i in range(args.rounds):
                 for name, svc in svcs.items():
-                    for what, path in PATHS.items():
+                    for what, path in paths.items():
                         for loop in loops:
                             key = f"{name} {what} {loop}"
                             log(f"round {i + 1}/{args.rounds}: {key}")
@@ -139,10 +144,7 @@ def main() -> None:
         per = ", ".join(f"{r['p99_ms']:.2f}" for r in runs)
         print(f"  {key:34}{med['p50_ms']:>9.2f}{med['p99_ms']:>9.2f}{med['max_ms']:>9.1f}  ({per})")
     print(f"\nload average before {results['load_before']}, after {results['load_after']}")
-    out = VAR / "bench" / "open_loop_floor.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    log(f"figures written to {out}")
+    write_figures(results, "open_loop_floor.json")
 
 
 if __name__ == "__main__":
