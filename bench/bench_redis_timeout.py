@@ -19,22 +19,17 @@ import json
 import os
 import statistics
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serve import (
-    bench_inputs,
-    check_redis,
     delete_prefix,
     log,
-    request_mix,
     run_open_loop,
+    service_bench,
     service_counters,
-    service_env,
 )
 from bench.launcher import run_service
 
@@ -53,13 +48,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
     timeouts = [float(t) for t in args.timeouts.split(",")]
-    world, tracking, redis_url = bench_inputs()
-    client = check_redis(redis_url)
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    work = Path(tempfile.mkdtemp(prefix="bench-timeout-"))
-    bodies_file = work / "bodies.json"
-    bodies_file.write_text(json.dumps(request_mix(world, args.members, args.seed)))
-    base = service_env(redis_url, tracking, world, work, prefix)
+    sb = service_bench("timeout", args.members, args.seed)
+    client, prefix, work, bodies_file, base = sb.client, sb.prefix, sb.work, sb.bodies_file, sb.base_env
     runs: dict[float, list[dict[str, Any]]] = {t: [] for t in timeouts}
     load: list[float] = []
     try:

@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +35,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_serve import (  # noqa: E402
     FLOOR_APP,
-    bench_inputs,
-    check_redis,
     count_request_records,
     cpu_seconds,
     delete_prefix,
@@ -47,11 +42,10 @@ from bench.bench_serve import (  # noqa: E402
     log,
     lua_for_get,
     lua_for_posts,
-    request_mix,
     run_open_loop,
     run_wrk,
+    service_bench,
     service_counters,
-    service_env,
     write_figures,
 )
 from bench.launcher import LiveService, run_service  # noqa: E402
@@ -191,17 +185,12 @@ def main() -> None:
 
     from bench.redis_servers import start_cluster
 
-    world, tracking, redis_url = bench_inputs()
     wrk = ensure_wrk()
-    client = check_redis(redis_url)
-    prefix = f"bench-rl-{uuid.uuid4().hex[:8]}"
-    work = Path(tempfile.mkdtemp(prefix="bench-request-log-"))
-    bodies = request_mix(world, args.members, args.seed)
-    bodies_file = work / "bodies.json"
-    bodies_file.write_text(json.dumps(bodies))
+    sb = service_bench("rl", args.members, args.seed)
+    redis_url, client, prefix, work = sb.redis_url, sb.client, sb.prefix, sb.work
+    bodies, bodies_file, base_env = sb.bodies, sb.bodies_file, sb.base_env
     lua_for_posts("/v1/recommendations", bodies, work / "recommend.lua")
     lua_for_get(work / "floor.lua")
-    base_env = service_env(redis_url, tracking, world, work, prefix)
     log(f"{len(bodies)} distinct requests; Redis {redis_url} prefix {prefix}; logs in {work}")
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": os.getloadavg()}
     try:

@@ -60,6 +60,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,36 @@ def bench_inputs() -> tuple[Path, str, str]:
         os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL") or "redis://127.0.0.1:6379/0"
     )
     return world, tracking, redis_url
+
+
+@dataclass(frozen=True)
+class ServiceBench:
+    """What a benchmark of running services shares: its inputs, the Redis client its keys are deleted with,
+    its key prefix, a work directory, the request mix (and its file) and the services' base environment."""
+
+    world: Path
+    tracking: str
+    redis_url: str
+    client: Any
+    prefix: str
+    work: Path
+    bodies: list[dict[str, Any]]
+    bodies_file: Path
+    base_env: dict[str, str]
+
+
+def service_bench(tag: str, members: int, seed: int) -> ServiceBench:
+    """Resolve the inputs (:func:`bench_inputs`), check Redis, and write the request mix of ``members``
+    members (``seed``) into a fresh work directory; keys go under ``bench-<tag>-<random>``."""
+    world, tracking, redis_url = bench_inputs()
+    client = check_redis(redis_url)
+    prefix = f"bench-{tag}-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{tag}-"))
+    bodies = request_mix(world, members, seed)
+    bodies_file = work / "bodies.json"
+    bodies_file.write_text(json.dumps(bodies))
+    base_env = service_env(redis_url, tracking, world, work, prefix)
+    return ServiceBench(world, tracking, redis_url, client, prefix, work, bodies, bodies_file, base_env)
 
 
 def write_figures(results: dict[str, Any], name: str) -> Path:

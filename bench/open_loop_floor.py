@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,13 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_serve import (  # noqa: E402
     FLOOR_APP,
-    bench_inputs,
-    check_redis,
     delete_prefix,
     log,
-    request_mix,
     run_open_loop,
-    service_env,
+    service_bench,
     write_figures,
 )
 from bench.launcher import LiveService, run_service  # noqa: E402
@@ -108,17 +102,12 @@ def main() -> None:
     loops = [x for x in args.loops.split(",") if x]
     paths = {x: PATHS[x] for x in args.paths.split(",") if x}
 
-    world, tracking, redis_url = bench_inputs()
-    client = check_redis(redis_url)
-    prefix = f"bench-olf-{uuid.uuid4().hex[:8]}"
-    work = Path(tempfile.mkdtemp(prefix="bench-open-loop-floor-"))
-    bodies_file = work / "bodies.json"
-    bodies_file.write_text(json.dumps(request_mix(world, args.members, args.seed)))
-    base_env = service_env(redis_url, tracking, world, work, prefix)
+    sb = service_bench("olf", args.members, args.seed)
+    bodies_file = sb.bodies_file
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": os.getloadavg()}
     cells: dict[str, list[dict[str, Any]]] = {}
     try:
-        with services(base_env, work, variants) as svcs:
+        with services(sb.base_env, sb.work, variants) as svcs:
             for svc in svcs.values():  # warm-up: models, connections, the writer child
                 run_open_loop(svc.port, bodies_file, args.rate, args.warmup)
             for i in range(args.rounds):
@@ -131,7 +120,7 @@ def main() -> None:
                             r = run_open_loop(svc.port, bodies_file, args.rate, args.duration, path, env)
                             cells.setdefault(key, []).append(r)
     finally:
-        log(f"removed {delete_prefix(client, prefix)} benchmark keys from Redis")
+        log(f"removed {delete_prefix(sb.client, sb.prefix)} benchmark keys from Redis")
     results["load_after"] = os.getloadavg()
     results["cells"] = cells
     print(
