@@ -423,6 +423,7 @@ async def _open_loop(
         # where the tail comes from: counts by latency bucket, and the slow answers' send times (epoch)
         "histogram_ms": latency_histogram(lat),
         "slow": [(round(epoch + t, 4), round(d * 1000, 2)) for t, d in sorted(slow)],
+        "started": round(epoch + start, 4),  # the first scheduled send (epoch): where in the run a burst lies
     }
 
 
