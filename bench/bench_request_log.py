@@ -26,7 +26,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_serve import (  # noqa: E402
-    FLOOR_APP,
     count_request_records,
     cpu_seconds,
     delete_prefix,
     ensure_wrk,
+    floor_services,
     log,
     lua_for_get,
     lua_for_posts,
@@ -48,9 +47,6 @@ from bench.bench_serve import (  # noqa: E402
     service_counters,
     write_figures,
 )
-from bench.launcher import LiveService, run_service  # noqa: E402
-
-VARIANTS = ("process", "thread", "log_off")
 
 
 def children_cpu_seconds(pid: int) -> float:
@@ -63,32 +59,13 @@ def children_cpu_seconds(pid: int) -> float:
     return total
 
 
-@contextlib.contextmanager
-def three_services(base_env: dict[str, str], work: Path, tag: str) -> Iterator[dict[str, LiveService]]:
-    with contextlib.ExitStack() as stack:
-        out: dict[str, LiveService] = {}
-        for variant in VARIANTS:
-            env = {
-                **base_env,
-                "RECSYS_CAPPING_ENABLED": "true",
-                "RECSYS_CAPS_KEY_PREFIX": f"{base_env['RECSYS_CAPS_KEY_PREFIX']}-{tag}-{variant}",
-                "RECSYS_DATABASE_URL": f"sqlite:///{work}/events-{tag}-{variant}.db",
-            }
-            if variant == "log_off":
-                env["RECSYS_REQUEST_LOG_ENABLED"] = "false"
-            else:
-                env["RECSYS_REQUEST_LOG_WRITER"] = variant
-            log(f"starting the service ({tag}, {variant})")
-            out[variant] = stack.enter_context(
-                run_service(
-                    env,
-                    workers=1,
-                    ready_timeout_s=600,
-                    log_path=work / f"service-{tag}-{variant}.log",
-                    command=FLOOR_APP,
-                )
-            )
-        yield out
+# Each variant's service: the process writer, the thread writer, the log off.
+VARIANT_ENV: dict[str, dict[str, str]] = {
+    "process": {"RECSYS_REQUEST_LOG_WRITER": "process"},
+    "thread": {"RECSYS_REQUEST_LOG_WRITER": "thread"},
+    "log_off": {"RECSYS_REQUEST_LOG_ENABLED": "false"},
+}
+VARIANTS = tuple(VARIANT_ENV)
 
 
 def measure(
@@ -97,7 +74,7 @@ def measure(
     rec_lua = work / "recommend.lua"
     get_lua = work / "floor.lua"
     out: dict[str, Any] = {"rounds": []}
-    with three_services(base_env, work, tag) as svcs:
+    with floor_services(base_env, work, VARIANT_ENV, tag) as svcs:
         for svc in svcs.values():  # warm-up: models, connections, the writer child
             run_wrk(wrk, f"{svc.url}/v1/recommendations", rec_lua, 3, args.connections)
         for i in range(args.rounds):

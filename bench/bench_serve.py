@@ -60,13 +60,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from bench.launcher import LiveService
 VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
 
@@ -190,6 +194,40 @@ def service_bench(tag: str, members: int, seed: int) -> ServiceBench:
     bodies_file.write_text(json.dumps(bodies))
     base_env = service_env(redis_url, tracking, world, work, prefix)
     return ServiceBench(world, tracking, redis_url, client, prefix, work, bodies, bodies_file, base_env)
+
+
+@contextlib.contextmanager
+def floor_services(
+    base_env: dict[str, str], work: Path, variants: dict[str, dict[str, str]], tag: str = ""
+) -> Iterator[dict[str, LiveService]]:
+    """One ``bench/floor_app.py`` service per variant (its extra environment; ``BENCH_WORKERS`` sets its
+    uvicorn workers, default one), caps on, each with its own cap counters, SQLite logs and service log
+    (named ``<tag>-<variant>``); yields the live services by variant and stops them after."""
+    from bench.launcher import run_service
+
+    with contextlib.ExitStack() as stack:
+        out: dict[str, LiveService] = {}
+        for name, extra in variants.items():
+            suffix = f"{tag}-{name}" if tag else name
+            env = {
+                **base_env,
+                "RECSYS_CAPPING_ENABLED": "true",
+                "RECSYS_CAPS_KEY_PREFIX": f"{base_env['RECSYS_CAPS_KEY_PREFIX']}-{suffix}",
+                "RECSYS_DATABASE_URL": f"sqlite:///{work}/events-{suffix}.db",
+                **extra,
+            }
+            workers = int(env.pop("BENCH_WORKERS", "1"))
+            log(f"starting the service {suffix} {extra or ''}")
+            out[name] = stack.enter_context(
+                run_service(
+                    env,
+                    workers=workers,
+                    ready_timeout_s=600,
+                    log_path=work / f"service-{suffix}.log",
+                    command=FLOOR_APP,
+                )
+            )
+        yield out
 
 
 def write_figures(results: dict[str, Any], name: str) -> Path:

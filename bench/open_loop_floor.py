@@ -20,12 +20,10 @@ printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_serve import (  # noqa: E402
-    FLOOR_APP,
     delete_prefix,
+    floor_services,
     log,
     run_open_loop,
     service_bench,
     write_figures,
 )
-from bench.launcher import LiveService, run_service  # noqa: E402
 
 PATHS = {"validate": "/v1/_floor/recommend-validate", "recommend": "/v1/recommendations"}
 LOOPS = ("asyncio", "uvloop")
@@ -52,34 +49,6 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     if not name or not env:
         raise SystemExit(f"--variant {text!r}: expected NAME=KEY=VALUE[,KEY=VALUE]")
     return name, env
-
-
-@contextlib.contextmanager
-def services(
-    base_env: dict[str, str], work: Path, variants: dict[str, dict[str, str]]
-) -> Iterator[dict[str, LiveService]]:
-    with contextlib.ExitStack() as stack:
-        out: dict[str, LiveService] = {}
-        for name, extra in variants.items():
-            env = {
-                **base_env,
-                "RECSYS_CAPPING_ENABLED": "true",
-                "RECSYS_CAPS_KEY_PREFIX": f"{base_env['RECSYS_CAPS_KEY_PREFIX']}-{name}",
-                "RECSYS_DATABASE_URL": f"sqlite:///{work}/events-{name}.db",
-                **extra,
-            }
-            workers = int(env.pop("BENCH_WORKERS", "1"))
-            log(f"starting the service {name} {extra or ''}")
-            out[name] = stack.enter_context(
-                run_service(
-                    env,
-                    workers=workers,
-                    ready_timeout_s=600,
-                    log_path=work / f"service-{name}.log",
-                    command=FLOOR_APP,
-                )
-            )
-        yield out
 
 
 def main() -> None:
@@ -107,7 +76,7 @@ def main() -> None:
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": os.getloadavg()}
     cells: dict[str, list[dict[str, Any]]] = {}
     try:
-        with services(sb.base_env, sb.work, variants) as svcs:
+        with floor_services(sb.base_env, sb.work, variants) as svcs:
             for svc in svcs.values():  # warm-up: models, connections, the writer child
                 run_open_loop(svc.port, bodies_file, args.rate, args.warmup)
             for i in range(args.rounds):
