@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_serve import delete_prefix, request_mix  # noqa: E402
 
+from recsys.stores.redis import RedisConfig  # noqa: E402
+
 
 async def call(app: Any, body: bytes) -> tuple[int, bytes]:
     """One POST /v1/recommendations through the ASGI app; (status, body)."""
@@ -80,9 +82,9 @@ def redis_nodes(url: str) -> list[Any]:
     """Plain clients of the server, or of each master a ``redis+cluster://`` URL names."""
     import redis
 
-    if url.startswith("redis+cluster://"):
-        hosts = url.removeprefix("redis+cluster://").split("/", 1)[0].split(",")
-        return [redis.Redis(host=h.rsplit(":", 1)[0], port=int(h.rsplit(":", 1)[1])) for h in hosts]
+    config = RedisConfig(url)
+    if config.resolved_mode == "cluster":
+        return [redis.Redis(host=n.host, port=n.port) for n in config.cluster_nodes()]
     return [redis.Redis.from_url(url)]
 
 
@@ -204,7 +206,7 @@ async def run(args: argparse.Namespace) -> None:
                 f"{n} requests; cap degraded {degraded}; load {os.getloadavg()[0]:.1f}"
             )
     finally:
-        if redis_url.startswith("redis+cluster://"):
+        if RedisConfig(redis_url).resolved_mode == "cluster":
             for node in redis_nodes(redis_url):  # a cluster's keys live on their master; one slot per call
                 for key in node.scan_iter(match=f"{run_prefix}:*", count=1000):
                     node.unlink(key)

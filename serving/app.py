@@ -110,12 +110,8 @@ def build_request_writer(
         max_queue=max(settings.request_log_max_queue, settings.request_log_batch_size),
     )
     if settings.request_log_writer == "process" and not log_handed_in:
-        return ProcessRequestWriter(
-            settings.request_log_url or settings.database_url,
-            batch,
-            schema=settings.request_log_schema or settings.database_schema,
-            observer=metrics,
-        )
+        url, schema = settings.request_log_target()
+        return ProcessRequestWriter(url, batch, schema=schema, observer=metrics)
     return BatchingRequestWriter(log, batch, observer=metrics)
 
 
@@ -326,10 +322,8 @@ def create_app(
         if settings.request_log_enabled:
             rlog = request_log
             if rlog is None:
-                rlog = SqlRequestLog(
-                    settings.request_log_url or settings.database_url,
-                    schema=settings.request_log_schema or settings.database_schema,
-                )
+                url, schema = settings.request_log_target()
+                rlog = SqlRequestLog(url, schema=schema)
                 closers.append(rlog.close)
             writer = build_request_writer(settings, rlog, metrics, log_handed_in=request_log is not None)
             closers.append(writer.close)  # closers run in reverse: the writer drains before its log closes

@@ -264,6 +264,10 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {least} characters{where}")
         return value
 
+    def request_log_target(self) -> tuple[str, str | None]:
+        """The request log's database URL and PostgreSQL schema: the event log's unless set apart."""
+        return self.request_log_url or self.database_url, self.request_log_schema or self.database_schema
+
     def redis_config(self) -> RedisConfig | None:
         """The Redis deployment of the stores (None: embedded single-process stores)."""
         if not self.redis_url:
