@@ -74,9 +74,13 @@ redis-tools:
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server redis-tools; }
 
 # lint-imports first: the layer contracts and "no import cycles" in pyproject.toml's [tool.importlinter].
+# Two pytest processes, whole files each (a file's fixtures are built once): the slowest tests wait on services
+# they start, load they pace and outages they time, so two overlap well even on two cores (TEST_WORKERS=0 runs
+# the suite in one process).
+TEST_WORKERS ?= 2
 test: $(STAMP) browser redis-tools
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys training serving tests bench
