@@ -2,7 +2,9 @@
 
 Measures process CPU time (not wall time: the machine is shared) over the request mix ``bench_serve.py``
 uses (the 50,000-member world's champion, real Redis for the member store and caps), and optionally writes
-a cProfile of the app path.
+a cProfile of the app path. It also prints the percentiles of the app's wall time per answer, one request at a
+time: what the slowest answers cost on their own, before any queue, generator or network adds to an open-loop
+p99.
 
     .venv/bin/python bench/profile_recommend.py [--requests 3000] [--no-caps] [--threadpool]
         [--alias champion] [--profile var/bench/app.prof] [--profile-pipeline var/bench/pipeline.prof]
@@ -27,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,8 +174,11 @@ async def run(args: argparse.Namespace) -> None:
             w0 = time.perf_counter()
             if prof:
                 prof.enable()
+            each = np.empty(n)  # wall time of each answer on its own: no queue, no network
             for i in range(n):
+                t0 = time.perf_counter()
                 status, out = await call(app, bodies[(i + 7) % len(bodies)])
+                each[i] = time.perf_counter() - t0
                 if status != 200:
                     raise SystemExit(f"status {status}: {out[:300]!r}")
             if prof:
@@ -204,6 +211,11 @@ async def run(args: argparse.Namespace) -> None:
                 f"framework+route (canned pipeline result) {frame_ms:.2f} ms; "
                 f"Redis server {redis_ms:.2f} ms CPU/request (shared server: others' load included); "
                 f"{n} requests; cap degraded {degraded}; load {os.getloadavg()[0]:.1f}"
+            )
+            p50, p90, p99 = np.percentile(each, [50, 90, 99]) * 1e3
+            print(
+                f"  one answer at a time, wall ms: p50 {p50:.2f}, p90 {p90:.2f}, p99 {p99:.2f}, "
+                f"max {each.max() * 1e3:.2f}"
             )
     finally:
         if RedisConfig(redis_url).resolved_mode == "cluster":
