@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,6 +43,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from recsys.capping.types import CapEnforcer
+    from recsys.requestlog.writer import RequestWriter
+    from serving.model_holder import ModelHolder, ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -303,10 +308,10 @@ class Metrics:
 
     def sync(
         self,
-        holder: Any,
-        enforcer: Any | None,
-        request_writer: Any | None = None,
-        arms: Mapping[tuple[str, str], Any] | None = None,
+        holder: ModelHolder,
+        enforcer: CapEnforcer | None,
+        request_writer: RequestWriter | None = None,
+        arms: Mapping[tuple[str, str], ServedModel | None] | None = None,
     ) -> None:
         """Copy the model holder's, the cap enforcer's, the request writer's and the running experiments'
         state of this worker into the metrics (``arms``: (experiment, variant) -> served model or None)."""
@@ -336,7 +341,7 @@ class Metrics:
                 self.cap_suppressions.labels(reason).inc(n - done)
                 self._synced_cap_counts[reason] = n
 
-    def _sync_arms(self, arms: Mapping[tuple[str, str], Any]) -> None:
+    def _sync_arms(self, arms: Mapping[tuple[str, str], ServedModel | None]) -> None:
         now: set[tuple[str, str, str]] = set()
         for (experiment, variant), served in arms.items():
             if served is None or not str(served.version).isdigit():
@@ -351,10 +356,10 @@ class Metrics:
 
     async def sync_forever(
         self,
-        holder: Any,
-        enforcer: Any | None,
-        request_writer: Any | None = None,
-        arms: Callable[[], Mapping[tuple[str, str], Any]] | None = None,
+        holder: ModelHolder,
+        enforcer: CapEnforcer | None,
+        request_writer: RequestWriter | None = None,
+        arms: Callable[[], Mapping[tuple[str, str], ServedModel | None]] | None = None,
         interval_s: float = 1.0,
     ) -> None:
         """With several workers: keep this worker's copied state fresh for scrapes other workers answer."""

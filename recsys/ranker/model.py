@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 BOOSTER_FILE = "ranker.lgb.txt"
 RANKER_FILE = "ranker.json"
+
+# Feature rows (n × features) -> the booster's probabilities (n,).
+Predict = Callable[[np.ndarray], np.ndarray]
 
 
 class RankerConfig(BaseModel):
@@ -116,7 +119,7 @@ class ContextRanker:
     booster: Any  # lightgbm.Booster
     calibration: Platt
     info: dict[str, Any] = field(default_factory=dict)
-    _predictor: Any = field(default=None, init=False, repr=False)
+    _predictor: Predict | None = field(default=None, init=False, repr=False)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The booster's (uncalibrated) probabilities of feature rows."""
@@ -167,13 +170,13 @@ class ContextRanker:
         return ranker
 
 
-def _predictor(booster: Any) -> Any:
+def _predictor(booster: Any) -> Predict:
     """``x -> probabilities`` of a booster, single-threaded: its trees compiled to machine code
     (:func:`_compiled`) when that works, else LightGBM's own C entry point (:func:`_lightgbm_predictor`)."""
     return _compiled(booster) or _lightgbm_predictor(booster)
 
 
-def _compiled(booster: Any) -> Any:
+def _compiled(booster: Any) -> Predict | None:
     """The booster compiled by lleaves (LLVM): the same predictions in a quarter of LightGBM's time on a
     request's few rows, since no tree is walked as data (bench/README.md has the figures). Compiling costs a
     few CPU-seconds at load. None when lleaves is missing or cannot compile this model (then LightGBM
@@ -205,7 +208,7 @@ def _compiled(booster: Any) -> Any:
     return predict
 
 
-def _lightgbm_predictor(booster: Any) -> Any:
+def _lightgbm_predictor(booster: Any) -> Predict:
     """``Booster.predict`` builds a predictor and converts its input on every call, about half of a
     request's scoring; LightGBM's own C entry point (``LGBM_BoosterPredictForMat``, what ``predict`` calls)
     on a float32 row-major matrix skips both. Another LightGBM version without it falls back to the public

@@ -62,6 +62,11 @@ class WriterObserver(Protocol):
 class RequestWriter(Protocol):
     """What the service hands a record to."""
 
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet written or dropped (the metrics export it)."""
+        ...
+
     def submit(self, record: RequestRecord) -> bool:
         """Queue one record; False when it was dropped (invalid, queue full, closing). Never blocks on I/O,
         never raises."""
