@@ -38,7 +38,7 @@ from serving.errors import install_error_handlers
 from serving.experiments import ExperimentRuntime, VariantLoader, with_objective
 from serving.logs import RequestIdMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
-from serving.model_holder import BundleLoader, ModelHolder, VersionResolver
+from serving.model_holder import BundleLoader, ModelHolder, OfferIndexer, VersionResolver
 from serving.offline import RegistryOfflineEstimator
 from serving.openapi import install_openapi
 from serving.pages import routes as pages
@@ -285,7 +285,7 @@ def create_app(
     bundle_loader: BundleLoader | None = None,
     version_resolver: VersionResolver | None = None,
     pipeline_factory: PipelineFactory | None = None,
-    index_offers: Callable[[Any], Any] | None = None,
+    index_offers: OfferIndexer | None = None,
     member_store: MemberStore | None = None,
     cap_enforcer: CapEnforcer | None = None,
     event_log: EventLog | None = None,

@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from recsys.capping.types import CapEnforcer
+    from recsys.pipeline.types import SuppressedCandidate
     from recsys.requestlog.writer import RequestWriter
     from serving.model_holder import ModelHolder, ServedModel
 
@@ -254,7 +255,7 @@ class Metrics:
         _child(self._request_children, self.requests, (method, route, status)).inc()
         _child(self._latency_children, self.latency, (method, route)).observe(seconds)
 
-    def record_suppressed(self, suppressed: Iterable[Any]) -> None:
+    def record_suppressed(self, suppressed: Iterable[SuppressedCandidate]) -> None:
         """One increment per distinct (stage, reason) of a request's suppressed candidates."""
         for key, n in Tally((s.stage, s.reason) for s in suppressed).items():
             _child(self._suppression_children, self.suppressions, key).inc(n)
