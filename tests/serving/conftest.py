@@ -44,8 +44,12 @@ CAPS_POLICY = ROOT / "config" / "caps.yaml"
 # cap counters get a prefix per test or module. The test modules import this file as
 # ``tests.serving.conftest`` while pytest loads it as its conftest: two module objects. The prefix is kept in
 # the environment so both use the same one and the session fixture below deletes what the apps published.
+# One variable per pytest-xdist worker: given paths under tests/serving, the controlling process loads this
+# file too, before it starts the workers with its environment; one shared prefix let the first worker to
+# finish delete the profiles the other was still reading.
 MEMBERS_PREFIX = os.environ.setdefault(
-    "RECSYS_TEST_MEMBERS_PREFIX", f"test-svc-members-{uuid.uuid4().hex[:10]}"
+    "RECSYS_TEST_MEMBERS_PREFIX_" + os.environ.get("PYTEST_XDIST_WORKER", "main"),
+    f"test-svc-members-{uuid.uuid4().hex[:10]}",
 )
 
 
