@@ -814,19 +814,15 @@ def main() -> None:
     if args.ranker != "off":
         results_versions = ensure_ranked_versions(world, tracking, args.seed)
 
-    run_id = uuid.uuid4().hex[:8]
-    prefix = f"bench-{run_id}"
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    bodies = request_mix(world, args.members, args.seed)
-    bodies_file = work / "bodies.json"
-    bodies_file.write_text(json.dumps(bodies))
+    sb = service_bench("serve", args.members, args.seed)  # after the world exists: the mix reads it
+    prefix, work, bodies, bodies_file, base_env = sb.prefix, sb.work, sb.bodies, sb.bodies_file, sb.base_env
+    run_id = prefix.rsplit("-", 1)[1]
     rec_lua = lua_for_posts("/v1/recommendations", bodies, work / "recommend.lua")
     io_lua = lua_for_posts(IO_FLOOR_PATH, bodies, work / "recommend-io.lua")
     validate_lua = lua_for_posts(VALIDATE_FLOOR_PATH, bodies, work / "recommend-validate.lua")
     get_lua = lua_for_get(work / "floor.lua")
     log(f"{len(bodies)} distinct requests; Redis {redis_url} prefix {prefix}; logs in {work}")
 
-    base_env = service_env(redis_url, tracking, world, work, prefix)
     results: dict[str, Any] = {
         "run": run_id,
         "world": str(world),

@@ -15,9 +15,7 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +36,12 @@ def main() -> None:
     p.add_argument("--no-freeze", action="store_true", help="the service without serving/heap.py's freeze")
     args = p.parse_args()
 
-    world, tracking, redis_url = bs.bench_inputs()
-    work = Path(tempfile.mkdtemp(prefix="gc-stalls-"))
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    bodies = bs.request_mix(world, args.members, 42)
-    bodies_file = work / "bodies.json"
-    bodies_file.write_text(json.dumps(bodies))
-    lua = bs.lua_for_posts("/v1/recommendations", bodies, work / "recommend.lua")
+    sb = bs.service_bench("gc", args.members, 42)
+    client, prefix, work, bodies_file = sb.client, sb.prefix, sb.work, sb.bodies_file
+    lua = bs.lua_for_posts("/v1/recommendations", sb.bodies, work / "recommend.lua")
     wrk = bs.ensure_wrk()
     env = {
-        **bs.service_env(redis_url, tracking, world, work, prefix),
+        **sb.base_env,
         "RECSYS_CAPPING_ENABLED": "true",
         "RECSYS_MODEL_ALIAS": args.alias,
         "RECSYS_REDIS_TIMEOUT_MS": "1000",  # a loaded host's slow Redis calls are not answered by the policy
@@ -56,7 +50,6 @@ def main() -> None:
     }
     from bench.launcher import run_service
 
-    client = bs.check_redis(redis_url)
     out: dict[str, Any] = {"alias": args.alias, "load_before": os.getloadavg()}
     try:
         with run_service(

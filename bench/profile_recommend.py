@@ -10,6 +10,8 @@ p99.
         [--alias champion] [--profile var/bench/app.prof] [--profile-pipeline var/bench/pipeline.prof]
 
 ``--alias`` picks the registered version served (e.g. the ALS champion against a ranker challenger).
+The world, the tracking URI and Redis come from ``RECSYS_DATA_DIR``, ``RECSYS_MLFLOW_TRACKING_URI`` and
+``REDIS_URL`` as for the other serve benchmarks (``bench_serve.bench_inputs``), else var/'s defaults.
 ``REDIS_URL`` may name a cluster (``redis+cluster://host:port,...``, its masters): Redis CPU is then summed
 over them.
 
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_serve import delete_prefix, request_mix  # noqa: E402
+from bench_serve import bench_inputs, delete_prefix, request_mix  # noqa: E402
 
 from recsys.stores.redis import RedisConfig  # noqa: E402
 
@@ -105,13 +107,12 @@ async def run(args: argparse.Namespace) -> None:
     from serving.app import create_app
     from serving.config import Settings
 
-    world = ROOT / "var" / "data" / "world-50k"
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    world, tracking, redis_url = bench_inputs()
     run_prefix = f"profile-recsys-{uuid.uuid4().hex[:6]}"
     caps_prefix = f"{run_prefix}:caps"
     settings = Settings(
         redis_url=redis_url,
-        mlflow_tracking_uri=f"sqlite:///{ROOT}/var/mlflow.db",
+        mlflow_tracking_uri=tracking,
         database_url=f"sqlite:///{ROOT}/var/profile-recommend-{run_prefix}.db",
         members_key_prefix=f"{run_prefix}:members",
         caps_key_prefix=caps_prefix,
