@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -305,12 +305,85 @@ _SCOPE_COLUMNS: dict[str, tuple[np.ndarray, np.ndarray]] = {
 _OFFER_SCOPE = np.asarray([0.0 if s[1] == "offer" else 1.0 for s in _EXPOSURE_SPECS])
 
 
+# Below this many events a member's history is counted in plain Python: a request's member has a few (half
+# none), and there the matrix products' fixed cost is most of the request's feature rows.
+_SMALL_HISTORY = 32
+_WINDOW_S: tuple[int, ...] = tuple(int(w) * 86_400 for w in _WINDOWS)
+_SCOPE_SLOTS: dict[str, tuple[list[int], list[int]]] = {
+    scope: (cols.tolist(), slots.tolist()) for scope, (cols, slots) in _SCOPE_COLUMNS.items()
+}
+
+
 def single_member_exposure(
     hist: ExposureHistory, offer: np.ndarray, family: np.ndarray, time: float
 ) -> np.ndarray:
-    """:func:`exposure_block` for one member's history and queries at one time (a request's candidates): a
-    few small matrix products instead of sorts; the same counts (tests compare both with a brute-force
-    count)."""
+    """:func:`exposure_block` for one member's history and queries at one time (a request's candidates):
+    loops over a short history, a few small matrix products over a long one, instead of sorts; the same
+    counts (tests compare each with the batch path and a brute-force count)."""
+    if len(hist.event) <= _SMALL_HISTORY:
+        events = zip(
+            hist.offer.tolist(), hist.family.tolist(), hist.event.tolist(), hist.time.tolist(), strict=True
+        )
+        return _exposure_loops(events, offer, family, time)
+    return _exposure_products(hist, offer, family, time)
+
+
+def _exposure_loops(
+    events: Iterable[tuple[int, int, int, float | None]], offer: np.ndarray, family: np.ndarray, time: float
+) -> np.ndarray:
+    """:func:`single_member_exposure` by one pass over the history's (offer code, family code, event code,
+    time) and one over the candidates."""
+    out = np.zeros((len(offer), len(EXPOSURE_FEATURES)), dtype=np.float64)
+    out[:, -1] = EXPOSURE_HORIZON_DAYS
+    t = math.floor(time)
+    n_slots = _N_EVENTS * len(_WINDOW_S)
+    per_offer: dict[int, list[float]] = {}
+    per_family: dict[int, list[float]] = {}
+    member = [0.0] * n_slots
+    last: dict[int, float] = {}  # per offer code, seconds since its latest impression
+    for o, f, e, when in events:
+        # another kind of event, or no time: counted nowhere
+        if not 0 <= e < _N_EVENTS or when is None or not math.isfinite(when):
+            continue
+        dt = t - math.floor(when)
+        if dt <= 0:  # not strictly before the request
+            continue
+        by_offer = per_offer.setdefault(o, [0.0] * n_slots)
+        by_family = per_family.setdefault(f, [0.0] * n_slots)
+        for w, limit in enumerate(_WINDOW_S):
+            if dt <= limit:
+                slot = int(e) * len(_WINDOW_S) + w
+                by_offer[slot] += 1.0
+                by_family[slot] += 1.0
+                member[slot] += 1.0
+        if e == 0 and dt < last.get(o, math.inf):
+            last[o] = float(dt)
+    if not per_offer:
+        return out
+    # per scope, a small table of the keys seen (and a zero row for the rest), read by every candidate
+    zeros = [0.0] * n_slots
+    known = [o for o in per_offer if o >= 0]  # offers unknown to the feature space have no per-offer history
+    offer_row = {o: i for i, o in enumerate(known)}
+    family_row = {f: i for i, f in enumerate(per_family)}
+    offer_table = np.asarray([*(per_offer[o] for o in known), zeros])
+    family_table = np.asarray([*per_family.values(), zeros])
+    offers = offer.tolist()
+    cols, slots = _SCOPE_SLOTS["offer"]
+    out[:, cols] = offer_table[[offer_row.get(o, -1) for o in offers]][:, slots]
+    cols, slots = _SCOPE_SLOTS["family"]
+    out[:, cols] = family_table[[family_row.get(f, -1) for f in family.tolist()]][:, slots]
+    cols, slots = _SCOPE_SLOTS["member"]
+    out[:, cols] = [member[s] for s in slots]
+    if last:
+        since = np.asarray([last.get(o, math.inf) for o in offers])
+        out[:, -1] = np.minimum(since / _DAY_S, EXPOSURE_HORIZON_DAYS)
+    return out
+
+
+def _exposure_products(
+    hist: ExposureHistory, offer: np.ndarray, family: np.ndarray, time: float
+) -> np.ndarray:
+    """:func:`single_member_exposure` by a few small matrix products over the history's events."""
     n = len(offer)
     out = np.zeros((n, len(EXPOSURE_FEATURES)), dtype=np.float64)
     t = np.floor(time)
@@ -529,10 +602,15 @@ class FeatureSpace:
     _offer_pos: dict[str, int] = field(init=False, repr=False)
     _vocab_pos: dict[str, dict[str, int]] = field(init=False, repr=False)
     _offers: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+    _width: int = field(init=False, repr=False)  # len(names), read per request
+    _no_meal_code: float = field(init=False, repr=False)  # the special-meal code of "none" (-2: no such code)
 
     def __post_init__(self) -> None:
         self._offer_pos = {o: i for i, o in enumerate(self.offer_ids)}
         self._vocab_pos = {k: {v: i for i, v in enumerate(vs)} for k, vs in self.vocab.items()}
+        self._width = len(self.names)
+        meals = self.vocab.get("special_meal", ())
+        self._no_meal_code = float(meals.index("none")) if "none" in meals else -2.0
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -802,18 +880,19 @@ class FeatureSpace:
         now = float(now_s[0])
         m, c = member[0], ctx[0]
         # the offer block comes in place from the binding's template (one take); the rest is overwritten
-        out = offers.template[rows] if offers.template.shape[1] == len(self.names) else None
+        out = offers.template[rows] if offers.template.shape[1] == self._width else None
         w_m, w_o = len(MEMBER_NUMERIC) + len(MEMBER_CATEGORICAL), len(OFFER_FEATURES) - 1
         if out is None:  # OfferArrays built by hand, without a template
-            out = np.empty((n, len(self.names)), dtype=np.float32)
+            out = np.empty((n, self._width), dtype=np.float32)
             out[:, w_m : w_m + w_o] = offers.table[rows]
         out[:, :w_m] = m
-        out[:, w_m + w_o] = np.clip((now - offers.valid_from_s[rows]) / _DAY_S, 0.0, 365.0)
+        # np.minimum/np.maximum: np.clip's values on these small arrays, at half its call cost
+        out[:, w_m + w_o] = np.minimum(np.maximum((now - offers.valid_from_s[rows]) / _DAY_S, 0.0), 365.0)
         col = w_m + w_o + 1
         member_meal = m[len(MEMBER_NUMERIC) + MEMBER_CATEGORICAL.index("special_meal")]
-        meal_vocab = self.vocab.get("special_meal", ())
-        none_code = float(meal_vocab.index("none")) if "none" in meal_vocab else -2.0
-        miss = -1.0 if member_meal == none_code else -0.5  # a member without a special meal, or another
+        miss = (
+            -1.0 if member_meal == self._no_meal_code else -0.5
+        )  # a member without a special meal, or another
         special = offers.special[rows]
         if member_meal >= 0:  # NaN compares False
             hit = special & (offers.meal_vocab_code[rows] == member_meal)
@@ -850,9 +929,8 @@ class FeatureSpace:
         col += len(CROSS_FEATURES)
         out[:, col : col + len(CONTEXT_FEATURES)] = c
         col += len(CONTEXT_FEATURES)
-        hist = self.history_from_profile(profile)
-        out[:, col : col + len(EXPOSURE_FEATURES)] = single_member_exposure(
-            hist, offers.code[rows], offers.family[rows], now
+        out[:, col : col + len(EXPOSURE_FEATURES)] = self._member_exposure(
+            profile, offers.code[rows], offers.family[rows], now
         )
         col += len(EXPOSURE_FEATURES)
         travel = profile.get(TRAVEL_KEY)
@@ -891,11 +969,15 @@ class FeatureSpace:
             r = self.airports.get(code, _NO_AIRPORT)[2]
             by_region[r] = by_region.get(r, 0.0) + float(k)
         total = sum(by_region.values())
-        dest, region = offers.destination[rows], offers.region[rows]
-        for i in has.tolist():
-            d = dest[i]
-            share = by_region.get(int(region[i]), 0.0) / total if total > 0 else math.nan
-            out[i] = (float(flights.get(d, 0)), share, float(places.get(d, 0)))
+        picked = rows[has]
+        out[has] = [
+            (
+                float(flights.get(d, 0)),
+                by_region.get(int(r), 0.0) / total if total > 0 else math.nan,
+                float(places.get(d, 0)),
+            )
+            for d, r in zip(offers.destination[picked], offers.region[picked].tolist(), strict=True)
+        ]
         return out
 
     def _member_row(self, profile: Mapping[str, Any]) -> np.ndarray:
@@ -939,6 +1021,25 @@ class FeatureSpace:
             1.0 if isinstance(ctx.origin, str) and ctx.origin == home else 0.0,
             d[2],
         ]
+
+    def _member_exposure(
+        self, profile: Mapping[str, Any], offer: np.ndarray, family: np.ndarray, now: float
+    ) -> np.ndarray:
+        """:func:`single_member_exposure` of the history a member record carries; a short one is read as it
+        is, without the arrays of :meth:`history_from_profile`."""
+        exp = profile.get(EXPOSURES_KEY) or {}
+        offer_ids = exp.get("offer") or []
+        if len(offer_ids) > _SMALL_HISTORY:
+            return single_member_exposure(self.history_from_profile(profile), offer, family, now)
+        pos = self._offer_pos
+        events = zip(
+            [pos.get(o, -1) for o in offer_ids],
+            [_FAMILY_POS.get(f, -1) for f in exp.get("family") or []],
+            exp.get("event") or [],
+            exp.get("time") or [],
+            strict=True,
+        )
+        return _exposure_loops(events, offer, family, now)
 
     def history_from_profile(self, profile: Mapping[str, Any]) -> ExposureHistory:
         """The exposure history a member record carries (:func:`member_exposures`), as arrays."""

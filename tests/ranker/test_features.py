@@ -3,6 +3,7 @@ settings."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import numpy as np
@@ -151,26 +152,48 @@ def test_acceptance_metrics_on_known_values():
     assert table["observed"].tolist() == [0.0, 1.0]
 
 
-def test_single_member_exposure_matches_the_batch_path_and_a_brute_force_count():
-    from recsys.ranker.features import single_member_exposure
+def _loops(hist: ExposureHistory, offer: np.ndarray, family: np.ndarray, time: float) -> np.ndarray:
+    from recsys.ranker import features
 
-    rng = np.random.default_rng(5)
-    n = 120
+    events = zip(
+        hist.offer.tolist(), hist.family.tolist(), hist.event.tolist(), hist.time.tolist(), strict=True
+    )
+    return features._exposure_loops(events, offer, family, time)
+
+
+@pytest.mark.parametrize("n", [0, 1, 4, 32, 120])
+def test_single_member_exposure_matches_the_batch_path_and_a_brute_force_count(n: int):
+    """Both ways of counting one member's history (loops for a short one, matrix products for a long one)
+    against the batch path and a brute-force count, on histories of either length."""
+    from recsys.ranker import features
+
+    rng = np.random.default_rng(5 + n)
     family_of = np.asarray([0, 0, 1, 1, 2, 2])
     offer = rng.integers(-1, 6, n)  # -1: an offer the feature space does not know
     hist = ExposureHistory(
         member=np.zeros(n, dtype=np.int64),
         offer=offer,
         family=np.where(offer >= 0, family_of[np.maximum(offer, 0)], -1),
-        event=rng.choice([0, 0, 0, 1, 2, 3], n),
+        event=rng.choice([0, 0, 0, 1, 2, 3, 7], n),  # 7: a kind of event the exposure block does not count
         time=np.round(rng.uniform(0, 120 * DAY, n)),
     )
-    for t in (hist.time[3], 100 * DAY + 17.0, 5 * DAY):
+    # times exactly 1 and 7 days after an event: the windows include their far end
+    edges = (hist.time[0] + DAY, hist.time[0] + 7 * DAY) if n else ()
+    for t in (hist.time[3] if n > 3 else 2 * DAY, 100 * DAY + 17.0, 5 * DAY, *edges):
         q = np.arange(-1, 6)
         fam = np.where(q >= 0, family_of[np.maximum(q, 0)], -1)
-        fast = single_member_exposure(hist, q, fam, float(t))
         batch = exposure_block(hist, np.zeros(len(q), dtype=np.int64), q, fam, np.full(len(q), t), n_offers=6)
-        np.testing.assert_array_equal(fast, batch)
+        for count in (_loops, features._exposure_products, features.single_member_exposure):
+            np.testing.assert_array_equal(count(hist, q, fam, float(t)), batch, err_msg=count.__name__)
         for i in range(1, len(q)):  # known offers against the loops
             want = brute_force(hist, 0, q[i], fam[i], t)
-            assert dict(zip(EXPOSURE_FEATURES, fast[i], strict=True)) == pytest.approx(want)
+            assert dict(zip(EXPOSURE_FEATURES, batch[i], strict=True)) == pytest.approx(want)
+    if n > 1:  # an event without a time (a member record's null) counts nowhere, either way
+        untimed = dataclasses.replace(hist, time=np.where(np.arange(n) == 1, np.nan, hist.time))
+        keep = np.arange(n) != 1
+        rest = ExposureHistory(
+            *(getattr(hist, a)[keep] for a in ("member", "offer", "family", "event", "time"))
+        )
+        without = features._exposure_products(rest, q, fam, 100 * DAY)
+        for count in (_loops, features._exposure_products):
+            np.testing.assert_array_equal(count(untimed, q, fam, 100 * DAY), without, err_msg=count.__name__)
