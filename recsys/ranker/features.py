@@ -886,13 +886,12 @@ class FeatureSpace:
             out = np.empty((n, self._width), dtype=np.float32)
             out[:, w_m : w_m + w_o] = offers.table[rows]
         out[:, :w_m] = m
-        # np.minimum/np.maximum: np.clip's values on these small arrays, at half its call cost
+        # np.minimum/np.maximum: np.clip's values, without its Python-level call on a request's few rows
         out[:, w_m + w_o] = np.minimum(np.maximum((now - offers.valid_from_s[rows]) / _DAY_S, 0.0), 365.0)
         col = w_m + w_o + 1
         member_meal = m[len(MEMBER_NUMERIC) + MEMBER_CATEGORICAL.index("special_meal")]
-        miss = (
-            -1.0 if member_meal == self._no_meal_code else -0.5
-        )  # a member without a special meal, or another
+        # a member without a special meal, or with another one
+        miss = -1.0 if member_meal == self._no_meal_code else -0.5
         special = offers.special[rows]
         if member_meal >= 0:  # NaN compares False
             hit = special & (offers.meal_vocab_code[rows] == member_meal)
