@@ -1027,28 +1027,26 @@ class FeatureSpace:
         """:func:`single_member_exposure` of the history a member record carries; a short one is read as it
         is, without the arrays of :meth:`history_from_profile`."""
         exp = profile.get(EXPOSURES_KEY) or {}
-        offer_ids = exp.get("offer") or []
-        if len(offer_ids) > _SMALL_HISTORY:
+        if len(exp.get("offer") or []) > _SMALL_HISTORY:
             return single_member_exposure(self.history_from_profile(profile), offer, family, now)
-        pos = self._offer_pos
-        events = zip(
-            [pos.get(o, -1) for o in offer_ids],
-            [_FAMILY_POS.get(f, -1) for f in exp.get("family") or []],
-            exp.get("event") or [],
-            exp.get("time") or [],
-            strict=True,
-        )
+        codes, families = self._history_codes(exp)
+        events = zip(codes, families, exp.get("event") or [], exp.get("time") or [], strict=True)
         return _exposure_loops(events, offer, family, now)
+
+    def _history_codes(self, exp: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+        """The offer codes (-1: unknown to this space) and family codes of a member record's history."""
+        pos = self._offer_pos
+        offers = [pos.get(o, -1) for o in exp.get("offer") or []]
+        return offers, [_FAMILY_POS.get(f, -1) for f in exp.get("family") or []]
 
     def history_from_profile(self, profile: Mapping[str, Any]) -> ExposureHistory:
         """The exposure history a member record carries (:func:`member_exposures`), as arrays."""
         exp = profile.get(EXPOSURES_KEY)
         if not exp:
             return ExposureHistory.empty()
-        offer_ids = exp.get("offer") or []
-        code = self.offer_code(offer_ids)
-        fam_pos = _FAMILY_POS
-        family = np.fromiter((fam_pos.get(f, -1) for f in exp.get("family") or []), np.int64, len(offer_ids))
+        codes, families = self._history_codes(exp)
+        code = np.asarray(codes, dtype=np.int64)
+        family = np.fromiter(families, np.int64, len(codes))
         event = np.asarray(exp.get("event") or [], dtype=np.int64)
         time = np.asarray(exp.get("time") or [], dtype=np.float64)
         return ExposureHistory(np.zeros(len(code), dtype=np.int64), code, family, event, time)
