@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_serve import bench_inputs, delete_prefix, request_mix  # noqa: E402
 
 from recsys.stores.redis import RedisConfig  # noqa: E402
+
+if TYPE_CHECKING:
+    from serving.config import Settings
 
 
 async def call(app: Any, body: bytes) -> tuple[int, bytes]:
@@ -103,26 +106,39 @@ def redis_cpu(url: str) -> float:
     return total
 
 
-async def run(args: argparse.Namespace) -> None:
-    from serving.app import create_app
+def in_process_settings(prefix: str, database_url: str, alias: str, **overrides: Any) -> Settings:
+    """The service's settings for an app served in this process: the benchmark inputs
+    (:func:`bench_serve.bench_inputs`), member profiles and cap counters under ``prefix``, no model
+    reloads."""
     from serving.config import Settings
 
     world, tracking, redis_url = bench_inputs()
-    run_prefix = f"profile-recsys-{uuid.uuid4().hex[:6]}"
-    caps_prefix = f"{run_prefix}:caps"
-    settings = Settings(
+    return Settings(
         redis_url=redis_url,
         mlflow_tracking_uri=tracking,
-        database_url=f"sqlite:///{ROOT}/var/profile-recommend-{run_prefix}.db",
-        members_key_prefix=f"{run_prefix}:members",
-        caps_key_prefix=caps_prefix,
+        database_url=database_url,
+        members_key_prefix=f"{prefix}:members",
+        caps_key_prefix=f"{prefix}:caps",
         capping_policy_path=ROOT / "config" / "caps.yaml",
-        capping_enabled=not args.no_caps,
         data_dir=world,
         reload_interval_s=0,
-        model_alias=args.alias,
+        model_alias=alias,
         log_level="warning",
         tracking_secret="x" * 32,
+        **overrides,
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    from serving.app import create_app
+
+    world, _, redis_url = bench_inputs()
+    run_prefix = f"profile-recsys-{uuid.uuid4().hex[:6]}"
+    settings = in_process_settings(
+        run_prefix,
+        f"sqlite:///{ROOT}/var/profile-recommend-{run_prefix}.db",
+        args.alias,
+        capping_enabled=not args.no_caps,
         pipeline_in_threadpool=args.threadpool,
     )
     bodies = [json.dumps(b).encode() for b in request_mix(world, args.members, 42)]

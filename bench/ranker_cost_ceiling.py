@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_serve import RANKED_ALIASES, bench_inputs, delete_prefix, request_mix  # noqa: E402
-from profile_recommend import call, redis_nodes  # noqa: E402
+from profile_recommend import call, in_process_settings, redis_nodes  # noqa: E402
 
 Rows = Callable[..., np.ndarray]
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -54,9 +54,8 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 async def run(args: argparse.Namespace) -> None:
     from serving.app import create_app
-    from serving.config import Settings
 
-    world, tracking, redis_url = bench_inputs()
+    world, _, redis_url = bench_inputs()
     bodies = [json.dumps(b).encode() for b in request_mix(world, args.members, 42)]
     prefixes: list[str] = []
     apps: dict[str, Any] = {}
@@ -64,20 +63,7 @@ async def run(args: argparse.Namespace) -> None:
         for kind, alias in RANKED_ALIASES.items():
             prefix = f"ceiling-{uuid.uuid4().hex[:8]}"
             prefixes.append(prefix)
-            settings = Settings(
-                redis_url=redis_url,
-                mlflow_tracking_uri=tracking,
-                database_url=f"sqlite:///{tmp}/{kind}.db",
-                members_key_prefix=f"{prefix}:members",
-                caps_key_prefix=f"{prefix}:caps",
-                capping_policy_path=ROOT / "config" / "caps.yaml",
-                data_dir=world,
-                reload_interval_s=0,
-                model_alias=alias,
-                log_level="warning",
-                tracking_secret="x" * 32,
-            )
-            apps[kind] = create_app(settings)
+            apps[kind] = create_app(in_process_settings(prefix, f"sqlite:///{tmp}/{kind}.db", alias))
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for app in apps.values():
